@@ -1,0 +1,95 @@
+import Foundation
+
+/// ComfyUI's REST calls (`server.py` routes).
+extension ComfyBackend {
+    /// `POST /prompt` with a prompt id of our own, so events can be matched before the answer arrives.
+    func postPrompt(_ job: PromptJob, promptID: String, clientID: String) async throws -> ComfyPromptReceipt {
+        let body = JSONValue.object([
+            "prompt": .object(job.workflow),
+            "client_id": .string(clientID),
+            "prompt_id": .string(promptID),
+        ])
+        let response = try await call("POST", "/prompt", json: body)
+        switch response.status {
+        case 200:
+            guard let answer = try? JSONValue.parse(response.body), answer["prompt_id"]?.stringValue != nil else {
+                throw ComfyError.badResponse(url, "POST /prompt returned no prompt_id")
+            }
+            return ComfyPromptReceipt(promptID: promptID, nodeErrors: answer["node_errors"]?.objectValue ?? [:])
+        case 400:
+            let answer = try? JSONValue.parse(response.body)
+            let comfyError = answer?["error"]
+            var error = ComfyError(
+                code: .workflowInvalid,
+                message: comfyError?["message"]?.stringValue ?? "ComfyUI rejected the workflow",
+                backend: url.description
+            )
+            error.comfyError = comfyError
+            error.nodeErrors = answer?["node_errors"] ?? .object([:])
+            throw error
+        default:
+            throw ComfyError.badResponse(url, "POST /prompt returned HTTP \(response.status)")
+        }
+    }
+
+    /// `GET /history/{id}`: `nil` when ComfyUI does not know the prompt.
+    func history(_ promptID: String) async throws -> ComfyHistoryEntry? {
+        let response = try await call("GET", "/history/\(promptID)")
+        guard response.status == 200 else { throw ComfyError.badResponse(url, "GET /history returned HTTP \(response.status)") }
+        return ComfyHistoryEntry.decode(response.body, promptID: promptID)
+    }
+
+    /// Whether the prompt is running or waiting in ComfyUI's queue.
+    func isQueued(_ promptID: String) async throws -> Bool {
+        let response = try await call("GET", "/queue")
+        guard response.status == 200, let queue = try? JSONValue.parse(response.body) else {
+            throw ComfyError.badResponse(url, "GET /queue returned HTTP \(response.status)")
+        }
+        let items = (queue["queue_running"]?.arrayValue ?? []) + (queue["queue_pending"]?.arrayValue ?? [])
+        return items.contains { $0.arrayValue?.dropFirst().first?.stringValue == promptID }
+    }
+
+    /// `GET /view` for a file a node wrote.
+    func view(_ image: ComfyImageReference) async throws -> (bytes: [UInt8], mimeType: String) {
+        var components = URLComponents()
+        components.queryItems = [
+            URLQueryItem(name: "filename", value: image.filename),
+            URLQueryItem(name: "subfolder", value: image.subfolder),
+            URLQueryItem(name: "type", value: image.type),
+        ]
+        let response = try await call("GET", "/view?" + (components.percentEncodedQuery ?? ""))
+        guard response.status == 200 else {
+            throw ComfyError.badResponse(url, "GET /view of \(image.filename) returned HTTP \(response.status)")
+        }
+        return (response.body, response.header("Content-Type").map { String($0.prefix { $0 != ";" }) } ?? sniffMimeType(response.body))
+    }
+
+    /// Removes the prompt from ComfyUI's queue and interrupts it if it runs: only this prompt,
+    /// never a global interrupt that would kill someone else's job.
+    func cancelOnServer(_ promptID: String) async {
+        _ = try? await call("POST", "/queue", json: .object(["delete": .array([.string(promptID)])]))
+        _ = try? await call("POST", "/interrupt", json: .object(["prompt_id": .string(promptID)]))
+    }
+
+    /// Forgets a finished prompt's history entry so ComfyUI's memory does not grow with our traffic.
+    func deleteHistory(_ promptID: String) async {
+        _ = try? await call("POST", "/history", json: .object(["delete": .array([.string(promptID)])]))
+    }
+
+    func call(_ method: String, _ path: String, json: JSONValue? = nil, timeout: Duration = .seconds(30)) async throws -> HTTPClientResponse {
+        let request = HTTPClientRequest(
+            method: method,
+            url: url.http(path),
+            headers: json == nil ? [] : [("Content-Type", "application/json")],
+            body: json?.encoded(),
+            timeout: timeout
+        )
+        do {
+            return try await http.execute(request)
+        } catch let error as HTTPClientError where error.kind == .cancelled {
+            throw ComfyError.cancelled
+        } catch let error as HTTPClientError {
+            throw ComfyError.unavailable(url, error.message)
+        }
+    }
+}

@@ -1,0 +1,207 @@
+import Foundation
+import Logging
+
+/// One ComfyUI server: its long-lived WebSocket, the prompts in flight on it, and its REST calls.
+///
+/// Events on the socket are routed to prompts by `prompt_id`. The socket is opened with a fresh
+/// `clientId` on every (re)connection: ComfyUI keeps one socket per id, and an old socket's
+/// cleanup would silently orphan a new one with the same id (protocol notes §5b).
+public actor ComfyBackend {
+    /// Where the server is.
+    public nonisolated let url: ComfyServerURL
+    let http: CurlHTTPClient
+    let logger: Logger
+    private let clientIDPrefix = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+    private var generation = 0
+
+    /// The id of the current socket; prompts are submitted under it.
+    private(set) var clientID: String?
+    private var slots: [String: WatchSlot] = [:]
+    /// The prompt ComfyUI is running for us, to attribute frames that carry no prompt id.
+    private var runningPromptID: String?
+    private var connectedWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
+    /// Why the backend last failed, for `/healthz`.
+    public private(set) var lastError: String?
+    public private(set) var isConnected = false
+
+    struct WatchSlot {
+        var watch: PromptWatch
+        /// The client id the prompt was submitted under.
+        var clientID: String
+        var waiter: CheckedContinuation<PromptWatch, Error>?
+    }
+
+    public init(url: ComfyServerURL, http: CurlHTTPClient, logger: Logger) {
+        self.url = url
+        self.http = http
+        var logger = logger
+        logger[metadataKey: "comfy.backend"] = "\(url)"
+        self.logger = logger
+    }
+
+    /// How many prompts this gateway has in flight here.
+    public var inFlight: Int { slots.count }
+
+    /// Keeps the WebSocket open until the task is cancelled, reconnecting with backoff.
+    public func run() async {
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            generation += 1
+            let id = "\(clientIDPrefix)-\(generation)"
+            do {
+                try await WebSocketClient.connect(host: url.host, port: url.port, path: "\(url.basePath)/ws?clientId=\(id)") { session in
+                    // Type-4 frames carry prompt and node ids; only honoured as the first client message.
+                    try await session.send(.text(#"{"type": "feature_flags", "data": {"supports_preview_metadata": true}}"#))
+                    for try await message in session.messages {
+                        switch message {
+                        case .text(let text):
+                            if let event = ComfyEvent.decode(Array(text.utf8)) { self.handle(event, socketID: id) }
+                        case .binary(let bytes):
+                            if let frame = ComfyBinaryFrame.decode(bytes) { self.handle(frame) }
+                        }
+                    }
+                }
+                lastError = "WebSocket closed by the server"
+            } catch {
+                lastError = "WebSocket: \(error)"
+            }
+            if isConnected { backoff = .milliseconds(100) }
+            disconnected()
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(2))
+        }
+        disconnected()
+    }
+
+    /// Waits until the socket is up, at most `timeout`. Returns whether it is.
+    func waitUntilConnected(timeout: Duration) async -> Bool {
+        if isConnected { return true }
+        let key = UUID()
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            self.resumeConnectedWaiter(key)
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { connectedWaiters[key] = $0 }
+        } onCancel: {
+            Task { await self.resumeConnectedWaiter(key) }
+        }
+        timer.cancel()
+        return isConnected
+    }
+
+    private func resumeConnectedWaiter(_ key: UUID) {
+        connectedWaiters.removeValue(forKey: key)?.resume()
+    }
+
+    private func handle(_ event: ComfyEvent, socketID: String) {
+        if case .status(_, let sid) = event, let sid, sid == socketID, !isConnected {
+            connected(socketID)
+            return
+        }
+        let promptID: String?
+        switch event {
+        case .executionStart(let id), .executionCached(let id, _), .executionSuccess(let id), .executionInterrupted(let id, _, _), .executed(let id, _, _):
+            promptID = id
+        case .executionError(let failure):
+            promptID = failure.promptID
+        case .executing(let id, let node):
+            // A replay to a late joiner has no prompt id: it belongs to the running prompt.
+            promptID = id ?? runningPromptID
+            runningPromptID = node == nil ? nil : promptID
+        case .progress(let id, _, _, _):
+            promptID = id ?? runningPromptID
+        case .status, .other:
+            promptID = nil
+        }
+        guard let promptID, var slot = slots[promptID] else { return }
+        if slot.watch.apply(event) { slot.watch.job.onProgress?(slot.watch.progress) }
+        slots[promptID] = slot
+        if slot.watch.ending != nil { settle(promptID) }
+    }
+
+    private func handle(_ frame: ComfyBinaryFrame) {
+        switch frame {
+        case .imageWithMetadata(let promptID, let nodeID, let mimeType, let bytes):
+            guard let promptID = promptID ?? runningPromptID else { return }
+            slots[promptID]?.watch.apply(frameFrom: nodeID, bytes: bytes, mimeType: mimeType ?? sniffMimeType(bytes))
+        case .image(let format, let bytes):
+            guard let promptID = runningPromptID else { return }
+            let mimeType = format == .jpeg ? "image/jpeg" : format == .png ? "image/png" : sniffMimeType(bytes)
+            slots[promptID]?.watch.apply(frameFrom: nil, bytes: bytes, mimeType: mimeType)
+        case .text, .unknown:
+            break
+        }
+    }
+
+    private func connected(_ socketID: String) {
+        clientID = socketID
+        isConnected = true
+        lastError = nil
+        logger.info("ComfyUI WebSocket connected")
+        for waiter in connectedWaiters.values { waiter.resume() }
+        connectedWaiters.removeAll()
+        let stale = slots.filter { $0.value.clientID != socketID || $0.value.watch.missedEvents }.map(\.key)
+        if !stale.isEmpty {
+            Task { await self.reconcile(stale) }
+        }
+    }
+
+    private func disconnected() {
+        guard isConnected else { return }
+        isConnected = false
+        clientID = nil
+        runningPromptID = nil
+        logger.warning("ComfyUI WebSocket lost", metadata: ["comfy.in_flight": "\(slots.count)"])
+        for key in slots.keys { slots[key]?.watch.missedEvents = true }
+    }
+
+    // MARK: Prompt slots
+
+    func register(_ watch: PromptWatch, clientID: String) {
+        slots[watch.promptID] = WatchSlot(watch: watch, clientID: clientID)
+    }
+
+    /// Suspends until the prompt ends (or is settled by reconciliation / abandoned).
+    func awaitEnding(_ promptID: String) async throws -> PromptWatch {
+        try await withCheckedThrowingContinuation { continuation in
+            guard slots[promptID] != nil else {
+                continuation.resume(throwing: ComfyError.cancelled)
+                return
+            }
+            slots[promptID]?.waiter = continuation
+            if slots[promptID]?.watch.ending != nil { settle(promptID) }
+        }
+    }
+
+    /// Hands the ended watch to its waiter and forgets it.
+    func settle(_ promptID: String) {
+        guard let slot = slots[promptID], let waiter = slot.waiter else { return }
+        slots[promptID] = nil
+        waiter.resume(returning: slot.watch)
+    }
+
+    /// Ends a wait with an error and forgets the prompt.
+    func fail(_ promptID: String, with error: Error) {
+        guard let slot = slots.removeValue(forKey: promptID) else { return }
+        slot.waiter?.resume(throwing: error)
+    }
+
+    func slot(_ promptID: String) -> WatchSlot? { slots[promptID] }
+
+    func markEnded(_ promptID: String, _ ending: PromptWatch.Ending, files: [String: [ComfyImageReference]]) {
+        guard var slot = slots[promptID] else { return }
+        slot.watch.settle(ending, files: files)
+        slots[promptID] = slot
+        settle(promptID)
+    }
+}
+
+/// Guesses an image's type from its first bytes.
+func sniffMimeType(_ bytes: [UInt8]) -> String {
+    if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return "image/png" }
+    if bytes.starts(with: [0xFF, 0xD8, 0xFF]) { return "image/jpeg" }
+    if bytes.count >= 12, bytes.starts(with: Array("RIFF".utf8)), Array(bytes[8..<12]) == Array("WEBP".utf8) { return "image/webp" }
+    if bytes.starts(with: Array("GIF8".utf8)) { return "image/gif" }
+    return "application/octet-stream"
+}

@@ -1,0 +1,60 @@
+/// Why a prompt did not produce an image, with what the caller needs to act on it.
+public struct ComfyError: Error, Sendable, CustomStringConvertible {
+    /// The kinds of failure; the gateway maps each to one HTTP status in one place.
+    public enum Code: Sendable, Equatable {
+        case backendUnavailable
+        case workflowInvalid
+        case executionFailed
+        case interrupted
+        case timedOut
+        case noImage
+        case badResponse
+        case busy
+        case cancelled
+    }
+
+    public var code: Code
+    public var message: String
+    /// The backend concerned, when one is.
+    public var backend: String?
+    /// ComfyUI's own `error` object (validation failures).
+    public var comfyError: JSONValue?
+    /// ComfyUI's `node_errors` (validation failures).
+    public var nodeErrors: JSONValue?
+    /// ComfyUI's `execution_error` details.
+    public var failure: ComfyExecutionFailure?
+    /// The node the error is about.
+    public var nodeID: String?
+
+    public init(code: Code, message: String, backend: String? = nil) {
+        self.code = code
+        self.message = message
+        self.backend = backend
+    }
+
+    public var description: String { message }
+
+    static func unavailable(_ backend: ComfyServerURL, _ reason: String) -> ComfyError {
+        ComfyError(code: .backendUnavailable, message: "ComfyUI at \(backend) is unavailable: \(reason)", backend: backend.description)
+    }
+
+    static func badResponse(_ backend: ComfyServerURL, _ reason: String) -> ComfyError {
+        ComfyError(code: .badResponse, message: "ComfyUI at \(backend) answered unexpectedly: \(reason)", backend: backend.description)
+    }
+
+    static func executionFailed(_ backend: ComfyServerURL, _ failure: ComfyExecutionFailure) -> ComfyError {
+        let trimmed = failure.exceptionMessage.trimmingCharacters(in: .whitespacesAndNewlines)
+        var error = ComfyError(code: .executionFailed, message: trimmed.isEmpty ? "execution failed" : trimmed, backend: backend.description)
+        error.failure = failure
+        error.nodeID = failure.nodeID
+        return error
+    }
+
+    static func timedOut(_ timeout: Duration) -> ComfyError {
+        ComfyError(code: .timedOut, message: "no result within \(timeout.components.seconds) s")
+    }
+
+    static let cancelled = ComfyError(code: .cancelled, message: "the caller went away")
+}
+
+import Foundation

@@ -1,0 +1,51 @@
+/// One workflow to run on a ComfyUI backend and the image wanted from it.
+public struct PromptJob: Sendable {
+    /// The ComfyUI API-format graph: node id → `{"class_type", "inputs"}`.
+    public var workflow: [String: JSONValue]
+    /// The node whose image is wanted; `nil` takes the first image the workflow produces.
+    public var outputNodeID: String?
+    /// The whole job, including retries after a lost backend.
+    public var timeout: Duration
+    /// Called with the job's progress in 0...1 as ComfyUI reports it (may be called from any task).
+    public var onProgress: (@Sendable (Double) -> Void)?
+
+    public init(workflow: [String: JSONValue], outputNodeID: String?, timeout: Duration, onProgress: (@Sendable (Double) -> Void)? = nil) {
+        self.workflow = workflow
+        self.outputNodeID = outputNodeID
+        self.timeout = timeout
+        self.onProgress = onProgress
+    }
+
+    /// The `class_type` of a node of the workflow.
+    public func classType(of node: String?) -> String? {
+        node.flatMap { workflow[$0]?["class_type"]?.stringValue }
+    }
+
+    /// Nodes that deliver their image as WebSocket frames rather than files.
+    func isWebSocketOutput(_ node: String?) -> Bool {
+        classType(of: node)?.lowercased().contains("websocket") ?? false
+    }
+
+    /// Whether the image wanted can only arrive as a WebSocket frame (lost for good if the socket dropped).
+    var needsWebSocketFrames: Bool {
+        if let outputNodeID { return isWebSocketOutput(outputNodeID) }
+        return workflow.keys.contains { isWebSocketOutput($0) }
+    }
+}
+
+/// The image a job produced.
+public struct GeneratedImage: Sendable {
+    public var bytes: [UInt8]
+    public var mimeType: String
+    public var promptID: String
+    public var backend: String
+    public var nodeID: String?
+
+    public init(bytes: [UInt8], mimeType: String, promptID: String, backend: String, nodeID: String?) {
+        self.bytes = bytes
+        self.mimeType = mimeType
+        self.promptID = promptID
+        self.backend = backend
+        self.nodeID = nodeID
+    }
+}

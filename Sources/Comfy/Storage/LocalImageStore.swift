@@ -1,0 +1,61 @@
+import Foundation
+
+/// Images as files under `OUTPUT_DIR`, which nginx serves at `/output_images/`.
+///
+/// Names are content hashes and writes are atomic (temporary file, then rename), so a reader
+/// never sees a partial file and an existing image is never rewritten.
+public struct LocalImageStore: ImageStore {
+    public let directory: String
+    /// `SERVER_BASE_URL` without trailing slash, or `""` for root-relative URLs.
+    public let baseURL: String
+    /// The URL path nginx serves the directory under.
+    public let urlPath: String
+
+    public init(directory: String, baseURL: String, urlPath: String = "/output_images") {
+        self.directory = directory
+        var base = baseURL
+        while base.hasSuffix("/") { base.removeLast() }
+        self.baseURL = base
+        self.urlPath = urlPath
+    }
+
+    public func store(_ bytes: [UInt8], mimeType: String) async throws -> StoredImage {
+        let filename = Digest.hex(Digest.sha256(bytes)) + "." + fileExtension(forMimeType: mimeType)
+        try write(bytes, to: filename)
+        return StoredImage(filename: filename, url: url(for: filename), mimeType: mimeType)
+    }
+
+    /// The public URL of a stored file.
+    public func url(for filename: String) -> String {
+        "\(baseURL)\(urlPath)/\(filename)"
+    }
+
+    /// The file's path on disk.
+    public func path(for filename: String) -> String {
+        "\(directory)/\(filename)"
+    }
+
+    func write(_ bytes: [UInt8], to filename: String) throws {
+        let target = path(for: filename)
+        if FileManager.default.fileExists(atPath: target) { return }
+        let temporary = "\(directory)/.tmp-\(UUID().uuidString)"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw StorageError(store: "local", message: "cannot create a file in \(directory): \(String(cString: strerror(errno)))") }
+        var ok = bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = Foundation.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if written <= 0 { return false }
+                offset += written
+            }
+            return true
+        }
+        ok = ok && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(temporary, target) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw StorageError(store: "local", message: "cannot write \(filename): \(reason)")
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// Opens client WebSocket connections over SwiftNIO (Debian's libcurl has no WebSocket support).
+public enum WebSocketClient {
+    /// Why a connection could not be opened.
+    public struct ConnectError: Error, Sendable, CustomStringConvertible {
+        public var description: String
+    }
+
+    private enum UpgradeResult: Sendable {
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
+        case notUpgraded
+    }
+
+    /// Connects to `ws://host:port/path`, runs `body` with the open session, then closes it.
+    ///
+    /// - Parameter maxMessageSize: a larger message closes the connection; ComfyUI's PNG frames and
+    ///   base64 sketches are far above NIO's 16 KiB default.
+    public static func connect<Result: Sendable>(
+        isolation: isolated (any Actor)? = #isolation,
+        host: String,
+        port: Int,
+        path: String,
+        maxMessageSize: Int = 64 << 20,
+        connectTimeout: TimeAmount = .seconds(5),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        _ body: (WebSocketSession) async throws -> Result
+    ) async throws -> Result {
+        let upgrade: EventLoopFuture<UpgradeResult> = try await ClientBootstrap(group: eventLoopGroup)
+            .connectTimeout(connectTimeout)
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let upgrader = NIOTypedWebSocketClientUpgrader<UpgradeResult>(
+                        maxFrameSize: maxMessageSize,
+                        upgradePipelineHandler: { channel, _ in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
+                                    minNonFinalFragmentSize: 0,
+                                    maxAccumulatedFrameCount: 4096,
+                                    maxAccumulatedFrameSize: maxMessageSize
+                                ))
+                                return .websocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
+                            }
+                        }
+                    )
+                    var headers = HTTPHeaders()
+                    headers.add(name: "Host", value: "\(host):\(port)")
+                    headers.add(name: "Content-Length", value: "0")
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
+                    let configuration = NIOTypedHTTPClientUpgradeConfiguration<UpgradeResult>(
+                        upgradeRequestHead: head,
+                        upgraders: [upgrader],
+                        notUpgradingCompletionHandler: { channel in
+                            channel.eventLoop.makeCompletedFuture { .notUpgraded }
+                        }
+                    )
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
+                        configuration: .init(upgradeConfiguration: configuration)
+                    )
+                }
+            }
+        switch try await upgrade.get() {
+        case .notUpgraded:
+            throw ConnectError(description: "ws://\(host):\(port)\(path) refused the WebSocket upgrade")
+        case .websocket(let channel):
+            return try await channel.executeThenClose { inbound, outbound in
+                try await body(WebSocketSession(inbound: inbound, outbound: outbound, masksFrames: true))
+            }
+        }
+    }
+}

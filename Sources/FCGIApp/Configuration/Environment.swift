@@ -1,0 +1,75 @@
+import Foundation
+
+/// Configuration variables: the process environment over an optional `.env` file (environment wins).
+struct Environment {
+    private var values: [String: String]
+
+    init(processEnvironment: [String: String] = ProcessInfo.processInfo.environment, dotEnvPath: String = ".env") {
+        var values = (try? String(contentsOfFile: dotEnvPath, encoding: .utf8)).map(Self.parseDotEnv) ?? [:]
+        values.merge(processEnvironment) { _, environment in environment }
+        self.values = values
+    }
+
+    init(_ values: [String: String]) {
+        self.values = values
+    }
+
+    /// The value, or `nil` when unset or empty.
+    subscript(_ name: String) -> String? {
+        guard let value = values[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
+        return value
+    }
+
+    func integer(_ name: String, default fallback: Int, range: ClosedRange<Int>) throws -> Int {
+        guard let text = self[name] else { return fallback }
+        guard let value = Int(text), range.contains(value) else {
+            throw ConfigurationError(variable: name, problem: "expected a whole number in \(range.lowerBound)...\(range.upperBound), got \"\(text)\"")
+        }
+        return value
+    }
+
+    func boolean(_ name: String, default fallback: Bool) throws -> Bool {
+        guard let text = self[name]?.lowercased() else { return fallback }
+        switch text {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw ConfigurationError(variable: name, problem: "expected true or false, got \"\(text)\"")
+        }
+    }
+
+    /// A duration such as `600`, `90s`, `10m`, `2h` or `7d` (plain numbers are seconds).
+    func duration(_ name: String, default fallback: Duration) throws -> Duration {
+        guard let text = self[name] else { return fallback }
+        let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        var number = Substring(text)
+        var scale: Int64 = 1
+        if let last = text.last, let unit = units[last] {
+            number = number.dropLast()
+            scale = unit
+        }
+        guard let value = Int64(number), value > 0 else {
+            throw ConfigurationError(variable: name, problem: "expected a duration like 600, 90s, 10m, 2h or 7d, got \"\(text)\"")
+        }
+        return .seconds(value * scale)
+    }
+
+    /// `KEY=VALUE` lines; `#` comments, `export ` prefixes and matching quotes are allowed.
+    static func parseDotEnv(_ text: String) -> [String: String] {
+        var result: [String: String] = [:]
+        for rawLine in text.split(whereSeparator: \.isNewline) {
+            var line = rawLine.trimmingCharacters(in: .whitespaces)
+            guard !line.isEmpty, !line.hasPrefix("#") else { continue }
+            if line.hasPrefix("export ") { line.removeFirst("export ".count) }
+            guard let equalsIndex = line.firstIndex(of: "=") else { continue }
+            let key = line[..<equalsIndex].trimmingCharacters(in: .whitespaces)
+            var value = line[line.index(after: equalsIndex)...].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
+                value = String(value.dropFirst().dropLast())
+            } else if let comment = value.range(of: " #") {
+                value = value[..<comment.lowerBound].trimmingCharacters(in: .whitespaces)
+            }
+            result[key] = value
+        }
+        return result
+    }
+}

@@ -1,0 +1,47 @@
+import Comfy
+import Logging
+
+/// Everything the gateway process reads from its environment.
+///
+/// Variables: `COMFYUI_SERVER` (comma-separated `http://host:port` list, default
+/// `http://127.0.0.1:8188`), `FCGI_SOCKET` (default `./.run/fcgi.sock`), `FCGI_THREADS`
+/// (default 256), `WORKFLOW_DIR` (`./workflow`), `OUTPUT_DIR` (`./output_images`),
+/// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_BODY_BYTES`
+/// (32 MiB), `LOG_LEVEL` (info).
+struct GatewayConfiguration {
+    var comfyServers: [ComfyServerURL]
+    var socketPath: String
+    var threads: Int
+    var workflowDirectory: String
+    var outputDirectory: String
+    var serverBaseURL: String
+    var generateTimeout: Duration
+    var maxBodyBytes: Int
+    var logLevel: Logger.Level
+
+    init(_ environment: Environment) throws {
+        let servers = (environment["COMFYUI_SERVER"] ?? "http://127.0.0.1:8188").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        comfyServers = try servers.map { text in
+            guard let url = ComfyServerURL(text) else {
+                throw ConfigurationError(variable: "COMFYUI_SERVER", problem: "\"\(text)\" is not an http://host:port URL")
+            }
+            return url
+        }
+        guard !comfyServers.isEmpty else { throw ConfigurationError(variable: "COMFYUI_SERVER", problem: "no server given") }
+        socketPath = environment["FCGI_SOCKET"] ?? "./.run/fcgi.sock"
+        threads = try environment.integer("FCGI_THREADS", default: 256, range: 4...4096)
+        workflowDirectory = environment["WORKFLOW_DIR"] ?? "./workflow"
+        outputDirectory = environment["OUTPUT_DIR"] ?? "./output_images"
+        serverBaseURL = environment["SERVER_BASE_URL"] ?? ""
+        if !serverBaseURL.isEmpty, !(serverBaseURL.hasPrefix("http://") || serverBaseURL.hasPrefix("https://")) {
+            throw ConfigurationError(variable: "SERVER_BASE_URL", problem: "expected an http:// or https:// URL, got \"\(serverBaseURL)\"")
+        }
+        generateTimeout = try environment.duration("GENERATE_TIMEOUT", default: .seconds(600))
+        maxBodyBytes = try environment.integer("MAX_BODY_BYTES", default: 32 << 20, range: 1024...(1 << 30))
+        let level = environment["LOG_LEVEL"] ?? "info"
+        guard let logLevel = Logger.Level(rawValue: level) else {
+            throw ConfigurationError(variable: "LOG_LEVEL", problem: "expected trace, debug, info, notice, warning, error or critical, got \"\(level)\"")
+        }
+        self.logLevel = logLevel
+    }
+}

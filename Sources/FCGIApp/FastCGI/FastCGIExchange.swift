@@ -1,0 +1,92 @@
+import CFastCGI
+import Foundation
+
+/// One accepted libfcgi request: its parameters and body in, the response out.
+///
+/// Only this folder sees the C pointer; the rest of the gateway sees `GatewayRequest`.
+struct FastCGIExchange {
+    let request: UnsafeMutablePointer<FCGX_Request>
+
+    func readRequest(maxBodyBytes: Int) -> Result<GatewayRequest, APIError> {
+        var headers: [String: String] = [:]
+        var params: [String: String] = [:]
+        var cursor = request.pointee.envp
+        while let entry = cursor?.pointee {
+            let pair = String(cString: entry)
+            if let equals = pair.firstIndex(of: "=") {
+                let name = String(pair[..<equals])
+                let value = String(pair[pair.index(after: equals)...])
+                params[name] = value
+                if name.hasPrefix("HTTP_") {
+                    headers[name.dropFirst(5).lowercased().replacingOccurrences(of: "_", with: "-")] = value
+                }
+            }
+            cursor = cursor?.advanced(by: 1)
+        }
+        if let type = params["CONTENT_TYPE"] { headers["content-type"] = type }
+        let length = Int(params["CONTENT_LENGTH"] ?? "") ?? 0
+        guard length <= maxBodyBytes else {
+            return .failure(APIError(.payloadTooLarge, "the request body is larger than \(maxBodyBytes) bytes"))
+        }
+        var body = [UInt8](repeating: 0, count: length)
+        var received = 0
+        while received < length {
+            let count = body.withUnsafeMutableBytes { buffer in
+                FCGX_GetStr(buffer.baseAddress!.advanced(by: received).assumingMemoryBound(to: CChar.self), Int32(length - received), request.pointee.in)
+            }
+            if count <= 0 { break }
+            received += Int(count)
+        }
+        guard received == length else {
+            return .failure(APIError(.invalidRequest, "the request body ended after \(received) of \(length) bytes"))
+        }
+        return .success(GatewayRequest(
+            method: params["REQUEST_METHOD"] ?? "GET",
+            path: params["DOCUMENT_URI"] ?? params["SCRIPT_NAME"] ?? "/",
+            query: params["QUERY_STRING"] ?? "",
+            headers: headers,
+            body: body
+        ))
+    }
+
+    func write(_ response: GatewayResponse) {
+        var head = "Status: \(response.status) \(reasonPhrase(response.status))\r\n"
+        for (name, value) in response.headers where !value.contains("\r") && !value.contains("\n") {
+            head += "\(name): \(value)\r\n"
+        }
+        head += "Content-Length: \(response.body.count)\r\n\r\n"
+        var bytes = Array(head.utf8)
+        bytes += response.body
+        var offset = 0
+        while offset < bytes.count {
+            let chunk = min(bytes.count - offset, 1 << 20)
+            let written = bytes.withUnsafeBytes { buffer in
+                FCGX_PutStr(buffer.baseAddress!.advanced(by: offset).assumingMemoryBound(to: CChar.self), Int32(chunk), request.pointee.out)
+            }
+            if written < 0 { return }  // nginx went away; nothing more to do
+            offset += chunk
+        }
+    }
+}
+
+/// The reason phrase for a status line.
+func reasonPhrase(_ status: Int) -> String {
+    switch status {
+    case 200: "OK"
+    case 201: "Created"
+    case 204: "No Content"
+    case 304: "Not Modified"
+    case 400: "Bad Request"
+    case 403: "Forbidden"
+    case 404: "Not Found"
+    case 405: "Method Not Allowed"
+    case 413: "Payload Too Large"
+    case 415: "Unsupported Media Type"
+    case 429: "Too Many Requests"
+    case 500: "Internal Server Error"
+    case 502: "Bad Gateway"
+    case 503: "Service Unavailable"
+    case 504: "Gateway Timeout"
+    default: "Status"
+    }
+}

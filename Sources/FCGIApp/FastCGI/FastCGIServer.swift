@@ -1,0 +1,93 @@
+import CFastCGI
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The FastCGI side of the gateway: a pool of threads blocked in libfcgi's `FCGX_Accept_r` on a
+/// unix socket that nginx connects to.
+///
+/// This is the one seam between blocking C and Swift concurrency: each thread reads its request,
+/// hands it to the async `handler` as a `Task`, and blocks (in `poll`, off the cooperative pool)
+/// until the task answers or nginx hangs up, which cancels the task.
+final class FastCGIServer: Service {
+    typealias Handler = @Sendable (GatewayRequest) async -> GatewayResponse
+
+    private let socketPath: String
+    private let threadCount: Int
+    private let maxBodyBytes: Int
+    private let handler: Handler
+    private let logger: Logger
+
+    init(socketPath: String, threads: Int, maxBodyBytes: Int, logger: Logger, handler: @escaping Handler) {
+        self.socketPath = socketPath
+        self.threadCount = threads
+        self.maxBodyBytes = maxBodyBytes
+        self.logger = logger
+        self.handler = handler
+    }
+
+    /// Serves until graceful shutdown, then lets every in-flight request finish.
+    func run() async throws {
+        unlink(socketPath)
+        let listenFD = FCGX_OpenSocket(socketPath, 4096)
+        guard listenFD >= 0 else {
+            throw ConfigurationError(variable: "FCGI_SOCKET", problem: "cannot listen on \(socketPath): \(String(cString: strerror(errno)))")
+        }
+        // nginx's workers run as this process's user (see nginx/nginx.conf): no one else may connect.
+        chmod(socketPath, 0o660)
+        logger.info("FastCGI listening", metadata: ["fcgi.socket": "\(socketPath)", "fcgi.threads": "\(threadCount)"])
+
+        let finished = ThreadCountdown(threadCount)
+        for index in 0..<threadCount {
+            let worker = FastCGIWorker(listenFD: listenFD, maxBodyBytes: maxBodyBytes, handler: handler, logger: logger)
+            let thread = Thread {
+                worker.serve()
+                finished.arrive()
+            }
+            thread.name = "fcgi-\(index)"
+            thread.stackSize = 256 << 10
+            thread.start()
+        }
+
+        try? await gracefulShutdown()
+        logger.info("FastCGI draining in-flight requests")
+        // The only way to wake threads blocked in accept(2).
+        shutdown(listenFD, Int32(SHUT_RDWR))
+        await finished.wait()
+        close(listenFD)
+        unlink(socketPath)
+        logger.info("FastCGI stopped")
+    }
+}
+
+/// Lets async code wait for a number of threads to finish.
+final class ThreadCountdown: Sendable {
+    private let state: Mutex<(remaining: Int, waiter: CheckedContinuation<Void, Never>?)>
+
+    init(_ count: Int) {
+        state = Mutex((count, nil))
+    }
+
+    func arrive() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.remaining -= 1
+            guard state.remaining == 0 else { return nil }
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state -> Bool in
+                if state.remaining == 0 { return true }
+                state.waiter = continuation
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+}
+
+import Synchronization

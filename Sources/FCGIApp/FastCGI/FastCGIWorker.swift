@@ -1,0 +1,75 @@
+import CFastCGI
+import Foundation
+import Logging
+import Synchronization
+
+/// One FastCGI thread: accepts a request, runs the handler task, writes the answer, repeats.
+struct FastCGIWorker: Sendable {
+    let listenFD: Int32
+    let maxBodyBytes: Int
+    let handler: FastCGIServer.Handler
+    let logger: Logger
+
+    /// Runs until the listening socket is shut down.
+    func serve() {
+        guard let request = cfastcgi_request_new(listenFD) else { return }
+        defer { cfastcgi_request_free(request) }
+        let wakeFD = cfastcgi_wake_fd_new()
+        defer { close(wakeFD) }
+        while FCGX_Accept_r(request) >= 0 {
+            let exchange = FastCGIExchange(request: request)
+            let response: GatewayResponse
+            switch exchange.readRequest(maxBodyBytes: maxBodyBytes) {
+            case .success(let gatewayRequest):
+                guard let answer = run(gatewayRequest, connectionFD: cfastcgi_request_fd(request), wakeFD: wakeFD) else {
+                    FCGX_Finish_r(request)
+                    continue
+                }
+                response = answer
+            case .failure(let error):
+                response = error.response
+            }
+            exchange.write(response)
+            FCGX_Finish_r(request)
+        }
+    }
+
+    /// Runs the handler as a task and blocks this thread until it answers. Returns `nil` when
+    /// nginx hung up first (the client went away); the task is then cancelled.
+    private func run(_ request: GatewayRequest, connectionFD: Int32, wakeFD: Int32) -> GatewayResponse? {
+        let box = ResponseBox()
+        let handler = self.handler
+        let task = Task {
+            let response = await handler(request)
+            box.set(response)
+            var one: UInt64 = 1
+            _ = Foundation.write(wakeFD, &one, 8)
+        }
+        var hungUp = false
+        while true {
+            var fds = [
+                pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: hungUp ? -1 : connectionFD, events: cfastcgi_pollrdhup, revents: 0),
+            ]
+            guard poll(&fds, 2, -1) >= 0 || errno == EINTR else { break }
+            if fds[0].revents & Int16(POLLIN) != 0 {
+                var count: UInt64 = 0
+                _ = read(wakeFD, &count, 8)
+                break
+            }
+            if !hungUp, fds[1].revents & (cfastcgi_pollrdhup | Int16(POLLHUP | POLLERR)) != 0 {
+                hungUp = true
+                logger.info("client went away; cancelling its request", metadata: ["http.path": "\(request.path)"])
+                task.cancel()
+            }
+        }
+        return hungUp ? nil : box.take()
+    }
+}
+
+/// Carries a task's response to the FastCGI thread that waits for it.
+private final class ResponseBox: Sendable {
+    private let value = Mutex<GatewayResponse?>(nil)
+    func set(_ response: GatewayResponse) { value.withLock { $0 = response } }
+    func take() -> GatewayResponse? { value.withLock { $0.take() } }
+}

@@ -1,0 +1,90 @@
+import Comfy
+
+/// An error answer of the API: `{"error": {"code", "message", ...}}` with its HTTP status.
+struct APIError: Error, Sendable {
+    /// The error kinds; `status` maps each to its HTTP status, in this one place.
+    enum Code: String, Sendable {
+        case invalidJSON = "invalid_json"
+        case invalidRequest = "invalid_request"
+        case unknownOutputNode = "unknown_output_node"
+        case workflowInvalid = "workflow_invalid"
+        case notFound = "not_found"
+        case methodNotAllowed = "method_not_allowed"
+        case payloadTooLarge = "payload_too_large"
+        case unsupportedMediaType = "unsupported_media_type"
+        case busy
+        case internalError = "internal"
+        case executionFailed = "execution_failed"
+        case storageFailed = "storage_failed"
+        case backendUnavailable = "backend_unavailable"
+        case timeout
+
+        var status: Int {
+            switch self {
+            case .invalidJSON, .invalidRequest, .unknownOutputNode, .workflowInvalid: 400
+            case .notFound: 404
+            case .methodNotAllowed: 405
+            case .payloadTooLarge: 413
+            case .unsupportedMediaType: 415
+            case .busy: 429
+            case .internalError: 500
+            case .executionFailed, .storageFailed: 502
+            case .backendUnavailable: 503
+            case .timeout: 504
+            }
+        }
+    }
+
+    var code: Code
+    var message: String
+    /// Extra members of the `error` object (`node_id`, `backend`, `comfy`, ...).
+    var details: [String: JSONValue] = [:]
+    /// Members beside `error` at the top level (`node_errors`).
+    var topLevel: [String: JSONValue] = [:]
+    var headers: [(String, String)] = []
+
+    init(_ code: Code, _ message: String, details: [String: JSONValue] = [:]) {
+        self.code = code
+        self.message = message
+        self.details = details
+    }
+
+    var response: GatewayResponse {
+        var error = details
+        error["code"] = .string(code.rawValue)
+        error["message"] = .string(message)
+        var body = topLevel
+        body["error"] = .object(error)
+        return .json(.object(body), status: code.status, headers: headers)
+    }
+}
+
+extension APIError {
+    /// The API's view of a backend failure.
+    init(_ error: ComfyError) {
+        switch error.code {
+        case .workflowInvalid:
+            self.init(.workflowInvalid, error.message)
+            if let comfy = error.comfyError { details["comfy"] = comfy }
+            topLevel["node_errors"] = error.nodeErrors ?? .object([:])
+        case .executionFailed:
+            self.init(.executionFailed, error.message)
+            details["node_id"] = error.failure?.nodeID.map(JSONValue.string) ?? .null
+            details["node_type"] = error.failure?.nodeType.map(JSONValue.string) ?? .null
+            details["exception_type"] = error.failure?.exceptionType.map(JSONValue.string) ?? .null
+        case .interrupted, .noImage, .badResponse:
+            self.init(.executionFailed, error.message)
+        case .backendUnavailable:
+            self.init(.backendUnavailable, error.message)
+        case .timedOut:
+            self.init(.timeout, error.message)
+        case .busy:
+            self.init(.busy, error.message)
+            headers.append(("Retry-After", "5"))
+        case .cancelled:
+            self.init(.internalError, error.message)
+        }
+        if let backend = error.backend { details["backend"] = .string(backend) }
+        if let node = error.nodeID, details["node_id"] == nil { details["node_id"] = .string(node) }
+    }
+}

@@ -1,0 +1,12 @@
+/// An HTTP request as nginx hands it over FastCGI.
+struct GatewayRequest: Sendable {
+    var method: String
+    /// The decoded path without query (`DOCUMENT_URI`).
+    var path: String
+    var query: String
+    /// Header names lower-cased.
+    var headers: [String: String]
+    var body: [UInt8]
+
+    func header(_ name: String) -> String? { headers[name.lowercased()] }
+}

@@ -1,0 +1,68 @@
+import Comfy
+
+/// The body of `/api/generate` and `/api/generate_file`, validated (seed 004 as NOTES.md settles it).
+struct GenerateRequest: Sendable {
+    enum ResponseType: String, Sendable { case url, file }
+
+    var workflow: [String: JSONValue]
+    var outputNodeID: String?
+    var responseType: ResponseType
+
+    init(body: [UInt8]) throws(APIError) {
+        guard !body.isEmpty else { throw APIError(.invalidJSON, "the request body is empty; send a JSON object with workflow_data") }
+        let parsed: JSONValue
+        do {
+            parsed = try JSONValue.parse(body)
+        } catch {
+            throw APIError(.invalidJSON, "the request body is not valid JSON")
+        }
+        guard let object = parsed.objectValue else { throw APIError(.invalidRequest, "the request body must be a JSON object") }
+        guard let workflowValue = object["workflow_data"] else { throw APIError(.invalidRequest, "workflow_data is missing") }
+        guard let workflow = workflowValue.objectValue else {
+            throw APIError(.invalidRequest, "workflow_data must be an object (a ComfyUI API-format prompt)")
+        }
+        if workflow["nodes"]?.arrayValue != nil, workflow["links"] != nil {
+            throw APIError(.invalidRequest, "workflow_data is in ComfyUI's UI format; export it with \"Export (API)\" in ComfyUI and send that")
+        }
+        guard !workflow.isEmpty else { throw APIError(.invalidRequest, "workflow_data has no nodes") }
+        for (id, node) in workflow {
+            guard node.objectValue != nil else { throw APIError(.invalidRequest, "workflow_data node \"\(id)\" must be an object") }
+            guard node["class_type"]?.stringValue != nil else {
+                throw APIError(.invalidRequest, "workflow_data node \"\(id)\" has no class_type", details: ["node_id": .string(id)])
+            }
+            if let inputs = node["inputs"], inputs.objectValue == nil {
+                throw APIError(.invalidRequest, "workflow_data node \"\(id)\" has inputs that are not an object", details: ["node_id": .string(id)])
+            }
+        }
+        self.workflow = workflow
+
+        switch object["output_node_id"] {
+        case nil, .null:
+            outputNodeID = nil
+        case .string(let id):
+            outputNodeID = id.isEmpty || id == "0" ? nil : id
+        case .number(let number):
+            guard let id = JSONValue.number(number).intValue else {
+                throw APIError(.invalidRequest, "output_node_id must be a node id (a string or a whole number)")
+            }
+            outputNodeID = id == 0 ? nil : String(id)
+        default:
+            throw APIError(.invalidRequest, "output_node_id must be a node id (a string or a whole number)")
+        }
+        if let id = outputNodeID, workflow[id] == nil {
+            throw APIError(.unknownOutputNode, "output_node_id \"\(id)\" is not a node of workflow_data", details: ["node_id": .string(id)])
+        }
+
+        switch object["response_type"] {
+        case nil, .null:
+            responseType = .url
+        case .string(let text):
+            guard let type = ResponseType(rawValue: text) else {
+                throw APIError(.invalidRequest, "response_type must be \"url\" or \"file\", got \"\(text)\"")
+            }
+            responseType = type
+        default:
+            throw APIError(.invalidRequest, "response_type must be \"url\" or \"file\"")
+        }
+    }
+}

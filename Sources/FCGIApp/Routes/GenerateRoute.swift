@@ -1,0 +1,31 @@
+import Comfy
+
+/// `POST /api/generate` and `POST /api/generate_file`: run a workflow, store its image, answer.
+struct GenerateRoute: Sendable {
+    let pool: BackendPool
+    let store: any ImageStore
+    let timeout: Duration
+
+    func generate(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
+        let body = try GenerateRequest(body: request.body)
+        let image = try await pool.run(PromptJob(workflow: body.workflow, outputNodeID: body.outputNodeID, timeout: timeout))
+        let stored = try await store.store(image.bytes, mimeType: image.mimeType)
+        if forceFile || body.responseType == .file {
+            return GatewayResponse(
+                status: 200,
+                headers: [
+                    ("Content-Type", stored.mimeType),
+                    ("Content-Disposition", "attachment; filename=\"\(stored.filename)\""),
+                    ("X-Image-URL", stored.url),
+                    ("Cache-Control", "no-store"),
+                ],
+                body: image.bytes
+            )
+        }
+        return .json(.object([
+            "url": .string(stored.url),
+            "filename": .string(stored.filename),
+            "content_type": .string(stored.mimeType),
+        ]))
+    }
+}

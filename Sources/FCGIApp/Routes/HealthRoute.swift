@@ -1,0 +1,22 @@
+import Comfy
+
+/// `GET /healthz`: each backend's state; 200 while at least one can take work, else 503.
+struct HealthRoute: Sendable {
+    let pool: BackendPool
+
+    func health(_ request: GatewayRequest) async -> GatewayResponse {
+        let backends = await pool.status()
+        let usable = backends.contains(where: \.isUp)
+        return .json(.object([
+            "status": .string(usable ? "ok" : "unavailable"),
+            "backends": .array(backends.map { backend in
+                .object([
+                    "url": .string(backend.url),
+                    "state": .string(backend.isUp ? "up" : "down"),
+                    "in_flight": .number(Double(backend.inFlight)),
+                    "last_error": backend.lastError.map(JSONValue.string) ?? .null,
+                ])
+            }),
+        ]), status: usable ? 200 : 503)
+    }
+}
