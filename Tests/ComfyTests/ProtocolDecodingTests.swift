@@ -1,0 +1,116 @@
+@testable import Comfy
+import Testing
+
+/// The decoder and the prompt state machine replaying real ComfyUI transcripts.
+struct ProtocolDecodingTests {
+    /// Feeds a transcript's frames to a watch the way `ComfyBackend` routes them.
+    func replay(_ transcript: Transcript, outputNode: String?) throws -> PromptWatch {
+        let promptID = try #require(transcript.promptID)
+        var watch = PromptWatch(promptID: promptID, job: PromptJob(workflow: transcript.workflow, outputNodeID: outputNode, timeout: .seconds(1)))
+        var progress: [Double] = []
+        for frame in transcript.frames {
+            switch frame {
+            case .text(let text):
+                let event = try #require(ComfyEvent.decode(Array(text.utf8)), "decodes \(text)")
+                if watch.apply(event) { progress.append(watch.progress) }
+            case .binary(let bytes):
+                switch try #require(ComfyBinaryFrame.decode(bytes)) {
+                case .imageWithMetadata(let id, let node, let mimeType, let image):
+                    #expect(id == promptID)
+                    watch.apply(frameFrom: node, bytes: image, mimeType: mimeType ?? "")
+                case .image(let format, let image):
+                    watch.apply(frameFrom: nil, bytes: image, mimeType: format == .png ? "image/png" : "image/jpeg")
+                default:
+                    break
+                }
+            }
+        }
+        #expect(progress == progress.sorted(), "progress never goes backwards")
+        #expect(progress.allSatisfy { $0 < 1 }, "progress reaches 1 only with the result")
+        return watch
+    }
+
+    @Test func saveImageRunEndsWithItsFileFromExecuted() throws {
+        let watch = try replay(try Transcript.load("A1_invert_save_first"), outputNode: nil)
+        #expect(watch.ending == .success)
+        guard case .file(_, let reference) = watch.wantedProduct else {
+            Issue.record("expected a file, got \(String(describing: watch.wantedProduct))")
+            return
+        }
+        #expect(reference.type == "output")
+        #expect(reference.filename.hasSuffix(".png"))
+    }
+
+    @Test func fullyCachedRunStillReportsItsFile() throws {
+        let watch = try replay(try Transcript.load("A2_invert_save_fully_cached"), outputNode: nil)
+        #expect(watch.ending == .success)
+        #expect(watch.wantedProduct != nil)
+    }
+
+    @Test(arguments: ["A3_scale_blur_ws_legacy_binary", "A4_scale_blur_ws_preview_metadata"])
+    func webSocketOutputArrivesAsPNGFrame(_ scenario: String) throws {
+        let transcript = try Transcript.load(scenario)
+        let watch = try replay(transcript, outputNode: "4")
+        #expect(watch.ending == .success)
+        guard case .frame(let node, let bytes, let mimeType) = watch.wantedProduct else {
+            Issue.record("no frame for node 4")
+            return
+        }
+        #expect(node == "4")
+        #expect(mimeType == "image/png")
+        #expect(bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+    }
+
+    @Test func executionErrorCarriesTheExceptionAndNode() throws {
+        let watch = try replay(try Transcript.load("C1_exec_error_blur_pad"), outputNode: nil)
+        guard case .failed(let failure) = watch.ending else {
+            Issue.record("expected a failure, got \(String(describing: watch.ending))")
+            return
+        }
+        #expect(failure.exceptionType == "RuntimeError")
+        #expect(failure.exceptionMessage.contains("Padding size should be less than"))
+        #expect(failure.nodeType == "ImageBlur")
+    }
+
+    @Test func historyOfASuccessfulRunListsItsImages() throws {
+        let transcript = try Transcript.load("A1_invert_save_first")
+        let body = transcript.json["history"]?["body"] ?? .null
+        let promptID = try #require(transcript.promptID)
+        let entry = try #require(ComfyHistoryEntry.decode(body.encoded(), promptID: promptID))
+        #expect(entry.outcome == .success)
+        #expect(entry.images.values.flatMap { $0 }.count == 1)
+        #expect(ComfyHistoryEntry.decode(Array("{}".utf8), promptID: "unknown") == nil)
+    }
+
+    @Test func historyOfAFailedRunCarriesTheError() throws {
+        let transcript = try Transcript.load("C1_exec_error_blur_pad")
+        let body = transcript.json["history"]?["body"] ?? .null
+        let promptID = try #require(transcript.promptID)
+        let entry = try #require(ComfyHistoryEntry.decode(body.encoded(), promptID: promptID))
+        guard case .failed(let failure) = entry.outcome else {
+            Issue.record("expected failure, got \(entry.outcome)")
+            return
+        }
+        #expect(failure.exceptionType == "RuntimeError")
+    }
+
+    @Test func partiallyValidPromptNamesTheDroppedOutputs() throws {
+        let transcript = try Transcript.load("B5_partial_valid_one_output_bad")
+        let body = try #require(transcript.json["response"]?["body"])
+        let receipt = ComfyPromptReceipt(promptID: "x", nodeErrors: body["node_errors"]?.objectValue ?? [:])
+        #expect(!receipt.droppedOutputs.isEmpty)
+    }
+
+    @Test func textFramesAndTruncatedFramesDecodeSafely() {
+        let text: [UInt8] = [0, 0, 0, 3, 0, 0, 0, 1, UInt8(ascii: "2")] + Array("width: 64".utf8)
+        #expect(ComfyBinaryFrame.decode(text) == .text(nodeID: "2", text: "width: 64"))
+        #expect(ComfyBinaryFrame.decode([0, 0, 0]) == nil)
+        #expect(ComfyBinaryFrame.decode([0, 0, 0, 4, 0, 0, 1, 0, 1]) == nil)
+        #expect(ComfyEvent.decode(Array("not json".utf8)) == nil)
+    }
+
+    @Test func lateJoinerReplayWithoutPromptIDDecodes() {
+        let event = ComfyEvent.decode(Array(#"{"type": "executing", "data": {"node": "11"}}"#.utf8))
+        #expect(event == .executing(promptID: nil, node: "11"))
+    }
+}

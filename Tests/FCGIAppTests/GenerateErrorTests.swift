@@ -1,0 +1,176 @@
+import Comfy
+import Foundation
+import Testing
+
+/// Every way a generate call can fail answers a clear JSON error and leaves OUTPUT_DIR clean.
+@Suite(.serialized)
+struct GenerateErrorTests {
+    /// The `error` object of a JSON error answer.
+    func error(of response: HTTPClientResponse) throws -> JSONValue {
+        #expect(response.header("Content-Type")?.hasPrefix("application/json") == true)
+        return try #require(try JSONValue.parse(response.body)["error"])
+    }
+
+    @Test func badRequestBodiesAreRefusedWithTheirReason() async throws {
+        try await withGateway("err-bodies") { gateway, emulator in
+            let cases: [(body: String, code: String, mentions: String)] = [
+                ("{not json", "invalid_json", "JSON"),
+                ("", "invalid_json", "empty"),
+                ("[1,2]", "invalid_request", "object"),
+                (#"{"output_node_id": "9"}"#, "invalid_request", "workflow_data"),
+                (#"{"workflow_data": "text"}"#, "invalid_request", "workflow_data"),
+                (#"{"workflow_data": {"1": {"inputs": {}}}}"#, "invalid_request", "class_type"),
+                (#"{"workflow_data": {"1": {"class_type": "LoadImage"}}, "output_node_id": [1]}"#, "invalid_request", "output_node_id"),
+                (#"{"workflow_data": {"1": {"class_type": "LoadImage"}}, "response_type": "zip"}"#, "invalid_request", "response_type"),
+                (#"{"workflow_data": {"nodes": [], "links": []}}"#, "invalid_request", "API"),
+            ]
+            for testCase in cases {
+                let response = try await gateway.post("/api/generate", body: Array(testCase.body.utf8))
+                #expect(response.status == 400, "\(testCase.body)")
+                let error = try error(of: response)
+                #expect(error["code"] == .string(testCase.code), "\(testCase.body)")
+                #expect(error["message"]?.stringValue?.contains(testCase.mentions) == true, "\(testCase.body): \(response.bodyText)")
+            }
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+        }
+    }
+
+    @Test func unknownOutputNodeIsNamed() async throws {
+        try await withGateway("err-node") { gateway, _ in
+            let response = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "x"), output: 277))
+            #expect(response.status == 400)
+            let error = try error(of: response)
+            #expect(error["code"] == "unknown_output_node")
+            #expect(error["node_id"] == "277")
+            #expect(error["message"]?.stringValue?.contains("277") == true)
+        }
+    }
+
+    @Test func bodyOverTheLimitIsRefusedByNginxAsJSON() async throws {
+        try await withGateway("err-413", environment: ["MAX_BODY": "1m"]) { gateway, _ in
+            let big = Array(repeating: UInt8(ascii: "a"), count: 2 << 20)
+            let response = try await gateway.post("/api/generate", body: big)
+            #expect(response.status == 413)
+            #expect(try error(of: response)["code"] == "payload_too_large")
+        }
+    }
+
+    @Test func comfyValidationFailureCarriesNodeErrors() async throws {
+        try await withGateway("err-validation") { gateway, _ in
+            var workflow = Workflows.txt2img(text: "x")
+            workflow["4"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": "missing.safetensors"])
+            let response = try await gateway.post("/api/generate", json: Workflows.body(workflow))
+            #expect(response.status == 400)
+            let body = try JSONValue.parse(response.body)
+            #expect(body["error"]?["code"] == "workflow_invalid")
+            #expect(body["error"]?["comfy"]?["type"] == "prompt_outputs_failed_validation")
+            let nodeError = try #require(body["node_errors"]?["4"])
+            #expect(nodeError["errors"]?.arrayValue?.first?["type"] == "value_not_in_list")
+            #expect(nodeError["class_type"] == "CheckpointLoaderSimple")
+        }
+    }
+
+    @Test func unknownNodeClassIsAValidationError() async throws {
+        try await withGateway("err-class") { gateway, _ in
+            var workflow = Workflows.txt2img(text: "x")
+            workflow["2"] = Workflows.node("NoSuchNodeClass", [:])
+            let response = try await gateway.post("/api/generate", json: Workflows.body(workflow))
+            #expect(response.status == 400)
+            let error = try error(of: response)
+            #expect(error["comfy"]?["type"] == "invalid_prompt")
+            #expect(error["message"]?.stringValue?.contains("NoSuchNodeClass") == true)
+        }
+    }
+
+    @Test func executionErrorIsBadGatewayWithComfyDetails() async throws {
+        try await withGateway("err-exec") { gateway, emulator in
+            try await emulator.configure(["fail_node_class": "VAEDecode"])
+            let response = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "x")))
+            #expect(response.status == 502)
+            let error = try error(of: response)
+            #expect(error["code"] == "execution_failed")
+            #expect(error["node_id"] == "8")
+            #expect(error["node_type"] == "VAEDecode")
+            #expect(error["exception_type"] == "RuntimeError")
+            #expect(error["message"]?.stringValue?.contains("emulated failure") == true)
+            #expect(try gateway.storedFiles().isEmpty)
+        }
+    }
+
+    @Test func unreachableComfyIsServiceUnavailableNamingTheBackend() async throws {
+        try await withGateway("err-down") { gateway, emulator in
+            emulator.stop()
+            try await gateway.waitUntilHealthy(503)
+            let response = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "x")))
+            #expect(response.status == 503)
+            let error = try error(of: response)
+            #expect(error["code"] == "backend_unavailable")
+            #expect(error["message"]?.stringValue?.contains(emulator.url) == true)
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+            #expect(health["status"] == "unavailable")
+            #expect(health["backends"]?.arrayValue?.first?["state"] == "down")
+        }
+    }
+
+    @Test func noResultInTimeIsGatewayTimeoutAndThePromptIsRemoved() async throws {
+        try await withGateway("err-timeout", environment: ["GENERATE_TIMEOUT": "2s"]) { gateway, emulator in
+            try await emulator.configure(["hang": true])
+            let response = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "x")))
+            #expect(response.status == 504)
+            #expect(try error(of: response)["code"] == "timeout")
+            try await waitUntil {
+                let stats = try await emulator.stats()
+                return stats["queue_deletes"]?.arrayValue?.count == 1 && stats["queue_pending"] == 0
+            }
+            // Targeted, never global: the interrupt names the prompt.
+            let interrupts = try await emulator.stats()["interrupts"]?.arrayValue ?? []
+            #expect(interrupts.allSatisfy { $0["prompt_id"] != nil })
+        }
+    }
+
+    @Test func callerDisconnectingRemovesItsPrompt() async throws {
+        try await withGateway("err-abandon") { gateway, emulator in
+            try await emulator.configure(["hang": true])
+            let caller = Task {
+                try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "x")), timeout: .seconds(1))
+            }
+            _ = await caller.result
+            try await waitUntil {
+                let stats = try await emulator.stats()
+                return stats["queue_deletes"]?.arrayValue?.count == 1 && stats["queue_pending"] == 0
+            }
+        }
+    }
+
+    @Test func webSocketDropMidJobStillEndsWithTheRightImage() async throws {
+        try await withGateway("err-wsdrop") { gateway, emulator in
+            // Two WebSocket outputs: the socket drops right after the first frame, so the
+            // wanted second frame is lost; the gateway settles from /history and reruns.
+            var workflow = Workflows.txt2img(text: "survives a drop")
+            workflow["10"] = Workflows.node("SaveImageWebsocket", ["images": Workflows.link("8", 0)])
+            workflow["9"] = Workflows.node("ImageInvert", ["image": Workflows.link("8", 0)])
+            workflow["11"] = Workflows.node("SaveImageWebsocket", ["images": Workflows.link("9", 0)])
+            try await emulator.configure(["drop_ws_after_binary": 1, "node_delay_ms": 20])
+            let response = try await gateway.post("/api/generate_file", json: Workflows.body(workflow, output: "11"))
+            #expect(response.status == 200, "\(response.bodyText)")
+            let metadata = emulatorMetadata(ofPNG: response.body)
+            #expect(metadata?["node"] == "11")
+            #expect(metadata?["texts"]?.arrayValue?.first == "survives a drop")
+        }
+    }
+
+    @Test func sigtermLetsTheAppExitCleanly() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("sigterm")
+        let emulator = try Emulator(directory: directory, http: testHTTP)
+        defer { emulator.stop() }
+        let gateway = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        try await gateway.waitUntilHealthy()
+        try await emulator.configure(["node_delay_ms": 150])
+        let inFlight = Task { try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "in flight"))) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(gateway.app.stop(SIGTERM) == 0)
+        // The request that was running when SIGTERM came still got its image.
+        #expect(try await inFlight.value.status == 200)
+        gateway.nginx.stop(SIGQUIT)
+    }
+}

@@ -1,0 +1,56 @@
+import Comfy
+import Foundation
+
+/// The ComfyUI emulator (Tests/Emulator/comfyui_emulator.py) running for one test.
+final class Emulator: Sendable {
+    let process: ChildProcess
+    let port: Int
+    let directory: String
+    let http: CurlHTTPClient
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    /// Starts it and waits for its `READY <port>` line.
+    init(directory: String, http: CurlHTTPClient, arguments: [String] = [], port: Int = 0) throws {
+        self.directory = directory
+        self.http = http
+        let pipe = Pipe()
+        process = try ChildProcess(
+            "/usr/bin/env",
+            ["python3", TestPaths.emulatorScript, "--port", "\(port)", "--data-dir", "\(directory)/comfy"] + arguments,
+            logPath: "\(directory)/emulator.log",
+            stdout: pipe
+        )
+        var line = [UInt8]()
+        let handle = pipe.fileHandleForReading
+        while true {
+            let byte = handle.readData(ofLength: 1)
+            guard let first = byte.first else { throw TestFailure("emulator exited before READY:\n\(process.log)") }
+            if first == UInt8(ascii: "\n") { break }
+            line.append(first)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard text.hasPrefix("READY "), let ready = Int(text.dropFirst(6)) else { throw TestFailure("emulator said \(text)") }
+        self.port = ready
+    }
+
+    /// Merges settings into the emulator's fault-injection configuration.
+    func configure(_ settings: [String: JSONValue]) async throws {
+        let response = try await http.execute(HTTPClientRequest(method: "POST", url: "\(url)/emulator/config", body: JSONValue.object(settings).encoded()))
+        guard response.status == 200 else { throw TestFailure("emulator config: \(response.status) \(response.bodyText)") }
+    }
+
+    /// The emulator's counters (prompts received, interrupts, queue deletes, ...).
+    func stats() async throws -> JSONValue {
+        let response = try await http.execute(HTTPClientRequest(url: "\(url)/emulator/stats"))
+        return try JSONValue.parse(response.body)
+    }
+
+    func stop() { process.stop() }
+}
+
+/// A test precondition that did not hold.
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
