@@ -50,12 +50,15 @@ public actor ComfyBackend {
             let id = "\(clientIDPrefix)-\(generation)"
             do {
                 try await WebSocketClient.connect(host: url.host, port: url.port, path: "\(url.basePath)/ws?clientId=\(id)") { session in
+                    // Connected once upgraded: ComfyUI's first `status` frame can arrive in the same read as
+                    // the 101 answer and is not guaranteed to reach us, so nothing may wait for it.
+                    self.connected(id)
                     // Type-4 frames carry prompt and node ids; only honoured as the first client message.
                     try await session.send(.text(#"{"type": "feature_flags", "data": {"supports_preview_metadata": true}}"#))
                     for try await message in session.messages {
                         switch message {
                         case .text(let text):
-                            if let event = ComfyEvent.decode(Array(text.utf8)) { self.handle(event, socketID: id) }
+                            if let event = ComfyEvent.decode(Array(text.utf8)) { self.handle(event) }
                         case .binary(let bytes):
                             if let frame = ComfyBinaryFrame.decode(bytes) { self.handle(frame) }
                         }
@@ -94,11 +97,7 @@ public actor ComfyBackend {
         connectedWaiters.removeValue(forKey: key)?.resume()
     }
 
-    private func handle(_ event: ComfyEvent, socketID: String) {
-        if case .status(_, let sid) = event, let sid, sid == socketID, !isConnected {
-            connected(socketID)
-            return
-        }
+    private func handle(_ event: ComfyEvent) {
         let promptID: String?
         switch event {
         case .executionStart(let id), .executionCached(let id, _), .executionSuccess(let id), .executionInterrupted(let id, _, _), .executed(let id, _, _):

@@ -24,8 +24,12 @@ final class ChildProcess: @unchecked Sendable {
 
     /// Sends `signal` and waits for the exit; returns the exit status.
     @discardableResult
-    func stop(_ signal: Int32 = SIGTERM) -> Int32 {
+    func stop(_ signal: Int32 = SIGTERM, grace: Duration = .seconds(10)) -> Int32 {
         if process.isRunning { kill(process.processIdentifier, signal) }
+        let deadline = ContinuousClock.now + grace
+        while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
+        // A process that ignores the signal must not hang the test run.
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         return process.terminationStatus
     }

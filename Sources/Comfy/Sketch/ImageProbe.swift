@@ -1,0 +1,72 @@
+/// Reads an image's format and pixel size from its header, without decoding it, so that a
+/// decompression bomb (a small file declaring a huge canvas) is refused before any decoder runs.
+public struct ImageProbe: Sendable, Equatable {
+    public var mimeType: String
+    public var width: Int
+    public var height: Int
+
+    /// Why bytes are not an acceptable image.
+    public struct Rejection: Error, Sendable, Equatable, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Probes PNG, JPEG and WebP; the file must be complete (PNG `IEND`, JPEG `EOI`).
+    public static func probe(_ bytes: [UInt8]) throws(Rejection) -> ImageProbe {
+        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return try png(bytes) }
+        if bytes.starts(with: [0xFF, 0xD8, 0xFF]) { return try jpeg(bytes) }
+        if bytes.count >= 12, bytes.starts(with: Array("RIFF".utf8)), Array(bytes[8..<12]) == Array("WEBP".utf8) { return try webp(bytes) }
+        throw Rejection(description: "not a PNG, JPEG or WebP image")
+    }
+
+    private static func png(_ bytes: [UInt8]) throws(Rejection) -> ImageProbe {
+        guard bytes.count >= 33, Array(bytes[12..<16]) == Array("IHDR".utf8) else { throw Rejection(description: "truncated PNG (no header)") }
+        guard bytes.suffix(12).starts(with: [0, 0, 0, 0]) && Array(bytes.suffix(8).prefix(4)) == Array("IEND".utf8) else {
+            throw Rejection(description: "truncated PNG (no IEND chunk)")
+        }
+        return ImageProbe(mimeType: "image/png", width: bigEndian(bytes, 16, 4), height: bigEndian(bytes, 20, 4))
+    }
+
+    private static func jpeg(_ bytes: [UInt8]) throws(Rejection) -> ImageProbe {
+        guard bytes.suffix(2) == [0xFF, 0xD9] else { throw Rejection(description: "truncated JPEG (no end marker)") }
+        var offset = 2
+        while offset + 9 < bytes.count {
+            guard bytes[offset] == 0xFF else { throw Rejection(description: "corrupt JPEG") }
+            let marker = bytes[offset + 1]
+            if marker == 0xFF { offset += 1; continue }
+            let length = bigEndian(bytes, offset + 2, 2)
+            // SOF0...SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+            if (0xC0...0xCF).contains(marker), ![0xC4, 0xC8, 0xCC].contains(marker) {
+                return ImageProbe(mimeType: "image/jpeg", width: bigEndian(bytes, offset + 7, 2), height: bigEndian(bytes, offset + 5, 2))
+            }
+            guard length >= 2 else { throw Rejection(description: "corrupt JPEG") }
+            offset += 2 + length
+        }
+        throw Rejection(description: "truncated JPEG (no frame header)")
+    }
+
+    private static func webp(_ bytes: [UInt8]) throws(Rejection) -> ImageProbe {
+        guard bytes.count >= 30 else { throw Rejection(description: "truncated WebP") }
+        let declared = littleEndian(bytes, 4, 4) + 8
+        guard declared <= bytes.count else { throw Rejection(description: "truncated WebP") }
+        let chunk = String(decoding: bytes[12..<16], as: UTF8.self)
+        switch chunk {
+        case "VP8 ":
+            return ImageProbe(mimeType: "image/webp", width: littleEndian(bytes, 26, 2) & 0x3FFF, height: littleEndian(bytes, 28, 2) & 0x3FFF)
+        case "VP8L":
+            let bits = littleEndian(bytes, 21, 4)
+            return ImageProbe(mimeType: "image/webp", width: (bits & 0x3FFF) + 1, height: ((bits >> 14) & 0x3FFF) + 1)
+        case "VP8X":
+            return ImageProbe(mimeType: "image/webp", width: littleEndian(bytes, 24, 3) + 1, height: littleEndian(bytes, 27, 3) + 1)
+        default:
+            throw Rejection(description: "unsupported WebP variant")
+        }
+    }
+
+    private static func bigEndian(_ bytes: [UInt8], _ offset: Int, _ count: Int) -> Int {
+        bytes[offset..<offset + count].reduce(0) { ($0 << 8) | Int($1) }
+    }
+
+    private static func littleEndian(_ bytes: [UInt8], _ offset: Int, _ count: Int) -> Int {
+        bytes[offset..<offset + count].reversed().reduce(0) { ($0 << 8) | Int($1) }
+    }
+}

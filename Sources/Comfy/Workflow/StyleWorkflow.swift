@@ -1,0 +1,53 @@
+/// A drawing style: an API-format ComfyUI workflow with a `LoadImage` node for the sketch.
+public struct StyleWorkflow: Sendable, Equatable {
+    public var name: String
+    public var workflow: [String: JSONValue]
+
+    /// Why a workflow file cannot be a style.
+    public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Validates a workflow file's bytes.
+    public init(name: String, bytes: [UInt8]) throws(Problem) {
+        let parsed: JSONValue
+        do {
+            parsed = try JSONValue.parse(bytes)
+        } catch {
+            throw Problem(description: "not valid JSON")
+        }
+        guard let workflow = parsed.objectValue, !workflow.isEmpty else { throw Problem(description: "not a JSON object of nodes") }
+        if workflow["nodes"]?.arrayValue != nil || workflow["links"] != nil {
+            throw Problem(description: "UI-format workflow; in ComfyUI use Workflow → Export (API) and save that file instead")
+        }
+        for (id, node) in workflow where node["class_type"]?.stringValue == nil {
+            throw Problem(description: "node \(id) has no class_type (not an API-format workflow)")
+        }
+        self.name = name
+        self.workflow = workflow
+        guard sketchNodeID != nil else { throw Problem(description: "no LoadImage node to receive the sketch") }
+    }
+
+    /// The `LoadImage` node that receives the sketch: the one titled `sketch`, else the first by id.
+    public var sketchNodeID: String? {
+        let loaders = orderedNodeIDs.filter { workflow[$0]?["class_type"]?.stringValue == "LoadImage" }
+        return loaders.first { workflow[$0]?["_meta"]?["title"]?.stringValue?.lowercased() == "sketch" } ?? loaders.first
+    }
+
+    /// Node ids in numeric order where they are numbers ("2" before "10").
+    var orderedNodeIDs: [String] {
+        workflow.keys.sorted { lhs, rhs in
+            switch (Int(lhs), Int(rhs)) {
+            case let (left?, right?): left < right
+            case (.some, nil): true
+            case (nil, .some): false
+            default: lhs < rhs
+            }
+        }
+    }
+
+    /// Style names are file names: letters, digits, `-` and `_`, at most 64.
+    public static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64 && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }
+    }
+}
