@@ -22,16 +22,31 @@ final class ChildProcess: @unchecked Sendable {
     var isRunning: Bool { process.isRunning }
     var pid: Int32 { process.processIdentifier }
 
-    /// Sends `signal` and waits for the exit; returns the exit status.
+    /// Sends `signal` and waits for the exit; returns the exit status (or the signal that ended it).
     @discardableResult
     func stop(_ signal: Int32 = SIGTERM, grace: Duration = .seconds(10)) -> Int32 {
         if process.isRunning { kill(process.processIdentifier, signal) }
-        let deadline = ContinuousClock.now + grace
-        while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
+        if let status = waitForExit(within: grace) { return status }
         // A process that ignores the signal must not hang the test run.
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        return process.terminationStatus
+        kill(process.processIdentifier, SIGKILL)
+        return waitForExit(within: .seconds(10)) ?? -1
+    }
+
+    /// Polls for the exit, reaping it ourselves too: Foundation's own watcher can miss it
+    /// under the test runner, and `waitUntilExit()` then never returns.
+    private func waitForExit(within limit: Duration) -> Int32? {
+        let deadline = ContinuousClock.now + limit
+        let pid = process.processIdentifier
+        while ContinuousClock.now < deadline {
+            if !process.isRunning { return process.terminationStatus }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                let signal = status & 0x7F
+                return signal == 0 ? (status >> 8) & 0xFF : signal
+            }
+            usleep(10_000)
+        }
+        return nil
     }
 
     /// The log so far, for failure messages.

@@ -1,0 +1,152 @@
+import Foundation
+import Logging
+
+/// Every painter's session: turns sketches into generations, latest sketch first, and tells
+/// the session's WebSockets how each one goes.
+public actor DrawingSessions {
+    private var sessions: [String: SketchSession] = [:]
+    private let pool: BackendPool
+    private let styles: StyleLibrary
+    private let store: any ImageStore
+    private let configuration: Configuration
+    private let logger: Logger
+
+    /// Limits and timing of drawing sessions.
+    public struct Configuration: Sendable {
+        /// One generation, including a retry after a lost backend.
+        public var jobTimeout: Duration
+        /// A session without sockets, jobs or sketches for this long is dropped.
+        public var idleTimeout: Duration
+        /// ComfyUI's input subfolder for sketches (one file per session, overwritten).
+        public var uploadSubfolder: String
+
+        public init(jobTimeout: Duration = .seconds(120), idleTimeout: Duration = .seconds(1800), uploadSubfolder: String = "gateway") {
+            self.jobTimeout = jobTimeout
+            self.idleTimeout = idleTimeout
+            self.uploadSubfolder = uploadSubfolder
+        }
+    }
+
+    public init(pool: BackendPool, styles: StyleLibrary, store: any ImageStore, configuration: Configuration, logger: Logger) {
+        self.pool = pool
+        self.styles = styles
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// How many sessions exist.
+    public var count: Int { sessions.count }
+
+    /// Takes a sketch for the session (created if new); its generation starts now or after the running one.
+    public func submit(_ update: SketchUpdate, to id: String) async throws(DrawingError) {
+        try DrawingError.checkSessionID(id)
+        if let style = update.style, await styles.style(style) == nil {
+            throw DrawingError(.unknownStyle, "unknown style \"\(style.prefix(64))\"; GET /api/styles lists them")
+        }
+        var session = sessions[id] ?? SketchSession(id: id, seed: Self.randomSeed(), now: .now)
+        if let style = update.style { session.style = style }
+        if let prompt = update.prompt { session.prompt = prompt.isEmpty ? nil : prompt }
+        session.lastActivity = .now
+        let action = session.submit(update)
+        sessions[id] = session
+        if action == .start { start(update, in: id) }
+    }
+
+    /// Opens a subscription for a WebSocket; the session is created if new.
+    public func subscribe(_ id: String) throws(DrawingError) -> (token: UInt64, messages: AsyncStream<SessionMessage>) {
+        try DrawingError.checkSessionID(id)
+        if sessions[id] == nil { sessions[id] = SketchSession(id: id, seed: Self.randomSeed(), now: .now) }
+        sessions[id]?.lastActivity = .now
+        return sessions[id]!.broadcaster.add()
+    }
+
+    public func unsubscribe(_ id: String, token: UInt64) {
+        sessions[id]?.broadcaster.remove(token)
+        sessions[id]?.lastActivity = .now
+    }
+
+    public func setPreviews(_ id: String, token: UInt64, enabled: Bool) {
+        sessions[id]?.broadcaster.setPreviews(token, enabled: enabled)
+    }
+
+    /// Rolls a new sampler seed: the next generation may look different.
+    public func rollSeed(_ id: String) {
+        sessions[id]?.seed = Self.randomSeed()
+    }
+
+    public func seed(of id: String) -> UInt64? { sessions[id]?.seed }
+
+    /// The latest finished image of the session.
+    public func latestResult(_ id: String) -> StoredImage? { sessions[id]?.latestResult }
+
+    /// Drops sessions idle for longer than the idle timeout; returns their ids.
+    @discardableResult
+    public func sweepIdle(now: ContinuousClock.Instant = .now) -> [String] {
+        let expired = sessions.values.filter { $0.isIdle && now - $0.lastActivity > configuration.idleTimeout }.map(\.id)
+        for id in expired {
+            sessions[id]?.broadcaster.finishAll()
+            sessions[id] = nil
+        }
+        if !expired.isEmpty { logger.info("idle drawing sessions dropped", metadata: ["sessions.dropped": "\(expired.count)"]) }
+        return expired
+    }
+
+    // MARK: Running generations
+
+    private func start(_ update: SketchUpdate, in id: String) {
+        Task { await self.generate(update, in: id) }
+    }
+
+    private func generate(_ update: SketchUpdate, in id: String) async {
+        guard let session = sessions[id] else { return }
+        let broadcaster = session.broadcaster
+        broadcaster.send(.processing(progress: 0))
+        do {
+            let styleName = session.style
+            let chosen: StyleWorkflow? = if let styleName { await styles.style(styleName) } else { await styles.defaultStyle() }
+            guard let style = chosen else {
+                throw DrawingError(.noStyles, styleName.map { "style \"\($0)\" is gone" } ?? "no styles are installed in WORKFLOW_DIR")
+            }
+            let upload = PromptUpload(
+                subfolder: configuration.uploadSubfolder,
+                filename: "session-\(id).\(fileExtension(forMimeType: update.mimeType))",
+                bytes: update.image,
+                mimeType: update.mimeType
+            )
+            let job = PromptJob(
+                workflow: style.patched(sketchImage: upload.loadImageName, seed: session.seed, prompt: session.prompt),
+                outputNodeID: nil,
+                timeout: configuration.jobTimeout,
+                uploads: [upload],
+                onProgress: { broadcaster.send(.processing(progress: $0)) },
+                onPreview: { broadcaster.send(.preview(mimeType: $1, bytes: $0)) }
+            )
+            let image = try await pool.run(job)
+            let stored = try await store.store(image.bytes, mimeType: image.mimeType)
+            sessions[id]?.latestResult = stored
+            broadcaster.send(.completed(resultURL: "/api/result/\(id)", imageURL: stored.url))
+        } catch {
+            logger.warning("drawing generation failed", metadata: ["session.id": "\(id)", "error": "\(error)"])
+            broadcaster.send(.error(message: Self.message(for: error)))
+        }
+        sessions[id]?.lastActivity = .now
+        if let next = sessions[id]?.finish() {
+            start(next, in: id)
+        }
+    }
+
+    private static func message(for error: Error) -> String {
+        switch error {
+        case let error as ComfyError: error.message
+        case let error as DrawingError: error.message
+        case let error as StorageError: "storing the image failed: \(error)"
+        default: "generation failed"
+        }
+    }
+
+    private static func randomSeed() -> UInt64 {
+        // ComfyUI seeds go up to 2^64-1, but JSON numbers are doubles: stay exact.
+        UInt64.random(in: 0..<(1 << 53))
+    }
+}

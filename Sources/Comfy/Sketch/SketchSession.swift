@@ -1,0 +1,50 @@
+/// One painter's session: its settings, and the rule that the latest sketch always wins.
+///
+/// A plain state machine: at most one job runs and one waits; a newer sketch replaces the
+/// waiting one. `DrawingSessions` performs the actions it returns.
+struct SketchSession: Sendable {
+    enum Action: Equatable, Sendable {
+        case start
+        case queued
+        case replacedWaiting
+    }
+
+    let id: String
+    var seed: UInt64
+    var style: String?
+    var prompt: String?
+    private(set) var isRunning = false
+    private(set) var waiting: SketchUpdate?
+    var latestResult: StoredImage?
+    var lastActivity: ContinuousClock.Instant
+    let broadcaster = SessionBroadcaster()
+
+    init(id: String, seed: UInt64, now: ContinuousClock.Instant) {
+        self.id = id
+        self.seed = seed
+        self.lastActivity = now
+    }
+
+    /// A sketch arrived: run it now, or keep it as the one waiting (replacing an older one).
+    mutating func submit(_ update: SketchUpdate) -> Action {
+        if isRunning {
+            let replaced = waiting != nil
+            waiting = update
+            return replaced ? .replacedWaiting : .queued
+        }
+        isRunning = true
+        return .start
+    }
+
+    /// The running job ended; returns the waiting sketch to run next, if any.
+    mutating func finish() -> SketchUpdate? {
+        guard let next = waiting else {
+            isRunning = false
+            return nil
+        }
+        waiting = nil
+        return next
+    }
+
+    var isIdle: Bool { !isRunning && waiting == nil && broadcaster.count == 0 }
+}
