@@ -11,14 +11,37 @@ struct Gateway {
         let http = CurlHTTPClient(threads: 32)
         defer { http.shutdown() }
         let pool = BackendPool(urls: configuration.comfyServers, http: http, logger: logger)
-        let store = LocalImageStore(directory: configuration.outputDirectory, baseURL: configuration.serverBaseURL)
+        let local = LocalImageStore(directory: configuration.outputDirectory, baseURL: configuration.serverBaseURL)
+        let store = try configuration.storage.makeStore(local: local, http: http, logger: logger)
 
         var router = Router()
         let generate = GenerateRoute(pool: pool, store: store, timeout: configuration.generateTimeout)
         router.add("POST", "/api/generate") { try await generate.generate($0, forceFile: false) }
         router.add("POST", "/api/generate_file") { try await generate.generate($0, forceFile: true) }
-        let health = HealthRoute(pool: pool)
+        let styles = StyleLibrary(directory: configuration.workflowDirectory, logger: logger)
+        let sessions = DrawingSessions(
+            pool: pool,
+            styles: styles,
+            store: store,
+            configuration: .init(jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout),
+            logger: logger
+        )
+        let limits = SketchLimits(maxBytes: configuration.maxSketchBytes, maxPixels: configuration.maxSketchPixels)
+        let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits)
+        router.add("GET", "/api/styles") { await sketch.listStyles($0) }
+        router.add("POST", "/api/sketch") { try await sketch.upload($0) }
+        router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }
+        let health = HealthRoute(pool: pool, styles: styles)
         router.add("GET", "/healthz") { await health.health($0) }
+        let drawingSockets = DrawingSocketServer(
+            socketPath: configuration.webSocketPath,
+            sessions: sessions,
+            limits: limits,
+            // base64 makes a sketch 4/3 larger; the JSON around it is small.
+            maxMessageBytes: configuration.maxSketchBytes * 4 / 3 + 64 * 1024,
+            pingInterval: configuration.pingInterval,
+            logger: logger
+        )
 
         let fastCGI = FastCGIServer(
             socketPath: configuration.socketPath,
@@ -30,7 +53,13 @@ struct Gateway {
         let group = ServiceGroup(
             configuration: .init(
                 // Shut down in reverse order: FastCGI drains first while the backends still run.
-                services: [.init(service: BackendService(pool: pool)), .init(service: fastCGI)],
+                services: [
+                    .init(service: BackendService(pool: pool)),
+                    .init(service: SessionSweeper(sessions: sessions, interval: min(configuration.sessionIdleTimeout / 4, .seconds(60)))),
+                    .init(service: drawingSockets),
+                    .init(service: configuration.storage.retentionService(directory: configuration.outputDirectory, logger: logger)),
+                    .init(service: fastCGI),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -46,6 +75,21 @@ struct BackendService: Service {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             await pool.run()
+        }
+    }
+}
+
+/// Drops idle drawing sessions now and then.
+struct SessionSweeper: Service {
+    let sessions: DrawingSessions
+    let interval: Duration
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                await sessions.sweepIdle()
+            }
         }
     }
 }

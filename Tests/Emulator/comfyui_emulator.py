@@ -129,6 +129,8 @@ POST /emulator/restart Simulated restart: aborts every WebSocket, cancels the
                        Answers {"restarted": true} once done.
 GET  /emulator/stats   {"prompts_received": POST /prompt requests (any outcome),
                         "prompts_accepted": those queued,
+                        "last_prompt_at": epoch seconds of the latest POST
+                                          /prompt (for latency benchmarks),
                         "prompts_executed": prompts finished (any status),
                         "interrupts": [POST /interrupt bodies, parsed JSON or
                                        raw text],
@@ -1203,7 +1205,7 @@ class Connection:
 def new_stats() -> dict:
     return {"prompts_received": 0, "prompts_accepted": 0, "prompts_executed": 0, "interrupts": [],
             "queue_deletes": [], "queue_clears": 0, "history_deletes": [], "history_clears": 0,
-            "uploads": 0, "binary_frames": 0}
+            "uploads": 0, "binary_frames": 0, "last_prompt_at": None}
 
 
 class Emulator:
@@ -1496,6 +1498,7 @@ class Handlers:
     async def post_prompt(self, request: web.Request) -> web.Response:
         emu = self.emu
         emu.stats["prompts_received"] += 1
+        emu.stats["last_prompt_at"] = time.time()
         json_data = await request.json()
         if "number" in json_data:
             number = float(json_data["number"])

@@ -32,6 +32,41 @@ extension ComfyBackend {
         }
     }
 
+    /// `POST /upload/image` with `overwrite`, so a session's sketch always lands under one name.
+    func upload(_ upload: PromptUpload) async throws {
+        let boundary = "gateway-\(UUID().uuidString)"
+        var body = [UInt8]()
+        func field(_ name: String, _ value: String) {
+            body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"\(name)\"\r\n\r\n\(value)\r\n".utf8)
+        }
+        body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"image\"; filename=\"\(upload.filename)\"\r\nContent-Type: \(upload.mimeType)\r\n\r\n".utf8)
+        body += upload.bytes
+        body += Array("\r\n".utf8)
+        field("overwrite", "true")
+        field("type", "input")
+        field("subfolder", upload.subfolder)
+        body += Array("--\(boundary)--\r\n".utf8)
+        let request = HTTPClientRequest(
+            method: "POST",
+            url: url.http("/upload/image"),
+            headers: [("Content-Type", "multipart/form-data; boundary=\(boundary)")],
+            body: body
+        )
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request)
+        } catch let error as HTTPClientError {
+            throw error.kind == .cancelled ? ComfyError.cancelled : ComfyError.unavailable(url, error.message)
+        }
+        guard response.status == 200, let answer = try? JSONValue.parse(response.body) else {
+            throw ComfyError.badResponse(url, "POST /upload/image returned HTTP \(response.status)")
+        }
+        // With overwrite ComfyUI keeps the name; anything else would feed LoadImage the wrong file.
+        guard answer["name"]?.stringValue == upload.filename, answer["subfolder"]?.stringValue == upload.subfolder else {
+            throw ComfyError.badResponse(url, "POST /upload/image stored the sketch under another name")
+        }
+    }
+
     /// `GET /history/{id}`: `nil` when ComfyUI does not know the prompt.
     func history(_ promptID: String) async throws -> ComfyHistoryEntry? {
         let response = try await call("GET", "/history/\(promptID)")

@@ -12,6 +12,9 @@ extension ComfyBackend {
             guard await waitUntilConnected(timeout: min(.seconds(5), deadline - .now)), let clientID else {
                 throw ComfyError.unavailable(url, lastError ?? "no WebSocket connection")
             }
+            for upload in job.uploads {
+                try await self.upload(upload)
+            }
             let promptID = UUID().uuidString.lowercased()
             register(PromptWatch(promptID: promptID, job: job), clientID: clientID)
             let receipt: ComfyPromptReceipt

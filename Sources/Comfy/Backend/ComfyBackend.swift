@@ -123,14 +123,26 @@ public actor ComfyBackend {
         switch frame {
         case .imageWithMetadata(let promptID, let nodeID, let mimeType, let bytes):
             guard let promptID = promptID ?? runningPromptID else { return }
-            slots[promptID]?.watch.apply(frameFrom: nodeID, bytes: bytes, mimeType: mimeType ?? sniffMimeType(bytes))
+            record(frame: bytes, mimeType: mimeType ?? sniffMimeType(bytes), node: nodeID, promptID: promptID)
         case .image(let format, let bytes):
             guard let promptID = runningPromptID else { return }
             let mimeType = format == .jpeg ? "image/jpeg" : format == .png ? "image/png" : sniffMimeType(bytes)
-            slots[promptID]?.watch.apply(frameFrom: nil, bytes: bytes, mimeType: mimeType)
+            record(frame: bytes, mimeType: mimeType, node: nil, promptID: promptID)
         case .text, .unknown:
             break
         }
+    }
+
+    /// Keeps a result frame; hands a sampler's latent preview (JPEG, from a non-output node) to the job.
+    private func record(frame bytes: [UInt8], mimeType: String, node: String?, promptID: String) {
+        guard var slot = slots[promptID] else { return }
+        let node = node ?? slot.watch.currentNode
+        if mimeType == "image/jpeg", !slot.watch.job.isWebSocketOutput(node) {
+            slot.watch.job.onPreview?(bytes, mimeType)
+            return
+        }
+        slot.watch.apply(frameFrom: node, bytes: bytes, mimeType: mimeType)
+        slots[promptID] = slot
     }
 
     private func connected(_ socketID: String) {

@@ -8,12 +8,25 @@ public struct PromptJob: Sendable {
     public var timeout: Duration
     /// Called with the job's progress in 0...1 as ComfyUI reports it (may be called from any task).
     public var onProgress: (@Sendable (Double) -> Void)?
+    /// Called with each latent preview image (JPEG) ComfyUI sends while sampling.
+    public var onPreview: (@Sendable (_ bytes: [UInt8], _ mimeType: String) -> Void)?
+    /// Input images uploaded to the chosen backend before the prompt is submitted.
+    public var uploads: [PromptUpload]
 
-    public init(workflow: [String: JSONValue], outputNodeID: String?, timeout: Duration, onProgress: (@Sendable (Double) -> Void)? = nil) {
+    public init(
+        workflow: [String: JSONValue],
+        outputNodeID: String?,
+        timeout: Duration,
+        uploads: [PromptUpload] = [],
+        onProgress: (@Sendable (Double) -> Void)? = nil,
+        onPreview: (@Sendable ([UInt8], String) -> Void)? = nil
+    ) {
         self.workflow = workflow
         self.outputNodeID = outputNodeID
         self.timeout = timeout
+        self.uploads = uploads
         self.onProgress = onProgress
+        self.onPreview = onPreview
     }
 
     /// The `class_type` of a node of the workflow.
@@ -31,6 +44,24 @@ public struct PromptJob: Sendable {
         if let outputNodeID { return isWebSocketOutput(outputNodeID) }
         return workflow.keys.contains { isWebSocketOutput($0) }
     }
+}
+
+/// An input image for ComfyUI's `/upload/image`, referenced by `LoadImage` as `subfolder/filename`.
+public struct PromptUpload: Sendable {
+    public var subfolder: String
+    public var filename: String
+    public var bytes: [UInt8]
+    public var mimeType: String
+
+    public init(subfolder: String, filename: String, bytes: [UInt8], mimeType: String) {
+        self.subfolder = subfolder
+        self.filename = filename
+        self.bytes = bytes
+        self.mimeType = mimeType
+    }
+
+    /// The value a `LoadImage` node's `image` input takes.
+    public var loadImageName: String { subfolder.isEmpty ? filename : "\(subfolder)/\(filename)" }
 }
 
 /// The image a job produced.

@@ -7,7 +7,10 @@ import Logging
 /// `http://127.0.0.1:8188`), `FCGI_SOCKET` (default `./.run/fcgi.sock`), `FCGI_THREADS`
 /// (default 256), `WORKFLOW_DIR` (`./workflow`), `OUTPUT_DIR` (`./output_images`),
 /// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_BODY_BYTES`
-/// (32 MiB), `LOG_LEVEL` (info).
+/// (32 MiB), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`./.run/ws.sock`),
+/// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
+/// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s); image storage as
+/// `StorageConfiguration` documents.
 struct GatewayConfiguration {
     var comfyServers: [ComfyServerURL]
     var socketPath: String
@@ -18,6 +21,13 @@ struct GatewayConfiguration {
     var generateTimeout: Duration
     var maxBodyBytes: Int
     var logLevel: Logger.Level
+    var storage: StorageConfiguration
+    var webSocketPath: String
+    var sketchTimeout: Duration
+    var sessionIdleTimeout: Duration
+    var maxSketchBytes: Int
+    var maxSketchPixels: Int
+    var pingInterval: Duration
 
     init(_ environment: Environment) throws {
         let servers = (environment["COMFYUI_SERVER"] ?? "http://127.0.0.1:8188").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -43,5 +53,12 @@ struct GatewayConfiguration {
             throw ConfigurationError(variable: "LOG_LEVEL", problem: "expected trace, debug, info, notice, warning, error or critical, got \"\(level)\"")
         }
         self.logLevel = logLevel
+        webSocketPath = environment["WS_SOCKET"] ?? "./.run/ws.sock"
+        sketchTimeout = try environment.duration("SKETCH_TIMEOUT", default: .seconds(120))
+        sessionIdleTimeout = try environment.duration("SESSION_IDLE_TIMEOUT", default: .seconds(1800))
+        maxSketchBytes = try environment.integer("MAX_SKETCH_BYTES", default: 10 << 20, range: 1024...(256 << 20))
+        maxSketchPixels = try environment.integer("MAX_SKETCH_PIXELS", default: 4096 * 4096, range: 64...(1 << 28))
+        pingInterval = try environment.duration("WS_PING_INTERVAL", default: .seconds(20))
+        storage = try StorageConfiguration(environment)
     }
 }

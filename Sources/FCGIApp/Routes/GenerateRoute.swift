@@ -10,6 +10,8 @@ struct GenerateRoute: Sendable {
         let body = try GenerateRequest(body: request.body)
         let image = try await pool.run(PromptJob(workflow: body.workflow, outputNodeID: body.outputNodeID, timeout: timeout))
         let stored = try await store.store(image.bytes, mimeType: image.mimeType)
+        // A signed object-storage URL stops working at `expiresAt`: the caller is told when.
+        let expiresAt = stored.expiresAt.map { UTCTimestamp($0).iso8601 }
         if forceFile || body.responseType == .file {
             return GatewayResponse(
                 status: 200,
@@ -18,14 +20,16 @@ struct GenerateRoute: Sendable {
                     ("Content-Disposition", "attachment; filename=\"\(stored.filename)\""),
                     ("X-Image-URL", stored.url),
                     ("Cache-Control", "no-store"),
-                ],
+                ] + (expiresAt.map { [("X-Image-URL-Expires", $0)] } ?? []),
                 body: image.bytes
             )
         }
-        return .json(.object([
+        var answer: [String: JSONValue] = [
             "url": .string(stored.url),
             "filename": .string(stored.filename),
             "content_type": .string(stored.mimeType),
-        ]))
+        ]
+        answer["expires_at"] = expiresAt.map(JSONValue.string)
+        return .json(.object(answer))
     }
 }

@@ -3,6 +3,7 @@ import Comfy
 /// `GET /healthz`: each backend's state; 200 while at least one can take work, else 503.
 struct HealthRoute: Sendable {
     let pool: BackendPool
+    let styles: StyleLibrary
 
     func health(_ request: GatewayRequest) async -> GatewayResponse {
         let backends = await pool.status()
@@ -17,6 +18,10 @@ struct HealthRoute: Sendable {
                     "last_error": backend.lastError.map(JSONValue.string) ?? .null,
                 ])
             }),
+            "styles": .object([
+                "loaded": .array(await styles.names().map(JSONValue.string)),
+                "broken": .array(await styles.broken().map { .object(["file": .string($0.file), "reason": .string($0.reason)]) }),
+            ]),
         ]), status: usable ? 200 : 503)
     }
 }

@@ -8,6 +8,7 @@ final class Gateway: Sendable {
     let port: Int
     let runDirectory: String
     let outputDirectory: String
+    let workflowDirectory: String
     let http: CurlHTTPClient
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
@@ -17,6 +18,7 @@ final class Gateway: Sendable {
         port = TestPaths.freePort()
         runDirectory = "\(directory)/run"
         outputDirectory = "\(directory)/output"
+        workflowDirectory = "\(directory)/workflow"
         try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
         var env = [
@@ -25,7 +27,7 @@ final class Gateway: Sendable {
             "FCGI_SOCKET": "\(runDirectory)/fcgi.sock",
             "WS_SOCKET": "\(runDirectory)/ws.sock",
             "OUTPUT_DIR": outputDirectory,
-            "WORKFLOW_DIR": "\(directory)/workflow",
+            "WORKFLOW_DIR": workflowDirectory,
             "COMFYUI_SERVER": backends.joined(separator: ","),
             "FCGI_THREADS": "128",
             "LOG_LEVEL": "info",
@@ -81,7 +83,8 @@ final class Gateway: Sendable {
     /// Stops nginx then the app (SIGTERM); returns the app's exit status.
     @discardableResult
     func stop() -> Int32 {
-        nginx.stop(SIGQUIT)
+        // SIGTERM is nginx's fast shutdown: it closes proxied WebSockets instead of waiting on them.
+        nginx.stop(SIGTERM)
         return app.stop(SIGTERM)
     }
 }

@@ -37,11 +37,6 @@ enum Workflows {
     }
 }
 
-extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral {
-    public init(booleanLiteral value: Bool) { self = .bool(value) }
-    public init(stringLiteral value: String) { self = .string(value) }
-    public init(integerLiteral value: Int) { self = .number(Double(value)) }
-}
 
 /// Reads the emulator's `comfy-emulator` tEXt chunk: what the image was made from.
 func emulatorMetadata(ofPNG bytes: [UInt8]) -> JSONValue? {

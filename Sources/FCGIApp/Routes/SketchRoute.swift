@@ -1,0 +1,63 @@
+import Comfy
+import Foundation
+
+/// The drawing API's HTTP side: `GET /api/styles`, `POST /api/sketch`, `GET /api/result/{id}`.
+struct SketchRoute: Sendable {
+    let sessions: DrawingSessions
+    let styles: StyleLibrary
+    let limits: SketchLimits
+
+    func listStyles(_ request: GatewayRequest) async -> GatewayResponse {
+        .json(.object(["styles": .array(await styles.names().map(JSONValue.string))]))
+    }
+
+    func upload(_ request: GatewayRequest) async throws -> GatewayResponse {
+        let form = try MultipartForm(body: request.body, contentType: request.header("content-type"))
+        guard let file = form.part("file"), !file.body.isEmpty else {
+            throw APIError(.invalidRequest, "the form has no file field with the sketch")
+        }
+        let sessionID = form.text("session_id").flatMap { $0.isEmpty ? nil : $0 } ?? UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        let style = form.text("style").flatMap { $0.isEmpty ? nil : $0 }
+        let prompt = form.text("prompt")
+        do throws(DrawingError) {
+            try DrawingError.checkSessionID(sessionID)
+            if let style, !StyleWorkflow.isValidName(style) {
+                throw DrawingError(.unknownStyle, "style names are letters, digits, '-' and '_'")
+            }
+            let probe = try limits.check(file.body)
+            try await sessions.submit(SketchUpdate(image: file.body, mimeType: probe.mimeType, style: style, prompt: prompt), to: sessionID)
+        } catch {
+            throw APIError(error)
+        }
+        return .json(.object([
+            "session_id": .string(sessionID),
+            "status": "uploaded",
+            "message": "Sketch uploaded successfully",
+            "websocket_url": .string("/api/ws/\(sessionID)"),
+        ]))
+    }
+
+    /// The latest finished image; nginx sends the bytes (`X-Accel-Redirect`), so no Content-Type here.
+    func result(_ request: GatewayRequest) async throws -> GatewayResponse {
+        let sessionID = String(request.path.dropFirst("/api/result/".count))
+        do throws(DrawingError) {
+            try DrawingError.checkSessionID(sessionID)
+        } catch {
+            throw APIError(error)
+        }
+        guard let image = await sessions.latestResult(sessionID) else {
+            throw APIError(.notFound, "session \(sessionID) has no result yet")
+        }
+        return GatewayResponse(status: 200, headers: [("X-Accel-Redirect", "/internal/output/\(image.filename)")])
+    }
+}
+
+extension APIError {
+    /// The API's view of a refused drawing request.
+    init(_ error: DrawingError) {
+        switch error.code {
+        case .invalidSessionID, .unknownStyle, .invalidImage: self.init(.invalidRequest, error.message)
+        case .noStyles: self.init(.notFound, error.message)
+        }
+    }
+}

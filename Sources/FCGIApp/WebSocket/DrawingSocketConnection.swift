@@ -1,0 +1,98 @@
+import Comfy
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// One painter's WebSocket: reads sketch updates, writes the session's messages, pings.
+struct DrawingSocketConnection: Sendable {
+    let sessionID: String
+    let sessions: DrawingSessions
+    let limits: SketchLimits
+    let pingInterval: Duration
+    let logger: Logger
+
+    func serve(_ channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>) async {
+        guard let (token, messages) = try? await sessions.subscribe(sessionID) else { return }
+        try? await channel.executeThenClose { inbound, outbound in
+            let socket = WebSocketSession(inbound: inbound, outbound: outbound, masksFrames: false)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await message in messages {
+                        try await socket.send(.text(String(decoding: message.json.encoded(), as: UTF8.self)))
+                    }
+                }
+                group.addTask {
+                    // nginx drops proxied WebSockets that stay silent for proxy_read_timeout.
+                    while true {
+                        try await Task.sleep(for: pingInterval)
+                        try await socket.sendPing()
+                    }
+                }
+                group.addTask {
+                    for try await message in socket.messages {
+                        if let reply = await handle(message, token: token) {
+                            try await socket.send(.text(String(decoding: reply.json.encoded(), as: UTF8.self)))
+                        }
+                    }
+                }
+                // The reader ends when the client closes; then the others stop too.
+                _ = try await group.next()
+                group.cancelAll()
+            }
+        }
+        await sessions.unsubscribe(sessionID, token: token)
+    }
+
+    /// Acts on one client message; returns an error for this client alone, if any.
+    func handle(_ message: WebSocketMessage, token: UInt64) async -> SessionMessage? {
+        guard case .text(let text) = message else { return .error(message: "send JSON text messages, not binary ones") }
+        guard let object = (try? JSONValue.parse(Array(text.utf8)))?.objectValue else {
+            return .error(message: "messages must be JSON objects")
+        }
+        switch object["type"]?.stringValue {
+        case "sketch_update":
+            do throws(DrawingError) {
+                guard let data = object["sketch_data"]?.stringValue else {
+                    return .error(message: "sketch_update needs sketch_data (base64 or a data URL)")
+                }
+                let image = try Self.decodeSketch(data)
+                let probe = try limits.check(image)
+                let style = object["style"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
+                if let style, !StyleWorkflow.isValidName(style) { return .error(message: "style names are letters, digits, '-' and '_'") }
+                let prompt = object["prompt"]?.stringValue
+                if let prompt, prompt.count > 4000 { return .error(message: "the prompt is longer than 4000 characters") }
+                try await sessions.submit(SketchUpdate(image: image, mimeType: probe.mimeType, style: style, prompt: prompt), to: sessionID)
+                return nil
+            } catch {
+                return .error(message: error.message)
+            }
+        case "new_seed":
+            await sessions.rollSeed(sessionID)
+            return nil
+        case "previews":
+            guard let enabled = object["enabled"]?.boolValue else { return .error(message: "previews needs \"enabled\": true or false") }
+            await sessions.setPreviews(sessionID, token: token, enabled: enabled)
+            return nil
+        case let type?:
+            return .error(message: "unknown message type \"\(type.prefix(40))\"")
+        case nil:
+            return .error(message: "messages need a \"type\"")
+        }
+    }
+
+    /// Accepts plain base64 or a `data:image/...;base64,` URL.
+    static func decodeSketch(_ text: String) throws(DrawingError) -> [UInt8] {
+        var payload = Substring(text)
+        if payload.hasPrefix("data:") {
+            guard let comma = payload.firstIndex(of: ","), payload[..<comma].hasSuffix(";base64") else {
+                throw DrawingError(.invalidImage, "sketch_data is a data URL without base64 data")
+            }
+            payload = payload[payload.index(after: comma)...]
+        }
+        guard let data = Data(base64Encoded: String(payload)), !data.isEmpty else {
+            throw DrawingError(.invalidImage, "sketch_data is not valid base64")
+        }
+        return Array(data)
+    }
+}

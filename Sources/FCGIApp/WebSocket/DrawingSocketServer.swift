@@ -1,0 +1,118 @@
+import Comfy
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import ServiceLifecycle
+
+/// The drawing API's WebSocket side, `/api/ws/{session_id}`, on a unix socket that nginx's
+/// upgrade proxy connects to.
+final class DrawingSocketServer: Service {
+    private let socketPath: String
+    private let sessions: DrawingSessions
+    private let limits: SketchLimits
+    private let maxMessageBytes: Int
+    private let pingInterval: Duration
+    private let logger: Logger
+
+    private enum Upgrade: Sendable {
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String)
+        case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
+    }
+
+    init(socketPath: String, sessions: DrawingSessions, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration, logger: Logger) {
+        self.socketPath = socketPath
+        self.sessions = sessions
+        self.limits = limits
+        self.maxMessageBytes = maxMessageBytes
+        self.pingInterval = pingInterval
+        self.logger = logger
+    }
+
+    /// The session id of an upgrade request's path, if it is a valid one.
+    static func sessionID(of uri: String) -> String? {
+        let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
+        guard path.hasPrefix("/api/ws/") else { return nil }
+        let id = String(path.dropFirst("/api/ws/".count))
+        return (try? DrawingError.checkSessionID(id)) != nil ? id : nil
+    }
+
+    func run() async throws {
+        let maxMessageBytes = self.maxMessageBytes
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 1024)
+            .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
+                        maxFrameSize: maxMessageBytes,
+                        shouldUpgrade: { channel, head in
+                            channel.eventLoop.makeSucceededFuture(Self.sessionID(of: head.uri) == nil ? nil : HTTPHeaders())
+                        },
+                        upgradePipelineHandler: { channel, head in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
+                                    minNonFinalFragmentSize: 0,
+                                    maxAccumulatedFrameCount: 4096,
+                                    maxAccumulatedFrameSize: maxMessageBytes
+                                ))
+                                return .websocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: Self.sessionID(of: head.uri) ?? "")
+                            }
+                        }
+                    )
+                    let configuration = NIOTypedHTTPServerUpgradeConfiguration<Upgrade>(
+                        upgraders: [upgrader],
+                        notUpgradingCompletionHandler: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                .refused(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
+                            }
+                        }
+                    )
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: .init(upgradeConfiguration: configuration))
+                }
+            }
+        // nginx's workers run as this user; nobody else may connect (as for the FastCGI socket).
+        chmod(socketPath, 0o660)
+        logger.info("drawing WebSocket listening", metadata: ["ws.socket": "\(socketPath)"])
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                try? await server.executeThenClose { inbound in
+                    for try await upgrade in inbound {
+                        group.addTask { await self.handle(upgrade) }
+                    }
+                }
+            }
+        }
+        unlink(socketPath)
+    }
+
+    private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
+        switch try? await upgrade.get() {
+        case .websocket(let channel, let sessionID):
+            await DrawingSocketConnection(sessionID: sessionID, sessions: sessions, limits: limits, pingInterval: pingInterval, logger: logger).serve(channel)
+        case .refused(let channel):
+            await Self.refuse(channel)
+        case nil:
+            break
+        }
+    }
+
+    /// Answers a request that is not a valid upgrade with a JSON error.
+    private static func refuse(_ channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+        try? await channel.executeThenClose { inbound, outbound in
+            for try await part in inbound {
+                guard case .end = part else { continue }
+                let body = APIError(.invalidRequest, "connect with a WebSocket upgrade to /api/ws/{session_id}; session ids are 1 to 64 letters, digits, '-' or '_'").response.body
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: "application/json")
+                headers.add(name: "Content-Length", value: "\(body.count)")
+                headers.add(name: "Connection", value: "close")
+                try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)))
+                try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
+                try await outbound.write(.end(nil))
+                return
+            }
+        }
+    }
+}

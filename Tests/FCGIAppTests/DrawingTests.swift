@@ -1,0 +1,266 @@
+import Comfy
+import Foundation
+import Testing
+
+/// The real-time drawing API through real nginx (HTTP and the WebSocket upgrade) and the emulator.
+@Suite(.serialized)
+struct DrawingTests {
+    /// Runs `body` with a gateway that has the test style installed as `realistic`.
+    func withDrawingGateway<T>(_ label: String, emulatorArguments: [String] = [], _ body: (Gateway, Emulator) async throws -> T) async throws -> T {
+        try await withGateway(label, emulatorArguments: emulatorArguments) { gateway, emulator in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            return try await body(gateway, emulator)
+        }
+    }
+
+    func result(_ gateway: Gateway, _ session: String) async throws -> JSONValue? {
+        let response = try await gateway.get("/api/result/\(session)")
+        #expect(response.status == 200)
+        return emulatorMetadata(ofPNG: response.body)
+    }
+
+    /// The session's latest result, or `nil` while it has none (for polling).
+    func latestResult(_ gateway: Gateway, _ session: String) async throws -> JSONValue? {
+        let response = try await gateway.get("/api/result/\(session)")
+        return response.status == 200 ? emulatorMetadata(ofPNG: response.body) : nil
+    }
+
+    @Test func sketchUploadReportsProgressInOrderThenTheResultOfThatSketch() async throws {
+        try await withDrawingGateway("draw-upload") { gateway, emulator in
+            try await emulator.configure(["node_delay_ms": 20])
+            let before = try await gateway.get("/api/result/painter-1")
+            #expect(before.status == 404)
+            #expect(try JSONValue.parse(before.body)["error"]?["code"] == "not_found")
+
+            let client = try await DrawingClient.connect(port: gateway.port, sessionID: "painter-1")
+            let sketch = Sketches.png(seed: 1)
+            let form = sketchForm(file: sketch, fields: ["session_id": "painter-1", "style": "realistic"])
+            let upload = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType)
+            #expect(upload.status == 200, "\(upload.bodyText)")
+            let answer = try JSONValue.parse(upload.body)
+            #expect(answer["session_id"] == "painter-1")
+            #expect(answer["status"] == "uploaded")
+            #expect(answer["websocket_url"] == "/api/ws/painter-1")
+            #expect(answer["message"]?.stringValue != nil)
+
+            let completed = try await client.next(status: "completed")
+            #expect(completed["result_url"] == "/api/result/painter-1")
+            let messages = await client.messages
+            let progress = messages.compactMap { $0["status"] == "processing" ? $0["progress"]?.doubleValue : nil }
+            #expect(!progress.isEmpty)
+            #expect(progress == progress.sorted(), "progress rises monotonically: \(progress)")
+            #expect(progress.allSatisfy { (0..<1).contains($0) })
+            #expect(messages.last?["status"] == "completed")
+
+            let image = try await gateway.get("/api/result/painter-1")
+            #expect(image.status == 200)
+            #expect(image.header("Content-Type") == "image/png")
+            #expect(image.header("Cache-Control") == "no-cache")
+            let metadata = try #require(emulatorMetadata(ofPNG: image.body))
+            #expect(metadata["image_sha256"] == .string(Digest.hex(Digest.sha256(sketch))))
+            #expect(metadata["texts"]?.arrayValue?.first == "a house on a hill")
+            await client.close()
+        }
+    }
+
+    @Test func stylesListAPIFormatWorkflowsAndFollowTheFolderWithoutRestart() async throws {
+        try await withDrawingGateway("draw-styles") { gateway, _ in
+            try Data(#"{"nodes": [], "links": []}"#.utf8).write(to: URL(fileURLWithPath: "\(gateway.workflowDirectory)/ui-export.json"))
+            try Data("{broken".utf8).write(to: URL(fileURLWithPath: "\(gateway.workflowDirectory)/broken.json"))
+            var styles = try JSONValue.parse(try await gateway.get("/api/styles").body)
+            #expect(styles == .object(["styles": .array(["realistic"])]))
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+            let broken = health["styles"]?["broken"]?.arrayValue ?? []
+            #expect(broken.count == 2)
+            #expect(broken.contains { $0["file"] == "ui-export.json" && $0["reason"]?.stringValue?.contains("Export (API)") == true })
+
+            try Sketches.install(Sketches.style(text: "anime"), as: "anime", in: gateway)
+            styles = try JSONValue.parse(try await gateway.get("/api/styles").body)
+            #expect(styles == .object(["styles": .array(["anime", "realistic"])]))
+            try FileManager.default.removeItem(atPath: "\(gateway.workflowDirectory)/realistic.json")
+            styles = try JSONValue.parse(try await gateway.get("/api/styles").body)
+            #expect(styles == .object(["styles": .array(["anime"])]))
+        }
+    }
+
+    @Test func changedStyleFileIsUsedByTheNextGeneration() async throws {
+        try await withDrawingGateway("draw-reload") { gateway, _ in
+            let client = try await DrawingClient.connect(port: gateway.port, sessionID: "reload")
+            await client.sendSketch(Sketches.png(seed: 1))
+            let first = try await client.next(status: "completed")
+            #expect(try await result(gateway, "reload")?["texts"]?.arrayValue?.first == "a house on a hill")
+            try Sketches.install(Sketches.style(text: "a castle at night"), as: "realistic", in: gateway)
+            let count = await client.messages.count
+            await client.sendSketch(Sketches.png(seed: 2))
+            _ = try await client.next(status: "completed", after: count)
+            #expect(try await result(gateway, "reload")?["texts"]?.arrayValue?.first == "a castle at night")
+            _ = first
+            await client.close()
+        }
+    }
+
+    @Test func burstOfThirtyUpdatesEndsWithTheLastSketchAndFewPrompts() async throws {
+        try await withDrawingGateway("draw-burst") { gateway, emulator in
+            try await emulator.configure(["node_delay_ms": 15])
+            let client = try await DrawingClient.connect(port: gateway.port, sessionID: "burst")
+            let monitor = Task {
+                var deepest = 0
+                while !Task.isCancelled {
+                    if let stats = try? await emulator.stats() {
+                        let inFlight = (stats["queue_pending"]?.intValue ?? 0) + (stats["running"] == .null ? 0 : 1)
+                        deepest = max(deepest, inFlight)
+                    }
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+                return deepest
+            }
+            for index in 0..<30 {
+                await client.sendSketch(Sketches.png(seed: 100 + index))
+                try await Task.sleep(for: .milliseconds(33))
+            }
+            let last = Digest.hex(Digest.sha256(Sketches.png(seed: 129)))
+            try await waitUntil(timeout: .seconds(20)) {
+                try await latestResult(gateway, "burst")?["image_sha256"] == .string(last)
+            }
+            monitor.cancel()
+            let deepest = await monitor.value
+            #expect(deepest <= 2, "prompts in ComfyUI for the session at once: \(deepest)")
+            let executed = try await emulator.stats()["prompts_executed"]?.intValue ?? 0
+            #expect(executed < 30, "stale sketches were skipped: \(executed) prompts for 30 updates")
+            await client.close()
+        }
+    }
+
+    @Test func twoInterleavedSessionsGetTheirOwnResults() async throws {
+        try await withDrawingGateway("draw-two") { gateway, emulator in
+            try await emulator.configure(["node_delay_ms": 10])
+            let alice = try await DrawingClient.connect(port: gateway.port, sessionID: "alice")
+            let bob = try await DrawingClient.connect(port: gateway.port, sessionID: "bob")
+            for round in 0..<3 {
+                await alice.sendSketch(Sketches.png(seed: 10 + round))
+                await bob.sendSketch(Sketches.png(seed: 20 + round))
+            }
+            try await waitUntil(timeout: .seconds(20)) {
+                let aliceDone = try await latestResult(gateway, "alice")?["image_sha256"] == .string(Digest.hex(Digest.sha256(Sketches.png(seed: 12))))
+                let bobDone = try await latestResult(gateway, "bob")?["image_sha256"] == .string(Digest.hex(Digest.sha256(Sketches.png(seed: 22))))
+                return aliceDone && bobDone
+            }
+            // Each socket hears only about its own session.
+            let aliceURLs = Set(await alice.messages.compactMap { $0["result_url"]?.stringValue })
+            #expect(aliceURLs == ["/api/result/alice"])
+            await alice.close()
+            await bob.close()
+        }
+    }
+
+    @Test func droppedClientReconnectsAndGetsTheNextResult() async throws {
+        try await withDrawingGateway("draw-reconnect") { gateway, _ in
+            let first = try await DrawingClient.connect(port: gateway.port, sessionID: "comeback")
+            await first.sendSketch(Sketches.png(seed: 1))
+            _ = try await first.next(status: "completed")
+            await first.close()
+
+            let second = try await DrawingClient.connect(port: gateway.port, sessionID: "comeback")
+            await second.sendSketch(Sketches.png(seed: 2))
+            let completed = try await second.next(status: "completed")
+            #expect(completed["result_url"] == "/api/result/comeback")
+            #expect(try await result(gateway, "comeback")?["image_sha256"] == .string(Digest.hex(Digest.sha256(Sketches.png(seed: 2)))))
+            await second.close()
+        }
+    }
+
+    @Test func seedStaysStableUntilTheClientAsksForANewOne() async throws {
+        try await withDrawingGateway("draw-seed") { gateway, _ in
+            let client = try await DrawingClient.connect(port: gateway.port, sessionID: "seeded")
+            var seeds: [JSONValue] = []
+            for (index, newSeed) in [false, false, true].enumerated() {
+                if newSeed { await client.send(.object(["type": "new_seed"])) }
+                let count = await client.messages.count
+                await client.sendSketch(Sketches.png(seed: index), prompt: "prompt \(index)")
+                _ = try await client.next(status: "completed", after: count)
+                let metadata = try #require(try await result(gateway, "seeded"))
+                #expect(metadata["texts"]?.arrayValue?.first == .string("prompt \(index)"))
+                seeds.append(metadata["seeds"] ?? .null)
+            }
+            #expect(seeds[0] == seeds[1])
+            #expect(seeds[1] != seeds[2])
+            await client.close()
+        }
+    }
+
+    @Test func previewsReachOnlyClientsThatAskedForThem() async throws {
+        try await withDrawingGateway("draw-previews", emulatorArguments: ["--preview-method", "latent2rgb"]) { gateway, _ in
+            let watcher = try await DrawingClient.connect(port: gateway.port, sessionID: "preview")
+            let plain = try await DrawingClient.connect(port: gateway.port, sessionID: "preview")
+            await watcher.send(.object(["type": "previews", "enabled": true]))
+            try await Task.sleep(for: .milliseconds(100))
+            await plain.sendSketch(Sketches.png(seed: 5))
+            let preview = try await watcher.next(status: "preview")
+            #expect(preview["image"]?.stringValue?.hasPrefix("data:image/jpeg;base64,") == true)
+            _ = try await watcher.next(status: "completed")
+            _ = try await plain.next(status: "completed")
+            #expect(await plain.messages.allSatisfy { $0["status"] != "preview" })
+            await watcher.close()
+            await plain.close()
+        }
+    }
+
+    @Test func badInputIsRefusedAndTheSessionKeepsItsLastGoodResult() async throws {
+        try await withDrawingGateway("draw-bad") { gateway, emulator in
+            let client = try await DrawingClient.connect(port: gateway.port, sessionID: "sturdy")
+            await client.sendSketch(Sketches.png(seed: 1))
+            _ = try await client.next(status: "completed")
+            let good = try await gateway.get("/api/result/sturdy").body
+
+            let truncated = Array(Sketches.png(seed: 2).dropLast(20))
+            let badMessages: [(String, String)] = [
+                ("not json", "JSON"),
+                (#"{"type": "paint"}"#, "unknown message type"),
+                (#"{"sketch_data": "abc"}"#, "type"),
+                (#"{"type": "sketch_update", "sketch_data": "%%%not-base64%%%"}"#, "base64"),
+                (#"{"type": "sketch_update", "sketch_data": "\#(Data("hello".utf8).base64EncodedString())"}"#, "not a usable image"),
+                (#"{"type": "sketch_update", "sketch_data": "\#(Data(truncated).base64EncodedString())"}"#, "truncated"),
+                (#"{"type": "sketch_update", "sketch_data": "\#(Data(Sketches.bombHeader()).base64EncodedString())"}"#, "pixels"),
+                (#"{"type": "sketch_update", "style": "../x", "sketch_data": "\#(Data(Sketches.png(seed: 3)).base64EncodedString())"}"#, "style"),
+                (#"{"type": "sketch_update", "style": "nope", "sketch_data": "\#(Data(Sketches.png(seed: 3)).base64EncodedString())"}"#, "unknown style"),
+            ]
+            for (raw, expected) in badMessages {
+                let count = await client.messages.count
+                await client.sendRaw(raw)
+                let error = try await client.next(status: "error", after: count)
+                #expect(error["message"]?.stringValue?.contains(expected) == true, "\(raw.prefix(60)): \(error)")
+            }
+            #expect(try await gateway.get("/api/result/sturdy").body == good)
+
+            // The same checks over HTTP.
+            for (file, fields, status) in [
+                (Sketches.png(seed: 4), ["session_id": "bad id!"], 400),
+                (Array("text".utf8), ["session_id": "sturdy"], 400),
+                (Sketches.bombHeader(), ["session_id": "sturdy"], 400),
+                (Sketches.png(seed: 4), ["session_id": "sturdy", "style": "../../etc"], 400),
+            ] {
+                let form = sketchForm(file: file, fields: fields)
+                let response = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType)
+                #expect(response.status == status, "\(fields): \(response.bodyText)")
+                #expect(try JSONValue.parse(response.body)["error"]?["code"] == "invalid_request")
+            }
+            let notMultipart = try await gateway.post("/api/sketch", body: Array("{}".utf8))
+            #expect(notMultipart.status == 415)
+            #expect(try await gateway.get("/api/result/bad%20id").status == 400)
+            // nginx resolves the dots before routing and refuses a path above the root.
+            let traversal = try await gateway.get("/api/result/..%2f..%2f..%2fetc%2fpasswd")
+            #expect(traversal.status == 400)
+            #expect(!traversal.bodyText.contains("root:"))
+            let badSocket = try await gateway.get("/api/ws/bad%20id", headers: [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")])
+            #expect(badSocket.status == 400)
+
+            // After all that, the session still works.
+            let count = await client.messages.count
+            await client.sendSketch(Sketches.png(seed: 9))
+            _ = try await client.next(status: "completed", after: count)
+            #expect(try await result(gateway, "sturdy")?["image_sha256"] == .string(Digest.hex(Digest.sha256(Sketches.png(seed: 9)))))
+            #expect((try await emulator.stats()["prompts_received"]?.intValue ?? 0) == 2)
+            await client.close()
+        }
+    }
+}
