@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what is missing, and nothing else. `system`: what the gateway needs to build and run.
-# `test`: also the ComfyUI emulator's Python runtime. `bench`: also wrk.
+# `test`: also the ComfyUI emulator's Python runtime and, for the drawing page's real-browser
+# test, headless Chromium + chromedriver (Debian) and Selenium (PyPI). `bench`: also wrk.
 set -euo pipefail
 want=(libfcgi-dev libcurl4-openssl-dev libssl-dev nginx curl)
 case "${1:-system}" in
-  test) want+=(python3) ;;
+  test) want+=(python3 chromium chromium-driver) ;;
   bench) want+=(python3 wrk) ;;
 esac
 
@@ -31,5 +32,14 @@ if [ "${1:-system}" != system ]; then
     python3 -m pip install -q aiohttp 2>/dev/null \
       || python3 -m pip install -q --break-system-packages aiohttp 2>/dev/null \
       || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-aiohttp >/dev/null; }
+  fi
+fi
+
+if [ "${1:-system}" = test ]; then
+  if ! python3 -c 'import selenium' 2>/dev/null; then
+    echo "installing: selenium (for the drawing page's browser test)"
+    python3 -m pip install -q selenium 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages selenium 2>/dev/null \
+      || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-selenium >/dev/null; }
   fi
 fi
