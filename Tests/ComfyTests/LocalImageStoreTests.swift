@@ -23,10 +23,56 @@ struct LocalImageStoreTests {
         await #expect(throws: StorageError.self) { try await store.store([1, 2, 3], mimeType: "image/png") }
     }
 
+    @Test func concurrentReadersNeverSeeAPartialImage() async throws {
+        let directory = NSTemporaryDirectory() + "store-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = LocalImageStore(directory: directory, baseURL: "")
+        let images = (0..<24).map { index in [UInt8](repeating: UInt8(index), count: 1 << 20) + [UInt8(index)] }
+        let partial = try await withThrowingTaskGroup(of: Int.self) { group in
+            group.addTask {
+                for image in images { _ = try await store.store(image, mimeType: "image/png") }
+                return 0
+            }
+            group.addTask {
+                // Every file under a final name must already hold exactly the bytes it is named after.
+                var partial = 0
+                for _ in 0..<400 {
+                    for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where !name.hasPrefix(".tmp-") {
+                        guard let data = FileManager.default.contents(atPath: "\(directory)/\(name)") else { continue }
+                        if Digest.hex(Digest.sha256(Array(data))) + ".png" != name { partial += 1 }
+                    }
+                    await Task.yield()
+                }
+                return partial
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(partial == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).count == images.count)
+    }
+
+    @Test func leftoverOfACrashedWriteNeitherShowsNorBlocksTheImage() async throws {
+        let directory = NSTemporaryDirectory() + "store-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let bytes = [UInt8](repeating: 7, count: 4096)
+        // What a process killed mid-write leaves: half the bytes under a temporary name, nothing under the final one.
+        try Data(bytes.prefix(2048)).write(to: URL(fileURLWithPath: "\(directory)/.tmp-CRASHED"))
+        let store = LocalImageStore(directory: directory, baseURL: "")
+        let stored = try await store.store(bytes, mimeType: "image/png")
+        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: store.path(for: stored.filename)))) == bytes)
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory)) == [".tmp-CRASHED", stored.filename])
+        #expect(!RetentionSweeper.isImageFileName(".tmp-CRASHED"))
+    }
+
     @Test func sha256MatchesTheKnownVector() {
         #expect(Digest.hex(Digest.sha256(Array("abc".utf8))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         // RFC 4231 test case 2.
         #expect(Digest.hex(Digest.hmacSHA256(key: Array("Jefe".utf8), message: Array("what do ya want for nothing?".utf8)))
             == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        // RFC 2202 test case 2.
+        #expect(Digest.hex(Digest.hmacSHA1(key: Array("Jefe".utf8), message: Array("what do ya want for nothing?".utf8)))
+            == "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79")
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Where generated images are kept and how callers reach them.
 public protocol ImageStore: Sendable {
     /// Stores the image and returns where it can be fetched.
@@ -8,12 +10,13 @@ public protocol ImageStore: Sendable {
 public struct StoredImage: Sendable, Equatable {
     /// File name, `<sha256>.<ext>`: equal images share one file, and names never collide.
     public var filename: String
+    /// Where callers fetch it: a local path or URL, a signed object-storage URL, or a CDN URL.
     public var url: String
     public var mimeType: String
-    /// When a signed URL stops working; `nil` for permanent URLs.
-    public var expiresAt: ContinuousClock.Instant?
+    /// When a signed URL stops working (wall clock, whole seconds); `nil` for permanent URLs.
+    public var expiresAt: Date?
 
-    public init(filename: String, url: String, mimeType: String, expiresAt: ContinuousClock.Instant? = nil) {
+    public init(filename: String, url: String, mimeType: String, expiresAt: Date? = nil) {
         self.filename = filename
         self.url = url
         self.mimeType = mimeType
@@ -23,13 +26,17 @@ public struct StoredImage: Sendable, Equatable {
 
 /// Why storing an image failed.
 public struct StorageError: Error, Sendable, CustomStringConvertible {
+    /// The store that failed: `local`, `s3` or `oss`.
     public var store: String
     public var message: String
+    /// When a remote store failed: the URL of the copy kept in local storage.
+    public var localURL: String?
     public var description: String { "\(store): \(message)" }
 
-    public init(store: String, message: String) {
+    public init(store: String, message: String, localURL: String? = nil) {
         self.store = store
         self.message = message
+        self.localURL = localURL
     }
 }
 

@@ -37,7 +37,9 @@ public struct LocalImageStore: ImageStore {
 
     func write(_ bytes: [UInt8], to filename: String) throws {
         let target = path(for: filename)
-        if FileManager.default.fileExists(atPath: target) { return }
+        // An equal image is already there: refresh its mtime, so retention counts from this use.
+        if utimensat(AT_FDCWD, target, nil, 0) == 0 { return }
+        if errno != ENOENT, FileManager.default.fileExists(atPath: target) { return }
         let temporary = "\(directory)/.tmp-\(UUID().uuidString)"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw StorageError(store: "local", message: "cannot create a file in \(directory): \(String(cString: strerror(errno)))") }
