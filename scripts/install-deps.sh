@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what is missing, and nothing else. `system`: what the gateway needs to build and run.
 # `test`: also the ComfyUI emulator's Python runtime and, for the drawing page's real-browser
-# test, headless Chromium + chromedriver (Debian) and Selenium (PyPI). `bench`: also wrk.
+# test, headless Chromium + chromedriver (Debian), Selenium, PyYAML and moto (PyPI). `bench`: also wrk.
 set -euo pipefail
 want=(libfcgi-dev libcurl4-openssl-dev libssl-dev nginx curl)
 case "${1:-system}" in
-  test) want+=(python3 chromium chromium-driver) ;;
-  bench) want+=(python3 wrk) ;;
+  test) want+=(python3 python3-pip chromium chromium-driver) ;;
+  bench) want+=(python3 python3-pip wrk) ;;
 esac
 
 missing=()
@@ -26,20 +26,20 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian's package starts a system nginx on :80; the gateway runs its own, so leave that one alone.
 
+# pip_install MODULE SPEC WHY: installs SPEC from PyPI unless MODULE imports already.
+pip_install() {
+  python3 -c "import $1" 2>/dev/null && return 0
+  echo "installing: $2 ($3)"
+  python3 -m pip install -q "$2" 2>/dev/null || python3 -m pip install -q --break-system-packages "$2"
+}
+
 if [ "${1:-system}" != system ]; then
-  if ! python3 -c 'import aiohttp' 2>/dev/null; then
-    echo "installing: aiohttp (for the ComfyUI emulator)"
-    python3 -m pip install -q aiohttp 2>/dev/null \
-      || python3 -m pip install -q --break-system-packages aiohttp 2>/dev/null \
-      || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-aiohttp >/dev/null; }
-  fi
+  pip_install aiohttp aiohttp "the ComfyUI emulator"
 fi
 
 if [ "${1:-system}" = test ]; then
-  if ! python3 -c 'import selenium' 2>/dev/null; then
-    echo "installing: selenium (for the drawing page's browser test)"
-    python3 -m pip install -q selenium 2>/dev/null \
-      || python3 -m pip install -q --break-system-packages selenium 2>/dev/null \
-      || { sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-selenium >/dev/null; }
-  fi
+  pip_install selenium selenium "the drawing page's browser test"
+  pip_install yaml pyyaml "replaying the Dify demo's HTTP node"
+  pip_install moto.server "moto[server]" "the S3 end-to-end tests"
+  pip_install botocore botocore "checking presigned URLs"
 fi
