@@ -10,7 +10,9 @@ struct Gateway {
     func run() async throws {
         let http = CurlHTTPClient(threads: 32)
         defer { http.shutdown() }
-        let pool = BackendPool(urls: configuration.comfyServers, http: http, logger: logger)
+        let pool = BackendPool(
+            urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming, logger: logger
+        )
         let local = LocalImageStore(directory: configuration.outputDirectory, baseURL: configuration.serverBaseURL)
         let store = try configuration.storage.makeStore(local: local, http: http, logger: logger)
 
@@ -33,6 +35,8 @@ struct Gateway {
         router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }
         let health = HealthRoute(pool: pool, styles: styles)
         router.add("GET", "/healthz") { await health.health($0) }
+        let metrics = MetricsRoute(registry: metricsRegistry, sessions: sessions)
+        router.add("GET", "/metrics") { await metrics.metrics($0) }
         let drawingSockets = DrawingSocketServer(
             socketPath: configuration.webSocketPath,
             sessions: sessions,
@@ -47,7 +51,10 @@ struct Gateway {
             socketPath: configuration.socketPath,
             threads: configuration.threads,
             maxBodyBytes: configuration.maxBodyBytes,
+            drainTimeout: configuration.drainTimeout,
             logger: logger,
+            onDrain: { await pool.stopAccepting() },
+            onDrainTimeout: { await pool.shutDown() },
             handler: { [router] in await router.respond(to: $0) }
         )
         let group = ServiceGroup(

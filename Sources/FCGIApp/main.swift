@@ -20,6 +20,7 @@ LoggingSystem.bootstrap { label in
     return handler
 }
 let logger = Logger(label: "comfy-gateway")
+let metricsRegistry = MetricsRoute.bootstrap()
 
 do {
     try await Gateway(configuration: configuration, logger: logger).run()

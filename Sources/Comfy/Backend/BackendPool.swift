@@ -1,74 +1,144 @@
 import Logging
 
-/// The ComfyUI servers behind the gateway; each job goes to the least-loaded connected one.
+/// The ComfyUI servers behind the gateway and the scheduler in front of them: each job waits
+/// in the gateway's queue for a slot on a healthy backend, runs there, and is moved to another
+/// backend if that one fails (a bounded number of times; a job yields at most one result).
 public final class BackendPool: Sendable {
     public let backends: [ComfyBackend]
+    public let configuration: SchedulerConfiguration
+    let dispatcher: JobDispatcher
+    private let logger: Logger
+    private let metrics: GatewayMetrics
+    /// No backend up for this long: jobs are answered 503 instead of waiting.
+    private let unavailableAfter: Duration
 
-    public init(urls: [ComfyServerURL], http: CurlHTTPClient, logger: Logger) {
-        backends = urls.map { ComfyBackend(url: $0, http: http, logger: logger) }
+    public init(
+        urls: [ComfyServerURL], http: CurlHTTPClient, configuration: SchedulerConfiguration = SchedulerConfiguration(),
+        timing: BackendTiming = BackendTiming(), logger: Logger
+    ) {
+        backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, logger: logger) }
+        self.configuration = configuration
+        dispatcher = JobDispatcher(backendNames: urls.map(\.description), configuration: configuration)
+        self.logger = logger
+        metrics = GatewayMetrics(backends: urls.map(\.description))
+        unavailableAfter = timing.unavailableAfter
     }
 
-    /// Keeps every backend's WebSocket open until cancelled.
+    /// Keeps every backend's WebSocket open and its health known until cancelled.
     public func run() async {
         await withDiscardingTaskGroup { group in
-            for backend in backends {
+            for (index, backend) in backends.enumerated() {
                 group.addTask { await backend.run() }
+                group.addTask { await backend.watchHealth() }
+                group.addTask {
+                    for await health in backend.healthChanges {
+                        self.metrics.backendHealth(index, health)
+                        await self.dispatcher.setHealth(index, health)
+                    }
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(250))
+                    self.metrics.queueDepth(await self.dispatcher.queued)
+                    // Waiting is pointless when no backend is coming back soon: say so now.
+                    if await self.dispatcher.allDown(longerThan: self.unavailableAfter) {
+                        await self.dispatcher.failWaiting(with: await self.unavailableError())
+                    }
+                }
             }
         }
     }
 
-    /// Runs the job on the least-loaded connected backend (waiting briefly for one to connect).
-    public func run(_ job: PromptJob) async throws -> GeneratedImage {
-        try await pick().run(job)
+    /// Takes no new jobs (they get a clear error); queued and running ones go on.
+    public func stopAccepting() async {
+        await dispatcher.stopAccepting()
     }
 
-    func pick() async throws -> ComfyBackend {
-        for _ in 0..<2 {
-            var best: (backend: ComfyBackend, load: Int)?
-            for backend in backends where await backend.isConnected {
-                let load = await backend.inFlight
-                if best == nil || load < best!.load { best = (backend, load) }
-            }
-            if let best { return best.backend }
-            // None connected yet (start-up, or a reconnect in progress): give them a moment.
-            await withTaskGroup(of: Bool.self) { group in
-                for backend in backends {
-                    group.addTask { await backend.waitUntilConnected(timeout: .seconds(3)) }
-                }
-                for await connected in group where connected {
-                    group.cancelAll()
-                    break
-                }
+    /// Takes no new jobs and answers the queued ones with an error; running ones finish.
+    public func shutDown() async {
+        await dispatcher.shutDown()
+    }
+
+    /// Runs the job on a healthy backend when its turn comes, moving it if the backend fails.
+    /// - Parameter owner: whose job it is (a session id, a caller's address): owners take turns.
+    public func run(_ job: PromptJob, priority: JobPriority = .batch, owner: String = "") async throws -> GeneratedImage {
+        let started = ContinuousClock.now
+        let deadline = started + job.timeout
+        do {
+            let image = try await schedule(job, priority: priority, owner: owner, deadline: deadline)
+            metrics.jobEnded(priority, outcome: "success", after: .now - started)
+            return image
+        } catch {
+            metrics.jobEnded(priority, outcome: (error as? ComfyError).map { "\($0.code)" } ?? "error", after: .now - started)
+            throw error
+        }
+    }
+
+    private func schedule(_ job: PromptJob, priority: JobPriority, owner: String, deadline: ContinuousClock.Instant) async throws -> GeneratedImage {
+        if await dispatcher.allDown(longerThan: unavailableAfter) { throw await unavailableError() }
+        let id = try await dispatcher.submit(owner: owner, priority: priority)
+        while true {
+            let index = try await dispatcher.waitForSlot(id, deadline: deadline, timeout: job.timeout)
+            let backend = backends[index]
+            var attempt = job
+            attempt.timeout = deadline - .now
+            do {
+                let image = try await backend.run(attempt)
+                await dispatcher.finish(id)
+                return image
+            } catch let error as ComfyError where error.isBackendFailure && ContinuousClock.now < deadline {
+                guard await dispatcher.retry(id) else { throw error }
+                logger.notice("job moves to another backend", metadata: ["comfy.backend": "\(backend.url)", "error": "\(error)"])
+                metrics.jobMoved()
+            } catch {
+                await dispatcher.finish(id)
+                throw error
             }
         }
+    }
+
+    /// Why no backend can take jobs, naming each with its last error.
+    private func unavailableError() async -> ComfyError {
         var reasons: [String] = []
         for backend in backends {
             reasons.append("\(backend.url): \(await backend.lastError ?? "not connected")")
         }
         var error = ComfyError(code: .backendUnavailable, message: "no ComfyUI backend is reachable (\(reasons.joined(separator: "; ")))")
         error.backend = backends.map(\.url.description).joined(separator: ",")
-        throw error
+        return error
     }
 
     /// Each backend's state for `/healthz`.
     public func status() async -> [BackendStatus] {
         var result: [BackendStatus] = []
-        for backend in backends {
+        for (index, backend) in backends.enumerated() {
             result.append(BackendStatus(
                 url: backend.url.description,
-                isUp: await backend.isConnected,
-                inFlight: await backend.inFlight,
+                health: await dispatcher.health(of: index),
+                inFlight: await dispatcher.running(on: index),
+                capacity: configuration.capacityPerBackend,
                 lastError: await backend.lastError
             ))
         }
         return result
     }
+
+    /// Jobs waiting for a backend.
+    public func queued() async -> Int { await dispatcher.queued }
 }
 
 /// A backend's health as `/healthz` reports it.
 public struct BackendStatus: Sendable {
     public var url: String
-    public var isUp: Bool
+    public var health: BackendHealth
     public var inFlight: Int
+    public var capacity: Int
     public var lastError: String?
+    public var isUp: Bool { health == .up }
+}
+
+extension ComfyError {
+    /// The backend, not the job, failed: the job may run elsewhere.
+    var isBackendFailure: Bool { code == .backendUnavailable || code == .badResponse }
 }

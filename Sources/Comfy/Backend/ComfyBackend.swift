@@ -12,17 +12,33 @@ public actor ComfyBackend {
     let http: CurlHTTPClient
     let logger: Logger
     private let clientIDPrefix = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-    private var generation = 0
+    private(set) var generation = 0
+    let timing: BackendTiming
 
     /// The id of the current socket; prompts are submitted under it.
     private(set) var clientID: String?
-    private var slots: [String: WatchSlot] = [:]
+    private(set) var slots: [String: WatchSlot] = [:] {
+        didSet { if oldValue.isEmpty, !slots.isEmpty { busySince = .now } }
+    }
     /// The prompt ComfyUI is running for us, to attribute frames that carry no prompt id.
     private var runningPromptID: String?
     private var connectedWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
     /// Why the backend last failed, for `/healthz`.
-    public private(set) var lastError: String?
+    public internal(set) var lastError: String?
     public private(set) var isConnected = false
+
+    // Health (see ComfyBackend+Health).
+    var probeFailures = 0
+    var lastProbe = ContinuousClock.now
+    var stalledUntil: ContinuousClock.Instant?
+    /// When the backend last went from no prompts to some.
+    var busySince: ContinuousClock.Instant?
+    /// When an event about one of our prompts last arrived.
+    var lastProgress = ContinuousClock.now
+    var publishedHealth = BackendHealth.down
+    let healthContinuation: AsyncStream<BackendHealth>.Continuation
+    /// Every change of `health`, for the scheduler.
+    public nonisolated let healthChanges: AsyncStream<BackendHealth>
 
     struct WatchSlot {
         var watch: PromptWatch
@@ -31,9 +47,11 @@ public actor ComfyBackend {
         var waiter: CheckedContinuation<PromptWatch, Error>?
     }
 
-    public init(url: ComfyServerURL, http: CurlHTTPClient, logger: Logger) {
+    public init(url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), logger: Logger) {
         self.url = url
         self.http = http
+        self.timing = timing
+        (healthChanges, healthContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         var logger = logger
         logger[metadataKey: "comfy.backend"] = "\(url)"
         self.logger = logger
@@ -114,6 +132,7 @@ public actor ComfyBackend {
             promptID = nil
         }
         guard let promptID, var slot = slots[promptID] else { return }
+        lastProgress = .now
         if slot.watch.apply(event) { slot.watch.job.onProgress?(slot.watch.progress) }
         slots[promptID] = slot
         if slot.watch.ending != nil { settle(promptID) }
@@ -136,6 +155,7 @@ public actor ComfyBackend {
     /// Keeps a result frame; hands a sampler's latent preview (JPEG, from a non-output node) to the job.
     private func record(frame bytes: [UInt8], mimeType: String, node: String?, promptID: String) {
         guard var slot = slots[promptID] else { return }
+        lastProgress = .now
         let node = node ?? slot.watch.currentNode
         if mimeType == "image/jpeg", !slot.watch.job.isWebSocketOutput(node) {
             slot.watch.job.onPreview?(bytes, mimeType)
@@ -150,6 +170,7 @@ public actor ComfyBackend {
         isConnected = true
         lastError = nil
         logger.info("ComfyUI WebSocket connected")
+        publishHealth()
         for waiter in connectedWaiters.values { waiter.resume() }
         connectedWaiters.removeAll()
         let stale = slots.filter { $0.value.clientID != socketID || $0.value.watch.missedEvents }.map(\.key)
@@ -165,6 +186,8 @@ public actor ComfyBackend {
         runningPromptID = nil
         logger.warning("ComfyUI WebSocket lost", metadata: ["comfy.in_flight": "\(slots.count)"])
         for key in slots.keys { slots[key]?.watch.missedEvents = true }
+        publishHealth()
+        scheduleFailover()
     }
 
     // MARK: Prompt slots
@@ -190,6 +213,15 @@ public actor ComfyBackend {
         guard let slot = slots[promptID], let waiter = slot.waiter else { return }
         slots[promptID] = nil
         waiter.resume(returning: slot.watch)
+    }
+
+    /// Ends every wait with `error` (the pool then runs the jobs elsewhere).
+    func failAll(with error: Error, cancelOnServer cancel: Bool) {
+        let promptIDs = Array(slots.keys)
+        for promptID in promptIDs {
+            fail(promptID, with: error)
+            if cancel { Task { await self.cancelOnServer(promptID) } }
+        }
     }
 
     /// Ends a wait with an error and forgets the prompt.

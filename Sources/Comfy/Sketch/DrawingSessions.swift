@@ -122,7 +122,7 @@ public actor DrawingSessions {
                 onProgress: { broadcaster.send(.processing(progress: $0)) },
                 onPreview: { broadcaster.send(.preview(mimeType: $1, bytes: $0)) }
             )
-            let image = try await pool.run(job)
+            let image = try await pool.run(job, priority: .interactive, owner: id)
             let stored = try await store.store(image.bytes, mimeType: image.mimeType)
             sessions[id]?.latestResult = stored
             broadcaster.send(.completed(resultURL: "/api/result/\(id)", imageURL: stored.url))

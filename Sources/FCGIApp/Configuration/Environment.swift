@@ -37,10 +37,13 @@ struct Environment {
         }
     }
 
-    /// A duration such as `600`, `90s`, `10m`, `2h` or `7d` (plain numbers are seconds).
+    /// A duration such as `600`, `500ms`, `90s`, `10m`, `2h` or `7d` (plain numbers are seconds).
     func duration(_ name: String, default fallback: Duration) throws -> Duration {
         guard let text = self[name] else { return fallback }
         let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        if text.hasSuffix("ms"), let value = Int64(text.dropLast(2)), value > 0 {
+            return .milliseconds(value)
+        }
         var number = Substring(text)
         var scale: Int64 = 1
         if let last = text.last, let unit = units[last] {
@@ -48,7 +51,7 @@ struct Environment {
             scale = unit
         }
         guard let value = Int64(number), value > 0 else {
-            throw ConfigurationError(variable: name, problem: "expected a duration like 600, 90s, 10m, 2h or 7d, got \"\(text)\"")
+            throw ConfigurationError(variable: name, problem: "expected a duration like 600, 500ms, 90s, 10m, 2h or 7d, got \"\(text)\"")
         }
         return .seconds(value * scale)
     }

@@ -9,7 +9,11 @@ import Logging
 /// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_BODY_BYTES`
 /// (32 MiB), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`./.run/ws.sock`),
 /// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
-/// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s); image storage as
+/// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s); the backend pool
+/// `BACKEND_CAPACITY` (2 prompts each), `MAX_QUEUED_JOBS` (500; beyond: 429),
+/// `INTERACTIVE_FIRST` (true), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
+/// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `SHUTDOWN_DRAIN_TIMEOUT`
+/// (120 s for in-flight requests after SIGTERM); image storage as
 /// `StorageConfiguration` documents.
 struct GatewayConfiguration {
     var comfyServers: [ComfyServerURL]
@@ -28,6 +32,9 @@ struct GatewayConfiguration {
     var maxSketchBytes: Int
     var maxSketchPixels: Int
     var pingInterval: Duration
+    var scheduler: SchedulerConfiguration
+    var backendTiming: BackendTiming
+    var drainTimeout: Duration
 
     init(_ environment: Environment) throws {
         let servers = (environment["COMFYUI_SERVER"] ?? "http://127.0.0.1:8188").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -60,5 +67,17 @@ struct GatewayConfiguration {
         maxSketchPixels = try environment.integer("MAX_SKETCH_PIXELS", default: 4096 * 4096, range: 64...(1 << 28))
         pingInterval = try environment.duration("WS_PING_INTERVAL", default: .seconds(20))
         storage = try StorageConfiguration(environment)
+        scheduler = SchedulerConfiguration(
+            capacityPerBackend: try environment.integer("BACKEND_CAPACITY", default: 2, range: 1...64),
+            maxQueuedJobs: try environment.integer("MAX_QUEUED_JOBS", default: 500, range: 0...100_000),
+            interactiveFirst: try environment.boolean("INTERACTIVE_FIRST", default: true),
+            maxAttempts: try environment.integer("JOB_MAX_ATTEMPTS", default: 3, range: 1...10)
+        )
+        drainTimeout = try environment.duration("SHUTDOWN_DRAIN_TIMEOUT", default: .seconds(120))
+        backendTiming = BackendTiming(
+            failoverAfter: try environment.duration("BACKEND_FAILOVER_AFTER", default: .seconds(10)),
+            probeInterval: try environment.duration("BACKEND_PROBE_INTERVAL", default: .seconds(5)),
+            stallTimeout: try environment.duration("BACKEND_STALL_TIMEOUT", default: .seconds(180))
+        )
     }
 }

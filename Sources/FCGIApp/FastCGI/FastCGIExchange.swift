@@ -45,7 +45,8 @@ struct FastCGIExchange {
             path: params["DOCUMENT_URI"] ?? params["SCRIPT_NAME"] ?? "/",
             query: params["QUERY_STRING"] ?? "",
             headers: headers,
-            body: body
+            body: body,
+            remoteAddress: params["REMOTE_ADDR"] ?? ""
         ))
     }
 

@@ -17,8 +17,20 @@ final class FastCGIServer: Service {
     private let maxBodyBytes: Int
     private let handler: Handler
     private let logger: Logger
+    /// How long in-flight requests may take to finish after SIGTERM.
+    private let drainTimeout: Duration
+    /// Called when draining starts, and when the drain time is up.
+    private let onDrain: @Sendable () async -> Void
+    private let onDrainTimeout: @Sendable () async -> Void
 
-    init(socketPath: String, threads: Int, maxBodyBytes: Int, logger: Logger, handler: @escaping Handler) {
+    init(
+        socketPath: String, threads: Int, maxBodyBytes: Int, drainTimeout: Duration = .seconds(120), logger: Logger,
+        onDrain: @escaping @Sendable () async -> Void = {}, onDrainTimeout: @escaping @Sendable () async -> Void = {},
+        handler: @escaping Handler
+    ) {
+        self.drainTimeout = drainTimeout
+        self.onDrain = onDrain
+        self.onDrainTimeout = onDrainTimeout
         self.socketPath = socketPath
         self.threadCount = threads
         self.maxBodyBytes = maxBodyBytes
@@ -51,9 +63,28 @@ final class FastCGIServer: Service {
 
         try? await gracefulShutdown()
         logger.info("FastCGI draining in-flight requests")
+        await onDrain()
         // The only way to wake threads blocked in accept(2).
         shutdown(listenFD, Int32(SHUT_RDWR))
-        await finished.wait()
+        // Bounded: when the drain time is up, queued jobs are answered; a few seconds later
+        // whatever still runs is abandoned so that the process exits.
+        let drained = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await finished.wait()
+                return true
+            }
+            group.addTask { [drainTimeout, logger, onDrainTimeout] in
+                try? await Task.sleep(for: drainTimeout)
+                logger.warning("drain time is up; answering the jobs still queued")
+                await onDrainTimeout()
+                try? await Task.sleep(for: .seconds(5))
+                return false
+            }
+            let first = await group.next()!
+            group.cancelAll()
+            return first
+        }
+        if !drained { logger.error("requests still running after the drain time; exiting without them") }
         close(listenFD)
         unlink(socketPath)
         logger.info("FastCGI stopped")

@@ -7,6 +7,8 @@ struct GatewayRequest: Sendable {
     /// Header names lower-cased.
     var headers: [String: String]
     var body: [UInt8]
+    /// The client's address as nginx saw it (`REMOTE_ADDR`): callers take turns by it.
+    var remoteAddress: String = ""
 
     func header(_ name: String) -> String? { headers[name.lowercased()] }
 }

@@ -8,7 +8,11 @@ struct GenerateRoute: Sendable {
 
     func generate(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
         let body = try GenerateRequest(body: request.body)
-        let image = try await pool.run(PromptJob(workflow: body.workflow, outputNodeID: body.outputNodeID, timeout: timeout))
+        let image = try await pool.run(
+            PromptJob(workflow: body.workflow, outputNodeID: body.outputNodeID, timeout: timeout),
+            priority: .batch,
+            owner: request.remoteAddress
+        )
         let stored = try await store.store(image.bytes, mimeType: image.mimeType)
         // A signed object-storage URL stops working at `expiresAt`: the caller is told when.
         let expiresAt = stored.expiresAt.map { UTCTimestamp($0).iso8601 }

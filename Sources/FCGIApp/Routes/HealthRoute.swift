@@ -13,11 +13,13 @@ struct HealthRoute: Sendable {
             "backends": .array(backends.map { backend in
                 .object([
                     "url": .string(backend.url),
-                    "state": .string(backend.isUp ? "up" : "down"),
+                    "state": .string(backend.health.rawValue),
                     "in_flight": .number(Double(backend.inFlight)),
+                    "capacity": .number(Double(backend.capacity)),
                     "last_error": backend.lastError.map(JSONValue.string) ?? .null,
                 ])
             }),
+            "queued_jobs": .number(Double(await pool.queued())),
             "styles": .object([
                 "loaded": .array(await styles.names().map(JSONValue.string)),
                 "broken": .array(await styles.broken().map { .object(["file": .string($0.file), "reason": .string($0.reason)]) }),

@@ -1,6 +1,7 @@
 import Comfy
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import NIOWebSocket
 
@@ -14,6 +15,9 @@ struct DrawingSocketConnection: Sendable {
 
     func serve(_ channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>) async {
         guard let (token, messages) = try? await sessions.subscribe(sessionID) else { return }
+        let connections = Meter(label: "comfy_gateway_websocket_connections")
+        connections.increment()
+        defer { connections.decrement() }
         try? await channel.executeThenClose { inbound, outbound in
             let socket = WebSocketSession(inbound: inbound, outbound: outbound, masksFrames: false)
             try await withThrowingTaskGroup(of: Void.self) { group in

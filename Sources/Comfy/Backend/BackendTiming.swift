@@ -1,0 +1,22 @@
+/// How quickly a backend is judged failed, and how its health is probed.
+public struct BackendTiming: Sendable {
+    /// A dropped WebSocket that stays down this long fails the backend's jobs over to others.
+    public var failoverAfter: Duration
+    /// How often `/system_stats` is asked (the light probe).
+    public var probeInterval: Duration
+    /// Prompts in flight with no event about them for this long: the backend is stalled; its
+    /// prompts are removed there and run elsewhere, and it takes no jobs for as long again.
+    public var stallTimeout: Duration
+    /// No backend up for this long: jobs get a 503 at once instead of waiting their timeout.
+    public var unavailableAfter: Duration
+
+    public init(
+        failoverAfter: Duration = .seconds(10), probeInterval: Duration = .seconds(5), stallTimeout: Duration = .seconds(180),
+        unavailableAfter: Duration = .seconds(3)
+    ) {
+        self.failoverAfter = failoverAfter
+        self.unavailableAfter = unavailableAfter
+        self.probeInterval = probeInterval
+        self.stallTimeout = stallTimeout
+    }
+}

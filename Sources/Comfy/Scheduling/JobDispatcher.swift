@@ -1,0 +1,124 @@
+/// The seam between callers and the scheduler: a job waits here for a backend slot, within
+/// its deadline, and gives the slot back when it ends.
+actor JobDispatcher {
+    private var scheduler: JobScheduler
+    private var waiters: [UInt64: CheckedContinuation<Int, Error>] = [:]
+    /// Assignments made while their job was not waiting yet (right after a retry).
+    private var ready: [UInt64: Int] = [:]
+    private var nextID: UInt64 = 0
+    private var isShuttingDown = false
+    /// Since when no backend has been up (`nil` while one is).
+    private var allDownSince: ContinuousClock.Instant? = .now
+    private let backendNames: [String]
+
+    init(backendNames: [String], configuration: SchedulerConfiguration) {
+        self.backendNames = backendNames
+        scheduler = JobScheduler(backendCount: backendNames.count, configuration: configuration)
+    }
+
+    var queued: Int { scheduler.queued }
+    var running: Int { scheduler.running }
+    func running(on backend: Int) -> Int { scheduler.backends[backend].running.count }
+    func health(of backend: Int) -> BackendHealth { scheduler.backends[backend].health }
+
+    /// Queues a job; throws `busy` when the queue is full or the gateway is shutting down.
+    func submit(owner: String, priority: JobPriority) throws -> UInt64 {
+        guard !isShuttingDown else {
+            throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down")
+        }
+        nextID += 1
+        if case .busy(let queued) = scheduler.submit(nextID, owner: owner, priority: priority) {
+            throw ComfyError(code: .busy, message: "the service is busy: \(queued) jobs are waiting; try again shortly")
+        }
+        pump()
+        return nextID
+    }
+
+    /// Waits for the job's backend slot until `deadline`; a timeout or cancellation removes it.
+    func waitForSlot(_ id: UInt64, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Int {
+        if let backend = ready.removeValue(forKey: id) { return backend }
+        let timer = Task {
+            try await Task.sleep(until: deadline)
+            self.abandon(id, with: ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \(timeout.components.seconds) s"))
+        }
+        defer { timer.cancel() }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                if Task.isCancelled {
+                    scheduler.finish(id)
+                    continuation.resume(throwing: ComfyError.cancelled)
+                } else {
+                    waiters[id] = continuation
+                }
+            }
+        } onCancel: {
+            Task { await self.abandon(id, with: ComfyError.cancelled) }
+        }
+    }
+
+    /// The job ended: its slot goes to the next one.
+    func finish(_ id: UInt64) {
+        scheduler.finish(id)
+        ready[id] = nil
+        pump()
+    }
+
+    /// The job's backend failed it; returns whether it may run again elsewhere.
+    func retry(_ id: UInt64) -> Bool {
+        let again = !isShuttingDown && scheduler.retry(id)
+        pump()
+        return again
+    }
+
+    func setHealth(_ backend: Int, _ health: BackendHealth) {
+        guard scheduler.backends[backend].health != health else { return }
+        scheduler.setHealth(backend, isShuttingDown && health == .up ? .draining : health)
+        if scheduler.backends.contains(where: { $0.health == .up }) {
+            allDownSince = nil
+        } else if allDownSince == nil {
+            allDownSince = .now
+        }
+        pump()
+    }
+
+    /// Whether no backend has been up for longer than `grace`.
+    func allDown(longerThan grace: Duration) -> Bool {
+        allDownSince.map { ContinuousClock.now - $0 > grace } ?? false
+    }
+
+    /// Answers every waiting job with `error` (no backend is coming back soon).
+    func failWaiting(with error: Error) {
+        for id in Array(waiters.keys) { abandon(id, with: error) }
+    }
+
+    /// Takes no new jobs; those queued and running go on.
+    func stopAccepting() {
+        isShuttingDown = true
+    }
+
+    /// Takes no new jobs and answers the waiting ones; running ones finish.
+    func shutDown() {
+        isShuttingDown = true
+        for backend in scheduler.backends.indices { scheduler.setHealth(backend, .draining) }
+        for id in Array(waiters.keys) {
+            abandon(id, with: ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; the job was not started"))
+        }
+    }
+
+    private func abandon(_ id: UInt64, with error: Error) {
+        guard let waiter = waiters.removeValue(forKey: id) else { return }
+        scheduler.finish(id)
+        waiter.resume(throwing: error)
+        pump()
+    }
+
+    private func pump() {
+        for assignment in scheduler.dispatch() {
+            if let waiter = waiters.removeValue(forKey: assignment.job) {
+                waiter.resume(returning: assignment.backend)
+            } else {
+                ready[assignment.job] = assignment.backend
+            }
+        }
+    }
+}

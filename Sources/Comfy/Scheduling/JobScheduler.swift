@@ -1,0 +1,148 @@
+/// Which waiting job runs next, and where: the scheduler's rules as a state machine with no
+/// I/O and no clock, so that a table of events and expected assignments tests it whole.
+///
+/// Rules: a backend takes jobs only while `up` and below its capacity; a job goes to the
+/// least-loaded such backend (ties: the one that started fewer jobs, so equal backends share
+/// evenly), preferring one it has not failed on; interactive jobs go first unless configured
+/// to take turns with batch jobs; within a priority, owners take turns; a job that failed on
+/// its backend goes back first in line until it has used its attempts.
+struct JobScheduler: Sendable {
+    struct Backend: Sendable, Equatable {
+        var health: BackendHealth = .down
+        var running: Set<UInt64> = []
+        var started = 0
+    }
+
+    struct Job: Sendable {
+        var owner: String
+        var priority: JobPriority
+        var attempts = 0
+        var failedOn: Set<Int> = []
+        var backend: Int?
+    }
+
+    struct Assignment: Sendable, Equatable {
+        var job: UInt64
+        var backend: Int
+    }
+
+    enum Admission: Sendable, Equatable {
+        case queued
+        /// The queue is full: `queued` jobs are waiting.
+        case busy(queued: Int)
+    }
+
+    let configuration: SchedulerConfiguration
+    private(set) var backends: [Backend]
+    private var jobs: [UInt64: Job] = [:]
+    private var queues: [JobPriority: OwnerQueue] = [.interactive: OwnerQueue(), .batch: OwnerQueue()]
+    /// With `interactiveFirst` off: the priority whose turn is next.
+    private var nextTurn = JobPriority.interactive
+
+    init(backendCount: Int, configuration: SchedulerConfiguration) {
+        self.configuration = configuration
+        backends = Array(repeating: Backend(), count: backendCount)
+    }
+
+    /// Jobs waiting for a backend.
+    var queued: Int { queues.values.reduce(0) { $0 + $1.count } }
+    /// Jobs running on a backend.
+    var running: Int { backends.reduce(0) { $0 + $1.running.count } }
+
+    func backend(of job: UInt64) -> Int? { jobs[job]?.backend }
+    func attempts(of job: UInt64) -> Int { jobs[job]?.attempts ?? 0 }
+
+    /// Takes a new job into the queue, or refuses it when the queue is full.
+    mutating func submit(_ id: UInt64, owner: String, priority: JobPriority) -> Admission {
+        guard queued < configuration.maxQueuedJobs else { return .busy(queued: queued) }
+        jobs[id] = Job(owner: owner, priority: priority)
+        queues[priority]!.append(id, owner: owner)
+        return .queued
+    }
+
+    mutating func setHealth(_ backend: Int, _ health: BackendHealth) {
+        backends[backend].health = health
+    }
+
+    /// The job ended (result or final error) or its caller left: it is forgotten.
+    mutating func finish(_ id: UInt64) {
+        guard let job = jobs.removeValue(forKey: id) else { return }
+        if let backend = job.backend {
+            backends[backend].running.remove(id)
+        } else {
+            _ = queues[job.priority]!.remove(id)
+        }
+    }
+
+    /// The job's backend failed it: back first in line, or forgotten when out of attempts.
+    /// Returns whether it was queued again.
+    mutating func retry(_ id: UInt64) -> Bool {
+        guard var job = jobs[id], let backend = job.backend else { return false }
+        backends[backend].running.remove(id)
+        job.failedOn.insert(backend)
+        job.backend = nil
+        guard job.attempts < configuration.maxAttempts else {
+            jobs[id] = nil
+            return false
+        }
+        jobs[id] = job
+        queues[job.priority]!.prepend(id, owner: job.owner)
+        return true
+    }
+
+    /// Hands waiting jobs to free backends; returns who goes where.
+    mutating func dispatch() -> [Assignment] {
+        var assignments: [Assignment] = []
+        while let free = freeBackends(), let id = nextJob(placeableOn: free) {
+            var job = jobs[id]!
+            let backend = candidates(for: job, among: free).min { load(of: $0) < load(of: $1) }!
+            job.backend = backend
+            job.attempts += 1
+            jobs[id] = job
+            backends[backend].running.insert(id)
+            backends[backend].started += 1
+            assignments.append(Assignment(job: id, backend: backend))
+        }
+        return assignments
+    }
+
+    /// Where a job may go now: a free backend it has not failed on; one it failed on only
+    /// when every backend that is up has failed it.
+    private func candidates(for job: Job, among free: [Int]) -> [Int] {
+        Self.candidates(for: job, among: free, backends: backends)
+    }
+
+    private static func candidates(for job: Job, among free: [Int], backends: [Backend]) -> [Int] {
+        let untried = backends.indices.contains { backends[$0].health == .up && !job.failedOn.contains($0) }
+        return untried ? free.filter { !job.failedOn.contains($0) } : free
+    }
+
+    private func load(of backend: Int) -> (Int, Int, Int) {
+        (backends[backend].running.count, backends[backend].started, backend)
+    }
+
+    private func freeBackends() -> [Int]? {
+        let free = backends.indices.filter { backends[$0].health == .up && backends[$0].running.count < configuration.capacityPerBackend }
+        return free.isEmpty ? nil : free
+    }
+
+    private mutating func nextJob(placeableOn free: [Int]) -> UInt64? {
+        let order: [JobPriority]
+        if configuration.interactiveFirst {
+            order = [.interactive, .batch]
+        } else {
+            order = nextTurn == .interactive ? [.interactive, .batch] : [.batch, .interactive]
+        }
+        let (jobs, backends) = (jobs, backends)
+        for priority in order {
+            var queue = queues[priority]!
+            let next = queue.popFirst { !Self.candidates(for: jobs[$0]!, among: free, backends: backends).isEmpty }
+            queues[priority] = queue
+            if let next {
+                nextTurn = priority == .interactive ? .batch : .interactive
+                return next
+            }
+        }
+        return nil
+    }
+}

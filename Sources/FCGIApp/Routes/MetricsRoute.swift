@@ -1,0 +1,29 @@
+import Comfy
+import Metrics
+import Prometheus
+
+/// `GET /metrics`: the gateway's metrics in Prometheus text format (nginx lets only private
+/// networks in).
+struct MetricsRoute: Sendable {
+    let registry: PrometheusCollectorRegistry
+    let sessions: DrawingSessions
+
+    /// Routes swift-metrics into a Prometheus registry; call once, before any metric is made.
+    static func bootstrap() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Jobs take from a fraction of a second to GENERATE_TIMEOUT.
+        factory.defaultDurationHistogramBuckets = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600].map { .milliseconds(Int64($0 * 1000)) }
+        MetricsSystem.bootstrap(factory)
+        return registry
+    }
+
+    func metrics(_ request: GatewayRequest) async -> GatewayResponse {
+        Gauge(label: "comfy_gateway_drawing_sessions").record(await sessions.count)
+        return GatewayResponse(
+            status: 200,
+            headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Cache-Control", "no-store")],
+            body: registry.emitToBuffer()
+        )
+    }
+}

@@ -1,0 +1,223 @@
+import Comfy
+import Foundation
+import Testing
+
+/// Several emulated ComfyUI backends behind one gateway: spreading, failover, backpressure,
+/// shutdown and metrics, through real nginx and the real FastCGI socket.
+@Suite(.serialized)
+struct BackendPoolTests {
+    /// Emulators in their own folders, and a gateway in front of all of them.
+    struct Cluster {
+        let directory: String
+        var emulators: [Emulator]
+        let gateway: Gateway
+
+        func stop() {
+            gateway.stop()
+            for emulator in emulators { emulator.stop() }
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    func startCluster(_ label: String, backends: Int, environment: [String: String] = [:]) async throws -> Cluster {
+        let directory = try TestPaths.makeTemporaryDirectory(label)
+        var emulators: [Emulator] = []
+        for index in 0..<backends {
+            let folder = "\(directory)/backend-\(index)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            emulators.append(try Emulator(directory: folder, http: testHTTP))
+        }
+        var env = ["FCGI_THREADS": "256", "BACKEND_FAILOVER_AFTER": "1s", "BACKEND_PROBE_INTERVAL": "500ms"]
+        env.merge(environment) { _, new in new }
+        let gateway = try Gateway(directory: directory, backends: emulators.map(\.url), http: testHTTP, environment: env)
+        let cluster = Cluster(directory: directory, emulators: emulators, gateway: gateway)
+        do {
+            try await gateway.waitUntilHealthy()
+            // Every backend connected before the load starts.
+            try await waitUntil {
+                let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+                return health["backends"]?.arrayValue?.allSatisfy { $0["state"] == "up" } == true
+            }
+        } catch {
+            cluster.stop()
+            throw error
+        }
+        return cluster
+    }
+
+    /// Sends `count` generate calls at once; returns each one's status and the prompt text in its image.
+    func generateConcurrently(_ gateway: Gateway, count: Int, label: String) async throws -> [(status: Int, text: String?, body: String)] {
+        try await withThrowingTaskGroup(of: (Int, Int, String?, String).self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    let response = try await gateway.post(
+                        "/api/generate_file", json: Workflows.body(Workflows.txt2img(text: "\(label)-\(index)", seed: index)), timeout: .seconds(90)
+                    )
+                    let text = emulatorMetadata(ofPNG: response.body)?["texts"]?.arrayValue?.first?.stringValue
+                    return (index, response.status, text, response.status == 200 ? "" : response.bodyText)
+                }
+            }
+            var results = Array(repeating: (status: 0, text: String?.none, body: ""), count: count)
+            for try await (index, status, text, body) in group { results[index] = (status, text, body) }
+            return results
+        }
+    }
+
+    func executed(_ emulator: Emulator) async throws -> Int {
+        try await emulator.stats()["prompts_executed"]?.intValue ?? -1
+    }
+
+    @Test func hundredJobsSpreadEvenlyOverTwoEqualBackends() async throws {
+        let cluster = try await startCluster("pool-spread", backends: 2)
+        defer { cluster.stop() }
+        for emulator in cluster.emulators { try await emulator.configure(["node_delay_ms": 10]) }
+        let results = try await generateConcurrently(cluster.gateway, count: 100, label: "spread")
+        for (index, result) in results.enumerated() {
+            #expect(result.status == 200, "job \(index): \(result.body)")
+            #expect(result.text == "spread-\(index)", "job \(index) got its own image")
+        }
+        let counts = [try await executed(cluster.emulators[0]), try await executed(cluster.emulators[1])]
+        print("spread over two backends: \(counts)")
+        #expect(counts.reduce(0, +) == 100)
+        #expect(counts.allSatisfy { (40...60).contains($0) }, "\(counts)")
+    }
+
+    @Test func killingOneOfTwoBackendsMidLoadLosesNoJob() async throws {
+        var cluster = try await startCluster("pool-kill", backends: 2)
+        defer { cluster.stop() }
+        for emulator in cluster.emulators { try await emulator.configure(["node_delay_ms": 15]) }
+        let (victim, gateway) = (cluster.emulators[0], cluster.gateway)
+        let load = Task { try await generateConcurrently(gateway, count: 200, label: "kill") }
+        try await Task.sleep(for: .seconds(1))
+        let doneBeforeKill = try await executed(victim)
+        victim.process.stop(SIGKILL)
+        let results = try await load.value
+        var ok = 0
+        for (index, result) in results.enumerated() {
+            #expect(result.status == 200, "job \(index): \(result.body)")
+            #expect(result.text == "kill-\(index)", "job \(index) got its own image")
+            if result.status == 200, result.text == "kill-\(index)" { ok += 1 }
+        }
+        let survivor = try await executed(cluster.emulators[1])
+        print("200 jobs, one backend killed after 1 s: \(ok) right images; killed backend ran \(doneBeforeKill) before the kill, survivor ran \(survivor)")
+        #expect(ok == 200)
+        #expect(Set(results.compactMap(\.text)).count == 200, "no job answered twice or with another's image")
+        let health = try JSONValue.parse(try await cluster.gateway.get("/healthz").body)
+        #expect(health["backends"]?.arrayValue?[0]["state"] == "down")
+        cluster.emulators.removeFirst()
+    }
+
+    @Test func jobsOnAHungBackendMoveToAnother() async throws {
+        let cluster = try await startCluster("pool-hang", backends: 2, environment: ["BACKEND_STALL_TIMEOUT": "2s"])
+        defer { cluster.stop() }
+        let (hung, healthy) = (cluster.emulators[0], cluster.emulators[1])
+        try await hung.configure(["hang": true])
+        let results = try await generateConcurrently(cluster.gateway, count: 6, label: "hang")
+        for (index, result) in results.enumerated() {
+            #expect(result.status == 200, "job \(index): \(result.body)")
+            #expect(result.text == "hang-\(index)")
+        }
+        #expect(try await executed(healthy) == 6)
+        // Only our prompts were removed from the hung backend's queue; nothing was interrupted globally.
+        let stats = try await hung.stats()
+        #expect((stats["queue_deletes"]?.arrayValue?.count ?? 0) >= 1)
+        #expect(stats["interrupts"]?.arrayValue?.allSatisfy { $0["prompt_id"] != nil } ?? true)
+        #expect(cluster.gateway.app.log.contains("ComfyUI stalled"))
+    }
+
+    @Test func backendAnswering500IsLeftForAHealthyOne() async throws {
+        let cluster = try await startCluster("pool-500", backends: 2)
+        defer { cluster.stop() }
+        let (failing, healthy) = (cluster.emulators[0], cluster.emulators[1])
+        try await failing.configure(["http_status": 500])
+        let results = try await generateConcurrently(cluster.gateway, count: 8, label: "five-hundred")
+        for (index, result) in results.enumerated() {
+            #expect(result.status == 200, "job \(index): \(result.body)")
+            #expect(result.text == "five-hundred-\(index)")
+        }
+        #expect(try await executed(healthy) == 8)
+        try await waitUntil {
+            let health = try JSONValue.parse(try await cluster.gateway.get("/healthz").body)
+            return health["backends"]?.arrayValue?[0]["state"] == "down"
+        }
+    }
+
+    @Test func backendRestartedWithAnEmptyQueueRunsItsJobsAgain() async throws {
+        var cluster = try await startCluster("pool-restart", backends: 1, environment: ["BACKEND_FAILOVER_AFTER": "20s"])
+        defer { cluster.stop() }
+        let (first, gateway) = (cluster.emulators[0], cluster.gateway)
+        try await first.configure(["node_delay_ms": 300])
+        let load = Task { try await generateConcurrently(gateway, count: 3, label: "restart") }
+        try await waitUntil { try await first.stats()["prompts_accepted"]?.intValue ?? 0 >= 2 }
+        first.process.stop(SIGKILL)
+        let second = try Emulator(directory: first.directory, http: testHTTP, port: first.port)
+        cluster.emulators[0] = second
+        let results = try await load.value
+        for (index, result) in results.enumerated() {
+            #expect(result.status == 200, "job \(index): \(result.body)")
+            #expect(result.text == "restart-\(index)")
+        }
+        #expect(try await executed(second) == 3)
+        #expect(cluster.gateway.app.log.contains("ComfyUI lost a prompt; submitting it again"))
+    }
+
+    @Test func fullQueueAnswers429WithRetryAfter() async throws {
+        let cluster = try await startCluster("pool-busy", backends: 1, environment: ["BACKEND_CAPACITY": "1", "MAX_QUEUED_JOBS": "2"])
+        defer { cluster.stop() }
+        try await cluster.emulators[0].configure(["node_delay_ms": 150])
+        let results = try await withThrowingTaskGroup(of: HTTPClientResponse.self) { group in
+            for index in 0..<8 {
+                group.addTask {
+                    try await cluster.gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "busy-\(index)", seed: index)))
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let refused = results.filter { $0.status == 429 }
+        let served = results.filter { $0.status == 200 }
+        print("8 calls, capacity 1, queue bound 2: \(served.count) served, \(refused.count) refused")
+        #expect(served.count + refused.count == 8)
+        #expect(served.count >= 3)
+        #expect(refused.count >= 1)
+        for response in refused {
+            #expect(response.header("Retry-After") == "5")
+            #expect(try JSONValue.parse(response.body)["error"]?["code"] == "busy")
+        }
+    }
+
+    @Test func sigtermDuringLoadFinishesJobsInFlightAndExitsZero() async throws {
+        let cluster = try await startCluster("pool-sigterm", backends: 1)
+        defer { cluster.stop() }
+        let emulator = cluster.emulators[0]
+        try await emulator.configure(["node_delay_ms": 100])
+        let load = Task { try await generateConcurrently(cluster.gateway, count: 4, label: "drain") }
+        try await waitUntil { try await emulator.stats()["prompts_accepted"]?.intValue ?? 0 >= 2 }
+        kill(cluster.gateway.app.pid, SIGTERM)
+        let results = try await load.value
+        for (index, result) in results.enumerated() {
+            #expect(result.status == 200, "job \(index) in flight at SIGTERM: \(result.body)")
+            #expect(result.text == "drain-\(index)")
+        }
+        #expect(cluster.gateway.app.stop(SIGTERM, grace: .seconds(20)) == 0)
+    }
+
+    @Test func metricsAndHealthReportJobsQueueAndBackends() async throws {
+        let cluster = try await startCluster("pool-metrics", backends: 2)
+        defer { cluster.stop() }
+        let results = try await generateConcurrently(cluster.gateway, count: 3, label: "metrics")
+        #expect(results.allSatisfy { $0.status == 200 })
+        let metrics = try await cluster.gateway.get("/metrics")
+        #expect(metrics.status == 200)
+        #expect(metrics.header("Content-Type")?.hasPrefix("text/plain") == true)
+        let text = metrics.bodyText
+        #expect(text.contains(#"comfy_gateway_jobs_total{priority="batch",outcome="success"} 3"#) || text.contains(#"comfy_gateway_jobs_total{outcome="success",priority="batch"} 3"#), "\(text)")
+        #expect(text.contains("comfy_gateway_job_duration_seconds_bucket"))
+        #expect(text.contains(#"comfy_gateway_backend_up{backend="\#(cluster.emulators[0].url)"} 1"#))
+        #expect(text.contains("comfy_gateway_queue_depth"))
+        #expect(text.contains("comfy_gateway_drawing_sessions"))
+        let health = try JSONValue.parse(try await cluster.gateway.get("/healthz").body)
+        #expect(health["queued_jobs"] == 0)
+        #expect(health["backends"]?.arrayValue?[1]["capacity"] == 2)
+        #expect(health["backends"]?.arrayValue?[1]["state"] == "up")
+    }
+}
