@@ -11,7 +11,9 @@ image of a `completed` message sent after the last stroke, and that no error is 
 
 The last stdout line is one JSON object: {"ok": true, ...} (exit 0) or
 {"ok": false, "reason": ...} (exit 1). Diagnostics go to stderr. Everything is bounded by
---timeout (default 30 s); a watchdog kills the browser if Selenium itself hangs.
+--timeout (default 30 s); a watchdog kills the browser if Selenium itself hangs. SIGTERM or
+SIGINT ends the run early: the browser is quit and the verdict is {"ok": false, "reason":
+"interrupted by SIGTERM"} (exit 1).
 """
 import argparse
 import json
@@ -97,6 +99,17 @@ class Failure(Exception):
     pass
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT: stop, but still quit the browser and print a verdict."""
+
+
+def interrupt(signum, _frame):
+    # Once only: a second signal must not cut the cleanup in `finally` short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Interrupted(signal.Signals(signum).name)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", required=True, help="gateway base URL, e.g. http://127.0.0.1:8000")
@@ -131,6 +144,15 @@ def main() -> int:
     dog = threading.Timer(args.timeout + 15, watchdog)
     dog.daemon = True
     dog.start()
+    # chromedriver and chromium run in their own session (see below), so a signal to this
+    # script alone would leave them running: turn it into an exception that quits them.
+    # Explicit handlers also because a background job of a non-interactive shell starts
+    # with SIGINT ignored.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    # A parent may also start us with them blocked: under the Swift test runner, Foundation's
+    # Process passes on a signal mask with SIGTERM and SIGINT blocked, and they never arrive.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     try:
         try:
@@ -290,6 +312,9 @@ def main() -> int:
         return 0
     except Failure as e:
         result = {"ok": False, "reason": str(e)}
+        return 1
+    except Interrupted as e:
+        result = {"ok": False, "reason": f"interrupted by {e}"}
         return 1
     except Exception as e:  # selenium/driver errors: report them as a failed verdict
         result = {"ok": False, "reason": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"}
