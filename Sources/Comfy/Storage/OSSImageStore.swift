@@ -72,22 +72,8 @@ public struct OSSImageStore: ImageStore {
     public func store(_ bytes: [UInt8], mimeType: String) async throws -> StoredImage {
         let kept = try await local.store(bytes, mimeType: mimeType)
         let key = configuration.basePath + kept.filename
-        let outcome = await retry.run { attempt in
-            let failure = await upload(bytes, key: key, mimeType: mimeType)
-            if let failure {
-                logger.warning("object upload failed", metadata: [
-                    "storage.store": "oss", "storage.bucket": "\(configuration.bucket)", "storage.key": "\(key)",
-                    "storage.attempt": "\(attempt)", "error": "\(failure)",
-                ])
-            }
-            return failure
-        }
-        if let (failure, attempts) = outcome {
-            throw StorageError(
-                store: "oss",
-                message: "uploading \(key) to bucket \(configuration.bucket) failed after \(attempts) attempt\(attempts == 1 ? "" : "s") (\(failure)); the image is kept in local storage at \(local.path(for: kept.filename)), served at \(kept.url)",
-                localURL: kept.url
-            )
+        try await retry.upload(key, kept: kept, store: "oss", bucket: configuration.bucket, local: local, logger: logger) {
+            await upload(bytes, key: key, mimeType: mimeType)
         }
         let expires = UTCTimestamp(now()).epochSeconds + Int64(configuration.urlExpiry)
         let url = signer.signedURL(scheme: endpoint.scheme, host: bucketHost, bucket: configuration.bucket, key: key, expires: expires)
@@ -108,13 +94,6 @@ public struct OSSImageStore: ImageStore {
             body: bytes,
             timeout: .seconds(60)
         )
-        do {
-            let response = try await http.execute(request)
-            return (200..<300).contains(response.status) ? nil : UploadFailure(status: response.status, body: response.body)
-        } catch let error as HTTPClientError {
-            return UploadFailure(error)
-        } catch {
-            return UploadFailure(message: "\(error)", retryable: false)
-        }
+        return await UploadRetry.send(request, with: http)
     }
 }

@@ -83,22 +83,8 @@ public struct S3ImageStore: ImageStore {
         let kept = try await local.store(bytes, mimeType: mimeType)
         let key = configuration.prefix + kept.filename
         let payloadHash = Digest.hex(Digest.sha256(bytes))
-        let outcome = await retry.run { attempt in
-            let failure = await upload(bytes, key: key, mimeType: mimeType, payloadHash: payloadHash)
-            if let failure {
-                logger.warning("object upload failed", metadata: [
-                    "storage.store": "s3", "storage.bucket": "\(configuration.bucket)", "storage.key": "\(key)",
-                    "storage.attempt": "\(attempt)", "error": "\(failure)",
-                ])
-            }
-            return failure
-        }
-        if let (failure, attempts) = outcome {
-            throw StorageError(
-                store: "s3",
-                message: "uploading \(key) to bucket \(configuration.bucket) failed after \(attempts) attempt\(attempts == 1 ? "" : "s") (\(failure)); the image is kept in local storage at \(local.path(for: kept.filename)), served at \(kept.url)",
-                localURL: kept.url
-            )
+        try await retry.upload(key, kept: kept, store: "s3", bucket: configuration.bucket, local: local, logger: logger) {
+            await upload(bytes, key: key, mimeType: mimeType, payloadHash: payloadHash)
         }
         if let base = configuration.publicBaseURL {
             return StoredImage(filename: kept.filename, url: "\(base)/\(URIEncoding.encode(key, keepSlash: true))", mimeType: mimeType)
@@ -113,14 +99,8 @@ public struct S3ImageStore: ImageStore {
         var signed = request(method: "PUT", key: key, payloadHash: payloadHash)
         signed.headers = [("Content-Type", mimeType), ("x-amz-content-sha256", payloadHash)]
         let headers = signed.headers + signer.authorizationHeaders(for: signed, at: UTCTimestamp(now()))
-        do {
-            let response = try await http.execute(HTTPClientRequest(method: "PUT", url: endpoint.url(host: signed.host, encodedPath: signed.encodedPath), headers: headers, body: bytes, timeout: .seconds(60)))
-            return (200..<300).contains(response.status) ? nil : UploadFailure(status: response.status, body: response.body)
-        } catch let error as HTTPClientError {
-            return UploadFailure(error)
-        } catch {
-            return UploadFailure(message: "\(error)", retryable: false)
-        }
+        let request = HTTPClientRequest(method: "PUT", url: endpoint.url(host: signed.host, encodedPath: signed.encodedPath), headers: headers, body: bytes, timeout: .seconds(60))
+        return await UploadRetry.send(request, with: http)
     }
 
     /// The request for `key`, path-style or virtual-hosted as configured.

@@ -1,3 +1,5 @@
+import Logging
+
 /// How uploads to an object store are retried: a few attempts with a short, doubling pause.
 public struct UploadRetry: Sendable {
     /// Attempts in all, the first included.
@@ -25,5 +27,41 @@ public struct UploadRetry: Sendable {
             pause *= 2
         }
         return nil
+    }
+
+    /// Uploads a copy already kept locally, retrying, logging each failure; when it keeps
+    /// failing, throws a `StorageError` naming the store and where the local copy is.
+    func upload(
+        _ key: String, kept: StoredImage, store: String, bucket: String, local: LocalImageStore, logger: Logger,
+        _ attempt: () async -> UploadFailure?
+    ) async throws {
+        let outcome = await run { number in
+            let failure = await attempt()
+            if let failure {
+                logger.warning("object upload failed", metadata: [
+                    "storage.store": "\(store)", "storage.bucket": "\(bucket)", "storage.key": "\(key)",
+                    "storage.attempt": "\(number)", "error": "\(failure)",
+                ])
+            }
+            return failure
+        }
+        guard let (failure, attempts) = outcome else { return }
+        throw StorageError(
+            store: store,
+            message: "uploading \(key) to bucket \(bucket) failed after \(attempts) attempt\(attempts == 1 ? "" : "s") (\(failure)); the image is kept in local storage at \(local.path(for: kept.filename)), served at \(kept.url)",
+            localURL: kept.url
+        )
+    }
+
+    /// Sends one upload request; `nil` when the store took it.
+    static func send(_ request: HTTPClientRequest, with http: CurlHTTPClient) async -> UploadFailure? {
+        do {
+            let response = try await http.execute(request)
+            return (200..<300).contains(response.status) ? nil : UploadFailure(status: response.status, body: response.body)
+        } catch let error as HTTPClientError {
+            return UploadFailure(error)
+        } catch {
+            return UploadFailure(message: "\(error)", retryable: false)
+        }
     }
 }
