@@ -142,6 +142,12 @@ GET  /emulator/stats   {"prompts_received": POST /prompt requests (any outcome),
                                          replaced/orphaned ones],
                         "queue_pending": n, "running": prompt_id or null,
                         "uploads": successful uploads, "binary_frames": n}
+GET  /emulator/executions  {"executions": [{"prompt_id": id, "start": t0,
+                        "end": t1}, ...]}: when the worker took each prompt
+                        from the queue and when it finished (epoch seconds,
+                        any outcome, oldest first, the latest 100000). For
+                        benchmarks (job time, a backend's idle gaps). Cleared
+                        by /emulator/restart like the stats.
 
 Not emulated: real image processing (sizes are always 16x16; ImageScale etc.
 do nothing), /view ``preview=`` (returns fake bytes with the right
@@ -183,6 +189,7 @@ MAX_RESOLUTION = 16384
 MAX_UPLOAD_SIZE = 104857600
 SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
 MAXIMUM_HISTORY_SIZE = 10000
+MAX_EXECUTION_RECORDS = 100000
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 CHECKPOINTS = ["emulator.safetensors"]
 IMAGE_SIZE = 16
@@ -1240,6 +1247,7 @@ class Emulator:
         self.ui_cache: dict[str, dict] = {}
         self.preview_prefixes: dict[str, str] = {}
         self.stats = new_stats()
+        self.executions: list[dict] = []
         self.outbox: asyncio.Queue = asyncio.Queue()
 
     def start(self) -> None:
@@ -1394,6 +1402,7 @@ class Emulator:
             self.running[task_id] = item
             self.queue_updated()
             run = PromptRun(self, item)
+            started_at = time.time()
             try:
                 history_result, success, messages = await run.run()
             except Exception:  # an emulator bug must not kill the worker
@@ -1401,10 +1410,16 @@ class Emulator:
                 history_result, success, messages = {"outputs": {}, "meta": {}}, False, run.messages
                 self.last_node_id = None
             self._task_done(task_id, history_result, success, messages)
+            self._record_execution(run.prompt_id, started_at)
             if run.client_id is not None:
                 self.send("executing", {"node": None, "prompt_id": run.prompt_id}, run.client_id)
             self.stats["prompts_executed"] += 1
             await asyncio.sleep(0)
+
+    def _record_execution(self, prompt_id: str, started_at: float) -> None:
+        self.executions.append({"prompt_id": prompt_id, "start": started_at, "end": time.time()})
+        if len(self.executions) > MAX_EXECUTION_RECORDS:
+            del self.executions[:len(self.executions) - MAX_EXECUTION_RECORDS]
 
     def _task_done(self, task_id: int, history_result: dict, success: bool, messages: list) -> None:
         item = self.running.pop(task_id)
@@ -1782,6 +1797,9 @@ class Handlers:
         await self.emu.restart()
         return web.json_response({"restarted": True})
 
+    async def executions(self, request: web.Request) -> web.Response:
+        return web.json_response({"executions": self.emu.executions})
+
     async def stats(self, request: web.Request) -> web.Response:
         emu = self.emu
         return web.json_response({**emu.stats,
@@ -1812,6 +1830,7 @@ def build_app(emu: Emulator) -> web.Application:
     app.router.add_post("/emulator/config", h.post_config)
     app.router.add_post("/emulator/restart", h.restart)
     app.router.add_get("/emulator/stats", h.stats)
+    app.router.add_get("/emulator/executions", h.executions)
     return app
 
 
