@@ -48,16 +48,17 @@ extension JSONValue: Codable {
 }
 
 extension JSONValue {
-    /// Parses JSON bytes; throws on malformed input.
+    /// Parses JSON bytes; throws on malformed input (or nesting deeper than 512).
     public static func parse<Bytes: Collection>(_ bytes: Bytes) throws -> JSONValue where Bytes.Element == UInt8 {
-        try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        if let parsed = try bytes.withContiguousStorageIfAvailable({ try JSONParser.parse($0) }) { return parsed }
+        return try Array(bytes).withUnsafeBufferPointer { try JSONParser.parse($0) }
     }
 
     /// Serialises compactly with sorted keys, so equal values give equal bytes.
     public func encoded() -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? Array(encoder.encode(self))) ?? Array("null".utf8)
+        var writer = JSONWriter()
+        writer.write(self)
+        return writer.output
     }
 
     public var objectValue: [String: JSONValue]? {
