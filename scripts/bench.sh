@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# Measures the gateway and writes BENCHMARKS.md. Usage: scripts/bench.sh PATH/TO/FCGIApp
+# (`make bench` passes the release build). Starts its own ComfyUI emulators, FCGIApp and nginx
+# on free ports in a temporary directory, the way the end-to-end tests do
+# (Tests/FCGIAppTests/Support/Gateway.swift), runs Tests/Bench/bench.py, stops everything.
+# Knobs (environment): BENCH_REQUESTS (300), BENCH_SKETCHES (200), BENCH_SESSIONS (1000,5000),
+# BENCH_DIRECT_SESSIONS (5000; 0 = skip), BENCH_JOBS (128), BENCH_JOB_CONCURRENCY (32),
+# BENCH_WRK_DURATION (10s), BENCH_OUTPUT (BENCHMARKS.md at the repository root).
+set -euo pipefail
+app_binary=$(cd "$(dirname "${1:?usage: bench.sh PATH/TO/FCGIApp}")" && pwd)/$(basename "$1")
+[ -x "$app_binary" ] || { echo "bench.sh: $app_binary is not an executable" >&2; exit 2; }
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+REQUESTS=${BENCH_REQUESTS:-300}
+SKETCHES=${BENCH_SKETCHES:-200}
+SESSIONS=${BENCH_SESSIONS:-1000,5000}
+DIRECT_SESSIONS=${BENCH_DIRECT_SESSIONS:-5000}
+JOBS=${BENCH_JOBS:-128}
+JOB_CONCURRENCY=${BENCH_JOB_CONCURRENCY:-32}
+WRK_DURATION=${BENCH_WRK_DURATION:-10s}
+OUTPUT=${BENCH_OUTPUT:-$here/BENCHMARKS.md}
+FCGI_THREADS=${FCGI_THREADS:-256}
+STEPS=2          # KSampler steps of a multi-backend job ...
+STEP_MS=100      # ... times this = the emulator's time per job
+HOLD=3           # seconds idle sessions are held before reading RSS
+
+# Record how we were started, for BENCHMARKS.md.
+if [ -n "${MAKELEVEL:-}" ]; then command_line="make bench"; else command_line="scripts/bench.sh ${1}"; fi
+
+# Thousands of idle WebSockets need as many descriptors (client, nginx, app): use the hard limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/gw-bench.XXXXXX")
+results="$work/results"
+mkdir -p "$results"
+bench=(python3 "$here/Tests/Bench/bench.py")
+client_pid=""
+emulator_pids=()
+app_pid=""
+nginx_pid=""
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+stop_gateway() {
+  # SIGTERM is nginx's fast shutdown (closes proxied WebSockets); the app drains and exits.
+  if [ -n "$nginx_pid" ]; then kill -TERM "$nginx_pid" 2>/dev/null || true; wait "$nginx_pid" 2>/dev/null || true; fi
+  if [ -n "$app_pid" ]; then kill -TERM "$app_pid" 2>/dev/null || true; wait "$app_pid" 2>/dev/null || true; fi
+  nginx_pid=""; app_pid=""
+}
+
+cleanup() {
+  local status=$?
+  if [ -n "$client_pid" ]; then kill -TERM "$client_pid" 2>/dev/null || true; wait "$client_pid" 2>/dev/null || true; fi
+  [ "$status" -eq 0 ] || check_emulators || true
+  stop_gateway
+  for pid in "${emulator_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${emulator_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$status" -ne 0 ]; then
+    log "failed (status $status); logs kept in $work"
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP PIPE
+
+# run_client ARGS...: one bench.py step, in the background so that a signal to this script is
+# acted on at once (bash runs traps only between foreground commands, but does interrupt `wait`).
+run_client() {
+  "${bench[@]}" "$@" &
+  client_pid=$!
+  local status=0
+  wait "$client_pid" || status=$?
+  client_pid=""
+  return "$status"
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_emulator NAME: starts one emulator, waits for its READY line; sets emulator_url.
+start_emulator() {
+  local dir="$work/$1"
+  mkdir -p "$dir"
+  python3 "$here/Tests/Emulator/comfyui_emulator.py" --port 0 --data-dir "$dir/comfy" >"$dir/ready" 2>"$dir/emulator.log" &
+  emulator_pids+=($!)
+  for _ in $(seq 1 200); do
+    if grep -q '^READY ' "$dir/ready" 2>/dev/null; then
+      emulator_url="http://127.0.0.1:$(sed -n 's/^READY //p' "$dir/ready")"
+      return 0
+    fi
+    kill -0 "$!" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "bench.sh: emulator $1 did not start:" >&2; cat "$dir/emulator.log" >&2; return 1
+}
+
+# Every emulator still running? (Says which one died, and how, instead of a client traceback.)
+check_emulators() {
+  local i=0 status
+  for pid in "${emulator_pids[@]}"; do
+    i=$((i + 1))
+    if ! kill -0 "$pid" 2>/dev/null; then
+      status=0; wait "$pid" 2>/dev/null || status=$?
+      echo "bench.sh: emulator$i (pid $pid) is gone, exit status $status$( [ "$status" -gt 128 ] && echo " = killed by signal $((status - 128)), not by bench.sh")" >&2
+      return 1
+    fi
+  done
+}
+
+emulator_config() {  # emulator_config URL JSON
+  curl -fsS -X POST "$1/emulator/config" -d "$2" >/dev/null
+}
+
+# start_gateway NAME BACKENDS: FCGIApp + nginx on a free port; sets gateway_url and paths.
+start_gateway() {
+  local dir="$work/$1"
+  run_dir="$dir/run"; output_dir="$dir/output"; workflow_dir="$dir/workflow"
+  mkdir -p "$run_dir" "$output_dir" "$workflow_dir"
+  "${bench[@]}" style "$workflow_dir/realistic.json"
+  local port; port=$(free_port)
+  (
+    unset TLS_CERT TLS_KEY   # plain HTTP on the benchmark's port
+    export PORT=$port RUN_DIR=$run_dir FCGI_SOCKET=$run_dir/fcgi.sock WS_SOCKET=$run_dir/ws.sock \
+      OUTPUT_DIR=$output_dir WORKFLOW_DIR=$workflow_dir COMFYUI_SERVER=$2 \
+      FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning
+    "$here/scripts/render-nginx.sh" >"$dir/render.log" 2>&1
+  ) || { cat "$dir/render.log" >&2; return 1; }
+  # The app runs in its own directory: a developer's ./.env (read by the app) must not leak in.
+  # `exec`, so that $! is the app's own pid.
+  (
+    cd "$dir"
+    unset STORAGE ENABLE_OSS SERVER_BASE_URL   # local image storage, relative URLs
+    export PORT=$port RUN_DIR=$run_dir FCGI_SOCKET=$run_dir/fcgi.sock WS_SOCKET=$run_dir/ws.sock \
+      OUTPUT_DIR=$output_dir WORKFLOW_DIR=$workflow_dir COMFYUI_SERVER=$2 \
+      FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning
+    exec "$app_binary"
+  ) >"$dir/app.log" 2>&1 &
+  app_pid=$!
+  for _ in $(seq 1 200); do
+    [ -S "$run_dir/fcgi.sock" ] && break
+    kill -0 "$app_pid" 2>/dev/null || { echo "bench.sh: FCGIApp exited:" >&2; cat "$dir/app.log" >&2; return 1; }
+    sleep 0.05
+  done
+  nginx -e "$run_dir/logs/error.log" -p "$run_dir/nginx" -c "$run_dir/nginx/nginx.conf" >"$dir/nginx.log" 2>&1 &
+  nginx_pid=$!
+  gateway_url="http://127.0.0.1:$port"
+  for _ in $(seq 1 200); do
+    if curl -fsS -o /dev/null "$gateway_url/healthz" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "bench.sh: the gateway never became healthy:" >&2; cat "$dir/app.log" "$run_dir/logs/error.log" >&2; return 1
+}
+
+cat >"$results/config.json" <<EOF
+{"commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')",
+ "ulimit_n": "$(ulimit -n)", "fcgi_threads": $FCGI_THREADS, "log_level": "warning",
+ "loadavg_start": "$(cut -d' ' -f1-3 /proc/loadavg)", "steps": $STEPS, "step_ms": $STEP_MS, "job_ms": $((STEPS * STEP_MS)), "hold": $HOLD}
+EOF
+
+# --- 1-3: one emulator doing no work, one gateway --------------------------------------------
+log "starting emulators and the gateway"
+start_emulator emulator1; emulator_urls=("$emulator_url")
+start_emulator emulator2; emulator_urls+=("$emulator_url")
+start_emulator emulator3; emulator_urls+=("$emulator_url")
+start_emulator emulator4; emulator_urls+=("$emulator_url")
+start_gateway gateway1 "${emulator_urls[0]}"
+cp "$run_dir/nginx/nginx.conf" "$results/nginx.conf"   # the report quotes its connection limits
+log "gateway on $gateway_url (app pid $app_pid, nginx pid $nginx_pid), emulator ${emulator_urls[0]}"
+
+check_emulators
+log "1. /api/generate vs direct ComfyUI client, $REQUESTS requests, concurrency 1 and 16"
+run_client latency --gateway "$gateway_url" --emulator "${emulator_urls[0]}" \
+  --requests "$REQUESTS" --concurrency 1,16 --app-pid "$app_pid" --nginx-pid "$nginx_pid" \
+  --emulator-pid "${emulator_pids[0]}" --out "$results/latency.json"
+
+check_emulators
+log "1b. request body size: /api/generate bodies that stop at validation"
+run_client parse --gateway "$gateway_url" --emulator "${emulator_urls[0]}" --out "$results/parse.json"
+
+check_emulators
+log "2. wrk: /healthz and a static image"
+image=$(find "$output_dir" -maxdepth 1 -name '*.png' ! -name '.*' -print -quit)
+[ -n "$image" ] || { echo "bench.sh: no stored image to serve" >&2; exit 1; }
+run_client wrk --gateway "$gateway_url" --static-path "/output_images/$(basename "$image")" \
+  --duration "$WRK_DURATION" --out "$results/wrk.json"
+
+check_emulators
+log "3a. sketch_update -> POST /prompt, $SKETCHES updates"
+run_client sketch --gateway "$gateway_url" --emulator "${emulator_urls[0]}" \
+  --updates "$SKETCHES" --out "$results/sketch.json"
+
+check_emulators
+log "3b. idle session WebSockets: $SESSIONS through nginx, $DIRECT_SESSIONS on the app's socket"
+run_client sessions --gateway "$gateway_url" --app-pid "$app_pid" --nginx-pid "$nginx_pid" \
+  --nginx-error-log "$run_dir/logs/error.log" --counts "$SESSIONS" \
+  --direct-socket "$run_dir/ws.sock" --direct-count "$DIRECT_SESSIONS" --hold "$HOLD" \
+  --out "$results/sessions.json"
+stop_gateway
+
+# --- 4: 1, 2, 4 backends, each taking STEPS x STEP_MS per job --------------------------------
+for count in 1 2 4; do
+  backends=("${emulator_urls[@]:0:$count}")
+  for url in "${backends[@]}"; do
+    curl -fsS -X POST "$url/emulator/restart" >/dev/null   # fresh queue, history, caches, records
+    emulator_config "$url" "{\"node_delay_ms\": 0, \"sampler_step_ms\": $STEP_MS}"
+  done
+  start_gateway "multi$count" "$(IFS=,; echo "${backends[*]}")"
+  # Wait until every backend's WebSocket is up (healthz lists each one's state).
+  for _ in $(seq 1 100); do
+    [ "$( (curl -fsS "$gateway_url/healthz" || true) | grep -o '"state":"up"' | wc -l)" -ge "$count" ] && break
+    sleep 0.1
+  done
+  check_emulators
+  log "4. $count backend(s): $JOBS jobs, $JOB_CONCURRENCY concurrent"
+  emulator_args=()
+  for url in "${backends[@]}"; do emulator_args+=(--emulator "$url"); done
+  run_client multi --gateway "$gateway_url" "${emulator_args[@]}" --jobs "$JOBS" \
+    --concurrency "$JOB_CONCURRENCY" --steps "$STEPS" --out "$results/multi-$count.json"
+  stop_gateway
+done
+
+check_emulators
+run_client report --results "$results" --output "$OUTPUT" --command "$command_line" \
+  ${BENCH_NOTES:+--notes "$BENCH_NOTES"}
+log "done: $OUTPUT"
