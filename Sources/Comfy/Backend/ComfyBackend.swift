@@ -18,7 +18,7 @@ public actor ComfyBackend {
     /// The id of the current socket; prompts are submitted under it.
     private(set) var clientID: String?
     private(set) var slots: [String: WatchSlot] = [:] {
-        didSet { if oldValue.isEmpty, !slots.isEmpty { busySince = .now } }
+        didSet { if oldValue.count != slots.count { monitor.promptsInFlight(slots.count, at: .now) } }
     }
     /// The prompt ComfyUI is running for us, to attribute frames that carry no prompt id.
     private var runningPromptID: String?
@@ -27,14 +27,8 @@ public actor ComfyBackend {
     public internal(set) var lastError: String?
     public private(set) var isConnected = false
 
-    // Health (see ComfyBackend+Health).
-    var probeFailures = 0
-    var lastProbe = ContinuousClock.now
-    var stalledUntil: ContinuousClock.Instant?
-    /// When the backend last went from no prompts to some.
-    var busySince: ContinuousClock.Instant?
-    /// When an event about one of our prompts last arrived.
-    var lastProgress = ContinuousClock.now
+    /// The health rules (see ComfyBackend+Health).
+    var monitor: BackendHealthMonitor
     var publishedHealth = BackendHealth.down
     let healthContinuation: AsyncStream<BackendHealth>.Continuation
     /// Every change of `health`, for the scheduler.
@@ -51,6 +45,7 @@ public actor ComfyBackend {
         self.url = url
         self.http = http
         self.timing = timing
+        monitor = BackendHealthMonitor(timing: timing, now: .now)
         (healthChanges, healthContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         var logger = logger
         logger[metadataKey: "comfy.backend"] = "\(url)"
@@ -132,7 +127,7 @@ public actor ComfyBackend {
             promptID = nil
         }
         guard let promptID, var slot = slots[promptID] else { return }
-        lastProgress = .now
+        monitor.progressed(at: .now)
         if slot.watch.apply(event) { slot.watch.job.onProgress?(slot.watch.progress) }
         slots[promptID] = slot
         if slot.watch.ending != nil { settle(promptID) }
@@ -155,7 +150,7 @@ public actor ComfyBackend {
     /// Keeps a result frame; hands a sampler's latent preview (JPEG, from a non-output node) to the job.
     private func record(frame bytes: [UInt8], mimeType: String, node: String?, promptID: String) {
         guard var slot = slots[promptID] else { return }
-        lastProgress = .now
+        monitor.progressed(at: .now)
         let node = node ?? slot.watch.currentNode
         if mimeType == "image/jpeg", !slot.watch.job.isWebSocketOutput(node) {
             slot.watch.job.onPreview?(bytes, mimeType)
@@ -168,6 +163,7 @@ public actor ComfyBackend {
     private func connected(_ socketID: String) {
         clientID = socketID
         isConnected = true
+        monitor.connected(at: .now)
         lastError = nil
         logger.info("ComfyUI WebSocket connected")
         publishHealth()
@@ -186,8 +182,8 @@ public actor ComfyBackend {
         runningPromptID = nil
         logger.warning("ComfyUI WebSocket lost", metadata: ["comfy.in_flight": "\(slots.count)"])
         for key in slots.keys { slots[key]?.watch.missedEvents = true }
+        monitor.disconnected(at: .now)
         publishHealth()
-        scheduleFailover()
     }
 
     // MARK: Prompt slots
