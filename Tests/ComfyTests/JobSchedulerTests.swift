@@ -102,6 +102,12 @@ struct JobSchedulerTests {
             .finish(1), .dispatch([(2, 0)]),
             .submit(4, owner: "c", .batch),
         ]),
+        Scenario(name: "with no waiting line allowed, only jobs a free backend takes are admitted", backends: 1, configuration: .init(capacityPerBackend: 1, maxQueuedJobs: 0), steps: [
+            .health(0, .up),
+            .submit(1, owner: "a", .batch), .dispatch([(1, 0)]),
+            .refused(2, owner: "b", .interactive),
+            .finish(1), .submit(3, owner: "b", .interactive), .dispatch([(3, 0)]),
+        ]),
         Scenario(name: "a draining backend finishes its jobs and takes no new ones", backends: 2, configuration: .init(capacityPerBackend: 1), steps: [
             .health(0, .up), .health(1, .up),
             .submit(1, owner: "a", .batch), .dispatch([(1, 0)]),

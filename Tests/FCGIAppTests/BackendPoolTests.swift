@@ -185,6 +185,26 @@ struct BackendPoolTests {
         }
     }
 
+    @Test func paintersAreToldWhenTheServiceIsBusy() async throws {
+        let cluster = try await startCluster("pool-busy-session", backends: 1, environment: ["BACKEND_CAPACITY": "1", "MAX_QUEUED_JOBS": "0"])
+        defer { cluster.stop() }
+        let gateway = cluster.gateway
+        try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+        try await cluster.emulators[0].configure(["node_delay_ms": 300])
+        // A generate call holds the only slot; nothing may wait.
+        let holder = Task { try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "holder"))) }
+        try await waitUntil { try await cluster.emulators[0].stats()["prompts_accepted"]?.intValue ?? 0 >= 1 }
+        let painter = try await DrawingClient.connect(port: gateway.port, sessionID: "too-late")
+        await painter.sendSketch(Sketches.png(seed: 3))
+        let error = try await painter.next(status: "error")
+        #expect(error["message"]?.stringValue?.contains("busy") == true, "\(error)")
+        #expect(try await holder.value.status == 200)
+        // Once the slot is free the same painter is served.
+        await painter.sendSketch(Sketches.png(seed: 4))
+        _ = try await painter.next(status: "completed")
+        await painter.close()
+    }
+
     @Test func sigtermDuringLoadFinishesJobsInFlightAndExitsZero() async throws {
         let cluster = try await startCluster("pool-sigterm", backends: 1)
         defer { cluster.stop() }

@@ -54,7 +54,8 @@ struct JobScheduler: Sendable {
 
     /// Takes a new job into the queue, or refuses it when the queue is full.
     mutating func submit(_ id: UInt64, owner: String, priority: JobPriority) -> Admission {
-        guard queued < configuration.maxQueuedJobs else { return .busy(queued: queued) }
+        // A job that a free backend takes at once does not wait: only the waiting line is bounded.
+        guard queued < configuration.maxQueuedJobs || (queued == 0 && freeBackends() != nil) else { return .busy(queued: queued) }
         jobs[id] = Job(owner: owner, priority: priority)
         queues[priority]!.append(id, owner: owner)
         return .queued
