@@ -131,6 +131,30 @@ struct DrawingTests {
         }
     }
 
+    @Test func craftedUploadsAreRefusedAndTheGatewayKeepsServing() async throws {
+        try await withDrawingGateway("draw-crafted") { gateway, _ in
+            // A part whose headers end right where the next delimiter starts (no CRLF between).
+            let squeezed = Array("--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n--XyZ--\r\n".utf8)
+            let response = try await gateway.post("/api/sketch", body: squeezed, contentType: "multipart/form-data; boundary=XyZ")
+            #expect(response.status == 400)
+            #expect(try JSONValue.parse(response.body)["error"]?["code"] == "invalid_request")
+            // A boundary longer than RFC 2046 allows, over a body made of its own bytes.
+            let long = String(repeating: "-", count: 199) + "x"
+            let dashes = try await gateway.post("/api/sketch", body: Array(repeating: UInt8(ascii: "-"), count: 4 << 20), contentType: "multipart/form-data; boundary=\(long)")
+            #expect(dashes.status == 400)
+            for (file, reason) in [(Sketches.overflowHeader(), "pixels"), (Sketches.animated(), "animated")] {
+                let form = sketchForm(file: file, fields: ["session_id": "crafted"])
+                let refused = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType)
+                #expect(refused.status == 400)
+                #expect(refused.bodyText.contains(reason), "\(refused.bodyText)")
+            }
+            // The app is still the same process, serving.
+            #expect(gateway.app.isRunning)
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "crafted"])
+            #expect(try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType).status == 200)
+        }
+    }
+
     @Test func twoInterleavedSessionsGetTheirOwnResults() async throws {
         try await withDrawingGateway("draw-two") { gateway, emulator in
             try await emulator.configure(["node_delay_ms": 10])

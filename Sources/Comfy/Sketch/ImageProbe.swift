@@ -23,6 +23,14 @@ public struct ImageProbe: Sendable, Equatable {
         guard bytes.suffix(12).starts(with: [0, 0, 0, 0]) && Array(bytes.suffix(8).prefix(4)) == Array("IEND".utf8) else {
             throw Rejection(description: "truncated PNG (no IEND chunk)")
         }
+        // ComfyUI's LoadImage decodes every frame of an APNG: the pixel limit would hold per frame only.
+        var offset = 8
+        while offset + 8 <= bytes.count {
+            let type = Array(bytes[offset + 4..<offset + 8])
+            if type == Array("acTL".utf8) { throw Rejection(description: "animated PNGs are not accepted") }
+            if type == Array("IDAT".utf8) { break }
+            offset += 12 + bigEndian(bytes, offset, 4)
+        }
         return ImageProbe(mimeType: "image/png", width: bigEndian(bytes, 16, 4), height: bigEndian(bytes, 20, 4))
     }
 
@@ -56,6 +64,7 @@ public struct ImageProbe: Sendable, Equatable {
             let bits = littleEndian(bytes, 21, 4)
             return ImageProbe(mimeType: "image/webp", width: (bits & 0x3FFF) + 1, height: ((bits >> 14) & 0x3FFF) + 1)
         case "VP8X":
+            guard bytes[20] & 0x02 == 0 else { throw Rejection(description: "animated WebP images are not accepted") }
             return ImageProbe(mimeType: "image/webp", width: littleEndian(bytes, 24, 3) + 1, height: littleEndian(bytes, 27, 3) + 1)
         default:
             throw Rejection(description: "unsupported WebP variant")

@@ -19,7 +19,8 @@ struct MultipartForm {
         guard let contentType, contentType.lowercased().hasPrefix("multipart/form-data") else {
             throw APIError(.unsupportedMediaType, "send multipart/form-data with a file field")
         }
-        guard let boundary = Self.parameter("boundary", in: contentType), !boundary.isEmpty, boundary.count <= 200 else {
+        // RFC 2046: a boundary has 1 to 70 characters (it also bounds the search below).
+        guard let boundary = Self.parameter("boundary", in: contentType), !boundary.isEmpty, boundary.utf8.count <= 70 else {
             throw APIError(.invalidRequest, "multipart/form-data without a boundary")
         }
         let delimiter = Array("--\(boundary)".utf8)
@@ -28,6 +29,7 @@ struct MultipartForm {
         while let found = body.firstRange(of: delimiter, from: searchFrom) {
             positions.append(found.lowerBound)
             searchFrom = found.upperBound
+            guard positions.count <= maxParts + 1 else { throw APIError(.invalidRequest, "too many multipart parts") }
         }
         guard positions.count >= 2 else { throw APIError(.invalidRequest, "malformed multipart body") }
         var parts: [Part] = []
@@ -39,7 +41,9 @@ struct MultipartForm {
             }
             partStart += 2
             let partEnd = end - 2
-            guard partEnd >= partStart, let headerEnd = body.firstRange(of: [13, 10, 13, 10], from: partStart), headerEnd.lowerBound <= partEnd else {
+            guard partEnd >= partStart, body[partEnd..<end].elementsEqual([13, 10]),
+                  let headerEnd = body.firstRange(of: [13, 10, 13, 10], from: partStart), headerEnd.upperBound <= partEnd
+            else {
                 throw APIError(.invalidRequest, "malformed multipart part")
             }
             let headerText = String(decoding: body[partStart..<headerEnd.lowerBound], as: UTF8.self)
@@ -75,19 +79,28 @@ struct MultipartForm {
     }
 }
 
+import Foundation
+
 extension Array where Element == UInt8 {
+    /// Where `pattern` first occurs at or after `start` (Boyer–Moore–Horspool: a mismatch on the
+    /// window's last byte skips ahead, so a body made of the boundary's own bytes stays cheap).
     func firstRange(of pattern: [UInt8], from start: Int) -> Range<Int>? {
-        guard !pattern.isEmpty, count >= pattern.count, start <= count - pattern.count else { return nil }
-        let first = pattern[0]
-        var index = start
-        while index <= count - pattern.count {
-            if self[index] == first, self[index..<index + pattern.count].elementsEqual(pattern) {
-                return index..<index + pattern.count
+        let length = pattern.count
+        guard length > 0, start >= 0, count - start >= length else { return nil }
+        var skip = [Int](repeating: length, count: 256)
+        for (index, byte) in pattern.dropLast().enumerated() { skip[Int(byte)] = length - 1 - index }
+        return withUnsafeBufferPointer { text in
+            pattern.withUnsafeBufferPointer { needle in
+                var position = start
+                while position <= text.count - length {
+                    let last = text[position + length - 1]
+                    if last == needle[length - 1], memcmp(text.baseAddress! + position, needle.baseAddress!, length) == 0 {
+                        return position..<position + length
+                    }
+                    position += skip[Int(last)]
+                }
+                return nil
             }
-            index += 1
         }
-        return nil
     }
 }
-
-import Foundation

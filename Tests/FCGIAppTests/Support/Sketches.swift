@@ -34,6 +34,19 @@ enum Sketches {
         return [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IDAT", [0x78, 0x01, 1, 0, 0, 0xFF, 0xFF, 0, 0, 0, 1]) + chunk("IEND", [])
     }
 
+    /// A PNG header declaring 2^32-1 × 2^32-1 pixels: their product overflows a 64-bit integer.
+    static func overflowHeader() -> [UInt8] {
+        let ihdr = bigEndian(UInt32.max) + bigEndian(UInt32.max) + [8, 0, 0, 0, 0]
+        return [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IEND", [])
+    }
+
+    /// A small PNG that declares itself animated (an `acTL` chunk before the image data).
+    static func animated() -> [UInt8] {
+        let plain = png(seed: 5)
+        // Signature (8) + IHDR chunk (25), then acTL (2 frames, loop forever).
+        return Array(plain[0..<33]) + chunk("acTL", bigEndian(2) + bigEndian(0)) + Array(plain[33...])
+    }
+
     /// The img2img style the tests install (the captured real workflow, emulator checkpoint).
     static func style(text: String = "a house on a hill") -> [String: JSONValue] {
         [
