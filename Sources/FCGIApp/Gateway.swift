@@ -17,7 +17,9 @@ struct Gateway {
         let store = try configuration.storage.makeStore(local: local, http: http, logger: logger)
 
         var router = Router()
-        let generate = GenerateRoute(pool: pool, store: store, timeout: configuration.generateTimeout)
+        // Keep FastCGI threads for everything else while generate calls wait on the GPUs.
+        let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
+        let generate = GenerateRoute(pool: pool, store: store, timeout: configuration.generateTimeout, limit: generateLimit)
         router.add("POST", "/api/generate") { try await generate.generate($0, forceFile: false) }
         router.add("POST", "/api/generate_file") { try await generate.generate($0, forceFile: true) }
         let styles = StyleLibrary(directory: configuration.workflowDirectory, logger: logger)
@@ -64,7 +66,9 @@ struct Gateway {
                     .init(service: BackendService(pool: pool)),
                     .init(service: SessionSweeper(sessions: sessions, interval: min(configuration.sessionIdleTimeout / 4, .seconds(60)))),
                     .init(service: drawingSockets),
-                    .init(service: configuration.storage.retentionService(directory: configuration.outputDirectory, logger: logger)),
+                    .init(service: configuration.storage.retentionService(directory: configuration.outputDirectory, logger: logger) {
+                        await sessions.resultFilenames()
+                    }),
                     .init(service: fastCGI),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],

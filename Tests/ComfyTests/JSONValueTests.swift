@@ -36,6 +36,13 @@ struct JSONValueTests {
         #expect(try JSONValue.parse(Array(fine.utf8)).arrayValue != nil)
     }
 
+    @Test func refusesMoreValuesThanTheBudgetInsteadOfExhaustingMemory() throws {
+        let many = "[" + Array(repeating: "[0]", count: 600_000).joined(separator: ",") + "]"
+        #expect(throws: (any Error).self) { try JSONValue.parse(Array(many.utf8)) }
+        let enough = "[" + Array(repeating: "0", count: 100_000).joined(separator: ",") + "]"
+        #expect(try JSONValue.parse(Array(enough.utf8)).arrayValue?.count == 100_000)
+    }
+
     @Test func writesSortedCompactJSONThatFoundationReadsBack() throws {
         let value = JSONValue.object([
             "z": "slash / quote \" backslash \\ newline \n control \u{01} 中",

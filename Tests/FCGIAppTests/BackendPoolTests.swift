@@ -185,6 +185,24 @@ struct BackendPoolTests {
         }
     }
 
+    @Test func generateCallsLeaveFastCGIThreadsForEverythingElse() async throws {
+        // 9 threads: 8 stay free for other requests, so one generate call at a time.
+        let cluster = try await startCluster("pool-threads", backends: 1, environment: ["FCGI_THREADS": "9"])
+        defer { cluster.stop() }
+        try await cluster.emulators[0].configure(["node_delay_ms": 200])
+        let gateway = cluster.gateway
+        let calls = Task { try await generateConcurrently(gateway, count: 3, label: "threads") }
+        try await waitUntil { try await cluster.emulators[0].stats()["prompts_accepted"]?.intValue ?? 0 >= 1 }
+        // While a generate call holds its thread, the rest of the API answers at once.
+        #expect(try await gateway.get("/healthz").status == 200)
+        #expect(try await gateway.get("/api/styles").status == 200)
+        let results = try await calls.value
+        let refused = results.filter { $0.status == 429 }
+        #expect(results.filter { $0.status == 200 }.count >= 1)
+        #expect(refused.count >= 1)
+        #expect(refused.allSatisfy { $0.body.contains("generate calls are in progress") })
+    }
+
     @Test func paintersAreToldWhenTheServiceIsBusy() async throws {
         let cluster = try await startCluster("pool-busy-session", backends: 1, environment: ["BACKEND_CAPACITY": "1", "MAX_QUEUED_JOBS": "0"])
         defer { cluster.stop() }

@@ -148,6 +148,10 @@ struct DrawingTests {
                 #expect(refused.status == 400)
                 #expect(refused.bodyText.contains(reason), "\(refused.bodyText)")
             }
+            let wordy = sketchForm(file: Sketches.png(seed: 2), fields: ["session_id": "crafted", "prompt": String(repeating: "a", count: 4001)])
+            let tooLong = try await gateway.post("/api/sketch", body: wordy.body, contentType: wordy.contentType)
+            #expect(tooLong.status == 400)
+            #expect(tooLong.bodyText.contains("4000 characters"))
             // The app is still the same process, serving.
             #expect(gateway.app.isRunning)
             let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "crafted"])

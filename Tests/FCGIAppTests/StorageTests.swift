@@ -95,6 +95,7 @@ struct StorageTests {
             #expect(message.contains("s3"))
             #expect(message.contains("after 3 attempts"))
             #expect(message.contains("kept in local storage"))
+            #expect(!message.contains(gateway.outputDirectory), "no server path reaches the client")
             #expect(!message.contains("closed-port-secret"))
             // The image is not lost: it is in OUTPUT_DIR, and nginx serves it where the error says.
             let localURL = try #require(error["local_url"]?.stringValue)

@@ -92,8 +92,14 @@ extension ComfyBackend {
             URLQueryItem(name: "subfolder", value: image.subfolder),
             URLQueryItem(name: "type", value: image.type),
         ]
-        let response = try await call("GET", "/view?" + (components.percentEncodedQuery ?? ""))
+        // aiohttp reads `+` in a query as a space: a file name with `+` needs it encoded.
+        let query = (components.percentEncodedQuery ?? "").replacingOccurrences(of: "+", with: "%2B")
+        let response = try await call("GET", "/view?" + query)
         guard response.status == 200 else {
+            // A missing file is this job's problem, not the backend's: no reason to run it elsewhere.
+            if (400..<500).contains(response.status) {
+                throw ComfyError(code: .noImage, message: "ComfyUI has no file \(image.filename) (GET /view returned HTTP \(response.status))", backend: url.description)
+            }
             throw ComfyError.badResponse(url, "GET /view of \(image.filename) returned HTTP \(response.status)")
         }
         return (response.body, response.header("Content-Type").map { String($0.prefix { $0 != ";" }) } ?? sniffMimeType(response.body))

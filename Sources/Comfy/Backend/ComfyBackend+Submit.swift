@@ -22,6 +22,8 @@ extension ComfyBackend {
                 receipt = try await postPrompt(job, promptID: promptID, clientID: clientID)
             } catch {
                 fail(promptID, with: error)
+                // The prompt may have been queued before the answer was lost: it must not run for nobody.
+                if (error as? ComfyError)?.code != .workflowInvalid { Task { await cancelOnServer(promptID) } }
                 throw error
             }
             if let wanted = job.outputNodeID, receipt.droppedOutputs.contains(wanted) {

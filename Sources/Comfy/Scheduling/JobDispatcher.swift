@@ -65,9 +65,10 @@ actor JobDispatcher {
 
     /// The job's backend failed it; returns whether it may run again elsewhere.
     func retry(_ id: UInt64) -> Bool {
-        let again = !isShuttingDown && scheduler.retry(id)
+        let again = scheduler.retry(id)
+        if again, isShuttingDown { scheduler.finish(id) }
         pump()
-        return again
+        return again && !isShuttingDown
     }
 
     func setHealth(_ backend: Int, _ health: BackendHealth) {

@@ -1,7 +1,7 @@
 /// Why a drawing request was refused; the session itself stays as it was.
 public struct DrawingError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Code: Sendable, Equatable {
-        case invalidSessionID, unknownStyle, invalidImage, noStyles
+        case invalidSessionID, unknownStyle, invalidImage, invalidRequest, noStyles, busy
     }
 
     public var code: Code

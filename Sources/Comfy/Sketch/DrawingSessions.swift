@@ -19,8 +19,11 @@ public actor DrawingSessions {
         public var idleTimeout: Duration
         /// ComfyUI's input subfolder for sketches (one file per session, overwritten).
         public var uploadSubfolder: String
+        /// Sessions open at once at most.
+        public var maxSessions: Int
 
-        public init(jobTimeout: Duration = .seconds(120), idleTimeout: Duration = .seconds(1800), uploadSubfolder: String = "gateway") {
+        public init(jobTimeout: Duration = .seconds(120), idleTimeout: Duration = .seconds(1800), uploadSubfolder: String = "gateway", maxSessions: Int = 10_000) {
+            self.maxSessions = maxSessions
             self.jobTimeout = jobTimeout
             self.idleTimeout = idleTimeout
             self.uploadSubfolder = uploadSubfolder
@@ -38,9 +41,24 @@ public actor DrawingSessions {
     /// How many sessions exist.
     public var count: Int { sessions.count }
 
+    /// The longest `prompt` a session takes.
+    public static let maxPromptCharacters = 4000
+
+    /// A new session only while there is room: each may hold sketches and a result.
+    private func checkRoom(for id: String) throws(DrawingError) {
+        guard sessions[id] == nil, sessions.count >= configuration.maxSessions else { return }
+        sweepIdle()
+        guard sessions.count >= configuration.maxSessions else { return }
+        throw DrawingError(.busy, "the service is busy: \(configuration.maxSessions) drawing sessions are open; try again shortly")
+    }
+
     /// Takes a sketch for the session (created if new); its generation starts now or after the running one.
     public func submit(_ update: SketchUpdate, to id: String) async throws(DrawingError) {
         try DrawingError.checkSessionID(id)
+        if let prompt = update.prompt, prompt.count > Self.maxPromptCharacters {
+            throw DrawingError(.invalidRequest, "the prompt is longer than \(Self.maxPromptCharacters) characters")
+        }
+        try checkRoom(for: id)
         if let style = update.style, await styles.style(style) == nil {
             throw DrawingError(.unknownStyle, "unknown style \"\(style.prefix(64))\"; GET /api/styles lists them")
         }
@@ -56,6 +74,7 @@ public actor DrawingSessions {
     /// Opens a subscription for a WebSocket; the session is created if new.
     public func subscribe(_ id: String) throws(DrawingError) -> (token: UInt64, messages: AsyncStream<SessionMessage>) {
         try DrawingError.checkSessionID(id)
+        try checkRoom(for: id)
         if sessions[id] == nil { sessions[id] = SketchSession(id: id, seed: Self.randomSeed(), now: .now) }
         sessions[id]?.lastActivity = .now
         return sessions[id]!.broadcaster.add()
@@ -76,6 +95,11 @@ public actor DrawingSessions {
     }
 
     public func seed(of id: String) -> UInt64? { sessions[id]?.seed }
+
+    /// The file names of every session's latest result (retention keeps them).
+    public func resultFilenames() -> Set<String> {
+        Set(sessions.values.compactMap { $0.latestResult?.filename })
+    }
 
     /// The latest finished image of the session.
     public func latestResult(_ id: String) -> StoredImage? { sessions[id]?.latestResult }

@@ -48,7 +48,7 @@ public struct UploadRetry: Sendable {
         guard let (failure, attempts) = outcome else { return }
         throw StorageError(
             store: store,
-            message: "uploading \(key) to bucket \(bucket) failed after \(attempts) attempt\(attempts == 1 ? "" : "s") (\(failure)); the image is kept in local storage at \(local.path(for: kept.filename)), served at \(kept.url)",
+            message: "uploading \(key) to bucket \(bucket) failed after \(attempts) attempt\(attempts == 1 ? "" : "s") (\(failure)); the image is kept in local storage, served at \(kept.url)",
             localURL: kept.url
         )
     }

@@ -9,6 +9,10 @@ struct JSONParser {
 
     /// Deeper nesting than this is refused rather than recursed into.
     static let maxDepth = 512
+    /// More values than this are refused: `[[0],[0],...]` would cost ~80 bytes of heap per input byte.
+    /// A 1000-node ComfyUI workflow has some 20,000.
+    static let maxValues = 1_000_000
+    private var values = 0
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private var index = 0
@@ -40,6 +44,8 @@ struct JSONParser {
     }
 
     private mutating func value(depth: Int) throws -> JSONValue {
+        values += 1
+        guard values <= Self.maxValues else { throw failure("more than \(Self.maxValues) values") }
         guard let byte = current else { throw failure("unexpected end") }
         switch byte {
         case UInt8(ascii: "{"): return try object(depth: depth + 1)

@@ -5,8 +5,13 @@ struct GenerateRoute: Sendable {
     let pool: BackendPool
     let store: any ImageStore
     let timeout: Duration
+    let limit: ConcurrencyLimit
 
     func generate(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
+        try await limit.run { try await run(request, forceFile: forceFile) }
+    }
+
+    private func run(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
         let body = try GenerateRequest(body: request.body)
         let image = try await pool.run(
             PromptJob(workflow: body.workflow, outputNodeID: body.outputNodeID, timeout: timeout),

@@ -56,8 +56,11 @@ extension APIError {
     /// The API's view of a refused drawing request.
     init(_ error: DrawingError) {
         switch error.code {
-        case .invalidSessionID, .unknownStyle, .invalidImage: self.init(.invalidRequest, error.message)
+        case .invalidSessionID, .unknownStyle, .invalidImage, .invalidRequest: self.init(.invalidRequest, error.message)
         case .noStyles: self.init(.notFound, error.message)
+        case .busy:
+            self.init(.busy, error.message)
+            headers.append(("Retry-After", "5"))
         }
     }
 }
