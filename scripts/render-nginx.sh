@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Renders nginx/ (templates) into "$RUN_DIR/nginx/" for this run's port and paths, then checks it
 # with `nginx -t`. Reads: RUN_DIR, PORT, FCGI_SOCKET, WS_SOCKET, OUTPUT_DIR, STATIC_DIR,
-# MAX_BODY (nginx size, e.g. 32m), GENERATE_TIMEOUT (seconds), TLS_CERT, TLS_KEY.
+# MAX_BODY (nginx size, e.g. 32m), GENERATE_TIMEOUT (seconds), TLS_CERT, TLS_KEY,
+# METRICS_ALLOW (addresses or CIDRs that may read /metrics; default 127.0.0.1 ::1).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 : "${RUN_DIR:?}" "${PORT:?}" "${FCGI_SOCKET:?}" "${WS_SOCKET:?}" "${OUTPUT_DIR:?}"
@@ -22,6 +23,12 @@ if [ -n "${TLS_CERT:-}" ] || [ -n "${TLS_KEY:-}" ]; then
     tls="ssl_certificate $TLS_CERT; ssl_certificate_key $TLS_KEY; ssl_protocols TLSv1.2 TLSv1.3;"
   fi
 fi
+metrics_allow=""
+for address in ${METRICS_ALLOW:-127.0.0.1 ::1}; do
+  address=${address%,}
+  [[ "$address" =~ ^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$ ]] || { echo "invalid configuration: METRICS_ALLOW: \"$address\" is not an address or CIDR" >&2; exit 2; }
+  metrics_allow+="allow $address; "
+done
 user_directive=""
 if [ "$(id -u)" = 0 ]; then user_directive="user $(id -un) $(id -gn);"; fi
 # A generate call waits up to GENERATE_TIMEOUT; nginx must wait a little longer than the app.
@@ -41,6 +48,7 @@ for template in nginx.conf conf.d/gateway.conf snippets/fastcgi-gateway.conf sni
       -e "s|@USER_DIRECTIVE@|$(escape "$user_directive")|g" \
       -e "s|@LISTEN@|$(escape "$listen")|g" \
       -e "s|@TLS@|$(escape "$tls")|g" \
+      -e "s|@METRICS_ALLOW@|$(escape "$metrics_allow")|g" \
       -e "s|@FCGI_SOCKET@|$(escape "$FCGI_SOCKET")|g" \
       -e "s|@WS_SOCKET@|$(escape "$WS_SOCKET")|g" \
       -e "s|@OUTPUT_DIR@|$(escape "$OUTPUT_DIR")|g" \

@@ -239,6 +239,14 @@ struct BackendPoolTests {
         #expect(cluster.gateway.app.stop(SIGTERM, grace: .seconds(20)) == 0)
     }
 
+    @Test func metricsAreRefusedToAddressesOutsideMetricsAllow() async throws {
+        try await withGateway("metrics-deny", environment: ["METRICS_ALLOW": "10.9.9.9, 192.0.2.0/24"]) { gateway, _ in
+            let refused = try await gateway.get("/metrics")
+            #expect(refused.status == 403)
+            #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "forbidden")
+        }
+    }
+
     @Test func metricsAndHealthReportJobsQueueAndBackends() async throws {
         let cluster = try await startCluster("pool-metrics", backends: 2)
         defer { cluster.stop() }
