@@ -237,6 +237,41 @@ struct BackendPoolTests {
             #expect(result.text == "drain-\(index)")
         }
         #expect(cluster.gateway.app.stop(SIGTERM, grace: .seconds(20)) == 0)
+        #expect(cluster.gateway.app.log.contains("FastCGI stopped"))
+        #expect(!cluster.gateway.app.log.contains("drain time is up"), "the drain finished in time")
+    }
+
+    @Test func sigtermAnswersJobsStillQueuedWhenTheDrainTimeIsUp() async throws {
+        let cluster = try await startCluster("pool-drain", backends: 1, environment: ["BACKEND_CAPACITY": "1", "SHUTDOWN_DRAIN_TIMEOUT": "1s"])
+        defer { cluster.stop() }
+        let emulator = cluster.emulators[0]
+        // The backend takes the first prompt and never runs it: the other two wait in the gateway.
+        try await emulator.configure(["hang": true])
+        let gateway = cluster.gateway
+        let calls = Task {
+            await withTaskGroup(of: (status: Int, body: String).self) { group in
+                for index in 0..<3 {
+                    group.addTask {
+                        let body = Workflows.body(Workflows.txt2img(text: "drain-late-\(index)", seed: index))
+                        guard let response = try? await gateway.post("/api/generate", json: body, timeout: .seconds(30)) else { return (-1, "no answer in 30 s") }
+                        return (response.status, response.bodyText)
+                    }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        try await waitUntil {
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+            return health["queued_jobs"] == 2
+        }
+        kill(gateway.app.pid, SIGTERM)
+        let results = await calls.value
+        let answered = results.filter { $0.status == 503 && $0.body.contains("shutting down") }
+        #expect(answered.count == 2, "\(results.map(\.status))")
+        // The job that never ran out is abandoned when the app exits: nginx answers it at once.
+        #expect(results.filter { $0.status == 502 }.count == 1, "\(results.map(\.status))")
+        #expect(gateway.app.stop(SIGTERM, grace: .seconds(15)) == 0)
+        #expect(gateway.app.log.contains("drain time is up"), "\(gateway.app.log)")
     }
 
     @Test func metricsAreRefusedToAddressesOutsideMetricsAllow() async throws {

@@ -68,21 +68,11 @@ final class FastCGIServer: Service {
         shutdown(listenFD, Int32(SHUT_RDWR))
         // Bounded: when the drain time is up, queued jobs are answered; a few seconds later
         // whatever still runs is abandoned so that the process exits.
-        let drained = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await finished.wait()
-                return true
-            }
-            group.addTask { [drainTimeout, logger, onDrainTimeout] in
-                try? await Task.sleep(for: drainTimeout)
-                logger.warning("drain time is up; answering the jobs still queued")
-                await onDrainTimeout()
-                try? await Task.sleep(for: .seconds(5))
-                return false
-            }
-            let first = await group.next()!
-            group.cancelAll()
-            return first
+        var drained = await finished.wait(upTo: drainTimeout)
+        if !drained {
+            logger.warning("drain time is up; answering the jobs still queued")
+            await onDrainTimeout()
+            drained = await finished.wait(upTo: .seconds(5))
         }
         if !drained { logger.error("requests still running after the drain time; exiting without them") }
         close(listenFD)
@@ -91,32 +81,44 @@ final class FastCGIServer: Service {
     }
 }
 
-/// Lets async code wait for a number of threads to finish.
+/// Lets async code wait, for a bounded time, for a number of threads to finish.
 final class ThreadCountdown: Sendable {
-    private let state: Mutex<(remaining: Int, waiter: CheckedContinuation<Void, Never>?)>
+    private struct State {
+        var remaining: Int
+        var waiters: [Int: CheckedContinuation<Bool, Never>] = [:]
+        var nextWaiter = 0
+    }
+
+    private let state: Mutex<State>
 
     init(_ count: Int) {
-        state = Mutex((count, nil))
+        state = Mutex(State(remaining: count))
     }
 
     func arrive() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let waiters = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
             state.remaining -= 1
-            guard state.remaining == 0 else { return nil }
-            defer { state.waiter = nil }
-            return state.waiter
+            guard state.remaining == 0 else { return [] }
+            defer { state.waiters.removeAll() }
+            return Array(state.waiters.values)
         }
-        waiter?.resume()
+        for waiter in waiters { waiter.resume(returning: true) }
     }
 
-    func wait() async {
+    /// Whether every thread finished within `limit`.
+    func wait(upTo limit: Duration) async -> Bool {
         await withCheckedContinuation { continuation in
-            let done = state.withLock { state -> Bool in
-                if state.remaining == 0 { return true }
-                state.waiter = continuation
-                return false
+            let key = state.withLock { state -> Int? in
+                if state.remaining == 0 { return nil }
+                state.nextWaiter += 1
+                state.waiters[state.nextWaiter] = continuation
+                return state.nextWaiter
             }
-            if done { continuation.resume() }
+            guard let key else { return continuation.resume(returning: true) }
+            Task {
+                try? await Task.sleep(for: limit)
+                self.state.withLock { $0.waiters.removeValue(forKey: key) }?.resume(returning: false)
+            }
         }
     }
 }
