@@ -68,8 +68,11 @@ struct PromptWatch: Sendable {
     }
 
     /// Records an image frame; `node` is known for type-4 frames, else the executing node.
+    /// Only the first wanted frame is kept: a batch of large frames must not pile up in memory.
     mutating func apply(frameFrom node: String?, bytes: [UInt8], mimeType: String) {
-        products.append(.frame(node: node ?? currentNode, bytes: bytes, mimeType: mimeType))
+        let frame = Product.frame(node: node ?? currentNode, bytes: bytes, mimeType: mimeType)
+        guard isWanted(frame), !products.contains(where: { if case .frame = $0 { isWanted($0) } else { false } }) else { return }
+        products.append(frame)
     }
 
     /// Ends the watch from `/history` after events were missed: its files and how it ended.
@@ -83,16 +86,18 @@ struct PromptWatch: Sendable {
 
     /// The image the job asked for, if it arrived.
     var wantedProduct: Product? {
-        products.first { product in
-            switch product {
-            case .frame(let node, _, let mimeType):
-                if let wanted = job.outputNodeID { return node == wanted }
-                // Without an explicit node, sampler previews (JPEG, from non-output nodes) are not results.
-                return job.isWebSocketOutput(node) || (node == nil && mimeType == "image/png")
-            case .file(let node, _):
-                if let wanted = job.outputNodeID { return node == wanted }
-                return true
-            }
+        products.first(where: isWanted)
+    }
+
+    private func isWanted(_ product: Product) -> Bool {
+        switch product {
+        case .frame(let node, _, let mimeType):
+            if let wanted = job.outputNodeID { return node == wanted }
+            // Without an explicit node, sampler previews (JPEG, from non-output nodes) are not results.
+            return job.isWebSocketOutput(node) || (node == nil && mimeType == "image/png")
+        case .file(let node, _):
+            if let wanted = job.outputNodeID { return node == wanted }
+            return true
         }
     }
 }
