@@ -27,7 +27,7 @@ struct Gateway {
             pool: pool,
             styles: styles,
             store: store,
-            configuration: .init(jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout),
+            configuration: .init(jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout, maxSessions: configuration.maxSessions),
             logger: logger
         )
         let limits = SketchLimits(maxBytes: configuration.maxSketchBytes, maxPixels: configuration.maxSketchPixels)

@@ -159,6 +159,24 @@ struct DrawingTests {
         }
     }
 
+    @Test func sessionsBeyondMaxSessionsAreRefusedAsBusy() async throws {
+        try await withGateway("draw-max", environment: ["MAX_SESSIONS": "2"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            for id in ["first", "second"] {
+                let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": id])
+                #expect(try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType).status == 200)
+            }
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "third"])
+            let refused = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType)
+            #expect(refused.status == 429)
+            #expect(refused.header("Retry-After") == "5")
+            #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "busy")
+            // An existing session still takes sketches.
+            let again = sketchForm(file: Sketches.png(seed: 2), fields: ["session_id": "first"])
+            #expect(try await gateway.post("/api/sketch", body: again.body, contentType: again.contentType).status == 200)
+        }
+    }
+
     @Test func twoInterleavedSessionsGetTheirOwnResults() async throws {
         try await withDrawingGateway("draw-two") { gateway, emulator in
             try await emulator.configure(["node_delay_ms": 10])
