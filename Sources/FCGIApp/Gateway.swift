@@ -46,6 +46,7 @@ struct Gateway {
             // base64 makes a sketch 4/3 larger; the JSON around it is small.
             maxMessageBytes: configuration.maxSketchBytes * 4 / 3 + 64 * 1024,
             pingInterval: configuration.pingInterval,
+            allowedOrigins: configuration.allowedOrigins,
             logger: logger
         )
 

@@ -152,6 +152,11 @@ struct DrawingTests {
             let tooLong = try await gateway.post("/api/sketch", body: wordy.body, contentType: wordy.contentType)
             #expect(tooLong.status == 400)
             #expect(tooLong.bodyText.contains("4000 characters"))
+            // Another site's page may not drive a painter's session (cross-site WebSocket hijacking).
+            let upgrade = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
+            let foreign = try await gateway.get("/api/ws/crafted", headers: upgrade + [("Origin", "https://evil.example")])
+            #expect(foreign.status == 403)
+            #expect(try JSONValue.parse(foreign.body)["error"]?["code"] == "forbidden")
             // The app is still the same process, serving.
             #expect(gateway.app.isRunning)
             let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "crafted"])

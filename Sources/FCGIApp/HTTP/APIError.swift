@@ -9,6 +9,7 @@ struct APIError: Error, Sendable {
         case unknownOutputNode = "unknown_output_node"
         case workflowInvalid = "workflow_invalid"
         case notFound = "not_found"
+        case forbidden
         case methodNotAllowed = "method_not_allowed"
         case payloadTooLarge = "payload_too_large"
         case unsupportedMediaType = "unsupported_media_type"
@@ -22,6 +23,7 @@ struct APIError: Error, Sendable {
         var status: Int {
             switch self {
             case .invalidJSON, .invalidRequest, .unknownOutputNode, .workflowInvalid: 400
+            case .forbidden: 403
             case .notFound: 404
             case .methodNotAllowed: 405
             case .payloadTooLarge: 413

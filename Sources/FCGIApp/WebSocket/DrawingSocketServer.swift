@@ -6,6 +6,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 import ServiceLifecycle
+import Synchronization
 
 /// The drawing API's WebSocket side, `/api/ws/{session_id}`, on a unix socket that nginx's
 /// upgrade proxy connects to.
@@ -15,14 +16,20 @@ final class DrawingSocketServer: Service {
     private let limits: SketchLimits
     private let maxMessageBytes: Int
     private let pingInterval: Duration
+    private let allowedOrigins: Set<String>
     private let logger: Logger
 
     private enum Upgrade: Sendable {
         case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String)
-        case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
+        case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, foreignOrigin: Bool)
     }
 
-    init(socketPath: String, sessions: DrawingSessions, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration, logger: Logger) {
+    /// - Parameter allowedOrigins: browser origins allowed besides the gateway's own (`*`: any).
+    init(
+        socketPath: String, sessions: DrawingSessions, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
+        allowedOrigins: Set<String> = [], logger: Logger
+    ) {
+        self.allowedOrigins = allowedOrigins
         self.socketPath = socketPath
         self.sessions = sessions
         self.limits = limits
@@ -39,8 +46,23 @@ final class DrawingSocketServer: Service {
         return (try? DrawingError.checkSessionID(id)) != nil ? id : nil
     }
 
+    /// Whether a browser page at the request's `Origin` may open the socket: the gateway's own
+    /// pages and `ALLOWED_ORIGINS` may; clients that send no `Origin` (not browsers) may too.
+    /// This stops another site's page from driving a painter's session with their cookies and network.
+    static func originAllowed(_ headers: HTTPHeaders, allowed: Set<String>) -> Bool {
+        guard let origin = headers.first(name: "Origin") else { return true }
+        if allowed.contains("*") || allowed.contains(origin) { return true }
+        guard let host = headers.first(name: "Host"), let originHost = URLComponents(string: origin)?.host else { return false }
+        // nginx passes `$host`, without the port.
+        let hostName = host.split(separator: ":").first.map(String.init) ?? host
+        return originHost.lowercased() == hostName.lowercased()
+    }
+
     func run() async throws {
         let maxMessageBytes = self.maxMessageBytes
+        let allowedOrigins = self.allowedOrigins
+        // Channels whose upgrade was refused for their Origin, from `shouldUpgrade` to the refusal.
+        let foreign = Mutex(Set<ObjectIdentifier>())
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
             .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true) { channel in
@@ -48,7 +70,10 @@ final class DrawingSocketServer: Service {
                     let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
                         maxFrameSize: maxMessageBytes,
                         shouldUpgrade: { channel, head in
-                            channel.eventLoop.makeSucceededFuture(Self.sessionID(of: head.uri) == nil ? nil : HTTPHeaders())
+                            let originAllowed = Self.originAllowed(head.headers, allowed: allowedOrigins)
+                            if !originAllowed { foreign.withLock { _ = $0.insert(ObjectIdentifier(channel)) } }
+                            let acceptable = Self.sessionID(of: head.uri) != nil && originAllowed
+                            return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
                         },
                         upgradePipelineHandler: { channel, head in
                             channel.eventLoop.makeCompletedFuture {
@@ -65,7 +90,8 @@ final class DrawingSocketServer: Service {
                         upgraders: [upgrader],
                         notUpgradingCompletionHandler: { channel in
                             channel.eventLoop.makeCompletedFuture {
-                                .refused(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
+                                let foreignOrigin = foreign.withLock { $0.remove(ObjectIdentifier(channel)) != nil }
+                                return .refused(try NIOAsyncChannel(wrappingChannelSynchronously: channel), foreignOrigin: foreignOrigin)
                             }
                         }
                     )
@@ -91,24 +117,27 @@ final class DrawingSocketServer: Service {
         switch try? await upgrade.get() {
         case .websocket(let channel, let sessionID):
             await DrawingSocketConnection(sessionID: sessionID, sessions: sessions, limits: limits, pingInterval: pingInterval, logger: logger).serve(channel)
-        case .refused(let channel):
-            await Self.refuse(channel)
+        case .refused(let channel, let foreignOrigin):
+            await Self.refuse(channel, foreignOrigin: foreignOrigin)
         case nil:
             break
         }
     }
 
     /// Answers a request that is not a valid upgrade with a JSON error.
-    private static func refuse(_ channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    private static func refuse(_ channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, foreignOrigin: Bool) async {
         try? await channel.executeThenClose { inbound, outbound in
             for try await part in inbound {
                 guard case .end = part else { continue }
-                let body = APIError(.invalidRequest, "connect with a WebSocket upgrade to /api/ws/{session_id}; session ids are 1 to 64 letters, digits, '-' or '_'").response.body
+                let error = foreignOrigin
+                    ? APIError(.forbidden, "WebSocket connections from this page's origin are not allowed (ALLOWED_ORIGINS)")
+                    : APIError(.invalidRequest, "connect with a WebSocket upgrade to /api/ws/{session_id}; session ids are 1 to 64 letters, digits, '-' or '_'")
+                let body = error.response.body
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Type", value: "application/json")
                 headers.add(name: "Content-Length", value: "\(body.count)")
                 headers.add(name: "Connection", value: "close")
-                try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)))
+                try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: error.code.status), headers: headers)))
                 try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
                 try await outbound.write(.end(nil))
                 return
