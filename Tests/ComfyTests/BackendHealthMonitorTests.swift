@@ -4,7 +4,7 @@ import Testing
 /// The health rules over an injected clock: timed events in, health and actions out.
 struct BackendHealthMonitorTests {
     enum Event {
-        case connect, disconnect, probeOK, probeFailed, progress
+        case connect, disconnect, probeOK, probeFailed, progress, confirmedRunning
         case prompts(Int)
         /// Ticks at this moment and expects the action and the health after it.
         case tick(BackendHealthMonitor.Action, BackendHealth)
@@ -43,6 +43,10 @@ struct BackendHealthMonitorTests {
             (100, .tick(.stalled, .down)), (101, .tick(.none, .down)),
             (100, .prompts(0)), (160, .tick(.none, .up)),
         ]),
+        Scenario(name: "a suspected stall with our prompt running is cleared and re-armed", events: [
+            (0, .connect), (0, .prompts(1)), (60, .tick(.stalled, .down)), (61, .confirmedRunning), (61, .tick(.none, .up)),
+            (120, .tick(.none, .up)), (121, .tick(.stalled, .down)),
+        ]),
         Scenario(name: "an idle backend never stalls", events: [
             (0, .connect), (500, .tick(.none, .up)),
         ]),
@@ -63,6 +67,7 @@ struct BackendHealthMonitorTests {
             case .probeOK: monitor.probed(ok: true)
             case .probeFailed: monitor.probed(ok: false)
             case .progress: monitor.progressed(at: now)
+            case .confirmedRunning: monitor.confirmedRunning(at: now)
             case .prompts(let count): monitor.promptsInFlight(count, at: now)
             case .tick(let action, let health):
                 #expect(monitor.tick(at: now) == action, "event \(index) at \(seconds) s")

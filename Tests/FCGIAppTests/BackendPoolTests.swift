@@ -125,6 +125,25 @@ struct BackendPoolTests {
         #expect(cluster.gateway.app.log.contains("ComfyUI stalled"))
     }
 
+    @Test func aLongSilentNodeIsNotAStall() async throws {
+        let cluster = try await startCluster("pool-slow-node", backends: 2, environment: ["BACKEND_STALL_TIMEOUT": "1s"])
+        defer { cluster.stop() }
+        // Every node takes 1.5 s and says nothing meanwhile; ComfyUI's queue shows it running.
+        for emulator in cluster.emulators { try await emulator.configure(["node_delay_ms": 1500]) }
+        let results = try await generateConcurrently(cluster.gateway, count: 2, label: "slow")
+        for (index, result) in results.enumerated() {
+            #expect(result.status == 200, "job \(index): \(result.body)")
+            #expect(result.text == "slow-\(index)")
+        }
+        #expect(!cluster.gateway.app.log.contains("ComfyUI stalled"))
+        var executed = 0
+        for emulator in cluster.emulators {
+            executed += try await self.executed(emulator)
+            #expect(try await emulator.stats()["queue_deletes"]?.arrayValue?.isEmpty == true, "nothing was removed")
+        }
+        #expect(executed == 2, "each job ran once")
+    }
+
     @Test func backendAnswering500IsLeftForAHealthyOne() async throws {
         let cluster = try await startCluster("pool-500", backends: 2)
         defer { cluster.stop() }

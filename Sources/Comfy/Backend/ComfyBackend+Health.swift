@@ -14,7 +14,7 @@ extension ComfyBackend {
                 lastProbe = .now
                 await probe()
             }
-            act(on: monitor.tick(at: .now))
+            await act(on: monitor.tick(at: .now))
             publishHealth()
         }
     }
@@ -31,7 +31,7 @@ extension ComfyBackend {
         }
     }
 
-    private func act(on action: BackendHealthMonitor.Action) {
+    private func act(on action: BackendHealthMonitor.Action) async {
         switch action {
         case .none:
             return
@@ -39,11 +39,25 @@ extension ComfyBackend {
             logger.warning("ComfyUI still unreachable; moving its prompts", metadata: ["comfy.in_flight": "\(slots.count)"])
             failAll(with: ComfyError.unavailable(url, lastError ?? "WebSocket lost"), cancelOnServer: false)
         case .stalled:
+            // A node may run long without a word; ComfyUI's queue tells a slow node from a stuck worker.
+            if await isRunningOurs() {
+                monitor.confirmedRunning(at: .now)
+                return
+            }
             let seconds = timing.stallTimeout.components.seconds
             lastError = "no progress on its prompts for \(seconds) s"
             logger.warning("ComfyUI stalled; moving its prompts", metadata: ["comfy.in_flight": "\(slots.count)"])
             failAll(with: ComfyError.unavailable(url, "stalled: no progress for \(seconds) s"), cancelOnServer: true)
         }
+    }
+
+    /// Whether ComfyUI's `/queue` shows one of our prompts running.
+    private func isRunningOurs() async -> Bool {
+        guard let response = try? await call("GET", "/queue", timeout: .seconds(3)), response.status == 200,
+              let queue = try? JSONValue.parse(response.body)
+        else { return false }
+        let running = (queue["queue_running"]?.arrayValue ?? []).compactMap { $0.arrayValue?.dropFirst().first?.stringValue }
+        return running.contains { slots[$0] != nil }
     }
 
     /// Tells the pool when the health changed.

@@ -5,7 +5,8 @@
 /// Rules: up while the socket is connected, the probe has not failed twice in a row and the
 /// backend is not stalled. Prompts in flight and no event about them for `stallTimeout`: the
 /// backend is stalled for as long again and its prompts move. A socket down for
-/// `failoverAfter` with prompts in flight: they move.
+/// `failoverAfter` with prompts in flight: they move. A stall is only a suspicion until the
+/// backend's queue is asked: if one of our prompts is running there, a node is just slow.
 struct BackendHealthMonitor: Sendable {
     /// What the backend must do with its prompts in flight.
     enum Action: Sendable, Equatable {
@@ -49,6 +50,12 @@ struct BackendHealthMonitor: Sendable {
 
     mutating func probed(ok: Bool) {
         probeFailures = ok ? 0 : probeFailures + 1
+    }
+
+    /// ComfyUI says one of our prompts is running: a long silent node, not a stall.
+    mutating func confirmedRunning(at now: ContinuousClock.Instant) {
+        stalledUntil = nil
+        lastProgress = now
     }
 
     /// An event about one of our prompts arrived.
