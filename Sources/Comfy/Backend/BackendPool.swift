@@ -18,7 +18,7 @@ public final class BackendPool: Sendable {
     ) {
         backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, logger: logger) }
         self.configuration = configuration
-        dispatcher = JobDispatcher(backendNames: urls.map(\.description), configuration: configuration)
+        dispatcher = JobDispatcher(backendCount: urls.count, configuration: configuration)
         self.logger = logger
         metrics = GatewayMetrics(backends: urls.map(\.description))
         unavailableAfter = timing.unavailableAfter

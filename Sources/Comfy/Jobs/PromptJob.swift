@@ -39,11 +39,6 @@ public struct PromptJob: Sendable {
         classType(of: node)?.lowercased().contains("websocket") ?? false
     }
 
-    /// Whether the image wanted can only arrive as a WebSocket frame (lost for good if the socket dropped).
-    var needsWebSocketFrames: Bool {
-        if let outputNodeID { return isWebSocketOutput(outputNodeID) }
-        return workflow.keys.contains { isWebSocketOutput($0) }
-    }
 }
 
 /// An input image for ComfyUI's `/upload/image`, referenced by `LoadImage` as `subfolder/filename`.

@@ -2,13 +2,11 @@ import Metrics
 
 /// What the gateway reports through swift-metrics (exported as Prometheus text at `/metrics`).
 struct GatewayMetrics: Sendable {
-    private let backends: [String]
     private let health: [Gauge]
     private let depth = Gauge(label: "comfy_gateway_queue_depth")
     private let moved = Counter(label: "comfy_gateway_jobs_moved_total")
 
     init(backends: [String]) {
-        self.backends = backends
         health = backends.map { Gauge(label: "comfy_gateway_backend_up", dimensions: [("backend", $0)]) }
     }
 

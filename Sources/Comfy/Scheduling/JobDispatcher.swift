@@ -9,15 +9,11 @@ actor JobDispatcher {
     private var isShuttingDown = false
     /// Since when no backend has been up (`nil` while one is).
     private var allDownSince: ContinuousClock.Instant? = .now
-    private let backendNames: [String]
-
-    init(backendNames: [String], configuration: SchedulerConfiguration) {
-        self.backendNames = backendNames
-        scheduler = JobScheduler(backendCount: backendNames.count, configuration: configuration)
+    init(backendCount: Int, configuration: SchedulerConfiguration) {
+        scheduler = JobScheduler(backendCount: backendCount, configuration: configuration)
     }
 
     var queued: Int { scheduler.queued }
-    var running: Int { scheduler.running }
     func running(on backend: Int) -> Int { scheduler.backends[backend].running.count }
     func health(of backend: Int) -> BackendHealth { scheduler.backends[backend].health }
 

@@ -46,11 +46,6 @@ struct JobScheduler: Sendable {
 
     /// Jobs waiting for a backend.
     var queued: Int { queues.values.reduce(0) { $0 + $1.count } }
-    /// Jobs running on a backend.
-    var running: Int { backends.reduce(0) { $0 + $1.running.count } }
-
-    func backend(of job: UInt64) -> Int? { jobs[job]?.backend }
-    func attempts(of job: UInt64) -> Int { jobs[job]?.attempts ?? 0 }
 
     /// Takes a new job into the queue, or refuses it when the queue is full.
     mutating func submit(_ id: UInt64, owner: String, priority: JobPriority) -> Admission {
