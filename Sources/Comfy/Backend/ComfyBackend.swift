@@ -12,7 +12,7 @@ public actor ComfyBackend {
     let http: CurlHTTPClient
     let logger: Logger
     private let clientIDPrefix = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-    private(set) var generation = 0
+    private var generation = 0
     let timing: BackendTiming
 
     /// The id of the current socket; prompts are submitted under it.
@@ -25,7 +25,7 @@ public actor ComfyBackend {
     private var connectedWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
     /// Why the backend last failed, for `/healthz`.
     public internal(set) var lastError: String?
-    public private(set) var isConnected = false
+    public var isConnected: Bool { monitor.isConnected }
 
     /// The health rules (see ComfyBackend+Health).
     var monitor: BackendHealthMonitor
@@ -162,7 +162,6 @@ public actor ComfyBackend {
 
     private func connected(_ socketID: String) {
         clientID = socketID
-        isConnected = true
         monitor.connected(at: .now)
         lastError = nil
         logger.info("ComfyUI WebSocket connected")
@@ -177,12 +176,11 @@ public actor ComfyBackend {
 
     private func disconnected() {
         guard isConnected else { return }
-        isConnected = false
+        monitor.disconnected(at: .now)
         clientID = nil
         runningPromptID = nil
         logger.warning("ComfyUI WebSocket lost", metadata: ["comfy.in_flight": "\(slots.count)"])
         for key in slots.keys { slots[key]?.watch.missedEvents = true }
-        monitor.disconnected(at: .now)
         publishHealth()
     }
 

@@ -4,15 +4,13 @@ struct OwnerQueue: Sendable {
     /// Owners with waiting jobs, in the order of their next turn.
     private var turns: [String] = []
     private var jobs: [String: [UInt64]] = [:]
-    private(set) var count = 0
-
-    var isEmpty: Bool { count == 0 }
+    /// Waiting jobs of every owner.
+    var count: Int { jobs.values.reduce(0) { $0 + $1.count } }
 
     /// Adds a job behind the owner's others.
     mutating func append(_ job: UInt64, owner: String) {
         if jobs[owner, default: []].isEmpty { turns.append(owner) }
         jobs[owner, default: []].append(job)
-        count += 1
     }
 
     /// Puts a job back first in line (a retry after its backend failed).
@@ -24,7 +22,6 @@ struct OwnerQueue: Sendable {
             turns.insert(owner, at: 0)
         }
         jobs[owner, default: []].insert(job, at: 0)
-        count += 1
     }
 
     /// The next job that `accept`s, in owner turns: the first acceptable job of the owner whose
@@ -33,7 +30,6 @@ struct OwnerQueue: Sendable {
         for (turn, owner) in turns.enumerated() {
             guard let index = jobs[owner]!.firstIndex(where: accept) else { continue }
             let job = jobs[owner]!.remove(at: index)
-            count -= 1
             turns.remove(at: turn)
             if jobs[owner]!.isEmpty {
                 jobs[owner] = nil
@@ -50,7 +46,6 @@ struct OwnerQueue: Sendable {
         for (owner, list) in jobs {
             guard let index = list.firstIndex(of: job) else { continue }
             jobs[owner]!.remove(at: index)
-            count -= 1
             if jobs[owner]!.isEmpty {
                 jobs[owner] = nil
                 turns.removeAll { $0 == owner }
