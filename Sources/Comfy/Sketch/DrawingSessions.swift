@@ -59,6 +59,9 @@ public actor DrawingSessions {
             throw DrawingError(.invalidRequest, "the prompt is longer than \(Self.maxPromptCharacters) characters")
         }
         try checkRoom(for: id)
+        if let style = update.style, !StyleWorkflow.isValidName(style) {
+            throw DrawingError(.unknownStyle, "style names are letters, digits, '-' and '_'")
+        }
         if let style = update.style, await styles.style(style) == nil {
             throw DrawingError(.unknownStyle, "unknown style \"\(style.prefix(64))\"; GET /api/styles lists them")
         }
@@ -93,8 +96,6 @@ public actor DrawingSessions {
     public func rollSeed(_ id: String) {
         sessions[id]?.seed = Self.randomSeed()
     }
-
-    public func seed(of id: String) -> UInt64? { sessions[id]?.seed }
 
     /// The file names of every session's latest result (retention keeps them).
     public func resultFilenames() -> Set<String> {

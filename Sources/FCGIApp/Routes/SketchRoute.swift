@@ -20,10 +20,6 @@ struct SketchRoute: Sendable {
         let style = form.text("style").flatMap { $0.isEmpty ? nil : $0 }
         let prompt = form.text("prompt")
         do throws(DrawingError) {
-            try DrawingError.checkSessionID(sessionID)
-            if let style, !StyleWorkflow.isValidName(style) {
-                throw DrawingError(.unknownStyle, "style names are letters, digits, '-' and '_'")
-            }
             let probe = try limits.check(file.body)
             try await sessions.submit(SketchUpdate(image: file.body, mimeType: probe.mimeType, style: style, prompt: prompt), to: sessionID)
         } catch {

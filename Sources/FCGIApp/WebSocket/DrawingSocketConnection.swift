@@ -63,9 +63,7 @@ struct DrawingSocketConnection: Sendable {
                 let image = try Self.decodeSketch(data)
                 let probe = try limits.check(image)
                 let style = object["style"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
-                if let style, !StyleWorkflow.isValidName(style) { return .error(message: "style names are letters, digits, '-' and '_'") }
                 let prompt = object["prompt"]?.stringValue
-                if let prompt, prompt.count > 4000 { return .error(message: "the prompt is longer than 4000 characters") }
                 try await sessions.submit(SketchUpdate(image: image, mimeType: probe.mimeType, style: style, prompt: prompt), to: sessionID)
                 return nil
             } catch {
