@@ -49,11 +49,4 @@ struct OSSSignerTests {
         }
         #expect(!signer.description.contains("s3cr3t"))
     }
-
-    @Test func base64MatchesFoundation() {
-        for length in 0..<20 {
-            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
-            #expect(Digest.base64(bytes) == Data(bytes).base64EncodedString())
-        }
-    }
 }

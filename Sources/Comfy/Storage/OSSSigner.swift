@@ -34,7 +34,7 @@ public struct OSSSigner: Sendable, CustomStringConvertible {
 
     /// base64(HMAC-SHA1(secret, stringToSign)).
     public func signature(_ stringToSign: String) -> String {
-        Digest.base64(Digest.hmacSHA1(key: Array(accessKeySecret.utf8), message: Array(stringToSign.utf8)))
+        Data(Digest.hmacSHA1(key: Array(accessKeySecret.utf8), message: Array(stringToSign.utf8))).base64EncodedString()
     }
 
     /// The `Authorization` header value for a request.

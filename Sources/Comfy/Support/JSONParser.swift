@@ -187,8 +187,7 @@ struct JSONParser {
                             index = mark
                         }
                     }
-                    let scalar = Unicode.Scalar(code) ?? "\u{FFFD}"
-                    scalars.append(contentsOf: Array(String(Character(scalar)).utf8))
+                    UTF8.encode(Unicode.Scalar(code) ?? "\u{FFFD}") { scalars.append($0) }
                 default:
                     throw failure("unknown escape")
                 }
