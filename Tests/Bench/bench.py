@@ -480,6 +480,17 @@ async def cmd_sessions(args) -> None:
         results["steps"].append(step)
         print(f"  {label}: app RSS {step['app_rss_kib']} KiB, fds {step['app_fds']}", file=sys.stderr)
 
+    async def close_all(label: str) -> None:
+        for ws in sockets:
+            await ws.close()
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        sockets.clear()
+        readers.clear()
+        await asyncio.sleep(args.hold)
+        closed_snapshot(label)
+
     async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
         async for _ in ws:  # answers the gateway's pings; idle otherwise
             pass
@@ -522,15 +533,7 @@ async def cmd_sessions(args) -> None:
                      if "worker_connections" in l or "Too many open files" in l]
             results["nginx_limit_messages"] = len(lines)
             results["nginx_limit_sample"] = lines[0][:300] if lines else None
-        for ws in sockets:
-            await ws.close()
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        sockets.clear()
-        readers.clear()
-        await asyncio.sleep(args.hold)
-        closed_snapshot("closed all (nginx)")
+        await close_all("closed all (nginx)")
 
     if args.direct_socket and args.direct_count:
         # The app alone, without nginx's connection limit: straight to its WebSocket unix socket.
@@ -540,15 +543,7 @@ async def cmd_sessions(args) -> None:
             opened, failures = await open_many(http, "ws://gateway", "direct", args.direct_count)
             await asyncio.sleep(args.hold)
             snapshot(f"app socket {args.direct_count}", args.direct_count, opened, failures, time.perf_counter() - t0)
-            for ws in sockets:
-                await ws.close()
-            for task in readers:
-                task.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
-            sockets.clear()
-            readers.clear()
-            await asyncio.sleep(args.hold)
-            closed_snapshot("closed all (app socket)")
+            await close_all("closed all (app socket)")
     write_json(args.out, results)
 
 

@@ -121,18 +121,11 @@ struct BoundedRun {
         return Outcome(status: status ?? -1, timedOut: timedOut, stdout: read(stdoutPath), stderr: read(stderrPath))
     }
 
-    /// Polls for the exit, reaping it ourselves too (as ChildProcess does: Foundation's own
-    /// watcher can miss the exit under the test runner).
+    /// Polls for the exit without blocking a thread of the cooperative pool.
     private func exitStatus(within limit: Duration) async -> Int32? {
         let deadline = ContinuousClock.now + limit
-        let pid = process.processIdentifier
         while ContinuousClock.now < deadline {
-            if !process.isRunning { return process.terminationStatus }
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                let signal = status & 0x7F
-                return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
-            }
+            if let status = ChildProcess.exitStatus(of: process) { return status }
             try? await Task.sleep(for: .milliseconds(50))
         }
         return nil

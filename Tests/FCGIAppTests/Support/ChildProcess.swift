@@ -32,21 +32,24 @@ final class ChildProcess: @unchecked Sendable {
         return waitForExit(within: .seconds(10)) ?? -1
     }
 
-    /// Polls for the exit, reaping it ourselves too: Foundation's own watcher can miss it
-    /// under the test runner, and `waitUntilExit()` then never returns.
     private func waitForExit(within limit: Duration) -> Int32? {
         let deadline = ContinuousClock.now + limit
-        let pid = process.processIdentifier
         while ContinuousClock.now < deadline {
-            if !process.isRunning { return process.terminationStatus }
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                let signal = status & 0x7F
-                return signal == 0 ? (status >> 8) & 0xFF : signal
-            }
+            if let status = Self.exitStatus(of: process) { return status }
             usleep(10_000)
         }
         return nil
+    }
+
+    /// The exit status (or the signal that ended it) once `process` has exited, else `nil`.
+    /// Reaps it ourselves too: Foundation's own watcher can miss the exit under the test
+    /// runner, and `waitUntilExit()` then never returns.
+    static func exitStatus(of process: Process) -> Int32? {
+        if !process.isRunning { return process.terminationStatus }
+        var status: Int32 = 0
+        guard waitpid(process.processIdentifier, &status, WNOHANG) == process.processIdentifier else { return nil }
+        let signal = status & 0x7F
+        return signal == 0 ? (status >> 8) & 0xFF : signal
     }
 
     /// The log so far, for failure messages.
