@@ -16,12 +16,14 @@ struct Gateway {
         let local = LocalImageStore(directory: configuration.outputDirectory, baseURL: configuration.serverBaseURL)
         let store = try configuration.storage.makeStore(local: local, http: http, logger: logger)
 
-        var router = Router()
+        var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins))
         // Keep FastCGI threads for everything else while generate calls wait on the GPUs.
         let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
-        let generate = GenerateRoute(pool: pool, store: store, timeout: configuration.generateTimeout, limit: generateLimit)
-        router.add("POST", "/api/generate") { try await generate.generate($0, forceFile: false) }
-        router.add("POST", "/api/generate_file") { try await generate.generate($0, forceFile: true) }
+        let generate = GenerateRoute(
+            pool: pool, store: store, timeout: configuration.generateTimeout, limit: generateLimit, policy: configuration.nodePolicy
+        )
+        router.add("POST", "/api/generate", body: .json) { try await generate.generate($0, forceFile: false) }
+        router.add("POST", "/api/generate_file", body: .json) { try await generate.generate($0, forceFile: true) }
         let styles = StyleLibrary(directory: configuration.workflowDirectory, logger: logger)
         let sessions = DrawingSessions(
             pool: pool,
@@ -33,7 +35,7 @@ struct Gateway {
         let limits = SketchLimits(maxBytes: configuration.maxSketchBytes, maxPixels: configuration.maxSketchPixels)
         let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits)
         router.add("GET", "/api/styles") { await sketch.listStyles($0) }
-        router.add("POST", "/api/sketch") { try await sketch.upload($0) }
+        router.add("POST", "/api/sketch", body: .multipart) { try await sketch.upload($0) }
         router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }
         let health = HealthRoute(pool: pool, styles: styles)
         router.add("GET", "/healthz") { await health.health($0) }
@@ -46,7 +48,7 @@ struct Gateway {
             // base64 makes a sketch 4/3 larger; the JSON around it is small.
             maxMessageBytes: configuration.maxSketchBytes * 4 / 3 + 64 * 1024,
             pingInterval: configuration.pingInterval,
-            allowedOrigins: configuration.allowedOrigins,
+            origins: configuration.drawingOrigins,
             logger: logger
         )
 

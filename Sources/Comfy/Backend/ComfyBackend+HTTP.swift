@@ -18,14 +18,15 @@ extension ComfyBackend {
             return ComfyPromptReceipt(promptID: promptID, nodeErrors: answer["node_errors"]?.objectValue ?? [:])
         case 400:
             let answer = try? JSONValue.parse(response.body)
-            let comfyError = answer?["error"]
+            // ComfyUI's details name its own folders and source files: callers get them without.
+            let comfyError = answer?["error"].map(ServerPathRedaction.redact)
             var error = ComfyError(
                 code: .workflowInvalid,
-                message: comfyError?["message"]?.stringValue ?? "ComfyUI rejected the workflow",
+                message: ServerPathRedaction.redact(comfyError?["message"]?.stringValue ?? "ComfyUI rejected the workflow"),
                 backend: url.description
             )
             error.comfyError = comfyError
-            error.nodeErrors = answer?["node_errors"] ?? .object([:])
+            error.nodeErrors = ServerPathRedaction.redact(answer?["node_errors"] ?? .object([:]))
             throw error
         default:
             throw ComfyError.badResponse(url, "POST /prompt returned HTTP \(response.status)")

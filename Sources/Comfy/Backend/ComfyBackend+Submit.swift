@@ -30,7 +30,7 @@ extension ComfyBackend {
                 fail(promptID, with: ComfyError.cancelled)
                 Task { await cancelOnServer(promptID) }
                 var error = ComfyError(code: .workflowInvalid, message: "output node \(wanted) failed validation", backend: url.description)
-                error.nodeErrors = .object(receipt.nodeErrors)
+                error.nodeErrors = ServerPathRedaction.redact(.object(receipt.nodeErrors))
                 error.nodeID = wanted
                 throw error
             }

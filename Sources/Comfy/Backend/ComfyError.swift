@@ -43,6 +43,9 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
     }
 
     static func executionFailed(_ backend: ComfyServerURL, _ failure: ComfyExecutionFailure) -> ComfyError {
+        // `exception_message` names files on the GPU server (`cannot identify image file '/…/input/x.png'`).
+        var failure = failure
+        failure.exceptionMessage = ServerPathRedaction.redact(failure.exceptionMessage)
         let trimmed = failure.exceptionMessage.trimmingCharacters(in: .whitespacesAndNewlines)
         var error = ComfyError(code: .executionFailed, message: trimmed.isEmpty ? "execution failed" : trimmed, backend: backend.description)
         error.failure = failure

@@ -1,3 +1,4 @@
+import Comfy
 import Foundation
 
 /// Configuration variables: the process environment over an optional `.env` file (environment wins).
@@ -34,6 +35,37 @@ struct Environment {
         case "1", "true", "yes", "on": return true
         case "0", "false", "no", "off": return false
         default: throw ConfigurationError(variable: name, problem: "expected true or false, got \"\(text)\"")
+        }
+    }
+
+    /// A comma-separated list; blanks dropped.
+    func list(_ name: String) -> [String] {
+        (self[name] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// The pages allowed by a list of origins (`scheme://host[:port]` or `*`) besides `SERVER_BASE_URL`'s.
+    func origins(_ name: String, publicBaseURL: String) throws -> OriginPolicy {
+        do {
+            return try OriginPolicy(publicBaseURL: publicBaseURL, allowed: list(name))
+        } catch {
+            let variable = error.text == publicBaseURL ? "SERVER_BASE_URL" : name
+            throw ConfigurationError(variable: variable, problem: "\"\(error.text)\" is not an origin like https://paint.example.com or http://10.0.0.5:8000")
+        }
+    }
+
+    /// `NODE_POLICY` (`deny` with the built-in list plus `NODE_DENY`, or `allow` with `NODE_ALLOW`).
+    func nodePolicy() throws -> NodePolicy {
+        switch self["NODE_POLICY"]?.lowercased() ?? "deny" {
+        case "deny":
+            return NodePolicy(classes: .deny(NodePolicy.defaultDenied.union(list("NODE_DENY"))))
+        case "allow":
+            let allowed = Set(list("NODE_ALLOW"))
+            guard !allowed.isEmpty else {
+                throw ConfigurationError(variable: "NODE_ALLOW", problem: "NODE_POLICY=allow needs the node classes that may run, comma-separated")
+            }
+            return NodePolicy(classes: .allow(allowed))
+        case let other:
+            throw ConfigurationError(variable: "NODE_POLICY", problem: "expected deny or allow, got \"\(other)\"")
         }
     }
 

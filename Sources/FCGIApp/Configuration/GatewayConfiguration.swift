@@ -10,7 +10,10 @@ import Logging
 /// (32 MiB), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`./.run/ws.sock`),
 /// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
 /// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `MAX_SESSIONS` (10,000), `ALLOWED_ORIGINS` (other sites' pages
-/// that may open drawing WebSockets; `*` for any); the backend pool
+/// that may open drawing WebSockets; `*` for any); for browsers and workflows `CORS_ALLOW_ORIGINS`
+/// (other sites' pages that may call the HTTP API), `NODE_POLICY` (`deny`, the default, or
+/// `allow`), `NODE_DENY` (classes denied besides the built-in list), `NODE_ALLOW` (the classes
+/// `NODE_POLICY=allow` lets run); the backend pool
 /// `BACKEND_CAPACITY` (2 prompts each), `MAX_QUEUED_JOBS` (500; beyond: 429),
 /// `INTERACTIVE_FIRST` (true), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
 /// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `SHUTDOWN_DRAIN_TIMEOUT`
@@ -34,7 +37,11 @@ struct GatewayConfiguration {
     var maxSketchPixels: Int
     var pingInterval: Duration
     var maxSessions: Int
-    var allowedOrigins: Set<String>
+    /// Pages that may open drawing WebSockets.
+    var drawingOrigins: OriginPolicy
+    /// Pages that may call the HTTP API.
+    var apiOrigins: OriginPolicy
+    var nodePolicy: NodePolicy
     var scheduler: SchedulerConfiguration
     var backendTiming: BackendTiming
     var drainTimeout: Duration
@@ -70,7 +77,9 @@ struct GatewayConfiguration {
         maxSketchPixels = try environment.integer("MAX_SKETCH_PIXELS", default: 4096 * 4096, range: 64...(1 << 28))
         pingInterval = try environment.duration("WS_PING_INTERVAL", default: .seconds(20))
         maxSessions = try environment.integer("MAX_SESSIONS", default: 10_000, range: 1...1_000_000)
-        allowedOrigins = Set((environment["ALLOWED_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        drawingOrigins = try environment.origins("ALLOWED_ORIGINS", publicBaseURL: serverBaseURL)
+        apiOrigins = try environment.origins("CORS_ALLOW_ORIGINS", publicBaseURL: serverBaseURL)
+        nodePolicy = try environment.nodePolicy()
         storage = try StorageConfiguration(environment)
         scheduler = SchedulerConfiguration(
             capacityPerBackend: try environment.integer("BACKEND_CAPACITY", default: 2, range: 1...64),

@@ -46,7 +46,9 @@ struct FastCGIExchange {
             query: params["QUERY_STRING"] ?? "",
             headers: headers,
             body: body,
-            remoteAddress: params["REMOTE_ADDR"] ?? ""
+            remoteAddress: params["REMOTE_ADDR"] ?? "",
+            scheme: params["REQUEST_SCHEME"] ?? (params["HTTPS"] == "on" ? "https" : "http"),
+            host: params["CLIENT_HOST"].flatMap { $0.isEmpty ? nil : $0 }
         ))
     }
 

@@ -8,6 +8,7 @@ struct APIError: Error, Sendable {
         case invalidRequest = "invalid_request"
         case unknownOutputNode = "unknown_output_node"
         case workflowInvalid = "workflow_invalid"
+        case workflowRefused = "workflow_refused"
         case notFound = "not_found"
         case forbidden
         case methodNotAllowed = "method_not_allowed"
@@ -22,7 +23,7 @@ struct APIError: Error, Sendable {
 
         var status: Int {
             switch self {
-            case .invalidJSON, .invalidRequest, .unknownOutputNode, .workflowInvalid: 400
+            case .invalidJSON, .invalidRequest, .unknownOutputNode, .workflowInvalid, .workflowRefused: 400
             case .forbidden: 403
             case .notFound: 404
             case .methodNotAllowed: 405
@@ -88,5 +89,16 @@ extension APIError {
         }
         if let backend = error.backend { details["backend"] = .string(backend) }
         if let node = error.nodeID, details["node_id"] == nil { details["node_id"] = .string(node) }
+    }
+}
+
+extension APIError {
+    /// The API's view of a workflow the node policy refused: the node, its class and the input.
+    init(_ rejection: WorkflowRejection) {
+        self.init(.workflowRefused, rejection.message, details: [
+            "node_id": .string(rejection.nodeID),
+            "class_type": .string(rejection.classType),
+        ])
+        if let input = rejection.input { details["input"] = .string(input) }
     }
 }

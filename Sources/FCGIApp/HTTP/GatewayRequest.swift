@@ -9,6 +9,10 @@ struct GatewayRequest: Sendable {
     var body: [UInt8]
     /// The client's address as nginx saw it (`REMOTE_ADDR`): callers take turns by it.
     var remoteAddress: String = ""
+    /// `http` or `https`, as the client reached nginx (`REQUEST_SCHEME`).
+    var scheme: String = "http"
+    /// The `Host` header with its port, as the client sent it (`CLIENT_HOST`).
+    var host: String?
 
     func header(_ name: String) -> String? { headers[name.lowercased()] }
 }

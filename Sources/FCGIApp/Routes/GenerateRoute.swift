@@ -6,6 +6,8 @@ struct GenerateRoute: Sendable {
     let store: any ImageStore
     let timeout: Duration
     let limit: ConcurrencyLimit
+    /// What a caller's workflow may make ComfyUI do (`NODE_POLICY`).
+    let policy: NodePolicy
 
     func generate(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
         try await limit.run { try await run(request, forceFile: forceFile) }
@@ -13,6 +15,7 @@ struct GenerateRoute: Sendable {
 
     private func run(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
         let body = try GenerateRequest(body: request.body)
+        try policy.check(body.workflow)
         let image = try await pool.run(
             PromptJob(workflow: body.workflow, outputNodeID: body.outputNodeID, timeout: timeout),
             priority: .batch,

@@ -4,20 +4,31 @@ import Comfy
 struct Router: Sendable {
     typealias Handler = @Sendable (GatewayRequest) async throws -> GatewayResponse
 
-    private var routes: [String: [String: Handler]] = [:]
-    /// Paths with a trailing parameter (`/api/result/{id}`), matched by prefix.
-    private var prefixRoutes: [(prefix: String, methods: [String: Handler])] = []
+    /// One method of one path: its handler and the body it takes.
+    struct Route: Sendable {
+        var handler: Handler
+        var body: BodyKind?
+    }
 
-    mutating func add(_ method: String, _ path: String, _ handler: @escaping Handler) {
-        routes[path, default: [:]][method] = handler
+    private var routes: [String: [String: Route]] = [:]
+    /// Paths with a trailing parameter (`/api/result/{id}`), matched by prefix.
+    private var prefixRoutes: [(prefix: String, methods: [String: Route])] = []
+    private let crossOrigin: CrossOriginPolicy
+
+    init(crossOrigin: CrossOriginPolicy) {
+        self.crossOrigin = crossOrigin
+    }
+
+    mutating func add(_ method: String, _ path: String, body: BodyKind? = nil, _ handler: @escaping Handler) {
+        routes[path, default: [:]][method] = Route(handler: handler, body: body)
     }
 
     /// A route for every path below `prefix` (the handler reads the rest of the path).
     mutating func add(_ method: String, prefix: String, _ handler: @escaping Handler) {
         if let index = prefixRoutes.firstIndex(where: { $0.prefix == prefix }) {
-            prefixRoutes[index].methods[method] = handler
+            prefixRoutes[index].methods[method] = Route(handler: handler)
         } else {
-            prefixRoutes.append((prefix, [method: handler]))
+            prefixRoutes.append((prefix, [method: Route(handler: handler)]))
         }
     }
 
@@ -27,18 +38,35 @@ struct Router: Sendable {
         guard let methods = routes[request.path] ?? prefixed else {
             return APIError(.notFound, "no endpoint at \(request.path)").response
         }
-        guard let handler = methods[request.method] ?? (request.method == "HEAD" ? methods["GET"] : nil) else {
+        if request.method == "OPTIONS" {
+            return crossOrigin.preflight(request, methods: Set(methods.keys))
+        }
+        var response = await answer(request, methods: methods)
+        response.headers += crossOrigin.headers(for: request)
+        return response
+    }
+
+    private func answer(_ request: GatewayRequest, methods: [String: Route]) async -> GatewayResponse {
+        guard let route = methods[request.method] ?? (request.method == "HEAD" ? methods["GET"] : nil) else {
             var error = APIError(.methodNotAllowed, "\(request.path) does not accept \(request.method)")
             error.headers = [("Allow", methods.keys.sorted().joined(separator: ", "))]
             return error.response
         }
+        if let refusal = crossOrigin.refusal(for: request) {
+            return refusal.response
+        }
+        if let body = route.body, !body.accepts(request.header("content-type")) {
+            return APIError(.unsupportedMediaType, "\(request.path) takes a \(body.mediaType) body").response
+        }
         do {
-            return try await handler(request)
+            return try await route.handler(request)
         } catch let error as APIError {
             return error.response
         } catch let error as ComfyError {
             return APIError(error).response
         } catch let error as DrawingError {
+            return APIError(error).response
+        } catch let error as WorkflowRejection {
             return APIError(error).response
         } catch let error as StorageError {
             return APIError(.storageFailed, "storing the image failed: \(error)", details: ["store": .string(error.store)].merging(error.localURL.map { ["local_url": .string($0)] } ?? [:]) { $1 }).response

@@ -16,7 +16,7 @@ final class DrawingSocketServer: Service {
     private let limits: SketchLimits
     private let maxMessageBytes: Int
     private let pingInterval: Duration
-    private let allowedOrigins: Set<String>
+    private let origins: OriginPolicy
     private let logger: Logger
 
     private enum Upgrade: Sendable {
@@ -24,12 +24,12 @@ final class DrawingSocketServer: Service {
         case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, foreignOrigin: Bool)
     }
 
-    /// - Parameter allowedOrigins: browser origins allowed besides the gateway's own (`*`: any).
+    /// - Parameter origins: the browser pages that may open a session's socket.
     init(
         socketPath: String, sessions: DrawingSessions, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
-        allowedOrigins: Set<String> = [], logger: Logger
+        origins: OriginPolicy, logger: Logger
     ) {
-        self.allowedOrigins = allowedOrigins
+        self.origins = origins
         self.socketPath = socketPath
         self.sessions = sessions
         self.limits = limits
@@ -46,21 +46,18 @@ final class DrawingSocketServer: Service {
         return (try? DrawingError.checkSessionID(id)) != nil ? id : nil
     }
 
-    /// Whether a browser page at the request's `Origin` may open the socket: the gateway's own
-    /// pages and `ALLOWED_ORIGINS` may; clients that send no `Origin` (not browsers) may too.
-    /// This stops another site's page from driving a painter's session with their cookies and network.
-    static func originAllowed(_ headers: HTTPHeaders, allowed: Set<String>) -> Bool {
+    /// Whether a browser page at the request's `Origin` may open the socket; clients that send
+    /// no `Origin` (not browsers) may. This stops another site's page from driving a painter's
+    /// session with their cookies and network.
+    static func originAllowed(_ headers: HTTPHeaders, policy: OriginPolicy) -> Bool {
         guard let origin = headers.first(name: "Origin") else { return true }
-        if allowed.contains("*") || allowed.contains(origin) { return true }
-        guard let host = headers.first(name: "Host"), let originHost = URLComponents(string: origin)?.host else { return false }
-        // nginx passes `$host`, without the port.
-        let hostName = host.split(separator: ":").first.map(String.init) ?? host
-        return originHost.lowercased() == hostName.lowercased()
+        // nginx sets both (snippets/websocket-proxy.conf): the client's own Host, port included, and its scheme.
+        return policy.allows(origin: origin, scheme: headers.first(name: "X-Forwarded-Proto") ?? "http", host: headers.first(name: "Host"))
     }
 
     func run() async throws {
         let maxMessageBytes = self.maxMessageBytes
-        let allowedOrigins = self.allowedOrigins
+        let origins = self.origins
         // Channels whose upgrade was refused for their Origin, from `shouldUpgrade` to the refusal.
         let foreign = Mutex(Set<ObjectIdentifier>())
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -70,7 +67,7 @@ final class DrawingSocketServer: Service {
                     let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
                         maxFrameSize: maxMessageBytes,
                         shouldUpgrade: { channel, head in
-                            let originAllowed = Self.originAllowed(head.headers, allowed: allowedOrigins)
+                            let originAllowed = Self.originAllowed(head.headers, policy: origins)
                             if !originAllowed { foreign.withLock { _ = $0.insert(ObjectIdentifier(channel)) } }
                             let acceptable = Self.sessionID(of: head.uri) != nil && originAllowed
                             return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
@@ -130,7 +127,7 @@ final class DrawingSocketServer: Service {
             for try await part in inbound {
                 guard case .end = part else { continue }
                 let error = foreignOrigin
-                    ? APIError(.forbidden, "WebSocket connections from this page's origin are not allowed (ALLOWED_ORIGINS)")
+                    ? APIError(.forbidden, "WebSocket connections from this page's origin are not allowed (ALLOWED_ORIGINS, SERVER_BASE_URL)")
                     : APIError(.invalidRequest, "connect with a WebSocket upgrade to /api/ws/{session_id}; session ids are 1 to 64 letters, digits, '-' or '_'")
                 let body = error.response.body
                 var headers = HTTPHeaders()
