@@ -37,6 +37,14 @@ struct NodePolicyTests {
         Case(classType: "SaveImage", input: "filename_prefix", value: "../../root/.ssh/x", refusal: ".."),
         Case(classType: "KSampler", input: "sampler_name", value: "euler", refusal: nil),
         Case(classType: "CLIPTextEncode", input: "text", value: "/etc/passwd ../ a photo", refusal: nil),
+        Case(classType: "LoadImage", input: "image", value: "victim_00001_.pngX[output]", refusal: "annotated"),
+        Case(classType: "LoadImage", input: "image", value: "x.png\u{A0}[temp]", refusal: "annotated"),
+        Case(classType: "LoadImage", input: "image", value: "x.pngX[input]", refusal: nil),
+        Case(classType: "LoadImage", input: "image", value: "../\u{301}x.png", refusal: ".."),
+        Case(classType: "CheckpointLoaderSimple", input: "ckpt_name", value: "a\u{600}/../../x", refusal: ".."),
+        Case(classType: "LoadImagesFromFolder", input: "folder", value: "output", refusal: "folder"),
+        Case(classType: "SomeLoader", input: "image_url", value: "http://169.254.169.254/latest", refusal: "URL"),
+        Case(classType: "SomeLoader", input: "filepath", value: "/etc/shadow", refusal: "absolute"),
     ]
 
     @Test(arguments: cases)
@@ -57,9 +65,22 @@ struct NodePolicyTests {
         }
     }
 
-    @Test func linksAreNoFileNames() throws {
-        let workflow: [String: JSONValue] = ["2": .object(["class_type": "ImageInvert", "inputs": .object(["image": .array(["1", 0])])])]
-        try NodePolicy().check(workflow)
+    @Test func linksCarryImagesButNoFileNamesIntoLoaders() throws {
+        let invert: [String: JSONValue] = ["2": .object(["class_type": "ImageInvert", "inputs": .object(["image": .array(["1", 0])])])]
+        try NodePolicy().check(invert)
+        for (classType, input) in [("LoadImage", "image"), ("AnyNode", "file_path"), ("AnyNode", "folder")] {
+            let computed: [String: JSONValue] = ["2": .object(["class_type": .string(classType), "inputs": .object([input: .array(["1", 0])])])]
+            #expect(throws: WorkflowRejection.self, "\(classType).\(input)") { try NodePolicy(classes: .deny([])).check(computed) }
+        }
+    }
+
+    @Test func wrappedValuesAreCheckedAsComfyUIUnwrapsThem() throws {
+        let wrapped: [String: JSONValue] = ["1": .object(["class_type": "LoadImage", "inputs": .object(["image": .object(["__value__": "/etc/hostname"])])])]
+        #expect(throws: WorkflowRejection.self) { try NodePolicy().check(wrapped) }
+        let odd: [String: JSONValue] = ["1": .object(["class_type": "LoadImage", "inputs": .object(["image": .object(["name": "x.png"])])])]
+        #expect(throws: WorkflowRejection.self) { try NodePolicy().check(odd) }
+        let fine: [String: JSONValue] = ["1": .object(["class_type": "LoadImage", "inputs": .object(["image": .object(["__value__": "gateway/x.png"])])])]
+        try NodePolicy().check(fine)
     }
 
     @Test func deniedClassesAreRefusedByDefaultAndAnAllowListAdmitsOnlyItsOwn() throws {

@@ -11,6 +11,11 @@ struct ServerPathRedactionTests {
         ("see https://example.com/docs/page", "see https://example.com/docs/page"),
         ("gateway/x.png is fine", "gateway/x.png is fine"),
         ("ratio 1/2 and /tmp", "ratio 1/2 and /tmp"),
+        ("cannot identify image file 'C:\\\\ComfyUI\\\\input\\\\x.png'", "cannot identify image file 'x.png'"),
+        ("open \\\\fileserver\\share\\comfy\\x.png failed", "open x.png failed"),
+        ("cannot identify image file '/home/John Smith/ComfyUI/input/x.png'", "cannot identify image file 'x.png'"),
+        ("at file:///srv/comfy/x.png and path:/srv/comfy/y.png", "at file:x.png and path:y.png"),
+        ("see http://example.com/a/b", "see http://example.com/a/b"),
     ])
     func strings(_ pair: (String, String)) {
         #expect(ServerPathRedaction.redact(pair.0) == pair.1)

@@ -43,11 +43,21 @@ public struct NodePolicy: Sendable {
         // Code evaluated from an input.
         "Evaluate Integers", "Evaluate Floats", "Evaluate Strings", "AnyNode", "ExecutePython", "PythonScript",
         "RunPythonCode", "Exec Python Code Script",
+        // Folder and URL loaders of other packs (KJNodes, Inspire, ...).
+        "LoadImagesFromFolderKJ", "LoadImageFromURL", "DownloadImageFromURL", "LoadImagesFromDir //Inspire",
+        "LoadImageListFromDir //Inspire", "LoadImagesFromURL", "Load Image From URL",
     ]
 
     /// Inputs holding the name of an uploaded file (`image_upload`, `video_upload`,
     /// `audio_upload` combos): plain names or names in the gateway's folder only.
     static let uploadInputs: Set<String> = ["image", "mask", "video", "audio", "file"]
+
+    /// Loader classes whose upload inputs are always a file name: a link into them (a string
+    /// computed by another node) is refused, since it cannot be checked.
+    static let loaderClasses: Set<String> = [
+        "LoadImage", "LoadImageMask", "LoadImageOutput", "LoadAudio", "LoadVideo", "VHS_LoadVideo", "VHS_LoadAudioUpload",
+        "VHS_LoadVideoFFmpeg", "VHS_LoadImages",
+    ]
 
     /// Refuses the first node that breaks the policy.
     public func check(_ workflow: [String: JSONValue]) throws(WorkflowRejection) {
@@ -62,54 +72,98 @@ public struct NodePolicy: Sendable {
                 break
             }
             for (input, value) in node["inputs"]?.objectValue ?? [:] {
-                guard let name = value.stringValue else { continue }
-                if let problem = problem(with: name, in: input) {
+                if let problem = problem(with: value, in: input, of: classType) {
                     throw WorkflowRejection(nodeID: id, classType: classType, input: input, message: "node \"\(id)\" (\(classType)) input \(input): \(problem)")
                 }
             }
         }
     }
 
-    /// What is wrong with a file name in `input`, or `nil` when the input is no file name or the name is fine.
-    func problem(with name: String, in input: String) -> String? {
-        let isUpload = Self.uploadInputs.contains(input)
-        guard isUpload || Self.isPathInput(input) else { return nil }
-        if name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+    /// What is wrong with an input's value, or `nil`.
+    func problem(with value: JSONValue, in input: String, of classType: String) -> String? {
+        let kind = Self.kind(of: input)
+        guard kind != .other else { return nil }
+        switch value {
+        case .string(let name):
+            return problem(with: name, kind: kind)
+        case .object(let members):
+            // execution.py unwraps `{"__value__": v}` before validating and running the node.
+            guard members.count == 1, let wrapped = members["__value__"] else {
+                return "a file name must be a string"
+            }
+            return problem(with: wrapped, in: input, of: classType)
+        case .array:
+            // A link: another node's output. For a loader or a path input it is a computed name.
+            let computed = kind == .path || kind == .folder || kind == .url || Self.loaderClasses.contains(classType)
+            return computed ? "a file name must be given as it is, not computed by another node" : nil
+        case .null, .bool, .number:
+            return nil
+        }
+    }
+
+    /// What an input holds, judged by its name.
+    enum InputKind { case upload, path, folder, url, other }
+
+    static func kind(of input: String) -> InputKind {
+        if uploadInputs.contains(input) { return .upload }
+        if ["url", "uri", "link"].contains(input) || input.hasSuffix("_url") || input.hasSuffix("_uri") { return .url }
+        if ["directory", "folder", "dir", "folder_path", "directory_path", "root_dir", "output_dir", "input_dir"].contains(input)
+            || input.hasSuffix("_dir") || input.hasSuffix("_directory") || input.hasSuffix("_folder") {
+            return .folder
+        }
+        if ["path", "filename", "filepath", "fullpath", "file_path", "filename_prefix", "output_path", "save_to"].contains(input)
+            || input.hasSuffix("_name") || input.hasSuffix("_path") || input.hasSuffix("_file") {
+            return .path
+        }
+        return .other
+    }
+
+    /// What is wrong with a file name, or `nil` when it is fine for its kind of input.
+    func problem(with name: String, kind: InputKind) -> String? {
+        let scalars = Array(name.unicodeScalars)
+        if scalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
             return "a file name may not contain control characters"
         }
-        var path = Substring(name)
-        if isUpload, let open = path.lastIndex(of: "["), path.hasSuffix("]"), open > path.startIndex,
-           path[path.index(before: open)] == " " {
-            // folder_paths.annotated_filepath: `name [output]` and `name [temp]` read ComfyUI's other folders.
-            let annotation = path[path.index(after: open)..<path.index(before: path.endIndex)]
-            guard annotation == "input" else { return "only uploaded images may be named, not ComfyUI's \(annotation) folder" }
-            path = path[..<path.index(before: open)]
+        switch kind {
+        case .url:
+            // The GPU server would fetch it itself (server-side request forgery).
+            return name.contains("://") || name.hasPrefix("//") ? "the GPU server may not fetch URLs; send images through the gateway" : nil
+        case .folder:
+            // Relative folders resolve against ComfyUI's working directory (`output`: every caller's images).
+            return name.isEmpty ? nil : "folder inputs are not allowed"
+        case .upload, .path, .other:
+            break
         }
-        if path.hasPrefix("/") || path.hasPrefix("\\") || path.hasPrefix("~") || Self.hasDrivePrefix(path) {
+        var path = scalars[...]
+        if kind == .upload, path.last == "]" {
+            // folder_paths.annotated_filepath: a name ending in `[output]` or `[temp]` (whatever
+            // comes before the bracket) reads ComfyUI's other folders; `[input]` is the default.
+            let suffix = Array("[input]".unicodeScalars)
+            guard path.count >= suffix.count + 1, Array(path.suffix(suffix.count)) == suffix else {
+                return "names in ComfyUI's annotated folders ([output], [temp]) are not allowed; only uploaded images may be named"
+            }
+            path = path.dropLast(suffix.count + 1)
+        }
+        let slash: Unicode.Scalar = "/"
+        let backslash: Unicode.Scalar = "\\"
+        if let first = path.first, first == slash || first == backslash || first == "~" {
             return "absolute file names are not allowed"
         }
-        let components = path.split(whereSeparator: { $0 == "/" || $0 == "\\" })
-        if components.contains(where: { $0 == ".." }) {
+        if path.count >= 2, path[path.startIndex + 1] == ":", path.first!.isASCII, path.first!.properties.isAlphabetic {
+            return "absolute file names are not allowed"
+        }
+        // Split on code points, as Python does: a `/` followed by a combining mark is still a separator.
+        let components = path.split(omittingEmptySubsequences: false) { $0 == slash || $0 == backslash }
+        if components.contains(where: { $0.elementsEqual("..".unicodeScalars) }) {
             return "file names may not contain '..'"
         }
-        if isUpload {
-            if path.contains("\\") { return "file names may not contain '\\'" }
-            if components.count > 1, !(components.count == 2 && components[0] == uploadFolder) {
+        if kind == .upload {
+            if path.contains(backslash) { return "file names may not contain '\\'" }
+            let folder = Array(uploadFolder.unicodeScalars)
+            if components.count > 1, !(components.count == 2 && Array(components[0]) == folder) {
                 return "only files in the input folder or its \(uploadFolder)/ folder may be named"
             }
         }
         return nil
-    }
-
-    /// Inputs holding a model name or another path: `ckpt_name`, `lora_name`, `filename_prefix`, `directory`, ...
-    static func isPathInput(_ input: String) -> Bool {
-        ["path", "directory", "folder", "filename", "filename_prefix", "output_path", "root_dir"].contains(input)
-            || input.hasSuffix("_name") || input.hasSuffix("_path") || input.hasSuffix("_dir") || input.hasSuffix("_file")
-            || input.hasSuffix("_directory")
-    }
-
-    private static func hasDrivePrefix(_ path: Substring) -> Bool {
-        let scalars = Array(path.unicodeScalars.prefix(2))
-        return scalars.count == 2 && scalars[1] == ":" && scalars[0].isASCII && scalars[0].properties.isAlphabetic
     }
 }

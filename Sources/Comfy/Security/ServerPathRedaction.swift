@@ -42,13 +42,20 @@ public enum ServerPathRedaction {
     }
 
     /// Where an absolute path of at least two components that starts at `index` ends.
-    /// A path starts after a boundary (start, space, quote, bracket, `=`), so URLs and
-    /// relative names such as `gateway/x.png` are left alone.
+    /// A path starts after a boundary (start, space, quote, bracket, `=`, or a `:` as in
+    /// `file:///srv/x`, but not `http://host/x`), so relative names such as `gateway/x.png` are
+    /// left alone. Inside quotes it runs to the closing quote, spaces included.
     private static func absolutePathEnd(in text: String, at index: String.Index, after previous: Character?) -> String.Index? {
-        if let previous, !(previous.isWhitespace || "'\"`([{<=,".contains(previous)) { return nil }
+        if let previous, !(previous.isWhitespace || "'\"`([{<=,:".contains(previous)) { return nil }
         var cursor = index
         let first = text[cursor]
-        if first == "/" {
+        if previous == ":" {
+            // `scheme://host/...` is a URL; `file:///...` and `path:/...` name files.
+            guard first == "/" else { return nil }
+            let rest = text[cursor...]
+            if rest.hasPrefix("//"), !rest.hasPrefix("///") { return nil }
+        }
+        if first == "/" || first == "\\" {
             cursor = text.index(after: cursor)
         } else if first.isASCII, first.isLetter {
             // `C:\` or `C:/`
@@ -57,20 +64,23 @@ public enum ServerPathRedaction {
             let slash = text.index(after: colon)
             guard slash < text.endIndex, text[slash] == "\\" || text[slash] == "/" else { return nil }
             cursor = text.index(after: slash)
-        } else if first == "\\" {
-            cursor = text.index(after: cursor)
         } else {
             return nil
         }
+        let quote: Character? = previous.flatMap { "'\"`".contains($0) ? $0 : nil }
         var separators = 0
         var componentLength = 0
         while cursor < text.endIndex {
             let character = text[cursor]
             if character == "/" || character == "\\" {
-                guard componentLength > 0 else { break }
-                separators += 1
+                // Runs of separators (`C:\\x` in a Python repr, `\\\\server\\share`) count once.
+                if componentLength > 0 { separators += 1 }
                 componentLength = 0
-            } else if character.isWhitespace || "'\"`)]}>,;:".contains(character) {
+            } else if let quote, character == quote {
+                break
+            } else if quote == nil, character.isWhitespace || "'\"`)]}>,;:".contains(character) {
+                break
+            } else if character == "\n" {
                 break
             } else {
                 componentLength += 1
