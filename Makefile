@@ -2,17 +2,24 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 BIN_PATH = $(shell $(SWIFT) build --show-bin-path)
+RELEASE_BIN_PATH = $(shell $(SWIFT) build -c release --show-bin-path)
 
-.PHONY: run test bench build deps clean
+.PHONY: run run-debug test bench build deps clean
 
 deps:
 	@scripts/install-deps.sh system
 
 build: deps
-	$(SWIFT) build
+	$(SWIFT) build -c release
 
+# The release build, supervised: nginx and the app, restarted if it dies; Ctrl-C or SIGTERM drains both.
 run: build
-	scripts/run-gateway.sh "$(BIN_PATH)/FCGIApp"
+	"$(RELEASE_BIN_PATH)/FCGIApp" run
+
+# The same with the debug build, for a quicker edit-and-run loop.
+run-debug: deps
+	$(SWIFT) build
+	"$(BIN_PATH)/FCGIApp" run
 
 # One build for everything (the tests start the built FCGIApp binary), then the tests.
 test:
@@ -23,7 +30,7 @@ test:
 bench:
 	@scripts/install-deps.sh bench
 	$(SWIFT) build -c release
-	scripts/bench.sh "$$($(SWIFT) build -c release --show-bin-path)/FCGIApp"
+	scripts/bench.sh "$(RELEASE_BIN_PATH)/FCGIApp"
 
 clean:
 	rm -rf .build .run

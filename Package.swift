@@ -34,23 +34,46 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        .executableTarget(
-            name: "FCGIApp",
+        // The HTTP front (configuration, router, routes, errors, the drawing WebSocket listener,
+        // the nginx site): no C library, so route tests call it in-process.
+        .target(
+            name: "GatewayApp",
             dependencies: [
                 "Comfy",
-                "CFastCGI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // The process: libfcgi's threads, the supervisor and `main`.
+        .executableTarget(
+            name: "FCGIApp",
+            dependencies: [
+                "GatewayApp",
+                "CFastCGI",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(
             name: "ComfyTests",
             dependencies: ["Comfy"],
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "GatewayAppTests",
+            dependencies: [
+                "GatewayApp",
+                "Comfy",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
         ),
         .testTarget(
             name: "FCGIAppTests",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Measures the gateway and writes BENCHMARKS.md. Usage: scripts/bench.sh PATH/TO/FCGIApp
-# (`make bench` passes the release build). Starts its own ComfyUI emulators, FCGIApp and nginx
-# on free ports in a temporary directory, the way the end-to-end tests do
-# (Tests/FCGIAppTests/Support/Gateway.swift), runs Tests/Bench/bench.py, stops everything.
+# (`make bench` passes the release build). Starts its own ComfyUI emulators and `FCGIApp run`
+# (the supervisor that renders nginx and starts the app and nginx, as `make run` and the
+# end-to-end tests do) on free ports in a temporary directory, runs Tests/Bench/bench.py,
+# stops everything.
 # Knobs (environment): BENCH_REQUESTS (300), BENCH_SKETCHES (200), BENCH_SESSIONS (1000,5000),
 # BENCH_DIRECT_SESSIONS (5000; 0 = skip), BENCH_JOBS (128), BENCH_JOB_CONCURRENCY (32),
 # BENCH_WRK_DURATION (10s), BENCH_OUTPUT (BENCHMARKS.md at the repository root).
@@ -37,16 +38,16 @@ mkdir -p "$results"
 bench=(python3 "$here/Tests/Bench/bench.py")
 client_pid=""
 emulator_pids=()
+supervisor_pid=""
 app_pid=""
 nginx_pid=""
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 stop_gateway() {
-  # SIGTERM is nginx's fast shutdown (closes proxied WebSockets); the app drains and exits.
-  if [ -n "$nginx_pid" ]; then kill -TERM "$nginx_pid" 2>/dev/null || true; wait "$nginx_pid" 2>/dev/null || true; fi
-  if [ -n "$app_pid" ]; then kill -TERM "$app_pid" 2>/dev/null || true; wait "$app_pid" 2>/dev/null || true; fi
-  nginx_pid=""; app_pid=""
+  # The supervisor drains the app and stops nginx.
+  if [ -n "$supervisor_pid" ]; then kill -TERM "$supervisor_pid" 2>/dev/null || true; wait "$supervisor_pid" 2>/dev/null || true; fi
+  supervisor_pid=""; nginx_pid=""; app_pid=""
 }
 
 cleanup() {
@@ -122,31 +123,22 @@ start_gateway() {
   mkdir -p "$run_dir" "$output_dir" "$workflow_dir"
   "${bench[@]}" style "$workflow_dir/realistic.json"
   local port; port=$(free_port)
-  (
-    unset TLS_CERT TLS_KEY   # plain HTTP on the benchmark's port
-    export PORT=$port RUN_DIR=$run_dir FCGI_SOCKET=$run_dir/fcgi.sock WS_SOCKET=$run_dir/ws.sock \
-      OUTPUT_DIR=$output_dir WORKFLOW_DIR=$workflow_dir COMFYUI_SERVER=$2 \
-      FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning
-    "$here/scripts/render-nginx.sh" >"$dir/render.log" 2>&1
-  ) || { cat "$dir/render.log" >&2; return 1; }
   # The app runs in its own directory: a developer's ./.env (read by the app) must not leak in.
-  # `exec`, so that $! is the app's own pid.
+  # `exec`, so that $! is the supervisor's own pid.
   (
     cd "$dir"
-    unset STORAGE ENABLE_OSS SERVER_BASE_URL   # local image storage, relative URLs
-    export PORT=$port RUN_DIR=$run_dir FCGI_SOCKET=$run_dir/fcgi.sock WS_SOCKET=$run_dir/ws.sock \
-      OUTPUT_DIR=$output_dir WORKFLOW_DIR=$workflow_dir COMFYUI_SERVER=$2 \
-      FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning
-    exec "$app_binary"
+    unset TLS_CERT TLS_KEY STORAGE ENABLE_OSS SERVER_BASE_URL   # plain HTTP, local images, relative URLs
+    export PORT=$port RUN_DIR=$run_dir OUTPUT_DIR=$output_dir WORKFLOW_DIR=$workflow_dir COMFYUI_SERVER=$2 \
+      FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning STATIC_DIR=$here/static NGINX_TEMPLATE_DIR=$here/nginx
+    exec "$app_binary" run
   ) >"$dir/app.log" 2>&1 &
-  app_pid=$!
-  for _ in $(seq 1 200); do
-    [ -S "$run_dir/fcgi.sock" ] && break
-    kill -0 "$app_pid" 2>/dev/null || { echo "bench.sh: FCGIApp exited:" >&2; cat "$dir/app.log" >&2; return 1; }
+  supervisor_pid=$!
+  for _ in $(seq 1 400); do
+    [ -s "$run_dir/nginx.pid" ] && [ -s "$run_dir/app.pid" ] && break
+    kill -0 "$supervisor_pid" 2>/dev/null || { echo "bench.sh: FCGIApp run exited:" >&2; cat "$dir/app.log" >&2; return 1; }
     sleep 0.05
   done
-  nginx -e "$run_dir/logs/error.log" -p "$run_dir/nginx" -c "$run_dir/nginx/nginx.conf" >"$dir/nginx.log" 2>&1 &
-  nginx_pid=$!
+  app_pid=$(cat "$run_dir/app.pid"); nginx_pid=$(cat "$run_dir/nginx.pid")
   gateway_url="http://127.0.0.1:$port"
   for _ in $(seq 1 200); do
     if curl -fsS -o /dev/null "$gateway_url/healthz" 2>/dev/null; then return 0; fi

@@ -1,14 +1,22 @@
 import CFastCGI
 import Foundation
+import GatewayApp
 import Logging
 
-// libfcgi installs its own SIGTERM handler in FCGX_Init; the service group replaces it
-// afterwards with its own, so SIGTERM drains in-flight requests instead.
-FCGX_Init()
+// FCGIApp run            nginx and the app, supervised (make run, make bench, the tests)
+// FCGIApp serve          the app alone: FastCGI and the drawing WebSocket listener (the default)
+// FCGIApp render-nginx   render the nginx configuration into RUN_DIR/nginx and check it
+let command = CommandLine.arguments.dropFirst().first ?? "serve"
+guard ["run", "serve", "render-nginx"].contains(command) else {
+    FileHandle.standardError.write(Data("usage: FCGIApp [run | serve | render-nginx]\n".utf8))
+    exit(64)
+}
 
+let environment: Environment
 let configuration: GatewayConfiguration
 do {
-    configuration = try GatewayConfiguration(Environment())
+    environment = try Environment()
+    configuration = try GatewayConfiguration(environment)
 } catch {
     FileHandle.standardError.write(Data("\(error)\n".utf8))
     exit(2)
@@ -19,11 +27,40 @@ LoggingSystem.bootstrap { label in
     handler.logLevel = configuration.logLevel
     return handler
 }
-let logger = Logger(label: "comfy-gateway")
-let metricsRegistry = MetricsRoute.bootstrap()
+let logger = Logger(label: command == "run" ? "comfy-gateway-supervisor" : "comfy-gateway")
+
+switch command {
+case "run":
+    exit(GatewaySupervisor(configuration: configuration, environment: environment.all, logger: logger).run())
+case "render-nginx":
+    do {
+        try NginxSite(configuration: configuration).render()
+        exit(0)
+    } catch {
+        FileHandle.standardError.write(Data("\(error)\n".utf8))
+        exit(2)
+    }
+default:
+    break
+}
+
+// libfcgi installs its own SIGTERM handler in FCGX_Init; the service group replaces it
+// afterwards with its own, so SIGTERM drains in-flight requests instead.
+FCGX_Init()
 
 do {
-    try await Gateway(configuration: configuration, logger: logger).run()
+    try await GatewayApplication(configuration: configuration, logger: logger).run { frontEnd in
+        FastCGIServer(
+            socketPath: configuration.socketPath,
+            threads: configuration.threads,
+            maxBodyBytes: configuration.maxBodyBytes,
+            drainTimeout: configuration.drainTimeout,
+            logger: logger,
+            onDrain: frontEnd.stopAccepting,
+            onDrainTimeout: frontEnd.abandonWaiting,
+            handler: frontEnd.respond
+        )
+    }
 } catch {
     logger.critical("gateway stopped", metadata: ["error": "\(error)"])
     exit(1)

@@ -2,45 +2,37 @@ import Comfy
 import Logging
 import ServiceLifecycle
 
-/// The gateway process: backends, storage, routes and the FastCGI server, as one service group.
-struct Gateway {
+/// The gateway process: backends, storage, routes, the drawing WebSocket listener and the front
+/// end that takes HTTP requests (the executable's FastCGI server), as one service group.
+public struct GatewayApplication: Sendable {
     let configuration: GatewayConfiguration
     let logger: Logger
 
-    func run() async throws {
+    public init(configuration: GatewayConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// What the front end that takes requests gets: the responder and the drain hooks.
+    public struct FrontEnd: Sendable {
+        /// Answers one request.
+        public let respond: @Sendable (GatewayRequest) async -> GatewayResponse
+        /// Called when draining starts: no new jobs.
+        public let stopAccepting: @Sendable () async -> Void
+        /// Called when the drain time is up: waiting jobs are answered 503.
+        public let abandonWaiting: @Sendable () async -> Void
+    }
+
+    /// Runs until SIGTERM or SIGINT has drained the front end that `makeFrontEnd` builds.
+    public func run(makeFrontEnd: (FrontEnd) -> any Service) async throws {
+        let metricsRegistry = MetricsRoute.bootstrap()
         let http = CurlHTTPClient(threads: 32)
         defer { http.shutdown() }
-        let pool = BackendPool(
-            urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming, logger: logger
-        )
-        let local = LocalImageStore(directory: configuration.outputDirectory, baseURL: configuration.serverBaseURL)
-        let store = try configuration.storage.makeStore(local: local, http: http, logger: logger)
-
-        var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins))
-        // Keep FastCGI threads for everything else while generate calls wait on the GPUs.
-        let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
-        let generate = GenerateRoute(
-            pool: pool, store: store, timeout: configuration.generateTimeout, limit: generateLimit, policy: configuration.nodePolicy
-        )
-        router.add("POST", "/api/generate", body: .json) { try await generate.generate($0, forceFile: false) }
-        router.add("POST", "/api/generate_file", body: .json) { try await generate.generate($0, forceFile: true) }
-        let styles = StyleLibrary(directory: configuration.workflowDirectory, logger: logger)
-        let sessions = DrawingSessions(
-            pool: pool,
-            styles: styles,
-            store: store,
-            configuration: .init(jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout, maxSessions: configuration.maxSessions),
-            logger: logger
-        )
-        let limits = SketchLimits(maxBytes: configuration.maxSketchBytes, maxPixels: configuration.maxSketchPixels)
-        let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits)
-        router.add("GET", "/api/styles") { await sketch.listStyles($0) }
-        router.add("POST", "/api/sketch", body: .multipart) { try await sketch.upload($0) }
-        router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }
-        let health = HealthRoute(pool: pool, styles: styles)
-        router.add("GET", "/healthz") { await health.health($0) }
-        let metrics = MetricsRoute(registry: metricsRegistry, sessions: sessions)
-        router.add("GET", "/metrics") { await metrics.metrics($0) }
+        let parts = try GatewayParts(configuration: configuration, http: http, metrics: metricsRegistry, logger: logger)
+        let pool = parts.pool
+        let sessions = parts.sessions
+        let limits = parts.limits
+        let router = parts.router(configuration)
         let drawingSockets = DrawingSocketServer(
             socketPath: configuration.webSocketPath,
             sessions: sessions,
@@ -52,16 +44,11 @@ struct Gateway {
             logger: logger
         )
 
-        let fastCGI = FastCGIServer(
-            socketPath: configuration.socketPath,
-            threads: configuration.threads,
-            maxBodyBytes: configuration.maxBodyBytes,
-            drainTimeout: configuration.drainTimeout,
-            logger: logger,
-            onDrain: { await pool.stopAccepting() },
-            onDrainTimeout: { await pool.shutDown() },
-            handler: { [router] in await router.respond(to: $0) }
-        )
+        let frontEnd = makeFrontEnd(FrontEnd(
+            respond: { [router] in await router.respond(to: $0) },
+            stopAccepting: { await pool.stopAccepting() },
+            abandonWaiting: { await pool.shutDown() }
+        ))
         let group = ServiceGroup(
             configuration: .init(
                 // Shut down in reverse order: FastCGI drains first while the backends still run.
@@ -72,7 +59,7 @@ struct Gateway {
                     .init(service: configuration.storage.retentionService(directory: configuration.outputDirectory, logger: logger) {
                         await sessions.resultFilenames()
                     }),
-                    .init(service: fastCGI),
+                    .init(service: frontEnd),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger

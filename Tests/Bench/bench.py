@@ -651,7 +651,7 @@ def cmd_report(args) -> None:
       f"when the run started: {config.get('loadavg_start', '?')}, at the end: {' '.join(open('/proc/loadavg').read().split()[:3])} "
       "(anything else running on the machine shows up as noise, mostly in the p99 columns).")
     w(f"- Gateway settings: `FCGI_THREADS={config.get('fcgi_threads', '?')}`, `LOG_LEVEL={config.get('log_level', '?')}`, "
-      "nginx config as shipped in `nginx/` (rendered by `scripts/render-nginx.sh`), local image storage.\n")
+      "nginx config as shipped in `nginx/` (rendered by `FCGIApp run`), local image storage.\n")
 
     if latency:
         w("## 1. Added latency of `POST /api/generate`\n")

@@ -171,6 +171,5 @@ struct GenerateErrorTests {
         #expect(gateway.app.stop(SIGTERM) == 0)
         // The request that was running when SIGTERM came still got its image.
         #expect(try await inFlight.value.status == 200)
-        gateway.nginx.stop(SIGQUIT)
     }
 }

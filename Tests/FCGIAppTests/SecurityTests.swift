@@ -13,8 +13,12 @@ struct SecurityTests {
 
     /// A workflow that loads `name` with `loader` and sends the result over the WebSocket.
     func loading(_ name: String, with loader: String = "LoadImage", input: String = "image") -> JSONValue {
+        loading(value: .string(name), with: loader, input: input)
+    }
+
+    func loading(value: JSONValue, with loader: String = "LoadImage", input: String = "image") -> JSONValue {
         Workflows.body([
-            "10": Workflows.node(loader, [input: .string(name)]),
+            "10": Workflows.node(loader, [input: value]),
             "11": Workflows.node("ImageInvert", ["image": Workflows.link("10", 0)]),
             "12": Workflows.node("SaveImageWebsocket", ["images": Workflows.link("11", 0)]),
         ], output: "12")
@@ -27,6 +31,9 @@ struct SecurityTests {
                 (loading("../../../../etc/hostname"), "10", "image", ".."),
                 (loading("clipspace/secret.png"), "10", "image", "folder"),
                 (loading("ComfyUI_00001_.png [output]"), "10", "image", "output"),
+                (loading("ComfyUI_00001_.pngX[output]"), "10", "image", "output"),
+                (loading(value: .object(["__value__": "/etc/hostname"])), "10", "image", "absolute"),
+                (loading(value: Workflows.link("99", 0)), "10", "image", "computed"),
                 (loading("../mask.png", with: "LoadImageMask"), "10", "image", ".."),
                 (loading("/srv/clips/a.mp4", with: "VHS_LoadVideo", input: "video"), "10", "video", "absolute"),
                 (Workflows.body({

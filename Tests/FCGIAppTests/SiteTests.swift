@@ -91,12 +91,13 @@ struct SiteTests {
         )
         #expect(openssl.stop(0) == 0)
         let render = try ChildProcess(
-            "\(TestPaths.packageRoot)/scripts/render-nginx.sh", [],
+            TestPaths.gatewayBinary, ["render-nginx"],
             environment: [
-                "RUN_DIR": "\(directory)/run", "PORT": "\(TestPaths.freePort())", "FCGI_SOCKET": "\(directory)/run/fcgi.sock",
-                "WS_SOCKET": "\(directory)/run/ws.sock", "OUTPUT_DIR": directory,
+                "RUN_DIR": "\(directory)/run", "PORT": "\(TestPaths.freePort())", "OUTPUT_DIR": directory,
                 "TLS_CERT": "\(directory)/cert.pem", "TLS_KEY": "\(directory)/key.pem",
+                "STATIC_DIR": "\(TestPaths.packageRoot)/static", "NGINX_TEMPLATE_DIR": "\(TestPaths.packageRoot)/nginx",
             ],
+            directory: directory,
             logPath: "\(directory)/render.log"
         )
         #expect(render.stop(0) == 0, "\(render.log)")

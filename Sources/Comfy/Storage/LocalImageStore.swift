@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 
 /// Images as files under `OUTPUT_DIR`, which nginx serves at `/output_images/`.
 ///
@@ -20,8 +21,12 @@ public struct LocalImageStore: ImageStore {
     }
 
     public func store(_ bytes: [UInt8], mimeType: String) async throws -> StoredImage {
-        let filename = Digest.hex(Digest.sha256(bytes)) + "." + fileExtension(forMimeType: mimeType)
-        try write(bytes, to: filename)
+        // Hashing, write, fsync and rename block: they run on NIO's thread pool, not the cooperative one.
+        let filename = try await NIOThreadPool.singleton.runIfActive { [self] in
+            let filename = Digest.hex(Digest.sha256(bytes)) + "." + fileExtension(forMimeType: mimeType)
+            try write(bytes, to: filename)
+            return filename
+        }
         return StoredImage(filename: filename, url: url(for: filename), mimeType: mimeType)
     }
 

@@ -1,5 +1,7 @@
+import GatewayApp
 import CFastCGI
 import Foundation
+import NIOHTTP1
 
 /// One accepted libfcgi request: its parameters and body in, the response out.
 ///
@@ -53,7 +55,7 @@ struct FastCGIExchange {
     }
 
     func write(_ response: GatewayResponse) {
-        var head = "Status: \(response.status) \(reasonPhrase(response.status))\r\n"
+        var head = "Status: \(response.status) \(HTTPResponseStatus(statusCode: response.status).reasonPhrase)\r\n"
         for (name, value) in response.headers where !value.contains("\r") && !value.contains("\n") {
             head += "\(name): \(value)\r\n"
         }
@@ -69,27 +71,5 @@ struct FastCGIExchange {
             if written < 0 { return }  // nginx went away; nothing more to do
             offset += chunk
         }
-    }
-}
-
-/// The reason phrase for a status line.
-func reasonPhrase(_ status: Int) -> String {
-    switch status {
-    case 200: "OK"
-    case 201: "Created"
-    case 204: "No Content"
-    case 304: "Not Modified"
-    case 400: "Bad Request"
-    case 403: "Forbidden"
-    case 404: "Not Found"
-    case 405: "Method Not Allowed"
-    case 413: "Payload Too Large"
-    case 415: "Unsupported Media Type"
-    case 429: "Too Many Requests"
-    case 500: "Internal Server Error"
-    case 502: "Bad Gateway"
-    case 503: "Service Unavailable"
-    case 504: "Gateway Timeout"
-    default: "Status"
     }
 }

@@ -1,3 +1,4 @@
+import GatewayApp
 import CFastCGI
 import Foundation
 import Logging

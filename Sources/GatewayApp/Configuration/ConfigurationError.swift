@@ -1,7 +1,12 @@
 /// An invalid setting: start-up stops with one line naming the variable and the problem.
-struct ConfigurationError: Error, CustomStringConvertible {
-    var variable: String
-    var problem: String
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var variable: String
+    public var problem: String
 
-    var description: String { "invalid configuration: \(variable): \(problem)" }
+    public init(variable: String, problem: String) {
+        self.variable = variable
+        self.problem = problem
+    }
+
+    public var description: String { "invalid configuration: \(variable): \(problem)" }
 }

@@ -2,16 +2,27 @@ import Comfy
 import Foundation
 
 /// Configuration variables: the process environment over an optional `.env` file (environment wins).
-struct Environment {
+public struct Environment: Sendable {
     private var values: [String: String]
 
-    init(processEnvironment: [String: String] = ProcessInfo.processInfo.environment, dotEnvPath: String = ".env") {
-        var values = (try? String(contentsOfFile: dotEnvPath, encoding: .utf8)).map(Self.parseDotEnv) ?? [:]
+    /// The process environment over `dotEnvPath` when that file exists; a malformed file stops start-up.
+    public init(processEnvironment: [String: String] = ProcessInfo.processInfo.environment, dotEnvPath: String = ".env") throws {
+        var values: [String: String] = [:]
+        if let text = try? String(contentsOfFile: dotEnvPath, encoding: .utf8) {
+            do {
+                values = try DotEnv.parse(text, environment: processEnvironment)
+            } catch {
+                throw ConfigurationError(variable: dotEnvPath, problem: "line \(error.line): \(error.problem)")
+            }
+        }
         values.merge(processEnvironment) { _, environment in environment }
         self.values = values
     }
 
-    init(_ values: [String: String]) {
+    /// Every variable, for the child processes the supervisor starts.
+    public var all: [String: String] { values }
+
+    public init(_ values: [String: String]) {
         self.values = values
     }
 
@@ -86,25 +97,5 @@ struct Environment {
             throw ConfigurationError(variable: name, problem: "expected a duration like 600, 500ms, 90s, 10m, 2h or 7d, got \"\(text)\"")
         }
         return .seconds(value * scale)
-    }
-
-    /// `KEY=VALUE` lines; `#` comments, `export ` prefixes and matching quotes are allowed.
-    static func parseDotEnv(_ text: String) -> [String: String] {
-        var result: [String: String] = [:]
-        for rawLine in text.split(whereSeparator: \.isNewline) {
-            var line = rawLine.trimmingCharacters(in: .whitespaces)
-            guard !line.isEmpty, !line.hasPrefix("#") else { continue }
-            if line.hasPrefix("export ") { line.removeFirst("export ".count) }
-            guard let equalsIndex = line.firstIndex(of: "=") else { continue }
-            let key = line[..<equalsIndex].trimmingCharacters(in: .whitespaces)
-            var value = line[line.index(after: equalsIndex)...].trimmingCharacters(in: .whitespaces)
-            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
-                value = String(value.dropFirst().dropLast())
-            } else if let comment = value.range(of: " #") {
-                value = value[..<comment.lowerBound].trimmingCharacters(in: .whitespaces)
-            }
-            result[key] = value
-        }
-        return result
     }
 }

@@ -4,10 +4,10 @@ import Logging
 /// Everything the gateway process reads from its environment.
 ///
 /// Variables: `COMFYUI_SERVER` (comma-separated `http://host:port` list, default
-/// `http://127.0.0.1:8188`), `FCGI_SOCKET` (default `./.run/fcgi.sock`), `FCGI_THREADS`
+/// `http://127.0.0.1:8188`), `FCGI_SOCKET` (default `RUN_DIR/fcgi.sock`), `FCGI_THREADS`
 /// (default 256), `WORKFLOW_DIR` (`./workflow`), `OUTPUT_DIR` (`./output_images`),
 /// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_BODY_BYTES`
-/// (32 MiB), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`./.run/ws.sock`),
+/// (`MAX_BODY`), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`RUN_DIR/ws.sock`),
 /// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
 /// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `MAX_SESSIONS` (10,000), `ALLOWED_ORIGINS` (other sites' pages
 /// that may open drawing WebSockets; `*` for any); for browsers and workflows `CORS_ALLOW_ORIGINS`
@@ -18,19 +18,19 @@ import Logging
 /// `INTERACTIVE_FIRST` (true), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
 /// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `SHUTDOWN_DRAIN_TIMEOUT`
 /// (120 s for in-flight requests after SIGTERM); image storage as
-/// `StorageConfiguration` documents.
-struct GatewayConfiguration {
-    var comfyServers: [ComfyServerURL]
-    var socketPath: String
-    var threads: Int
+/// `StorageConfiguration` documents; nginx's side as `SiteConfiguration` documents.
+public struct GatewayConfiguration: Sendable {
+    public var comfyServers: [ComfyServerURL]
+    public var socketPath: String
+    public var threads: Int
     var workflowDirectory: String
     var outputDirectory: String
     var serverBaseURL: String
     var generateTimeout: Duration
-    var maxBodyBytes: Int
-    var logLevel: Logger.Level
+    public var maxBodyBytes: Int
+    public var logLevel: Logger.Level
     var storage: StorageConfiguration
-    var webSocketPath: String
+    public var webSocketPath: String
     var sketchTimeout: Duration
     var sessionIdleTimeout: Duration
     var maxSketchBytes: Int
@@ -44,9 +44,11 @@ struct GatewayConfiguration {
     var nodePolicy: NodePolicy
     var scheduler: SchedulerConfiguration
     var backendTiming: BackendTiming
-    var drainTimeout: Duration
+    public var drainTimeout: Duration
+    /// nginx's side: port, run folder, TLS, body size.
+    public var site: SiteConfiguration
 
-    init(_ environment: Environment) throws {
+    public init(_ environment: Environment) throws {
         let servers = (environment["COMFYUI_SERVER"] ?? "http://127.0.0.1:8188").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         comfyServers = try servers.map { text in
             guard let url = ComfyServerURL(text) else {
@@ -55,7 +57,8 @@ struct GatewayConfiguration {
             return url
         }
         guard !comfyServers.isEmpty else { throw ConfigurationError(variable: "COMFYUI_SERVER", problem: "no server given") }
-        socketPath = environment["FCGI_SOCKET"] ?? "./.run/fcgi.sock"
+        site = try SiteConfiguration(environment)
+        socketPath = environment["FCGI_SOCKET"] ?? "\(site.runDirectory)/fcgi.sock"
         threads = try environment.integer("FCGI_THREADS", default: 256, range: 4...4096)
         workflowDirectory = environment["WORKFLOW_DIR"] ?? "./workflow"
         outputDirectory = environment["OUTPUT_DIR"] ?? "./output_images"
@@ -64,13 +67,14 @@ struct GatewayConfiguration {
             throw ConfigurationError(variable: "SERVER_BASE_URL", problem: "expected an http:// or https:// URL, got \"\(serverBaseURL)\"")
         }
         generateTimeout = try environment.duration("GENERATE_TIMEOUT", default: .seconds(600))
-        maxBodyBytes = try environment.integer("MAX_BODY_BYTES", default: 32 << 20, range: 1024...(1 << 30))
+        // nginx refuses larger bodies first; the app's own limit defaults to the same size.
+        maxBodyBytes = try environment.integer("MAX_BODY_BYTES", default: site.maxBodyBytes, range: 1024...(1 << 40))
         let level = environment["LOG_LEVEL"] ?? "info"
         guard let logLevel = Logger.Level(rawValue: level) else {
             throw ConfigurationError(variable: "LOG_LEVEL", problem: "expected trace, debug, info, notice, warning, error or critical, got \"\(level)\"")
         }
         self.logLevel = logLevel
-        webSocketPath = environment["WS_SOCKET"] ?? "./.run/ws.sock"
+        webSocketPath = environment["WS_SOCKET"] ?? "\(site.runDirectory)/ws.sock"
         sketchTimeout = try environment.duration("SKETCH_TIMEOUT", default: .seconds(120))
         sessionIdleTimeout = try environment.duration("SESSION_IDLE_TIMEOUT", default: .seconds(1800))
         maxSketchBytes = try environment.integer("MAX_SKETCH_BYTES", default: 10 << 20, range: 1024...(256 << 20))

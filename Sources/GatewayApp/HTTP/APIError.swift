@@ -1,9 +1,9 @@
 import Comfy
 
 /// An error answer of the API: `{"error": {"code", "message", ...}}` with its HTTP status.
-struct APIError: Error, Sendable {
+public struct APIError: Error, Sendable {
     /// The error kinds; `status` maps each to its HTTP status, in this one place.
-    enum Code: String, Sendable {
+    public enum Code: String, Sendable {
         case invalidJSON = "invalid_json"
         case invalidRequest = "invalid_request"
         case unknownOutputNode = "unknown_output_node"
@@ -21,7 +21,7 @@ struct APIError: Error, Sendable {
         case backendUnavailable = "backend_unavailable"
         case timeout
 
-        var status: Int {
+        public var status: Int {
             switch self {
             case .invalidJSON, .invalidRequest, .unknownOutputNode, .workflowInvalid, .workflowRefused: 400
             case .forbidden: 403
@@ -46,13 +46,13 @@ struct APIError: Error, Sendable {
     var topLevel: [String: JSONValue] = [:]
     var headers: [(String, String)] = []
 
-    init(_ code: Code, _ message: String, details: [String: JSONValue] = [:]) {
+    public init(_ code: Code, _ message: String, details: [String: JSONValue] = [:]) {
         self.code = code
         self.message = message
         self.details = details
     }
 
-    var response: GatewayResponse {
+    public var response: GatewayResponse {
         var error = details
         error["code"] = .string(code.rawValue)
         error["message"] = .string(message)

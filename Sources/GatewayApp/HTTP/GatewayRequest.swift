@@ -1,18 +1,32 @@
 /// An HTTP request as nginx hands it over FastCGI.
-struct GatewayRequest: Sendable {
-    var method: String
+public struct GatewayRequest: Sendable {
+    public var method: String
     /// The decoded path without query (`DOCUMENT_URI`).
-    var path: String
-    var query: String
+    public var path: String
+    public var query: String
     /// Header names lower-cased.
-    var headers: [String: String]
-    var body: [UInt8]
+    public var headers: [String: String]
+    public var body: [UInt8]
     /// The client's address as nginx saw it (`REMOTE_ADDR`): callers take turns by it.
-    var remoteAddress: String = ""
+    public var remoteAddress: String
     /// `http` or `https`, as the client reached nginx (`REQUEST_SCHEME`).
-    var scheme: String = "http"
+    public var scheme: String
     /// The `Host` header with its port, as the client sent it (`CLIENT_HOST`).
-    var host: String?
+    public var host: String?
 
-    func header(_ name: String) -> String? { headers[name.lowercased()] }
+    public init(
+        method: String, path: String, query: String = "", headers: [String: String] = [:], body: [UInt8] = [],
+        remoteAddress: String = "", scheme: String = "http", host: String? = nil
+    ) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.remoteAddress = remoteAddress
+        self.scheme = scheme
+        self.host = host
+    }
+
+    public func header(_ name: String) -> String? { headers[name.lowercased()] }
 }

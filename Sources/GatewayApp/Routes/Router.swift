@@ -60,16 +60,8 @@ struct Router: Sendable {
         }
         do {
             return try await route.handler(request)
-        } catch let error as APIError {
-            return error.response
-        } catch let error as ComfyError {
-            return APIError(error).response
-        } catch let error as DrawingError {
-            return APIError(error).response
-        } catch let error as WorkflowRejection {
-            return APIError(error).response
-        } catch let error as StorageError {
-            return APIError(.storageFailed, "storing the image failed: \(error)", details: ["store": .string(error.store)].merging(error.localURL.map { ["local_url": .string($0)] } ?? [:]) { $1 }).response
+        } catch let error as any APIErrorConvertible {
+            return error.apiError.response
         } catch {
             return APIError(.internalError, "internal error").response
         }

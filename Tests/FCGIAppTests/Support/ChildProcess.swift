@@ -5,9 +5,10 @@ final class ChildProcess: @unchecked Sendable {
     let process = Process()
     let logPath: String
 
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], logPath: String, stdout: Pipe? = nil) throws {
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], directory: String? = nil, logPath: String, stdout: Pipe? = nil) throws {
         self.logPath = logPath
         process.executableURL = URL(fileURLWithPath: executable)
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment
         merged.merge(environment) { _, new in new }

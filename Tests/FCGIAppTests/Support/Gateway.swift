@@ -1,10 +1,11 @@
 import Comfy
 import Foundation
 
-/// The real gateway for one test: the built FCGIApp behind a real nginx on a free port.
+/// The real gateway for one test: `FCGIApp run` (the supervisor `make run` starts), which
+/// renders nginx, starts the app and a real nginx in front of it on a free port.
 final class Gateway: Sendable {
+    /// The supervisor; the app's and its own log lines are in its log, and SIGTERM drains both.
     let app: ChildProcess
-    let nginx: ChildProcess
     let port: Int
     let runDirectory: String
     let outputDirectory: String
@@ -31,32 +32,23 @@ final class Gateway: Sendable {
             "COMFYUI_SERVER": backends.joined(separator: ","),
             "FCGI_THREADS": "128",
             "LOG_LEVEL": "info",
+            "STATIC_DIR": "\(TestPaths.packageRoot)/static",
+            "NGINX_TEMPLATE_DIR": "\(TestPaths.packageRoot)/nginx",
         ]
         env.merge(environment) { _, new in new }
         try FileManager.default.createDirectory(atPath: env["WORKFLOW_DIR"]!, withIntermediateDirectories: true)
 
-        let render = try ChildProcess("\(TestPaths.packageRoot)/scripts/render-nginx.sh", [], environment: env, logPath: "\(directory)/render.log")
-        guard render.stop(0) == 0 else { throw TestFailure("render-nginx.sh failed:\n\(render.log)") }
-
-        app = try ChildProcess(TestPaths.gatewayBinary, [], environment: env, logPath: "\(directory)/app.log")
-        let socket = env["FCGI_SOCKET"]!
-        for _ in 0..<200 where !FileManager.default.fileExists(atPath: socket) {
-            guard app.isRunning else { throw TestFailure("FCGIApp exited:\n\(app.log)") }
-            usleep(20_000)
-        }
-        nginx = try ChildProcess(
-            "/usr/sbin/nginx",
-            ["-e", "\(runDirectory)/logs/error.log", "-p", "\(runDirectory)/nginx", "-c", "\(runDirectory)/nginx/nginx.conf"],
-            logPath: "\(directory)/nginx.log"
-        )
+        // In the test's own folder: a developer's ./.env must not leak in.
+        app = try ChildProcess(TestPaths.gatewayBinary, ["run"], environment: env, directory: directory, logPath: "\(directory)/app.log")
     }
 
     /// Waits until nginx answers and `/healthz` reports the wanted state.
     func waitUntilHealthy(_ wantStatus: Int = 200) async throws {
-        for _ in 0..<200 {
+        for _ in 0..<400 {
             if let response = try? await http.execute(HTTPClientRequest(url: "\(baseURL)/healthz", timeout: .seconds(2))), response.status == wantStatus {
                 return
             }
+            guard app.isRunning else { throw TestFailure("FCGIApp run exited:\n\(app.log)") }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw TestFailure("gateway never became healthy:\n\(app.log)")
@@ -80,11 +72,9 @@ final class Gateway: Sendable {
         try FileManager.default.contentsOfDirectory(atPath: outputDirectory).sorted()
     }
 
-    /// Stops nginx then the app (SIGTERM); returns the app's exit status.
+    /// Stops nginx and the app (SIGTERM to the supervisor); returns the app's exit status.
     @discardableResult
     func stop() -> Int32 {
-        // SIGTERM is nginx's fast shutdown: it closes proxied WebSockets instead of waiting on them.
-        nginx.stop(SIGTERM)
-        return app.stop(SIGTERM)
+        app.stop(SIGTERM, grace: .seconds(30))
     }
 }

@@ -1,0 +1,113 @@
+import Foundation
+import GatewayApp
+import Logging
+
+/// `FCGIApp run`: the one start-up routine of `make run`, `make bench` and the tests.
+///
+/// It renders nginx from the app's own parsed configuration, starts the app (`FCGIApp serve`)
+/// and waits for its sockets, then starts nginx. When the app dies it logs why and starts it
+/// again while nginx goes on serving images; SIGTERM or SIGINT lets both drain, and the
+/// supervisor exits with the app's status.
+struct GatewaySupervisor {
+    let configuration: GatewayConfiguration
+    /// The variables the children get: the process environment over `.env`.
+    let environment: [String: String]
+    let logger: Logger
+
+    /// Restarts allowed within `restartWindow` before the supervisor gives up.
+    static let maxRestarts = 5
+    static let restartWindow: Duration = .seconds(60)
+
+    func run() -> Int32 {
+        // Signals are waited for (sigtimedwait), not handled; blocked before any thread starts.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGCHLD] { sigaddset(&signals, signal) }
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let site = NginxSite(configuration: configuration)
+        do {
+            try site.render()
+            var app = try startApp()
+            let nginx = try SupervisedProcess.spawn(
+                "nginx", path: NginxSite.nginxPath, arguments: ["-e", site.errorLog, "-p", site.prefix, "-c", site.configPath], environment: environment
+            )
+            let scheme = configuration.site.tls == nil ? "http" : "https"
+            let banner = "Comfy Gateway on \(scheme)://127.0.0.1:\(configuration.site.port) (ComfyUI: \(configuration.comfyServers.map(\.description).joined(separator: ", ")))\n"
+            FileHandle.standardOutput.write(Data(banner.utf8))
+            var restarts: [ContinuousClock.Instant] = []
+            while true {
+                var timeout = timespec(tv_sec: 1, tv_nsec: 0)
+                let signal = sigtimedwait(&signals, nil, &timeout)
+                if signal == SIGTERM || signal == SIGINT || signal == SIGHUP {
+                    return shutDown(app: app, nginx: nginx)
+                }
+                if let status = nginx.poll() {
+                    logger.error("nginx stopped; stopping the app", metadata: ["nginx.exit": "\(status)"])
+                    app.signal(SIGTERM)
+                    _ = app.wait(within: configuration.drainTimeout + .seconds(10))
+                    return 1
+                }
+                guard let status = app.poll() else { continue }
+                let now = ContinuousClock.now
+                restarts = restarts.filter { now - $0 < Self.restartWindow } + [now]
+                guard restarts.count <= Self.maxRestarts else {
+                    logger.critical("the app keeps stopping; giving up", metadata: ["app.exit": "\(status)", "app.restarts": "\(restarts.count)"])
+                    nginx.signal(SIGQUIT)
+                    _ = nginx.wait(within: .seconds(10))
+                    return status.shellStatus == 0 ? 1 : status.shellStatus
+                }
+                logger.error("the app stopped; starting it again", metadata: ["app.exit": "\(status)"])
+                app = try startApp()
+            }
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            return 2
+        }
+    }
+
+    /// Starts `FCGIApp serve` and returns once both its sockets listen.
+    private func startApp() throws -> SupervisedProcess {
+        // A socket file left by a killed app would look like a listening one.
+        unlink(configuration.socketPath)
+        unlink(configuration.webSocketPath)
+        let app = try SupervisedProcess.spawn("app", path: Self.executablePath, arguments: ["serve"], environment: environment)
+        try? "\(app.pid)\n".write(toFile: "\(configuration.site.runDirectory)/app.pid", atomically: true, encoding: .utf8)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !(FileManager.default.fileExists(atPath: configuration.socketPath) && FileManager.default.fileExists(atPath: configuration.webSocketPath)) {
+            if let status = app.poll() {
+                throw SupervisorError(description: "the app \(status) before it listened")
+            }
+            guard ContinuousClock.now < deadline else {
+                app.signal(SIGKILL)
+                throw SupervisorError(description: "the app did not open \(configuration.socketPath) within 60 s")
+            }
+            usleep(10_000)
+        }
+        return app
+    }
+
+    /// nginx finishes open requests while the app drains (SHUTDOWN_DRAIN_TIMEOUT); then both are gone.
+    private func shutDown(app: SupervisedProcess, nginx: SupervisedProcess) -> Int32 {
+        nginx.signal(SIGQUIT)
+        app.signal(SIGTERM)
+        let appStatus = app.wait(within: configuration.drainTimeout + .seconds(15)) ?? {
+            app.signal(SIGKILL)
+            return app.wait(within: .seconds(5))
+        }()
+        // A graceful nginx waits for proxied WebSockets; the app has closed its end by now.
+        if nginx.wait(within: .seconds(10)) == nil {
+            nginx.signal(SIGTERM)
+            if nginx.wait(within: .seconds(5)) == nil {
+                nginx.signal(SIGKILL)
+                _ = nginx.wait(within: .seconds(5))
+            }
+        }
+        return appStatus?.shellStatus ?? 1
+    }
+
+    /// This binary, to start it again as the app.
+    static var executablePath: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+}

@@ -1,0 +1,59 @@
+import Comfy
+import Foundation
+import Logging
+import Prometheus
+
+/// The gateway's working parts (backends, storage, styles, drawing sessions) and the router
+/// over them: what the application runs and what route tests call in-process.
+struct GatewayParts: Sendable {
+    let pool: BackendPool
+    let store: any ImageStore
+    let styles: StyleLibrary
+    let sessions: DrawingSessions
+    let limits: SketchLimits
+    let metrics: PrometheusCollectorRegistry
+
+    init(configuration: GatewayConfiguration, http: CurlHTTPClient, metrics: PrometheusCollectorRegistry, logger: Logger) throws {
+        pool = BackendPool(
+            urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming, logger: logger
+        )
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.outputDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw ConfigurationError(variable: "OUTPUT_DIR", problem: "cannot create \(configuration.outputDirectory): \(error.localizedDescription)")
+        }
+        let local = LocalImageStore(directory: configuration.outputDirectory, baseURL: configuration.serverBaseURL)
+        store = try configuration.storage.makeStore(local: local, http: http, logger: logger)
+        styles = StyleLibrary(directory: configuration.workflowDirectory, logger: logger)
+        sessions = DrawingSessions(
+            pool: pool,
+            styles: styles,
+            store: store,
+            configuration: .init(jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout, maxSessions: configuration.maxSessions),
+            logger: logger
+        )
+        limits = SketchLimits(maxBytes: configuration.maxSketchBytes, maxPixels: configuration.maxSketchPixels)
+        self.metrics = metrics
+    }
+
+    /// Every HTTP endpoint the app answers (nginx serves the static ones itself).
+    func router(_ configuration: GatewayConfiguration) -> Router {
+        var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins))
+        // Keep FastCGI threads for everything else while generate calls wait on the GPUs.
+        let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
+        let generate = GenerateRoute(
+            pool: pool, store: store, timeout: configuration.generateTimeout, limit: generateLimit, policy: configuration.nodePolicy
+        )
+        router.add("POST", "/api/generate", body: .json) { try await generate.generate($0, forceFile: false) }
+        router.add("POST", "/api/generate_file", body: .json) { try await generate.generate($0, forceFile: true) }
+        let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits)
+        router.add("GET", "/api/styles") { await sketch.listStyles($0) }
+        router.add("POST", "/api/sketch", body: .multipart) { try await sketch.upload($0) }
+        router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }
+        let health = HealthRoute(pool: pool, styles: styles)
+        router.add("GET", "/healthz") { await health.health($0) }
+        let metricsRoute = MetricsRoute(registry: metrics, sessions: sessions)
+        router.add("GET", "/metrics") { await metricsRoute.metrics($0) }
+        return router
+    }
+}

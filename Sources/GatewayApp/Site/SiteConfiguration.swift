@@ -1,0 +1,84 @@
+import Foundation
+
+/// nginx's side of the configuration, read by the same reader as the app's: where the rendered
+/// site goes, what it listens on, and the limits and paths it shares with the app.
+///
+/// Variables: `PORT` (8000), `RUN_DIR` (`./.run`), `MAX_BODY` (`32m`, nginx's
+/// `client_max_body_size`), `TLS_CERT` and `TLS_KEY` (PEM files; both or neither),
+/// `METRICS_ALLOW` (`127.0.0.1 ::1`), `STATIC_DIR` (`./static`), `NGINX_TEMPLATE_DIR`
+/// (`./nginx`), plus the app's `FCGI_SOCKET`, `WS_SOCKET`, `OUTPUT_DIR` and `GENERATE_TIMEOUT`.
+public struct SiteConfiguration: Sendable {
+    public var port: Int
+    /// Absolute: sockets, the rendered nginx configuration, logs.
+    public var runDirectory: String
+    /// nginx's size syntax (`32m`).
+    public var maxBody: String
+    /// `MAX_BODY` in bytes.
+    public var maxBodyBytes: Int
+    public var tls: (certificate: String, key: String)?
+    /// Addresses or CIDRs that may read `/metrics`.
+    public var metricsAllow: [String]
+    public var staticDirectory: String
+    public var templateDirectory: String
+
+    init(_ environment: Environment) throws {
+        port = try environment.integer("PORT", default: 8000, range: 1...65535)
+        runDirectory = Self.absolute(environment["RUN_DIR"] ?? "./.run")
+        maxBody = environment["MAX_BODY"] ?? "32m"
+        guard let bytes = Self.bytes(ofNginxSize: maxBody) else {
+            throw ConfigurationError(variable: "MAX_BODY", problem: "expected a size like 32m, 512k or 1g, got \"\(maxBody)\"")
+        }
+        maxBodyBytes = bytes
+        switch (environment["TLS_CERT"], environment["TLS_KEY"]) {
+        case (nil, nil):
+            tls = nil
+        case (let certificate?, let key?):
+            for (variable, path) in [("TLS_CERT", certificate), ("TLS_KEY", key)] where !FileManager.default.isReadableFile(atPath: path) {
+                throw ConfigurationError(variable: variable, problem: "cannot read \"\(path)\"")
+            }
+            tls = (Self.absolute(certificate), Self.absolute(key))
+        case (nil, _):
+            throw ConfigurationError(variable: "TLS_CERT", problem: "TLS_KEY is set, so TLS_CERT must be too")
+        case (_, nil):
+            throw ConfigurationError(variable: "TLS_KEY", problem: "TLS_CERT is set, so TLS_KEY must be too")
+        }
+        metricsAllow = (environment["METRICS_ALLOW"] ?? "127.0.0.1 ::1")
+            .split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
+        for address in metricsAllow where !Self.isAddressOrCIDR(address) {
+            throw ConfigurationError(variable: "METRICS_ALLOW", problem: "\"\(address)\" is not an address or CIDR")
+        }
+        staticDirectory = Self.absolute(environment["STATIC_DIR"] ?? "./static")
+        templateDirectory = Self.absolute(environment["NGINX_TEMPLATE_DIR"] ?? "./nginx")
+    }
+
+    /// `path` made absolute against the working directory (nginx needs absolute paths).
+    static func absolute(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true))
+        return url.standardizedFileURL.path
+    }
+
+    /// nginx's size syntax: a number with an optional `k`, `m` or `g`.
+    static func bytes(ofNginxSize text: String) -> Int? {
+        let units: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
+        var digits = Substring(text.lowercased())
+        var scale = 1
+        if let last = digits.last, let unit = units[last] {
+            scale = unit
+            digits = digits.dropLast()
+        }
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let value = Int(digits), value > 0, value <= (1 << 40) / scale else { return nil }
+        return value * scale
+    }
+
+    static func isAddressOrCIDR(_ text: String) -> Bool {
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let address = parts.first, !address.isEmpty else { return false }
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        let isV4 = inet_pton(AF_INET, String(address), &v4) == 1
+        guard isV4 || inet_pton(AF_INET6, String(address), &v6) == 1 else { return false }
+        guard parts.count == 2 else { return true }
+        guard let bits = Int(parts[1]) else { return false }
+        return (0...(isV4 ? 32 : 128)).contains(bits)
+    }
+}

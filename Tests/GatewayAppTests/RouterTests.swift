@@ -1,0 +1,110 @@
+import Comfy
+import Foundation
+@testable import GatewayApp
+import Logging
+import Prometheus
+import Testing
+
+/// The real router over parts whose one backend nobody listens on: everything these tests see
+/// is answered before ComfyUI would be asked.
+func withRouter(_ environment: [String: String] = [:], _ body: (Router) async throws -> Void) async throws {
+    let directory = NSTemporaryDirectory() + "router-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    var values = ["COMFYUI_SERVER": "http://127.0.0.1:9", "OUTPUT_DIR": directory, "WORKFLOW_DIR": directory]
+    values.merge(environment) { $1 }
+    let configuration = try GatewayConfiguration(Environment(values))
+    let http = CurlHTTPClient(threads: 2)
+    defer { http.shutdown() }
+    let parts = try GatewayParts(configuration: configuration, http: http, metrics: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
+    try await body(parts.router(configuration))
+}
+
+func post(_ path: String, _ body: String, contentType: String? = "application/json", headers: [String: String] = [:]) -> GatewayRequest {
+    var all = headers
+    all["content-type"] = contentType
+    return GatewayRequest(method: "POST", path: path, headers: all, body: Array(body.utf8), host: "127.0.0.1:8000")
+}
+
+extension GatewayResponse {
+    var error: JSONValue? { (try? JSONValue.parse(body))?["error"] }
+    func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+}
+
+/// Routing, content types, CORS and workflow refusals, called in-process.
+struct RouterTests {
+    @Test func unknownPathsAndMethodsAnswerJSON() async throws {
+        try await withRouter { router in
+            let missing = await router.respond(to: GatewayRequest(method: "GET", path: "/api/nothing"))
+            #expect(missing.status == 404)
+            #expect(missing.error?["code"] == "not_found")
+            let wrong = await router.respond(to: GatewayRequest(method: "GET", path: "/api/generate"))
+            #expect(wrong.status == 405)
+            #expect(wrong.header("Allow") == "POST")
+            #expect(wrong.error?["code"] == "method_not_allowed")
+        }
+    }
+
+    @Test(arguments: [nil, "text/plain", "application/x-www-form-urlencoded", "application/xml", "multipart/form-data; boundary=x"])
+    func jobRoutesRefuseNonJSONBodies(_ contentType: String?) async throws {
+        try await withRouter { router in
+            for path in ["/api/generate", "/api/generate_file"] {
+                let response = await router.respond(to: post(path, #"{"workflow_data": {}}"#, contentType: contentType))
+                #expect(response.status == 415)
+                #expect(response.error?["code"] == "unsupported_media_type")
+            }
+            let sketch = await router.respond(to: post("/api/sketch", "{}", contentType: contentType == nil ? "application/json" : contentType))
+            #expect(sketch.status == (contentType?.hasPrefix("multipart/") == true ? 400 : 415))
+        }
+    }
+
+    @Test func refusedWorkflowsNameTheNodeAndInput() async throws {
+        try await withRouter { router in
+            let body = #"{"workflow_data": {"10": {"class_type": "LoadImage", "inputs": {"image": "/etc/passwd"}}, "12": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["10", 0]}}}, "output_node_id": "12"}"#
+            let response = await router.respond(to: post("/api/generate", body))
+            #expect(response.status == 400)
+            #expect(response.error?["code"] == "workflow_refused")
+            #expect(response.error?["node_id"] == "10")
+            #expect(response.error?["input"] == "image")
+            #expect(response.error?["class_type"] == "LoadImage")
+            let invalid = await router.respond(to: post("/api/generate", "{nope"))
+            #expect(invalid.status == 400)
+            #expect(invalid.error?["code"] == "invalid_json")
+        }
+    }
+
+    @Test func crossSitePostsNeedAListedOrigin() async throws {
+        try await withRouter(["CORS_ALLOW_ORIGINS": "https://app.example"]) { router in
+            let foreign = await router.respond(to: post("/api/generate", "{nope", headers: ["origin": "https://evil.example"]))
+            #expect(foreign.status == 403)
+            #expect(foreign.error?["code"] == "forbidden")
+            // The page's own origin and a listed one get past the Origin check to the body's own error.
+            let own = await router.respond(to: post("/api/generate", "{nope", headers: ["origin": "http://127.0.0.1:8000"]))
+            #expect(own.error?["code"] == "invalid_json")
+            #expect(own.header("Access-Control-Allow-Origin") == nil)
+            let listed = await router.respond(to: post("/api/generate", "{nope", headers: ["origin": "https://app.example"]))
+            #expect(listed.error?["code"] == "invalid_json")
+            #expect(listed.header("Access-Control-Allow-Origin") == "https://app.example")
+        }
+    }
+
+    @Test func preflightsPassOnlyForListedOriginsAndRoutedMethods() async throws {
+        try await withRouter(["CORS_ALLOW_ORIGINS": "https://app.example"]) { router in
+            func preflight(_ origin: String, _ method: String) async -> GatewayResponse {
+                await router.respond(to: GatewayRequest(method: "OPTIONS", path: "/api/generate", headers: [
+                    "origin": origin, "access-control-request-method": method, "access-control-request-headers": "content-type",
+                ]))
+            }
+            let passed = await preflight("https://app.example", "POST")
+            #expect(passed.status == 204)
+            #expect(passed.header("Access-Control-Allow-Origin") == "https://app.example")
+            #expect(passed.header("Access-Control-Allow-Methods") == "OPTIONS, POST")
+            #expect(passed.header("Access-Control-Max-Age") == "600")
+            #expect(await preflight("https://evil.example", "POST").status == 403)
+            #expect(await preflight("https://app.example", "DELETE").status == 405)
+            let plain = await router.respond(to: GatewayRequest(method: "OPTIONS", path: "/api/styles"))
+            #expect(plain.status == 204)
+            #expect(plain.header("Allow") == "GET, HEAD, OPTIONS")
+        }
+    }
+}
