@@ -55,6 +55,7 @@ let package = Package(
             name: "FCGIApp",
             dependencies: [
                 "GatewayApp",
+                "Comfy",
                 "CFastCGI",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -55,6 +55,7 @@ public struct GatewayApplication: Sendable {
                 services: [
                     .init(service: BackendService(pool: pool)),
                     .init(service: SessionSweeper(sessions: sessions, interval: min(configuration.sessionIdleTimeout / 4, .seconds(60)))),
+                    .init(service: DrawingGenerations(sessions: sessions)),
                     .init(service: drawingSockets),
                     .init(service: configuration.storage.retentionService(directory: configuration.outputDirectory, logger: logger) {
                         await sessions.resultFilenames()
@@ -76,6 +77,17 @@ struct BackendService: Service {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             await pool.run()
+        }
+    }
+}
+
+/// Runs the drawing sessions' generations.
+struct DrawingGenerations: Service {
+    let sessions: DrawingSessions
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await sessions.run()
         }
     }
 }

@@ -62,7 +62,9 @@ public final class BackendPool: Sendable {
 
     /// Runs the job on a healthy backend when its turn comes, moving it if the backend fails.
     /// - Parameter owner: whose job it is (a session id, a caller's address): owners take turns.
+    /// `job.events` is finished when the job ends, whatever the outcome.
     public func run(_ job: PromptJob, priority: JobPriority = .batch, owner: String = "") async throws -> GeneratedImage {
+        defer { job.events?.finish() }
         let started = ContinuousClock.now
         let deadline = started + job.timeout
         do {
@@ -88,9 +90,14 @@ public final class BackendPool: Sendable {
                 await dispatcher.finish(id)
                 return image
             } catch let error as ComfyError where error.isBackendFailure && ContinuousClock.now < deadline {
+                // The one place a job is tried again: on another backend if one is up, within its attempts.
                 guard await dispatcher.retry(id) else { throw error }
-                logger.notice("job moves to another backend", metadata: ["comfy.backend": "\(backend.url)", "error": "\(error)"])
-                metrics.jobMoved()
+                if error.code == .promptLost {
+                    logger.notice("ComfyUI lost a prompt; submitting it again", metadata: ["comfy.backend": "\(backend.url)", "error": "\(error)"])
+                } else {
+                    logger.notice("job moves to another backend", metadata: ["comfy.backend": "\(backend.url)", "error": "\(error)"])
+                    metrics.jobMoved()
+                }
             } catch {
                 await dispatcher.finish(id)
                 throw error
@@ -140,5 +147,5 @@ public struct BackendStatus: Sendable {
 
 extension ComfyError {
     /// The backend, not the job, failed: the job may run elsewhere.
-    var isBackendFailure: Bool { code == .backendUnavailable || code == .badResponse }
+    var isBackendFailure: Bool { code == .backendUnavailable || code == .badResponse || code == .promptLost }
 }

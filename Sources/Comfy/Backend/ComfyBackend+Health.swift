@@ -21,8 +21,7 @@ extension ComfyBackend {
 
     private func probe() async {
         do {
-            let response = try await call("GET", "/system_stats", timeout: .seconds(3))
-            guard response.status == 200 else { throw ComfyError.badResponse(url, "GET /system_stats returned HTTP \(response.status)") }
+            try await rest.probe()
             monitor.probed(ok: true)
         } catch {
             monitor.probed(ok: false)
@@ -36,7 +35,7 @@ extension ComfyBackend {
         case .none:
             return
         case .failOver:
-            logger.warning("ComfyUI still unreachable; moving its prompts", metadata: ["comfy.in_flight": "\(slots.count)"])
+            logger.warning("ComfyUI still unreachable; moving its prompts", metadata: ["comfy.in_flight": "\(tracker.count)"])
             failAll(with: ComfyError.unavailable(url, lastError ?? "WebSocket lost"), cancelOnServer: false)
         case .stalled:
             // A node may run long without a word; ComfyUI's queue tells a slow node from a stuck worker.
@@ -46,18 +45,15 @@ extension ComfyBackend {
             }
             let seconds = timing.stallTimeout.components.seconds
             lastError = "no progress on its prompts for \(seconds) s"
-            logger.warning("ComfyUI stalled; moving its prompts", metadata: ["comfy.in_flight": "\(slots.count)"])
+            logger.warning("ComfyUI stalled; moving its prompts", metadata: ["comfy.in_flight": "\(tracker.count)"])
             failAll(with: ComfyError.unavailable(url, "stalled: no progress for \(seconds) s"), cancelOnServer: true)
         }
     }
 
     /// Whether ComfyUI's `/queue` shows one of our prompts running.
     private func isRunningOurs() async -> Bool {
-        guard let response = try? await call("GET", "/queue", timeout: .seconds(3)), response.status == 200,
-              let queue = try? JSONValue.parse(response.body)
-        else { return false }
-        let running = (queue["queue_running"]?.arrayValue ?? []).compactMap { $0.arrayValue?.dropFirst().first?.stringValue }
-        return running.contains { slots[$0] != nil }
+        guard let queue = try? await rest.queue(timeout: .seconds(3)) else { return false }
+        return queue.running.contains { tracker.slot($0) != nil }
     }
 
     /// Tells the pool when the health changed.

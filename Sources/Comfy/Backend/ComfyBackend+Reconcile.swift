@@ -1,7 +1,7 @@
 /// Settling prompts whose events may have been missed while the WebSocket was down.
 extension ComfyBackend {
     /// For each prompt: finished → settle from `/history`; still queued → keep waiting (the new
-    /// socket has another client id, so poll history until it ends); unknown → run it again.
+    /// socket has another client id, so poll history until it ends); unknown → lost.
     func reconcile(_ promptIDs: [String]) async {
         await withTaskGroup(of: Void.self) { group in
             for promptID in promptIDs {
@@ -12,25 +12,26 @@ extension ComfyBackend {
 
     private func reconcile(_ promptID: String) async {
         var pollInterval = Duration.milliseconds(50)
-        while let slot = slot(promptID), slot.watch.ending == nil {
+        while let slot = tracker.slot(promptID), slot.watch.ending == nil, !Task.isCancelled {
             do {
-                if let entry = try await history(promptID) {
+                if let entry = try await rest.history(promptID) {
                     switch entry.outcome {
                     case .success, .unknown:
-                        markEnded(promptID, .success, files: entry.images)
+                        execute(tracker.settle(promptID, .success, files: entry.images))
                     case .failed(let failure):
-                        markEnded(promptID, .failed(failure), files: [:])
+                        execute(tracker.settle(promptID, .failed(failure), files: [:]))
                     case .interrupted:
-                        markEnded(promptID, .interrupted, files: [:])
+                        execute(tracker.settle(promptID, .interrupted, files: [:]))
                     }
                     return
                 }
-                guard try await isQueued(promptID) else {
-                    fail(promptID, with: PromptLost())
+                guard try await rest.isQueued(promptID) else {
+                    fail(promptID, with: ComfyError.promptLost(url, "ComfyUI no longer knows it"))
                     return
                 }
-                // Queued under a client id whose socket is gone: its events go nowhere.
-                if slot.clientID == clientID { return }
+                // Queued under a client id whose socket is gone: its events go nowhere, so ask
+                // /history until it ends. Under the current socket's id, events arrive again.
+                if slot.clientID == tracker.clientID { return }
             } catch {
                 if !isConnected { return }  // the next connection reconciles again
             }
@@ -39,6 +40,3 @@ extension ComfyBackend {
         }
     }
 }
-
-/// ComfyUI no longer knows a prompt (it restarted, or it was dropped): run it again.
-struct PromptLost: Error {}

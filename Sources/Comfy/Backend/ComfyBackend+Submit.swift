@@ -1,73 +1,64 @@
 import Foundation
 
-/// Running one job on this backend, start to image.
+/// Running one job on this backend, start to image: one attempt.
 extension ComfyBackend {
     /// Submits the job, waits for its image, and cleans up on ComfyUI whatever happens.
     ///
-    /// A prompt lost to a dropped socket or a restarted ComfyUI is submitted again (ComfyUI's
-    /// cache makes the rerun cheap), a bounded number of times, within the job's timeout.
-    public func run(_ job: PromptJob, maxAttempts: Int = 3) async throws -> GeneratedImage {
+    /// A prompt lost to a dropped socket or a restarted ComfyUI fails with `promptLost`: the
+    /// scheduler decides whether it runs again, here or elsewhere.
+    public func run(_ job: PromptJob) async throws -> GeneratedImage {
         let deadline = ContinuousClock.now + job.timeout
-        for attempt in 1...maxAttempts {
-            guard await waitUntilConnected(timeout: min(.seconds(5), deadline - .now)), let clientID else {
-                throw ComfyError.unavailable(url, lastError ?? "no WebSocket connection")
-            }
-            for upload in job.uploads {
-                try await self.upload(upload)
-            }
-            let promptID = UUID().uuidString.lowercased()
-            register(PromptWatch(promptID: promptID, job: job), clientID: clientID)
-            let receipt: ComfyPromptReceipt
-            do {
-                receipt = try await postPrompt(job, promptID: promptID, clientID: clientID)
-            } catch {
-                fail(promptID, with: error)
-                // The prompt may have been queued before the answer was lost: it must not run for nobody.
-                if (error as? ComfyError)?.code != .workflowInvalid { Task { await cancelOnServer(promptID) } }
-                throw error
-            }
-            if let wanted = job.outputNodeID, receipt.droppedOutputs.contains(wanted) {
-                fail(promptID, with: ComfyError.cancelled)
-                Task { await cancelOnServer(promptID) }
-                var error = ComfyError(code: .workflowInvalid, message: "output node \(wanted) failed validation", backend: url.description)
-                error.nodeErrors = ServerPathRedaction.redact(.object(receipt.nodeErrors))
-                error.nodeID = wanted
-                throw error
-            }
-            do {
-                let watch = try await waitForEnding(promptID, deadline: deadline, timeout: job.timeout)
-                if let image = try await image(from: watch) {
-                    Task { await deleteHistory(promptID) }
-                    return image
-                }
-                // The wanted frame was lost with the socket: rerun unless out of attempts.
-                if !watch.missedEvents || attempt == maxAttempts {
-                    throw ComfyError(code: .noImage, message: "output node \(job.outputNodeID ?? "(any)") produced no image", backend: url.description)
-                }
-            } catch is PromptLost where attempt < maxAttempts {
-                logger.notice("ComfyUI lost a prompt; submitting it again", metadata: ["comfy.prompt_id": "\(promptID)"])
-            }
+        guard await waitUntilConnected(timeout: min(.seconds(5), deadline - .now)), let clientID = tracker.clientID else {
+            throw ComfyError.unavailable(url, lastError ?? "no WebSocket connection")
         }
-        throw ComfyError.unavailable(url, "the prompt was lost \(maxAttempts) times")
+        for upload in job.uploads {
+            try await rest.upload(upload)
+        }
+        let promptID = UUID().uuidString.lowercased()
+        track(PromptWatch(promptID: promptID, job: job), clientID: clientID)
+        let receipt: ComfyPromptReceipt
+        do {
+            receipt = try await rest.postPrompt(job, promptID: promptID, clientID: clientID)
+        } catch {
+            abandon(promptID)
+            // The prompt may have been queued before the answer was lost: it must not run for nobody.
+            if (error as? ComfyError)?.code != .workflowInvalid { schedule(.cancel(promptID)) }
+            throw error
+        }
+        if let wanted = job.outputNodeID, receipt.droppedOutputs.contains(wanted) {
+            abandon(promptID)
+            schedule(.cancel(promptID))
+            var error = ComfyError(code: .workflowInvalid, message: "output node \(wanted) failed validation", backend: url.description)
+            error.nodeErrors = ServerPathRedaction.redact(.object(receipt.nodeErrors))
+            error.nodeID = wanted
+            throw error
+        }
+        let watch = try await waitForEnding(promptID, deadline: deadline, timeout: job.timeout)
+        if let image = try await image(from: watch) {
+            schedule(.deleteHistory(promptID))
+            return image
+        }
+        if watch.missedEvents {
+            throw ComfyError.promptLost(url, "its image was lost with the WebSocket")
+        }
+        throw ComfyError(code: .noImage, message: "output node \(job.outputNodeID ?? "(any)") produced no image", backend: url.description)
     }
 
-    /// Waits for the prompt's end; on timeout or cancellation removes it from ComfyUI first.
+    /// Waits for the prompt's end; on timeout or cancellation removes it from ComfyUI.
     private func waitForEnding(_ promptID: String, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> PromptWatch {
-        let timer = Task {
-            try await Task.sleep(until: deadline)
-            self.fail(promptID, with: ComfyError.timedOut(timeout))
-        }
-        defer { timer.cancel() }
+        let endings = self.endings
         do {
-            return try await withTaskCancellationHandler {
-                try await awaitEnding(promptID)
-            } onCancel: {
-                Task { await self.fail(promptID, with: ComfyError.cancelled) }
+            return try await withDeadline(deadline, timeout: { ComfyError.timedOut(timeout) }) {
+                try await endings.wait(for: promptID)
             }
-        } catch let error as ComfyError where error.code == .timedOut || error.code == .cancelled {
-            // Not in this task's tree: the cleanup must outlive a cancelled caller.
-            Task { await cancelOnServer(promptID) }
+        } catch let error as ComfyError where error.code == .timedOut {
+            abandon(promptID)
+            schedule(.cancel(promptID))
             throw error
+        } catch is CancellationError {
+            abandon(promptID)
+            schedule(.cancel(promptID))
+            throw ComfyError.cancelled
         }
     }
 
@@ -75,7 +66,7 @@ extension ComfyBackend {
     private func image(from watch: PromptWatch) async throws -> GeneratedImage? {
         switch watch.ending {
         case .failed(let failure):
-            Task { await deleteHistory(watch.promptID) }
+            schedule(.deleteHistory(watch.promptID))
             throw ComfyError.executionFailed(url, failure)
         case .interrupted:
             throw ComfyError(code: .interrupted, message: "the prompt was interrupted on ComfyUI", backend: url.description)
@@ -86,7 +77,7 @@ extension ComfyBackend {
         case .frame(let node, let bytes, let mimeType):
             return GeneratedImage(bytes: bytes, mimeType: mimeType, promptID: watch.promptID, backend: url.description, nodeID: node)
         case .file(let node, let reference):
-            let (bytes, mimeType) = try await view(reference)
+            let (bytes, mimeType) = try await rest.view(reference)
             return GeneratedImage(bytes: bytes, mimeType: mimeType, promptID: watch.promptID, backend: url.description, nodeID: node)
         case nil:
             return nil

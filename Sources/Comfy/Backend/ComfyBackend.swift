@@ -1,244 +1,189 @@
 import Foundation
 import Logging
 
-/// One ComfyUI server: its long-lived WebSocket, the prompts in flight on it, and its REST calls.
+/// One ComfyUI server: runs jobs on it, one attempt each, and keeps its health.
 ///
-/// Events on the socket are routed to prompts by `prompt_id`. The socket is opened with a fresh
-/// `clientId` on every (re)connection: ComfyUI keeps one socket per id, and an old socket's
-/// cleanup would silently orphan a new one with the same id (protocol notes §5b).
+/// Made of three parts that change for different reasons: `ComfyConnection` owns the socket
+/// and hands its events over as a stream, `PromptTracker` says which event belongs to which
+/// prompt and what follows from it, and `ComfyRESTClient` makes the REST calls. This actor
+/// only executes the tracker's effects. Retrying a failed job is the scheduler's business.
 public actor ComfyBackend {
     /// Where the server is.
     public nonisolated let url: ComfyServerURL
-    let http: CurlHTTPClient
+    let rest: ComfyRESTClient
     let logger: Logger
-    private let clientIDPrefix = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-    private var generation = 0
     let timing: BackendTiming
+    private let connection: ComfyConnection
 
-    /// The id of the current socket; prompts are submitted under it.
-    private(set) var clientID: String?
-    private(set) var slots: [String: WatchSlot] = [:] {
-        didSet { if oldValue.count != slots.count { monitor.promptsInFlight(slots.count, at: .now) } }
-    }
-    /// The prompt ComfyUI is running for us, to attribute frames that carry no prompt id.
-    private var runningPromptID: String?
-    private var connectedWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
+    var tracker = PromptTracker()
+    /// Jobs waiting for their prompt's end, by prompt id.
+    let endings = WaiterTable<String, PromptWatch>()
+    /// Jobs waiting for the socket to come up.
+    private let connectionWaiters = WaiterTable<UUID, Void>()
+    /// Clean-ups on ComfyUI that must outlive the job that asks for them (a cancelled caller).
+    private let chores: AsyncStream<Chore>.Continuation
+    private let choreStream: AsyncStream<Chore>
+
     /// Why the backend last failed, for `/healthz`.
     public internal(set) var lastError: String?
     public var isConnected: Bool { monitor.isConnected }
 
     /// The health rules (see ComfyBackend+Health).
     var monitor: BackendHealthMonitor
+    private var reportedInFlight = 0
     var publishedHealth = BackendHealth.down
     let healthContinuation: AsyncStream<BackendHealth>.Continuation
     /// Every change of `health`, for the scheduler.
     public nonisolated let healthChanges: AsyncStream<BackendHealth>
 
-    struct WatchSlot {
-        var watch: PromptWatch
-        /// The client id the prompt was submitted under.
-        var clientID: String
-        var waiter: CheckedContinuation<PromptWatch, Error>?
+    /// Work on ComfyUI that no caller waits for.
+    enum Chore: Sendable {
+        /// Remove the prompt from the queue, interrupt it if it runs.
+        case cancel(String)
+        /// Forget a finished prompt's history entry.
+        case deleteHistory(String)
+        /// Settle prompts from `/history` after missed events.
+        case reconcile([String])
     }
 
     public init(url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), logger: Logger) {
         self.url = url
-        self.http = http
+        rest = ComfyRESTClient(url: url, http: http)
+        connection = ComfyConnection(url: url)
         self.timing = timing
         monitor = BackendHealthMonitor(timing: timing, now: .now)
         (healthChanges, healthContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (choreStream, chores) = AsyncStream.makeStream()
         var logger = logger
         logger[metadataKey: "comfy.backend"] = "\(url)"
         self.logger = logger
     }
 
     /// How many prompts this gateway has in flight here.
-    public var inFlight: Int { slots.count }
+    public var inFlight: Int { tracker.count }
 
-    /// Keeps the WebSocket open until the task is cancelled, reconnecting with backoff.
+    /// Keeps the socket open and acts on what it hears, and does the clean-ups, until cancelled.
     public func run() async {
-        var backoff = Duration.milliseconds(100)
-        while !Task.isCancelled {
-            generation += 1
-            let id = "\(clientIDPrefix)-\(generation)"
-            do {
-                try await WebSocketClient.connect(host: url.host, port: url.port, path: "\(url.basePath)/ws?clientId=\(id)") { session in
-                    // Connected once upgraded: ComfyUI's first `status` frame can arrive in the same read as
-                    // the 101 answer and is not guaranteed to reach us, so nothing may wait for it.
-                    self.connected(id)
-                    // Type-4 frames carry prompt and node ids; only honoured as the first client message.
-                    try await session.send(.text(#"{"type": "feature_flags", "data": {"supports_preview_metadata": true}}"#))
-                    for try await message in session.messages {
-                        switch message {
-                        case .text(let text):
-                            if let event = ComfyEvent.decode(Array(text.utf8)) { self.handle(event) }
-                        case .binary(let bytes):
-                            if let frame = ComfyBinaryFrame.decode(bytes) { self.handle(frame) }
-                        }
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.connection.run() }
+            group.addTask {
+                await withDiscardingTaskGroup { chores in
+                    for await chore in self.choreStream {
+                        chores.addTask { await self.perform(chore) }
                     }
                 }
-                lastError = "WebSocket closed by the server"
-            } catch {
-                lastError = "WebSocket: \(error)"
             }
-            if isConnected { backoff = .milliseconds(100) }
-            disconnected()
-            try? await Task.sleep(for: backoff)
-            backoff = min(backoff * 2, .seconds(2))
+            for await event in connection.events {
+                handle(event)
+            }
+            chores.finish()
         }
-        disconnected()
+        if isConnected { disconnected(reason: "stopped") }
+    }
+
+    func schedule(_ chore: Chore) {
+        chores.yield(chore)
+    }
+
+    private func perform(_ chore: Chore) async {
+        switch chore {
+        case .cancel(let promptID): await rest.cancel(promptID)
+        case .deleteHistory(let promptID): await rest.deleteHistory(promptID)
+        case .reconcile(let promptIDs): await reconcile(promptIDs)
+        }
     }
 
     /// Waits until the socket is up, at most `timeout`. Returns whether it is.
     func waitUntilConnected(timeout: Duration) async -> Bool {
         if isConnected { return true }
         let key = UUID()
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            self.resumeConnectedWaiter(key)
+        let waiters = connectionWaiters
+        _ = try? await withDeadline(.now + timeout, timeout: { CancellationError() }) {
+            try await waiters.wait(for: key)
         }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { connectedWaiters[key] = $0 }
-        } onCancel: {
-            Task { await self.resumeConnectedWaiter(key) }
-        }
-        timer.cancel()
         return isConnected
     }
 
-    private func resumeConnectedWaiter(_ key: UUID) {
-        connectedWaiters.removeValue(forKey: key)?.resume()
-    }
-
-    private func handle(_ event: ComfyEvent) {
-        let promptID: String?
+    private func handle(_ event: ComfyConnection.Event) {
         switch event {
-        case .executionStart(let id), .executionCached(let id, _), .executionSuccess(let id), .executionInterrupted(let id, _, _), .executed(let id, _, _):
-            promptID = id
-        case .executionError(let failure):
-            promptID = failure.promptID
-        case .executing(let id, let node):
-            // A replay to a late joiner has no prompt id: it belongs to the running prompt.
-            promptID = id ?? runningPromptID
-            runningPromptID = node == nil ? nil : promptID
-        case .progress(let id, _, _, _):
-            promptID = id ?? runningPromptID
-        case .status, .other:
-            promptID = nil
-        }
-        guard let promptID, var slot = slots[promptID] else { return }
-        monitor.progressed(at: .now)
-        if slot.watch.apply(event) { slot.watch.job.onProgress?(slot.watch.progress) }
-        slots[promptID] = slot
-        if slot.watch.ending != nil { settle(promptID) }
-    }
-
-    private func handle(_ frame: ComfyBinaryFrame) {
-        switch frame {
-        case .imageWithMetadata(let promptID, let nodeID, let mimeType, let bytes):
-            guard let promptID = promptID ?? runningPromptID else { return }
-            record(frame: bytes, mimeType: mimeType ?? sniffMimeType(bytes), node: nodeID, promptID: promptID)
-        case .image(let format, let bytes):
-            guard let promptID = runningPromptID else { return }
-            let mimeType = format == .jpeg ? "image/jpeg" : format == .png ? "image/png" : sniffMimeType(bytes)
-            record(frame: bytes, mimeType: mimeType, node: nil, promptID: promptID)
-        case .text, .unknown:
-            break
+        case .connected(let clientID):
+            monitor.connected(at: .now)
+            lastError = nil
+            logger.info("ComfyUI WebSocket connected")
+            publishHealth()
+            execute(tracker.connected(clientID))
+            for key in connectionWaiters.waitingKeys { connectionWaiters.resume(key, with: .success(()), keep: false) }
+        case .disconnected(let reason):
+            lastError = reason
+            disconnected(reason: reason)
+        case .message(let message):
+            execute(tracker.apply(message))
+        case .frame(let frame):
+            execute(tracker.apply(frame))
         }
     }
 
-    /// Keeps a result frame; hands a sampler's latent preview (JPEG, from a non-output node) to the job.
-    private func record(frame bytes: [UInt8], mimeType: String, node: String?, promptID: String) {
-        guard var slot = slots[promptID] else { return }
-        monitor.progressed(at: .now)
-        let node = node ?? slot.watch.currentNode
-        if mimeType == "image/jpeg", !slot.watch.job.isWebSocketOutput(node) {
-            slot.watch.job.onPreview?(bytes, mimeType)
-            return
-        }
-        slot.watch.apply(frameFrom: node, bytes: bytes, mimeType: mimeType)
-        slots[promptID] = slot
-    }
-
-    private func connected(_ socketID: String) {
-        clientID = socketID
-        monitor.connected(at: .now)
-        lastError = nil
-        logger.info("ComfyUI WebSocket connected")
-        publishHealth()
-        for waiter in connectedWaiters.values { waiter.resume() }
-        connectedWaiters.removeAll()
-        let stale = slots.filter { $0.value.clientID != socketID || $0.value.watch.missedEvents }.map(\.key)
-        if !stale.isEmpty {
-            Task { await self.reconcile(stale) }
-        }
-    }
-
-    private func disconnected() {
+    private func disconnected(reason: String) {
         guard isConnected else { return }
         monitor.disconnected(at: .now)
-        clientID = nil
-        runningPromptID = nil
-        logger.warning("ComfyUI WebSocket lost", metadata: ["comfy.in_flight": "\(slots.count)"])
-        for key in slots.keys { slots[key]?.watch.missedEvents = true }
+        tracker.disconnected()
+        logger.warning("ComfyUI WebSocket lost", metadata: ["comfy.in_flight": "\(tracker.count)"])
         publishHealth()
     }
 
-    // MARK: Prompt slots
-
-    func register(_ watch: PromptWatch, clientID: String) {
-        slots[watch.promptID] = WatchSlot(watch: watch, clientID: clientID)
-    }
-
-    /// Suspends until the prompt ends (or is settled by reconciliation / abandoned).
-    func awaitEnding(_ promptID: String) async throws -> PromptWatch {
-        try await withCheckedThrowingContinuation { continuation in
-            guard slots[promptID] != nil else {
-                continuation.resume(throwing: ComfyError.cancelled)
-                return
+    /// Carries out what the tracker decided.
+    func execute(_ effects: [PromptTracker.Effect]) {
+        for effect in effects {
+            switch effect {
+            case .activity:
+                monitor.progressed(at: .now)
+            case .progressed(let promptID, let progress):
+                tracker.slot(promptID)?.watch.job.events?.yield(.progress(progress))
+            case .preview(let promptID, let bytes, let mimeType):
+                tracker.slot(promptID)?.watch.job.events?.yield(.preview(bytes: bytes, mimeType: mimeType))
+            case .ended(let promptID):
+                if let slot = tracker.remove(promptID) {
+                    endings.resume(promptID, with: .success(slot.watch))
+                }
+            case .reconcile(let promptIDs):
+                schedule(.reconcile(promptIDs))
             }
-            slots[promptID]?.waiter = continuation
-            if slots[promptID]?.watch.ending != nil { settle(promptID) }
         }
+        reportInFlight()
     }
 
-    /// Hands the ended watch to its waiter and forgets it.
-    func settle(_ promptID: String) {
-        guard let slot = slots[promptID], let waiter = slot.waiter else { return }
-        slots[promptID] = nil
-        waiter.resume(returning: slot.watch)
+    // MARK: Prompts in flight
+
+    func track(_ watch: PromptWatch, clientID: String) {
+        tracker.track(watch, clientID: clientID)
+        reportInFlight()
+    }
+
+    /// Ends a prompt's wait with an error and forgets it.
+    func fail(_ promptID: String, with error: Error) {
+        guard tracker.remove(promptID) != nil else { return }
+        endings.resume(promptID, with: .failure(error))
+        reportInFlight()
+    }
+
+    /// Forgets a prompt whose job stopped waiting (timeout, cancellation).
+    func abandon(_ promptID: String) {
+        tracker.remove(promptID)
+        endings.discard(promptID)
+        reportInFlight()
     }
 
     /// Ends every wait with `error` (the pool then runs the jobs elsewhere).
     func failAll(with error: Error, cancelOnServer cancel: Bool) {
-        let promptIDs = Array(slots.keys)
-        for promptID in promptIDs {
+        for promptID in tracker.slots.keys.sorted() {
             fail(promptID, with: error)
-            if cancel { Task { await self.cancelOnServer(promptID) } }
+            if cancel { schedule(.cancel(promptID)) }
         }
     }
 
-    /// Ends a wait with an error and forgets the prompt.
-    func fail(_ promptID: String, with error: Error) {
-        guard let slot = slots.removeValue(forKey: promptID) else { return }
-        slot.waiter?.resume(throwing: error)
+    private func reportInFlight() {
+        guard tracker.count != reportedInFlight else { return }
+        reportedInFlight = tracker.count
+        monitor.promptsInFlight(tracker.count, at: .now)
     }
-
-    func slot(_ promptID: String) -> WatchSlot? { slots[promptID] }
-
-    func markEnded(_ promptID: String, _ ending: PromptWatch.Ending, files: [String: [ComfyImageReference]]) {
-        guard var slot = slots[promptID] else { return }
-        slot.watch.settle(ending, files: files)
-        slots[promptID] = slot
-        settle(promptID)
-    }
-}
-
-/// Guesses an image's type from its first bytes.
-func sniffMimeType(_ bytes: [UInt8]) -> String {
-    if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return "image/png" }
-    if bytes.starts(with: [0xFF, 0xD8, 0xFF]) { return "image/jpeg" }
-    if bytes.count >= 12, bytes.starts(with: Array("RIFF".utf8)), Array(bytes[8..<12]) == Array("WEBP".utf8) { return "image/webp" }
-    if bytes.starts(with: Array("GIF8".utf8)) { return "image/gif" }
-    return "application/octet-stream"
 }

@@ -11,6 +11,9 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
         case badResponse
         case busy
         case cancelled
+        /// ComfyUI lost the prompt (it restarted, or its result went with a dropped socket):
+        /// the job may run again.
+        case promptLost
     }
 
     public var code: Code
@@ -36,6 +39,10 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
 
     static func unavailable(_ backend: ComfyServerURL, _ reason: String) -> ComfyError {
         ComfyError(code: .backendUnavailable, message: "ComfyUI at \(backend) is unavailable: \(reason)", backend: backend.description)
+    }
+
+    static func promptLost(_ backend: ComfyServerURL, _ reason: String) -> ComfyError {
+        ComfyError(code: .promptLost, message: "ComfyUI at \(backend) lost the prompt: \(reason)", backend: backend.description)
     }
 
     static func badResponse(_ backend: ComfyServerURL, _ reason: String) -> ComfyError {

@@ -6,27 +6,23 @@ public struct PromptJob: Sendable {
     public var outputNodeID: String?
     /// The whole job, including retries after a lost backend.
     public var timeout: Duration
-    /// Called with the job's progress in 0...1 as ComfyUI reports it (may be called from any task).
-    public var onProgress: (@Sendable (Double) -> Void)?
-    /// Called with each latent preview image (JPEG) ComfyUI sends while sampling.
-    public var onPreview: (@Sendable (_ bytes: [UInt8], _ mimeType: String) -> Void)?
     /// Input images uploaded to the chosen backend before the prompt is submitted.
     public var uploads: [PromptUpload]
+    /// Where progress and previews go while the job runs (`JobEvents`); finished when the job ends.
+    public var events: AsyncStream<JobEvent>.Continuation?
 
     public init(
         workflow: [String: JSONValue],
         outputNodeID: String?,
         timeout: Duration,
         uploads: [PromptUpload] = [],
-        onProgress: (@Sendable (Double) -> Void)? = nil,
-        onPreview: (@Sendable ([UInt8], String) -> Void)? = nil
+        events: AsyncStream<JobEvent>.Continuation? = nil
     ) {
         self.workflow = workflow
         self.outputNodeID = outputNodeID
         self.timeout = timeout
         self.uploads = uploads
-        self.onProgress = onProgress
-        self.onPreview = onPreview
+        self.events = events
     }
 
     /// The `class_type` of a node of the workflow.

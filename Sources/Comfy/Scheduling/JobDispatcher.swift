@@ -2,9 +2,9 @@
 /// its deadline, and gives the slot back when it ends.
 actor JobDispatcher {
     private var scheduler: JobScheduler
-    private var waiters: [UInt64: CheckedContinuation<Int, Error>] = [:]
-    /// Assignments made while their job was not waiting yet (right after a retry).
-    private var ready: [UInt64: Int] = [:]
+    /// Jobs waiting for their backend, by job id; an assignment made while its job was not
+    /// waiting yet (right after a retry) is kept for it.
+    private let slots = WaiterTable<UInt64, Int>()
     private var nextID: UInt64 = 0
     private var isShuttingDown = false
     /// Since when no backend has been up (`nil` while one is).
@@ -32,30 +32,26 @@ actor JobDispatcher {
 
     /// Waits for the job's backend slot until `deadline`; a timeout or cancellation removes it.
     func waitForSlot(_ id: UInt64, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Int {
-        if let backend = ready.removeValue(forKey: id) { return backend }
-        let timer = Task {
-            try await Task.sleep(until: deadline)
-            self.abandon(id, with: ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \(timeout.components.seconds) s"))
-        }
-        defer { timer.cancel() }
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                if Task.isCancelled {
-                    scheduler.finish(id)
-                    continuation.resume(throwing: ComfyError.cancelled)
-                } else {
-                    waiters[id] = continuation
-                }
+        let slots = self.slots
+        do {
+            return try await withDeadline(deadline, timeout: {
+                ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \(timeout.components.seconds) s")
+            }) {
+                try await slots.wait(for: id)
             }
-        } onCancel: {
-            Task { await self.abandon(id, with: ComfyError.cancelled) }
+        } catch {
+            // Gone from the queue, or from the backend it was just given.
+            slots.discard(id)
+            scheduler.finish(id)
+            pump()
+            throw error is CancellationError ? ComfyError.cancelled : error
         }
     }
 
     /// The job ended: its slot goes to the next one.
     func finish(_ id: UInt64) {
         scheduler.finish(id)
-        ready[id] = nil
+        slots.discard(id)
         pump()
     }
 
@@ -85,7 +81,7 @@ actor JobDispatcher {
 
     /// Answers every waiting job with `error` (no backend is coming back soon).
     func failWaiting(with error: Error) {
-        for id in Array(waiters.keys) { abandon(id, with: error) }
+        for id in slots.waitingKeys { abandon(id, with: error) }
     }
 
     /// Takes no new jobs; those queued and running go on.
@@ -97,25 +93,21 @@ actor JobDispatcher {
     func shutDown() {
         isShuttingDown = true
         for backend in scheduler.backends.indices { scheduler.setHealth(backend, .draining) }
-        for id in Array(waiters.keys) {
+        for id in slots.waitingKeys {
             abandon(id, with: ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; the job was not started"))
         }
     }
 
+    /// Answers a waiting job with `error`; its wait's own clean-up takes it off the queue.
     private func abandon(_ id: UInt64, with error: Error) {
-        guard let waiter = waiters.removeValue(forKey: id) else { return }
+        guard slots.resume(id, with: .failure(error), keep: false) else { return }
         scheduler.finish(id)
-        waiter.resume(throwing: error)
         pump()
     }
 
     private func pump() {
         for assignment in scheduler.dispatch() {
-            if let waiter = waiters.removeValue(forKey: assignment.job) {
-                waiter.resume(returning: assignment.backend)
-            } else {
-                ready[assignment.job] = assignment.backend
-            }
+            slots.resume(assignment.job, with: .success(assignment.backend))
         }
     }
 }

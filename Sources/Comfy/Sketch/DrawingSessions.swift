@@ -10,6 +10,9 @@ public actor DrawingSessions {
     private let store: any ImageStore
     private let configuration: Configuration
     private let logger: Logger
+    /// Generations to start; `run()` owns their tasks.
+    private let generations: AsyncStream<(update: SketchUpdate, session: String)>.Continuation
+    private let generationStream: AsyncStream<(update: SketchUpdate, session: String)>
 
     /// Limits and timing of drawing sessions.
     public struct Configuration: Sendable {
@@ -36,6 +39,16 @@ public actor DrawingSessions {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+        (generationStream, generations) = AsyncStream.makeStream()
+    }
+
+    /// Runs the sessions' generations until cancelled; each in a child task of this one.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            for await next in generationStream {
+                group.addTask { await self.generate(next.update, in: next.session) }
+            }
+        }
     }
 
     /// How many sessions exist.
@@ -120,7 +133,7 @@ public actor DrawingSessions {
     // MARK: Running generations
 
     private func start(_ update: SketchUpdate, in id: String) {
-        Task { await self.generate(update, in: id) }
+        generations.yield((update, id))
     }
 
     private func generate(_ update: SketchUpdate, in id: String) async {
@@ -139,15 +152,23 @@ public actor DrawingSessions {
                 bytes: update.image,
                 mimeType: update.mimeType
             )
+            let (events, continuation) = AsyncStream.makeStream(of: JobEvent.self)
             let job = PromptJob(
                 workflow: style.patched(sketchImage: upload.loadImageName, seed: session.seed, prompt: session.prompt),
                 outputNodeID: nil,
                 timeout: configuration.jobTimeout,
                 uploads: [upload],
-                onProgress: { broadcaster.send(.processing(progress: $0)) },
-                onPreview: { broadcaster.send(.preview(mimeType: $1, bytes: $0)) }
+                events: continuation
             )
-            let image = try await pool.run(job, priority: .interactive, owner: id)
+            async let result = pool.run(job, priority: .interactive, owner: id)
+            // Ends when the job does: the pool finishes the stream.
+            for await event in events {
+                switch event {
+                case .progress(let progress): broadcaster.send(.processing(progress: progress))
+                case .preview(let bytes, let mimeType): broadcaster.send(.preview(mimeType: mimeType, bytes: bytes))
+                }
+            }
+            let image = try await result
             let stored = try await store.store(image.bytes, mimeType: image.mimeType)
             sessions[id]?.latestResult = stored
             broadcaster.send(.completed(resultURL: "/api/result/\(id)", imageURL: stored.url))

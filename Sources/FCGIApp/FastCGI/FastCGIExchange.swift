@@ -1,6 +1,6 @@
-import GatewayApp
 import CFastCGI
 import Foundation
+import GatewayApp
 import NIOHTTP1
 
 /// One accepted libfcgi request: its parameters and body in, the response out.

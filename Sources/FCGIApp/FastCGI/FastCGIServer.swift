@@ -1,8 +1,10 @@
-import GatewayApp
 import CFastCGI
+import Comfy
 import Foundation
+import GatewayApp
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// The FastCGI side of the gateway: a pool of threads blocked in libfcgi's `FCGX_Accept_r` on a
 /// unix socket that nginx connects to.
@@ -84,44 +86,29 @@ final class FastCGIServer: Service {
 
 /// Lets async code wait, for a bounded time, for a number of threads to finish.
 final class ThreadCountdown: Sendable {
-    private struct State {
-        var remaining: Int
-        var waiters: [Int: CheckedContinuation<Bool, Never>] = [:]
-        var nextWaiter = 0
-    }
-
-    private let state: Mutex<State>
+    private let remaining: Mutex<Int>
+    private let done = WaiterTable<Int, Void>()
 
     init(_ count: Int) {
-        state = Mutex(State(remaining: count))
+        remaining = Mutex(count)
     }
 
     func arrive() {
-        let waiters = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
-            state.remaining -= 1
-            guard state.remaining == 0 else { return [] }
-            defer { state.waiters.removeAll() }
-            return Array(state.waiters.values)
+        let last = remaining.withLock { count in
+            count -= 1
+            return count == 0
         }
-        for waiter in waiters { waiter.resume(returning: true) }
+        // Kept for a waiter that comes later: every wait after the last thread returns at once.
+        if last { done.resume(0, with: .success(())) }
     }
 
     /// Whether every thread finished within `limit`.
     func wait(upTo limit: Duration) async -> Bool {
-        await withCheckedContinuation { continuation in
-            let key = state.withLock { state -> Int? in
-                if state.remaining == 0 { return nil }
-                state.nextWaiter += 1
-                state.waiters[state.nextWaiter] = continuation
-                return state.nextWaiter
-            }
-            guard let key else { return continuation.resume(returning: true) }
-            Task {
-                try? await Task.sleep(for: limit)
-                self.state.withLock { $0.waiters.removeValue(forKey: key) }?.resume(returning: false)
-            }
-        }
+        if remaining.withLock({ $0 }) == 0 { return true }
+        let done = self.done
+        let finished = (try? await withDeadline(.now + limit, timeout: { CancellationError() }) { try await done.wait(for: 0) }) != nil
+        // A later wait must see the result again.
+        if finished { done.resume(0, with: .success(())) }
+        return finished
     }
 }
-
-import Synchronization

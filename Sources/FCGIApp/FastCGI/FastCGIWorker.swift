@@ -1,6 +1,6 @@
-import GatewayApp
 import CFastCGI
 import Foundation
+import GatewayApp
 import Logging
 import Synchronization
 

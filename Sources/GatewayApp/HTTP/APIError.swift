@@ -77,7 +77,7 @@ extension APIError {
             details["exception_type"] = error.failure?.exceptionType.map(JSONValue.string) ?? .null
         case .interrupted, .noImage, .badResponse:
             self.init(.executionFailed, error.message)
-        case .backendUnavailable:
+        case .backendUnavailable, .promptLost:
             self.init(.backendUnavailable, error.message)
         case .timedOut:
             self.init(.timeout, error.message)

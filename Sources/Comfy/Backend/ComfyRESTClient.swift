@@ -1,7 +1,10 @@
 import Foundation
 
-/// ComfyUI's REST calls (`server.py` routes).
-extension ComfyBackend {
+/// ComfyUI's REST calls (`server.py` routes) to one server, each a plain request: no state.
+struct ComfyRESTClient: Sendable {
+    let url: ComfyServerURL
+    let http: CurlHTTPClient
+
     /// `POST /prompt` with a prompt id of our own, so events can be matched before the answer arrives.
     func postPrompt(_ job: PromptJob, promptID: String, clientID: String) async throws -> ComfyPromptReceipt {
         let body = JSONValue.object([
@@ -75,14 +78,28 @@ extension ComfyBackend {
         return ComfyHistoryEntry.decode(response.body, promptID: promptID)
     }
 
-    /// Whether the prompt is running or waiting in ComfyUI's queue.
-    func isQueued(_ promptID: String) async throws -> Bool {
-        let response = try await call("GET", "/queue")
+    /// The prompt ids in ComfyUI's queue: running, and waiting.
+    func queue(timeout: Duration = .seconds(30)) async throws -> (running: [String], pending: [String]) {
+        let response = try await call("GET", "/queue", timeout: timeout)
         guard response.status == 200, let queue = try? JSONValue.parse(response.body) else {
             throw ComfyError.badResponse(url, "GET /queue returned HTTP \(response.status)")
         }
-        let items = (queue["queue_running"]?.arrayValue ?? []) + (queue["queue_pending"]?.arrayValue ?? [])
-        return items.contains { $0.arrayValue?.dropFirst().first?.stringValue == promptID }
+        func ids(_ key: String) -> [String] {
+            (queue[key]?.arrayValue ?? []).compactMap { $0.arrayValue?.dropFirst().first?.stringValue }
+        }
+        return (ids("queue_running"), ids("queue_pending"))
+    }
+
+    /// Whether the prompt is running or waiting in ComfyUI's queue.
+    func isQueued(_ promptID: String) async throws -> Bool {
+        let queue = try await queue()
+        return queue.running.contains(promptID) || queue.pending.contains(promptID)
+    }
+
+    /// `GET /system_stats`, the light probe.
+    func probe() async throws {
+        let response = try await call("GET", "/system_stats", timeout: .seconds(3))
+        guard response.status == 200 else { throw ComfyError.badResponse(url, "GET /system_stats returned HTTP \(response.status)") }
     }
 
     /// `GET /view` for a file a node wrote.
@@ -108,7 +125,7 @@ extension ComfyBackend {
 
     /// Removes the prompt from ComfyUI's queue and interrupts it if it runs: only this prompt,
     /// never a global interrupt that would kill someone else's job.
-    func cancelOnServer(_ promptID: String) async {
+    func cancel(_ promptID: String) async {
         _ = try? await call("POST", "/queue", json: .object(["delete": .array([.string(promptID)])]))
         _ = try? await call("POST", "/interrupt", json: .object(["prompt_id": .string(promptID)]))
     }
