@@ -27,7 +27,6 @@ public struct GatewayApplication: Sendable {
     public func run(makeFrontEnd: (FrontEnd) -> any Service) async throws {
         let metricsRegistry = MetricsRoute.bootstrap()
         let http = CurlHTTPClient(threads: 32)
-        defer { http.shutdown() }
         let parts = try GatewayParts(configuration: configuration, http: http, metrics: metricsRegistry, logger: logger)
         let pool = parts.pool
         let sessions = parts.sessions
@@ -53,6 +52,8 @@ public struct GatewayApplication: Sendable {
             configuration: .init(
                 // Shut down in reverse order: FastCGI drains first while the backends still run.
                 services: [
+                    // First in, last out: every other service may still call ComfyUI or a store while it stops.
+                    .init(service: http),
                     .init(service: BackendService(pool: pool)),
                     .init(service: SessionSweeper(sessions: sessions, interval: min(configuration.sessionIdleTimeout / 4, .seconds(60)))),
                     .init(service: DrawingGenerations(sessions: sessions)),

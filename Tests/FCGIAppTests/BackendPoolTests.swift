@@ -184,7 +184,7 @@ struct BackendPoolTests {
         let cluster = try await startCluster("pool-busy", backends: 1, environment: ["BACKEND_CAPACITY": "1", "MAX_QUEUED_JOBS": "2"])
         defer { cluster.stop() }
         try await cluster.emulators[0].configure(["node_delay_ms": 150])
-        let results = try await withThrowingTaskGroup(of: HTTPClientResponse.self) { group in
+        let results = try await withThrowingTaskGroup(of: CurlResponse.self) { group in
             for index in 0..<8 {
                 group.addTask {
                     try await cluster.gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "busy-\(index)", seed: index)))

@@ -60,9 +60,9 @@ struct ConfigurationTests {
         let base = "http://127.0.0.1:\(env["PORT"]!)"
         try await waitUntil(timeout: .seconds(30)) {
             guard run.isRunning else { throw TestFailure("FCGIApp run exited:\n\(run.log)") }
-            return (try? await testHTTP.execute(HTTPClientRequest(url: "\(base)/healthz", timeout: .seconds(2))))?.status == 200
+            return (try? await testHTTP.execute(CurlRequest(url: "\(base)/healthz", timeout: .seconds(2))))?.status == 200
         }
-        let response = try await testHTTP.execute(HTTPClientRequest(
+        let response = try await testHTTP.execute(CurlRequest(
             method: "POST", url: "\(base)/api/generate", headers: [("Content-Type", "application/json")],
             body: Workflows.body(Workflows.txt2img(text: "from .env")).encoded()
         ))

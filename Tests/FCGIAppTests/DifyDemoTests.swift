@@ -52,8 +52,8 @@ struct DifyDemoTests {
             var url = gateway.baseURL + demoURL.path
             if let query = demoURL.query { url += "?" + query }
             let method = try #require(node["method"]?.stringValue)
-            func send(_ body: JSONValue) async throws -> HTTPClientResponse {
-                try await gateway.http.execute(HTTPClientRequest(method: method, url: url, headers: headers, body: body.encoded(), timeout: .seconds(60)))
+            func send(_ body: JSONValue) async throws -> CurlResponse {
+                try await gateway.http.execute(CurlRequest(method: method, url: url, headers: headers, body: body.encoded(), timeout: .seconds(60)))
             }
 
             // As shipped, node "4" names the SD1.5 checkpoint of a real ComfyUI, which the emulator
@@ -66,7 +66,7 @@ struct DifyDemoTests {
 
             // So the test swaps in the checkpoint the emulator's /object_info lists, as a user
             // picks one of their own models; nothing else in the workflow changes.
-            let info = try JSONValue.parse(try await gateway.http.execute(HTTPClientRequest(url: "\(emulator.url)/object_info/CheckpointLoaderSimple")).body)
+            let info = try JSONValue.parse(try await gateway.http.execute(CurlRequest(url: "\(emulator.url)/object_info/CheckpointLoaderSimple")).body)
             let checkpoint = try #require(info["CheckpointLoaderSimple"]?["input"]?["required"]?["ckpt_name"]?.arrayValue?.first?.arrayValue?.first)
             var workflow = try #require(body["workflow_data"]?.objectValue)
             let loaders = workflow.filter { $0.value["class_type"] == "CheckpointLoaderSimple" }

@@ -6,7 +6,7 @@ import Testing
 @Suite(.serialized)
 struct GenerateErrorTests {
     /// The `error` object of a JSON error answer.
-    func error(of response: HTTPClientResponse) throws -> JSONValue {
+    func error(of response: CurlResponse) throws -> JSONValue {
         #expect(response.header("Content-Type")?.hasPrefix("application/json") == true)
         return try #require(try JSONValue.parse(response.body)["error"])
     }

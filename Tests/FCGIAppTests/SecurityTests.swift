@@ -6,7 +6,7 @@ import Testing
 /// no server path in what ComfyUI says, JSON-only job routes, CORS, and drawing-socket origins.
 @Suite(.serialized)
 struct SecurityTests {
-    func error(of response: HTTPClientResponse) throws -> JSONValue {
+    func error(of response: CurlResponse) throws -> JSONValue {
         #expect(response.header("Content-Type")?.hasPrefix("application/json") == true)
         return try #require(try JSONValue.parse(response.body)["error"])
     }
@@ -144,13 +144,13 @@ struct SecurityTests {
 
     @Test func crossSitePagesNeedCORSAndPreflightsAnswerForListedOriginsOnly() async throws {
         let preflight = { (gateway: Gateway, origin: String) in
-            try await gateway.http.execute(HTTPClientRequest(method: "OPTIONS", url: gateway.baseURL + "/api/generate", headers: [
+            try await gateway.http.execute(CurlRequest(method: "OPTIONS", url: gateway.baseURL + "/api/generate", headers: [
                 ("Origin", origin), ("Access-Control-Request-Method", "POST"), ("Access-Control-Request-Headers", "content-type"),
             ]))
         }
         let body = Workflows.body(Workflows.txt2img(text: "x")).encoded()
         let post = { (gateway: Gateway, origin: String) in
-            try await gateway.http.execute(HTTPClientRequest(method: "POST", url: gateway.baseURL + "/api/generate", headers: [
+            try await gateway.http.execute(CurlRequest(method: "POST", url: gateway.baseURL + "/api/generate", headers: [
                 ("Origin", origin), ("Content-Type", "application/json"),
             ], body: body))
         }
@@ -164,7 +164,7 @@ struct SecurityTests {
             // A form post needs no preflight: the Origin the browser sends is checked instead.
             try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
             let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "csrf"])
-            let sketch = try await gateway.http.execute(HTTPClientRequest(method: "POST", url: gateway.baseURL + "/api/sketch", headers: [
+            let sketch = try await gateway.http.execute(CurlRequest(method: "POST", url: gateway.baseURL + "/api/sketch", headers: [
                 ("Origin", "https://evil.example"), ("Content-Type", form.contentType),
             ], body: form.body))
             #expect(sketch.status == 403)

@@ -65,13 +65,13 @@ struct StorageTests {
 
             // A plain HTTP client downloads the bytes (moto serves presigned GETs only with its auth off).
             try await moto.checkSignatures(false)
-            let downloaded = try await testHTTP.execute(HTTPClientRequest(url: url))
+            let downloaded = try await testHTTP.execute(CurlRequest(url: url))
             #expect(downloaded.status == 200)
             #expect(downloaded.header("Content-Type") == "image/png")
             let local = try Data(contentsOf: URL(fileURLWithPath: "\(gateway.outputDirectory)/\(filename)"))
             #expect(downloaded.body == Array(local))
             #expect(Digest.hex(Digest.sha256(downloaded.body)) + ".png" == filename)
-            let downloadedFile = try await testHTTP.execute(HTTPClientRequest(url: fileURL))
+            let downloadedFile = try await testHTTP.execute(CurlRequest(url: fileURL))
             #expect(downloadedFile.status == 200)
             #expect(downloadedFile.body == file.body)
             #expect(emulatorMetadata(ofPNG: downloadedFile.body)?["texts"]?.arrayValue?.first == "a file in s3")
@@ -152,14 +152,14 @@ struct StorageTests {
             #expect(stats["puts"] == 2)
             #expect(stats["objects"] == .array([.string("gw-bucket/comfy_images/\(filename)")]))
 
-            let downloaded = try await testHTTP.execute(HTTPClientRequest(url: url))
+            let downloaded = try await testHTTP.execute(CurlRequest(url: url))
             #expect(downloaded.status == 200)
             #expect(downloaded.body == Array(try Data(contentsOf: URL(fileURLWithPath: "\(gateway.outputDirectory)/\(filename)"))))
             let tampered = url.replacingOccurrences(of: "&Expires=", with: "&Expires=1")
-            #expect(try await testHTTP.execute(HTTPClientRequest(url: tampered)).status == 403)
+            #expect(try await testHTTP.execute(CurlRequest(url: tampered)).status == 403)
             let signer = OSSSigner(accessKeyID: oss.accessKeyID, accessKeySecret: oss.accessKeySecret)
             let expired = signer.signedURL(scheme: "http", host: "gw-bucket.localhost:\(oss.port)", bucket: "gw-bucket", key: "comfy_images/\(filename)", expires: Int64(Date().timeIntervalSince1970) - 10)
-            let refused = try await testHTTP.execute(HTTPClientRequest(url: expired))
+            let refused = try await testHTTP.execute(CurlRequest(url: expired))
             #expect(refused.status == 403)
             #expect(refused.bodyText.contains("expired"))
 
@@ -167,7 +167,7 @@ struct StorageTests {
             #expect(file.status == 200)
             let fileURL = try #require(file.header("X-Image-URL"))
             #expect(file.header("X-Image-URL-Expires") != nil)
-            #expect(try await testHTTP.execute(HTTPClientRequest(url: fileURL)).body == file.body)
+            #expect(try await testHTTP.execute(CurlRequest(url: fileURL)).body == file.body)
             #expect(!gateway.app.log.contains(oss.accessKeySecret))
         }
         try? FileManager.default.removeItem(atPath: directory)

@@ -15,9 +15,9 @@ func withRouter(_ environment: [String: String] = [:], _ body: (Router) async th
     values.merge(environment) { $1 }
     let configuration = try GatewayConfiguration(Environment(values))
     let http = CurlHTTPClient(threads: 2)
-    defer { http.shutdown() }
     let parts = try GatewayParts(configuration: configuration, http: http, metrics: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
     try await body(parts.router(configuration))
+    try await http.shutdown()
 }
 
 func post(_ path: String, _ body: String, contentType: String? = "application/json", headers: [String: String] = [:]) -> GatewayRequest {

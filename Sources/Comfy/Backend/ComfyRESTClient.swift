@@ -50,16 +50,16 @@ struct ComfyRESTClient: Sendable {
         field("type", "input")
         field("subfolder", upload.subfolder)
         body += Array("--\(boundary)--\r\n".utf8)
-        let request = HTTPClientRequest(
+        let request = CurlRequest(
             method: "POST",
             url: url.http("/upload/image"),
             headers: [("Content-Type", "multipart/form-data; boundary=\(boundary)")],
             body: body
         )
-        let response: HTTPClientResponse
+        let response: CurlResponse
         do {
             response = try await http.execute(request)
-        } catch let error as HTTPClientError {
+        } catch let error as CurlError {
             throw error.kind == .cancelled ? ComfyError.cancelled : ComfyError.unavailable(url, error.message)
         }
         guard response.status == 200, let answer = try? JSONValue.parse(response.body) else {
@@ -135,8 +135,8 @@ struct ComfyRESTClient: Sendable {
         _ = try? await call("POST", "/history", json: .object(["delete": .array([.string(promptID)])]))
     }
 
-    func call(_ method: String, _ path: String, json: JSONValue? = nil, timeout: Duration = .seconds(30)) async throws -> HTTPClientResponse {
-        let request = HTTPClientRequest(
+    func call(_ method: String, _ path: String, json: JSONValue? = nil, timeout: Duration = .seconds(30)) async throws -> CurlResponse {
+        let request = CurlRequest(
             method: method,
             url: url.http(path),
             headers: json == nil ? [] : [("Content-Type", "application/json")],
@@ -145,9 +145,9 @@ struct ComfyRESTClient: Sendable {
         )
         do {
             return try await http.execute(request)
-        } catch let error as HTTPClientError where error.kind == .cancelled {
+        } catch let error as CurlError where error.kind == .cancelled {
             throw ComfyError.cancelled
-        } catch let error as HTTPClientError {
+        } catch let error as CurlError {
             throw ComfyError.unavailable(url, error.message)
         }
     }

@@ -4,7 +4,8 @@ import Foundation
 /// One libcurl easy handle, reused for every request its worker thread performs so that
 /// connections to a backend stay alive between calls.
 ///
-/// Used by exactly one thread at a time (its `CurlWorkerPool` worker), hence `@unchecked Sendable`.
+/// Used by exactly one thread at a time (checked out of `CurlHTTPClient`'s idle handles for one
+/// exchange on an `NIOThreadPool` thread), hence `@unchecked Sendable`.
 final class CurlEasyHandle: @unchecked Sendable {
     private let handle: UnsafeMutableRawPointer
     private let maxResponseBytes: Int
@@ -22,7 +23,7 @@ final class CurlEasyHandle: @unchecked Sendable {
     deinit { curl_easy_cleanup(handle) }
 
     /// Runs the exchange on the calling thread; `isCancelled` is polled by libcurl's progress callback.
-    func perform(_ request: HTTPClientRequest, isCancelled: @escaping @Sendable () -> Bool) -> Result<HTTPClientResponse, HTTPClientError> {
+    func perform(_ request: CurlRequest, isCancelled: @escaping @Sendable () -> Bool) -> Result<CurlResponse, CurlError> {
         curl_easy_reset(handle)
         let sink = ResponseSink(limit: maxResponseBytes, isCancelled: isCancelled)
         let context = Unmanaged.passUnretained(sink).toOpaque()
@@ -78,20 +79,20 @@ final class CurlEasyHandle: @unchecked Sendable {
             let message = String(cString: curl_easy_strerror(code))
             switch code {
             case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_GOT_NOTHING, CURLE_SEND_ERROR, CURLE_RECV_ERROR:
-                return .failure(HTTPClientError(kind: .connectionFailed, message: message))
+                return .failure(CurlError(kind: .connectionFailed, message: message))
             case CURLE_OPERATION_TIMEDOUT:
-                return .failure(HTTPClientError(kind: .timedOut, message: message))
+                return .failure(CurlError(kind: .timedOut, message: message))
             case CURLE_ABORTED_BY_CALLBACK:
-                return .failure(HTTPClientError(kind: .cancelled, message: "request cancelled"))
+                return .failure(CurlError(kind: .cancelled, message: "request cancelled"))
             case CURLE_WRITE_ERROR where sink.overflowed:
-                return .failure(HTTPClientError(kind: .responseTooLarge, message: "response larger than \(maxResponseBytes) bytes"))
+                return .failure(CurlError(kind: .responseTooLarge, message: "response larger than \(maxResponseBytes) bytes"))
             default:
-                return .failure(HTTPClientError(kind: .other, message: message))
+                return .failure(CurlError(kind: .other, message: message))
             }
         }
         var status = 0
         ccurl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
-        return .success(HTTPClientResponse(status: status, headers: sink.headers, body: sink.body))
+        return .success(CurlResponse(status: status, headers: sink.headers, body: sink.body))
     }
 }
 

@@ -1,45 +1,63 @@
 import Foundation
+import NIOPosix
+import ServiceLifecycle
 import Synchronization
 
 /// An async HTTP/1.1 client over libcurl's blocking easy interface.
 ///
-/// `curl_easy_perform` blocks, so it runs on the client's own worker threads, never on Swift's
-/// cooperative pool; callers simply `await` the response.
-public final class CurlHTTPClient: Sendable {
-    private let pool: CurlWorkerPool
+/// `curl_easy_perform` blocks, so it runs on the client's own `NIOThreadPool`, never on Swift's
+/// cooperative pool; callers simply `await` the response. Easy handles are kept between
+/// exchanges, so connections to a backend stay alive. As a `Service` the client stops its
+/// threads when the service group ends.
+public final class CurlHTTPClient: Service, Sendable {
+    private let threads: NIOThreadPool
+    private let maxResponseBytes: Int
+    /// Handles not in use; an exchange takes one (or makes one) and gives it back.
+    private let idle = Mutex<[CurlEasyHandle]>([])
 
     /// - Parameters:
     ///   - threads: how many exchanges may run at once; later ones wait their turn.
     ///   - maxResponseBytes: a larger body fails the request instead of exhausting memory.
     public init(threads: Int = 16, maxResponseBytes: Int = 256 << 20) {
-        pool = CurlWorkerPool(threads: threads, maxResponseBytes: maxResponseBytes)
+        self.threads = NIOThreadPool(numberOfThreads: max(1, threads))
+        self.threads.start()
+        self.maxResponseBytes = maxResponseBytes
     }
 
     /// Performs one exchange. Task cancellation aborts it, whether queued or on the wire.
-    public func execute(_ request: HTTPClientRequest) async throws -> HTTPClientResponse {
+    public func execute(_ request: CurlRequest) async throws -> CurlResponse {
         let flag = CancellationFlag()
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<HTTPClientResponse, Error>) in
-                pool.submit { handle in
-                    guard !flag.isSet else {
-                        continuation.resume(throwing: HTTPClientError(kind: .cancelled, message: "request cancelled"))
-                        return
-                    }
-                    continuation.resume(with: handle.perform(request, isCancelled: { flag.isSet }).mapError { $0 })
+            let result: Result<CurlResponse, CurlError>
+            do {
+                result = try await threads.runIfActive { [self] in
+                    guard !flag.isSet else { return .failure(CurlError(kind: .cancelled, message: "request cancelled")) }
+                    let handle = idle.withLock { $0.popLast() } ?? CurlEasyHandle(maxResponseBytes: maxResponseBytes)
+                    defer { idle.withLock { $0.append(handle) } }
+                    return handle.perform(request, isCancelled: { flag.isSet })
                 }
+            } catch {
+                throw CurlError(kind: .other, message: "the HTTP client is shut down")
             }
+            return try result.get()
         } onCancel: {
             flag.set()
         }
     }
 
-    /// Stops the worker threads once queued exchanges are done.
-    public func shutdown() {
-        pool.shutdown()
+    /// Waits for graceful shutdown, then stops the threads once their exchanges are done.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        try await shutdown()
+    }
+
+    /// Stops the threads once their exchanges are done.
+    public func shutdown() async throws {
+        try await threads.shutdownGracefully()
     }
 }
 
-/// A one-way flag shared between a task's cancellation handler and a curl worker.
+/// A one-way flag shared between a task's cancellation handler and a curl thread.
 final class CancellationFlag: Sendable {
     private let value = Atomic<Bool>(false)
     var isSet: Bool { value.load(ordering: .acquiring) }

@@ -87,7 +87,7 @@ public struct OSSImageStore: ImageStore {
     private func upload(_ bytes: [UInt8], key: String, mimeType: String) async -> UploadFailure? {
         let date = UTCTimestamp(now()).httpDate
         let authorization = signer.authorization(verb: "PUT", contentType: mimeType, date: date, resource: "/\(configuration.bucket)/\(key)")
-        let request = HTTPClientRequest(
+        let request = CurlRequest(
             method: "PUT",
             url: endpoint.url(host: bucketHost, encodedPath: "/" + URIEncoding.encode(key, keepSlash: true)),
             headers: [("Date", date), ("Content-Type", mimeType), ("Authorization", authorization)],

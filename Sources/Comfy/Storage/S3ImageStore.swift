@@ -99,7 +99,7 @@ public struct S3ImageStore: ImageStore {
         var signed = request(method: "PUT", key: key, payloadHash: payloadHash)
         signed.headers = [("Content-Type", mimeType), ("x-amz-content-sha256", payloadHash)]
         let headers = signed.headers + signer.authorizationHeaders(for: signed, at: UTCTimestamp(now()))
-        let request = HTTPClientRequest(method: "PUT", url: endpoint.url(host: signed.host, encodedPath: signed.encodedPath), headers: headers, body: bytes, timeout: .seconds(60))
+        let request = CurlRequest(method: "PUT", url: endpoint.url(host: signed.host, encodedPath: signed.encodedPath), headers: headers, body: bytes, timeout: .seconds(60))
         return await UploadRetry.send(request, with: http)
     }
 

@@ -17,7 +17,7 @@ struct UploadFailure: Error, Sendable, CustomStringConvertible {
     }
 
     /// No answer at all: connection refused, reset, timed out.
-    init(_ error: HTTPClientError) {
+    init(_ error: CurlError) {
         message = error.message
         retryable = error.kind != .cancelled && error.kind != .responseTooLarge
     }

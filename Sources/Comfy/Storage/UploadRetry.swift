@@ -54,11 +54,11 @@ public struct UploadRetry: Sendable {
     }
 
     /// Sends one upload request; `nil` when the store took it.
-    static func send(_ request: HTTPClientRequest, with http: CurlHTTPClient) async -> UploadFailure? {
+    static func send(_ request: CurlRequest, with http: CurlHTTPClient) async -> UploadFailure? {
         do {
             let response = try await http.execute(request)
             return (200..<300).contains(response.status) ? nil : UploadFailure(status: response.status, body: response.body)
-        } catch let error as HTTPClientError {
+        } catch let error as CurlError {
             return UploadFailure(error)
         } catch {
             return UploadFailure(message: "\(error)", retryable: false)

@@ -36,13 +36,13 @@ final class Emulator: Sendable {
 
     /// Merges settings into the emulator's fault-injection configuration.
     func configure(_ settings: [String: JSONValue]) async throws {
-        let response = try await http.execute(HTTPClientRequest(method: "POST", url: "\(url)/emulator/config", body: JSONValue.object(settings).encoded()))
+        let response = try await http.execute(CurlRequest(method: "POST", url: "\(url)/emulator/config", body: JSONValue.object(settings).encoded()))
         guard response.status == 200 else { throw TestFailure("emulator config: \(response.status) \(response.bodyText)") }
     }
 
     /// The emulator's counters (prompts received, interrupts, queue deletes, ...).
     func stats() async throws -> JSONValue {
-        let response = try await http.execute(HTTPClientRequest(url: "\(url)/emulator/stats"))
+        let response = try await http.execute(CurlRequest(url: "\(url)/emulator/stats"))
         return try JSONValue.parse(response.body)
     }
 

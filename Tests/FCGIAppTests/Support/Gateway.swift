@@ -45,7 +45,7 @@ final class Gateway: Sendable {
     /// Waits until nginx answers and `/healthz` reports the wanted state.
     func waitUntilHealthy(_ wantStatus: Int = 200) async throws {
         for _ in 0..<400 {
-            if let response = try? await http.execute(HTTPClientRequest(url: "\(baseURL)/healthz", timeout: .seconds(2))), response.status == wantStatus {
+            if let response = try? await http.execute(CurlRequest(url: "\(baseURL)/healthz", timeout: .seconds(2))), response.status == wantStatus {
                 return
             }
             guard app.isRunning else { throw TestFailure("FCGIApp run exited:\n\(app.log)") }
@@ -54,17 +54,17 @@ final class Gateway: Sendable {
         throw TestFailure("gateway never became healthy:\n\(app.log)")
     }
 
-    func post(_ path: String, json: JSONValue, timeout: Duration = .seconds(60)) async throws -> HTTPClientResponse {
+    func post(_ path: String, json: JSONValue, timeout: Duration = .seconds(60)) async throws -> CurlResponse {
         try await post(path, body: json.encoded(), timeout: timeout)
     }
 
-    func post(_ path: String, body: [UInt8], contentType: String = "application/json", timeout: Duration = .seconds(60)) async throws -> HTTPClientResponse {
-        try await http.execute(HTTPClientRequest(method: "POST", url: baseURL + path, headers: [("Content-Type", contentType)], body: body, timeout: timeout))
+    func post(_ path: String, body: [UInt8], contentType: String = "application/json", timeout: Duration = .seconds(60)) async throws -> CurlResponse {
+        try await http.execute(CurlRequest(method: "POST", url: baseURL + path, headers: [("Content-Type", contentType)], body: body, timeout: timeout))
     }
 
-    func get(_ pathOrURL: String, headers: [(String, String)] = [], method: String = "GET") async throws -> HTTPClientResponse {
+    func get(_ pathOrURL: String, headers: [(String, String)] = [], method: String = "GET") async throws -> CurlResponse {
         let url = pathOrURL.hasPrefix("http") ? pathOrURL : baseURL + pathOrURL
-        return try await http.execute(HTTPClientRequest(method: method, url: url, headers: headers))
+        return try await http.execute(CurlRequest(method: method, url: url, headers: headers))
     }
 
     /// The files in OUTPUT_DIR (hidden temporary files included).

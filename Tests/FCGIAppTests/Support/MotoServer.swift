@@ -26,7 +26,7 @@ final class MotoServer: Sendable {
         do {
             try await waitUntil(timeout: .seconds(30)) {
                 guard process.isRunning else { throw TestFailure("moto exited:\n\(process.log)") }
-                return try await http.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/moto-api/", timeout: .seconds(2))).status == 200
+                return try await http.execute(CurlRequest(url: "http://127.0.0.1:\(port)/moto-api/", timeout: .seconds(2))).status == 200
             }
             // While moto's authentication is off, any key may sign these IAM calls.
             let bootstrap = S3Signer(accessKeyID: "bootstrap", secretAccessKey: "bootstrap", region: "us-east-1", service: "iam")
@@ -56,18 +56,18 @@ final class MotoServer: Sendable {
 
     /// Turns moto's IAM authentication (SigV4 checking) on or off.
     func checkSignatures(_ on: Bool) async throws {
-        let response = try await http.execute(HTTPClientRequest(method: "POST", url: "\(url)/moto-api/reset-auth", headers: [("Content-Type", "text/plain")], body: Array((on ? "0" : "inf").utf8)))
+        let response = try await http.execute(CurlRequest(method: "POST", url: "\(url)/moto-api/reset-auth", headers: [("Content-Type", "text/plain")], body: Array((on ? "0" : "inf").utf8)))
         guard response.status == 200 else { throw TestFailure("moto reset-auth: \(response.status) \(response.bodyText)") }
     }
 
     /// An S3 request signed with the IAM user's key, or with `secret` instead.
-    func s3(_ method: String, path: String, query: [(String, String)] = [], secret: String? = nil) async throws -> HTTPClientResponse {
+    func s3(_ method: String, path: String, query: [(String, String)] = [], secret: String? = nil) async throws -> CurlResponse {
         let signer = S3Signer(accessKeyID: accessKeyID, secretAccessKey: secret ?? secretAccessKey, region: "us-east-1")
         let emptyHash = Digest.hex(Digest.sha256([UInt8]()))
         let request = S3Signer.Request(method: method, host: host, path: path, query: query, headers: [("x-amz-content-sha256", emptyHash)], payloadHash: emptyHash)
         let headers = request.headers + signer.authorizationHeaders(for: request, at: UTCTimestamp(Date()))
         let queryText = query.map { "\(formEncode($0.0))=\(formEncode($0.1))" }.joined(separator: "&")
-        return try await http.execute(HTTPClientRequest(method: method, url: url + path + (queryText.isEmpty ? "" : "?" + queryText), headers: headers))
+        return try await http.execute(CurlRequest(method: method, url: url + path + (queryText.isEmpty ? "" : "?" + queryText), headers: headers))
     }
 
     /// What botocore says of a presigned URL at `now`: `valid`, `signature-mismatch`, `expired` or `malformed`.
@@ -91,7 +91,7 @@ final class MotoServer: Sendable {
         let contentType = "application/x-www-form-urlencoded; charset=utf-8"
         let request = S3Signer.Request(method: "POST", host: "127.0.0.1:\(port)", path: "/", headers: [("Content-Type", contentType)], payloadHash: Digest.hex(Digest.sha256(body)))
         let headers = request.headers + signer.authorizationHeaders(for: request, at: UTCTimestamp(Date()))
-        let response = try await http.execute(HTTPClientRequest(method: "POST", url: "http://127.0.0.1:\(port)/", headers: headers, body: body))
+        let response = try await http.execute(CurlRequest(method: "POST", url: "http://127.0.0.1:\(port)/", headers: headers, body: body))
         guard response.status == 200 else { throw TestFailure("moto IAM \(parameters["Action"] ?? ""): \(response.status) \(response.bodyText)") }
         return response.bodyText
     }

@@ -34,7 +34,7 @@ final class OSSServer: Sendable {
 
     /// Uploads seen (`puts`) and objects stored (`bucket/key`).
     func stats(http: CurlHTTPClient) async throws -> JSONValue {
-        try JSONValue.parse(try await http.execute(HTTPClientRequest(url: "http://control.localhost:\(port)/stats")).body)
+        try JSONValue.parse(try await http.execute(CurlRequest(url: "http://control.localhost:\(port)/stats")).body)
     }
 
     func stop() { process.stop() }
