@@ -41,6 +41,7 @@ emulator_pids=()
 supervisor_pid=""
 app_pid=""
 nginx_pid=""
+anchor_pids=()
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -55,6 +56,7 @@ cleanup() {
   if [ -n "$client_pid" ]; then kill -TERM "$client_pid" 2>/dev/null || true; wait "$client_pid" 2>/dev/null || true; fi
   [ "$status" -eq 0 ] || check_emulators || true
   stop_gateway
+  stop_anchor
   for pid in "${emulator_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${emulator_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ "$status" -ne 0 ]; then
@@ -147,6 +149,37 @@ start_gateway() {
   echo "bench.sh: the gateway never became healthy:" >&2; cat "$dir/app.log" "$run_dir/logs/error.log" >&2; return 1
 }
 
+# start_anchor: the smallest libfcgi responder (Tests/Bench/fcgi_anchor.c) behind an nginx
+# rendered by the same `FCGIApp render-nginx` as the gateway's; sets anchor_url.
+start_anchor() {
+  local dir="$work/anchor"
+  mkdir -p "$dir/run" "$dir/output"
+  gcc -O2 -o "$dir/fcgi_anchor" "$here/Tests/Bench/fcgi_anchor.c" -lfcgi -lpthread
+  "$dir/fcgi_anchor" "$dir/run/fcgi.sock" "$FCGI_THREADS" &
+  anchor_pids+=($!)
+  local port; port=$(free_port)
+  (
+    cd "$dir"
+    unset TLS_CERT TLS_KEY
+    export PORT=$port RUN_DIR=$dir/run OUTPUT_DIR=$dir/output WORKFLOW_DIR=$dir COMFYUI_SERVER=http://127.0.0.1:9 \
+      STATIC_DIR=$here/static NGINX_TEMPLATE_DIR=$here/nginx
+    "$app_binary" render-nginx
+  ) >"$dir/render.log" 2>&1 || { cat "$dir/render.log" >&2; return 1; }
+  nginx -e "$dir/run/logs/error.log" -p "$dir/run/nginx" -c "$dir/run/nginx/nginx.conf" >"$dir/nginx.log" 2>&1 &
+  anchor_pids+=($!)
+  anchor_url="http://127.0.0.1:$port"
+  for _ in $(seq 1 200); do
+    if curl -fsS -o /dev/null "$anchor_url/api/styles" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "bench.sh: the anchor never answered" >&2; return 1
+}
+
+stop_anchor() {
+  for pid in "${anchor_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  anchor_pids=()
+}
+
 cat >"$results/config.json" <<EOF
 {"commit": "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')",
  "ulimit_n": "$(ulimit -n)", "fcgi_threads": $FCGI_THREADS, "log_level": "warning",
@@ -174,11 +207,13 @@ log "1b. request body size: /api/generate bodies that stop at validation"
 run_client parse --gateway "$gateway_url" --emulator "${emulator_urls[0]}" --out "$results/parse.json"
 
 check_emulators
-log "2. wrk: /healthz and a static image"
+log "2. wrk: /api/styles and /healthz against the libfcgi anchor, and a static image"
 image=$(find "$output_dir" -maxdepth 1 -name '*.png' ! -name '.*' -print -quit)
 [ -n "$image" ] || { echo "bench.sh: no stored image to serve" >&2; exit 1; }
-run_client wrk --gateway "$gateway_url" --static-path "/output_images/$(basename "$image")" \
+start_anchor
+run_client wrk --gateway "$gateway_url" --anchor "$anchor_url" --static-path "/output_images/$(basename "$image")" \
   --duration "$WRK_DURATION" --out "$results/wrk.json"
+stop_anchor
 
 check_emulators
 log "3a. sketch_update -> POST /prompt, $SKETCHES updates"

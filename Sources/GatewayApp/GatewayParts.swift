@@ -52,7 +52,7 @@ struct GatewayParts: Sendable {
         router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }
         let health = HealthRoute(pool: pool, styles: styles)
         router.add("GET", "/healthz") { await health.health($0) }
-        let metricsRoute = MetricsRoute(registry: metrics, sessions: sessions)
+        let metricsRoute = MetricsRoute(registry: metrics, sessions: sessions, pool: pool)
         router.add("GET", "/metrics") { await metricsRoute.metrics($0) }
         return router
     }

@@ -387,7 +387,11 @@ def parse_wrk(text: str) -> dict:
 
 def cmd_wrk(args) -> None:
     results = {"command": f"wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency URL", "runs": []}
-    for name, url in (("healthz", f"{args.gateway}/healthz"), ("static", f"{args.gateway}{args.static_path}")):
+    # The gateway and the anchor in turns, so that a drift of the machine's speed hits both alike.
+    targets = [("styles", f"{args.gateway}/api/styles"), ("styles-anchor", f"{args.anchor}/api/styles"),
+               ("healthz", f"{args.gateway}/healthz"), ("healthz-anchor", f"{args.anchor}/healthz"),
+               ("static", f"{args.gateway}{args.static_path}")]
+    for name, url in targets:
         command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}", "--latency", url]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         # bench.sh stops a step with SIGTERM: take wrk along.
@@ -396,7 +400,7 @@ def cmd_wrk(args) -> None:
         if process.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
         parsed = parse_wrk(output)
-        parsed.update(name=name, url=url.replace(args.gateway, ""))
+        parsed.update(name=name, url=url.replace(args.gateway, "").replace(args.anchor, ""))
         results["runs"].append(parsed)
         print(f"  {name}: {parsed['rps']} req/s, non-2xx {parsed['non_2xx']}", file=sys.stderr)
     write_json(args.out, results)
@@ -732,12 +736,21 @@ def cmd_report(args) -> None:
         w(f"`{wrk['command']}` (wrk on the same machine, HTTP/1.1 keep-alive to nginx).\n")
         w("| request | served by | req/s | p50 ms | p99 ms | non-2xx |")
         w("|---|---|---:|---:|---:|---:|")
+        runs = {run["name"]: run for run in wrk["runs"]}
         for run in wrk["runs"]:
-            who = "nginx → FastCGI → FCGIApp (new unix-socket connection per request)" if run["name"] == "healthz" \
-                else "nginx from disk (`alias`, sendfile)"
-            url = run["url"] if run["name"] == "healthz" else "/output_images/<sha256>.png"
+            if run["name"] == "static":
+                who, url = "nginx from disk (`alias`, sendfile)", "/output_images/<sha256>.png"
+            elif run["name"].endswith("-anchor"):
+                who, url = "nginx → FastCGI → the 30-line libfcgi anchor (fixed answer)", run["url"]
+            else:
+                who, url = "nginx → FastCGI → FCGIApp", run["url"]
             w(f"| `GET {url}` | {who} | {fmt(run['rps'], 0)} | {fmt(run['latency_ms'].get('p50'), 2)} | "
               f"{fmt(run['latency_ms'].get('p99'), 2)} | {run['non_2xx']} |")
+        for name in ("styles", "healthz"):
+            if name in runs and f"{name}-anchor" in runs and runs[f"{name}-anchor"]["rps"]:
+                ratio = runs[name]["rps"] / runs[f"{name}-anchor"]["rps"]
+                w(f"\n`GET {runs[name]['url']}`: the gateway makes **{ratio:.2f}×** the anchor's requests/s "
+                  "(same nginx configuration, same FCGI_THREADS, one connection per request).")
             if run.get("socket_errors"):
                 w(f"\n{run['name']}: {run['socket_errors']}\n")
         w("")
@@ -857,6 +870,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("wrk")
+    p.add_argument("--anchor", required=True)
     p.add_argument("--gateway", required=True)
     p.add_argument("--static-path", required=True)
     p.add_argument("--threads", type=int, default=2)

@@ -76,3 +76,22 @@ struct BackendHealthMonitorTests {
         }
     }
 }
+
+/// The monitor names its next deadline, so its watcher sleeps instead of polling.
+struct BackendHealthMonitorDeadlineTests {
+    @Test func theNextDeadlineIsTheEarliestTimerThatCouldFire() {
+        let start = ContinuousClock.now
+        let timing = BackendTiming(failoverAfter: .seconds(10), probeInterval: .seconds(5), stallTimeout: .seconds(60))
+        var monitor = BackendHealthMonitor(timing: timing, now: start)
+        #expect(monitor.nextDeadline == nil)
+        monitor.connected(at: start)
+        monitor.promptsInFlight(1, at: start + .seconds(1))
+        #expect(monitor.nextDeadline == start + .seconds(61))
+        monitor.progressed(at: start + .seconds(30))
+        #expect(monitor.nextDeadline == start + .seconds(90))
+        monitor.disconnected(at: start + .seconds(40))
+        #expect(monitor.nextDeadline == start + .seconds(50))
+        monitor.promptsInFlight(0, at: start + .seconds(41))
+        #expect(monitor.nextDeadline == nil)
+    }
+}

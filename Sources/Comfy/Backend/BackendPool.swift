@@ -38,13 +38,14 @@ public final class BackendPool: Sendable {
                 }
             }
             group.addTask {
+                // Waiting is pointless when no backend is coming back soon: say so when the grace is up.
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(250))
-                    self.metrics.queueDepth(await self.dispatcher.queued)
-                    // Waiting is pointless when no backend is coming back soon: say so now.
-                    if await self.dispatcher.allDown(longerThan: self.unavailableAfter) {
+                    let deadline = await self.dispatcher.allDownDeadline(grace: self.unavailableAfter)
+                    if let deadline, deadline <= .now {
                         await self.dispatcher.failWaiting(with: await self.unavailableError())
                     }
+                    let wake = deadline.map { $0 > .now ? $0 : .now + self.unavailableAfter } ?? .now + .seconds(3600)
+                    await self.dispatcher.waitForHealthChange(until: wake)
                 }
             }
         }
@@ -131,8 +132,12 @@ public final class BackendPool: Sendable {
         return result
     }
 
-    /// Jobs waiting for a backend.
-    public func queued() async -> Int { await dispatcher.queued }
+    /// Jobs waiting for a backend (the queue-depth gauge is set from it at each scrape).
+    public func queued() async -> Int {
+        let queued = await dispatcher.queued
+        metrics.queueDepth(queued)
+        return queued
+    }
 }
 
 /// A backend's health as `/healthz` reports it.

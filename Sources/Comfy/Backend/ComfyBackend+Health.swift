@@ -4,19 +4,27 @@ import Foundation
 extension ComfyBackend {
     var health: BackendHealth { monitor.health }
 
-    /// Probes `/system_stats` every `probeInterval` and re-evaluates the timers until cancelled.
+    /// Probes `/system_stats` every `probeInterval` (every second while it fails) and acts on the
+    /// health rules' deadlines, until cancelled. It sleeps until the next probe or deadline,
+    /// and wakes early when the socket or the prompts in flight change (`nudgeHealth`).
     func watchHealth() async {
-        var lastProbe = ContinuousClock.now - timing.probeInterval
+        var nextProbe = ContinuousClock.now
+        let nudges = healthNudges
         while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(250))
-            if Task.isCancelled { return }
-            if ContinuousClock.now - lastProbe >= timing.probeInterval || monitor.probeFailures > 0 && ContinuousClock.now - lastProbe >= .seconds(1) {
-                lastProbe = .now
+            if ContinuousClock.now >= nextProbe {
                 await probe()
+                nextProbe = .now + (monitor.probeFailures > 0 ? min(.seconds(1), timing.probeInterval) : timing.probeInterval)
             }
             await act(on: monitor.tick(at: .now))
             publishHealth()
+            let wake = min(nextProbe, monitor.nextDeadline ?? nextProbe)
+            _ = try? await withDeadline(wake, timeout: { CancellationError() }) { try await nudges.wait(for: 0) }
         }
+    }
+
+    /// Something the health rules time changed: `watchHealth` looks again now.
+    func nudgeHealth() {
+        healthNudges.resume(0, with: .success(()))
     }
 
     private func probe() async {

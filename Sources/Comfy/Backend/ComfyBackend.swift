@@ -18,6 +18,8 @@ public actor ComfyBackend {
     var tracker = PromptTracker()
     /// Jobs waiting for their prompt's end, by prompt id.
     let endings = WaiterTable<String, PromptWatch>()
+    /// Wakes `watchHealth` when its deadlines may have moved.
+    let healthNudges = WaiterTable<Int, Void>()
     /// Jobs waiting for the socket to come up.
     private let connectionWaiters = WaiterTable<UUID, Void>()
     /// Clean-ups on ComfyUI that must outlive the job that asks for them (a cancelled caller).
@@ -108,6 +110,7 @@ public actor ComfyBackend {
         switch event {
         case .connected(let clientID):
             monitor.connected(at: .now)
+            nudgeHealth()
             lastError = nil
             logger.info("ComfyUI WebSocket connected")
             publishHealth()
@@ -126,6 +129,7 @@ public actor ComfyBackend {
     private func disconnected(reason: String) {
         guard isConnected else { return }
         monitor.disconnected(at: .now)
+        nudgeHealth()
         tracker.disconnected()
         logger.warning("ComfyUI WebSocket lost", metadata: ["comfy.in_flight": "\(tracker.count)"])
         publishHealth()
@@ -185,5 +189,6 @@ public actor ComfyBackend {
         guard tracker.count != reportedInFlight else { return }
         reportedInFlight = tracker.count
         monitor.promptsInFlight(tracker.count, at: .now)
+        nudgeHealth()
     }
 }

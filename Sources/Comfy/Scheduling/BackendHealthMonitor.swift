@@ -69,6 +69,18 @@ struct BackendHealthMonitor: Sendable {
         inFlight = count
     }
 
+    /// The earliest moment at which `tick` could act or the health change by itself; `nil` when
+    /// nothing is pending. Callers sleep until then (or until an event changes the state).
+    var nextDeadline: ContinuousClock.Instant? {
+        var deadlines: [ContinuousClock.Instant] = []
+        if let stalledUntil { deadlines.append(stalledUntil) }
+        if inFlight > 0 {
+            if !isConnected, let disconnectedAt { deadlines.append(disconnectedAt + timing.failoverAfter) }
+            if isConnected, stalledUntil == nil, let busySince { deadlines.append(max(busySince, lastProgress) + timing.stallTimeout) }
+        }
+        return deadlines.min()
+    }
+
     /// Re-evaluates the timers; returns what to do with the prompts in flight.
     mutating func tick(at now: ContinuousClock.Instant) -> Action {
         if let until = stalledUntil, now >= until { stalledUntil = nil }

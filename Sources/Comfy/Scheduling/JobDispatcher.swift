@@ -9,6 +9,8 @@ actor JobDispatcher {
     private var isShuttingDown = false
     /// Since when no backend has been up (`nil` while one is).
     private var allDownSince: ContinuousClock.Instant? = .now
+    /// Wakes `waitForHealthChange` callers.
+    private let healthChanges = WaiterTable<Int, Void>()
     init(backendCount: Int, configuration: SchedulerConfiguration) {
         scheduler = JobScheduler(backendCount: backendCount, configuration: configuration)
     }
@@ -71,7 +73,19 @@ actor JobDispatcher {
         } else if allDownSince == nil {
             allDownSince = .now
         }
+        healthChanges.resume(0, with: .success(()))
         pump()
+    }
+
+    /// When no backend will have been up for `grace`; `nil` while one is up.
+    func allDownDeadline(grace: Duration) -> ContinuousClock.Instant? {
+        allDownSince.map { $0 + grace }
+    }
+
+    /// Returns at `deadline`, or earlier when a backend's health changes.
+    nonisolated func waitForHealthChange(until deadline: ContinuousClock.Instant) async {
+        let changes = healthChanges
+        _ = try? await withDeadline(deadline, timeout: { CancellationError() }) { try await changes.wait(for: 0) }
     }
 
     /// Whether no backend has been up for longer than `grace`.

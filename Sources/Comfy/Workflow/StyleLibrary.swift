@@ -1,19 +1,49 @@
 import Foundation
 import Logging
 import NIOPosix
+import Synchronization
 
 /// The styles in `WORKFLOW_DIR`, reloaded when files are added, changed or removed.
 ///
-/// Each lookup stats the directory and the loaded files (on NIO's thread pool, not the
-/// cooperative one); the folder is listed again only when its own modification time changed,
-/// and a file is read again only when its size or modification time did. Edits take effect at
-/// the next request without a restart or a watcher thread.
-public actor StyleLibrary {
+/// Each lookup asks the folder's inotify watch whether anything changed (one non-blocking
+/// read; where the folder cannot be watched, it stats the folder and the loaded files) and
+/// answers from the loaded set when nothing did: no lock is held across a suspension and no
+/// task hops, so a style lookup costs microseconds. Only after a change is the folder listed
+/// or a file read again, on NIO's thread pool, not the cooperative one. Edits take effect at
+/// the next request without a restart.
+public final class StyleLibrary: Sendable {
     public let directory: String
     private let logger: Logger
-    private var loaded: [String: (stamp: FileStamp, result: Result<StyleWorkflow, StyleWorkflow.Problem>)] = [:]
-    /// The directory's own stamp at the last listing.
-    private var listed: FileStamp?
+    /// The loaded set; replaced whole when something changed, so a lookup holds the lock only
+    /// to take a reference.
+    private let current = Mutex(Current())
+    /// The folder's change feed; `nil` where it cannot be watched (then stamps are compared).
+    private let watch: FolderWatch?
+
+    private struct Current {
+        var snapshot = Snapshot(loaded: [:], listed: nil)
+        /// Changes seen so far, and how many of them the snapshot was scanned after.
+        var changes = 1
+        var scanned = 0
+    }
+
+    private final class Snapshot: Sendable {
+        let loaded: [String: (stamp: FileStamp, result: Result<StyleWorkflow, StyleWorkflow.Problem>)]
+        /// The directory's own stamp at the last listing.
+        let listed: FileStamp?
+        let names: [String]
+        let broken: [(file: String, reason: String)]
+
+        init(loaded: [String: (stamp: FileStamp, result: Result<StyleWorkflow, StyleWorkflow.Problem>)], listed: FileStamp?) {
+            self.loaded = loaded
+            self.listed = listed
+            names = loaded.compactMap { name, entry in (try? entry.result.get()) != nil ? name : nil }.sorted()
+            broken = loaded.compactMap { name, entry in
+                if case .failure(let problem) = entry.result { return ("\(name).json", problem.description) }
+                return nil
+            }.sorted { $0.file < $1.file }
+        }
+    }
 
     struct FileStamp: Equatable, Sendable {
         var size: Int
@@ -41,55 +71,82 @@ public actor StyleLibrary {
     public init(directory: String, logger: Logger) {
         self.directory = directory
         self.logger = logger
+        watch = FolderWatch(directory: directory)
     }
 
     /// Style names, sorted.
     public func names() async -> [String] {
-        await refresh()
-        return loaded.compactMap { name, entry in (try? entry.result.get()) != nil ? name : nil }.sorted()
+        await fresh().names
     }
 
     /// Files that are not usable styles, with the reason.
     public func broken() async -> [(file: String, reason: String)] {
-        await refresh()
-        return loaded.compactMap { name, entry in
-            if case .failure(let problem) = entry.result { return ("\(name).json", problem.description) }
-            return nil
-        }.sorted { $0.file < $1.file }
+        await fresh().broken
     }
 
     /// The style of that name; `nil` when there is none.
     public func style(_ name: String) async -> StyleWorkflow? {
         guard StyleWorkflow.isValidName(name) else { return nil }
-        await refresh()
-        return try? loaded[name]?.result.get()
+        return try? await fresh().loaded[name]?.result.get()
     }
 
     /// `realistic` when it exists, else the first style by name.
     public func defaultStyle() async -> StyleWorkflow? {
-        let available = await names()
-        let name = available.contains("realistic") ? "realistic" : available.first ?? ""
-        return try? loaded[name]?.result.get()
+        let snapshot = await fresh()
+        let name = snapshot.names.contains("realistic") ? "realistic" : snapshot.names.first ?? ""
+        return try? snapshot.loaded[name]?.result.get()
     }
 
-    private func refresh() async {
-        let known = loaded.mapValues(\.stamp)
-        let listed = self.listed
+    /// The loaded set, scanned again first if the folder or a file changed.
+    private func fresh() async -> Snapshot {
+        let changed = watch?.drainChanges() ?? false
+        let (snapshot, generation) = current.withLock { current in
+            if changed { current.changes += 1 }
+            return (current.snapshot, current.scanned < current.changes ? current.changes : nil)
+        }
+        let unchanged: Bool
+        if watch != nil {
+            unchanged = generation == nil
+        } else {
+            unchanged = snapshot.listed != nil && FileStamp(path: directory) == snapshot.listed
+                && snapshot.loaded.allSatisfy { FileStamp(path: "\(directory)/\($0.key).json") == $0.value.stamp }
+        }
+        if unchanged { return snapshot }
+        let known = snapshot.loaded.mapValues(\.stamp)
+        // With a watch the folder is listed again after any change; without one only when its stamp moved.
+        let listed = watch == nil ? snapshot.listed : nil
         guard let scan = try? await NIOThreadPool.singleton.runIfActive({ [directory] in
             Self.scan(directory, known: known, listed: listed)
-        }) else { return }
-        self.listed = scan.directory
-        for (name, result) in scan.reloaded {
-            switch result {
-            case .success: logger.info("style loaded", metadata: ["style": "\(name)"])
-            case .failure(let problem): logger.warning("style left out", metadata: ["style.file": "\(name).json", "reason": "\(problem)"])
+        }) else { return snapshot }
+        // Two lookups may scan the same change at once: the second finds nothing left to do.
+        let (next, events) = current.withLock { whole -> (Snapshot, [(name: String, loaded: Bool?, problem: String?)]) in
+            if let generation { whole.scanned = max(whole.scanned, generation) }
+            let current = whole.snapshot
+            var loaded = current.loaded
+            var events: [(String, Bool?, String?)] = []
+            for (name, result) in scan.reloaded {
+                guard let stamp = scan.present[name], loaded[name]?.stamp != stamp else { continue }
+                loaded[name] = (stamp, result)
+                switch result {
+                case .success: events.append((name, true, nil))
+                case .failure(let problem): events.append((name, false, problem.description))
+                }
             }
-            if let stamp = scan.present[name] { loaded[name] = (stamp, result) }
+            for name in loaded.keys where scan.present[name] == nil {
+                loaded[name] = nil
+                events.append((name, nil, nil))
+            }
+            whole.snapshot = Snapshot(loaded: loaded, listed: scan.directory)
+            return (whole.snapshot, events)
         }
-        for name in loaded.keys where scan.present[name] == nil {
-            loaded[name] = nil
-            logger.info("style removed", metadata: ["style": "\(name)"])
+        for event in events {
+            switch event.loaded {
+            case true?: logger.info("style loaded", metadata: ["style": "\(event.name)"])
+            case false?: logger.warning("style left out", metadata: ["style.file": "\(event.name).json", "reason": "\(event.problem ?? "")"])
+            case nil: logger.info("style removed", metadata: ["style": "\(event.name)"])
+            }
         }
+        return next
     }
 
     /// Stats the folder; lists it only when it changed since `listed`, else stats the known files.

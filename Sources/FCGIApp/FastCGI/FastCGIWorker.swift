@@ -40,12 +40,17 @@ struct FastCGIWorker: Sendable {
     private func run(_ request: GatewayRequest, connectionFD: Int32, wakeFD: Int32) -> GatewayResponse? {
         let box = ResponseBox()
         let handler = self.handler
-        let task = Task {
+        // Started on this thread: a handler that never suspends (most answers) finishes before
+        // `Task.immediate` returns, so the thread neither sleeps in poll nor hands over.
+        let task = Task.immediate {
             let response = await handler(request)
-            box.set(response)
-            var one: UInt64 = 1
-            _ = Foundation.write(wakeFD, &one, 8)
+            // The eventfd only when the thread sleeps in poll: an answer made inline needs no wake-up.
+            if box.set(response) {
+                var one: UInt64 = 1
+                _ = Foundation.write(wakeFD, &one, 8)
+            }
         }
+        if let answered = box.takeUnlessWaiting() { return answered }
         var hungUp = false
         while true {
             var fds = [
@@ -68,9 +73,32 @@ struct FastCGIWorker: Sendable {
     }
 }
 
-/// Carries a task's response to the FastCGI thread that waits for it.
+/// Carries a task's response to the FastCGI thread that waits for it, and tells the task
+/// whether that thread went to sleep (then it must be woken).
 private final class ResponseBox: Sendable {
-    private let value = Mutex<GatewayResponse?>(nil)
-    func set(_ response: GatewayResponse) { value.withLock { $0 = response } }
-    func take() -> GatewayResponse? { value.withLock { $0.take() } }
+    private struct State {
+        var response: GatewayResponse?
+        var threadWaits = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Stores the answer; returns whether the thread waits in poll for it.
+    func set(_ response: GatewayResponse) -> Bool {
+        state.withLock { state in
+            state.response = response
+            return state.threadWaits
+        }
+    }
+
+    /// The answer if it is there already; else marks the thread as waiting and returns `nil`.
+    func takeUnlessWaiting() -> GatewayResponse? {
+        state.withLock { state in
+            if let response = state.response.take() { return response }
+            state.threadWaits = true
+            return nil
+        }
+    }
+
+    func take() -> GatewayResponse? { state.withLock { $0.response.take() } }
 }

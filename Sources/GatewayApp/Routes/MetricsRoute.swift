@@ -7,6 +7,7 @@ import Prometheus
 struct MetricsRoute: Sendable {
     let registry: PrometheusCollectorRegistry
     let sessions: DrawingSessions
+    let pool: BackendPool
 
     /// Routes swift-metrics into a Prometheus registry; call once, before any metric is made.
     static func bootstrap() -> PrometheusCollectorRegistry {
@@ -19,7 +20,9 @@ struct MetricsRoute: Sendable {
     }
 
     func metrics(_ request: GatewayRequest) async -> GatewayResponse {
+        // Gauges of counts are read when scraped, not polled.
         Gauge(label: "comfy_gateway_drawing_sessions").record(await sessions.count)
+        _ = await pool.queued()
         return GatewayResponse(
             status: 200,
             headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Cache-Control", "no-store")],
