@@ -4,7 +4,7 @@
 # (the supervisor that renders nginx and starts the app and nginx, as `make run` and the
 # end-to-end tests do) on free ports in a temporary directory, runs Tests/Bench/bench.py,
 # stops everything.
-# Knobs (environment): BENCH_REQUESTS (300), BENCH_SKETCHES (200), BENCH_SESSIONS (1000,5000),
+# Knobs (environment): BENCH_REQUESTS (300), BENCH_SKETCHES (200), BENCH_SESSIONS (1000,10000),
 # BENCH_DIRECT_SESSIONS (5000; 0 = skip), BENCH_JOBS (128), BENCH_JOB_CONCURRENCY (32),
 # BENCH_WRK_DURATION (10s), BENCH_OUTPUT (BENCHMARKS.md at the repository root).
 set -euo pipefail
@@ -15,7 +15,7 @@ cd "$here"
 
 REQUESTS=${BENCH_REQUESTS:-300}
 SKETCHES=${BENCH_SKETCHES:-200}
-SESSIONS=${BENCH_SESSIONS:-1000,5000}
+SESSIONS=${BENCH_SESSIONS:-1000,10000}
 DIRECT_SESSIONS=${BENCH_DIRECT_SESSIONS:-5000}
 JOBS=${BENCH_JOBS:-128}
 JOB_CONCURRENCY=${BENCH_JOB_CONCURRENCY:-32}

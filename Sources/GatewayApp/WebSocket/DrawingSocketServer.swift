@@ -98,16 +98,32 @@ final class DrawingSocketServer: Service {
         // nginx's workers run as this user; nobody else may connect (as for the FastCGI socket).
         chmod(socketPath, 0o660)
         logger.info("drawing WebSocket listening", metadata: ["ws.socket": "\(socketPath)"])
+        let (closed, closing) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
+                group.addTask { await Self.returnMemory(after: closed) }
                 try? await server.executeThenClose { inbound in
                     for try await upgrade in inbound {
-                        group.addTask { await self.handle(upgrade) }
+                        group.addTask {
+                            await self.handle(upgrade)
+                            closing.yield()
+                        }
                     }
                 }
+                closing.finish()
             }
         }
         unlink(socketPath)
+    }
+
+    /// Gives freed memory back to the system a second after sockets close, at most once a
+    /// second: glibc keeps what thousands of closed painters' connections freed otherwise
+    /// (measured: none of 262 MB came back after 10,000 sockets closed).
+    private static func returnMemory(after closes: AsyncStream<Void>) async {
+        for await _ in closes {
+            try? await Task.sleep(for: .seconds(1))
+            _ = malloc_trim(0)
+        }
     }
 
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
@@ -142,3 +158,7 @@ final class DrawingSocketServer: Service {
         }
     }
 }
+
+/// glibc's `int malloc_trim(size_t pad)`: `malloc.h` is not part of Swift's Glibc module.
+@_silgen_name("malloc_trim")
+private func malloc_trim(_ pad: Int) -> Int32
