@@ -179,6 +179,11 @@ struct DrawingTests {
             // An existing session still takes sketches.
             let again = sketchForm(file: Sketches.png(seed: 2), fields: ["session_id": "first"])
             #expect(try await gateway.post("/api/sketch", body: again.body, contentType: again.contentType).status == 200)
+            // A WebSocket for a new session hears why, and is closed rather than left unanswered.
+            let socket = try await DrawingClient.connect(port: gateway.port, sessionID: "fourth")
+            let busy = try await socket.next(status: "error")
+            #expect(busy["message"]?.stringValue?.contains("busy") == true)
+            await socket.close()
         }
     }
 

@@ -14,7 +14,20 @@ struct DrawingSocketConnection: Sendable {
     let logger: Logger
 
     func serve(_ channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>) async {
-        guard let (token, messages) = try? await sessions.subscribe(sessionID) else { return }
+        let token: UInt64
+        let messages: AsyncStream<SessionMessage>
+        do throws(DrawingError) {
+            (token, messages) = try await sessions.subscribe(sessionID)
+        } catch {
+            // No room for another session: the painter hears why, then the socket closes
+            // (1013, try again later) instead of staying open unanswered.
+            try? await channel.executeThenClose { inbound, outbound in
+                let socket = WebSocketSession(inbound: inbound, outbound: outbound, masksFrames: false)
+                try await socket.send(.text(String(decoding: SessionMessage.error(message: error.message).json.encoded(), as: UTF8.self)))
+                try await socket.close(code: error.code == .busy ? .unknown(1013) : .policyViolation)
+            }
+            return
+        }
         let connections = Meter(label: "comfy_gateway_websocket_connections")
         connections.increment()
         defer { connections.decrement() }
