@@ -110,7 +110,7 @@ public final class BackendPool: Sendable {
     private func unavailableError() async -> ComfyError {
         var reasons: [String] = []
         for backend in backends {
-            reasons.append("\(backend.url): \(await backend.lastError ?? "not connected")")
+            reasons.append("\(backend.url): \(backend.lastError ?? "not connected")")
         }
         var error = ComfyError(code: .backendUnavailable, message: "no ComfyUI backend is reachable (\(reasons.joined(separator: "; ")))")
         error.backend = backends.map(\.url.description).joined(separator: ",")
@@ -118,23 +118,22 @@ public final class BackendPool: Sendable {
     }
 
     /// Each backend's state for `/healthz`.
-    public func status() async -> [BackendStatus] {
-        var result: [BackendStatus] = []
-        for (index, backend) in backends.enumerated() {
-            result.append(BackendStatus(
+    public func status() -> [BackendStatus] {
+        let snapshot = dispatcher.published.withLockedValue { $0 }
+        return backends.enumerated().map { index, backend in
+            BackendStatus(
                 url: backend.url.description,
-                health: await dispatcher.health(of: index),
-                inFlight: await dispatcher.running(on: index),
+                health: snapshot.health[index],
+                inFlight: snapshot.running[index],
                 capacity: configuration.capacityPerBackend,
-                lastError: await backend.lastError
-            ))
+                lastError: backend.lastError
+            )
         }
-        return result
     }
 
     /// Jobs waiting for a backend (the queue-depth gauge is set from it at each scrape).
-    public func queued() async -> Int {
-        let queued = await dispatcher.queued
+    public func queued() -> Int {
+        let queued = dispatcher.published.withLockedValue { $0.queued }
         metrics.queueDepth(queued)
         return queued
     }

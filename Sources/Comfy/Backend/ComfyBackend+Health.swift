@@ -33,7 +33,7 @@ extension ComfyBackend {
             monitor.probed(ok: true)
         } catch {
             monitor.probed(ok: false)
-            lastError = "\(error)"
+            record(error: "\(error)")
             if monitor.probeFailures == 2 { logger.warning("ComfyUI probe failing", metadata: ["error": "\(error)"]) }
         }
     }
@@ -52,7 +52,7 @@ extension ComfyBackend {
                 return
             }
             let seconds = timing.stallTimeout.components.seconds
-            lastError = "no progress on its prompts for \(seconds) s"
+            record(error: "no progress on its prompts for \(seconds) s")
             logger.warning("ComfyUI stalled; moving its prompts", metadata: ["comfy.in_flight": "\(tracker.count)"])
             failAll(with: ComfyError.unavailable(url, "stalled: no progress for \(seconds) s"), cancelOnServer: true)
         }

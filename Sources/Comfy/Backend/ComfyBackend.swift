@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 
 /// One ComfyUI server: runs jobs on it, one attempt each, and keeps its health.
 ///
@@ -26,8 +27,13 @@ public actor ComfyBackend {
     private let chores: AsyncStream<Chore>.Continuation
     private let choreStream: AsyncStream<Chore>
 
-    /// Why the backend last failed, for `/healthz`.
-    public internal(set) var lastError: String?
+    /// Why the backend last failed, for `/healthz`; read without a hop onto the actor.
+    public nonisolated var lastError: String? { lastErrorBox.withLockedValue { $0 } }
+    private let lastErrorBox = NIOLockedValueBox<String?>(nil)
+
+    func record(error: String?) {
+        lastErrorBox.withLockedValue { $0 = error }
+    }
     public var isConnected: Bool { monitor.isConnected }
 
     /// The health rules (see ComfyBackend+Health).
@@ -111,13 +117,13 @@ public actor ComfyBackend {
         case .connected(let clientID):
             monitor.connected(at: .now)
             nudgeHealth()
-            lastError = nil
+            record(error: nil)
             logger.info("ComfyUI WebSocket connected")
             publishHealth()
             execute(tracker.connected(clientID))
             for key in connectionWaiters.waitingKeys { connectionWaiters.resume(key, with: .success(()), keep: false) }
         case .disconnected(let reason):
-            lastError = reason
+            record(error: reason)
             disconnected(reason: reason)
         case .message(let message):
             execute(tracker.apply(message))

@@ -4,6 +4,8 @@ public struct ComfyServerURL: Sendable, Hashable, CustomStringConvertible {
     public let port: Int
     /// Path prefix without trailing slash, for a ComfyUI behind a reverse proxy (`""` usually).
     public let basePath: String
+    /// `http://host:port/prefix`, made once: `/healthz` shows it on every call.
+    public let description: String
 
     /// Parses `http://host[:port][/prefix]`; `nil` for anything else (no https: the WebSocket
     /// client speaks plain TCP, so ComfyUI must sit on a private network).
@@ -28,11 +30,8 @@ public struct ComfyServerURL: Sendable, Hashable, CustomStringConvertible {
         self.host = host
         self.port = port
         self.basePath = path
-    }
-
-    public var description: String {
-        let shownHost = host.contains(":") ? "[\(host)]" : host
-        return "http://\(shownHost):\(port)\(basePath)"
+        let shownHost = host.utf8.contains(UInt8(ascii: ":")) ? "[\(host)]" : host
+        description = "http://\(shownHost):\(port)\(path)"
     }
 
     /// An HTTP URL for `path` (which starts with `/`) on this server.

@@ -1,3 +1,5 @@
+import NIOConcurrencyHelpers
+
 /// The seam between callers and the scheduler: a job waits here for a backend slot, within
 /// its deadline, and gives the slot back when it ends.
 actor JobDispatcher {
@@ -13,11 +15,21 @@ actor JobDispatcher {
     private let healthChanges = WaiterTable<Int, Void>()
     init(backendCount: Int, configuration: SchedulerConfiguration) {
         scheduler = JobScheduler(backendCount: backendCount, configuration: configuration)
+        published = NIOLockedValueBox(Snapshot(health: scheduler.backends.map(\.health), running: scheduler.backends.map(\.running.count), queued: 0))
     }
 
+    /// The scheduler's counts as of its last change, for `/healthz` and `/metrics`: read
+    /// without a hop onto this actor.
+    struct Snapshot: Sendable {
+        var health: [BackendHealth]
+        var running: [Int]
+        var queued: Int
+    }
+
+    // A pthread mutex, not `Mutex`: many FastCGI threads read it at once, and `Mutex` spins under contention (perf).
+    nonisolated let published: NIOLockedValueBox<Snapshot>
+
     var queued: Int { scheduler.queued }
-    func running(on backend: Int) -> Int { scheduler.backends[backend].running.count }
-    func health(of backend: Int) -> BackendHealth { scheduler.backends[backend].health }
 
     /// Queues a job; throws `busy` when the queue is full or the gateway is shutting down.
     func submit(owner: String, priority: JobPriority) throws -> UInt64 {
@@ -107,6 +119,7 @@ actor JobDispatcher {
     func shutDown() {
         isShuttingDown = true
         for backend in scheduler.backends.indices { scheduler.setHealth(backend, .draining) }
+        defer { pump() }
         for id in slots.waitingKeys {
             abandon(id, with: ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; the job was not started"))
         }
@@ -123,5 +136,7 @@ actor JobDispatcher {
         for assignment in scheduler.dispatch() {
             slots.resume(assignment.job, with: .success(assignment.backend))
         }
+        let snapshot = Snapshot(health: scheduler.backends.map(\.health), running: scheduler.backends.map(\.running.count), queued: scheduler.queued)
+        published.withLockedValue { $0 = snapshot }
     }
 }

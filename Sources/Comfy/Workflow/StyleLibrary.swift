@@ -1,7 +1,7 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOPosix
-import Synchronization
 
 /// The styles in `WORKFLOW_DIR`, reloaded when files are added, changed or removed.
 ///
@@ -16,7 +16,8 @@ public final class StyleLibrary: Sendable {
     private let logger: Logger
     /// The loaded set; replaced whole when something changed, so a lookup holds the lock only
     /// to take a reference.
-    private let current = Mutex(Current())
+    // A pthread mutex, not `Mutex`: every style lookup takes it, and `Mutex` spins under contention (perf).
+    private let current = NIOLockedValueBox(Current())
     /// The folder's change feed; `nil` where it cannot be watched (then stamps are compared).
     private let watch: FolderWatch?
 
@@ -100,7 +101,7 @@ public final class StyleLibrary: Sendable {
     /// The loaded set, scanned again first if the folder or a file changed.
     private func fresh() async -> Snapshot {
         let changed = watch?.drainChanges() ?? false
-        let (snapshot, generation) = current.withLock { current in
+        let (snapshot, generation) = current.withLockedValue { current in
             if changed { current.changes += 1 }
             return (current.snapshot, current.scanned < current.changes ? current.changes : nil)
         }
@@ -119,7 +120,7 @@ public final class StyleLibrary: Sendable {
             Self.scan(directory, known: known, listed: listed)
         }) else { return snapshot }
         // Two lookups may scan the same change at once: the second finds nothing left to do.
-        let (next, events) = current.withLock { whole -> (Snapshot, [(name: String, loaded: Bool?, problem: String?)]) in
+        let (next, events) = current.withLockedValue { whole -> (Snapshot, [(name: String, loaded: Bool?, problem: String?)]) in
             if let generation { whole.scanned = max(whole.scanned, generation) }
             let current = whole.snapshot
             var loaded = current.loaded

@@ -6,7 +6,7 @@ struct HealthRoute: Sendable {
     let styles: StyleLibrary
 
     func health(_ request: GatewayRequest) async -> GatewayResponse {
-        let backends = await pool.status()
+        let backends = pool.status()
         let usable = backends.contains(where: \.isUp)
         return .json(.object([
             "status": .string(usable ? "ok" : "unavailable"),
@@ -19,7 +19,7 @@ struct HealthRoute: Sendable {
                     "last_error": backend.lastError.map(JSONValue.string) ?? .null,
                 ])
             }),
-            "queued_jobs": .number(Double(await pool.queued())),
+            "queued_jobs": .number(Double(pool.queued())),
             "styles": .object([
                 "loaded": .array(await styles.names().map(JSONValue.string)),
                 "broken": .array(await styles.broken().map { .object(["file": .string($0.file), "reason": .string($0.reason)]) }),

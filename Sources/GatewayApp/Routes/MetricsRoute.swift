@@ -22,7 +22,7 @@ struct MetricsRoute: Sendable {
     func metrics(_ request: GatewayRequest) async -> GatewayResponse {
         // Gauges of counts are read when scraped, not polled.
         Gauge(label: "comfy_gateway_drawing_sessions").record(await sessions.count)
-        _ = await pool.queued()
+        _ = pool.queued()
         return GatewayResponse(
             status: 200,
             headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Cache-Control", "no-store")],
