@@ -55,15 +55,6 @@ public final class WaiterTable<Key: Hashable & Sendable, Value: Sendable>: Senda
         _ = state.withLock { $0.early.removeValue(forKey: key) }
     }
 
-    /// Resumes every waiter with `error`; kept results are dropped.
-    public func resumeAll(throwing error: any Error) {
-        let waiters = state.withLock { state in
-            defer { state = State() }
-            return Array(state.waiters.values)
-        }
-        for waiter in waiters { waiter.resume(throwing: error) }
-    }
-
     /// The keys waited for now.
     public var waitingKeys: [Key] { state.withLock { Array($0.waiters.keys) } }
 }
