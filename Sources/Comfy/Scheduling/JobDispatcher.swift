@@ -29,7 +29,6 @@ actor JobDispatcher {
     // A pthread mutex, not `Mutex`: many FastCGI threads read it at once, and `Mutex` spins under contention (perf).
     nonisolated let published: NIOLockedValueBox<Snapshot>
 
-
     /// Queues a job; throws `busy` when the queue is full or the gateway is shutting down.
     func submit(owner: String, priority: JobPriority) throws -> UInt64 {
         guard !isShuttingDown else {
