@@ -79,7 +79,7 @@ public final class BackendPool: Sendable {
     }
 
     private func schedule(_ job: PromptJob, priority: JobPriority, owner: String, deadline: ContinuousClock.Instant) async throws -> GeneratedImage {
-        if await dispatcher.allDown(longerThan: unavailableAfter) { throw await unavailableError() }
+        if let deadline = await dispatcher.allDownDeadline(grace: unavailableAfter), deadline < .now { throw await unavailableError() }
         let id = try await dispatcher.submit(owner: owner, priority: priority)
         while true {
             let index = try await dispatcher.waitForSlot(id, deadline: deadline, timeout: job.timeout)

@@ -9,7 +9,6 @@ extension ComfyBackend {
     /// and wakes early when the socket or the prompts in flight change (`nudgeHealth`).
     func watchHealth() async {
         var nextProbe = ContinuousClock.now
-        let nudges = healthNudges
         while !Task.isCancelled {
             if ContinuousClock.now >= nextProbe {
                 await probe()
@@ -18,7 +17,7 @@ extension ComfyBackend {
             await act(on: monitor.tick(at: .now))
             publishHealth()
             let wake = min(nextProbe, monitor.nextDeadline ?? nextProbe)
-            _ = try? await withDeadline(wake, timeout: { CancellationError() }) { try await nudges.wait(for: 0) }
+            _ = await healthNudges.wait(for: 0, until: wake)
         }
     }
 

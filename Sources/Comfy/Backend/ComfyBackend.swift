@@ -104,11 +104,7 @@ public actor ComfyBackend {
     /// Waits until the socket is up, at most `timeout`. Returns whether it is.
     func waitUntilConnected(timeout: Duration) async -> Bool {
         if isConnected { return true }
-        let key = UUID()
-        let waiters = connectionWaiters
-        _ = try? await withDeadline(.now + timeout, timeout: { CancellationError() }) {
-            try await waiters.wait(for: key)
-        }
+        _ = await connectionWaiters.wait(for: UUID(), until: .now + timeout)
         return isConnected
     }
 

@@ -32,6 +32,12 @@ public final class WaiterTable<Key: Hashable & Sendable, Value: Sendable>: Senda
         }
     }
 
+    /// Waits as `wait(for:)` does, at most until `deadline`; `nil` when it passed first, the task
+    /// was cancelled, or the result was an error.
+    public func wait(for key: Key, until deadline: ContinuousClock.Instant) async -> Value? {
+        try? await withDeadline(deadline, timeout: { CancellationError() }) { try await self.wait(for: key) }
+    }
+
     /// Hands `result` to the key's waiter, or keeps it for the waiter to come when `keep`.
     /// Returns whether a waiter took it.
     @discardableResult

@@ -94,14 +94,9 @@ actor JobDispatcher {
 
     /// Returns at `deadline`, or earlier when a backend's health changes.
     nonisolated func waitForHealthChange(until deadline: ContinuousClock.Instant) async {
-        let changes = healthChanges
-        _ = try? await withDeadline(deadline, timeout: { CancellationError() }) { try await changes.wait(for: 0) }
+        _ = await healthChanges.wait(for: 0, until: deadline)
     }
 
-    /// Whether no backend has been up for longer than `grace`.
-    func allDown(longerThan grace: Duration) -> Bool {
-        allDownSince.map { ContinuousClock.now - $0 > grace } ?? false
-    }
 
     /// Answers every waiting job with `error` (no backend is coming back soon).
     func failWaiting(with error: Error) {

@@ -106,7 +106,7 @@ final class ThreadCountdown: Sendable {
     func wait(upTo limit: Duration) async -> Bool {
         if remaining.withLock({ $0 }) == 0 { return true }
         let done = self.done
-        let finished = (try? await withDeadline(.now + limit, timeout: { CancellationError() }) { try await done.wait(for: 0) }) != nil
+        let finished = await done.wait(for: 0, until: .now + limit) != nil
         // A later wait must see the result again.
         if finished { done.resume(0, with: .success(())) }
         return finished
