@@ -1,4 +1,5 @@
 import CFastCGI
+import Comfy
 import Foundation
 import GatewayApp
 import Logging
@@ -61,6 +62,13 @@ do {
             handler: frontEnd.respond
         )
     }
+} catch let error as JobStoreError where error.kind == .newerSchema {
+    // Starting again cannot help: one line, and the supervisor gives up.
+    FileHandle.standardError.write(Data("comfy-gateway: \(error)\n".utf8))
+    exit(GatewaySupervisor.refusedToStart)
+} catch let error as ConfigurationError {
+    FileHandle.standardError.write(Data("\(error)\n".utf8))
+    exit(GatewaySupervisor.refusedToStart)
 } catch {
     logger.critical("gateway stopped", metadata: ["error": "\(error)"])
     exit(1)

@@ -1,3 +1,4 @@
+import Foundation
 import Comfy
 import Logging
 import ServiceLifecycle
@@ -27,7 +28,9 @@ public struct GatewayApplication: Sendable {
     public func run(makeFrontEnd: (FrontEnd) -> any Service) async throws {
         let metricsRegistry = MetricsRoute.bootstrap()
         let http = CurlHTTPClient(threads: 32)
-        let parts = try GatewayParts(configuration: configuration, http: http, metrics: metricsRegistry, logger: logger)
+        let jobStore = try await Self.openJobStore(configuration.jobs, logger: logger)
+        let parts = try GatewayParts(configuration: configuration, http: http, jobStore: jobStore, metrics: metricsRegistry, logger: logger)
+        let jobs = parts.jobs
         let pool = parts.pool
         let sessions = parts.sessions
         let limits = parts.limits
@@ -35,6 +38,7 @@ public struct GatewayApplication: Sendable {
         let drawingSockets = DrawingSocketServer(
             socketPath: configuration.webSocketPath,
             sessions: sessions,
+            jobs: jobs,
             limits: limits,
             // base64 makes a sketch 4/3 larger; the JSON around it is small.
             maxMessageBytes: configuration.maxSketchBytes * 4 / 3 + 64 * 1024,
@@ -45,7 +49,10 @@ public struct GatewayApplication: Sendable {
 
         let frontEnd = makeFrontEnd(FrontEnd(
             respond: { [router] in await router.respond(to: $0) },
-            stopAccepting: { await pool.stopAccepting() },
+            stopAccepting: {
+                await jobs.stopStarting()
+                await pool.stopAccepting()
+            },
             abandonWaiting: { await pool.shutDown() }
         ))
         let group = ServiceGroup(
@@ -57,6 +64,9 @@ public struct GatewayApplication: Sendable {
                     .init(service: BackendService(pool: pool)),
                     .init(service: SessionSweeper(sessions: sessions, interval: min(configuration.sessionIdleTimeout / 4, .seconds(60)))),
                     .init(service: DrawingGenerations(sessions: sessions)),
+                    .init(service: JobRunnerService(runner: jobs)),
+                    .init(service: WebhookService(sender: parts.webhooks)),
+                    .init(service: JobRetentionService(store: jobStore, retention: configuration.jobs.retention, logger: logger)),
                     .init(service: drawingSockets),
                     .init(service: configuration.storage.retentionService(directory: configuration.outputDirectory, logger: logger) {
                         await sessions.resultFilenames()
@@ -68,6 +78,61 @@ public struct GatewayApplication: Sendable {
             )
         )
         try await group.run()
+        await jobStore.close()
+    }
+
+    /// Opens `STATE_DIR/jobs.sqlite`, creating the folder; a database from a newer gateway stops the start.
+    static func openJobStore(_ configuration: JobConfiguration, logger: Logger) async throws -> SQLiteJobStore {
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw ConfigurationError(variable: "STATE_DIR", problem: "cannot create \(configuration.stateDirectory): \(error.localizedDescription)")
+        }
+        return try await SQLiteJobStore.open(path: configuration.databasePath, logger: logger)
+    }
+}
+
+/// Runs the stored jobs; on shutdown unfinished ones stay in the store for the next start.
+struct JobRunnerService: Service {
+    let runner: JobRunner
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await runner.run()
+        }
+    }
+}
+
+/// Sends the webhooks of ended jobs (nothing without `WEBHOOK_SECRET`).
+struct WebhookService: Service {
+    let sender: WebhookSender?
+
+    func run() async throws {
+        guard let sender else { return try await gracefulShutdown() }
+        await cancelWhenGracefulShutdown {
+            await sender.run()
+        }
+    }
+}
+
+/// Removes final jobs older than `JOB_RETENTION`, at start and every hour.
+struct JobRetentionService: Service {
+    let store: any JobStore
+    let retention: Duration
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    let removed = try await store.deleteFinished(before: Date().addingTimeInterval(-retention.seconds))
+                    if removed > 0 { logger.info("removed jobs past JOB_RETENTION", metadata: ["jobs.removed": "\(removed)"]) }
+                } catch {
+                    logger.warning("job retention could not run", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: .seconds(3600))
+            }
+        }
     }
 }
 

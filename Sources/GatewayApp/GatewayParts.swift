@@ -12,8 +12,14 @@ struct GatewayParts: Sendable {
     let sessions: DrawingSessions
     let limits: SketchLimits
     let metrics: PrometheusCollectorRegistry
+    let local: LocalImageStore
+    let jobs: JobRunner
+    /// `nil` without `WEBHOOK_SECRET`.
+    let webhooks: WebhookSender?
 
-    init(configuration: GatewayConfiguration, http: CurlHTTPClient, metrics: PrometheusCollectorRegistry, logger: Logger) throws {
+    init(
+        configuration: GatewayConfiguration, http: CurlHTTPClient, jobStore: any JobStore, metrics: PrometheusCollectorRegistry, logger: Logger
+    ) throws {
         pool = BackendPool(
             urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming, logger: logger
         )
@@ -22,8 +28,31 @@ struct GatewayParts: Sendable {
         } catch {
             throw ConfigurationError(variable: "OUTPUT_DIR", problem: "cannot create \(configuration.outputDirectory): \(error.localizedDescription)")
         }
-        let local = LocalImageStore(directory: configuration.outputDirectory, baseURL: configuration.serverBaseURL)
+        local = LocalImageStore(directory: configuration.outputDirectory, baseURL: configuration.serverBaseURL)
         store = try configuration.storage.makeStore(local: local, http: http, logger: logger)
+        let webhooks = configuration.jobs.webhookSigner.map { signer in
+            WebhookSender(
+                store: jobStore, http: http,
+                configuration: .init(
+                    signer: signer, maxAttempts: configuration.jobs.webhookMaxAttempts, retryBase: configuration.jobs.webhookRetryBase,
+                    timeout: configuration.jobs.webhookTimeout, allowPrivate: configuration.jobs.webhookAllowPrivate
+                ),
+                logger: logger
+            )
+        }
+        self.webhooks = webhooks
+        let scheduler = configuration.scheduler
+        jobs = JobRunner(
+            store: jobStore, pool: pool, images: store,
+            configuration: .init(
+                timeout: configuration.generateTimeout,
+                // Enough to keep every backend busy with a short queue behind; the rest wait in the store.
+                maxRunningAsync: max(1, min(scheduler.capacityPerBackend * configuration.comfyServers.count * 2, max(1, scheduler.maxQueuedJobs / 2)))
+            ),
+            describe: { apiError(for: $0).jobFailure },
+            webhookDue: { webhooks?.nudge() },
+            logger: logger
+        )
         styles = StyleLibrary(directory: configuration.workflowDirectory, logger: logger)
         sessions = DrawingSessions(
             pool: pool,
@@ -41,18 +70,21 @@ struct GatewayParts: Sendable {
         var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins))
         // Keep FastCGI threads for everything else while generate calls wait on the GPUs.
         let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
-        let generate = GenerateRoute(
-            pool: pool, store: store, timeout: configuration.generateTimeout, limit: generateLimit, policy: configuration.nodePolicy
-        )
+        let generate = GenerateRoute(runner: jobs, local: local, limit: generateLimit, policy: configuration.nodePolicy)
         router.add("POST", "/api/generate", body: .json) { try await generate.generate($0, forceFile: false) }
         router.add("POST", "/api/generate_file", body: .json) { try await generate.generate($0, forceFile: true) }
+        let jobsRoute = JobsRoute(runner: jobs, policy: configuration.nodePolicy, webhooks: configuration.jobs)
+        router.add("POST", "/api/jobs", body: .json) { try await jobsRoute.submit($0) }
+        router.add("GET", prefix: "/api/jobs/") { try await jobsRoute.show($0) }
+        router.add("DELETE", prefix: "/api/jobs/") { try await jobsRoute.cancel($0) }
         let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits)
         router.add("GET", "/api/styles") { await sketch.listStyles($0) }
         router.add("POST", "/api/sketch", body: .multipart) { try await sketch.upload($0) }
         router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }
-        let health = HealthRoute(pool: pool, styles: styles)
+        let stats = JobStoreStats(store: jobs.store)
+        let health = HealthRoute(pool: pool, styles: styles, jobs: stats)
         router.add("GET", "/healthz") { await health.health($0) }
-        let metricsRoute = MetricsRoute(registry: metrics, sessions: sessions, pool: pool)
+        let metricsRoute = MetricsRoute(registry: metrics, sessions: sessions, pool: pool, jobs: stats)
         router.add("GET", "/metrics") { await metricsRoute.metrics($0) }
         return router
     }

@@ -15,8 +15,12 @@ func withRouter(_ environment: [String: String] = [:], _ body: (Router) async th
     values.merge(environment) { $1 }
     let configuration = try GatewayConfiguration(Environment(values))
     let http = CurlHTTPClient(threads: 2)
-    let parts = try GatewayParts(configuration: configuration, http: http, metrics: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
+    let store = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
+    let parts = try GatewayParts(
+        configuration: configuration, http: http, jobStore: store, metrics: PrometheusCollectorRegistry(), logger: Logger(label: "test")
+    )
     try await body(parts.router(configuration))
+    await store.close()
     try await http.shutdown()
 }
 

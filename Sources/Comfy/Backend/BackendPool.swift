@@ -78,6 +78,32 @@ public final class BackendPool: Sendable {
         }
     }
 
+    /// Takes up a job whose prompt an earlier process submitted to `backend`: its result if
+    /// ComfyUI has it or still makes it, else the job runs again (`run`).
+    ///
+    /// The wait for the old prompt holds no scheduler slot: ComfyUI's own queue orders it.
+    public func resume(_ job: PromptJob, promptID: String, backend url: String, priority: JobPriority = .batch, owner: String = "") async throws -> GeneratedImage {
+        if let backend = backends.first(where: { $0.url.description == url }) {
+            do {
+                let image = try await backend.reattach(job, promptID: promptID)
+                job.events?.finish()
+                metrics.jobEnded(priority, outcome: "success", after: .zero)
+                return image
+            } catch let error as ComfyError where error.isBackendFailure {
+                logger.notice("a resumed job's prompt is gone; submitting the job again", metadata: ["comfy.backend": "\(url)", "error": "\(error)"])
+            } catch {
+                job.events?.finish()
+                throw error
+            }
+        }
+        return try await run(job, priority: priority, owner: owner)
+    }
+
+    /// Removes a prompt nobody waits for from the backend it was submitted to.
+    public func cancelPrompt(_ promptID: String, backend url: String) async {
+        await backends.first(where: { $0.url.description == url })?.cancelPrompt(promptID)
+    }
+
     private func schedule(_ job: PromptJob, priority: JobPriority, owner: String, deadline: ContinuousClock.Instant) async throws -> GeneratedImage {
         if let deadline = await dispatcher.allDownDeadline(grace: unavailableAfter), deadline < .now { throw await unavailableError() }
         let id = try await dispatcher.submit(owner: owner, priority: priority)

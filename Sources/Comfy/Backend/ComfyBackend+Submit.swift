@@ -15,6 +15,7 @@ extension ComfyBackend {
             try await rest.upload(upload)
         }
         let promptID = UUID().uuidString.lowercased()
+        try await job.willSubmit?(promptID, url.description)
         track(PromptWatch(promptID: promptID, job: job), clientID: clientID)
         let receipt: ComfyPromptReceipt
         do {
@@ -33,7 +34,7 @@ extension ComfyBackend {
             error.nodeID = wanted
             throw error
         }
-        let watch = try await waitForEnding(promptID, deadline: deadline, timeout: job.timeout)
+        let watch = try await waitForEnding(promptID, deadline: deadline, timeout: job.timeout, keepsPrompt: job.keepsPromptWhenCancelled)
         if let image = try await image(from: watch) {
             schedule(.deleteHistory(promptID))
             return image
@@ -44,8 +45,34 @@ extension ComfyBackend {
         throw ComfyError(code: .noImage, message: "output node \(job.outputNodeID ?? "(any)") produced no image", backend: url.description)
     }
 
+    /// Takes up a prompt an earlier gateway process submitted here, by its id: its result comes
+    /// from `/history` if it finished, is awaited if it still runs, and `promptLost` if ComfyUI
+    /// no longer knows it (the scheduler then submits the job again).
+    public func reattach(_ job: PromptJob, promptID: String) async throws -> GeneratedImage {
+        let deadline = ContinuousClock.now + job.timeout
+        guard await waitUntilConnected(timeout: min(.seconds(10), deadline - .now)) else {
+            throw ComfyError.unavailable(url, lastError ?? "no WebSocket connection")
+        }
+        var watch = PromptWatch(promptID: promptID, job: job)
+        // Its events went to the old process's socket: what it produced comes from /history.
+        watch.missedEvents = true
+        track(watch, clientID: "")
+        schedule(.reconcile([promptID]))
+        let ended = try await waitForEnding(promptID, deadline: deadline, timeout: job.timeout, keepsPrompt: job.keepsPromptWhenCancelled)
+        if let image = try await image(from: ended) {
+            schedule(.deleteHistory(promptID))
+            return image
+        }
+        throw ComfyError.promptLost(url, "its image went to the gateway process that submitted it")
+    }
+
+    /// Removes a prompt that no caller waits for any more from ComfyUI (queue, or interrupt).
+    public func cancelPrompt(_ promptID: String) {
+        schedule(.cancel(promptID))
+    }
+
     /// Waits for the prompt's end; on timeout or cancellation removes it from ComfyUI.
-    private func waitForEnding(_ promptID: String, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> PromptWatch {
+    private func waitForEnding(_ promptID: String, deadline: ContinuousClock.Instant, timeout: Duration, keepsPrompt: Bool) async throws -> PromptWatch {
         let endings = self.endings
         do {
             return try await withDeadline(deadline, timeout: { ComfyError.timedOut(timeout) }) {
@@ -57,7 +84,7 @@ extension ComfyBackend {
             throw error
         } catch is CancellationError {
             abandon(promptID)
-            schedule(.cancel(promptID))
+            if !keepsPrompt { schedule(.cancel(promptID)) }
             throw ComfyError.cancelled
         }
     }

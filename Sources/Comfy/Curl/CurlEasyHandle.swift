@@ -33,6 +33,10 @@ final class CurlEasyHandle: @unchecked Sendable {
             headerList = curl_slist_append(headerList, "\(name): \(value)")
         }
         defer { curl_slist_free_all(headerList) }
+        var resolveList: UnsafeMutablePointer<curl_slist>? = nil
+        for entry in request.resolve { resolveList = curl_slist_append(resolveList, entry) }
+        defer { curl_slist_free_all(resolveList) }
+        if resolveList != nil { ccurl_setopt_slist(handle, CURLOPT_RESOLVE, resolveList) }
 
         ccurl_setopt_string(handle, CURLOPT_URL, request.url)
         ccurl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)

@@ -6,6 +6,9 @@ public struct CurlRequest: Sendable {
     public var body: [UInt8]?
     /// The whole exchange, connect to last byte.
     public var timeout: Duration
+    /// `host:port:address` entries curl uses instead of resolving (`CURLOPT_RESOLVE`): the
+    /// address a check approved is the one connected to.
+    public var resolve: [String] = []
 
     public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [UInt8]? = nil, timeout: Duration = .seconds(30)) {
         self.method = method

@@ -10,19 +10,27 @@ public struct PromptJob: Sendable {
     public var uploads: [PromptUpload]
     /// Where progress and previews go while the job runs (`JobEvents`); finished when the job ends.
     public var events: AsyncStream<JobEvent>.Continuation?
+    /// Called with each attempt's prompt id and backend before the prompt is submitted, so a
+    /// stored job knows what to reconcile after a crash. Throwing stops the attempt.
+    public var willSubmit: (@Sendable (_ promptID: String, _ backend: String) async throws -> Void)?
+    /// A cancelled wait leaves the prompt on ComfyUI: a stored job's prompt outlives a stopping
+    /// gateway and is reattached by the next one (whoever cancels the job removes it).
+    public var keepsPromptWhenCancelled = false
 
     public init(
         workflow: [String: JSONValue],
         outputNodeID: String?,
         timeout: Duration,
         uploads: [PromptUpload] = [],
-        events: AsyncStream<JobEvent>.Continuation? = nil
+        events: AsyncStream<JobEvent>.Continuation? = nil,
+        willSubmit: (@Sendable (_ promptID: String, _ backend: String) async throws -> Void)? = nil
     ) {
         self.workflow = workflow
         self.outputNodeID = outputNodeID
         self.timeout = timeout
         self.uploads = uploads
         self.events = events
+        self.willSubmit = willSubmit
     }
 
     /// The `class_type` of a node of the workflow.

@@ -30,6 +30,15 @@ public struct LocalImageStore: ImageStore {
         return StoredImage(filename: filename, url: url(for: filename), mimeType: mimeType)
     }
 
+    /// A stored image's bytes, `nil` when it is gone (retention) or the name is not one of ours.
+    public func read(_ filename: String) async throws -> [UInt8]? {
+        guard !filename.isEmpty, !filename.hasPrefix("."), !filename.contains("/") else { return nil }
+        let path = path(for: filename)
+        return try await NIOThreadPool.singleton.runIfActive {
+            FileManager.default.contents(atPath: path).map { Array($0) }
+        }
+    }
+
     /// The public URL of a stored file.
     public func url(for filename: String) -> String {
         "\(baseURL)\(urlPath)/\(filename)"

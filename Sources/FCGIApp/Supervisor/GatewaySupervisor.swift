@@ -17,6 +17,8 @@ struct GatewaySupervisor {
     /// Restarts allowed within `restartWindow` before the supervisor gives up.
     static let maxRestarts = 5
     static let restartWindow: Duration = .seconds(60)
+    /// The app's exit status when its configuration or state forbids it to run (EX_CONFIG): not restarted.
+    static let refusedToStart: Int32 = 78
 
     func run() -> Int32 {
         // Signals are waited for (sigtimedwait), not handled; blocked before any thread starts.
@@ -51,6 +53,12 @@ struct GatewaySupervisor {
                 guard let status = app.poll() else { continue }
                 let now = ContinuousClock.now
                 restarts = restarts.filter { now - $0 < Self.restartWindow } + [now]
+                guard status.shellStatus != Self.refusedToStart else {
+                    logger.critical("the app refused to start; see the line above", metadata: ["app.exit": "\(status)"])
+                    nginx.signal(SIGQUIT)
+                    _ = nginx.wait(within: .seconds(10))
+                    return Self.refusedToStart
+                }
                 guard restarts.count <= Self.maxRestarts else {
                     logger.critical("the app keeps stopping; giving up", metadata: ["app.exit": "\(status)", "app.restarts": "\(restarts.count)"])
                     nginx.signal(SIGQUIT)
@@ -76,6 +84,7 @@ struct GatewaySupervisor {
         let deadline = ContinuousClock.now + .seconds(60)
         while !(FileManager.default.fileExists(atPath: configuration.socketPath) && FileManager.default.fileExists(atPath: configuration.webSocketPath)) {
             if let status = app.poll() {
+                if status.shellStatus == Self.refusedToStart { exit(Self.refusedToStart) }
                 throw SupervisorError(description: "the app \(status) before it listened")
             }
             guard ContinuousClock.now < deadline else {

@@ -18,7 +18,7 @@ import Logging
 /// `INTERACTIVE_FIRST` (true), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
 /// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `SHUTDOWN_DRAIN_TIMEOUT`
 /// (120 s for in-flight requests after SIGTERM); image storage as
-/// `StorageConfiguration` documents; nginx's side as `SiteConfiguration` documents.
+/// `StorageConfiguration` documents; jobs and webhooks as `JobConfiguration` documents; nginx's side as `SiteConfiguration` documents.
 public struct GatewayConfiguration: Sendable {
     public var comfyServers: [ComfyServerURL]
     public var socketPath: String
@@ -47,6 +47,8 @@ public struct GatewayConfiguration: Sendable {
     public var drainTimeout: Duration
     /// nginx's side: port, run folder, TLS, body size.
     public var site: SiteConfiguration
+    /// The job store and webhooks.
+    var jobs: JobConfiguration
 
     public init(_ environment: Environment) throws {
         let servers = (environment["COMFYUI_SERVER"] ?? "http://127.0.0.1:8188").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -92,6 +94,7 @@ public struct GatewayConfiguration: Sendable {
             maxAttempts: try environment.integer("JOB_MAX_ATTEMPTS", default: 3, range: 1...10)
         )
         drainTimeout = try environment.duration("SHUTDOWN_DRAIN_TIMEOUT", default: .seconds(120))
+        jobs = try JobConfiguration(environment)
         backendTiming = BackendTiming(
             failoverAfter: try environment.duration("BACKEND_FAILOVER_AFTER", default: .seconds(10)),
             probeInterval: try environment.duration("BACKEND_PROBE_INTERVAL", default: .seconds(5)),

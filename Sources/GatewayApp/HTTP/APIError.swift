@@ -20,6 +20,11 @@ public struct APIError: Error, Sendable {
         case storageFailed = "storage_failed"
         case backendUnavailable = "backend_unavailable"
         case timeout
+        case jobFinished = "job_finished"
+        case jobCancelled = "job_cancelled"
+        case resultGone = "result_gone"
+        case idempotencyKeyReused = "idempotency_key_reused"
+        case storeUnavailable = "store_unavailable"
 
         public var status: Int {
             switch self {
@@ -27,12 +32,15 @@ public struct APIError: Error, Sendable {
             case .forbidden: 403
             case .notFound: 404
             case .methodNotAllowed: 405
+            case .jobFinished, .jobCancelled: 409
+            case .resultGone: 410
+            case .idempotencyKeyReused: 422
             case .payloadTooLarge: 413
             case .unsupportedMediaType: 415
             case .busy: 429
             case .internalError: 500
             case .executionFailed, .storageFailed: 502
-            case .backendUnavailable: 503
+            case .backendUnavailable, .storeUnavailable: 503
             case .timeout: 504
             }
         }
@@ -53,12 +61,29 @@ public struct APIError: Error, Sendable {
     }
 
     public var response: GatewayResponse {
+        .json(body, status: code.status, headers: headers)
+    }
+
+    /// `{"error": {"code", "message", ...}, ...}`.
+    var body: JSONValue {
         var error = details
         error["code"] = .string(code.rawValue)
         error["message"] = .string(message)
         var body = topLevel
         body["error"] = .object(error)
-        return .json(.object(body), status: code.status, headers: headers)
+        return .object(body)
+    }
+
+    /// What a stored job keeps of this error: a later answer for the job is the same.
+    var jobFailure: JobFailure {
+        JobFailure(status: code.status, body: body)
+    }
+
+    /// The answer for a job that failed with `failure`, as the sync endpoints gave it.
+    static func response(for failure: JobFailure) -> GatewayResponse {
+        var headers: [(String, String)] = []
+        if failure.status == 429 || failure.status == 503 { headers.append(("Retry-After", "5")) }
+        return .json(failure.body, status: failure.status, headers: headers)
     }
 }
 

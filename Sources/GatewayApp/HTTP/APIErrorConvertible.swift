@@ -29,3 +29,25 @@ extension StorageError: APIErrorConvertible {
         return APIError(.storageFailed, "storing the image failed: \(self)", details: details)
     }
 }
+
+extension JobStoreError: APIErrorConvertible {
+    var apiError: APIError {
+        switch kind {
+        case .idempotencyKeyReused:
+            return APIError(.idempotencyKeyReused, message)
+        case .unavailable, .newerSchema:
+            var error = APIError(.storeUnavailable, "the job store is unavailable; nothing was stored (\(message))")
+            error.headers = [("Retry-After", "5")]
+            return error
+        }
+    }
+}
+
+extension WebhookTarget.Refusal: APIErrorConvertible {
+    var apiError: APIError { APIError(.invalidRequest, description, details: ["field": "webhook_url"]) }
+}
+
+/// The API's error answer for anything a job can fail with.
+func apiError(for error: any Error) -> APIError {
+    (error as? any APIErrorConvertible)?.apiError ?? APIError(.internalError, "internal error")
+}

@@ -7,6 +7,8 @@ struct GenerateRequest: Sendable {
     var workflow: [String: JSONValue]
     var outputNodeID: String?
     var responseType: ResponseType
+    /// Where the job's end is posted (`POST /api/jobs` only).
+    var webhookURL: String?
 
     init(body: [UInt8]) throws(APIError) {
         guard !body.isEmpty else { throw APIError(.invalidJSON, "the request body is empty; send a JSON object with workflow_data") }
@@ -51,6 +53,15 @@ struct GenerateRequest: Sendable {
         }
         if let id = outputNodeID, workflow[id] == nil {
             throw APIError(.unknownOutputNode, "output_node_id \"\(id)\" is not a node of workflow_data", details: ["node_id": .string(id)])
+        }
+
+        switch object["webhook_url"] {
+        case nil, .null:
+            webhookURL = nil
+        case .string(let url):
+            webhookURL = url.isEmpty ? nil : url
+        default:
+            throw APIError(.invalidRequest, "webhook_url must be a URL string", details: ["field": "webhook_url"])
         }
 
         switch object["response_type"] {

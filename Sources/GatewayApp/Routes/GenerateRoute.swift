@@ -1,10 +1,11 @@
 import Comfy
 
-/// `POST /api/generate` and `POST /api/generate_file`: run a workflow, store its image, answer.
+/// `POST /api/generate` and `POST /api/generate_file`: run a workflow as a stored job, wait for
+/// it, answer with its image. `X-Job-Id` names the job, so a caller whose client gave up reads
+/// it later at `/api/jobs/{id}`; with `Idempotency-Key` a retry waits on, or gets, the same job.
 struct GenerateRoute: Sendable {
-    let pool: BackendPool
-    let store: any ImageStore
-    let timeout: Duration
+    let runner: JobRunner
+    let local: LocalImageStore
     let limit: ConcurrencyLimit
     /// What a caller's workflow may make ComfyUI do (`NODE_POLICY`).
     let policy: NodePolicy
@@ -16,30 +17,69 @@ struct GenerateRoute: Sendable {
     private func run(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
         let body = try GenerateRequest(body: request.body)
         try policy.check(body.workflow)
-        let image = try await pool.run(
-            PromptJob(workflow: body.workflow, outputNodeID: body.outputNodeID, timeout: timeout),
-            priority: .batch,
-            owner: request.remoteAddress
+        let key = try IdempotencyKey.of(request)
+        let record = JobRecord(
+            id: JobRecord.newID(), kind: .sync, workflow: body.workflow, outputNodeID: body.outputNodeID, owner: request.remoteAddress,
+            idempotencyKey: key?.value
         )
-        let stored = try await store.store(image.bytes, mimeType: image.mimeType)
+        let insertion = try await runner.submit(record, requestHash: key?.requestHash(endpoint: "generate", body: request.body))
+        let id = insertion.record.id
+        var response: GatewayResponse
+        do {
+            // Without a key nobody can ask for the job again: it ends with its caller.
+            switch try await runner.result(of: id, cancelIfAbandoned: key == nil) {
+            case .finished(let job, let image):
+                response = try await answer(job, image: image, file: forceFile || body.responseType == .file)
+            case .unstored(let error):
+                throw error
+            case .stopped(let error):
+                throw error
+            case .progress:
+                throw APIError(.internalError, "job \(id) has not ended")
+            }
+        } catch {
+            response = apiError(for: error).response
+        }
+        response.headers.append(("X-Job-Id", id))
+        if case .existing = insertion { response.headers.append(("Idempotent-Replayed", "true")) }
+        return response
+    }
+
+    private func answer(_ job: JobRecord, image: [UInt8]?, file: Bool) async throws -> GatewayResponse {
+        switch job.status {
+        case .completed:
+            break
+        case .failed:
+            return job.failure.map(APIError.response(for:)) ?? APIError(.internalError, "the job failed").response
+        case .cancelled:
+            throw APIError(.jobCancelled, "job \(job.id) was cancelled")
+        case .queued, .running:
+            throw APIError(.internalError, "job \(job.id) has not ended")
+        }
+        guard let result = job.result else { throw APIError(.internalError, "job \(job.id) completed without a result") }
         // A signed object-storage URL stops working at `expiresAt`: the caller is told when.
-        let expiresAt = stored.expiresAt.map { UTCTimestamp($0).iso8601 }
-        if forceFile || body.responseType == .file {
+        let expiresAt = result.expiresAt.map { UTCTimestamp($0).iso8601 }
+        if file {
+            var bytes = image
+            if bytes == nil { bytes = try await local.read(result.filename) }
+            guard let bytes else {
+                throw APIError(.resultGone, "job \(job.id)'s image is no longer stored", details: ["url": .string(result.url)])
+            }
             return GatewayResponse(
                 status: 200,
                 headers: [
-                    ("Content-Type", stored.mimeType),
-                    ("Content-Disposition", "attachment; filename=\"\(stored.filename)\""),
-                    ("X-Image-URL", stored.url),
+                    ("Content-Type", result.contentType),
+                    ("Content-Disposition", "attachment; filename=\"\(result.filename)\""),
+                    ("X-Image-URL", result.url),
                     ("Cache-Control", "no-store"),
                 ] + (expiresAt.map { [("X-Image-URL-Expires", $0)] } ?? []),
-                body: image.bytes
+                body: bytes
             )
         }
         var answer: [String: JSONValue] = [
-            "url": .string(stored.url),
-            "filename": .string(stored.filename),
-            "content_type": .string(stored.mimeType),
+            "url": .string(result.url),
+            "filename": .string(result.filename),
+            "content_type": .string(result.contentType),
         ]
         answer["expires_at"] = expiresAt.map(JSONValue.string)
         return .json(.object(answer))

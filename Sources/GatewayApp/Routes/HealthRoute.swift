@@ -4,10 +4,23 @@ import Comfy
 struct HealthRoute: Sendable {
     let pool: BackendPool
     let styles: StyleLibrary
+    let jobs: JobStoreStats
 
     func health(_ request: GatewayRequest) async -> GatewayResponse {
         let backends = pool.status()
         let usable = backends.contains(where: \.isUp)
+        let stats = await jobs.snapshot()
+        var store: [String: JSONValue] = ["size_bytes": .number(Double(stats.sizeInBytes))]
+        if let counts = stats.counts {
+            store["jobs"] = .object(Dictionary(uniqueKeysWithValues: JobStatus.allCases.map { ($0.rawValue, JSONValue.number(Double(counts.jobs[$0, default: 0]))) }))
+            store["webhooks"] = .object([
+                "pending": .number(Double(counts.webhooks[.pending, default: 0])),
+                "delivered": .number(Double(counts.webhooks[.delivered, default: 0])),
+                "failed": .number(Double(counts.webhooks[.failed, default: 0])),
+            ])
+        } else {
+            store["error"] = "the job store cannot be read"
+        }
         return .json(.object([
             "status": .string(usable ? "ok" : "unavailable"),
             "backends": .array(backends.map { backend in
@@ -20,6 +33,7 @@ struct HealthRoute: Sendable {
                 ])
             }),
             "queued_jobs": .number(Double(pool.queued())),
+            "job_store": .object(store),
             "styles": .object([
                 "loaded": .array(await styles.names().map(JSONValue.string)),
                 "broken": .array(await styles.broken().map { .object(["file": .string($0.file), "reason": .string($0.reason)]) }),

@@ -8,6 +8,7 @@ struct MetricsRoute: Sendable {
     let registry: PrometheusCollectorRegistry
     let sessions: DrawingSessions
     let pool: BackendPool
+    let jobs: JobStoreStats
 
     /// Routes swift-metrics into a Prometheus registry; call once, before any metric is made.
     static func bootstrap() -> PrometheusCollectorRegistry {
@@ -23,6 +24,16 @@ struct MetricsRoute: Sendable {
         // Gauges of counts are read when scraped, not polled.
         Gauge(label: "comfy_gateway_drawing_sessions").record(await sessions.count)
         _ = pool.queued()
+        let stats = await jobs.snapshot()
+        if let counts = stats.counts {
+            for status in JobStatus.allCases {
+                Gauge(label: "comfy_gateway_stored_jobs", dimensions: [("status", status.rawValue)]).record(counts.jobs[status, default: 0])
+            }
+            for state in [WebhookDelivery.State.pending, .delivered, .failed] {
+                Gauge(label: "comfy_gateway_stored_webhooks", dimensions: [("state", state.rawValue)]).record(counts.webhooks[state, default: 0])
+            }
+        }
+        Gauge(label: "comfy_gateway_job_store_bytes").record(stats.sizeInBytes)
         return GatewayResponse(
             status: 200,
             headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"), ("Cache-Control", "no-store")],

@@ -60,10 +60,8 @@ struct Router: Sendable {
         }
         do {
             return try await route.handler(request)
-        } catch let error as any APIErrorConvertible {
-            return error.apiError.response
         } catch {
-            return APIError(.internalError, "internal error").response
+            return apiError(for: error).response
         }
     }
 }

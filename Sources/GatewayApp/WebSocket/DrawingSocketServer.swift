@@ -8,11 +8,12 @@ import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
 
-/// The drawing API's WebSocket side, `/api/ws/{session_id}`, on a unix socket that nginx's
-/// upgrade proxy connects to.
+/// The streaming listener on a unix socket that nginx proxies to: the drawing API's WebSocket
+/// side, `/api/ws/{session_id}`, and the jobs' event streams, `/api/jobs/{id}/events`.
 final class DrawingSocketServer: Service {
     private let socketPath: String
     private let sessions: DrawingSessions
+    private let jobEvents: JobEventStream
     private let limits: SketchLimits
     private let maxMessageBytes: Int
     private let pingInterval: Duration
@@ -26,12 +27,13 @@ final class DrawingSocketServer: Service {
 
     /// - Parameter origins: the browser pages that may open a session's socket.
     init(
-        socketPath: String, sessions: DrawingSessions, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
+        socketPath: String, sessions: DrawingSessions, jobs: JobRunner, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
         origins: OriginPolicy, logger: Logger
     ) {
         self.origins = origins
         self.socketPath = socketPath
         self.sessions = sessions
+        jobEvents = JobEventStream(runner: jobs, heartbeat: pingInterval)
         self.limits = limits
         self.maxMessageBytes = maxMessageBytes
         self.pingInterval = pingInterval
@@ -131,28 +133,28 @@ final class DrawingSocketServer: Service {
         case .websocket(let channel, let sessionID):
             await DrawingSocketConnection(sessionID: sessionID, sessions: sessions, limits: limits, pingInterval: pingInterval, logger: logger).serve(channel)
         case .refused(let channel, let foreignOrigin):
-            await Self.refuse(channel, foreignOrigin: foreignOrigin)
+            await answer(channel, foreignOrigin: foreignOrigin)
         case nil:
             break
         }
     }
 
-    /// Answers a request that is not a valid upgrade with a JSON error.
-    private static func refuse(_ channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, foreignOrigin: Bool) async {
+    /// Answers a request that is not a WebSocket upgrade: a job's event stream, else a JSON error.
+    private func answer(_ channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, foreignOrigin: Bool) async {
+        let jobEvents = self.jobEvents
         try? await channel.executeThenClose { inbound, outbound in
+            var head: HTTPRequestHead?
             for try await part in inbound {
+                if case .head(let requestHead) = part { head = requestHead }
                 guard case .end = part else { continue }
+                if let head, head.method == .GET, let id = JobEventStream.jobID(of: head.uri) {
+                    try await jobEvents.serve(id, to: outbound)
+                    return
+                }
                 let error = foreignOrigin
                     ? APIError(.forbidden, "WebSocket connections from this page's origin are not allowed (ALLOWED_ORIGINS, SERVER_BASE_URL)")
                     : APIError(.invalidRequest, "connect with a WebSocket upgrade to /api/ws/{session_id}; session ids are 1 to 64 letters, digits, '-' or '_'")
-                let body = error.response.body
-                var headers = HTTPHeaders()
-                headers.add(name: "Content-Type", value: "application/json")
-                headers.add(name: "Content-Length", value: "\(body.count)")
-                headers.add(name: "Connection", value: "close")
-                try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: error.code.status), headers: headers)))
-                try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
-                try await outbound.write(.end(nil))
+                try await JobEventStream.writeError(error, to: outbound)
                 return
             }
         }

@@ -28,6 +28,7 @@ final class Gateway: Sendable {
             "FCGI_SOCKET": "\(runDirectory)/fcgi.sock",
             "WS_SOCKET": "\(runDirectory)/ws.sock",
             "OUTPUT_DIR": outputDirectory,
+            "STATE_DIR": "\(directory)/state",
             "WORKFLOW_DIR": workflowDirectory,
             "COMFYUI_SERVER": backends.joined(separator: ","),
             "FCGI_THREADS": "128",

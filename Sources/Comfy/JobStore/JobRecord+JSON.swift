@@ -1,0 +1,33 @@
+import Foundation
+
+extension JobRecord {
+    /// The job object of the API (`GET /api/jobs/{id}`, webhook bodies, SSE's last event).
+    public func json(queuePosition: Int? = nil) -> JSONValue {
+        func time(_ date: Date?) -> JSONValue { date.map { .string(UTCTimestamp($0).iso8601) } ?? .null }
+        var object: [String: JSONValue] = [
+            "id": .string(id),
+            "status": .string(status.rawValue),
+            "progress": .number((progress * 1000).rounded() / 1000),
+            "queue_position": status == .queued ? queuePosition.map { .number(Double($0)) } ?? .null : .null,
+            "created_at": time(createdAt),
+            "started_at": time(startedAt),
+            "finished_at": time(finishedAt),
+            "error": failure?.error ?? .null,
+        ]
+        if let result {
+            var answer: [String: JSONValue] = [
+                "url": .string(result.url), "filename": .string(result.filename), "content_type": .string(result.contentType),
+            ]
+            answer["expires_at"] = result.expiresAt.map { .string(UTCTimestamp($0).iso8601) }
+            object["result"] = .object(answer)
+        } else {
+            object["result"] = .null
+        }
+        object["webhook"] = webhookURL == nil ? .null : .object([
+            "attempts": .number(Double(webhook.attempts)),
+            "last_status": webhook.lastStatus.map { .number(Double($0)) } ?? .null,
+            "delivered_at": time(webhook.deliveredAt),
+        ])
+        return .object(object)
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+
+/// Where jobs are kept so that none is lost when the gateway restarts: the embedded SQLite
+/// store for one instance; a shared store for several instances implements the same calls.
+///
+/// Every call that changes a job is one atomic statement, so a crash leaves each job either
+/// before or after the change, never between.
+public protocol JobStore: Sendable {
+    /// Stores a new job. A job with the same idempotency key stored within `keyWindow` is
+    /// returned instead when its request hash is the same, else `idempotencyKeyReused`.
+    func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion
+
+    func job(_ id: String) async throws -> JobRecord?
+
+    /// The job's prompt is about to be submitted: it is `running` with this prompt on this
+    /// backend. Returns `false` when the job is final already (cancelled meanwhile).
+    func markRunning(_ id: String, promptID: String, backend: String, at: Date) async throws -> Bool
+
+    /// Ends a queued or running job; its webhook, if it has one, becomes due. Returns the
+    /// final record, or `nil` when the job had ended already (a job ends once).
+    func finish(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, at: Date) async throws -> JobRecord?
+
+    /// The idempotency key no longer names this job (it never started: a retry makes a new one).
+    func releaseIdempotencyKey(of id: String) async throws
+
+    /// Jobs not final yet, oldest first: what a start-up resumes.
+    func unfinished() async throws -> [JobRecord]
+
+    /// How many queued jobs are ahead of this one; `nil` unless it is queued.
+    func queuePosition(of id: String) async throws -> Int?
+
+    /// Jobs whose webhook is due at `now`, oldest first.
+    func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord]
+
+    /// When the next pending webhook is due.
+    func nextWebhookDue() async throws -> Date?
+
+    /// Records one delivery attempt: delivered, due again at `nextAttemptAt`, or failed for good.
+    func recordWebhookAttempt(of id: String, status: Int?, delivered: Bool, nextAttemptAt: Date?, at: Date) async throws
+
+    /// Removes final jobs that ended before `date` and whose webhook is not pending; returns how many.
+    func deleteFinished(before date: Date) async throws -> Int
+
+    /// Jobs by status and webhooks by state, for `/metrics` and `/healthz`.
+    func counts() async throws -> JobCounts
+
+    /// The database's size on disk.
+    func sizeInBytes() -> Int
+}
+
+/// What `insert` did.
+public enum JobInsertion: Sendable, Equatable {
+    case created(JobRecord)
+    /// The idempotency key named this job already (same request): nothing new was stored.
+    case existing(JobRecord)
+
+    public var record: JobRecord {
+        switch self {
+        case .created(let record), .existing(let record): record
+        }
+    }
+}
+
+public struct JobCounts: Sendable, Equatable {
+    public var jobs: [JobStatus: Int]
+    public var webhooks: [WebhookDelivery.State: Int]
+
+    public init(jobs: [JobStatus: Int] = [:], webhooks: [WebhookDelivery.State: Int] = [:]) {
+        self.jobs = jobs
+        self.webhooks = webhooks
+    }
+}
+
+/// Why the job store could not do what was asked.
+public struct JobStoreError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// The database cannot be written or read (disk full, read-only, I/O error).
+        case unavailable
+        /// The idempotency key names a job made from another request.
+        case idempotencyKeyReused
+        /// The database was made by a newer gateway: its schema is unknown here.
+        case newerSchema
+    }
+
+    public var kind: Kind
+    public var message: String
+    public var description: String { message }
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+}

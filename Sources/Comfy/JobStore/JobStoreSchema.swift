@@ -1,0 +1,44 @@
+/// The job database's schema, one migration per version (`PRAGMA user_version`).
+///
+/// Append a migration; never edit one that has shipped: databases made by it exist. Each is
+/// tested on a database that the versions before it made (JobStoreMigrationTests).
+enum JobStoreSchema {
+    static let migrations: [[String]] = [
+        // 1: jobs, with their idempotency key, prompt, result, error and webhook state.
+        [
+            """
+            CREATE TABLE jobs (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                status TEXT NOT NULL,
+                workflow TEXT NOT NULL,
+                output_node_id TEXT,
+                owner TEXT NOT NULL DEFAULT '',
+                webhook_url TEXT,
+                idempotency_key TEXT UNIQUE,
+                request_hash TEXT,
+                created_at INTEGER NOT NULL,
+                started_at INTEGER,
+                finished_at INTEGER,
+                prompt_id TEXT,
+                backend TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                progress REAL NOT NULL DEFAULT 0,
+                result TEXT,
+                error TEXT,
+                webhook_state TEXT NOT NULL DEFAULT 'none',
+                webhook_attempts INTEGER NOT NULL DEFAULT 0,
+                webhook_last_status INTEGER,
+                webhook_delivered_at INTEGER,
+                webhook_next_at INTEGER
+            )
+            """,
+            "CREATE INDEX jobs_by_status ON jobs (status, seq)",
+            "CREATE INDEX jobs_by_webhook_due ON jobs (webhook_state, webhook_next_at)",
+            "CREATE INDEX jobs_by_finish ON jobs (finished_at)",
+        ],
+    ]
+
+    static var latestVersion: Int { migrations.count }
+}

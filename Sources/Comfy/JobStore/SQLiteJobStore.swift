@@ -1,0 +1,322 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SQLiteNIO
+
+/// The embedded job store: one SQLite database in WAL mode, `STATE_DIR/jobs.sqlite`.
+///
+/// `synchronous=NORMAL`: a commit is in the WAL before the call returns, and the WAL is synced
+/// at checkpoints. A crash of the process loses nothing (the WAL is in the page cache, which
+/// outlives the process); a power cut may lose the last commits but never corrupts the file.
+/// All calls run on one thread of its own, so the cooperative pool never waits on the disk.
+public final class SQLiteJobStore: JobStore {
+    public let path: String
+    private let connection: SQLiteConnection
+    private let threadPool: NIOThreadPool
+
+    private init(path: String, connection: SQLiteConnection, threadPool: NIOThreadPool) {
+        self.path = path
+        self.connection = connection
+        self.threadPool = threadPool
+    }
+
+    /// Opens (or creates) the database and brings its schema up to date. Refuses one whose
+    /// schema is newer than this gateway knows.
+    public static func open(path: String, logger: Logger) async throws -> SQLiteJobStore {
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
+        do {
+            let connection = try await SQLiteConnection.open(
+                storage: .file(path: path), threadPool: threadPool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any()
+            )
+            let store = SQLiteJobStore(path: path, connection: connection, threadPool: threadPool)
+            try await store.prepare()
+            return store
+        } catch let error as JobStoreError {
+            try? await threadPool.shutdownGracefully()
+            throw error
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            throw JobStoreError(.unavailable, "cannot open the job database \(path): \(error)")
+        }
+    }
+
+    public func close() async {
+        try? await connection.close()
+        try? await threadPool.shutdownGracefully()
+    }
+
+    private func prepare() async throws {
+        _ = try await connection.query("PRAGMA journal_mode = WAL", [])
+        _ = try await connection.query("PRAGMA synchronous = NORMAL", [])
+        let version = try await connection.query("PRAGMA user_version", []).first?.columns.first?.data.integer ?? 0
+        let latest = JobStoreSchema.latestVersion
+        guard version <= latest else {
+            throw JobStoreError(.newerSchema, "the job database \(path) has schema version \(version), newer than this gateway's \(latest): run the newer gateway, or start with another STATE_DIR")
+        }
+        for next in (version + 1)...max(latest, version + 1) where next <= latest {
+            try await migrate(to: next)
+        }
+    }
+
+    /// Applies one migration and records its version in the same transaction.
+    func migrate(to version: Int) async throws {
+        _ = try await connection.query("BEGIN IMMEDIATE", [])
+        do {
+            for statement in JobStoreSchema.migrations[version - 1] {
+                _ = try await connection.query(statement, [])
+            }
+            _ = try await connection.query("PRAGMA user_version = \(version)", [])
+            _ = try await connection.query("COMMIT", [])
+        } catch {
+            _ = try? await connection.query("ROLLBACK", [])
+            throw error
+        }
+    }
+
+    // MARK: JobStore
+
+    public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {
+        try await guarded {
+            if let key = job.idempotencyKey {
+                // A key older than its window names nothing any more.
+                let expired = job.createdAt.addingTimeInterval(-keyWindow.seconds)
+                _ = try await connection.query("UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key = ? AND created_at < ?", [.text(key), .integer(expired.milliseconds)])
+            }
+            let inserted = try await connection.query(
+                """
+                INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, webhook_url, idempotency_key, request_hash, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING id
+                """,
+                [
+                    .text(job.id), .text(job.kind.rawValue), .text(job.status.rawValue), .text(JSONValue.object(job.workflow).encodedText),
+                    .optionalText(job.outputNodeID), .text(job.owner), .optionalText(job.webhookURL), .optionalText(job.idempotencyKey),
+                    .optionalText(requestHash), .integer(job.createdAt.milliseconds),
+                ]
+            )
+            if !inserted.isEmpty { return .created(job) }
+            guard let key = job.idempotencyKey,
+                let row = try await connection.query("SELECT * FROM jobs WHERE idempotency_key = ?", [.text(key)]).first
+            else {
+                throw JobStoreError(.unavailable, "the job was not stored")
+            }
+            guard row.column("request_hash")?.string == requestHash else {
+                throw JobStoreError(.idempotencyKeyReused, "Idempotency-Key \"\(key)\" was used for another request within 24 h; use a new key for a new request")
+            }
+            return .existing(try Self.record(row))
+        }
+    }
+
+    public func job(_ id: String) async throws -> JobRecord? {
+        try await guarded {
+            try await connection.query("SELECT * FROM jobs WHERE id = ?", [.text(id)]).first.map(Self.record)
+        }
+    }
+
+    public func markRunning(_ id: String, promptID: String, backend: String, at date: Date) async throws -> Bool {
+        try await guarded {
+            let rows = try await connection.query(
+                """
+                UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?), prompt_id = ?, backend = ?, attempts = attempts + 1
+                WHERE id = ? AND status IN ('queued', 'running') RETURNING id
+                """,
+                [.integer(date.milliseconds), .text(promptID), .text(backend), .text(id)]
+            )
+            return !rows.isEmpty
+        }
+    }
+
+    public func finish(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, at date: Date) async throws -> JobRecord? {
+        try await guarded {
+            try await connection.query(
+                """
+                UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?,
+                    progress = CASE WHEN ? = 'completed' THEN 1 ELSE progress END,
+                    webhook_state = CASE WHEN webhook_url IS NULL THEN 'none' ELSE 'pending' END,
+                    webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ? END
+                WHERE id = ? AND status IN ('queued', 'running') RETURNING *
+                """,
+                [
+                    .text(status.rawValue), .integer(date.milliseconds), .optionalText(result.map(Self.encode)),
+                    .optionalText(failure.map(Self.encode)), .text(status.rawValue), .integer(date.milliseconds), .text(id),
+                ]
+            ).first.map(Self.record)
+        }
+    }
+
+    public func releaseIdempotencyKey(of id: String) async throws {
+        try await guarded {
+            _ = try await connection.query("UPDATE jobs SET idempotency_key = NULL WHERE id = ?", [.text(id)])
+        }
+    }
+
+    public func unfinished() async throws -> [JobRecord] {
+        try await guarded {
+            try await connection.query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq", []).map(Self.record)
+        }
+    }
+
+    public func queuePosition(of id: String) async throws -> Int? {
+        try await guarded {
+            let rows = try await connection.query(
+                """
+                SELECT (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq < jobs.seq) AS position
+                FROM jobs WHERE id = ? AND status = 'queued'
+                """,
+                [.text(id)]
+            )
+            return rows.first?.column("position")?.integer.map { Int($0) }
+        }
+    }
+
+    public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
+        try await guarded {
+            try await connection.query(
+                "SELECT * FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ? ORDER BY webhook_next_at LIMIT ?",
+                [.integer(now.milliseconds), .integer(limit)]
+            ).map(Self.record)
+        }
+    }
+
+    public func nextWebhookDue() async throws -> Date? {
+        try await guarded {
+            let rows = try await connection.query("SELECT MIN(webhook_next_at) AS due FROM jobs WHERE webhook_state = 'pending'", [])
+            return rows.first?.column("due")?.integer.map(Date.init(milliseconds:))
+        }
+    }
+
+    public func recordWebhookAttempt(of id: String, status: Int?, delivered: Bool, nextAttemptAt: Date?, at date: Date) async throws {
+        let state: WebhookDelivery.State = delivered ? .delivered : nextAttemptAt == nil ? .failed : .pending
+        try await guarded {
+            _ = try await connection.query(
+                """
+                UPDATE jobs SET webhook_state = ?, webhook_attempts = webhook_attempts + 1, webhook_last_status = ?,
+                    webhook_delivered_at = ?, webhook_next_at = ?
+                WHERE id = ? AND webhook_state = 'pending'
+                """,
+                [
+                    .text(state.rawValue), status.map { .integer($0) } ?? .null, delivered ? .integer(date.milliseconds) : .null,
+                    nextAttemptAt.map { .integer($0.milliseconds) } ?? .null, .text(id),
+                ]
+            )
+        }
+    }
+
+    public func deleteFinished(before date: Date) async throws -> Int {
+        try await guarded {
+            try await connection.query(
+                "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ? AND webhook_state != 'pending' RETURNING seq",
+                [.integer(date.milliseconds)]
+            ).count
+        }
+    }
+
+    public func counts() async throws -> JobCounts {
+        try await guarded {
+            var counts = JobCounts()
+            for row in try await connection.query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status", []) {
+                if let status = row.column("status")?.string.flatMap(JobStatus.init(rawValue:)) {
+                    counts.jobs[status] = Int(row.column("n")?.integer ?? 0)
+                }
+            }
+            for row in try await connection.query("SELECT webhook_state, COUNT(*) AS n FROM jobs GROUP BY webhook_state", []) {
+                if let state = row.column("webhook_state")?.string.flatMap(WebhookDelivery.State.init(rawValue:)) {
+                    counts.webhooks[state] = Int(row.column("n")?.integer ?? 0)
+                }
+            }
+            return counts
+        }
+    }
+
+    public func sizeInBytes() -> Int {
+        [path, path + "-wal"].reduce(0) { total, file in
+            var info = stat()
+            return total + (stat(file, &info) == 0 ? Int(info.st_size) : 0)
+        }
+    }
+
+    // MARK: Rows
+
+    /// Runs a database call; SQLite's errors become `unavailable` (disk full, read-only, I/O).
+    private func guarded<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as JobStoreError {
+            throw error
+        } catch let error as SQLiteError {
+            throw JobStoreError(.unavailable, "the job database cannot be written: \(error.message)")
+        }
+    }
+
+    static func record(_ row: SQLiteRow) throws -> JobRecord {
+        func text(_ name: String) -> String? { row.column(name)?.string }
+        func date(_ name: String) -> Date? { row.column(name)?.integer.map(Date.init(milliseconds:)) }
+        func integer(_ name: String) -> Int? { row.column(name)?.integer.map { Int($0) } }
+        let workflow = text("workflow").flatMap { try? JSONValue.parse(Array($0.utf8)) }?.objectValue ?? [:]
+        let webhook = WebhookDelivery(
+            state: text("webhook_state").flatMap(WebhookDelivery.State.init(rawValue:)) ?? .none,
+            attempts: integer("webhook_attempts") ?? 0,
+            lastStatus: integer("webhook_last_status"),
+            deliveredAt: date("webhook_delivered_at"),
+            nextAttemptAt: date("webhook_next_at")
+        )
+        let kind: JobKind = text("kind").flatMap(JobKind.init(rawValue:)) ?? .async
+        let status: JobStatus = text("status").flatMap(JobStatus.init(rawValue:)) ?? .failed
+        let result: JobResult? = text("result").flatMap(decodeResult)
+        let failure: JobFailure? = text("error").flatMap(decodeFailure)
+        return JobRecord(
+            id: text("id") ?? "",
+            kind: kind,
+            status: status,
+            workflow: workflow,
+            outputNodeID: text("output_node_id"),
+            owner: text("owner") ?? "",
+            webhookURL: text("webhook_url"),
+            idempotencyKey: text("idempotency_key"),
+            createdAt: date("created_at") ?? Date(timeIntervalSince1970: 0),
+            startedAt: date("started_at"),
+            finishedAt: date("finished_at"),
+            promptID: text("prompt_id"),
+            backend: text("backend"),
+            progress: row.column("progress")?.double ?? 0,
+            result: result,
+            failure: failure,
+            webhook: webhook
+        )
+    }
+
+    static func encode(_ result: JobResult) -> String {
+        var object: [String: JSONValue] = [
+            "url": .string(result.url), "filename": .string(result.filename), "content_type": .string(result.contentType),
+        ]
+        object["expires_at"] = result.expiresAt.map { .number(Double($0.milliseconds)) }
+        return JSONValue.object(object).encodedText
+    }
+
+    static func decodeResult(_ text: String) -> JobResult? {
+        guard let value = try? JSONValue.parse(Array(text.utf8)), let url = value["url"]?.stringValue,
+            let filename = value["filename"]?.stringValue, let type = value["content_type"]?.stringValue
+        else { return nil }
+        return JobResult(url: url, filename: filename, contentType: type, expiresAt: value["expires_at"]?.intValue.map { Date(milliseconds: $0) })
+    }
+
+    static func encode(_ failure: JobFailure) -> String {
+        JSONValue.object(["status": .number(Double(failure.status)), "body": failure.body]).encodedText
+    }
+
+    static func decodeFailure(_ text: String) -> JobFailure? {
+        guard let value = try? JSONValue.parse(Array(text.utf8)), let status = value["status"]?.intValue, let body = value["body"] else { return nil }
+        return JobFailure(status: status, body: body)
+    }
+}
+
+extension SQLiteData {
+    static func optionalText(_ text: String?) -> SQLiteData { text.map { .text($0) } ?? .null }
+}
+
+extension JSONValue {
+    var encodedText: String { String(decoding: encoded(), as: UTF8.self) }
+}

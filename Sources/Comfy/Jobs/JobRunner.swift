@@ -1,0 +1,378 @@
+import Foundation
+import Logging
+
+/// Runs stored jobs: every job is in the store before it is started, its prompt is recorded
+/// before it is submitted, and its end is recorded once. A start-up takes up what the last
+/// process left: queued jobs run, running ones are reattached by their prompt id.
+///
+/// Sync jobs (a caller waits on the connection) start at once; async ones wait in this
+/// runner's queue, in order, so that at most `maxRunningAsync` of them wait in the pool.
+public actor JobRunner {
+    public struct Configuration: Sendable {
+        /// One job's whole run, queue included.
+        public var timeout: Duration
+        /// Async jobs handed to the pool at once; the rest wait here (in the store).
+        public var maxRunningAsync: Int
+        /// How long an idempotency key names its job.
+        public var idempotencyWindow: Duration
+
+        public init(timeout: Duration, maxRunningAsync: Int, idempotencyWindow: Duration = .seconds(24 * 3600)) {
+            self.timeout = timeout
+            self.maxRunningAsync = maxRunningAsync
+            self.idempotencyWindow = idempotencyWindow
+        }
+    }
+
+    /// A job this process has not finished: its progress, its prompt, who listens.
+    private struct Live {
+        var progress: Double = 0
+        var promptID: String?
+        var backend: String?
+        var started = false
+        var watchers: [UUID: AsyncStream<JobUpdate>.Continuation] = [:]
+    }
+
+    private enum Start: Sendable {
+        case fresh(JobRecord)
+        /// Its prompt was submitted by an earlier process.
+        case reattach(JobRecord, promptID: String, backend: String)
+    }
+
+    private enum Outcome: Sendable {
+        case ran(Result<GeneratedImage, any Error>)
+        case cancelled
+    }
+
+    public nonisolated let store: any JobStore
+    private let pool: BackendPool
+    private let images: any ImageStore
+    private let configuration: Configuration
+    /// The API's error answer for a failed job (status and body), as the sync endpoints give it.
+    private let describe: @Sendable (any Error) -> JobFailure
+    /// Wakes the webhook sender when a job with a webhook ended.
+    private let webhookDue: @Sendable () -> Void
+    private let logger: Logger
+
+    private var live: [String: Live] = [:]
+    /// Async jobs not handed to the pool yet, oldest first.
+    private var waiting: [JobRecord] = []
+    private var runningAsync = 0
+    private var stopping = false
+    private let cancels = WaiterTable<String, Void>()
+    private let starts: AsyncStream<Start>.Continuation
+    private let startStream: AsyncStream<Start>
+
+    public init(
+        store: any JobStore, pool: BackendPool, images: any ImageStore, configuration: Configuration,
+        describe: @escaping @Sendable (any Error) -> JobFailure, webhookDue: @escaping @Sendable () -> Void = {}, logger: Logger
+    ) {
+        self.store = store
+        self.pool = pool
+        self.images = images
+        self.configuration = configuration
+        self.describe = describe
+        self.webhookDue = webhookDue
+        self.logger = logger
+        (startStream, starts) = AsyncStream.makeStream()
+    }
+
+    // MARK: Running
+
+    /// Takes up what the store holds unfinished, then runs jobs as they come, until cancelled.
+    /// Cancelled (the gateway stops), unfinished jobs stay in the store as they are and their
+    /// prompts stay on ComfyUI: the next start takes them up.
+    public func run() async {
+        await recover()
+        await withDiscardingTaskGroup { group in
+            for await start in startStream {
+                group.addTask { await self.execute(start) }
+            }
+        }
+    }
+
+    /// No new jobs start (draining); those unfinished are left for the next start.
+    public func stopStarting() {
+        stopping = true
+    }
+
+    private func recover() async {
+        let unfinished: [JobRecord]
+        do {
+            unfinished = try await store.unfinished()
+        } catch {
+            logger.error("cannot read unfinished jobs from the job store", metadata: ["error": "\(error)"])
+            return
+        }
+        var resumed = 0
+        var cancelled = 0
+        for record in unfinished {
+            if record.kind == .sync, record.idempotencyKey == nil {
+                // Its caller's connection died with the last process, and nobody can ask again.
+                _ = try? await store.finish(record.id, status: .cancelled, result: nil, failure: nil, at: Date())
+                if let promptID = record.promptID, let backend = record.backend { await pool.cancelPrompt(promptID, backend: backend) }
+                cancelled += 1
+                continue
+            }
+            live[record.id] = Live()
+            if record.status == .running, let promptID = record.promptID, let backend = record.backend {
+                live[record.id]?.started = true
+                if record.kind == .async { runningAsync += 1 }
+                starts.yield(.reattach(record, promptID: promptID, backend: backend))
+            } else if record.kind == .async {
+                waiting.append(record)
+            } else {
+                starts.yield(.fresh(record))
+            }
+            resumed += 1
+        }
+        if !unfinished.isEmpty {
+            logger.notice("took up the jobs the last gateway process left", metadata: ["jobs.resumed": "\(resumed)", "jobs.cancelled": "\(cancelled)"])
+        }
+        startWaiting()
+    }
+
+    private func startWaiting() {
+        while !stopping, runningAsync < configuration.maxRunningAsync, !waiting.isEmpty {
+            let record = waiting.removeFirst()
+            runningAsync += 1
+            live[record.id]?.started = true
+            starts.yield(.fresh(record))
+        }
+    }
+
+    // MARK: Submitting
+
+    /// Stores a new job and starts it (sync) or queues it (async). With an idempotency key
+    /// already used for the same request, returns that job and starts nothing.
+    public func submit(_ record: JobRecord, requestHash: String?) async throws -> JobInsertion {
+        guard !stopping else {
+            throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; try again shortly")
+        }
+        let insertion = try await store.insert(record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow)
+        guard case .created(let record) = insertion else { return insertion }
+        live[record.id] = Live()
+        if record.kind == .sync {
+            live[record.id]?.started = true
+            starts.yield(.fresh(record))
+        } else {
+            waiting.append(record)
+            startWaiting()
+        }
+        return insertion
+    }
+
+    // MARK: Watching
+
+    /// The stored job, with the progress this process knows; `nil` for an unknown id.
+    public func job(_ id: String) async throws -> JobRecord? {
+        guard var record = try await store.job(id) else { return nil }
+        if let state = live[id], !record.status.isFinal { record.progress = max(record.progress, state.progress) }
+        return record
+    }
+
+    /// The job now and, unless it is final, its updates until it is.
+    public func watch(_ id: String) async throws -> (JobRecord, AsyncStream<JobUpdate>?)? {
+        // Listen first: an end that comes while the store is read is not missed.
+        let stream = addWatcher(id)
+        guard let record = try await job(id) else { return nil }
+        return (record, record.status.isFinal ? nil : stream)
+    }
+
+    /// A stream of the job's updates, if this process runs it. A watcher that goes away is
+    /// dropped at the next update (`progressed`) or at the end.
+    private func addWatcher(_ id: String) -> AsyncStream<JobUpdate>? {
+        guard live[id] != nil else { return nil }
+        let (updates, continuation) = AsyncStream.makeStream(of: JobUpdate.self, bufferingPolicy: .bufferingNewest(64))
+        live[id]?.watchers[UUID()] = continuation
+        return updates
+    }
+
+    /// Waits for the job's end (a sync caller). When the caller goes away first and
+    /// `cancelIfAbandoned`, the job is cancelled; else it runs on for a retry to find.
+    public func result(of id: String, cancelIfAbandoned: Bool) async throws -> JobUpdate {
+        guard let (record, updates) = try await watch(id) else {
+            throw JobStoreError(.unavailable, "job \(id) is not in the store")
+        }
+        guard let updates else { return .finished(record, image: nil) }
+        for await update in updates {
+            if case .progress = update { continue }
+            return update
+        }
+        guard Task.isCancelled else {
+            throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down")
+        }
+        if cancelIfAbandoned { _ = try? await cancel(id) }
+        throw ComfyError.cancelled
+    }
+
+    // MARK: Cancelling
+
+    /// Cancels a queued or running job and returns it; `nil` when it is final already.
+    public func cancel(_ id: String) async throws -> JobRecord? {
+        if let index = waiting.firstIndex(where: { $0.id == id }) {
+            waiting.remove(at: index)
+            return try await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
+        }
+        if live[id]?.started == true, let updates = addWatcher(id) {
+            // Signalled before any suspension: a caller that went away (a cancelled task) still cancels.
+            cancels.resume(id, with: .success(()))
+            for await update in updates {
+                switch update {
+                case .progress: continue
+                case .finished(let record, _): return record
+                case .unstored(let error): throw error
+                case .stopped(let error): throw error
+                }
+            }
+            return try await store.job(id)
+        }
+        // Not running in this process (left by a stopping one): it ends in the store.
+        return try await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
+    }
+
+    // MARK: One job
+
+    private func execute(_ start: Start) async {
+        let record: JobRecord
+        switch start {
+        case .fresh(let fresh): record = fresh
+        case .reattach(let old, _, _): record = old
+        }
+        let id = record.id
+        defer {
+            if record.kind == .async {
+                runningAsync -= 1
+                startWaiting()
+            }
+        }
+        let outcome = await run(start, record: record)
+        switch outcome {
+        case .cancelled:
+            if let state = live[id], let promptID = state.promptID, let backend = state.backend {
+                await pool.cancelPrompt(promptID, backend: backend)
+            }
+            _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
+        case .ran(.success(let image)):
+            do {
+                let stored = try await images.store(image.bytes, mimeType: image.mimeType)
+                _ = try? await settle(id, status: .completed, result: JobResult(stored), failure: nil, image: image.bytes)
+            } catch {
+                _ = try? await settle(id, status: .failed, result: nil, failure: describe(error), image: nil)
+            }
+        case .ran(.failure(let error)):
+            if isInterruption(error) {
+                // The gateway stops: the job stays as stored, for the next start.
+                let after = record.kind == .sync && record.idempotencyKey == nil
+                    ? "it was stopped" : "it goes on after the restart (ask for it again later)"
+                var reason = error as? ComfyError ?? ComfyError.cancelled
+                if reason.code == .cancelled { reason = ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; \(after)") }
+                for watcher in live[id]?.watchers.values ?? [:].values {
+                    watcher.yield(.stopped(reason))
+                    watcher.finish()
+                }
+                live[id] = nil
+                return
+            }
+            let failure = describe(error)
+            if (error as? ComfyError)?.code == .busy {
+                // It never started: a retry with the same key makes a new job.
+                try? await store.releaseIdempotencyKey(of: id)
+            }
+            _ = try? await settle(id, status: .failed, result: nil, failure: failure, image: nil)
+        }
+    }
+
+    /// Runs the job on the pool until it ends or is cancelled through `cancel`.
+    private func run(_ start: Start, record: JobRecord) async -> Outcome {
+        let id = record.id
+        let store = self.store
+        let (events, continuation) = AsyncStream.makeStream(of: JobEvent.self, bufferingPolicy: .bufferingNewest(8))
+        var job = PromptJob(workflow: record.workflow, outputNodeID: record.outputNodeID, timeout: configuration.timeout, events: continuation)
+        job.keepsPromptWhenCancelled = true
+        job.willSubmit = { promptID, backend in
+            guard try await store.markRunning(id, promptID: promptID, backend: backend, at: Date()) else { throw ComfyError.cancelled }
+            await self.submitted(id, promptID: promptID, backend: backend)
+        }
+        let pool = self.pool
+        let cancels = self.cancels
+        let prepared = job
+        return await withTaskGroup(of: Outcome?.self) { group in
+            group.addTask {
+                for await event in events {
+                    if case .progress(let value) = event { await self.progressed(id, value) }
+                }
+                return nil
+            }
+            group.addTask {
+                do {
+                    switch start {
+                    case .fresh:
+                        return .ran(.success(try await pool.run(prepared, priority: .batch, owner: record.owner)))
+                    case .reattach(_, let promptID, let backend):
+                        await self.submitted(id, promptID: promptID, backend: backend)
+                        return .ran(.success(try await pool.resume(prepared, promptID: promptID, backend: backend, owner: record.owner)))
+                    }
+                } catch {
+                    return .ran(.failure(error))
+                }
+            }
+            group.addTask {
+                (try? await cancels.wait(for: id)) == nil ? nil : .cancelled
+            }
+            var outcome: Outcome?
+            for await next in group {
+                guard let next, outcome == nil else { continue }
+                outcome = next
+                group.cancelAll()
+            }
+            cancels.discard(id)
+            return outcome ?? .ran(.failure(ComfyError.cancelled))
+        }
+    }
+
+    /// Whether the job failed only because this process stops (it must stay unfinished).
+    private func isInterruption(_ error: any Error) -> Bool {
+        if error is CancellationError { return true }
+        guard stopping || Task.isCancelled, let code = (error as? ComfyError)?.code else { return false }
+        return code == .cancelled || code == .backendUnavailable || code == .promptLost
+    }
+
+    private func submitted(_ id: String, promptID: String, backend: String) {
+        live[id]?.promptID = promptID
+        live[id]?.backend = backend
+    }
+
+    private func progressed(_ id: String, _ value: Double) {
+        guard var state = live[id], value > state.progress else { return }
+        state.progress = value
+        for (key, watcher) in state.watchers {
+            if case .terminated = watcher.yield(.progress(value)) { state.watchers.removeValue(forKey: key) }
+        }
+        live[id] = state
+    }
+
+    /// Records the job's end and tells its watchers; returns the final record.
+    private func settle(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [UInt8]?) async throws -> JobRecord? {
+        let watchers = live[id]?.watchers.values.map { $0 } ?? []
+        do {
+            let final = try await store.finish(id, status: status, result: result, failure: failure, at: Date())
+            live[id] = nil
+            var record = final
+            if record == nil { record = try await store.job(id) }
+            for watcher in watchers {
+                if let record { watcher.yield(.finished(record, image: image)) }
+                watcher.finish()
+            }
+            if final?.webhookURL != nil { webhookDue() }
+            return final
+        } catch let error as JobStoreError {
+            logger.error("a job's end could not be stored; the next start settles it", metadata: ["job.id": "\(id)", "error": "\(error)"])
+            live[id] = nil
+            for watcher in watchers {
+                watcher.yield(.unstored(error))
+                watcher.finish()
+            }
+            throw error
+        }
+    }
+}

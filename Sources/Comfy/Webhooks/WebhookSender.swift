@@ -1,0 +1,115 @@
+import Foundation
+import Logging
+import Metrics
+import NIOConcurrencyHelpers
+
+/// Delivers the webhooks of ended jobs from the store: signed, retried with growing pauses
+/// until `maxAttempts`, and taken up again after a restart (the store keeps what is due).
+/// Each delivery runs on its own within a deadline, so a receiver that hangs or resets
+/// holds up nothing else.
+public final class WebhookSender: Sendable {
+    public struct Configuration: Sendable {
+        public var signer: WebhookSigner
+        public var maxAttempts: Int
+        /// The first pause; later ones follow Standard Webhooks' schedule, scaled by it
+        /// (5 s → 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, ...).
+        public var retryBase: Duration
+        public var timeout: Duration
+        public var allowPrivate: Bool
+
+        public init(signer: WebhookSigner, maxAttempts: Int, retryBase: Duration, timeout: Duration, allowPrivate: Bool) {
+            self.signer = signer
+            self.maxAttempts = maxAttempts
+            self.retryBase = retryBase
+            self.timeout = timeout
+            self.allowPrivate = allowPrivate
+        }
+    }
+
+    private let store: any JobStore
+    private let http: CurlHTTPClient
+    private let configuration: Configuration
+    private let logger: Logger
+    private let nudges = WaiterTable<Int, Void>()
+    /// Jobs whose delivery is under way, so the next scan does not start it twice.
+    private let inFlight = NIOLockedValueBox(Set<String>())
+
+    public init(store: any JobStore, http: CurlHTTPClient, configuration: Configuration, logger: Logger) {
+        self.store = store
+        self.http = http
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// A job with a webhook ended: look at the store now.
+    public func nudge() {
+        nudges.resume(0, with: .success(()))
+    }
+
+    /// Sends what is due until cancelled.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                do {
+                    let due = try await store.dueWebhooks(at: Date(), limit: 64)
+                    for record in due where inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
+                        group.addTask {
+                            await self.deliver(record)
+                            self.inFlight.withLockedValue { _ = $0.remove(record.id) }
+                            self.nudge()
+                        }
+                    }
+                    let next = try await store.nextWebhookDue()
+                    let wake = min(next.map { ContinuousClock.now + .seconds(max(0, $0.timeIntervalSinceNow)) } ?? .now + .seconds(60), .now + .seconds(60))
+                    _ = await nudges.wait(for: 0, until: wake)
+                } catch {
+                    logger.warning("cannot read due webhooks from the job store", metadata: ["error": "\(error)"])
+                    _ = await nudges.wait(for: 0, until: .now + .seconds(5))
+                }
+            }
+        }
+    }
+
+    /// The pause before attempt `attempt + 1`, after `attempt` failed ones.
+    func pause(after attempt: Int) -> Duration {
+        let schedule: [Int64] = [1, 60, 360, 1440, 3600, 7200]  // × base: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h
+        return configuration.retryBase * schedule[min(max(attempt - 1, 0), schedule.count - 1)]
+    }
+
+    private func deliver(_ record: JobRecord) async {
+        guard let url = record.webhookURL else { return }
+        let attempt = record.webhook.attempts + 1
+        let body = record.json().encoded()
+        var status: Int?
+        var problem: String?
+        do {
+            // Checked again at each attempt: the name may point elsewhere by now.
+            let target = try await WebhookTarget.check(url, allowPrivate: configuration.allowPrivate)
+            var request = CurlRequest(
+                method: "POST", url: target.url,
+                headers: [("Content-Type", "application/json"), ("User-Agent", "comfy-gateway-webhooks")]
+                    + configuration.signer.headers(id: record.id, timestamp: Int(Date().timeIntervalSince1970), body: body),
+                body: body, timeout: configuration.timeout
+            )
+            request.resolve = target.resolve
+            let response = try await http.execute(request)
+            status = response.status
+            if !(200..<300).contains(response.status) { problem = "HTTP \(response.status)" }
+        } catch {
+            problem = "\(error)"
+        }
+        let delivered = problem == nil
+        let next: Date? = delivered || attempt >= configuration.maxAttempts ? nil : Date().addingTimeInterval(pause(after: attempt).seconds)
+        Counter(label: "comfy_gateway_webhook_deliveries_total", dimensions: [("outcome", delivered ? "delivered" : next == nil ? "failed" : "retry")]).increment()
+        if let problem {
+            logger.notice("webhook delivery failed", metadata: [
+                "job.id": "\(record.id)", "webhook.attempt": "\(attempt)", "error": "\(problem)", "webhook.retry": "\(next != nil)",
+            ])
+        }
+        do {
+            try await store.recordWebhookAttempt(of: record.id, status: status, delivered: delivered, nextAttemptAt: next, at: Date())
+        } catch {
+            logger.error("cannot record a webhook attempt", metadata: ["job.id": "\(record.id)", "error": "\(error)"])
+        }
+    }
+}

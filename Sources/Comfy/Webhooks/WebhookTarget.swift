@@ -1,0 +1,110 @@
+import Foundation
+import NIOPosix
+
+/// A webhook URL checked against server-side request forgery: http(s) only, no credentials,
+/// and by default no loopback, private, link-local or other non-public address, whatever
+/// name it is reached by. The address approved is the one curl connects to (`resolve`).
+public struct WebhookTarget: Sendable {
+    public static let maxLength = 2048
+
+    public let url: String
+    /// `host:port:address` for `CurlRequest.resolve`.
+    public let resolve: [String]
+
+    /// Why a URL may not be a webhook target.
+    public struct Refusal: Error, Sendable, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Parses and checks `url`; resolves its host (off the cooperative pool).
+    public static func check(_ url: String, allowPrivate: Bool) async throws -> WebhookTarget {
+        guard url.utf8.count <= maxLength else { throw Refusal(description: "webhook_url is longer than \(maxLength) bytes") }
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
+            throw Refusal(description: "webhook_url must be an http or https URL")
+        }
+        guard let host = components.host, !host.isEmpty else { throw Refusal(description: "webhook_url has no host") }
+        guard components.user == nil, components.password == nil else { throw Refusal(description: "webhook_url may not carry a user or password") }
+        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw Refusal(description: "webhook_url may hold only printable ASCII") }
+        let port = components.port ?? (scheme == "https" ? 443 : 80)
+        let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        let addresses = try await NIOThreadPool.singleton.runIfActive { resolveAddresses(bareHost, port: port) }
+        guard let first = addresses.first else { throw Refusal(description: "webhook_url's host \(host) does not resolve") }
+        if !allowPrivate, let address = addresses.first(where: { !$0.isPublic }) {
+            throw Refusal(description: "webhook_url's host \(host) is at \(address.text), a loopback, private or link-local address (WEBHOOK_ALLOW_PRIVATE=true allows it)")
+        }
+        let pinned = first.family == AF_INET6 ? "[\(first.text)]" : first.text
+        return WebhookTarget(url: url, resolve: ["\(bareHost):\(port):\(pinned)"])
+    }
+}
+
+/// One resolved address.
+struct ResolvedAddress: Sendable {
+    var family: Int32
+    var bytes: [UInt8]
+    var text: String
+
+    /// A globally routable unicast address.
+    var isPublic: Bool {
+        if family == AF_INET { return Self.isPublicIPv4(bytes) }
+        if bytes.count == 16 {
+            // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible: the IPv4 rules.
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF { return Self.isPublicIPv4(Array(bytes[12...])) }
+            if bytes[0..<15].allSatisfy({ $0 == 0 }) { return false }  // :: and ::1
+            if bytes[0] == 0xFE && bytes[1] & 0xC0 == 0x80 { return false }  // fe80::/10 link-local
+            if bytes[0] & 0xFE == 0xFC { return false }  // fc00::/7 unique local
+            if bytes[0] == 0xFF { return false }  // multicast
+            if bytes[0] == 0x20 && bytes[1] == 0x01 && bytes[2] == 0x0D && bytes[3] == 0xB8 { return false }  // documentation
+            if bytes[0] == 0x00 && bytes[1] == 0x64 && bytes[2] == 0xFF && bytes[3] == 0x9B { return Self.isPublicIPv4(Array(bytes[12...])) }  // NAT64
+            return true
+        }
+        return false
+    }
+
+    static func isPublicIPv4(_ b: [UInt8]) -> Bool {
+        guard b.count == 4 else { return false }
+        switch (b[0], b[1]) {
+        case (0, _), (10, _), (127, _): return false
+        case (100, 64...127): return false  // carrier-grade NAT
+        case (169, 254): return false  // link-local, cloud metadata
+        case (172, 16...31): return false
+        case (192, 168): return false
+        case (192, 0) where b[2] == 0 || b[2] == 2: return false
+        case (198, 18...19): return false
+        case (198, 51) where b[2] == 100: return false
+        case (203, 0) where b[2] == 113: return false
+        case (224...255, _): return false  // multicast, reserved, broadcast
+        default: return true
+        }
+    }
+}
+
+/// `getaddrinfo`, every address of the host (blocking: call it off the cooperative pool).
+func resolveAddresses(_ host: String, port: Int) -> [ResolvedAddress] {
+    var hints = addrinfo()
+    hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+    var list: UnsafeMutablePointer<addrinfo>?
+    guard getaddrinfo(host, "\(port)", &hints, &list) == 0 else { return [] }
+    defer { freeaddrinfo(list) }
+    var addresses: [ResolvedAddress] = []
+    var node = list
+    while let entry = node?.pointee {
+        defer { node = entry.ai_next }
+        guard let socketAddress = entry.ai_addr else { continue }
+        var bytes: [UInt8]
+        switch entry.ai_family {
+        case AF_INET:
+            var address = socketAddress.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr }
+            bytes = withUnsafeBytes(of: &address) { Array($0) }
+        case AF_INET6:
+            var address = socketAddress.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
+            bytes = withUnsafeBytes(of: &address) { Array($0) }
+        default:
+            continue
+        }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        _ = bytes.withUnsafeBytes { inet_ntop(entry.ai_family, $0.baseAddress, &text, socklen_t(text.count)) }
+        let printed = text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        addresses.append(ResolvedAddress(family: entry.ai_family, bytes: bytes, text: String(decoding: printed, as: UTF8.self)))
+    }
+    return addresses
+}

@@ -1,0 +1,60 @@
+import Comfy
+
+/// The async job API: `POST /api/jobs` (202 and the job), `GET /api/jobs/{id}`,
+/// `DELETE /api/jobs/{id}`. Progress as Server-Sent Events is `JobEventStream`'s, behind
+/// nginx's streaming location.
+struct JobsRoute: Sendable {
+    let runner: JobRunner
+    let policy: NodePolicy
+    let webhooks: JobConfiguration
+
+    func submit(_ request: GatewayRequest) async throws -> GatewayResponse {
+        let body = try GenerateRequest(body: request.body)
+        try policy.check(body.workflow)
+        let key = try IdempotencyKey.of(request)
+        var webhookURL: String?
+        if let url = body.webhookURL {
+            guard webhooks.webhookSigner != nil else {
+                throw APIError(.invalidRequest, "this gateway sends no webhooks: WEBHOOK_SECRET is not set", details: ["field": "webhook_url"])
+            }
+            webhookURL = try await WebhookTarget.check(url, allowPrivate: webhooks.webhookAllowPrivate).url
+        }
+        let record = JobRecord(
+            id: JobRecord.newID(), kind: .async, workflow: body.workflow, outputNodeID: body.outputNodeID, owner: request.remoteAddress,
+            webhookURL: webhookURL, idempotencyKey: key?.value
+        )
+        let insertion = try await runner.submit(record, requestHash: key?.requestHash(endpoint: "jobs", body: request.body))
+        let job = insertion.record
+        var headers = [("Location", "/api/jobs/\(job.id)")]
+        if case .existing = insertion { headers.append(("Idempotent-Replayed", "true")) }
+        return .json(try await json(job), status: 202, headers: headers)
+    }
+
+    func show(_ request: GatewayRequest) async throws -> GatewayResponse {
+        let job = try await find(request)
+        return .json(try await json(job))
+    }
+
+    func cancel(_ request: GatewayRequest) async throws -> GatewayResponse {
+        let job = try await find(request)
+        guard !job.status.isFinal, let cancelled = try await runner.cancel(job.id) else {
+            let now = try await runner.job(job.id) ?? job
+            var error = APIError(.jobFinished, "job \(job.id) has ended (\(now.status.rawValue)); it is left as it is")
+            error.topLevel["job"] = now.json()
+            throw error
+        }
+        return .json(cancelled.json())
+    }
+
+    private func find(_ request: GatewayRequest) async throws -> JobRecord {
+        let id = String(request.path.dropFirst("/api/jobs/".count))
+        guard JobRecord.isValidID(id), let job = try await runner.job(id) else {
+            throw APIError(.notFound, "no job with id \"\(id.prefix(64))\"")
+        }
+        return job
+    }
+
+    private func json(_ job: JobRecord) async throws -> JSONValue {
+        job.json(queuePosition: job.status == .queued ? try await runner.store.queuePosition(of: job.id) : nil)
+    }
+}
