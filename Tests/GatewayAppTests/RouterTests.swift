@@ -111,4 +111,33 @@ struct RouterTests {
             #expect(plain.header("Allow") == "GET, HEAD, OPTIONS")
         }
     }
+
+    @Test func webhookURLsAreCheckedBeforeAJobIsStored() async throws {
+        let job = { (webhook: String) in #"{"workflow_data": {"1": {"class_type": "EmptyImage", "inputs": {}}}, "webhook_url": "# + webhook + "}" }
+        try await withRouter { router in
+            let unsigned = await router.respond(to: post("/api/jobs", job(#""https://example.com/hook""#)))
+            #expect(unsigned.status == 400)
+            #expect(unsigned.error?["message"]?.stringValue?.contains("WEBHOOK_SECRET") == true)
+        }
+        let secret = "whsec_" + Data("0123456789abcdef0123456789abcdef".utf8).base64EncodedString()
+        try await withRouter(["WEBHOOK_SECRET": secret]) { router in
+            for webhook in [#""http://127.0.0.1:8188/prompt""#, #""http://169.254.169.254/""#, #""ftp://example.com/""#, "42", #""http://[::1]/""#] {
+                let refused = await router.respond(to: post("/api/jobs", job(webhook)))
+                #expect(refused.status == 400, "\(webhook)")
+                #expect(refused.error?["code"] == "invalid_request", "\(webhook)")
+                #expect(refused.error?["field"] == "webhook_url", "\(webhook)")
+            }
+        }
+    }
+
+    @Test func badIdempotencyKeysAreRefused() async throws {
+        try await withRouter { router in
+            for key in ["has space", "", String(repeating: "k", count: 256), "ünïcode"] {
+                let body = #"{"workflow_data": {"1": {"class_type": "EmptyImage", "inputs": {}}}}"#
+                let refused = await router.respond(to: post("/api/generate", body, headers: ["idempotency-key": key]))
+                #expect(refused.status == 400, "\(key)")
+                #expect(refused.error?["message"]?.stringValue?.contains("Idempotency-Key") == true)
+            }
+        }
+    }
 }

@@ -24,6 +24,11 @@ public final class SQLiteJobStore: JobStore {
     /// Opens (or creates) the database and brings its schema up to date. Refuses one whose
     /// schema is newer than this gateway knows.
     public static func open(path: String, logger: Logger) async throws -> SQLiteJobStore {
+        try await open(path: path, logger: logger, upTo: JobStoreSchema.latestVersion)
+    }
+
+    /// Opens the database with the migrations up to `version` applied (tests make old databases so).
+    static func open(path: String, logger: Logger, upTo version: Int) async throws -> SQLiteJobStore {
         let threadPool = NIOThreadPool(numberOfThreads: 1)
         threadPool.start()
         do {
@@ -31,7 +36,12 @@ public final class SQLiteJobStore: JobStore {
                 storage: .file(path: path), threadPool: threadPool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any()
             )
             let store = SQLiteJobStore(path: path, connection: connection, threadPool: threadPool)
-            try await store.prepare()
+            do {
+                try await store.prepare(upTo: version)
+            } catch {
+                try? await connection.close()
+                throw error
+            }
             return store
         } catch let error as JobStoreError {
             try? await threadPool.shutdownGracefully()
@@ -47,7 +57,7 @@ public final class SQLiteJobStore: JobStore {
         try? await threadPool.shutdownGracefully()
     }
 
-    private func prepare() async throws {
+    private func prepare(upTo target: Int) async throws {
         _ = try await connection.query("PRAGMA journal_mode = WAL", [])
         _ = try await connection.query("PRAGMA synchronous = NORMAL", [])
         let version = try await connection.query("PRAGMA user_version", []).first?.columns.first?.data.integer ?? 0
@@ -55,9 +65,14 @@ public final class SQLiteJobStore: JobStore {
         guard version <= latest else {
             throw JobStoreError(.newerSchema, "the job database \(path) has schema version \(version), newer than this gateway's \(latest): run the newer gateway, or start with another STATE_DIR")
         }
-        for next in (version + 1)...max(latest, version + 1) where next <= latest {
+        for next in (version + 1)...max(target, version + 1) where next <= target {
             try await migrate(to: next)
         }
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    func userVersion() async throws -> Int {
+        Int(try await connection.query("PRAGMA user_version", []).first?.columns.first?.data.integer ?? 0)
     }
 
     /// Applies one migration and records its version in the same transaction.

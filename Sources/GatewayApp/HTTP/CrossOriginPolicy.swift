@@ -13,7 +13,7 @@ struct CrossOriginPolicy: Sendable {
     /// Request headers a cross-origin caller may send.
     static let allowedHeaders = "Content-Type, Authorization, Idempotency-Key"
     /// Response headers a cross-origin caller may read.
-    static let exposedHeaders = "Content-Disposition, X-Image-URL, X-Image-URL-Expires, Retry-After, Location"
+    static let exposedHeaders = "Content-Disposition, X-Image-URL, X-Image-URL-Expires, Retry-After, Location, X-Job-Id, Idempotent-Replayed"
 
     /// Answers an `OPTIONS` request; a CORS preflight passes only for a listed origin and a method the path takes.
     func preflight(_ request: GatewayRequest, methods: Set<String>) -> GatewayResponse {

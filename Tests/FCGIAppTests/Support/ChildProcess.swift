@@ -33,7 +33,7 @@ final class ChildProcess: @unchecked Sendable {
         return waitForExit(within: .seconds(10)) ?? -1
     }
 
-    private func waitForExit(within limit: Duration) -> Int32? {
+    func waitForExit(within limit: Duration) -> Int32? {
         let deadline = ContinuousClock.now + limit
         while ContinuousClock.now < deadline {
             if let status = Self.exitStatus(of: process) { return status }
@@ -55,4 +55,19 @@ final class ChildProcess: @unchecked Sendable {
 
     /// The log so far, for failure messages.
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Reads the `READY <port>` line a test server prints once it listens.
+    func readyPort(from pipe: Pipe) throws -> Int {
+        var line = [UInt8]()
+        let handle = pipe.fileHandleForReading
+        while true {
+            let byte = handle.readData(ofLength: 1)
+            guard let first = byte.first else { throw TestFailure("\(process.executableURL?.lastPathComponent ?? "server") exited before READY:\n\(log)") }
+            if first == UInt8(ascii: "\n") { break }
+            line.append(first)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard text.hasPrefix("READY "), let port = Int(text.dropFirst(6)) else { throw TestFailure("expected READY <port>, got \(text)") }
+        return port
+    }
 }

@@ -21,16 +21,7 @@ final class Emulator: Sendable {
             logPath: "\(directory)/emulator.log",
             stdout: pipe
         )
-        var line = [UInt8]()
-        let handle = pipe.fileHandleForReading
-        while true {
-            let byte = handle.readData(ofLength: 1)
-            guard let first = byte.first else { throw TestFailure("emulator exited before READY:\n\(process.log)") }
-            if first == UInt8(ascii: "\n") { break }
-            line.append(first)
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("READY "), let ready = Int(text.dropFirst(6)) else { throw TestFailure("emulator said \(text)") }
+        let ready = try process.readyPort(from: pipe)
         self.port = ready
     }
 

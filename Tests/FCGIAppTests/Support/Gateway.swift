@@ -55,12 +55,48 @@ final class Gateway: Sendable {
         throw TestFailure("gateway never became healthy:\n\(app.log)")
     }
 
-    func post(_ path: String, json: JSONValue, timeout: Duration = .seconds(60)) async throws -> CurlResponse {
-        try await post(path, body: json.encoded(), timeout: timeout)
+    func post(_ path: String, json: JSONValue, headers: [(String, String)] = [], timeout: Duration = .seconds(60)) async throws -> CurlResponse {
+        try await post(path, body: json.encoded(), headers: headers, timeout: timeout)
     }
 
-    func post(_ path: String, body: [UInt8], contentType: String = "application/json", timeout: Duration = .seconds(60)) async throws -> CurlResponse {
-        try await http.execute(CurlRequest(method: "POST", url: baseURL + path, headers: [("Content-Type", contentType)], body: body, timeout: timeout))
+    func post(
+        _ path: String, body: [UInt8], contentType: String = "application/json", headers: [(String, String)] = [], timeout: Duration = .seconds(60)
+    ) async throws -> CurlResponse {
+        try await http.execute(CurlRequest(method: "POST", url: baseURL + path, headers: [("Content-Type", contentType)] + headers, body: body, timeout: timeout))
+    }
+
+    func delete(_ path: String) async throws -> CurlResponse {
+        try await http.execute(CurlRequest(method: "DELETE", url: baseURL + path))
+    }
+
+    /// A stored job, as `GET /api/jobs/{id}` answers it.
+    func job(_ id: String) async throws -> JSONValue {
+        try JSONValue.parse(try await get("/api/jobs/\(id)").body)
+    }
+
+    /// SIGKILL of the whole `make run`: the supervisor, the app and nginx, with no chance to clean up.
+    func killEverything() {
+        var pids: [Int32] = [app.pid]
+        for file in ["app.pid", "nginx.pid"] {
+            if let text = try? String(contentsOfFile: "\(runDirectory)/\(file)", encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                pids.append(pid)
+                // nginx's workers would go on serving without their master.
+                pids += Self.children(of: pid)
+            }
+        }
+        for pid in pids { kill(pid, SIGKILL) }
+        app.stop(SIGKILL)
+    }
+
+    private static func children(of parent: Int32) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry -> Int32? in
+            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return nil }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 2 && Int32(fields[1]) == parent ? pid : nil
+        }
     }
 
     func get(_ pathOrURL: String, headers: [(String, String)] = [], method: String = "GET") async throws -> CurlResponse {

@@ -1,0 +1,130 @@
+@testable import Comfy
+import Foundation
+import Logging
+import Testing
+
+/// The embedded job store on a real SQLite file.
+struct SQLiteJobStoreTests {
+    func withStore(_ body: (SQLiteJobStore, String) async throws -> Void) async throws {
+        let directory = NSTemporaryDirectory() + "jobstore-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
+        try await body(store, directory)
+        await store.close()
+    }
+
+    func job(_ text: String = "x", kind: JobKind = .async, key: String? = nil, webhook: String? = nil, at date: Date = Date()) -> JobRecord {
+        JobRecord(
+            id: JobRecord.newID(), kind: kind, workflow: ["1": .object(["class_type": .string(text)])], outputNodeID: "1", owner: "10.0.0.1",
+            webhookURL: webhook, idempotencyKey: key, createdAt: date
+        )
+    }
+
+    @Test func aJobReadsBackAsStoredAndSurvivesReopening() async throws {
+        let directory = NSTemporaryDirectory() + "jobstore-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let record = job("kept")
+        let first = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
+        #expect(try await first.insert(record, requestHash: nil, keyWindow: .seconds(60)) == .created(record))
+        #expect(try await first.markRunning(record.id, promptID: "p-1", backend: "http://gpu:8188", at: Date()))
+        await first.close()
+
+        let second = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
+        let stored = try #require(try await second.job(record.id))
+        #expect(stored.status == .running)
+        #expect(stored.workflow == record.workflow)
+        #expect(stored.outputNodeID == "1")
+        #expect(stored.promptID == "p-1")
+        #expect(stored.backend == "http://gpu:8188")
+        #expect(try await second.unfinished().map(\.id) == [record.id])
+        await second.close()
+    }
+
+    @Test func migrationsTakeEachEarlierVersionToTheLatest() async throws {
+        try await withStore { store, directory in
+            // A store opened on a fresh file has every migration applied, in one transaction each.
+            let version = try await store.userVersion()
+            #expect(version == JobStoreSchema.latestVersion)
+            // Re-opening a database at the latest version changes nothing and keeps its rows.
+            let record = job()
+            _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            let again = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
+            #expect(try await again.job(record.id)?.id == record.id)
+            await again.close()
+        }
+        // Every version from the one before: a database left at version n-1 takes migration n.
+        for version in 1...JobStoreSchema.latestVersion {
+            try await withStore { store, directory in
+                let path = "\(directory)/at-\(version - 1).sqlite"
+                let old = try await SQLiteJobStore.open(path: path, logger: Logger(label: "test"), upTo: version - 1)
+                #expect(try await old.userVersion() == version - 1)
+                await old.close()
+                let migrated = try await SQLiteJobStore.open(path: path, logger: Logger(label: "test"))
+                #expect(try await migrated.userVersion() == JobStoreSchema.latestVersion)
+                let record = job()
+                _ = try await migrated.insert(record, requestHash: nil, keyWindow: .seconds(60))
+                #expect(try await migrated.job(record.id) != nil)
+                await migrated.close()
+                _ = store
+            }
+        }
+    }
+
+    @Test func aKeyWithTheSameRequestIsTheSameJobAndWithAnotherIsRefused() async throws {
+        try await withStore { store, _ in
+            let first = job("a", key: "k-1")
+            #expect(try await store.insert(first, requestHash: "hash-a", keyWindow: .seconds(60)) == .created(first))
+            let retry = try await store.insert(job("a", key: "k-1"), requestHash: "hash-a", keyWindow: .seconds(60))
+            #expect(retry.record.id == first.id)
+            #expect(retry == .existing(retry.record))
+            await #expect(throws: JobStoreError.self) { try await store.insert(job("b", key: "k-1"), requestHash: "hash-b", keyWindow: .seconds(60)) }
+            // Past its window the key names nothing: a new job.
+            let later = job("b", key: "k-1", at: Date().addingTimeInterval(120))
+            #expect(try await store.insert(later, requestHash: "hash-b", keyWindow: .seconds(60)) == .created(later))
+        }
+    }
+
+    @Test func aJobEndsOnceAndItsWebhookBecomesDue() async throws {
+        try await withStore { store, _ in
+            let record = job(webhook: "https://example.com/hook")
+            _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            let result = JobResult(url: "/output_images/a.png", filename: "a.png", contentType: "image/png")
+            let final = try #require(try await store.finish(record.id, status: .completed, result: result, failure: nil, at: Date()))
+            #expect(final.status == .completed)
+            #expect(final.result == result)
+            #expect(final.progress == 1)
+            #expect(final.webhook.state == .pending)
+            #expect(try await store.finish(record.id, status: .failed, result: nil, failure: nil, at: Date()) == nil, "a job ends once")
+            #expect(try await store.markRunning(record.id, promptID: "late", backend: "b", at: Date()) == false)
+
+            #expect(try await store.dueWebhooks(at: Date(), limit: 10).map(\.id) == [record.id])
+            try await store.recordWebhookAttempt(of: record.id, status: 500, delivered: false, nextAttemptAt: Date().addingTimeInterval(60), at: Date())
+            #expect(try await store.dueWebhooks(at: Date(), limit: 10).isEmpty)
+            #expect(try await store.nextWebhookDue() != nil)
+            // Pending webhooks keep their job past retention.
+            #expect(try await store.deleteFinished(before: Date().addingTimeInterval(3600)) == 0)
+            try await store.recordWebhookAttempt(of: record.id, status: 200, delivered: true, nextAttemptAt: nil, at: Date())
+            let delivered = try #require(try await store.job(record.id))
+            #expect(delivered.webhook.state == .delivered)
+            #expect(delivered.webhook.attempts == 2)
+            #expect(delivered.webhook.lastStatus == 200)
+            #expect(try await store.counts().webhooks[.delivered] == 1)
+            #expect(try await store.deleteFinished(before: Date().addingTimeInterval(3600)) == 1)
+            #expect(try await store.job(record.id) == nil)
+        }
+    }
+
+    @Test func queuePositionsCountTheQueuedJobsAhead() async throws {
+        try await withStore { store, _ in
+            let jobs = (0..<3).map { job("\($0)") }
+            for record in jobs { _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60)) }
+            #expect(try await store.queuePosition(of: jobs[2].id) == 2)
+            _ = try await store.markRunning(jobs[0].id, promptID: "p", backend: "b", at: Date())
+            #expect(try await store.queuePosition(of: jobs[2].id) == 1)
+            #expect(try await store.queuePosition(of: jobs[0].id) == nil)
+            #expect(try await store.counts().jobs == [.queued: 2, .running: 1])
+        }
+    }
+}

@@ -1,0 +1,48 @@
+@testable import Comfy
+import Foundation
+import Testing
+
+struct WebhookSignerTests {
+    /// The example of the Standard Webhooks spec (and Svix's libraries' tests).
+    @Test func signsTheStandardWebhooksExampleExactly() throws {
+        let signer = try #require(WebhookSigner(secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+        let headers = signer.headers(id: "msg_p5jXN8AQM9LWM0D4loKWxJek", timestamp: 1614265330, body: Array(#"{"test": 2432232314}"#.utf8))
+        #expect(headers.first { $0.0 == "webhook-signature" }?.1 == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        #expect(headers.first { $0.0 == "webhook-id" }?.1 == "msg_p5jXN8AQM9LWM0D4loKWxJek")
+        #expect(headers.first { $0.0 == "webhook-timestamp" }?.1 == "1614265330")
+    }
+
+    @Test func refusesSecretsThatAreNotBase64OrTooShort() {
+        #expect(WebhookSigner(secret: "whsec_not base64!") == nil)
+        #expect(WebhookSigner(secret: "whsec_" + Data("short".utf8).base64EncodedString()) == nil)
+    }
+}
+
+struct WebhookTargetTests {
+    @Test(arguments: [
+        ("8.8.8.8", true), ("1.1.1.1", true), ("127.0.0.1", false), ("10.1.2.3", false), ("172.16.0.1", false), ("172.32.0.1", true),
+        ("192.168.1.1", false), ("169.254.169.254", false), ("100.64.0.1", false), ("0.0.0.0", false), ("224.0.0.1", false),
+        ("::1", false), ("::", false), ("fe80::1", false), ("fd00::1", false), ("::ffff:127.0.0.1", false), ("::ffff:8.8.8.8", true),
+        ("2606:4700:4700::1111", true),
+    ])
+    func addressesArePublicOnlyWhenGloballyRoutable(_ address: String, _ isPublic: Bool) throws {
+        let resolved = try #require(resolveAddresses(address, port: 80).first)
+        #expect(resolved.isPublic == isPublic, "\(address)")
+    }
+
+    @Test(arguments: [
+        "ftp://example.com/hook", "file:///etc/passwd", "http://user:pass@example.com/", "http:///nohost", "gopher://x",
+        "http://127.0.0.1:8080/hook", "http://localhost/hook", "http://169.254.169.254/latest/meta-data", "http://[::1]/x",
+        "http://0x7f000001/", "http://2130706433/",
+    ])
+    func forbiddenURLsAreRefused(_ url: String) async {
+        await #expect(throws: WebhookTarget.Refusal.self) { try await WebhookTarget.check(url, allowPrivate: false) }
+    }
+
+    @Test func privateTargetsAreAllowedWhenConfiguredAndThePinnedAddressIsTheResolvedOne() async throws {
+        let target = try await WebhookTarget.check("http://127.0.0.1:9999/hook", allowPrivate: true)
+        #expect(target.resolve == ["127.0.0.1:9999:127.0.0.1"])
+        let long = "https://example.com/" + String(repeating: "a", count: WebhookTarget.maxLength)
+        await #expect(throws: WebhookTarget.Refusal.self) { try await WebhookTarget.check(long, allowPrivate: true) }
+    }
+}

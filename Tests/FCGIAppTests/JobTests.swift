@@ -1,0 +1,409 @@
+import Comfy
+import Foundation
+import Testing
+
+/// The durable job API through real nginx, FastCGI, the streaming listener, SQLite and the emulator.
+@Suite(.serialized)
+struct JobTests {
+    @Test func asyncJobStreamsProgressThenCompletedAndItsImageBytes() async throws {
+        try await withGateway("jobs-sse", emulatorArguments: ["--node-delay-ms", "100"]) { gateway, _ in
+            let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "a lighthouse")))
+            #expect(submitted.status == 202, "\(submitted.bodyText)")
+            let job = try JSONValue.parse(submitted.body)
+            let id = try #require(job["id"]?.stringValue)
+            #expect(submitted.header("Location") == "/api/jobs/\(id)")
+            #expect(job["status"] == "queued")
+
+            let stream = try await gateway.get("/api/jobs/\(id)/events")
+            #expect(stream.status == 200)
+            #expect(stream.header("Content-Type")?.hasPrefix("text/event-stream") == true)
+            let events = ServerSentEvents.parse(stream.bodyText)
+            #expect(events.last?.name == "completed", "\(stream.bodyText)")
+            let progress = events.dropLast().map { event in
+                #expect(event.name == "progress")
+                return event.data["progress"]?.doubleValue ?? -1
+            }
+            #expect(progress.count >= 3, "\(stream.bodyText)")
+            #expect(progress == progress.sorted(), "progress only rises")
+
+            let final = try #require(events.last?.data)
+            let url = try #require(final["result"]?["url"]?.stringValue)
+            let image = try await gateway.get(url)
+            #expect(emulatorMetadata(ofPNG: image.body)?["texts"]?.arrayValue?.first == "a lighthouse")
+
+            let stored = try await gateway.job(id)
+            #expect(stored["status"] == "completed")
+            #expect(stored["progress"] == 1)
+            #expect(stored["queue_position"] == .null)
+            #expect(stored["error"] == .null)
+            #expect(stored["result"]?["url"]?.stringValue == url)
+            #expect(stored["started_at"]?.stringValue != nil)
+            #expect(stored["finished_at"]?.stringValue != nil)
+
+            // A finished job's stream is its end alone.
+            let again = ServerSentEvents.parse(try await gateway.get("/api/jobs/\(id)/events").bodyText)
+            #expect(again.map(\.name) == ["completed"])
+        }
+    }
+
+    @Test func unknownJobIdsAreNotFoundAsJSON() async throws {
+        try await withGateway("jobs-404") { gateway, _ in
+            for path in ["/api/jobs/\(UUID().uuidString.lowercased())", "/api/jobs/../../etc/passwd", "/api/jobs/x", "/api/jobs/\(UUID().uuidString.lowercased())/events"] {
+                let response = try await gateway.get(path)
+                #expect(response.status == 404, "\(path)")
+                #expect(try JSONValue.parse(response.body)["error"]?["code"] == "not_found", "\(path)")
+            }
+            let delete = try await gateway.delete("/api/jobs/\(UUID().uuidString.lowercased())")
+            #expect(delete.status == 404)
+        }
+    }
+
+    @Test func aFailingJobKeepsTheSyncAPIsErrorObject() async throws {
+        try await withGateway("jobs-fail") { gateway, _ in
+            var workflow = Workflows.txt2img(text: "x")
+            workflow["4"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": "missing.safetensors"])
+            let submitted = try JSONValue.parse(try await gateway.post("/api/jobs", json: Workflows.body(workflow)).body)
+            let id = try #require(submitted["id"]?.stringValue)
+            let events = ServerSentEvents.parse(try await gateway.get("/api/jobs/\(id)/events").bodyText)
+            #expect(events.last?.name == "failed")
+            let job = try await gateway.job(id)
+            #expect(job["status"] == "failed")
+            #expect(job["error"]?["code"] == "workflow_invalid")
+            #expect(job["result"] == .null)
+        }
+    }
+
+    @Test func webhookAnswered500TwiceIsDeliveredOnTheThirdAttemptSigned() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-webhook")
+        let receiver = try WebhookReceiver(directory: directory, http: testHTTP)
+        defer { receiver.stop() }
+        try await withGateway("jobs-webhook", environment: Self.webhookSettings) { gateway, _ in
+            let body = JSONValue.object([
+                "workflow_data": .object(Workflows.txt2img(text: "hooked")), "output_node_id": "9", "webhook_url": .string(receiver.url("/fail/2")),
+            ])
+            let id = try #require(try JSONValue.parse(try await gateway.post("/api/jobs", json: body).body)["id"]?.stringValue)
+            try await waitUntil(timeout: .seconds(30)) { try await gateway.job(id)["webhook"]?["delivered_at"]?.stringValue != nil }
+            let job = try await gateway.job(id)
+            #expect(job["webhook"]?["attempts"] == 3)
+            #expect(job["webhook"]?["last_status"] == 200)
+
+            let deliveries = try await receiver.deliveries()
+            #expect(deliveries.map { $0["answer"] } == [500, 500, 200])
+            #expect(deliveries.allSatisfy { $0["verified"] == true }, "signatures checked with Python's hmac")
+            #expect(Set(deliveries.compactMap { $0["id"]?.stringValue }).count == 1, "one webhook-id across retries")
+            #expect(deliveries.allSatisfy { $0["content_type"] == "application/json" })
+            #expect(deliveries.last?["body"]?["id"]?.stringValue == id)
+            #expect(deliveries.last?["body"]?["status"] == "completed")
+            #expect(deliveries.last?["body"]?["result"]?["url"]?.stringValue?.hasPrefix("/output_images/") == true)
+        }
+    }
+
+    @Test func aHangingOrResettingReceiverHoldsUpNoOtherWebhook() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-hang")
+        let receiver = try WebhookReceiver(directory: directory, http: testHTTP)
+        defer { receiver.stop() }
+        var settings = Self.webhookSettings
+        settings["WEBHOOK_TIMEOUT"] = "1s"
+        settings["WEBHOOK_MAX_ATTEMPTS"] = "2"
+        try await withGateway("jobs-hang", environment: settings) { gateway, _ in
+            var ids: [String: String] = [:]
+            for path in ["/hang", "/reset", "/ok"] {
+                let body = JSONValue.object(["workflow_data": .object(Workflows.txt2img(text: path)), "webhook_url": .string(receiver.url(path))])
+                ids[path] = try JSONValue.parse(try await gateway.post("/api/jobs", json: body).body)["id"]?.stringValue
+            }
+            let ok = try #require(ids["/ok"])
+            try await waitUntil(timeout: .seconds(20)) { try await gateway.job(ok)["webhook"]?["delivered_at"]?.stringValue != nil }
+            for path in ["/hang", "/reset"] {
+                let id = try #require(ids[path])
+                // Two attempts, each ended by the timeout or the reset, then given up.
+                try await waitUntil(timeout: .seconds(20)) { try await gateway.job(id)["webhook"]?["attempts"] == 2 }
+                let job = try await gateway.job(id)
+                #expect(job["webhook"]?["delivered_at"] == .null, "\(path)")
+                #expect(job["webhook"]?["last_status"] == .null, "\(path)")
+                #expect(job["status"] == "completed", "the job itself is unaffected")
+            }
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+            try await waitUntil { try JSONValue.parse(try await gateway.get("/healthz").body)["job_store"]?["webhooks"]?["failed"] == 2 }
+            #expect(health["job_store"]?["jobs"]?["completed"] == 3)
+        }
+    }
+
+    @Test func idempotencyKeysMakeRetriesTheSameJobOnAllThreeEndpoints() async throws {
+        try await withGateway("jobs-idem") { gateway, emulator in
+            let body = Workflows.body(Workflows.txt2img(text: "once only"))
+            let first = try await gateway.post("/api/jobs", json: body, headers: [("Idempotency-Key", "order-1")])
+            let second = try await gateway.post("/api/jobs", json: body, headers: [("Idempotency-Key", "order-1")])
+            #expect(first.status == 202)
+            #expect(second.status == 202)
+            #expect(second.header("Idempotent-Replayed") == "true")
+            let id = try JSONValue.parse(first.body)["id"]?.stringValue
+            #expect(try JSONValue.parse(second.body)["id"]?.stringValue == id)
+
+            let sync = Workflows.body(Workflows.txt2img(text: "sync once"))
+            let a = try await gateway.post("/api/generate", json: sync, headers: [("Idempotency-Key", "sync-1")])
+            let b = try await gateway.post("/api/generate", json: sync, headers: [("Idempotency-Key", "sync-1")])
+            #expect(a.status == 200)
+            #expect(b.status == 200)
+            #expect(a.header("X-Job-Id") != nil)
+            #expect(a.header("X-Job-Id") == b.header("X-Job-Id"))
+            #expect(a.body == b.body)
+
+            let file = Workflows.body(Workflows.txt2img(text: "file once"))
+            let c = try await gateway.post("/api/generate_file", json: file, headers: [("Idempotency-Key", "file-1")])
+            let d = try await gateway.post("/api/generate_file", json: file, headers: [("Idempotency-Key", "file-1")])
+            #expect(c.status == 200)
+            #expect(emulatorMetadata(ofPNG: d.body)?["texts"]?.arrayValue?.first == "file once")
+            #expect(c.body == d.body)
+
+            // Another body under a used key is refused, and nothing runs.
+            let reused = try await gateway.post("/api/generate", json: file, headers: [("Idempotency-Key", "sync-1")])
+            #expect(reused.status == 422)
+            #expect(try JSONValue.parse(reused.body)["error"]?["code"] == "idempotency_key_reused")
+
+            try await waitUntil { try await gateway.job(id ?? "")["status"] == "completed" }
+            #expect(try await emulator.stats()["prompts_received"] == 3, "one prompt per key")
+        }
+    }
+
+    @Test func aSyncCallerWithAKeyWhoseClientGaveUpGetsTheSameJobOnRetry() async throws {
+        try await withGateway("jobs-idem-retry", emulatorArguments: ["--node-delay-ms", "250"]) { gateway, emulator in
+            let body = Workflows.body(Workflows.txt2img(text: "slow but kept"))
+            // The client gives up after 0.5 s; the job runs on because it carries a key.
+            _ = try? await gateway.post("/api/generate", json: body, headers: [("Idempotency-Key", "retry-1")], timeout: .milliseconds(500))
+            let retry = try await gateway.post("/api/generate", json: body, headers: [("Idempotency-Key", "retry-1")])
+            #expect(retry.status == 200, "\(retry.bodyText)")
+            #expect(retry.header("Idempotent-Replayed") == "true")
+            let url = try #require(try JSONValue.parse(retry.body)["url"]?.stringValue)
+            #expect(emulatorMetadata(ofPNG: try await gateway.get(url).body)?["texts"]?.arrayValue?.first == "slow but kept")
+            let stats = try await emulator.stats()
+            #expect(stats["prompts_received"] == 1)
+            #expect(stats["interrupts"]?.arrayValue?.isEmpty == true)
+        }
+    }
+
+    @Test func cancellingAQueuedAndARunningJob() async throws {
+        try await withGateway("jobs-cancel", emulatorArguments: ["--node-delay-ms", "400"], environment: ["BACKEND_CAPACITY": "1"]) { gateway, emulator in
+            var ids: [String] = []
+            for index in 0..<2 {
+                let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "cancel \(index)", seed: index)))
+                ids.append(try #require(try JSONValue.parse(answer.body)["id"]?.stringValue))
+            }
+            try await waitUntil { try await gateway.job(ids[0])["status"] == "running" }
+            #expect(try await gateway.job(ids[1])["queue_position"] == 0)
+
+            let queued = try await gateway.delete("/api/jobs/\(ids[1])")
+            #expect(queued.status == 200, "\(queued.bodyText)")
+            #expect(try JSONValue.parse(queued.body)["status"] == "cancelled")
+
+            let running = try await gateway.delete("/api/jobs/\(ids[0])")
+            #expect(running.status == 200, "\(running.bodyText)")
+            #expect(try JSONValue.parse(running.body)["status"] == "cancelled")
+            // Removed on ComfyUI by its prompt id, never by a global interrupt.
+            try await waitUntil {
+                let stats = try await emulator.stats()
+                return (stats["queue_deletes"]?.arrayValue?.count ?? 0) + (stats["interrupts"]?.arrayValue?.count ?? 0) >= 1
+            }
+            let stats = try await emulator.stats()
+            #expect(stats["interrupts"]?.arrayValue?.allSatisfy { $0["prompt_id"] != nil } == true)
+            #expect(stats["prompts_received"] == 1, "the queued job never reached ComfyUI")
+
+            let again = try await gateway.delete("/api/jobs/\(ids[0])")
+            #expect(again.status == 409)
+            #expect(try JSONValue.parse(again.body)["error"]?["code"] == "job_finished")
+            let events = ServerSentEvents.parse(try await gateway.get("/api/jobs/\(ids[0])/events").bodyText)
+            #expect(events.map(\.name) == ["cancelled"])
+        }
+    }
+
+    static let webhookSettings = [
+        "WEBHOOK_SECRET": WebhookReceiver.secret, "WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_RETRY_BASE": "50ms",
+    ]
+}
+
+/// A text/event-stream body split into its events.
+enum ServerSentEvents {
+    struct Event {
+        var name: String
+        var data: JSONValue
+    }
+
+    static func parse(_ text: String) -> [Event] {
+        text.components(separatedBy: "\n\n").compactMap { block in
+            var name = "message"
+            var data = ""
+            for line in block.split(separator: "\n") {
+                if line.hasPrefix("event: ") { name = String(line.dropFirst(7)) }
+                if line.hasPrefix("data: ") { data += line.dropFirst(6) }
+            }
+            guard !data.isEmpty, let value = try? JSONValue.parse(Array(data.utf8)) else { return nil }
+            return Event(name: name, data: value)
+        }
+    }
+}
+
+/// What a restart, a crash or a full disk does to stored jobs.
+@Suite(.serialized)
+struct JobDurabilityTests {
+    @Test func killingTheWholeGatewayLosesNoJobAndRunsNoPromptTwice() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-crash")
+        let receiver = try WebhookReceiver(directory: directory, http: testHTTP)
+        defer { receiver.stop() }
+        let emulators = try (0..<2).map { index in
+            let folder = "\(directory)/emulator-\(index)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            return try Emulator(directory: folder, http: testHTTP, arguments: ["--node-delay-ms", "60"])
+        }
+        defer { emulators.forEach { $0.stop() } }
+        let environment = JobTests.webhookSettings
+        let first = try Gateway(directory: directory, backends: emulators.map(\.url), http: testHTTP, environment: environment)
+        try await first.waitUntilHealthy()
+
+        var texts: [String: String] = [:]
+        for index in 0..<20 {
+            let text = "survivor \(index)"
+            let body = JSONValue.object([
+                "workflow_data": .object(Workflows.txt2img(text: text, seed: index, output: "SaveImage")),
+                "output_node_id": "9",
+                "webhook_url": .string(receiver.url("/ok")),
+            ])
+            let answer = try await first.post("/api/jobs", json: body)
+            #expect(answer.status == 202)
+            texts[try #require(try JSONValue.parse(answer.body)["id"]?.stringValue)] = text
+        }
+        // Some prompts done, some running on ComfyUI, the rest queued in the gateway.
+        try await waitUntil(timeout: .seconds(20)) {
+            var received = 0
+            for emulator in emulators { received += try await emulator.stats()["prompts_received"]?.intValue ?? 0 }
+            return received >= 6
+        }
+        first.killEverything()
+
+        let second = try Gateway(directory: directory, backends: emulators.map(\.url), http: testHTTP, environment: environment)
+        defer { second.stop() }
+        try await second.waitUntilHealthy()
+        try await waitUntil(timeout: .seconds(60)) {
+            for id in texts.keys where try await second.job(id)["status"] != "completed" { return false }
+            return true
+        }
+        for (id, text) in texts {
+            let job = try await second.job(id)
+            #expect(job["status"] == "completed", "\(id): \(job)")
+            let url = try #require(job["result"]?["url"]?.stringValue)
+            let image = try await second.get(url)
+            #expect(emulatorMetadata(ofPNG: image.body)?["texts"]?.arrayValue?.first == .string(text), "each job has its own image")
+        }
+        var executed = 0
+        for emulator in emulators { executed += try await emulator.stats()["prompts_executed"]?.intValue ?? 0 }
+        #expect(executed == 20, "no prompt ran to completion twice")
+        #expect(second.app.log.contains("took up the jobs the last gateway process left"))
+
+        try await waitUntil(timeout: .seconds(30)) { Set(try await receiver.deliveries().compactMap { $0["id"]?.stringValue }).count == 20 }
+        let deliveries = try await receiver.deliveries()
+        #expect(Set(deliveries.compactMap { $0["id"]?.stringValue }) == Set(texts.keys), "every webhook arrives")
+        #expect(deliveries.allSatisfy { $0["verified"] == true && $0["body"]?["status"] == "completed" })
+    }
+
+    @Test func whileTheAppIsDownNginxAnswers503WithRetryAfterAndTheSupervisorStartsItAgain() async throws {
+        try await withGateway("jobs-app-down") { gateway, _ in
+            let before = try String(contentsOfFile: "\(gateway.runDirectory)/app.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            // The supervisor is held still so that the window is long enough to look at.
+            kill(gateway.app.pid, SIGSTOP)
+            kill(try #require(Int32(before)), SIGKILL)
+            try await Task.sleep(for: .milliseconds(200))
+            for response in [try await gateway.get("/api/styles"), try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "x")))] {
+                #expect(response.status == 503)
+                #expect(response.header("Retry-After") == "1")
+                #expect(response.header("Content-Type") == "application/json")
+                #expect(try JSONValue.parse(response.body)["error"]?["code"] == "app_unavailable")
+            }
+            kill(gateway.app.pid, SIGCONT)
+            try await gateway.waitUntilHealthy()
+            let after = try String(contentsOfFile: "\(gateway.runDirectory)/app.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(after != before)
+            #expect(gateway.app.log.contains("the app stopped; starting it again"))
+            let job = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "after the restart")))
+            #expect(job.status == 200)
+        }
+    }
+
+    @Test func aDatabaseFromANewerGatewayStopsTheStartWithOneLine() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-newer")
+        try FileManager.default.createDirectory(atPath: "\(directory)/state", withIntermediateDirectories: true)
+        let python = try ChildProcess(
+            "/usr/bin/env", ["python3", "-c", "import sqlite3; c = sqlite3.connect('\(directory)/state/jobs.sqlite'); c.execute('PRAGMA user_version = 99'); c.commit()"],
+            logPath: "\(directory)/python.log"
+        )
+        python.process.waitUntilExit()
+        let gateway = try Gateway(directory: directory, backends: ["http://127.0.0.1:9"], http: testHTTP)
+        let status = gateway.app.waitForExit(within: .seconds(30))
+        #expect(status == 78, "EX_CONFIG: not restarted")
+        let lines = gateway.app.log.split(separator: "\n").filter { $0.contains("schema version 99") }
+        #expect(lines.count == 1, "\(gateway.app.log)")
+        #expect(lines.first?.contains("newer than this gateway's") == true)
+    }
+
+    @Test func aFullDiskAnswers503AndLeavesTheStoredJobsIntact() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-full")
+        let state = "\(directory)/small-disk"
+        try FileManager.default.createDirectory(atPath: state, withIntermediateDirectories: true)
+        let mount = try ChildProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=512k", "tmpfs", state], logPath: "\(directory)/mount.log")
+        mount.process.waitUntilExit()
+        guard mount.process.terminationStatus == 0 else {
+            // Mounting needs CAP_SYS_ADMIN; without it there is no disk to fill.
+            Issue.record("cannot mount a tmpfs here: \(mount.log)")
+            return
+        }
+        defer {
+            let unmount = try? ChildProcess("/bin/umount", ["-l", state], logPath: "\(directory)/umount.log")
+            unmount?.process.waitUntilExit()
+        }
+        try await withGateway("jobs-full", environment: ["STATE_DIR": state]) { gateway, _ in
+            var accepted: [String] = []
+            for index in 0..<3 {
+                let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "before \(index)")))
+                accepted.append(try #require(try JSONValue.parse(answer.body)["id"]?.stringValue))
+            }
+            try await waitUntil { try await gateway.job(accepted[2])["status"] == "completed" }
+
+            // Fill the disk.
+            let filler = "\(state)/filler"
+            _ = FileManager.default.createFile(atPath: filler, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: filler))
+            while (try? handle.write(contentsOf: Data(count: 16 * 1024))) != nil {}
+            try? handle.close()
+
+            var refused: CurlResponse?
+            for index in 0..<200 {
+                let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "full \(index) " + String(repeating: "x", count: 2000))))
+                if answer.status == 202 {
+                    accepted.append(try #require(try JSONValue.parse(answer.body)["id"]?.stringValue))
+                    continue
+                }
+                refused = answer
+                break
+            }
+            let answer = try #require(refused, "a full disk refuses jobs")
+            #expect(answer.status == 503)
+            #expect(try JSONValue.parse(answer.body)["error"]?["code"] == "store_unavailable")
+            #expect(answer.header("Retry-After") != nil)
+            let sync = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "sync " + String(repeating: "y", count: 4000))))
+            #expect(sync.status == 503)
+
+            // Space again: every job accepted before is there and ends; new ones are taken.
+            try FileManager.default.removeItem(atPath: filler)
+            let after = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "after")))
+            #expect(after.status == 202, "\(after.bodyText)")
+            accepted.append(try #require(try JSONValue.parse(after.body)["id"]?.stringValue))
+            try await waitUntil(timeout: .seconds(30)) {
+                for id in accepted where try await gateway.job(id)["status"] != "completed" { return false }
+                return true
+            }
+            let integrity = try ChildProcess(
+                "/usr/bin/env", ["python3", "-c", "import sqlite3; print(sqlite3.connect('\(state)/jobs.sqlite').execute('PRAGMA integrity_check').fetchone()[0])"],
+                logPath: "\(directory)/integrity.log"
+            )
+            integrity.process.waitUntilExit()
+            #expect(integrity.log.trimmingCharacters(in: .whitespacesAndNewlines) == "ok")
+        }
+    }
+}
