@@ -6,7 +6,8 @@
 # stops everything.
 # Knobs (environment): BENCH_REQUESTS (300), BENCH_SKETCHES (200), BENCH_SESSIONS (1000,10000),
 # BENCH_DIRECT_SESSIONS (5000; 0 = skip), BENCH_JOBS (128), BENCH_JOB_CONCURRENCY (32),
-# BENCH_WRK_DURATION (10s), BENCH_OUTPUT (BENCHMARKS.md at the repository root).
+# BENCH_WRK_DURATION (10s), BENCH_JOB_SUBMITS (2000), BENCH_PREFILL (10000,1000 finished,queued),
+# BENCH_OUTPUT (BENCHMARKS.md at the repository root).
 set -euo pipefail
 app_binary=$(cd "$(dirname "${1:?usage: bench.sh PATH/TO/FCGIApp}")" && pwd)/$(basename "$1")
 [ -x "$app_binary" ] || { echo "bench.sh: $app_binary is not an executable" >&2; exit 2; }
@@ -20,6 +21,8 @@ DIRECT_SESSIONS=${BENCH_DIRECT_SESSIONS:-5000}
 JOBS=${BENCH_JOBS:-128}
 JOB_CONCURRENCY=${BENCH_JOB_CONCURRENCY:-32}
 WRK_DURATION=${BENCH_WRK_DURATION:-10s}
+JOB_SUBMITS=${BENCH_JOB_SUBMITS:-2000}
+PREFILL=${BENCH_PREFILL:-10000,1000}
 OUTPUT=${BENCH_OUTPUT:-$here/BENCHMARKS.md}
 FCGI_THREADS=${FCGI_THREADS:-256}
 STEPS=2          # KSampler steps of a multi-backend job ...
@@ -249,6 +252,31 @@ for count in 1 2 4; do
     --concurrency "$JOB_CONCURRENCY" --steps "$STEPS" --out "$results/multi-$count.json"
   stop_gateway
 done
+
+# --- 5-6: the job store ----------------------------------------------------------------------
+curl -fsS -X POST "${emulator_urls[0]}/emulator/restart" >/dev/null
+emulator_config "${emulator_urls[0]}" '{"hang": true}'   # accepted jobs stay queued: the store's side alone
+start_gateway jobs "${emulator_urls[0]}"
+check_emulators
+log "5. POST /api/jobs: $REQUESTS one at a time, $JOB_SUBMITS 16 at a time"
+run_client jobs --gateway "$gateway_url" --requests "$REQUESTS" --burst "$JOB_SUBMITS" --concurrency 16 --out "$results/jobs.json"
+stop_gateway
+log "6. restart with ${PREFILL%,*} finished and ${PREFILL#*,} queued jobs in the database"
+run_client prefill --database "$work/jobs/state/jobs.sqlite" --finished "${PREFILL%,*}" --queued "${PREFILL#*,}" --out "$results/prefill.json"
+started=$(date +%s.%N)
+start_gateway jobs "${emulator_urls[0]}"
+serving=$(date +%s.%N)
+python3 - "$results/prefill.json" "$results/restart.json" "$started" "$serving" "$gateway_url" <<'PY'
+import json, sys, urllib.request
+prefill = json.load(open(sys.argv[1]))
+def status(job):
+    with urllib.request.urlopen(f"{sys.argv[5]}/api/jobs/{job}") as r:
+        return json.load(r)["status"]
+prefill.update(seconds=float(sys.argv[4]) - float(sys.argv[3]), finished_status=status(prefill["finished_id"]),
+               queued_status=status(prefill["queued_id"]) if prefill["queued_id"] else None)
+json.dump(prefill, open(sys.argv[2], "w"))
+PY
+stop_gateway
 
 check_emulators
 run_client report --results "$results" --output "$OUTPUT" --command "$command_line" \

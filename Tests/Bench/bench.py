@@ -9,6 +9,8 @@ its figures as JSON to --out; `report` turns those files into BENCHMARKS.md.
     sketch    session WebSocket sketch_update -> POST /prompt on ComfyUI
     sessions  concurrent idle session WebSockets, the app's RSS before/after
     multi     concurrent /api/generate jobs over N backends: jobs/s, backends' idle gaps
+    jobs      POST /api/jobs: 202 latency one at a time, jobs accepted per second in a burst
+    prefill   fills a stopped gateway's job database with finished and queued jobs
     style     writes the benchmark's img2img style workflow (the tests' one)
     report    BENCHMARKS.md from the JSON files
 """
@@ -628,6 +630,67 @@ def machine() -> dict:
             "wrk": version(["wrk", "-v"]).split(" [")[0].split(" Copyright")[0]}
 
 
+async def cmd_jobs(args) -> None:
+    """The job store's write path: every 202 means the job is in SQLite (WAL, synchronous=NORMAL)."""
+    seeds = Seeds(2_000_000)
+    timeout = aiohttp.ClientTimeout(total=60)
+
+    def body() -> dict:
+        return {"workflow_data": txt2img(seeds.next()), "output_node_id": "9"}
+
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as http:
+        async def submit() -> tuple[float, int]:
+            t0 = time.perf_counter()
+            async with http.post(f"{args.gateway}/api/jobs", json=body()) as r:
+                await r.read()
+                return time.perf_counter() - t0, r.status
+
+        for _ in range(args.warmup):
+            await submit()
+        sequential = [await submit() for _ in range(args.requests)]
+        sem = asyncio.Semaphore(args.concurrency)
+
+        async def limited() -> tuple[float, int]:
+            async with sem:
+                return await submit()
+        t0 = time.perf_counter()
+        burst = await asyncio.gather(*(limited() for _ in range(args.burst)))
+        wall = time.perf_counter() - t0
+    write_json(args.out, {
+        "requests": args.requests,
+        "sequential": summary_ms([t for t, _ in sequential]),
+        "sequential_non_202": sum(1 for _, status in sequential if status != 202),
+        "burst": {
+            "requests": args.burst, "concurrency": args.concurrency, "wall_s": wall,
+            "accepted_per_second": sum(1 for _, status in burst if status == 202) / wall,
+            "latency": summary_ms([t for t, _ in burst]),
+            "non_202": sum(1 for _, status in burst if status != 202),
+        },
+    })
+
+
+def cmd_prefill(args) -> None:
+    """Adds finished and queued jobs straight into a stopped gateway's database (its own schema)."""
+    import sqlite3
+    db = sqlite3.connect(args.database)
+    now = int(time.time() * 1000)
+    workflow = json.dumps(txt2img(1))
+    rows = []
+    for i in range(args.finished):
+        result = json.dumps({"url": f"/output_images/{i:064x}.png", "filename": f"{i:064x}.png", "content_type": "image/png"})
+        rows.append((str(uuid.uuid4()), "async", "completed", workflow, "9", "127.0.0.1", now - 3_600_000 + i, now - 3_600_000 + i,
+                     now - 3_599_000 + i, 1.0, result))
+    for i in range(args.queued):
+        rows.append((str(uuid.uuid4()), "async", "queued", workflow, "9", "127.0.0.1", now + i, None, None, 0.0, None))
+    db.executemany(
+        "INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, created_at, started_at, finished_at, progress, result) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.commit()
+    queued_id = rows[-args.queued][0] if args.queued else None
+    write_json(args.out, {"finished": args.finished, "queued": args.queued, "finished_id": rows[0][0], "queued_id": queued_id,
+                          "database_bytes": os.path.getsize(args.database)})
+
+
 def cmd_report(args) -> None:
     d = Path(args.results)
 
@@ -637,6 +700,7 @@ def cmd_report(args) -> None:
     latency, wrk, sketch, sessions = load("latency"), load("wrk"), load("sketch"), load("sessions")
     parse = load("parse")
     multi = [m for m in (load(f"multi-{n}") for n in (1, 2, 4)) if m]
+    jobs, restart = load("jobs"), load("restart")
     config = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
     m = machine()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -838,6 +902,31 @@ def cmd_report(args) -> None:
               f"{run['backends']}× | {per} | {fmt(job_p50)} | {fmt(run['gap']['p50'], 2)} | {fmt(run['gap']['p99'], 2)} | "
               f"{fmt(run['latency']['p50'])} | {fmt(run['latency']['p99'])} | {run['failures']} |")
         w("")
+    if jobs:
+        w("## 5. The job store: `POST /api/jobs`\n")
+        w("Each `202 Accepted` means the job is in `STATE_DIR/jobs.sqlite` (one `INSERT` in WAL mode with "
+          "`synchronous=NORMAL`, on the store's own thread) before the answer goes out. The emulator is set to "
+          "hang, so the jobs stay queued: this measures the accepting side only (nginx → FastCGI → validation, "
+          "node policy, the insert, the answer).\n")
+        seq, burst = jobs["sequential"], jobs["burst"]
+        w("| run | requests | p50 ms | p99 ms | jobs accepted/s | not 202 |")
+        w("|---|---:|---:|---:|---:|---:|")
+        w(f"| one at a time | {jobs['requests']} | {fmt(seq['p50'], 2)} | {fmt(seq['p99'], 2)} | "
+          f"{fmt(1000 / seq['p50'] if seq['p50'] else None, 0)} | {jobs['sequential_non_202']} |")
+        w(f"| {burst['concurrency']} at a time | {burst['requests']} | {fmt(burst['latency']['p50'], 2)} | "
+          f"{fmt(burst['latency']['p99'], 2)} | {fmt(burst['accepted_per_second'], 0)} | {burst['non_202']} |")
+        w("\nWhat durability costs: `synchronous=NORMAL` in WAL mode writes each commit to the WAL without an "
+          "`fsync`; the WAL is synced at checkpoints. A crash of the app or of the whole `make run` loses "
+          "nothing (the kernel has the pages); a power cut can lose the last commits but never corrupts the "
+          "database. `synchronous=FULL` would add one `fsync` per accepted job.\n")
+    if restart:
+        w("## 6. Restart with a full job database\n")
+        w(f"`FCGIApp run` started on a database holding {restart['finished']:,} finished and {restart['queued']:,} "
+          f"queued jobs ({fmt(restart['database_bytes'] / 1048576)} MiB), written straight into its schema by "
+          "`bench.py prefill`. Start = the supervisor is launched; serving = `/healthz` answers 200 through "
+          "nginx (bench.sh polls every 50 ms).\n")
+        w(f"- Restart to serving: **{fmt(restart['seconds'] * 1000, 0)} ms**; a finished job then answers "
+          f"`{restart.get('finished_status')}`, the oldest queued one `{restart.get('queued_status')}`.\n")
     if args.notes and Path(args.notes).exists():
         w(Path(args.notes).read_text().rstrip() + "\n")
     Path(args.output).write_text("\n".join(out))
@@ -904,6 +993,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("jobs")
+    p.add_argument("--gateway", required=True)
+    p.add_argument("--requests", type=int, default=300)
+    p.add_argument("--burst", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("prefill")
+    p.add_argument("--database", required=True)
+    p.add_argument("--finished", type=int, default=10000)
+    p.add_argument("--queued", type=int, default=1000)
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("style")
     p.add_argument("path")
 
@@ -920,9 +1023,11 @@ def main() -> None:
         cmd_wrk(args)
     elif args.subcommand == "report":
         cmd_report(args)
+    elif args.subcommand == "prefill":
+        cmd_prefill(args)
     else:
         asyncio.run({"latency": cmd_latency, "sketch": cmd_sketch, "sessions": cmd_sessions,
-                     "multi": cmd_multi, "parse": cmd_parse}[args.subcommand](args))
+                     "multi": cmd_multi, "parse": cmd_parse, "jobs": cmd_jobs}[args.subcommand](args))
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ struct SQLiteJobStoreTests {
             #expect(try await store.dueWebhooks(at: Date(), limit: 10).map(\.id) == [record.id])
             try await store.recordWebhookAttempt(of: record.id, status: 500, delivered: false, nextAttemptAt: Date().addingTimeInterval(60), at: Date())
             #expect(try await store.dueWebhooks(at: Date(), limit: 10).isEmpty)
-            #expect(try await store.nextWebhookDue() != nil)
+            #expect(try await store.nextWebhookDue(after: Date()) != nil)
             // Pending webhooks keep their job past retention.
             #expect(try await store.deleteFinished(before: Date().addingTimeInterval(3600)) == 0)
             try await store.recordWebhookAttempt(of: record.id, status: 200, delivered: true, nextAttemptAt: nil, at: Date())

@@ -32,8 +32,8 @@ public protocol JobStore: Sendable {
     /// Jobs whose webhook is due at `now`, oldest first.
     func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord]
 
-    /// When the next pending webhook is due.
-    func nextWebhookDue() async throws -> Date?
+    /// When the next pending webhook not due yet at `now` becomes due.
+    func nextWebhookDue(after now: Date) async throws -> Date?
 
     /// Records one delivery attempt: delivered, due again at `nextAttemptAt`, or failed for good.
     func recordWebhookAttempt(of id: String, status: Int?, delivered: Bool, nextAttemptAt: Date?, at: Date) async throws

@@ -196,9 +196,11 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func nextWebhookDue() async throws -> Date? {
+    public func nextWebhookDue(after now: Date) async throws -> Date? {
         try await guarded {
-            let rows = try await connection.query("SELECT MIN(webhook_next_at) AS due FROM jobs WHERE webhook_state = 'pending'", [])
+            let rows = try await connection.query(
+                "SELECT MIN(webhook_next_at) AS due FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at > ?", [.integer(now.milliseconds)]
+            )
             return rows.first?.column("due")?.integer.map(Date.init(milliseconds:))
         }
     }

@@ -353,12 +353,13 @@ public actor JobRunner {
 
     /// Records the job's end and tells its watchers; returns the final record.
     private func settle(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [UInt8]?) async throws -> JobRecord? {
-        let watchers = live[id]?.watchers.values.map { $0 } ?? []
         do {
             let final = try await store.finish(id, status: status, result: result, failure: failure, at: Date())
-            live[id] = nil
+            // Watchers are taken after the write: one that joined while it ran is told too, and
+            // one that comes later finds no live job and reads the final record.
+            let watchers = live.removeValue(forKey: id)?.watchers.values.map { $0 } ?? []
             var record = final
-            if record == nil { record = try await store.job(id) }
+            if record == nil, !watchers.isEmpty { record = try? await store.job(id) }
             for watcher in watchers {
                 if let record { watcher.yield(.finished(record, image: image)) }
                 watcher.finish()
@@ -367,8 +368,7 @@ public actor JobRunner {
             return final
         } catch let error as JobStoreError {
             logger.error("a job's end could not be stored; the next start settles it", metadata: ["job.id": "\(id)", "error": "\(error)"])
-            live[id] = nil
-            for watcher in watchers {
+            for watcher in live.removeValue(forKey: id)?.watchers.values ?? [:].values {
                 watcher.yield(.unstored(error))
                 watcher.finish()
             }

@@ -31,6 +31,8 @@ public final class WebhookSender: Sendable {
     private let configuration: Configuration
     private let logger: Logger
     private let nudges = WaiterTable<Int, Void>()
+    /// Due webhooks read from the store at a time.
+    private static let batch = 64
     /// Jobs whose delivery is under way, so the next scan does not start it twice.
     private let inFlight = NIOLockedValueBox(Set<String>())
 
@@ -51,16 +53,21 @@ public final class WebhookSender: Sendable {
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled {
                 do {
-                    let due = try await store.dueWebhooks(at: Date(), limit: 64)
+                    let now = Date()
+                    let due = try await store.dueWebhooks(at: now, limit: Self.batch)
+                    var started = 0
                     for record in due where inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
+                        started += 1
                         group.addTask {
                             await self.deliver(record)
                             self.inFlight.withLockedValue { _ = $0.remove(record.id) }
                             self.nudge()
                         }
                     }
-                    let next = try await store.nextWebhookDue()
-                    let wake = min(next.map { ContinuousClock.now + .seconds(max(0, $0.timeIntervalSinceNow)) } ?? .now + .seconds(60), .now + .seconds(60))
+                    // A full batch may hide more that are due; deliveries under way nudge when they end.
+                    if started > 0, due.count == Self.batch { continue }
+                    let next = try await store.nextWebhookDue(after: now)
+                    let wake = ContinuousClock.now + .seconds(min(60, max(0, next?.timeIntervalSinceNow ?? 60)))
                     _ = await nudges.wait(for: 0, until: wake)
                 } catch {
                     logger.warning("cannot read due webhooks from the job store", metadata: ["error": "\(error)"])

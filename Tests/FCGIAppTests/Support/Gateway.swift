@@ -76,7 +76,9 @@ final class Gateway: Sendable {
 
     /// SIGKILL of the whole `make run`: the supervisor, the app and nginx, with no chance to clean up.
     func killEverything() {
-        var pids: [Int32] = [app.pid]
+        // The supervisor first: it would start a new app the moment the old one died.
+        kill(app.pid, SIGKILL)
+        var pids: [Int32] = []
         for file in ["app.pid", "nginx.pid"] {
             if let text = try? String(contentsOfFile: "\(runDirectory)/\(file)", encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
                 pids.append(pid)
