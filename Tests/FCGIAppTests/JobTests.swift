@@ -251,32 +251,48 @@ struct JobDurabilityTests {
         let emulators = try (0..<2).map { index in
             let folder = "\(directory)/emulator-\(index)"
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            return try Emulator(directory: folder, http: testHTTP, arguments: ["--node-delay-ms", "60"])
+            return try Emulator(directory: folder, http: testHTTP, arguments: ["--node-delay-ms", "150"])
         }
         defer { emulators.forEach { $0.stop() } }
         let environment = JobTests.webhookSettings
         let first = try Gateway(directory: directory, backends: emulators.map(\.url), http: testHTTP, environment: environment)
         try await first.waitUntilHealthy()
 
-        var texts: [String: String] = [:]
-        for index in 0..<20 {
-            let text = "survivor \(index)"
-            let body = JSONValue.object([
-                "workflow_data": .object(Workflows.txt2img(text: text, seed: index, output: "SaveImage")),
-                "output_node_id": "9",
-                "webhook_url": .string(receiver.url("/ok")),
-            ])
-            let answer = try await first.post("/api/jobs", json: body)
-            #expect(answer.status == 202)
-            texts[try #require(try JSONValue.parse(answer.body)["id"]?.stringValue)] = text
+        let receiverURL = receiver.url("/ok")
+        let submitted = try await withThrowingTaskGroup(of: (String, String).self) { group in
+            for index in 0..<20 {
+                group.addTask {
+                    let text = "survivor \(index)"
+                    let body = JSONValue.object([
+                        "workflow_data": .object(Workflows.txt2img(text: text, seed: index, output: "SaveImage")),
+                        "output_node_id": "9",
+                        "webhook_url": .string(receiverURL),
+                    ])
+                    let answer = try await first.post("/api/jobs", json: body)
+                    guard answer.status == 202, let id = try JSONValue.parse(answer.body)["id"]?.stringValue else {
+                        throw TestFailure("submit \(index): \(answer.status) \(answer.bodyText)")
+                    }
+                    return (id, text)
+                }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
         }
-        // Some prompts done, some running on ComfyUI, the rest queued in the gateway.
+        let texts: [String: String] = submitted
+        #expect(texts.count == 20)
+        // Some prompts running on ComfyUI, the rest queued in the gateway.
         try await waitUntil(timeout: .seconds(20)) {
             var received = 0
             for emulator in emulators { received += try await emulator.stats()["prompts_received"]?.intValue ?? 0 }
-            return received >= 6
+            return received >= 4
         }
         first.killEverything()
+        let left = try ChildProcess(
+            "/usr/bin/env", ["python3", "-c", "import sqlite3; print(' '.join(s for (s,) in sqlite3.connect('\(directory)/state/jobs.sqlite').execute(\"SELECT status FROM jobs WHERE status IN ('queued', 'running')\")))"],
+            logPath: "\(directory)/left.log"
+        )
+        left.process.waitUntilExit()
+        let unfinished = left.log.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        #expect(unfinished.contains("running") && unfinished.contains("queued"), "jobs were running and queued when killed: \(unfinished)")
 
         let second = try Gateway(directory: directory, backends: emulators.map(\.url), http: testHTTP, environment: environment)
         defer { second.stop() }

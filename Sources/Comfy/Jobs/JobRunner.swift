@@ -190,10 +190,17 @@ public actor JobRunner {
     /// Waits for the job's end (a sync caller). When the caller goes away first and
     /// `cancelIfAbandoned`, the job is cancelled; else it runs on for a retry to find.
     public func result(of id: String, cancelIfAbandoned: Bool) async throws -> JobUpdate {
-        guard let (record, updates) = try await watch(id) else {
-            throw JobStoreError(.unavailable, "job \(id) is not in the store")
+        // A job this process runs needs no read of the store: its end comes as an update.
+        let updates: AsyncStream<JobUpdate>
+        if let live = addWatcher(id) {
+            updates = live
+        } else {
+            guard let (record, stream) = try await watch(id) else {
+                throw JobStoreError(.unavailable, "job \(id) is not in the store")
+            }
+            guard let stream else { return .finished(record, image: nil) }
+            updates = stream
         }
-        guard let updates else { return .finished(record, image: nil) }
         for await update in updates {
             if case .progress = update { continue }
             return update
