@@ -46,6 +46,23 @@ struct JobTests {
         }
     }
 
+    @Test func eventsArriveThroughNginxAsTheyHappenWithHeartbeats() async throws {
+        try await withGateway("jobs-stream", emulatorArguments: ["--node-delay-ms", "200"], environment: ["WS_PING_INTERVAL": "250ms"]) { gateway, _ in
+            let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "streamed")))
+            let id = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
+            let port = gateway.port
+            let arrivals = try await Task.detached { try streamedArrivals(port: port, path: "/api/jobs/\(id)/events") }.value
+            let text = arrivals.map(\.text).joined()
+            #expect(text.hasPrefix("HTTP/1.1 200"), "\(text.prefix(200))")
+            #expect(text.contains(": heartbeat"), "idle proxies are kept from closing the stream")
+            let firstProgress = try #require(arrivals.firstIndex { $0.text.contains("event: progress") })
+            let completed = try #require(arrivals.firstIndex { $0.text.contains("event: completed") })
+            // Not buffered by nginx: progress arrived in its own piece, well before the end.
+            #expect(firstProgress < completed)
+            #expect(arrivals[completed].at - arrivals[firstProgress].at > .milliseconds(500))
+        }
+    }
+
     @Test func unknownJobIdsAreNotFoundAsJSON() async throws {
         try await withGateway("jobs-404") { gateway, _ in
             for path in ["/api/jobs/\(UUID().uuidString.lowercased())", "/api/jobs/../../etc/passwd", "/api/jobs/x", "/api/jobs/\(UUID().uuidString.lowercased())/events"] {
@@ -122,9 +139,17 @@ struct JobTests {
                 #expect(job["webhook"]?["last_status"] == .null, "\(path)")
                 #expect(job["status"] == "completed", "the job itself is unaffected")
             }
-            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
             try await waitUntil { try JSONValue.parse(try await gateway.get("/healthz").body)["job_store"]?["webhooks"]?["failed"] == 2 }
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
             #expect(health["job_store"]?["jobs"]?["completed"] == 3)
+            #expect(health["job_store"]?["webhooks"]?["delivered"] == 1)
+            #expect((health["job_store"]?["size_bytes"]?.intValue ?? 0) > 0)
+            let metrics = try await gateway.get("/metrics").bodyText
+            #expect(metrics.contains(#"comfy_gateway_stored_jobs{status="completed"} 3"#), "\(metrics)")
+            #expect(metrics.contains(#"comfy_gateway_stored_webhooks{state="failed"} 2"#))
+            #expect(metrics.contains(#"comfy_gateway_webhook_deliveries_total{outcome="failed"} 2"#))
+            #expect(metrics.contains(#"comfy_gateway_webhook_deliveries_total{outcome="delivered"} 1"#))
+            #expect(metrics.contains("comfy_gateway_job_store_bytes"))
         }
     }
 
@@ -317,6 +342,24 @@ struct JobDurabilityTests {
         let deliveries = try await receiver.deliveries()
         #expect(Set(deliveries.compactMap { $0["id"]?.stringValue }) == Set(texts.keys), "every webhook arrives")
         #expect(deliveries.allSatisfy { $0["verified"] == true && $0["body"]?["status"] == "completed" })
+    }
+
+    @Test func jobsPastJobRetentionAreRemovedAndTheirImagesKept() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-retention")
+        let emulator = try Emulator(directory: directory, http: testHTTP)
+        defer { emulator.stop() }
+        let first = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        try await first.waitUntilHealthy()
+        let answer = try await first.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "old job")))
+        let id = try #require(answer.header("X-Job-Id"))
+        #expect(try await first.job(id)["status"] == "completed")
+        #expect(first.stop() == 0)
+
+        let second = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP, environment: ["JOB_RETENTION": "1ms"])
+        defer { second.stop() }
+        try await second.waitUntilHealthy()
+        try await waitUntil { try await second.get("/api/jobs/\(id)").status == 404 }
+        #expect(try second.storedFiles().filter { $0.hasSuffix(".png") }.count == 1, "images are OUTPUT_RETENTION's")
     }
 
     @Test func whileTheAppIsDownNginxAnswers503WithRetryAfterAndTheSupervisorStartsItAgain() async throws {
