@@ -59,6 +59,7 @@ do {
             logger: logger,
             onDrain: frontEnd.stopAccepting,
             onDrainTimeout: frontEnd.abandonWaiting,
+            grantSocket: { [site = NginxSite(configuration: configuration)] in site.grantSocket($0) },
             handler: frontEnd.respond
         )
     }

@@ -44,7 +44,8 @@ public struct GatewayApplication: Sendable {
             maxMessageBytes: configuration.maxSketchBytes * 4 / 3 + 64 * 1024,
             pingInterval: configuration.pingInterval,
             origins: configuration.drawingOrigins,
-            logger: logger
+            logger: logger,
+            grantSocket: { [site = NginxSite(configuration: configuration)] in site.grantSocket($0) }
         )
 
         let frontEnd = makeFrontEnd(FrontEnd(

@@ -141,3 +141,45 @@ struct RouterTests {
         }
     }
 }
+
+/// RFC-strict parsing: what is valid is read, what is not is refused with a clear reason.
+struct StrictParsingTests {
+    @Test func validButHugeNumbersAndDuplicateKeysAreRefusedAsSuchNotAsBadJSON() async throws {
+        try await withRouter { router in
+            for body in [#"{"workflow_data": {"1": {"class_type": "A", "inputs": {"x": 1e999999}}}}"#,
+                         #"{"workflow_data": {"1": {"class_type": "A", "inputs": {"x": "# + String(repeating: "9", count: 5000) + "}}}}"] {
+                let answer = await router.respond(to: post("/api/generate", body))
+                #expect(answer.status == 400)
+                #expect(answer.error?["code"] == "invalid_request")
+                #expect(answer.error?["message"]?.stringValue?.contains("out of a 64-bit float's range") == true)
+            }
+            let duplicate = await router.respond(to: post("/api/generate", #"{"workflow_data": {"1": {"class_type": "A"}, "1": {"class_type": "B"}}}"#))
+            #expect(duplicate.status == 400)
+            #expect(duplicate.error?["code"] == "invalid_request")
+            #expect(duplicate.error?["message"]?.stringValue?.contains("appears twice") == true)
+            let broken = await router.respond(to: post("/api/generate", #"{"workflow_data": [1,}"#))
+            #expect(broken.error?["code"] == "invalid_json")
+            #expect(broken.error?["message"]?.stringValue?.contains("at byte") == true)
+            let notUTF8 = await router.respond(to: GatewayRequest(method: "POST", path: "/api/generate", headers: ["content-type": "application/json"], body: [0x7B, 0x22, 0xFF, 0x22, 0x3A, 0x31, 0x7D], host: "127.0.0.1:8000"))
+            #expect(notUTF8.error?["code"] == "invalid_json")
+        }
+    }
+
+    @Test func multipartMustCloseItsBoundaryAndNameEachFieldOnce() async throws {
+        try await withRouter { router in
+            func upload(_ body: String, boundary: String = "XyZ") async -> GatewayResponse {
+                await router.respond(to: post("/api/sketch", body.replacingOccurrences(of: "\n", with: "\r\n"), contentType: "multipart/form-data; boundary=\(boundary)"))
+            }
+            let cut = await upload("--XyZ\nContent-Disposition: form-data; name=\"session_id\"\n\nabc\n--XyZ\nContent-Disposition: form-data; name=\"style\"\n\nrealistic\n")
+            #expect(cut.status == 400)
+            #expect(cut.error?["message"]?.stringValue?.contains("closing boundary") == true)
+            let twice = await upload("--XyZ\nContent-Disposition: form-data; name=\"session_id\"\n\nabc\n--XyZ\nContent-Disposition: form-data; name=\"session_id\"\n\nxyz\n--XyZ--\n")
+            #expect(twice.status == 400)
+            #expect(twice.error?["message"]?.stringValue?.contains("appears twice") == true)
+            let long = String(repeating: "b", count: 71)
+            let tooLong = await upload("--\(long)\nContent-Disposition: form-data; name=\"a\"\n\nx\n--\(long)--\n", boundary: long)
+            #expect(tooLong.status == 400)
+            #expect(tooLong.error?["message"]?.stringValue?.contains("71 characters") == true)
+        }
+    }
+}

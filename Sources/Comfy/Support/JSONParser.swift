@@ -1,10 +1,21 @@
 /// A direct JSON parser into `JSONValue` (RFC 8259). Codable's trial-and-error decoding of an
 /// open-ended value threw and caught an error per node and dominated the request's CPU time.
-struct JSONParser {
-    struct Failure: Error, CustomStringConvertible {
-        var message: String
-        var offset: Int
-        var description: String { "invalid JSON at byte \(offset): \(message)" }
+public struct JSONParser {
+    public struct Failure: Error, CustomStringConvertible {
+        public enum Kind: Sendable {
+            /// Not JSON (RFC 8259's grammar, or not UTF-8).
+            case syntax
+            /// JSON, but a number a 64-bit float cannot hold (`1e999999`, 400 digits).
+            case numberOutOfRange
+            /// JSON, but an object names a member twice: parsers disagree on which one wins
+            /// (ComfyUI's Python takes the last), so it is refused rather than guessed.
+            case duplicateKey
+        }
+
+        public var message: String
+        public var offset: Int
+        public var kind: Kind = .syntax
+        public var description: String { "invalid JSON at byte \(offset): \(message)" }
     }
 
     /// Deeper nesting than this is refused rather than recursed into.
@@ -80,12 +91,15 @@ struct JSONParser {
         while true {
             skipWhitespace()
             guard current == UInt8(ascii: "\"") else { throw failure("expected a member name") }
+            let keyOffset = index
             let key = try string()
             skipWhitespace()
             guard current == UInt8(ascii: ":") else { throw failure("expected ':'") }
             index += 1
             skipWhitespace()
-            members[key] = try value(depth: depth)
+            guard members.updateValue(try value(depth: depth), forKey: key) == nil else {
+                throw Failure(message: "the member \"\(key.prefix(64))\" appears twice", offset: keyOffset, kind: .duplicateKey)
+            }
             skipWhitespace()
             switch current {
             case UInt8(ascii: ","): index += 1
@@ -137,7 +151,9 @@ struct JSONParser {
             while let byte = current, isDigit(byte) { index += 1 }
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        guard let value = Double(text), value.isFinite else { throw Failure(message: "number out of range", offset: start) }
+        guard let value = Double(text), value.isFinite else {
+            throw Failure(message: "the number \(text.prefix(32))\(text.count > 32 ? "…" : "") is out of a 64-bit float's range", offset: start, kind: .numberOutOfRange)
+        }
         return value
     }
 
@@ -150,7 +166,9 @@ struct JSONParser {
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+                guard let text = String(validating: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self) else {
+                    throw failure("a string is not valid UTF-8")
+                }
                 index += 1
                 return text
             }
@@ -164,7 +182,8 @@ struct JSONParser {
             index += 1
             switch byte {
             case UInt8(ascii: "\""):
-                return String(decoding: scalars, as: UTF8.self)
+                guard let text = String(validating: scalars, as: UTF8.self) else { throw failure("a string is not valid UTF-8") }
+                return text
             case UInt8(ascii: "\\"):
                 guard let escape = current else { throw failure("unterminated escape") }
                 index += 1

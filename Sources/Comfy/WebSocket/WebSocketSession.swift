@@ -58,24 +58,69 @@ public struct WebSocketSession: Sendable {
             var closed = false
 
             public mutating func next() async throws -> WebSocketMessage? {
+                // Frames that break RFC 6455 never get here: `WebSocketFrameValidator` closed with 1002.
                 while !closed, let frame = try await frames.next() {
                     let data = frame.unmaskedData
                     switch frame.opcode {
                     case .text:
-                        return .text(String(buffer: data))
+                        guard let text = String(validating: data.readableBytesView, as: UTF8.self) else {
+                            try await fail(.dataInconsistentWithMessage)
+                            return nil
+                        }
+                        return .text(text)
                     case .binary:
                         return .binary(Array(buffer: data))
                     case .ping:
                         try? await session.write(opcode: .pong, data: data)
+                    case .pong:
+                        continue
                     case .connectionClose:
                         closed = true
-                        try? await session.write(opcode: .connectionClose, data: data)
+                        // RFC 6455 §5.5.1, §7.4: echo a valid code; answer an invalid one with 1002, bad UTF-8 with 1007.
+                        var payload = data
+                        switch WebSocketSession.closeReply(to: &payload) {
+                        case .echo(let code):
+                            var reply = ByteBuffer()
+                            if let code { reply.write(webSocketErrorCode: code) }
+                            try? await session.write(opcode: .connectionClose, data: reply)
+                        case .fail(let code):
+                            try? await session.close(code: code)
+                        }
                     default:
-                        continue
+                        try await fail(.protocolError)
+                        return nil
                     }
                 }
                 return nil
             }
+
+            private mutating func fail(_ code: WebSocketErrorCode) async throws {
+                closed = true
+                try? await session.close(code: code)
+            }
+        }
+    }
+
+    enum CloseReply: Equatable {
+        /// Close with this code (none when the peer sent none).
+        case echo(WebSocketErrorCode?)
+        case fail(WebSocketErrorCode)
+    }
+
+    /// How to answer the peer's close frame.
+    static func closeReply(to payload: inout ByteBuffer) -> CloseReply {
+        guard payload.readableBytes > 0 else { return .echo(nil) }
+        guard payload.readableBytes >= 2, let raw = payload.readInteger(as: UInt16.self) else { return .fail(.protocolError) }
+        guard isValidCloseCode(raw) else { return .fail(.protocolError) }
+        guard String(validating: payload.readableBytesView, as: UTF8.self) != nil else { return .fail(.dataInconsistentWithMessage) }
+        return .echo(WebSocketErrorCode(codeNumber: Int(raw)))
+    }
+
+    /// RFC 6455 §7.4.1–2 and IANA's registry: codes a peer may send in a close frame.
+    static func isValidCloseCode(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1014, 3000...4999: true
+        default: false
         }
     }
 }

@@ -25,12 +25,15 @@ final class FastCGIServer: Service {
     /// Called when draining starts, and when the drain time is up.
     private let onDrain: @Sendable () async -> Void
     private let onDrainTimeout: @Sendable () async -> Void
+    /// Makes the socket reachable by nginx's workers only (`NginxSite.grantSocket`).
+    private let grantSocket: @Sendable (String) -> Void
 
     init(
         socketPath: String, threads: Int, maxBodyBytes: Int, drainTimeout: Duration = .seconds(120), logger: Logger,
         onDrain: @escaping @Sendable () async -> Void = {}, onDrainTimeout: @escaping @Sendable () async -> Void = {},
-        handler: @escaping Handler
+        grantSocket: @escaping @Sendable (String) -> Void, handler: @escaping Handler
     ) {
+        self.grantSocket = grantSocket
         self.drainTimeout = drainTimeout
         self.onDrain = onDrain
         self.onDrainTimeout = onDrainTimeout
@@ -48,8 +51,8 @@ final class FastCGIServer: Service {
         guard listenFD >= 0 else {
             throw ConfigurationError(variable: "FCGI_SOCKET", problem: "cannot listen on \(socketPath): \(String(cString: strerror(errno)))")
         }
-        // nginx's workers run as this process's user (see nginx/nginx.conf): no one else may connect.
-        chmod(socketPath, 0o660)
+        // Only nginx's workers may connect (their user's group when started as root, see nginx/nginx.conf).
+        grantSocket(socketPath)
         logger.info("FastCGI listening", metadata: ["fcgi.socket": "\(socketPath)", "fcgi.threads": "\(threadCount)"])
 
         let finished = ThreadCountdown(threadCount)

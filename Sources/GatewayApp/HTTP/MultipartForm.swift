@@ -20,8 +20,11 @@ struct MultipartForm {
             throw APIError(.unsupportedMediaType, "send multipart/form-data with a file field")
         }
         // RFC 2046: a boundary has 1 to 70 characters (it also bounds the search below).
-        guard let boundary = Self.parameter("boundary", in: contentType), !boundary.isEmpty, boundary.utf8.count <= 70 else {
+        guard let boundary = Self.parameter("boundary", in: contentType), !boundary.isEmpty else {
             throw APIError(.invalidRequest, "multipart/form-data without a boundary")
+        }
+        guard boundary.utf8.count <= 70 else {
+            throw APIError(.invalidRequest, "the multipart boundary has \(boundary.utf8.count) characters; RFC 2046 allows 1 to 70")
         }
         let delimiter = Array("--\(boundary)".utf8)
         var positions: [Int] = []
@@ -32,6 +35,11 @@ struct MultipartForm {
             guard positions.count <= maxParts + 1 else { throw APIError(.invalidRequest, "too many multipart parts") }
         }
         guard positions.count >= 2 else { throw APIError(.invalidRequest, "malformed multipart body") }
+        // The last delimiter must be the closing one (`--boundary--`): a body cut short is refused, not read in part.
+        let closing = positions[positions.count - 1] + delimiter.count
+        guard body[closing..<min(closing + 2, body.count)].elementsEqual([UInt8(ascii: "-"), UInt8(ascii: "-")]) else {
+            throw APIError(.invalidRequest, "the multipart body has no closing boundary (--\(boundary)--); it may have been cut short")
+        }
         var parts: [Part] = []
         for (start, end) in zip(positions, positions.dropFirst()) {
             var partStart = start + delimiter.count
@@ -60,6 +68,10 @@ struct MultipartForm {
                 }
             }
             guard let name = Self.parameter("name", in: disposition) else { throw APIError(.invalidRequest, "multipart part without a name") }
+            // As for JSON members: a field sent twice is refused, not resolved one way or the other.
+            guard !parts.contains(where: { $0.name == name }) else {
+                throw APIError(.invalidRequest, "the multipart field \"\(name.prefix(64))\" appears twice")
+            }
             parts.append(Part(name: name, filename: Self.parameter("filename", in: disposition), contentType: type, body: Array(body[headerEnd.upperBound..<partEnd])))
             guard parts.count <= maxParts else { throw APIError(.invalidRequest, "too many multipart parts") }
         }

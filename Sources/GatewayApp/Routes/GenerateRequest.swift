@@ -15,6 +15,11 @@ struct GenerateRequest: Sendable {
         let parsed: JSONValue
         do {
             parsed = try JSONValue.parse(body)
+        } catch let failure as JSONParser.Failure {
+            switch failure.kind {
+            case .syntax: throw APIError(.invalidJSON, "the request body is not valid JSON: \(failure.message) at byte \(failure.offset)")
+            case .numberOutOfRange, .duplicateKey: throw APIError(.invalidRequest, "\(failure.message) (at byte \(failure.offset))")
+            }
         } catch {
             throw APIError(.invalidJSON, "the request body is not valid JSON")
         }

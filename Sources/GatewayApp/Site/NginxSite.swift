@@ -1,3 +1,4 @@
+import Comfy
 import Foundation
 
 /// The nginx configuration of one run, rendered from `nginx/` (templates with `@NAME@`
@@ -11,7 +12,9 @@ public struct NginxSite: Sendable {
     }
 
     /// The templates, relative to the template directory.
-    static let templates = ["nginx.conf", "conf.d/gateway.conf", "snippets/fastcgi-gateway.conf", "snippets/websocket-proxy.conf"]
+    static let templates = [
+        "nginx.conf", "conf.d/gateway.conf", "snippets/fastcgi-gateway.conf", "snippets/websocket-proxy.conf", "snippets/security-headers.conf",
+    ]
 
     /// Where the rendered `nginx.conf` is; nginx's prefix is its folder.
     public var configPath: String { "\(prefix)/nginx.conf" }
@@ -32,13 +35,19 @@ public struct NginxSite: Sendable {
             // nginx before 1.25 (Debian 12 has 1.22) takes http2 as a listen parameter, not `http2 on;`.
             let old = nginxVersion.split(separator: ".").prefix(2).compactMap { Int($0) }.lexicographicallyPrecedes([1, 25])
             listen = old ? "\(site.port) ssl http2" : "\(site.port) ssl"
-            tls = "ssl_certificate \(certificate); ssl_certificate_key \(key); ssl_protocols TLSv1.2 TLSv1.3;" + (old ? "" : " http2 on;")
+            // Mozilla's intermediate profile without DHE: TLS 1.3, and 1.2 with ECDHE and AEAD ciphers only.
+            tls = "ssl_certificate \(certificate); ssl_certificate_key \(key); ssl_protocols TLSv1.2 TLSv1.3; "
+                + "ssl_ciphers \(Self.tls12Ciphers); ssl_prefer_server_ciphers off; ssl_session_timeout 1d; ssl_session_cache shared:gateway_tls:10m; "
+                + "ssl_session_tickets off;" + (old ? "" : " http2 on;")
         }
         // A generate call waits up to GENERATE_TIMEOUT; nginx must wait a little longer than the app.
         let readTimeout = configuration.generateTimeout.components.seconds + 30
         return [
             "RUN_DIR": site.runDirectory,
-            "USER_DIRECTIVE": getuid() == 0 ? "user \(Self.userName()) \(Self.groupName());" : "",
+            "USER_DIRECTIVE": workers.map { "user \($0.user) \($0.group);" } ?? "",
+            "HSTS": site.tls == nil ? "" : #"add_header Strict-Transport-Security "max-age=31536000" always;"#,
+            "CSP_PAGE": Self.contentSecurityPolicy(page: "\(site.staticDirectory)/index.html"),
+            "CSP_DOCS": Self.contentSecurityPolicy(page: "\(site.staticDirectory)/docs.html"),
             "LISTEN": listen,
             "TLS": tls,
             "METRICS_ALLOW": site.metricsAllow.map { "allow \($0);" }.joined(separator: " "),
@@ -57,6 +66,9 @@ public struct NginxSite: Sendable {
         let manager = FileManager.default
         for folder in ["\(prefix)/conf.d", "\(prefix)/snippets", "\(site.runDirectory)/logs", "\(site.runDirectory)/tmp"] {
             try manager.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+        if getuid() == 0, workers == nil {
+            FileHandle.standardError.write(Data("warning: nginx's workers run as root: no www-data or nobody user, or a folder above RUN_DIR, OUTPUT_DIR or STATIC_DIR is closed to other users\n".utf8))
         }
         let values = values(nginxVersion: try Self.nginxVersion())
         for template in Self.templates {
@@ -105,11 +117,61 @@ public struct NginxSite: Sendable {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/sbin/nginx"
     }
 
-    static func userName() -> String {
-        getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "\(getuid())"
+    static let tls12Ciphers = [
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    ].joined(separator: ":")
+
+    /// `script-src` and `style-src` with the hashes of the page's own inline `<script>` and
+    /// `<style>` (so nothing else runs), no plugins, no framing, forms and requests to this site.
+    static func contentSecurityPolicy(page path: String) -> String {
+        let html = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        func hashes(_ tag: String) -> String {
+            var found: [String] = []
+            var rest = html[...]
+            while let open = rest.range(of: "<\(tag)>"), let close = rest.range(of: "</\(tag)>", range: open.upperBound..<rest.endIndex) {
+                let body = Array(rest[open.upperBound..<close.lowerBound].utf8)
+                found.append("'sha256-\(Data(Digest.sha256(body)).base64EncodedString())'")
+                rest = rest[close.upperBound...]
+            }
+            return found.isEmpty ? "'none'" : found.joined(separator: " ")
+        }
+        return "default-src 'self'; script-src \(hashes("script")); style-src \(hashes("style")); img-src 'self' data: blob: https:; "
+            + "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     }
 
-    static func groupName() -> String {
-        getgrgid(getgid()).map { String(cString: $0.pointee.gr_name) } ?? "\(getgid())"
+    /// The unprivileged user nginx's workers run as when the gateway is started as root
+    /// (Debian's `www-data`, else `nobody`); `nil` when not root (workers keep the user's id),
+    /// or when that user could not reach the sockets, images or pages (a folder on the way
+    /// closed to others, such as `/root`): then the workers stay root, and `render` says so.
+    public var workers: (user: String, group: String, gid: gid_t)? {
+        guard getuid() == 0 else { return nil }
+        let reached = [configuration.socketPath, configuration.webSocketPath, configuration.outputDirectory + "/x", configuration.site.staticDirectory + "/x"]
+        guard reached.allSatisfy({ Self.othersCanTraverse(to: SiteConfiguration.absolute($0)) }) else { return nil }
+        for name in ["www-data", "nobody"] {
+            guard let entry = getpwnam(name) else { continue }
+            let gid = entry.pointee.pw_gid
+            let group = getgrgid(gid).map { String(cString: $0.pointee.gr_name) } ?? "\(gid)"
+            return (name, group, gid)
+        }
+        return nil
+    }
+
+    /// Whether every folder above `path` lets other users through (`o+x`).
+    static func othersCanTraverse(to path: String) -> Bool {
+        var folder = (path as NSString).deletingLastPathComponent
+        while !folder.isEmpty {
+            var info = stat()
+            if stat(folder, &info) == 0, info.st_mode & S_IXOTH == 0 { return false }
+            if folder == "/" { break }
+            folder = (folder as NSString).deletingLastPathComponent
+        }
+        return true
+    }
+
+    /// Lets nginx's workers, and no one else, connect to one of the app's sockets.
+    public func grantSocket(_ path: String) {
+        chmod(path, 0o660)
+        if let gid = workers?.gid { chown(path, uid_t.max, gid) }
     }
 }

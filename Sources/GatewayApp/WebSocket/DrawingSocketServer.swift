@@ -19,6 +19,8 @@ final class DrawingSocketServer: Service {
     private let pingInterval: Duration
     private let origins: OriginPolicy
     private let logger: Logger
+    /// Makes the socket reachable by nginx's workers only (`NginxSite.grantSocket`).
+    private let grantSocket: @Sendable (String) -> Void
 
     private enum Upgrade: Sendable {
         case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String)
@@ -28,8 +30,9 @@ final class DrawingSocketServer: Service {
     /// - Parameter origins: the browser pages that may open a session's socket.
     init(
         socketPath: String, sessions: DrawingSessions, jobs: JobRunner, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
-        origins: OriginPolicy, logger: Logger
+        origins: OriginPolicy, logger: Logger, grantSocket: @escaping @Sendable (String) -> Void
     ) {
+        self.grantSocket = grantSocket
         self.origins = origins
         self.socketPath = socketPath
         self.sessions = sessions
@@ -76,6 +79,7 @@ final class DrawingSocketServer: Service {
                         },
                         upgradePipelineHandler: { channel, head in
                             channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
                                 try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
                                     minNonFinalFragmentSize: 0,
                                     maxAccumulatedFrameCount: 4096,
@@ -98,7 +102,7 @@ final class DrawingSocketServer: Service {
                 }
             }
         // nginx's workers run as this user; nobody else may connect (as for the FastCGI socket).
-        chmod(socketPath, 0o660)
+        grantSocket(socketPath)
         logger.info("drawing WebSocket listening", metadata: ["ws.socket": "\(socketPath)"])
         let (closed, closing) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         await cancelWhenGracefulShutdown {

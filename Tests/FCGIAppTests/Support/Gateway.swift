@@ -83,22 +83,11 @@ final class Gateway: Sendable {
             if let text = try? String(contentsOfFile: "\(runDirectory)/\(file)", encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
                 pids.append(pid)
                 // nginx's workers would go on serving without their master.
-                pids += Self.children(of: pid)
+                pids += processChildren(of: pid)
             }
         }
         for pid in pids { kill(pid, SIGKILL) }
         app.stop(SIGKILL)
-    }
-
-    private static func children(of parent: Int32) -> [Int32] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { entry -> Int32? in
-            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")")
-            else { return nil }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            return fields.count > 2 && Int32(fields[1]) == parent ? pid : nil
-        }
     }
 
     func get(_ pathOrURL: String, headers: [(String, String)] = [], method: String = "GET") async throws -> CurlResponse {

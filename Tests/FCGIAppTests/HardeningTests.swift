@@ -1,0 +1,154 @@
+import Comfy
+import Foundation
+import Testing
+
+/// What a black-box probe found at the front door, each answered: nginx's own errors as JSON,
+/// security headers, TLS ciphers, unprivileged workers, and RFC 6455 on the drawing socket.
+@Suite(.serialized)
+struct HardeningTests {
+    @Test func errorsNginxMakesItselfAreJSON() async throws {
+        try await withGateway("hard-errors") { gateway, _ in
+            let port = gateway.port
+            let cases: [(String, Int, String)] = [
+                ("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\nConnection: close\r\n\r\n", 400, "bad header"),
+                ("GET /\(String(repeating: "a", count: 12_000)) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 414, "long URI"),
+                ("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n", 501, "unknown transfer coding"),
+                ("GET / HTTP/2.7\r\nHost: x\r\nConnection: close\r\n\r\n", 505, "unknown HTTP version"),
+                ("GET /api/ws/%C3%BC HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "session id outside the grammar"),
+            ]
+            for (request, status, what) in cases {
+                let answer = try RawAnswer(port: port, request: request)
+                #expect(answer.status == status, "\(what)")
+                #expect(answer.headers["content-type"] == "application/json", "\(what)")
+                #expect((try? JSONValue.parse(answer.body))?["error"]?["code"]?.stringValue != nil, "\(what): \(String(decoding: answer.body, as: UTF8.self))")
+                #expect(answer.headers["x-content-type-options"] == "nosniff", "\(what)")
+            }
+            // An unsatisfiable range on a stored image.
+            let image = try JSONValue.parse(try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "r"))).body)["url"]?.stringValue ?? ""
+            let range = try RawAnswer(port: port, request: "GET \(image) HTTP/1.1\r\nHost: x\r\nRange: bytes=99999999-\r\nConnection: close\r\n\r\n")
+            #expect(range.status == 416)
+            #expect(range.headers["content-type"] == "application/json")
+        }
+    }
+
+    @Test func everyAnswerIsNosniffAndThePagesCarryTheirContentSecurityPolicy() async throws {
+        try await withGateway("hard-headers") { gateway, _ in
+            for path in ["/api/styles", "/healthz", "/nothing-here", "/openapi.json"] {
+                #expect(try await gateway.get(path).header("X-Content-Type-Options") == "nosniff", "\(path)")
+            }
+            for (path, file) in [("/", "index.html"), ("/docs", "docs.html")] {
+                let page = try await gateway.get(path)
+                let policy = try #require(page.header("Content-Security-Policy"), "\(path)")
+                #expect(policy.contains("frame-ancestors 'none'"))
+                #expect(policy.contains("object-src 'none'"))
+                #expect(!policy.contains("unsafe-inline"))
+                #expect(page.header("Referrer-Policy") == "strict-origin-when-cross-origin")
+                #expect(page.header("X-Content-Type-Options") == "nosniff")
+                // The inline script's own hash, computed here from the served page.
+                let html = page.bodyText
+                let script = try #require(html.range(of: "<script>").flatMap { open in html.range(of: "</script>", range: open.upperBound..<html.endIndex).map { html[open.upperBound..<$0.lowerBound] } })
+                let hash = Data(Digest.sha256(Array(script.utf8))).base64EncodedString()
+                #expect(policy.contains("script-src 'sha256-\(hash)'"), "\(file)")
+            }
+            // No HSTS without TLS (it would pin browsers to a port that speaks no HTTPS).
+            #expect(try await gateway.get("/").header("Strict-Transport-Security") == nil)
+        }
+    }
+
+    @Test func nginxWorkersDoNotRunAsRoot() async throws {
+        guard getuid() == 0 else { return }  // started as a user, the workers are that user
+        try await withGateway("hard-workers") { gateway, _ in
+            let master = try #require(Int32(try String(contentsOfFile: "\(gateway.runDirectory)/nginx.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+            let workers = processChildren(of: master)
+            #expect(!workers.isEmpty)
+            for worker in workers {
+                let status = try String(contentsOfFile: "/proc/\(worker)/status", encoding: .utf8)
+                let uid = status.split(separator: "\n").first { $0.hasPrefix("Uid:") }?.split(separator: "\t").dropFirst().first
+                #expect(uid != nil && uid != "0", "worker \(worker) runs as uid \(uid ?? "?")")
+            }
+            // And they still reach the app and the images.
+            #expect(try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "w"))).status == 200)
+        }
+    }
+
+    @Test func tlsOffersOnlyForwardSecretAEADSuitesWithHSTSAndAnswersPlainHTTPWithJSON() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("hard-tls")
+        let openssl = try ChildProcess(
+            "/usr/bin/openssl",
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", "\(directory)/key.pem", "-out", "\(directory)/cert.pem"],
+            logPath: "\(directory)/openssl.log"
+        )
+        #expect(openssl.stop(0) == 0)
+        let emulator = try Emulator(directory: directory, http: testHTTP)
+        defer { emulator.stop() }
+        let gateway = try Gateway(
+            directory: directory, backends: [emulator.url], http: testHTTP,
+            environment: ["TLS_CERT": "\(directory)/cert.pem", "TLS_KEY": "\(directory)/key.pem"]
+        )
+        defer { gateway.stop() }
+        try await waitUntil(timeout: .seconds(20)) { (try? RawConnection(port: gateway.port)) != nil }
+
+        func handshake(_ arguments: [String]) throws -> (status: Int32, output: String) {
+            let process = try ChildProcess(
+                "/bin/sh", ["-c", "printf 'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' | openssl s_client -connect 127.0.0.1:\(gateway.port) -quiet " + arguments.joined(separator: " ")],
+                logPath: "\(directory)/s_client-\(UUID().uuidString.prefix(6)).log"
+            )
+            let status = process.stop(0, grace: .seconds(15))
+            return (status, process.log)
+        }
+        let modern = try handshake(["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"])
+        #expect(modern.output.contains("HTTP/1.1 200"), "\(modern.output)")
+        #expect(modern.output.contains("Strict-Transport-Security: max-age=31536000"))
+        for weak in ["AES128-SHA", "AES256-SHA256", "ECDHE-RSA-AES128-SHA", "DHE-RSA-AES128-GCM-SHA256"] {
+            let refused = try handshake(["-tls1_2", "-cipher", weak])
+            #expect(!refused.output.contains("HTTP/1.1"), "\(weak) must not be offered")
+        }
+        let tls13 = try handshake(["-tls1_3"])
+        #expect(tls13.output.contains("HTTP/1.1 200"))
+
+        let plain = try RawAnswer(port: gateway.port, request: "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        #expect(plain.status == 400)
+        #expect(plain.headers["content-type"] == "application/json")
+        #expect(String(decoding: plain.body, as: UTF8.self).contains("HTTPS"))
+    }
+
+    @Test func theDrawingSocketClosesOnFramesThatBreakRFC6455() async throws {
+        try await withGateway("hard-ws") { gateway, _ in
+            let valid = Array(#"{"type":"new_seed"}"#.utf8)
+            let cases: [(String, [UInt8], UInt16?)] = [
+                ("unmasked client frame", webSocketFrame(opcode: 0x1, payload: valid, masked: false), 1002),
+                ("RSV1 without an extension", webSocketFrame(opcode: 0x1, payload: valid, rsv: 0x4), 1002),
+                ("reserved opcode 0x3", webSocketFrame(opcode: 0x3, payload: valid), 1002),
+                ("reserved control opcode 0xB", webSocketFrame(opcode: 0xB, payload: []), 1002),
+                ("fragmented ping", webSocketFrame(opcode: 0x9, payload: [1], fin: false), 1002),
+                ("text that is not UTF-8", webSocketFrame(opcode: 0x1, payload: [0x7B, 0xFF, 0xFE, 0x7D]), 1007),
+                ("close with the reserved code 1005", webSocketFrame(opcode: 0x8, payload: [0x03, 0xED]), 1002),
+                ("close with code 999", webSocketFrame(opcode: 0x8, payload: [0x03, 0xE7]), 1002),
+                ("close with a one-byte payload", webSocketFrame(opcode: 0x8, payload: [0x03]), 1002),
+                ("close with a reason that is not UTF-8", webSocketFrame(opcode: 0x8, payload: [0x03, 0xE8, 0xC3, 0x28]), 1007),
+                ("a normal close", webSocketFrame(opcode: 0x8, payload: [0x03, 0xE8]), 1000),
+                ("an application close code", webSocketFrame(opcode: 0x8, payload: [0x0F, 0xA0]), 4000),
+            ]
+            for (what, frame, expected) in cases {
+                let connection = try RawConnection(port: gateway.port)
+                try connection.send("GET /api/ws/rfc-\(UUID().uuidString.prefix(8)) HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                let head = try connection.receiveHead()
+                #expect(head.status == 101, "\(what)")
+                try connection.send(frame)
+                #expect(try connection.closeCode() == expected, "\(what)")
+            }
+        }
+    }
+}
+
+/// The processes whose parent is `parent`.
+func processChildren(of parent: Int32) -> [Int32] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { entry -> Int32? in
+        guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 2 && Int32(fields[1]) == parent ? pid : nil
+    }
+}
