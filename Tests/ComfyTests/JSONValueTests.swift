@@ -14,7 +14,6 @@ struct JSONValueTests {
         (#""lone \ud800 surrogate""#, "lone \u{FFFD} surrogate"),
         ("\"raw UTF-8: 中文 🎨\"", "raw UTF-8: 中文 🎨"),
         ("0", 0), ("-0.5", .number(-0.5)), ("1E+2", 100),
-        (#"{"k": 1, "k": 2}"#, .object(["k": 2])),
         ("[]", .array([])), ("{}", .object([:])),
     ])
     func parsesWhatRFC8259Allows(_ text: String, _ expected: JSONValue) throws {
@@ -24,6 +23,8 @@ struct JSONValueTests {
     @Test(arguments: [
         "", "{", "[1,]", "{\"a\":}", "{\"a\" 1}", "01", "1.", ".5", "-", "1e", "tru", "nul", "\"open",
         "\"bad \\x escape\"", "\"\\u12\"", "\"tab\there\"", "[1] 2", "{'single': 1}", "NaN", "1e999",
+        // A member named twice: refused, as parsers disagree on which one wins.
+        #"{"k": 1, "k": 2}"#,
     ])
     func refusesMalformedInput(_ text: String) {
         #expect(throws: (any Error).self) { try JSONValue.parse(Array(text.utf8)) }
