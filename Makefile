@@ -4,7 +4,7 @@ SWIFT ?= swift
 BIN_PATH = $(shell $(SWIFT) build --show-bin-path)
 RELEASE_BIN_PATH = $(shell $(SWIFT) build -c release --show-bin-path)
 
-.PHONY: run run-debug test bench build deps clean
+.PHONY: run run-debug test bench build deps clean keys
 
 deps:
 	@scripts/install-deps.sh system
@@ -21,11 +21,16 @@ run-debug: deps
 	$(SWIFT) build
 	"$(BIN_PATH)/FCGIApp" run
 
+# API keys on the same STATE_DIR, also while the gateway runs:
+#   make keys ARGS="create NAME [--max-running N] [--max-queued N] [--rate N/min]" | ARGS=list | ARGS="revoke NAME"
+keys: build
+	"$(RELEASE_BIN_PATH)/FCGIApp" keys $(ARGS)
+
 # One build for everything (the tests start the built FCGIApp binary), then the tests.
 test:
 	@scripts/install-deps.sh test
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --no-parallel
 
 bench:
 	@scripts/install-deps.sh bench

@@ -7,9 +7,10 @@ import Logging
 // FCGIApp run            nginx and the app, supervised (make run, make bench, the tests)
 // FCGIApp serve          the app alone: FastCGI and the drawing WebSocket listener (the default)
 // FCGIApp render-nginx   render the nginx configuration into RUN_DIR/nginx and check it
+// FCGIApp keys ...       create, list and revoke API keys (make keys ARGS="...")
 let command = CommandLine.arguments.dropFirst().first ?? "serve"
-guard ["run", "serve", "render-nginx"].contains(command) else {
-    FileHandle.standardError.write(Data("usage: FCGIApp [run | serve | render-nginx]\n".utf8))
+guard ["run", "serve", "render-nginx", "keys"].contains(command) else {
+    FileHandle.standardError.write(Data("usage: FCGIApp [run | serve | render-nginx | keys ...]\n".utf8))
     exit(64)
 }
 
@@ -33,6 +34,8 @@ let logger = Logger(label: command == "run" ? "comfy-gateway-supervisor" : "comf
 switch command {
 case "run":
     exit(GatewaySupervisor(configuration: configuration, environment: environment.all, logger: logger).run())
+case "keys":
+    exit(await KeysCommand.run(Array(CommandLine.arguments.dropFirst(2)), configuration: configuration))
 case "render-nginx":
     do {
         try NginxSite(configuration: configuration).render()

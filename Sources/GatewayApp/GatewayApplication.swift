@@ -39,6 +39,7 @@ public struct GatewayApplication: Sendable {
             socketPath: configuration.webSocketPath,
             sessions: sessions,
             jobs: jobs,
+            gate: parts.gate,
             limits: limits,
             // base64 makes a sketch 4/3 larger; the JSON around it is small.
             maxMessageBytes: configuration.maxSketchBytes * 4 / 3 + 64 * 1024,

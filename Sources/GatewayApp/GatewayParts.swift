@@ -16,6 +16,8 @@ struct GatewayParts: Sendable {
     let jobs: JobRunner
     /// `nil` without `WEBHOOK_SECRET`.
     let webhooks: WebhookSender?
+    /// Who may call the keyed endpoints.
+    let gate: APIKeyGate
 
     init(
         configuration: GatewayConfiguration, http: CurlHTTPClient, jobStore: any JobStore, metrics: PrometheusCollectorRegistry, logger: Logger
@@ -41,6 +43,7 @@ struct GatewayParts: Sendable {
             )
         }
         self.webhooks = webhooks
+        gate = APIKeyGate(store: jobStore, mode: configuration.authMode)
         let scheduler = configuration.scheduler
         jobs = JobRunner(
             store: jobStore, pool: pool, images: store,
@@ -51,6 +54,7 @@ struct GatewayParts: Sendable {
             ),
             describe: { apiError(for: $0).jobFailure },
             webhookDue: { webhooks?.nudge() },
+            maxRunning: { name in try? await jobStore.keys().first { $0.name == name }?.maxRunning },
             logger: logger
         )
         styles = StyleLibrary(directory: configuration.workflowDirectory, logger: logger)
@@ -67,16 +71,19 @@ struct GatewayParts: Sendable {
 
     /// Every HTTP endpoint the app answers (nginx serves the static ones itself).
     func router(_ configuration: GatewayConfiguration) -> Router {
-        var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins))
+        var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins), gate: gate)
         // Keep FastCGI threads for everything else while generate calls wait on the GPUs.
         let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
-        let generate = GenerateRoute(runner: jobs, local: local, limit: generateLimit, policy: configuration.nodePolicy)
-        router.add("POST", "/api/generate", body: .json) { try await generate.generate($0, forceFile: false) }
-        router.add("POST", "/api/generate_file", body: .json) { try await generate.generate($0, forceFile: true) }
-        let jobsRoute = JobsRoute(runner: jobs, policy: configuration.nodePolicy, webhooks: configuration.jobs)
-        router.add("POST", "/api/jobs", body: .json) { try await jobsRoute.submit($0) }
-        router.add("GET", prefix: "/api/jobs/") { try await jobsRoute.show($0) }
-        router.add("DELETE", prefix: "/api/jobs/") { try await jobsRoute.cancel($0) }
+        let admission = JobAdmission(gate: gate, store: jobs.store, policy: configuration.nodePolicy)
+        let generate = GenerateRoute(runner: jobs, local: local, limit: generateLimit, admission: admission)
+        router.add("POST", "/api/generate", body: .json, keyed: true) { try await generate.generate($0, forceFile: false) }
+        router.add("POST", "/api/generate_file", body: .json, keyed: true) { try await generate.generate($0, forceFile: true) }
+        let jobsRoute = JobsRoute(runner: jobs, admission: admission, webhooks: configuration.jobs)
+        router.add("POST", "/api/jobs", body: .json, keyed: true) { try await jobsRoute.submit($0) }
+        router.add("GET", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.show($0) }
+        router.add("DELETE", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.cancel($0) }
+        let usage = UsageRoute(store: jobs.store)
+        router.add("GET", "/api/usage", keyed: true) { try await usage.usage($0) }
         let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits)
         router.add("GET", "/api/styles") { await sketch.listStyles($0) }
         router.add("POST", "/api/sketch", body: .multipart) { try await sketch.upload($0) }

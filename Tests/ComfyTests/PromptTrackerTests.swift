@@ -34,7 +34,7 @@ struct PromptTrackerTests {
         Scenario(name: "a prompt's events raise its progress and its end hands it over", steps: [
             (.connected("c1"), []),
             (.track("p", client: "c1"), []),
-            (.event(.executionStart(promptID: "p")), [.activity]),
+            (.event(.executionStart(promptID: "p")), [.activity, .started(promptID: "p")]),
             (.event(.executing(promptID: "p", node: "3")), [.activity]),
             (.event(.progress(promptID: "p", node: "3", value: 1, max: 2)), [.activity, .progressed(promptID: "p", 0.25)]),
             (.event(.executing(promptID: "p", node: "9")), [.activity, .progressed(promptID: "p", 0.5)]),

@@ -64,12 +64,13 @@ public final class BackendPool: Sendable {
     /// Runs the job on a healthy backend when its turn comes, moving it if the backend fails.
     /// - Parameter owner: whose job it is (a session id, a caller's address): owners take turns.
     /// `job.events` is finished when the job ends, whatever the outcome.
-    public func run(_ job: PromptJob, priority: JobPriority = .batch, owner: String = "") async throws -> GeneratedImage {
+    /// - Parameter ownerMaxRunning: the owner's prompts on the backends at once (an API key's cap).
+    public func run(_ job: PromptJob, priority: JobPriority = .batch, owner: String = "", ownerMaxRunning: Int? = nil) async throws -> GeneratedImage {
         defer { job.events?.finish() }
         let started = ContinuousClock.now
         let deadline = started + job.timeout
         do {
-            let image = try await schedule(job, priority: priority, owner: owner, deadline: deadline)
+            let image = try await schedule(job, priority: priority, owner: owner, ownerMaxRunning: ownerMaxRunning, deadline: deadline)
             metrics.jobEnded(priority, outcome: "success", after: .now - started)
             return image
         } catch {
@@ -82,7 +83,9 @@ public final class BackendPool: Sendable {
     /// ComfyUI has it or still makes it, else the job runs again (`run`).
     ///
     /// The wait for the old prompt holds no scheduler slot: ComfyUI's own queue orders it.
-    public func resume(_ job: PromptJob, promptID: String, backend url: String, priority: JobPriority = .batch, owner: String = "") async throws -> GeneratedImage {
+    public func resume(
+        _ job: PromptJob, promptID: String, backend url: String, priority: JobPriority = .batch, owner: String = "", ownerMaxRunning: Int? = nil
+    ) async throws -> GeneratedImage {
         if let backend = backends.first(where: { $0.url.description == url }) {
             do {
                 let image = try await backend.reattach(job, promptID: promptID)
@@ -96,7 +99,7 @@ public final class BackendPool: Sendable {
                 throw error
             }
         }
-        return try await run(job, priority: priority, owner: owner)
+        return try await run(job, priority: priority, owner: owner, ownerMaxRunning: ownerMaxRunning)
     }
 
     /// Removes a prompt nobody waits for from the backend it was submitted to.
@@ -104,9 +107,11 @@ public final class BackendPool: Sendable {
         await backends.first(where: { $0.url.description == url })?.cancelPrompt(promptID)
     }
 
-    private func schedule(_ job: PromptJob, priority: JobPriority, owner: String, deadline: ContinuousClock.Instant) async throws -> GeneratedImage {
+    private func schedule(
+        _ job: PromptJob, priority: JobPriority, owner: String, ownerMaxRunning: Int?, deadline: ContinuousClock.Instant
+    ) async throws -> GeneratedImage {
         if let deadline = await dispatcher.allDownDeadline(grace: unavailableAfter), deadline < .now { throw await unavailableError() }
-        let id = try await dispatcher.submit(owner: owner, priority: priority)
+        let id = try await dispatcher.submit(owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning)
         while true {
             let index = try await dispatcher.waitForSlot(id, deadline: deadline, timeout: job.timeout)
             let backend = backends[index]

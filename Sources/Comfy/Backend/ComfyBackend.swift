@@ -143,6 +143,8 @@ public actor ComfyBackend {
             switch effect {
             case .activity:
                 monitor.progressed(at: .now)
+            case .started(let promptID):
+                tracker.slot(promptID)?.watch.job.events?.yield(.executionStarted)
             case .progressed(let promptID, let progress):
                 tracker.slot(promptID)?.watch.job.events?.yield(.progress(progress))
             case .preview(let promptID, let bytes, let mimeType):

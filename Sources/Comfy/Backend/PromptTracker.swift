@@ -14,6 +14,8 @@ struct PromptTracker: Sendable {
         case activity
         /// The prompt's progress rose.
         case progressed(promptID: String, Double)
+        /// ComfyUI began executing the prompt (GPU time counts from here).
+        case started(promptID: String)
         /// A sampler's latent preview for the prompt's job.
         case preview(promptID: String, bytes: [UInt8], mimeType: String)
         /// The prompt ended (its watch has the outcome): hand it to its waiter.
@@ -72,6 +74,7 @@ struct PromptTracker: Sendable {
         }
         guard let promptID, var slot = slots[promptID] else { return [] }
         var effects: [Effect] = [.activity]
+        if case .executionStart = event { effects.append(.started(promptID: promptID)) }
         if slot.watch.apply(event) { effects.append(.progressed(promptID: promptID, slot.watch.progress)) }
         slots[promptID] = slot
         if slot.watch.ending != nil { effects.append(.ended(promptID: promptID)) }

@@ -3,7 +3,7 @@ import Foundation
 extension JobRecord {
     /// The job object of the API (`GET /api/jobs/{id}`, webhook bodies, SSE's last event).
     public func json(queuePosition: Int? = nil) -> JSONValue {
-        func time(_ date: Date?) -> JSONValue { date.map { .string(UTCTimestamp($0).iso8601) } ?? .null }
+        func time(_ date: Date?) -> JSONValue { date.map { .string(Self.timestamp($0)) } ?? .null }
         var object: [String: JSONValue] = [
             "id": .string(id),
             "status": .string(status.rawValue),
@@ -18,7 +18,7 @@ extension JobRecord {
             var answer: [String: JSONValue] = [
                 "url": .string(result.url), "filename": .string(result.filename), "content_type": .string(result.contentType),
             ]
-            answer["expires_at"] = result.expiresAt.map { .string(UTCTimestamp($0).iso8601) }
+            answer["expires_at"] = result.expiresAt.map { .string(UTCTimestamp($0).iso8601) }  // whole seconds, as signed URLs have
             object["result"] = .object(answer)
         } else {
             object["result"] = .null
@@ -29,5 +29,20 @@ extension JobRecord {
             "delivered_at": time(webhook.deliveredAt),
         ])
         return .object(object)
+    }
+
+    /// ISO 8601 in UTC with milliseconds: `2026-12-02T01:23:45.678Z`.
+    static func timestamp(_ date: Date) -> String {
+        let milliseconds = date.milliseconds
+        let seconds = UTCTimestamp(epochSeconds: Int64(milliseconds.floorDiv(1000))).iso8601
+        let fraction = milliseconds - milliseconds.floorDiv(1000) * 1000
+        return "\(seconds.dropLast()).\(String(fraction + 1000).dropFirst())Z"
+    }
+}
+
+extension Int {
+    fileprivate func floorDiv(_ divisor: Int) -> Int {
+        let quotient = self / divisor
+        return (self % divisor != 0 && (self < 0) != (divisor < 0)) ? quotient - 1 : quotient
     }
 }

@@ -22,6 +22,8 @@ public struct JobRecord: Sendable, Equatable {
     public var outputNodeID: String?
     /// Whose job it is (the caller's address): owners take turns on the backends.
     public var owner: String
+    /// The API key that submitted it; `nil` when keys are off. Other keys do not see it.
+    public var keyName: String?
     public var webhookURL: String?
     public var idempotencyKey: String?
     public var createdAt: Date
@@ -37,7 +39,7 @@ public struct JobRecord: Sendable, Equatable {
 
     public init(
         id: String, kind: JobKind, status: JobStatus = .queued, workflow: [String: JSONValue], outputNodeID: String?, owner: String,
-        webhookURL: String? = nil, idempotencyKey: String? = nil, createdAt: Date = Date(), startedAt: Date? = nil,
+        keyName: String? = nil, webhookURL: String? = nil, idempotencyKey: String? = nil, createdAt: Date = Date(), startedAt: Date? = nil,
         finishedAt: Date? = nil, promptID: String? = nil, backend: String? = nil, progress: Double = 0, result: JobResult? = nil,
         failure: JobFailure? = nil, webhook: WebhookDelivery = WebhookDelivery()
     ) {
@@ -47,6 +49,7 @@ public struct JobRecord: Sendable, Equatable {
         self.workflow = workflow
         self.outputNodeID = outputNodeID
         self.owner = owner
+        self.keyName = keyName
         self.webhookURL = webhookURL
         self.idempotencyKey = idempotencyKey
         self.createdAt = createdAt

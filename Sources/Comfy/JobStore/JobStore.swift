@@ -46,6 +46,32 @@ public protocol JobStore: Sendable {
 
     /// The database's size on disk.
     func sizeInBytes() -> Int
+
+    // MARK: API keys
+
+    /// Stores a new key under its secret's hash; throws `keyExists` for a name in use.
+    func createKey(_ key: APIKey, hash: String) async throws
+
+    /// Every key, revoked ones included, by name.
+    func keys() async throws -> [APIKey]
+
+    /// The key a secret's hash names, if it exists and is not revoked.
+    func activeKey(hash: String) async throws -> APIKey?
+
+    /// How many keys were ever made, revoked ones included: once one exists, keys are needed.
+    func keyCount() async throws -> Int
+
+    /// Revokes the key; returns whether it existed and was active.
+    func revokeKey(named name: String, at: Date) async throws -> Bool
+
+    /// The key's jobs that are queued or running.
+    func unfinishedJobCount(key name: String) async throws -> Int
+
+    /// What the key's jobs used.
+    func usage(key name: String) async throws -> KeyUsage
+
+    /// Records what a completed job used.
+    func recordUsage(of id: String, gpuMilliseconds: Int?, imageBytes: Int) async throws
 }
 
 /// What `insert` did.
@@ -80,6 +106,8 @@ public struct JobStoreError: Error, Sendable, CustomStringConvertible {
         case idempotencyKeyReused
         /// The database was made by a newer gateway: its schema is unknown here.
         case newerSchema
+        /// A key with that name exists already.
+        case keyExists
     }
 
     public var kind: Kind

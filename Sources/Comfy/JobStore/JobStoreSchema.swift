@@ -38,6 +38,24 @@ enum JobStoreSchema {
             "CREATE INDEX jobs_by_webhook_due ON jobs (webhook_state, webhook_next_at)",
             "CREATE INDEX jobs_by_finish ON jobs (finished_at)",
         ],
+        // 2: API keys (hashed), the key each job belongs to, and what each job used.
+        [
+            """
+            CREATE TABLE api_keys (
+                name TEXT PRIMARY KEY,
+                hash TEXT NOT NULL UNIQUE,
+                max_running INTEGER,
+                max_queued INTEGER,
+                rate_per_minute INTEGER,
+                created_at INTEGER NOT NULL,
+                revoked_at INTEGER
+            )
+            """,
+            "ALTER TABLE jobs ADD COLUMN key_name TEXT",
+            "ALTER TABLE jobs ADD COLUMN gpu_ms INTEGER",
+            "ALTER TABLE jobs ADD COLUMN image_bytes INTEGER",
+            "CREATE INDEX jobs_by_key ON jobs (key_name, status)",
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }

@@ -101,15 +101,15 @@ public final class SQLiteJobStore: JobStore {
             }
             let inserted = try await connection.query(
                 """
-                INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, webhook_url, idempotency_key, request_hash, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, webhook_url, idempotency_key, request_hash, created_at, key_name)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING id
                 """,
                 [
                     .text(job.id), .text(job.kind.rawValue), .text(job.status.rawValue), .text(JSONValue.object(job.workflow).encodedText),
                     .optionalText(job.outputNodeID), .text(job.owner), .optionalText(job.webhookURL), .optionalText(job.idempotencyKey),
-                    .optionalText(requestHash), .integer(job.createdAt.milliseconds),
+                    .optionalText(requestHash), .integer(job.createdAt.milliseconds), .optionalText(job.keyName),
                 ]
             )
             if !inserted.isEmpty { return .created(job) }
@@ -255,6 +255,89 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    // MARK: API keys
+
+    public func createKey(_ key: APIKey, hash: String) async throws {
+        try await guarded {
+            let rows = try await connection.query(
+                """
+                INSERT INTO api_keys (name, hash, max_running, max_queued, rate_per_minute, created_at) VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT DO NOTHING RETURNING name
+                """,
+                [.text(key.name), .text(hash), .optionalInteger(key.maxRunning), .optionalInteger(key.maxQueued), .optionalInteger(key.ratePerMinute), .integer(key.createdAt.milliseconds)]
+            )
+            guard !rows.isEmpty else { throw JobStoreError(.keyExists, "a key named \(key.name) exists already (revoke it, or pick another name)") }
+        }
+    }
+
+    public func keys() async throws -> [APIKey] {
+        try await guarded {
+            try await connection.query("SELECT * FROM api_keys ORDER BY name", []).map(Self.key)
+        }
+    }
+
+    public func activeKey(hash: String) async throws -> APIKey? {
+        try await guarded {
+            try await connection.query("SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL", [.text(hash)]).first.map(Self.key)
+        }
+    }
+
+    public func keyCount() async throws -> Int {
+        try await guarded {
+            Int(try await connection.query("SELECT COUNT(*) AS n FROM api_keys", []).first?.column("n")?.integer ?? 0)
+        }
+    }
+
+    public func revokeKey(named name: String, at date: Date) async throws -> Bool {
+        try await guarded {
+            !(try await connection.query(
+                "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL RETURNING name", [.integer(date.milliseconds), .text(name)]
+            ).isEmpty)
+        }
+    }
+
+    public func unfinishedJobCount(key name: String) async throws -> Int {
+        try await guarded {
+            Int(try await connection.query(
+                "SELECT COUNT(*) AS n FROM jobs WHERE key_name = ? AND status IN ('queued', 'running')", [.text(name)]
+            ).first?.column("n")?.integer ?? 0)
+        }
+    }
+
+    public func usage(key name: String) async throws -> KeyUsage {
+        try await guarded {
+            var usage = KeyUsage()
+            for row in try await connection.query(
+                "SELECT status, COUNT(*) AS n, SUM(gpu_ms) AS gpu, SUM(image_bytes) AS bytes FROM jobs WHERE key_name = ? GROUP BY status", [.text(name)]
+            ) {
+                guard let status = row.column("status")?.string.flatMap(JobStatus.init(rawValue:)) else { continue }
+                usage.jobs[status] = Int(row.column("n")?.integer ?? 0)
+                usage.gpuSeconds += Double(row.column("gpu")?.integer ?? 0) / 1000
+                usage.imageBytes += Int(row.column("bytes")?.integer ?? 0)
+            }
+            return usage
+        }
+    }
+
+    public func recordUsage(of id: String, gpuMilliseconds: Int?, imageBytes: Int) async throws {
+        try await guarded {
+            _ = try await connection.query(
+                "UPDATE jobs SET gpu_ms = ?, image_bytes = ? WHERE id = ?", [.optionalInteger(gpuMilliseconds), .integer(imageBytes), .text(id)]
+            )
+        }
+    }
+
+    static func key(_ row: SQLiteRow) -> APIKey {
+        APIKey(
+            name: row.column("name")?.string ?? "",
+            maxRunning: row.column("max_running")?.integer.map { Int($0) },
+            maxQueued: row.column("max_queued")?.integer.map { Int($0) },
+            ratePerMinute: row.column("rate_per_minute")?.integer.map { Int($0) },
+            createdAt: Date(milliseconds: Int(row.column("created_at")?.integer ?? 0)),
+            revokedAt: row.column("revoked_at")?.integer.map { Date(milliseconds: Int($0)) }
+        )
+    }
+
     // MARK: Rows
 
     /// Runs a database call; SQLite's errors become `unavailable` (disk full, read-only, I/O).
@@ -291,6 +374,7 @@ public final class SQLiteJobStore: JobStore {
             workflow: workflow,
             outputNodeID: text("output_node_id"),
             owner: text("owner") ?? "",
+            keyName: text("key_name"),
             webhookURL: text("webhook_url"),
             idempotencyKey: text("idempotency_key"),
             createdAt: date("created_at") ?? Date(timeIntervalSince1970: 0),
@@ -332,6 +416,7 @@ public final class SQLiteJobStore: JobStore {
 
 extension SQLiteData {
     static func optionalText(_ text: String?) -> SQLiteData { text.map { .text($0) } ?? .null }
+    static func optionalInteger(_ value: Int?) -> SQLiteData { value.map { .integer($0) } ?? .null }
 }
 
 extension JSONValue {

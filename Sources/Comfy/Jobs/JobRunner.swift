@@ -1,12 +1,13 @@
 import Foundation
 import Logging
+import Metrics
 
 /// Runs stored jobs: every job is in the store before it is started, its prompt is recorded
 /// before it is submitted, and its end is recorded once. A start-up takes up what the last
 /// process left: queued jobs run, running ones are reattached by their prompt id.
 ///
 /// Sync jobs (a caller waits on the connection) start at once; async ones wait in this
-/// runner's queue, in order, so that at most `maxRunningAsync` of them wait in the pool.
+/// runner's queue, owners in turn, so that at most `maxRunningAsync` of them wait in the pool.
 public actor JobRunner {
     public struct Configuration: Sendable {
         /// One job's whole run, queue included.
@@ -26,6 +27,8 @@ public actor JobRunner {
     /// A job this process has not finished: its progress, its prompt, who listens.
     private struct Live {
         var progress: Double = 0
+        /// When ComfyUI began executing its prompt: GPU time counts from here.
+        var executionStartedAt: ContinuousClock.Instant?
         var promptID: String?
         var backend: String?
         var started = false
@@ -51,12 +54,18 @@ public actor JobRunner {
     private let describe: @Sendable (any Error) -> JobFailure
     /// Wakes the webhook sender when a job with a webhook ended.
     private let webhookDue: @Sendable () -> Void
+    /// An API key's cap of prompts on the GPUs (`--max-running`).
+    private let maxRunning: @Sendable (_ key: String) async -> Int?
     private let logger: Logger
 
     private var live: [String: Live] = [:]
     /// Async jobs not handed to the pool yet, oldest first.
     private var waiting: [JobRecord] = []
     private var runningAsync = 0
+    /// Async jobs handed to the pool and not ended, by owner.
+    private var startedByOwner: [String: Int] = [:]
+    /// Owners' caps of running prompts (API keys' `--max-running`), as their jobs came in.
+    private var ownerCaps: [String: Int] = [:]
     private var stopping = false
     private let cancels = WaiterTable<String, Void>()
     private let starts: AsyncStream<Start>.Continuation
@@ -64,8 +73,10 @@ public actor JobRunner {
 
     public init(
         store: any JobStore, pool: BackendPool, images: any ImageStore, configuration: Configuration,
-        describe: @escaping @Sendable (any Error) -> JobFailure, webhookDue: @escaping @Sendable () -> Void = {}, logger: Logger
+        describe: @escaping @Sendable (any Error) -> JobFailure, webhookDue: @escaping @Sendable () -> Void = {},
+        maxRunning: @escaping @Sendable (_ key: String) async -> Int? = { _ in nil }, logger: Logger
     ) {
+        self.maxRunning = maxRunning
         self.store = store
         self.pool = pool
         self.images = images
@@ -114,9 +125,13 @@ public actor JobRunner {
                 continue
             }
             live[record.id] = Live()
+            if let key = record.keyName { ownerCaps[record.owner] = await maxRunning(key) }
             if record.status == .running, let promptID = record.promptID, let backend = record.backend {
                 live[record.id]?.started = true
-                if record.kind == .async { runningAsync += 1 }
+                if record.kind == .async {
+                    runningAsync += 1
+                    startedByOwner[record.owner, default: 0] += 1
+                }
                 starts.yield(.reattach(record, promptID: promptID, backend: backend))
             } else if record.kind == .async {
                 waiting.append(record)
@@ -131,10 +146,26 @@ public actor JobRunner {
         startWaiting()
     }
 
+    /// Hands waiting async jobs to the pool, owners in turn: the next is the oldest job of the
+    /// owner with the fewest jobs handed over, so one key's long queue does not hold up another's.
     private func startWaiting() {
         while !stopping, runningAsync < configuration.maxRunningAsync, !waiting.isEmpty {
-            let record = waiting.removeFirst()
+            // An owner at its cap of running prompts gets no more: they would only wait in the pool.
+            func load(_ owner: String) -> Int? {
+                let started = startedByOwner[owner, default: 0]
+                if let cap = ownerCaps[owner], started >= cap { return nil }
+                return started
+            }
+            var next: Int?
+            for index in waiting.indices {
+                guard let candidate = load(waiting[index].owner) else { continue }
+                if let best = next, let bestLoad = load(waiting[best].owner), bestLoad <= candidate { continue }
+                next = index
+            }
+            guard let next else { return }
+            let record = waiting.remove(at: next)
             runningAsync += 1
+            startedByOwner[record.owner, default: 0] += 1
             live[record.id]?.started = true
             starts.yield(.fresh(record))
         }
@@ -144,12 +175,14 @@ public actor JobRunner {
 
     /// Stores a new job and starts it (sync) or queues it (async). With an idempotency key
     /// already used for the same request, returns that job and starts nothing.
-    public func submit(_ record: JobRecord, requestHash: String?) async throws -> JobInsertion {
+    /// - Parameter ownerMaxRunning: the owner's cap of prompts on the GPUs (an API key's).
+    public func submit(_ record: JobRecord, requestHash: String?, ownerMaxRunning: Int? = nil) async throws -> JobInsertion {
         guard !stopping else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; try again shortly")
         }
         let insertion = try await store.insert(record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow)
         guard case .created(let record) = insertion else { return insertion }
+        ownerCaps[record.owner] = ownerMaxRunning
         live[record.id] = Live()
         if record.kind == .sync {
             live[record.id]?.started = true
@@ -249,6 +282,8 @@ public actor JobRunner {
         defer {
             if record.kind == .async {
                 runningAsync -= 1
+                startedByOwner[record.owner, default: 1] -= 1
+                if startedByOwner[record.owner] == 0 { startedByOwner[record.owner] = nil }
                 startWaiting()
             }
         }
@@ -262,6 +297,12 @@ public actor JobRunner {
         case .ran(.success(let image)):
             do {
                 let stored = try await images.store(image.bytes, mimeType: image.mimeType)
+                let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) }
+                try? await store.recordUsage(of: id, gpuMilliseconds: gpu, imageBytes: image.bytes.count)
+                if let key = record.keyName {
+                    Counter(label: "comfy_gateway_key_image_bytes_total", dimensions: [("key", key)]).increment(by: image.bytes.count)
+                    if let gpu { FloatingPointCounter(label: "comfy_gateway_key_gpu_seconds_total", dimensions: [("key", key)]).increment(by: Double(gpu) / 1000) }
+                }
                 _ = try? await settle(id, status: .completed, result: JobResult(stored), failure: nil, image: image.bytes)
             } catch {
                 _ = try? await settle(id, status: .failed, result: nil, failure: describe(error), image: nil)
@@ -303,10 +344,15 @@ public actor JobRunner {
         let pool = self.pool
         let cancels = self.cancels
         let prepared = job
+        let ownerMaxRunning = ownerCaps[record.owner]
         return await withTaskGroup(of: Outcome?.self) { group in
             group.addTask {
                 for await event in events {
-                    if case .progress(let value) = event { await self.progressed(id, value) }
+                    switch event {
+                    case .progress(let value): await self.progressed(id, value)
+                    case .executionStarted: await self.executionStarted(id)
+                    case .preview: break
+                    }
                 }
                 return nil
             }
@@ -314,10 +360,10 @@ public actor JobRunner {
                 do {
                     switch start {
                     case .fresh:
-                        return .ran(.success(try await pool.run(prepared, priority: .batch, owner: record.owner)))
+                        return .ran(.success(try await pool.run(prepared, priority: .batch, owner: record.owner, ownerMaxRunning: ownerMaxRunning)))
                     case .reattach(_, let promptID, let backend):
                         await self.submitted(id, promptID: promptID, backend: backend)
-                        return .ran(.success(try await pool.resume(prepared, promptID: promptID, backend: backend, owner: record.owner)))
+                        return .ran(.success(try await pool.resume(prepared, promptID: promptID, backend: backend, owner: record.owner, ownerMaxRunning: ownerMaxRunning)))
                     }
                 } catch {
                     return .ran(.failure(error))
@@ -349,6 +395,10 @@ public actor JobRunner {
         live[id]?.backend = backend
     }
 
+    private func executionStarted(_ id: String) {
+        live[id]?.executionStartedAt = .now
+    }
+
     private func progressed(_ id: String, _ value: Double) {
         guard var state = live[id], value > state.progress else { return }
         state.progress = value
@@ -372,6 +422,9 @@ public actor JobRunner {
                 watcher.finish()
             }
             if final?.webhookURL != nil { webhookDue() }
+            if let final, let key = final.keyName {
+                Counter(label: "comfy_gateway_key_jobs_total", dimensions: [("key", key), ("outcome", final.status.rawValue)]).increment()
+            }
             return final
         } catch let error as JobStoreError {
             logger.error("a job's end could not be stored; the next start settles it", metadata: ["job.id": "\(id)", "error": "\(error)"])

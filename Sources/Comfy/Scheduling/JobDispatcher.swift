@@ -30,12 +30,12 @@ actor JobDispatcher {
     nonisolated let published: NIOLockedValueBox<Snapshot>
 
     /// Queues a job; throws `busy` when the queue is full or the gateway is shutting down.
-    func submit(owner: String, priority: JobPriority) throws -> UInt64 {
+    func submit(owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil) throws -> UInt64 {
         guard !isShuttingDown else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down")
         }
         nextID += 1
-        if case .busy(let queued) = scheduler.submit(nextID, owner: owner, priority: priority) {
+        if case .busy(let queued) = scheduler.submit(nextID, owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning) {
             throw ComfyError(code: .busy, message: "the service is busy: \(queued) jobs are waiting; try again shortly")
         }
         pump()

@@ -16,6 +16,8 @@ struct JobScheduler: Sendable {
     struct Job: Sendable {
         var owner: String
         var priority: JobPriority
+        /// The owner's prompts on the backends at once (an API key's `--max-running`); `nil`: no cap.
+        var ownerMaxRunning: Int? = nil
         var attempts = 0
         var failedOn: Set<Int> = []
         var backend: Int?
@@ -48,10 +50,10 @@ struct JobScheduler: Sendable {
     var queued: Int { queues.values.reduce(0) { $0 + $1.count } }
 
     /// Takes a new job into the queue, or refuses it when the queue is full.
-    mutating func submit(_ id: UInt64, owner: String, priority: JobPriority) -> Admission {
+    mutating func submit(_ id: UInt64, owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil) -> Admission {
         // A job that a free backend takes at once does not wait: only the waiting line is bounded.
         guard queued < configuration.maxQueuedJobs || (queued == 0 && freeBackends() != nil) else { return .busy(queued: queued) }
-        jobs[id] = Job(owner: owner, priority: priority)
+        jobs[id] = Job(owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning)
         queues[priority]!.append(id, owner: owner)
         return .queued
     }
@@ -130,9 +132,18 @@ struct JobScheduler: Sendable {
             order = nextTurn == .interactive ? [.interactive, .batch] : [.batch, .interactive]
         }
         let (jobs, backends) = (jobs, backends)
+        // Owners at their cap of running prompts wait, without holding up anybody else.
+        var running: [String: Int] = [:]
+        for backend in backends {
+            for id in backend.running { if let owner = jobs[id]?.owner { running[owner, default: 0] += 1 } }
+        }
         for priority in order {
             var queue = queues[priority]!
-            let next = queue.popFirst { !Self.candidates(for: jobs[$0]!, among: free, backends: backends).isEmpty }
+            let next = queue.popFirst { id in
+                let job = jobs[id]!
+                if let cap = job.ownerMaxRunning, running[job.owner, default: 0] >= cap { return false }
+                return !Self.candidates(for: job, among: free, backends: backends).isEmpty
+            }
             queues[priority] = queue
             if let next {
                 nextTurn = priority == .interactive ? .batch : .interactive

@@ -166,6 +166,7 @@ public actor DrawingSessions {
                 switch event {
                 case .progress(let progress): broadcaster.send(.processing(progress: progress))
                 case .preview(let bytes, let mimeType): broadcaster.send(.preview(mimeType: mimeType, bytes: bytes))
+                case .executionStarted: break
                 }
             }
             let image = try await result

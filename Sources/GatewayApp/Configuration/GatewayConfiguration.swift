@@ -49,6 +49,8 @@ public struct GatewayConfiguration: Sendable {
     public var site: SiteConfiguration
     /// The job store and webhooks.
     var jobs: JobConfiguration
+    /// Whether the keyed endpoints need an API key (`AUTH`: `auto`, once a key exists; `required`; `off`).
+    var authMode: APIKeyGate.Mode
 
     public init(_ environment: Environment) throws {
         let servers = (environment["COMFYUI_SERVER"] ?? "http://127.0.0.1:8188").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -95,6 +97,11 @@ public struct GatewayConfiguration: Sendable {
         )
         drainTimeout = try environment.duration("SHUTDOWN_DRAIN_TIMEOUT", default: .seconds(120))
         jobs = try JobConfiguration(environment)
+        let auth = environment["AUTH"] ?? "auto"
+        guard let authMode = APIKeyGate.Mode(rawValue: auth) else {
+            throw ConfigurationError(variable: "AUTH", problem: "expected auto, required or off, got \"\(auth)\"")
+        }
+        self.authMode = authMode
         backendTiming = BackendTiming(
             failoverAfter: try environment.duration("BACKEND_FAILOVER_AFTER", default: .seconds(10)),
             probeInterval: try environment.duration("BACKEND_PROBE_INTERVAL", default: .seconds(5)),

@@ -25,10 +25,14 @@ public struct APIError: Error, Sendable {
         case resultGone = "result_gone"
         case idempotencyKeyReused = "idempotency_key_reused"
         case storeUnavailable = "store_unavailable"
+        case unauthorized
+        case rateLimited = "rate_limited"
+        case quotaExceeded = "quota_exceeded"
 
         public var status: Int {
             switch self {
             case .invalidJSON, .invalidRequest, .unknownOutputNode, .workflowInvalid, .workflowRefused: 400
+            case .unauthorized: 401
             case .forbidden: 403
             case .notFound: 404
             case .methodNotAllowed: 405
@@ -37,7 +41,7 @@ public struct APIError: Error, Sendable {
             case .idempotencyKeyReused: 422
             case .payloadTooLarge: 413
             case .unsupportedMediaType: 415
-            case .busy: 429
+            case .busy, .rateLimited, .quotaExceeded: 429
             case .internalError: 500
             case .executionFailed, .storageFailed: 502
             case .backendUnavailable, .storeUnavailable: 503

@@ -35,6 +35,8 @@ extension JobStoreError: APIErrorConvertible {
         switch kind {
         case .idempotencyKeyReused:
             return APIError(.idempotencyKeyReused, message)
+        case .keyExists:
+            return APIError(.invalidRequest, message)
         case .unavailable, .newerSchema:
             var error = APIError(.storeUnavailable, "the job store is unavailable; nothing was stored (\(message))")
             error.headers = [("Retry-After", "5")]

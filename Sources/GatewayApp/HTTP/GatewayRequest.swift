@@ -1,3 +1,5 @@
+import Comfy
+
 /// An HTTP request as nginx hands it over FastCGI.
 public struct GatewayRequest: Sendable {
     public var method: String
@@ -13,6 +15,8 @@ public struct GatewayRequest: Sendable {
     public var scheme: String
     /// The `Host` header with its port, as the client sent it (`CLIENT_HOST`).
     public var host: String?
+    /// The API key the router verified for a keyed route; `nil` when keys are off.
+    public var apiKey: APIKey?
 
     public init(
         method: String, path: String, query: String = "", headers: [String: String] = [:], body: [UInt8] = [],
@@ -29,4 +33,7 @@ public struct GatewayRequest: Sendable {
     }
 
     public func header(_ name: String) -> String? { headers[name.lowercased()] }
+
+    /// Whose turn it is in the scheduler: the key for keyed work, else the client's address.
+    var owner: String { apiKey.map { "key:\($0.name)" } ?? remoteAddress }
 }

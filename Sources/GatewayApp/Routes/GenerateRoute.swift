@@ -7,8 +7,8 @@ struct GenerateRoute: Sendable {
     let runner: JobRunner
     let local: LocalImageStore
     let limit: ConcurrencyLimit
-    /// What a caller's workflow may make ComfyUI do (`NODE_POLICY`).
-    let policy: NodePolicy
+    /// The node policy, the key's rate and quota, the idempotency key.
+    let admission: JobAdmission
 
     func generate(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
         try await limit.run { try await run(request, forceFile: forceFile) }
@@ -16,18 +16,13 @@ struct GenerateRoute: Sendable {
 
     private func run(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
         let body = try GenerateRequest(body: request.body)
-        try policy.check(body.workflow)
-        let key = try IdempotencyKey.of(request)
-        let record = JobRecord(
-            id: JobRecord.newID(), kind: .sync, workflow: body.workflow, outputNodeID: body.outputNodeID, owner: request.remoteAddress,
-            idempotencyKey: key?.value
-        )
-        let insertion = try await runner.submit(record, requestHash: key?.requestHash(endpoint: "generate", body: request.body))
+        let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: "generate")
+        let insertion = try await runner.submit(record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning)
         let id = insertion.record.id
         var response: GatewayResponse
         do {
             // Without a key nobody can ask for the job again: it ends with its caller.
-            switch try await runner.result(of: id, cancelIfAbandoned: key == nil) {
+            switch try await runner.result(of: id, cancelIfAbandoned: record.idempotencyKey == nil) {
             case .finished(let job, let image):
                 response = try await answer(job, image: image, file: forceFile || body.responseType == .file)
             case .unstored(let error):

@@ -5,13 +5,11 @@ import Comfy
 /// nginx's streaming location.
 struct JobsRoute: Sendable {
     let runner: JobRunner
-    let policy: NodePolicy
+    let admission: JobAdmission
     let webhooks: JobConfiguration
 
     func submit(_ request: GatewayRequest) async throws -> GatewayResponse {
         let body = try GenerateRequest(body: request.body)
-        try policy.check(body.workflow)
-        let key = try IdempotencyKey.of(request)
         var webhookURL: String?
         if let url = body.webhookURL {
             guard webhooks.webhookSigner != nil else {
@@ -19,11 +17,8 @@ struct JobsRoute: Sendable {
             }
             webhookURL = try await WebhookTarget.check(url, allowPrivate: webhooks.webhookAllowPrivate).url
         }
-        let record = JobRecord(
-            id: JobRecord.newID(), kind: .async, workflow: body.workflow, outputNodeID: body.outputNodeID, owner: request.remoteAddress,
-            webhookURL: webhookURL, idempotencyKey: key?.value
-        )
-        let insertion = try await runner.submit(record, requestHash: key?.requestHash(endpoint: "jobs", body: request.body))
+        let (record, requestHash) = try await admission.admit(body, request, kind: .async, endpoint: "jobs", webhookURL: webhookURL)
+        let insertion = try await runner.submit(record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning)
         let job = insertion.record
         var headers = [("Location", "/api/jobs/\(job.id)")]
         if case .existing = insertion { headers.append(("Idempotent-Replayed", "true")) }
@@ -48,7 +43,8 @@ struct JobsRoute: Sendable {
 
     private func find(_ request: GatewayRequest) async throws -> JobRecord {
         let id = String(request.path.dropFirst("/api/jobs/".count))
-        guard JobRecord.isValidID(id), let job = try await runner.job(id) else {
+        // Another key's job is as unknown as a job that does not exist.
+        guard JobRecord.isValidID(id), let job = try await runner.job(id), JobAdmission.mayAccess(job, request) else {
             throw APIError(.notFound, "no job with id \"\(id.prefix(64))\"")
         }
         return job

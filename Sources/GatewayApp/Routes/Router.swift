@@ -8,27 +8,32 @@ struct Router: Sendable {
     struct Route: Sendable {
         var handler: Handler
         var body: BodyKind?
+        /// Needs an API key once keys are on (`APIKeyGate`).
+        var keyed = false
     }
 
     private var routes: [String: [String: Route]] = [:]
     /// Paths with a trailing parameter (`/api/result/{id}`), matched by prefix.
     private var prefixRoutes: [(prefix: String, methods: [String: Route])] = []
     private let crossOrigin: CrossOriginPolicy
+    private let gate: APIKeyGate
 
-    init(crossOrigin: CrossOriginPolicy) {
+    init(crossOrigin: CrossOriginPolicy, gate: APIKeyGate) {
         self.crossOrigin = crossOrigin
+        self.gate = gate
     }
 
-    mutating func add(_ method: String, _ path: String, body: BodyKind? = nil, _ handler: @escaping Handler) {
-        routes[path, default: [:]][method] = Route(handler: handler, body: body)
+    mutating func add(_ method: String, _ path: String, body: BodyKind? = nil, keyed: Bool = false, _ handler: @escaping Handler) {
+        routes[path, default: [:]][method] = Route(handler: handler, body: body, keyed: keyed)
     }
 
     /// A route for every path below `prefix` (the handler reads the rest of the path).
-    mutating func add(_ method: String, prefix: String, _ handler: @escaping Handler) {
+    mutating func add(_ method: String, prefix: String, keyed: Bool = false, _ handler: @escaping Handler) {
+        let route = Route(handler: handler, keyed: keyed)
         if let index = prefixRoutes.firstIndex(where: { $0.prefix == prefix }) {
-            prefixRoutes[index].methods[method] = Route(handler: handler)
+            prefixRoutes[index].methods[method] = route
         } else {
-            prefixRoutes.append((prefix, [method: Route(handler: handler)]))
+            prefixRoutes.append((prefix, [method: route]))
         }
     }
 
@@ -59,6 +64,8 @@ struct Router: Sendable {
             return APIError(.unsupportedMediaType, "\(request.path) takes a \(body.mediaType) body").response
         }
         do {
+            var request = request
+            if route.keyed { request.apiKey = try await gate.authenticate(authorization: request.header("authorization")) }
             return try await route.handler(request)
         } catch {
             return apiError(for: error).response

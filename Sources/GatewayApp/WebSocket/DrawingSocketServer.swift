@@ -29,14 +29,14 @@ final class DrawingSocketServer: Service {
 
     /// - Parameter origins: the browser pages that may open a session's socket.
     init(
-        socketPath: String, sessions: DrawingSessions, jobs: JobRunner, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
+        socketPath: String, sessions: DrawingSessions, jobs: JobRunner, gate: APIKeyGate, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
         origins: OriginPolicy, logger: Logger, grantSocket: @escaping @Sendable (String) -> Void
     ) {
         self.grantSocket = grantSocket
         self.origins = origins
         self.socketPath = socketPath
         self.sessions = sessions
-        jobEvents = JobEventStream(runner: jobs, heartbeat: pingInterval)
+        jobEvents = JobEventStream(runner: jobs, gate: gate, heartbeat: pingInterval)
         self.limits = limits
         self.maxMessageBytes = maxMessageBytes
         self.pingInterval = pingInterval
@@ -152,7 +152,7 @@ final class DrawingSocketServer: Service {
                 if case .head(let requestHead) = part { head = requestHead }
                 guard case .end = part else { continue }
                 if let head, head.method == .GET, let id = JobEventStream.jobID(of: head.uri) {
-                    try await jobEvents.serve(id, to: outbound)
+                    try await jobEvents.serve(id, authorization: head.headers.first(name: "Authorization"), to: outbound)
                     return
                 }
                 let error = foreignOrigin

@@ -8,6 +8,7 @@ import NIOHTTP1
 /// not FastCGI: a stream holds no FastCGI thread.
 struct JobEventStream: Sendable {
     let runner: JobRunner
+    let gate: APIKeyGate
     let heartbeat: Duration
 
     /// The job id of an events path, if it is one.
@@ -18,15 +19,18 @@ struct JobEventStream: Sendable {
         return JobRecord.isValidID(id) ? id : nil
     }
 
-    func serve(_ id: String, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+    func serve(_ id: String, authorization: String?, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
         let watched: (JobRecord, AsyncStream<JobUpdate>?)?
+        let key: APIKey?
         do {
+            key = try await gate.authenticate(authorization: authorization)
             watched = try await runner.watch(id)
         } catch {
             try await Self.writeError(apiError(for: error), to: outbound)
             return
         }
-        guard let (record, updates) = watched else {
+        // Another key's job is as unknown as one that does not exist.
+        guard let (record, updates) = watched, key == nil || record.keyName == key?.name else {
             try await Self.writeError(APIError(.notFound, "no job with id \"\(id)\""), to: outbound)
             return
         }
@@ -88,6 +92,7 @@ struct JobEventStream: Sendable {
         headers.add(name: "Content-Length", value: "\(body.count)")
         headers.add(name: "Cache-Control", value: "no-store")
         headers.add(name: "Connection", value: "close")
+        for (name, value) in error.headers { headers.add(name: name, value: value) }
         try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: error.code.status), headers: headers)))
         try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
         try await outbound.write(.end(nil))

@@ -70,8 +70,8 @@ final class Gateway: Sendable {
     }
 
     /// A stored job, as `GET /api/jobs/{id}` answers it.
-    func job(_ id: String) async throws -> JSONValue {
-        try JSONValue.parse(try await get("/api/jobs/\(id)").body)
+    func job(_ id: String, headers: [(String, String)] = []) async throws -> JSONValue {
+        try JSONValue.parse(try await get("/api/jobs/\(id)", headers: headers).body)
     }
 
     /// SIGKILL of the whole `make run`: the supervisor, the app and nginx, with no chance to clean up.

@@ -1,0 +1,100 @@
+import Comfy
+import Foundation
+import Logging
+
+/// `FCGIApp keys create NAME [--max-running N] [--max-queued N] [--rate N/min]`, `keys list`,
+/// `keys revoke NAME`: API keys in `STATE_DIR/jobs.sqlite`, also while the gateway runs (it
+/// sees a new or revoked key within a second). `create` prints the secret once, on its last line.
+public enum KeysCommand {
+    public static let usage = "usage: FCGIApp keys create NAME [--max-running N] [--max-queued N] [--rate N/min] | keys list | keys revoke NAME"
+
+    /// Runs the command; returns the exit status.
+    public static func run(_ arguments: [String], configuration: GatewayConfiguration) async -> Int32 {
+        let store: SQLiteJobStore
+        do {
+            store = try await GatewayApplication.openJobStore(configuration.jobs, logger: Logger(label: "comfy-gateway-keys"))
+        } catch {
+            fail("\(error)")
+            return 2
+        }
+        do {
+            let status = try await execute(arguments, store: store)
+            await store.close()
+            return status
+        } catch {
+            fail("\(error)")
+            await store.close()
+            return 1
+        }
+    }
+
+    static func execute(_ arguments: [String], store: SQLiteJobStore) async throws -> Int32 {
+        switch arguments.first {
+        case "create":
+            guard arguments.count >= 2, APIKey.isValidName(arguments[1]) else {
+                fail("keys create NAME: a name is 1 to 64 letters, digits, '-', '_' or '.'\n\(usage)")
+                return 64
+            }
+            var key = APIKey(name: arguments[1])
+            var options = arguments.dropFirst(2).makeIterator()
+            while let option = options.next() {
+                guard let value = options.next() else {
+                    fail("\(option) needs a value\n\(usage)")
+                    return 64
+                }
+                switch option {
+                case "--max-running": key.maxRunning = Int(value)
+                case "--max-queued": key.maxQueued = Int(value)
+                case "--rate":
+                    key.ratePerMinute = Int(value.hasSuffix("/min") ? String(value.dropLast(4)) : value)
+                default:
+                    fail("unknown option \(option)\n\(usage)")
+                    return 64
+                }
+                guard [key.maxRunning, key.maxQueued, key.ratePerMinute].allSatisfy({ $0 == nil || $0! > 0 }),
+                    option != "--max-running" || key.maxRunning != nil, option != "--max-queued" || key.maxQueued != nil,
+                    option != "--rate" || key.ratePerMinute != nil
+                else {
+                    fail("\(option) takes a positive whole number, got \(value)")
+                    return 64
+                }
+            }
+            let secret = APIKey.newSecret()
+            try await store.createKey(key, hash: APIKey.hash(of: secret))
+            print("created key \(key.name): \(describeLimits(key)). The secret is shown once, below; the gateway keeps only its hash.")
+            print(secret)
+            return 0
+        case "list":
+            for key in try await store.keys() {
+                let state = key.revokedAt.map { "revoked \(UTCTimestamp($0).iso8601)" } ?? "active"
+                print("\(key.name)\t\(state)\tcreated \(UTCTimestamp(key.createdAt).iso8601)\t\(describeLimits(key))")
+            }
+            return 0
+        case "revoke":
+            guard arguments.count == 2 else {
+                fail(usage)
+                return 64
+            }
+            guard try await store.revokeKey(named: arguments[1], at: Date()) else {
+                fail("no active key named \(arguments[1])")
+                return 1
+            }
+            print("revoked key \(arguments[1]); the gateway refuses it within a second")
+            return 0
+        default:
+            fail(usage)
+            return 64
+        }
+    }
+
+    static func describeLimits(_ key: APIKey) -> String {
+        let limits = [
+            key.maxRunning.map { "max running \($0)" }, key.maxQueued.map { "max queued \($0)" }, key.ratePerMinute.map { "\($0)/min" },
+        ].compactMap { $0 }
+        return limits.isEmpty ? "no limits" : limits.joined(separator: ", ")
+    }
+
+    private static func fail(_ message: String) {
+        FileHandle.standardError.write(Data("\(message)\n".utf8))
+    }
+}

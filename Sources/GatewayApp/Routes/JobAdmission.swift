@@ -1,0 +1,36 @@
+import Comfy
+
+/// What every job submission goes through, whichever endpoint takes it: the node policy, the
+/// key's rate and quota, and the idempotency key (scoped to the API key, so two keys never
+/// share one).
+struct JobAdmission: Sendable {
+    let gate: APIKeyGate
+    let store: any JobStore
+    let policy: NodePolicy
+
+    /// The new job's record and its request hash; throws the request's refusal.
+    func admit(_ body: GenerateRequest, _ request: GatewayRequest, kind: JobKind, endpoint: String, webhookURL: String? = nil) async throws -> (JobRecord, String?) {
+        try policy.check(body.workflow)
+        let idempotency = try IdempotencyKey.of(request)
+        if let key = request.apiKey {
+            try gate.spend(key)
+            if let limit = key.maxQueued, try await store.unfinishedJobCount(key: key.name) >= limit {
+                var error = APIError(.quotaExceeded, "key \(key.name) has \(limit) jobs queued or running, its limit; try again when one ends")
+                error.headers = [("Retry-After", "5")]
+                throw error
+            }
+        }
+        let scopedKey = idempotency.map { key in request.apiKey.map { "\($0.name)\u{0}\(key.value)" } ?? key.value }
+        let record = JobRecord(
+            id: JobRecord.newID(), kind: kind, workflow: body.workflow, outputNodeID: body.outputNodeID, owner: request.owner,
+            keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey
+        )
+        return (record, idempotency?.requestHash(endpoint: endpoint, body: request.body))
+    }
+
+    /// Whether the caller may see the job: its own key's jobs only (all jobs while keys are off).
+    static func mayAccess(_ job: JobRecord, _ request: GatewayRequest) -> Bool {
+        guard let key = request.apiKey else { return true }
+        return job.keyName == key.name
+    }
+}

@@ -1,0 +1,153 @@
+import Comfy
+import Foundation
+import Testing
+
+/// API keys through the real parts: `FCGIApp keys` on the gateway's own STATE_DIR while it
+/// runs, Bearer checks at nginx's door, jobs owned by their key, per-key limits and usage.
+@Suite(.serialized)
+struct KeyTests {
+    /// Runs `FCGIApp keys ARGS` on the gateway's folder; returns its status and output.
+    static func keys(_ gateway: Gateway, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let directory = (gateway.runDirectory as NSString).deletingLastPathComponent
+        let process = try ChildProcess(
+            TestPaths.gatewayBinary, ["keys"] + arguments,
+            environment: ["STATE_DIR": "\(directory)/state", "RUN_DIR": gateway.runDirectory, "COMFYUI_SERVER": "http://127.0.0.1:9"],
+            directory: directory, logPath: "\(directory)/keys-\(UUID().uuidString.prefix(6)).log"
+        )
+        let status = process.stop(0, grace: .seconds(20))
+        return (status, process.log)
+    }
+
+    /// A new key's secret (the last line `keys create` prints).
+    static func createKey(_ gateway: Gateway, _ arguments: [String]) throws -> String {
+        let created = try keys(gateway, ["create"] + arguments)
+        guard created.status == 0, let secret = created.output.split(separator: "\n").last.map(String.init), secret.hasPrefix("cgw_") else {
+            throw TestFailure("keys create: \(created.output)")
+        }
+        return secret
+    }
+
+    static func bearer(_ secret: String) -> [(String, String)] { [("Authorization", "Bearer \(secret)")] }
+
+    @Test func keysAreNeededOnceOneExistsAndARevokedKeyIsRefusedWithinASecond() async throws {
+        try await withGateway("keys-auth") { gateway, _ in
+            let body = Workflows.body(Workflows.txt2img(text: "k"))
+            #expect(try await gateway.post("/api/generate", json: body).status == 200, "no keys yet: open")
+            let secret = try Self.createKey(gateway, ["alice"])
+            try await waitUntil { try await gateway.post("/api/generate", json: body).status == 401 }
+            let refused = try await gateway.post("/api/jobs", json: body)
+            #expect(refused.status == 401)
+            #expect(refused.header("WWW-Authenticate")?.hasPrefix("Bearer") == true)
+            #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "unauthorized")
+            #expect(try await gateway.post("/api/generate", json: body, headers: Self.bearer("cgw_wrong")).status == 401)
+            #expect(try await gateway.post("/api/generate", json: body, headers: Self.bearer(secret)).status == 200)
+            // The drawing API and the health check stay public.
+            #expect(try await gateway.get("/api/styles").status == 200)
+            #expect(try await gateway.get("/healthz").status == 200)
+
+            let listed = try Self.keys(gateway, ["list"])
+            #expect(listed.output.contains("alice\tactive"))
+            #expect(!listed.output.contains(secret), "the secret is shown once, at creation")
+            #expect(try Self.keys(gateway, ["create", "alice"]).status != 0, "a name is taken once")
+            #expect(try Self.keys(gateway, ["revoke", "alice"]).status == 0)
+            try await waitUntil(timeout: .seconds(3)) { try await gateway.post("/api/generate", json: body, headers: Self.bearer(secret)).status == 401 }
+            #expect(!gateway.app.log.contains(secret), "no secret in a log line")
+        }
+    }
+
+    @Test func aKeySeesOnlyItsOwnJobs() async throws {
+        try await withGateway("keys-own", emulatorArguments: ["--node-delay-ms", "100"]) { gateway, _ in
+            let alice = try Self.createKey(gateway, ["alice"])
+            let bob = try Self.createKey(gateway, ["bob"])
+            try await waitUntil { try await gateway.post("/api/jobs", json: .object([:])).status == 401 }
+            let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "mine")), headers: Self.bearer(alice))
+            let id = try #require(try JSONValue.parse(answer.body)["id"]?.stringValue)
+            #expect(try await gateway.get("/api/jobs/\(id)", headers: Self.bearer(bob)).status == 404)
+            #expect(try await gateway.get("/api/jobs/\(id)/events", headers: Self.bearer(bob)).status == 404)
+            #expect(try await gateway.get("/api/jobs/\(id)/events").status == 401)
+            #expect(try await gateway.http.execute(CurlRequest(method: "DELETE", url: gateway.baseURL + "/api/jobs/\(id)", headers: Self.bearer(bob))).status == 404)
+            let events = ServerSentEvents.parse(try await gateway.get("/api/jobs/\(id)/events", headers: Self.bearer(alice)).bodyText)
+            #expect(events.last?.name == "completed")
+            // The same idempotency key under two keys is two jobs.
+            let body = Workflows.body(Workflows.txt2img(text: "shared key"))
+            let a = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(alice) + [("Idempotency-Key", "same")])
+            let b = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(bob) + [("Idempotency-Key", "same")])
+            #expect(try JSONValue.parse(a.body)["id"] != JSONValue.parse(b.body)["id"])
+            #expect(b.header("Idempotent-Replayed") == nil)
+        }
+    }
+
+    @Test func perKeyQueueLimitsAndRatesAnswer429WithRetryAfter() async throws {
+        try await withGateway("keys-limits") { gateway, emulator in
+            try await emulator.configure(["hang": true])
+            let queued = try Self.createKey(gateway, ["queued", "--max-queued", "2"])
+            let rated = try Self.createKey(gateway, ["rated", "--rate", "3/min"])
+            let body = Workflows.body(Workflows.txt2img(text: "limited"))
+            for _ in 0..<2 { #expect(try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued)).status == 202) }
+            let full = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued))
+            #expect(full.status == 429)
+            #expect(full.header("Retry-After") != nil)
+            #expect(try JSONValue.parse(full.body)["error"]?["code"] == "quota_exceeded")
+            for _ in 0..<3 { #expect(try await gateway.post("/api/jobs", json: body, headers: Self.bearer(rated)).status == 202) }
+            let fast = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(rated))
+            #expect(fast.status == 429)
+            #expect(try JSONValue.parse(fast.body)["error"]?["code"] == "rate_limited")
+            #expect(Int(fast.header("Retry-After") ?? "") ?? 0 >= 1)
+        }
+    }
+
+    @Test func maxRunningCapsAKeysPromptsAndOtherKeysTakeTurns() async throws {
+        try await withGateway("keys-turns", emulatorArguments: ["--node-delay-ms", "40"], environment: ["BACKEND_CAPACITY": "2"]) { gateway, emulator in
+            let big = try Self.createKey(gateway, ["big", "--max-running", "1"])
+            let small = try Self.createKey(gateway, ["small"])
+            var bigJobs: [String] = []
+            for index in 0..<12 {
+                let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "big \(index)", seed: index)), headers: Self.bearer(big))
+                bigJobs.append(try #require(try JSONValue.parse(answer.body)["id"]?.stringValue))
+            }
+            // The backend takes two prompts, but never holds two of big's at once.
+            var mostInFlight = 0
+            for _ in 0..<20 {
+                let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+                mostInFlight = max(mostInFlight, health["backends"]?.arrayValue?.first?["in_flight"]?.intValue ?? 0)
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(mostInFlight == 1)
+            var smallJobs: [String] = []
+            for index in 0..<2 {
+                let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "small \(index)", seed: 100 + index)), headers: Self.bearer(small))
+                smallJobs.append(try #require(try JSONValue.parse(answer.body)["id"]?.stringValue))
+            }
+            try await waitUntil(timeout: .seconds(60)) {
+                for id in bigJobs + smallJobs where try await gateway.job(id, headers: bigJobs.contains(id) ? Self.bearer(big) : Self.bearer(small))["status"] != "completed" { return false }
+                return true
+            }
+            let executions = try JSONValue.parse(try await gateway.http.execute(CurlRequest(url: "\(emulator.url)/emulator/executions")).body)["executions"]?.arrayValue ?? []
+            #expect(executions.count == 14)
+            // The small key's two jobs did not wait behind the big key's twelve.
+            var finished: [(String, String)] = []
+            for id in bigJobs { finished.append((try await gateway.job(id, headers: Self.bearer(big))["finished_at"]?.stringValue ?? "", "big")) }
+            for id in smallJobs { finished.append((try await gateway.job(id, headers: Self.bearer(small))["finished_at"]?.stringValue ?? "", "small")) }
+            let order = finished.sorted { $0.0 < $1.0 }.map(\.1)
+            let lastSmall = try #require(order.lastIndex(of: "small"))
+            #expect(lastSmall < 8, "small's jobs ran in turn with big's: \(order)")
+        }
+    }
+
+    @Test func usageCountsAKeysJobsGPUSecondsAndImageBytes() async throws {
+        try await withGateway("keys-usage", emulatorArguments: ["--node-delay-ms", "50"]) { gateway, _ in
+            let secret = try Self.createKey(gateway, ["counted"])
+            try await waitUntil { try await gateway.post("/api/generate", json: .object([:])).status == 401 }
+            let image = try await gateway.post("/api/generate_file", json: Workflows.body(Workflows.txt2img(text: "count me")), headers: Self.bearer(secret))
+            #expect(image.status == 200)
+            let usage = try JSONValue.parse(try await gateway.get("/api/usage", headers: Self.bearer(secret)).body)
+            #expect(usage["key"] == "counted")
+            #expect(usage["jobs"]?["completed"] == 1)
+            #expect(usage["image_bytes"]?.intValue == image.body.count)
+            #expect((usage["gpu_seconds"]?.doubleValue ?? 0) > 0.05, "\(usage)")
+            let metrics = try await gateway.get("/metrics").bodyText
+            #expect(metrics.contains(#"comfy_gateway_key_jobs_total{key="counted",outcome="completed"} 1"#) || metrics.contains(#"comfy_gateway_key_jobs_total{outcome="completed",key="counted"} 1"#), "\(metrics)")
+            #expect(metrics.contains("comfy_gateway_key_image_bytes_total"))
+        }
+    }
+}
