@@ -134,7 +134,8 @@ start_gateway() {
     cd "$dir"
     unset TLS_CERT TLS_KEY STORAGE ENABLE_OSS SERVER_BASE_URL   # plain HTTP, local images, relative URLs
     export PORT=$port RUN_DIR=$run_dir OUTPUT_DIR=$output_dir WORKFLOW_DIR=$workflow_dir COMFYUI_SERVER=$2 \
-      FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning STATIC_DIR=$here/static NGINX_TEMPLATE_DIR=$here/nginx
+      FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning STATIC_DIR=$here/static NGINX_TEMPLATE_DIR=$here/nginx \
+      DRAWING_RATE=0 DRAWING_CONNECTIONS=0   # the bench is one client address opening thousands of sessions
     exec "$app_binary" run
   ) >"$dir/app.log" 2>&1 &
   supervisor_pid=$!

@@ -152,3 +152,33 @@ func processChildren(of parent: Int32) -> [Int32] {
         return fields.count > 2 && Int32(fields[1]) == parent ? pid : nil
     }
 }
+
+/// The public drawing API, limited per client address by nginx.
+@Suite(.serialized)
+struct DrawingLimitTests {
+    @Test func onePainterAddressIsLimitedInRequestsAndWebSockets() async throws {
+        try await withGateway("hard-limits", environment: ["DRAWING_RATE": "2", "DRAWING_CONNECTIONS": "2"]) { gateway, _ in
+            var statuses: [Int] = []
+            for _ in 0..<12 { statuses.append(try await gateway.get("/api/result/painter-1").status) }
+            #expect(statuses.contains(429), "\(statuses)")
+            let limited = try RawAnswer(port: gateway.port, request: "GET /api/result/painter-1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            #expect(limited.status == 429)
+            #expect(limited.headers["retry-after"] == "1")
+            #expect((try? JSONValue.parse(limited.body))?["error"]?["code"] == "rate_limited")
+            // The keyed API is not the drawing API: no per-address limit there.
+            #expect(try await gateway.get("/api/styles").status == 200)
+
+            let first = try RawConnection(port: gateway.port)
+            let second = try RawConnection(port: gateway.port)
+            var held: [RawConnection] = []
+            for connection in [first, second] {
+                try connection.send("GET /api/ws/held-\(UUID().uuidString.prefix(6)) HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                #expect(try connection.receiveHead().status == 101)
+                held.append(connection)
+            }
+            let third = try upgradeStatus(port: gateway.port, path: "/api/ws/one-too-many", headers: [("Host", "127.0.0.1:\(gateway.port)")])
+            #expect(third == 429)
+            _ = held
+        }
+    }
+}

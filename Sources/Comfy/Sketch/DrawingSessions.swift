@@ -160,7 +160,8 @@ public actor DrawingSessions {
                 uploads: [upload],
                 events: continuation
             )
-            async let result = pool.run(job, priority: .interactive, owner: id)
+            let owner = update.clientAddress.isEmpty ? "session:\(id)" : "address:\(update.clientAddress)"
+            async let result = pool.run(job, priority: .interactive, owner: owner)
             // Ends when the job does: the pool finishes the stream.
             for await event in events {
                 switch event {

@@ -6,11 +6,15 @@ public struct SketchUpdate: Sendable {
     public var style: String?
     /// Replaces the positive prompt text when given.
     public var prompt: String?
+    /// The painter's client address: painters take turns by it, not by the session ids they
+    /// pick (many sessions from one client get one turn). Empty: by session.
+    public var clientAddress: String
 
-    public init(image: [UInt8], mimeType: String, style: String?, prompt: String?) {
+    public init(image: [UInt8], mimeType: String, style: String?, prompt: String?, clientAddress: String = "") {
         self.image = image
         self.mimeType = mimeType
         self.style = style
         self.prompt = prompt
+        self.clientAddress = clientAddress
     }
 }

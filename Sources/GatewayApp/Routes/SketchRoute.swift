@@ -21,7 +21,7 @@ struct SketchRoute: Sendable {
         let prompt = form.text("prompt")
         do throws(DrawingError) {
             let probe = try limits.check(file.body)
-            try await sessions.submit(SketchUpdate(image: file.body, mimeType: probe.mimeType, style: style, prompt: prompt), to: sessionID)
+            try await sessions.submit(SketchUpdate(image: file.body, mimeType: probe.mimeType, style: style, prompt: prompt, clientAddress: request.remoteAddress), to: sessionID)
         } catch {
             throw APIError(error)
         }

@@ -57,6 +57,10 @@ public struct NginxSite: Sendable {
             "STATIC_DIR": site.staticDirectory,
             "MAX_BODY": site.maxBody,
             "FASTCGI_READ_TIMEOUT": "\(readTimeout)s",
+            // nginx needs a rate above 0 in the zone; a limit of 0 leaves the directive out.
+            "DRAWING_RATE": "\(max(site.drawingRate, 1))",
+            "DRAWING_REQUEST_LIMIT": site.drawingRate == 0 ? "" : "limit_req zone=drawing_requests burst=\(site.drawingRate * 2) nodelay;",
+            "DRAWING_CONNECTION_LIMIT": site.drawingConnections == 0 ? "" : "limit_conn drawing_connections \(site.drawingConnections);",
         ]
     }
 

@@ -20,6 +20,11 @@ public struct SiteConfiguration: Sendable {
     public var metricsAllow: [String]
     public var staticDirectory: String
     public var templateDirectory: String
+    /// Anonymous painters, per client address: requests a second to `/api/sketch` and
+    /// `/api/result/` (`DRAWING_RATE`, 20; 0 = no limit), drawing WebSockets at once
+    /// (`DRAWING_CONNECTIONS`, 100; 0 = no limit).
+    public var drawingRate: Int
+    public var drawingConnections: Int
 
     init(_ environment: Environment) throws {
         port = try environment.integer("PORT", default: 8000, range: 1...65535)
@@ -49,6 +54,8 @@ public struct SiteConfiguration: Sendable {
         }
         staticDirectory = Self.absolute(environment["STATIC_DIR"] ?? "./static")
         templateDirectory = Self.absolute(environment["NGINX_TEMPLATE_DIR"] ?? "./nginx")
+        drawingRate = try environment.integer("DRAWING_RATE", default: 20, range: 0...100_000)
+        drawingConnections = try environment.integer("DRAWING_CONNECTIONS", default: 100, range: 0...1_000_000)
     }
 
     /// `path` made absolute against the working directory (nginx needs absolute paths).

@@ -8,6 +8,8 @@ import NIOWebSocket
 /// One painter's WebSocket: reads sketch updates, writes the session's messages, pings.
 struct DrawingSocketConnection: Sendable {
     let sessionID: String
+    /// The painter's address as nginx saw it (the last `X-Forwarded-For` entry).
+    let clientAddress: String
     let sessions: DrawingSessions
     let limits: SketchLimits
     let pingInterval: Duration
@@ -77,7 +79,7 @@ struct DrawingSocketConnection: Sendable {
                 let probe = try limits.check(image)
                 let style = object["style"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
                 let prompt = object["prompt"]?.stringValue
-                try await sessions.submit(SketchUpdate(image: image, mimeType: probe.mimeType, style: style, prompt: prompt), to: sessionID)
+                try await sessions.submit(SketchUpdate(image: image, mimeType: probe.mimeType, style: style, prompt: prompt, clientAddress: clientAddress), to: sessionID)
                 return nil
             } catch {
                 return .error(message: error.message)

@@ -23,7 +23,7 @@ final class DrawingSocketServer: Service {
     private let grantSocket: @Sendable (String) -> Void
 
     private enum Upgrade: Sendable {
-        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String)
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String, clientAddress: String)
         case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, foreignOrigin: Bool)
     }
 
@@ -49,6 +49,11 @@ final class DrawingSocketServer: Service {
         guard path.hasPrefix("/api/ws/") else { return nil }
         let id = String(path.dropFirst("/api/ws/".count))
         return (try? DrawingError.checkSessionID(id)) != nil ? id : nil
+    }
+
+    /// The client's address: nginx appends it to `X-Forwarded-For` (earlier entries are the client's own claims).
+    static func clientAddress(_ headers: HTTPHeaders) -> String {
+        headers.first(name: "X-Forwarded-For")?.split(separator: ",").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
     }
 
     /// Whether a browser page at the request's `Origin` may open the socket; clients that send
@@ -85,7 +90,10 @@ final class DrawingSocketServer: Service {
                                     maxAccumulatedFrameCount: 4096,
                                     maxAccumulatedFrameSize: maxMessageBytes
                                 ))
-                                return .websocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: Self.sessionID(of: head.uri) ?? "")
+                                return .websocket(
+                                    try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: Self.sessionID(of: head.uri) ?? "",
+                                    clientAddress: Self.clientAddress(head.headers)
+                                )
                             }
                         }
                     )
@@ -134,8 +142,8 @@ final class DrawingSocketServer: Service {
 
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
         switch try? await upgrade.get() {
-        case .websocket(let channel, let sessionID):
-            await DrawingSocketConnection(sessionID: sessionID, sessions: sessions, limits: limits, pingInterval: pingInterval, logger: logger).serve(channel)
+        case .websocket(let channel, let sessionID, let clientAddress):
+            await DrawingSocketConnection(sessionID: sessionID, clientAddress: clientAddress, sessions: sessions, limits: limits, pingInterval: pingInterval, logger: logger).serve(channel)
         case .refused(let channel, let foreignOrigin):
             await answer(channel, foreignOrigin: foreignOrigin)
         case nil:
