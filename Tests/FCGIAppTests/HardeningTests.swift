@@ -71,6 +71,21 @@ struct HardeningTests {
         }
     }
 
+    @Test func aFolderClosedToOtherUsersKeepsNginxWorkingAsRoot() async throws {
+        guard getuid() == 0 else { return }
+        let closed = try TestPaths.makeTemporaryDirectory("hard-closed")
+        chmod(closed, 0o700)  // as `mktemp -d` makes it: www-data cannot reach the sockets inside
+        let directory = "\(closed)/gateway"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let emulator = try Emulator(directory: directory, http: testHTTP)
+        defer { emulator.stop() }
+        let gateway = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        defer { gateway.stop() }
+        try await gateway.waitUntilHealthy()
+        #expect(try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "closed"))).status == 200)
+        #expect(gateway.app.log.contains("nginx's workers run as root"))
+    }
+
     @Test func tlsOffersOnlyForwardSecretAEADSuitesWithHSTSAndAnswersPlainHTTPWithJSON() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("hard-tls")
         let openssl = try ChildProcess(

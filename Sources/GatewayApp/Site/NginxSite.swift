@@ -44,7 +44,8 @@ public struct NginxSite: Sendable {
         let readTimeout = configuration.generateTimeout.components.seconds + 30
         return [
             "RUN_DIR": site.runDirectory,
-            "USER_DIRECTIVE": workers.map { "user \($0.user) \($0.group);" } ?? "",
+            // As root without a user that reaches the sockets, the workers stay root: nginx's default (nobody) would not reach them either.
+            "USER_DIRECTIVE": workers.map { "user \($0.user) \($0.group);" } ?? (getuid() == 0 ? "user \(Self.currentUser);" : ""),
             "HSTS": site.tls == nil ? "" : #"add_header Strict-Transport-Security "max-age=31536000" always;"#,
             "CSP_PAGE": Self.contentSecurityPolicy(page: "\(site.staticDirectory)/index.html"),
             "CSP_DOCS": Self.contentSecurityPolicy(page: "\(site.staticDirectory)/docs.html"),
@@ -159,6 +160,13 @@ public struct NginxSite: Sendable {
             return (name, group, gid)
         }
         return nil
+    }
+
+    /// This process's user and group, as nginx's `user` directive names them.
+    static var currentUser: String {
+        let user = getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "\(getuid())"
+        let group = getgrgid(getgid()).map { String(cString: $0.pointee.gr_name) } ?? "\(getgid())"
+        return "\(user) \(group)"
     }
 
     /// Whether every folder above `path` lets other users through (`o+x`).
