@@ -4,7 +4,7 @@ SWIFT ?= swift
 BIN_PATH = $(shell $(SWIFT) build --show-bin-path)
 RELEASE_BIN_PATH = $(shell $(SWIFT) build -c release --show-bin-path)
 
-.PHONY: run run-debug test bench build deps clean keys
+.PHONY: run run-debug test bench build deps clean keys fuzz
 
 deps:
 	@scripts/install-deps.sh system
@@ -26,11 +26,18 @@ run-debug: deps
 keys: build
 	"$(RELEASE_BIN_PATH)/FCGIApp" keys $(ARGS)
 
-# One build for everything (the tests start the built FCGIApp binary), then the tests.
+# One build for everything (the tests start the built FCGIApp binary), then the tests, one
+# suite after another (in parallel the end-to-end suites starve each other on two cores), then
+# a short run of each fuzz target.
 test:
 	@scripts/install-deps.sh test
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --no-parallel
+	scripts/fuzz.sh 5
+
+# The parsers' libFuzzer targets, five minutes each (make test runs them for seconds).
+fuzz:
+	scripts/fuzz.sh 300
 
 bench:
 	@scripts/install-deps.sh bench

@@ -114,3 +114,18 @@ struct ProtocolDecodingTests {
         #expect(event == .executing(promptID: nil, node: "11"))
     }
 }
+
+/// The sketch probe's refusals that fuzzing found.
+struct ImageProbeTests {
+    @Test func aJPEGWhoseHeightComesLaterIsRefusedBeforeAnyDecoder() throws {
+        // SOF0 declaring 4×0 (the height left to a DNL marker): 0 pixels would pass every limit.
+        let jpeg: [UInt8] = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 0x4A, 0x46, 0x49, 0x46, 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00,
+            0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0x00, 0x00, 0x04, 0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01, 0xFF, 0xD9,
+        ]
+        #expect(throws: ImageProbe.Rejection.self) { try ImageProbe.probe(jpeg) }
+        var sized = jpeg
+        sized[26] = 0x03  // height 3
+        #expect(try ImageProbe.probe(sized) == ImageProbe(mimeType: "image/jpeg", width: 4, height: 3))
+    }
+}

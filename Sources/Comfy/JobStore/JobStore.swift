@@ -16,9 +16,11 @@ public protocol JobStore: Sendable {
     /// backend. Returns `false` when the job is final already (cancelled meanwhile).
     func markRunning(_ id: String, promptID: String, backend: String, at: Date) async throws -> Bool
 
-    /// Ends a queued or running job; its webhook, if it has one, becomes due. Returns the
-    /// final record, or `nil` when the job had ended already (a job ends once).
-    func finish(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, at: Date) async throws -> JobRecord?
+    /// Ends a queued or running job, with what it used; its webhook, if it has one, becomes
+    /// due. Returns the final record, or `nil` when the job had ended already (a job ends once).
+    func finish(
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, gpuMilliseconds: Int?, imageBytes: Int?, at: Date
+    ) async throws -> JobRecord?
 
     /// The idempotency key no longer names this job (it never started: a retry makes a new one).
     func releaseIdempotencyKey(of id: String) async throws
@@ -69,9 +71,13 @@ public protocol JobStore: Sendable {
 
     /// What the key's jobs used.
     func usage(key name: String) async throws -> KeyUsage
+}
 
-    /// Records what a completed job used.
-    func recordUsage(of id: String, gpuMilliseconds: Int?, imageBytes: Int) async throws
+extension JobStore {
+    /// Ends a job that used nothing worth counting (it failed or was cancelled).
+    public func finish(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, at date: Date) async throws -> JobRecord? {
+        try await finish(id, status: status, result: result, failure: failure, gpuMilliseconds: nil, imageBytes: nil, at: date)
+    }
 }
 
 /// What `insert` did.

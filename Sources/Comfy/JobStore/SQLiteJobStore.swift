@@ -144,11 +144,13 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func finish(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, at date: Date) async throws -> JobRecord? {
+    public func finish(
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, gpuMilliseconds: Int?, imageBytes: Int?, at date: Date
+    ) async throws -> JobRecord? {
         try await guarded {
             try await connection.query(
                 """
-                UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?,
+                UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?, gpu_ms = ?, image_bytes = ?,
                     progress = CASE WHEN ? = 'completed' THEN 1 ELSE progress END,
                     webhook_state = CASE WHEN webhook_url IS NULL THEN 'none' ELSE 'pending' END,
                     webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ? END
@@ -156,7 +158,8 @@ public final class SQLiteJobStore: JobStore {
                 """,
                 [
                     .text(status.rawValue), .integer(date.milliseconds), .optionalText(result.map(Self.encode)),
-                    .optionalText(failure.map(Self.encode)), .text(status.rawValue), .integer(date.milliseconds), .text(id),
+                    .optionalText(failure.map(Self.encode)), .optionalInteger(gpuMilliseconds), .optionalInteger(imageBytes),
+                    .text(status.rawValue), .integer(date.milliseconds), .text(id),
                 ]
             ).first.map(Self.record)
         }
@@ -316,14 +319,6 @@ public final class SQLiteJobStore: JobStore {
                 usage.imageBytes += Int(row.column("bytes")?.integer ?? 0)
             }
             return usage
-        }
-    }
-
-    public func recordUsage(of id: String, gpuMilliseconds: Int?, imageBytes: Int) async throws {
-        try await guarded {
-            _ = try await connection.query(
-                "UPDATE jobs SET gpu_ms = ?, image_bytes = ? WHERE id = ?", [.optionalInteger(gpuMilliseconds), .integer(imageBytes), .text(id)]
-            )
         }
     }
 

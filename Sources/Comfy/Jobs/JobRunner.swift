@@ -298,12 +298,11 @@ public actor JobRunner {
             do {
                 let stored = try await images.store(image.bytes, mimeType: image.mimeType)
                 let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) }
-                try? await store.recordUsage(of: id, gpuMilliseconds: gpu, imageBytes: image.bytes.count)
                 if let key = record.keyName {
                     Counter(label: "comfy_gateway_key_image_bytes_total", dimensions: [("key", key)]).increment(by: image.bytes.count)
                     if let gpu { FloatingPointCounter(label: "comfy_gateway_key_gpu_seconds_total", dimensions: [("key", key)]).increment(by: Double(gpu) / 1000) }
                 }
-                _ = try? await settle(id, status: .completed, result: JobResult(stored), failure: nil, image: image.bytes)
+                _ = try? await settle(id, status: .completed, result: JobResult(stored), failure: nil, image: image.bytes, usage: (gpu, image.bytes.count))
             } catch {
                 _ = try? await settle(id, status: .failed, result: nil, failure: describe(error), image: nil)
             }
@@ -409,9 +408,13 @@ public actor JobRunner {
     }
 
     /// Records the job's end and tells its watchers; returns the final record.
-    private func settle(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [UInt8]?) async throws -> JobRecord? {
+    private func settle(
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [UInt8]?, usage: (gpuMilliseconds: Int?, imageBytes: Int)? = nil
+    ) async throws -> JobRecord? {
         do {
-            let final = try await store.finish(id, status: status, result: result, failure: failure, at: Date())
+            let final = try await store.finish(
+                id, status: status, result: result, failure: failure, gpuMilliseconds: usage?.gpuMilliseconds, imageBytes: usage?.imageBytes, at: Date()
+            )
             // Watchers are taken after the write: one that joined while it ran is told too, and
             // one that comes later finds no live job and reads the final record.
             let watchers = live.removeValue(forKey: id)?.watchers.values.map { $0 } ?? []

@@ -12,10 +12,20 @@ public struct ImageProbe: Sendable, Equatable {
 
     /// Probes PNG, JPEG and WebP; the file must be complete (PNG `IEND`, JPEG `EOI`).
     public static func probe(_ bytes: [UInt8]) throws(Rejection) -> ImageProbe {
-        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return try png(bytes) }
-        if bytes.starts(with: [0xFF, 0xD8, 0xFF]) { return try jpeg(bytes) }
-        if bytes.count >= 12, bytes.starts(with: Array("RIFF".utf8)), Array(bytes[8..<12]) == Array("WEBP".utf8) { return try webp(bytes) }
-        throw Rejection(description: "not a PNG, JPEG or WebP image")
+        let probe: ImageProbe
+        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
+            probe = try png(bytes)
+        } else if bytes.starts(with: [0xFF, 0xD8, 0xFF]) {
+            probe = try jpeg(bytes)
+        } else if bytes.count >= 12, bytes.starts(with: Array("RIFF".utf8)), Array(bytes[8..<12]) == Array("WEBP".utf8) {
+            probe = try webp(bytes)
+        } else {
+            throw Rejection(description: "not a PNG, JPEG or WebP image")
+        }
+        // A JPEG may leave its height to a later DNL marker: a size of 0 would pass any pixel
+        // limit and be decided only by the decoder (found by the image_probe fuzz target).
+        guard probe.width > 0, probe.height > 0 else { throw Rejection(description: "the image declares no size (\(probe.width)×\(probe.height))") }
+        return probe
     }
 
     private static func png(_ bytes: [UInt8]) throws(Rejection) -> ImageProbe {
