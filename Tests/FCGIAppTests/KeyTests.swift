@@ -97,7 +97,7 @@ struct KeyTests {
     }
 
     @Test func maxRunningCapsAKeysPromptsAndOtherKeysTakeTurns() async throws {
-        try await withGateway("keys-turns", emulatorArguments: ["--node-delay-ms", "40"], environment: ["BACKEND_CAPACITY": "2"]) { gateway, emulator in
+        try await withGateway("keys-turns", emulatorArguments: ["--node-delay-ms", "80"], environment: ["BACKEND_CAPACITY": "2"]) { gateway, emulator in
             let big = try Self.createKey(gateway, ["big", "--max-running", "1"])
             let small = try Self.createKey(gateway, ["small"])
             var bigJobs: [String] = []
@@ -107,10 +107,11 @@ struct KeyTests {
             }
             // The backend takes two prompts, but never holds two of big's at once.
             var mostInFlight = 0
-            for _ in 0..<20 {
+            let sampleUntil = ContinuousClock.now + .milliseconds(600)  // short: big's jobs must still be waiting after it
+            while ContinuousClock.now < sampleUntil {
                 let health = try JSONValue.parse(try await gateway.get("/healthz").body)
                 mostInFlight = max(mostInFlight, health["backends"]?.arrayValue?.first?["in_flight"]?.intValue ?? 0)
-                try await Task.sleep(for: .milliseconds(50))
+                try await Task.sleep(for: .milliseconds(30))
             }
             #expect(mostInFlight == 1)
             var smallJobs: [String] = []

@@ -154,7 +154,8 @@ public final class SQLiteJobStore: JobStore {
                     progress = CASE WHEN ? = 'completed' THEN 1 ELSE progress END,
                     webhook_state = CASE WHEN webhook_url IS NULL THEN 'none' ELSE 'pending' END,
                     webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ? END
-                WHERE id = ? AND status IN ('queued', 'running') RETURNING *
+                WHERE id = ? AND status IN ('queued', 'running')
+                RETURNING \(Self.columnsWithoutWorkflow)
                 """,
                 [
                     .text(status.rawValue), .integer(date.milliseconds), .optionalText(result.map(Self.encode)),
@@ -345,6 +346,12 @@ public final class SQLiteJobStore: JobStore {
             throw JobStoreError(.unavailable, "the job database cannot be written: \(error.message)")
         }
     }
+
+    /// Every column but the workflow: a job's end does not need the graph read back.
+    static let columnsWithoutWorkflow = """
+        id, kind, status, output_node_id, owner, key_name, webhook_url, idempotency_key, created_at, started_at, finished_at, prompt_id,
+        backend, progress, result, error, webhook_state, webhook_attempts, webhook_last_status, webhook_delivered_at, webhook_next_at
+        """
 
     static func record(_ row: SQLiteRow) throws -> JobRecord {
         func text(_ name: String) -> String? { row.column(name)?.string }

@@ -29,6 +29,8 @@ public actor JobRunner {
         var progress: Double = 0
         /// When ComfyUI began executing its prompt: GPU time counts from here.
         var executionStartedAt: ContinuousClock.Instant?
+        /// When its prompt was submitted (for jobs whose running state is not written).
+        var startedAt: Date?
         var promptID: String?
         var backend: String?
         var started = false
@@ -199,7 +201,15 @@ public actor JobRunner {
     /// The stored job, with the progress this process knows; `nil` for an unknown id.
     public func job(_ id: String) async throws -> JobRecord? {
         guard var record = try await store.job(id) else { return nil }
-        if let state = live[id], !record.status.isFinal { record.progress = max(record.progress, state.progress) }
+        if let state = live[id], !record.status.isFinal {
+            record.progress = max(record.progress, state.progress)
+            if record.status == .queued, let promptID = state.promptID {
+                record.status = .running
+                record.promptID = promptID
+                record.backend = state.backend
+                record.startedAt = record.startedAt ?? state.startedAt
+            }
+        }
         return record
     }
 
@@ -336,8 +346,14 @@ public actor JobRunner {
         let (events, continuation) = AsyncStream.makeStream(of: JobEvent.self, bufferingPolicy: .bufferingNewest(8))
         var job = PromptJob(workflow: record.workflow, outputNodeID: record.outputNodeID, timeout: configuration.timeout, events: continuation)
         job.keepsPromptWhenCancelled = true
+        // A sync job without an idempotency key ends with its caller, also in a crash (the next
+        // start cancels it): its prompt needs no write before it is submitted, which keeps one
+        // database round trip off the sync path. Its running state lives in memory (`job(_:)`).
+        let resumable = record.kind == .async || record.idempotencyKey != nil
         job.willSubmit = { promptID, backend in
-            guard try await store.markRunning(id, promptID: promptID, backend: backend, at: Date()) else { throw ComfyError.cancelled }
+            if resumable {
+                guard try await store.markRunning(id, promptID: promptID, backend: backend, at: Date()) else { throw ComfyError.cancelled }
+            }
             await self.submitted(id, promptID: promptID, backend: backend)
         }
         let pool = self.pool
@@ -392,6 +408,7 @@ public actor JobRunner {
     private func submitted(_ id: String, promptID: String, backend: String) {
         live[id]?.promptID = promptID
         live[id]?.backend = backend
+        if live[id]?.startedAt == nil { live[id]?.startedAt = Date() }
     }
 
     private func executionStarted(_ id: String) {
