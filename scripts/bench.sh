@@ -262,6 +262,17 @@ check_emulators
 log "5. POST /api/jobs: $REQUESTS one at a time, $JOB_SUBMITS 16 at a time"
 run_client jobs --gateway "$gateway_url" --requests "$REQUESTS" --burst "$JOB_SUBMITS" --concurrency 16 --out "$results/jobs.json"
 stop_gateway
+# A gateway of its own: once a key exists, its STATE_DIR needs keys for good.
+start_gateway keys "${emulator_urls[0]}"
+log "5b. GET /api/jobs/{id} before any API key exists, then with one"
+job_body=$(python3 -c 'import json, sys; sys.path.insert(0, sys.argv[1]); import bench; print(json.dumps({"workflow_data": bench.txt2img(7), "output_node_id": "9"}))' "$here/Tests/Bench")
+open_job=$(curl -fsS "$gateway_url/api/jobs" -H 'Content-Type: application/json' -d "$job_body" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+run_client keyed --gateway "$gateway_url" --job "$open_job" --duration "$WRK_DURATION" --out "$results/keyed-open.json"
+secret=$(cd "$work/keys" && STATE_DIR="$work/keys/state" "$app_binary" keys create bench | tail -1)
+sleep 1.2   # the gateway sees a new key within a second
+keyed_job=$(curl -fsS "$gateway_url/api/jobs" -H 'Content-Type: application/json' -H "Authorization: Bearer $secret" -d "$job_body" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+run_client keyed --gateway "$gateway_url" --job "$keyed_job" --secret "$secret" --duration "$WRK_DURATION" --out "$results/keyed-key.json"
+stop_gateway
 log "6. restart with ${PREFILL%,*} finished and ${PREFILL#*,} queued jobs in the database"
 run_client prefill --database "$work/jobs/state/jobs.sqlite" --finished "${PREFILL%,*}" --queued "${PREFILL#*,}" --out "$results/prefill.json"
 started=$(date +%s.%N)

@@ -669,6 +669,14 @@ async def cmd_jobs(args) -> None:
     })
 
 
+def cmd_keyed(args) -> None:
+    """The cost of a key check: wrk on GET /api/jobs/{id}, once before any key exists, once with a key."""
+    header = ["-H", f"Authorization: Bearer {args.secret}"] if args.secret else []
+    command = ["wrk", "-t2", "-c16", f"-d{args.duration}", "--latency"] + header + [f"{args.gateway}/api/jobs/{args.job}"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    write_json(args.out, {"command": f"wrk -t2 -c16 -d{args.duration} --latency [-H 'Authorization: Bearer <key>'] URL", **parse_wrk(output)})
+
+
 def cmd_prefill(args) -> None:
     """Adds finished and queued jobs straight into a stopped gateway's database (its own schema)."""
     import sqlite3
@@ -701,6 +709,7 @@ def cmd_report(args) -> None:
     parse = load("parse")
     multi = [m for m in (load(f"multi-{n}") for n in (1, 2, 4)) if m]
     jobs, restart = load("jobs"), load("restart")
+    keyed = {"open": load("keyed-open"), "keyed": load("keyed-key")}
     config = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
     m = machine()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -919,6 +928,16 @@ def cmd_report(args) -> None:
           "`fsync`; the WAL is synced at checkpoints. A crash of the app or of the whole `make run` loses "
           "nothing (the kernel has the pages); a power cut can lose the last commits but never corrupts the "
           "database. `synchronous=FULL` would add one `fsync` per accepted job.\n")
+    if keyed["open"] and keyed["keyed"]:
+        w("### With API keys\n")
+        w(f"`{keyed['open']['command']}` on `GET /api/jobs/{{id}}` (one read of the job store each): first before any key "
+          "exists, then, once `FCGIApp keys create` made one, with its Bearer header on a job of that key. The difference "
+          "is the key check (a SHA-256 of the secret and a cached lookup; the store is asked once a second).\n")
+        w("| keys | req/s | p50 ms | p99 ms | non-2xx |")
+        w("|---|---:|---:|---:|---:|")
+        for label, run in (("none yet", keyed["open"]), ("Bearer key", keyed["keyed"])):
+            w(f"| {label} | {fmt(run['rps'], 0)} | {fmt(run['latency_ms'].get('p50'), 2)} | {fmt(run['latency_ms'].get('p99'), 2)} | {run['non_2xx']} |")
+        w("")
     if restart:
         w("## 6. Restart with a full job database\n")
         w(f"`FCGIApp run` started on a database holding {restart['finished']:,} finished and {restart['queued']:,} "
@@ -1001,6 +1020,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("keyed")
+    p.add_argument("--gateway", required=True)
+    p.add_argument("--job", required=True)
+    p.add_argument("--secret")
+    p.add_argument("--duration", default="10s")
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("prefill")
     p.add_argument("--database", required=True)
     p.add_argument("--finished", type=int, default=10000)
@@ -1025,6 +1051,8 @@ def main() -> None:
         cmd_report(args)
     elif args.subcommand == "prefill":
         cmd_prefill(args)
+    elif args.subcommand == "keyed":
+        cmd_keyed(args)
     else:
         asyncio.run({"latency": cmd_latency, "sketch": cmd_sketch, "sessions": cmd_sessions,
                      "multi": cmd_multi, "parse": cmd_parse, "jobs": cmd_jobs}[args.subcommand](args))
