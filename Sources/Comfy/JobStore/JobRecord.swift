@@ -63,6 +63,10 @@ public struct JobRecord: Sendable, Equatable {
         self.webhook = webhook
     }
 
+    /// A sync job without an idempotency key: nobody can ask for it again once its caller is
+    /// gone, so it ends with the caller (also in a crash) and is never resumed.
+    public var endsWithItsCaller: Bool { kind == .sync && idempotencyKey == nil }
+
     /// A fresh job id: 128 random bits, so ids cannot be guessed from one another.
     public static func newID() -> String {
         UUID().uuidString.lowercased()

@@ -60,7 +60,7 @@ public final class SQLiteJobStore: JobStore {
     private func prepare(upTo target: Int) async throws {
         _ = try await connection.query("PRAGMA journal_mode = WAL", [])
         _ = try await connection.query("PRAGMA synchronous = NORMAL", [])
-        let version = try await connection.query("PRAGMA user_version", []).first?.columns.first?.data.integer ?? 0
+        let version = try await userVersion()
         let latest = JobStoreSchema.latestVersion
         guard version <= latest else {
             throw JobStoreError(.newerSchema, "the job database \(path) has schema version \(version), newer than this gateway's \(latest): run the newer gateway, or start with another STATE_DIR")
@@ -119,7 +119,8 @@ public final class SQLiteJobStore: JobStore {
                 throw JobStoreError(.unavailable, "the job was not stored")
             }
             guard row.column("request_hash")?.string == requestHash else {
-                throw JobStoreError(.idempotencyKeyReused, "Idempotency-Key \"\(key)\" was used for another request within 24 h; use a new key for a new request")
+                // The stored key is scoped by API key (`name\0key`): the message does not repeat it.
+                throw JobStoreError(.idempotencyKeyReused, "this Idempotency-Key was used for another request within 24 h; use a new key for a new request")
             }
             return .existing(try Self.record(row))
         }
@@ -219,7 +220,7 @@ public final class SQLiteJobStore: JobStore {
                 WHERE id = ? AND webhook_state = 'pending'
                 """,
                 [
-                    .text(state.rawValue), status.map { .integer($0) } ?? .null, delivered ? .integer(date.milliseconds) : .null,
+                    .text(state.rawValue), .optionalInteger(status), delivered ? .integer(date.milliseconds) : .null,
                     nextAttemptAt.map { .integer($0.milliseconds) } ?? .null, .text(id),
                 ]
             )

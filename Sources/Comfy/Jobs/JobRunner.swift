@@ -33,7 +33,6 @@ public actor JobRunner {
         var startedAt: Date?
         var promptID: String?
         var backend: String?
-        var started = false
         var watchers: [UUID: AsyncStream<JobUpdate>.Continuation] = [:]
     }
 
@@ -60,12 +59,13 @@ public actor JobRunner {
     private let maxRunning: @Sendable (_ key: String) async -> Int?
     private let logger: Logger
 
+    /// Jobs this process has not finished: waiting here (async, in `waiting`) or started.
     private var live: [String: Live] = [:]
     /// Async jobs not handed to the pool yet, oldest first.
     private var waiting: [JobRecord] = []
-    private var runningAsync = 0
     /// Async jobs handed to the pool and not ended, by owner.
     private var startedByOwner: [String: Int] = [:]
+    private var runningAsync: Int { startedByOwner.values.reduce(0, +) }
     /// Owners' caps of running prompts (API keys' `--max-running`), as their jobs came in.
     private var ownerCaps: [String: Int] = [:]
     private var stopping = false
@@ -118,8 +118,9 @@ public actor JobRunner {
         }
         var resumed = 0
         var cancelled = 0
+        var caps: [String: Int?] = [:]
         for record in unfinished {
-            if record.kind == .sync, record.idempotencyKey == nil {
+            if record.endsWithItsCaller {
                 // Its caller's connection died with the last process, and nobody can ask again.
                 _ = try? await store.finish(record.id, status: .cancelled, result: nil, failure: nil, at: Date())
                 if let promptID = record.promptID, let backend = record.backend { await pool.cancelPrompt(promptID, backend: backend) }
@@ -127,13 +128,13 @@ public actor JobRunner {
                 continue
             }
             live[record.id] = Live()
-            if let key = record.keyName { ownerCaps[record.owner] = await maxRunning(key) }
+            if let key = record.keyName {
+                // One look-up per key, not per job: a start-up may take up thousands.
+                if caps[key] == nil { caps[key] = .some(await maxRunning(key)) }
+                ownerCaps[record.owner] = caps[key] ?? nil
+            }
             if record.status == .running, let promptID = record.promptID, let backend = record.backend {
-                live[record.id]?.started = true
-                if record.kind == .async {
-                    runningAsync += 1
-                    startedByOwner[record.owner, default: 0] += 1
-                }
+                if record.kind == .async { startedByOwner[record.owner, default: 0] += 1 }
                 starts.yield(.reattach(record, promptID: promptID, backend: backend))
             } else if record.kind == .async {
                 waiting.append(record)
@@ -166,9 +167,7 @@ public actor JobRunner {
             }
             guard let next else { return }
             let record = waiting.remove(at: next)
-            runningAsync += 1
             startedByOwner[record.owner, default: 0] += 1
-            live[record.id]?.started = true
             starts.yield(.fresh(record))
         }
     }
@@ -187,7 +186,6 @@ public actor JobRunner {
         ownerCaps[record.owner] = ownerMaxRunning
         live[record.id] = Live()
         if record.kind == .sync {
-            live[record.id]?.started = true
             starts.yield(.fresh(record))
         } else {
             waiting.append(record)
@@ -263,7 +261,8 @@ public actor JobRunner {
             waiting.remove(at: index)
             return try await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
         }
-        if live[id]?.started == true, let updates = addWatcher(id) {
+        // Not waiting here but live: it runs.
+        if let updates = addWatcher(id) {
             // Signalled before any suspension: a caller that went away (a cancelled task) still cancels.
             cancels.resume(id, with: .success(()))
             for await update in updates {
@@ -291,7 +290,6 @@ public actor JobRunner {
         let id = record.id
         defer {
             if record.kind == .async {
-                runningAsync -= 1
                 startedByOwner[record.owner, default: 1] -= 1
                 if startedByOwner[record.owner] == 0 { startedByOwner[record.owner] = nil }
                 startWaiting()
@@ -319,15 +317,10 @@ public actor JobRunner {
         case .ran(.failure(let error)):
             if isInterruption(error) {
                 // The gateway stops: the job stays as stored, for the next start.
-                let after = record.kind == .sync && record.idempotencyKey == nil
-                    ? "it was stopped" : "it goes on after the restart (ask for it again later)"
+                let after = record.endsWithItsCaller ? "it was stopped" : "it goes on after the restart (ask for it again later)"
                 var reason = error as? ComfyError ?? ComfyError.cancelled
                 if reason.code == .cancelled { reason = ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; \(after)") }
-                for watcher in live[id]?.watchers.values ?? [:].values {
-                    watcher.yield(.stopped(reason))
-                    watcher.finish()
-                }
-                live[id] = nil
+                endWatchers(of: id, with: .stopped(reason))
                 return
             }
             let failure = describe(error)
@@ -349,7 +342,7 @@ public actor JobRunner {
         // A sync job without an idempotency key ends with its caller, also in a crash (the next
         // start cancels it): its prompt needs no write before it is submitted, which keeps one
         // database round trip off the sync path. Its running state lives in memory (`job(_:)`).
-        let resumable = record.kind == .async || record.idempotencyKey != nil
+        let resumable = !record.endsWithItsCaller
         job.willSubmit = { promptID, backend in
             if resumable {
                 guard try await store.markRunning(id, promptID: promptID, backend: backend, at: Date()) else { throw ComfyError.cancelled }
@@ -448,11 +441,16 @@ public actor JobRunner {
             return final
         } catch let error as JobStoreError {
             logger.error("a job's end could not be stored; the next start settles it", metadata: ["job.id": "\(id)", "error": "\(error)"])
-            for watcher in live.removeValue(forKey: id)?.watchers.values ?? [:].values {
-                watcher.yield(.unstored(error))
-                watcher.finish()
-            }
+            endWatchers(of: id, with: .unstored(error))
             throw error
+        }
+    }
+
+    /// The job ends here without a final record: its watchers hear why, and it is no longer live.
+    private func endWatchers(of id: String, with update: JobUpdate) {
+        for watcher in live.removeValue(forKey: id)?.watchers.values ?? [:].values {
+            watcher.yield(update)
+            watcher.finish()
         }
     }
 }
