@@ -166,7 +166,7 @@ final class DrawingSocketServer: Service {
                 let error = foreignOrigin
                     ? APIError(.forbidden, "WebSocket connections from this page's origin are not allowed (ALLOWED_ORIGINS, SERVER_BASE_URL)")
                     : APIError(.invalidRequest, "connect with a WebSocket upgrade to /api/ws/{session_id}; session ids are 1 to 64 letters, digits, '-' or '_'")
-                try await JobEventStream.writeError(error, to: outbound)
+                try await outbound.writeJSONError(error)
                 return
             }
         }

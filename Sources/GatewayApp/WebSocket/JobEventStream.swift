@@ -26,12 +26,12 @@ struct JobEventStream: Sendable {
             key = try await gate.authenticate(authorization: authorization)
             watched = try await runner.watch(id)
         } catch {
-            try await Self.writeError(apiError(for: error), to: outbound)
+            try await outbound.writeJSONError(apiError(for: error))
             return
         }
         // Another key's job is as unknown as one that does not exist.
         guard let (record, updates) = watched, key == nil || record.keyName == key?.name else {
-            try await Self.writeError(APIError(.notFound, "no job with id \"\(id)\""), to: outbound)
+            try await outbound.writeJSONError(APIError(.notFound, "no job with id \"\(id)\""))
             return
         }
         var headers = HTTPHeaders()
@@ -83,18 +83,5 @@ struct JobEventStream: Sendable {
         text += String(decoding: data.encoded(), as: UTF8.self)
         text += "\n\n"
         try await outbound.write(.body(.byteBuffer(ByteBuffer(string: text))))
-    }
-
-    static func writeError(_ error: APIError, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
-        let body = error.response.body
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
-        headers.add(name: "Content-Length", value: "\(body.count)")
-        headers.add(name: "Cache-Control", value: "no-store")
-        headers.add(name: "Connection", value: "close")
-        for (name, value) in error.headers { headers.add(name: name, value: value) }
-        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: error.code.status), headers: headers)))
-        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
-        try await outbound.write(.end(nil))
     }
 }
