@@ -37,7 +37,6 @@ public enum WebSocketClient {
                         maxFrameSize: maxMessageSize,
                         upgradePipelineHandler: { channel, _ in
                             channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: false))
                                 try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
                                     minNonFinalFragmentSize: 0,
                                     maxAccumulatedFrameCount: 4096,

@@ -58,7 +58,7 @@ public struct WebSocketSession: Sendable {
             var closed = false
 
             public mutating func next() async throws -> WebSocketMessage? {
-                // Frames that break RFC 6455 never get here: `WebSocketFrameValidator` closed with 1002.
+                // On the drawing socket, frames that break RFC 6455 never get here: `WebSocketFrameValidator` closed with 1002.
                 while !closed, let frame = try await frames.next() {
                     let data = frame.unmaskedData
                     switch frame.opcode {
