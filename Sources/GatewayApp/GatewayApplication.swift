@@ -68,7 +68,7 @@ public struct GatewayApplication: Sendable {
                     .init(service: DrawingGenerations(sessions: sessions)),
                     .init(service: JobRunnerService(runner: jobs)),
                     .init(service: WebhookService(sender: parts.webhooks)),
-                    .init(service: JobRetentionService(store: jobStore, retention: configuration.jobs.retention, logger: logger)),
+                    .init(service: JobRetentionService(store: jobStore, inputs: parts.inputs, retention: configuration.jobs.retention, logger: logger)),
                     .init(service: drawingSockets),
                     .init(service: configuration.storage.retentionService(directory: configuration.outputDirectory, logger: logger) {
                         await sessions.resultFilenames()
@@ -117,9 +117,11 @@ struct WebhookService: Service {
     }
 }
 
-/// Removes final jobs older than `JOB_RETENTION`, at start and every hour.
+/// Removes final jobs older than `JOB_RETENTION`, and input images no call used since, at
+/// start and every hour.
 struct JobRetentionService: Service {
     let store: any JobStore
+    let inputs: InputImages
     let retention: Duration
     let logger: Logger
 
@@ -127,8 +129,13 @@ struct JobRetentionService: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
-                    let removed = try await store.deleteFinished(before: Date().addingTimeInterval(-retention.seconds))
+                    let cutoff = Date().addingTimeInterval(-retention.seconds)
+                    let removed = try await store.deleteFinished(before: cutoff)
                     if removed > 0 { logger.info("removed jobs past JOB_RETENTION", metadata: ["jobs.removed": "\(removed)"]) }
+                    // A job still queued holds its inputs: only those older than every unfinished job go.
+                    let oldestUnfinished = try await store.unfinished().map(\.createdAt).min() ?? cutoff
+                    let images = await inputs.removeUnused(before: min(cutoff, oldestUnfinished))
+                    if images > 0 { logger.info("removed input images past JOB_RETENTION", metadata: ["inputs.removed": "\(images)"]) }
                 } catch {
                     logger.warning("job retention could not run", metadata: ["error": "\(error)"])
                 }

@@ -18,6 +18,8 @@ struct GatewayParts: Sendable {
     let webhooks: WebhookSender?
     /// Who may call the keyed endpoints.
     let gate: APIKeyGate
+    /// Input images of calls, kept under `STATE_DIR/inputs`.
+    let inputs: InputImages
 
     init(
         configuration: GatewayConfiguration, http: CurlHTTPClient, jobStore: any JobStore, metrics: PrometheusCollectorRegistry, logger: Logger
@@ -44,9 +46,16 @@ struct GatewayParts: Sendable {
         }
         self.webhooks = webhooks
         gate = APIKeyGate(store: jobStore, mode: configuration.authMode)
+        let inputDirectory = "\(configuration.jobs.stateDirectory)/inputs"
+        do {
+            try FileManager.default.createDirectory(atPath: inputDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw ConfigurationError(variable: "STATE_DIR", problem: "cannot create \(inputDirectory): \(error.localizedDescription)")
+        }
+        inputs = InputImages(directory: inputDirectory, http: http, limits: configuration.inputLimits, folder: configuration.nodePolicy.uploadFolder)
         let scheduler = configuration.scheduler
         jobs = JobRunner(
-            store: jobStore, pool: pool, images: store,
+            store: jobStore, pool: pool, images: store, inputs: inputs,
             configuration: .init(
                 timeout: configuration.generateTimeout,
                 // Enough to keep every backend busy with a short queue behind; the rest wait in the store.
@@ -74,7 +83,7 @@ struct GatewayParts: Sendable {
         var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins), gate: gate)
         // Keep FastCGI threads for everything else while generate calls wait on the GPUs.
         let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
-        let admission = JobAdmission(gate: gate, store: jobs.store, policy: configuration.nodePolicy)
+        let admission = JobAdmission(gate: gate, store: jobs.store, policy: configuration.nodePolicy, inputs: inputs)
         let generate = GenerateRoute(runner: jobs, local: local, limit: generateLimit, admission: admission)
         router.add("POST", "/api/generate", body: .json, keyed: true) { try await generate.generate($0, forceFile: false) }
         router.add("POST", "/api/generate_file", body: .json, keyed: true) { try await generate.generate($0, forceFile: true) }
@@ -82,6 +91,13 @@ struct GatewayParts: Sendable {
         router.add("POST", "/api/jobs", body: .json, keyed: true) { try await jobsRoute.submit($0) }
         router.add("GET", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.show($0) }
         router.add("DELETE", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.cancel($0) }
+        let workflows = WorkflowsRoute(library: styles, generate: generate, jobs: jobsRoute)
+        let openAPI = OpenAPIRoute(staticDirectory: configuration.site.staticDirectory, library: styles, serverBaseURL: configuration.serverBaseURL)
+        router.add("GET", "/api/workflows") { await workflows.list($0) }
+        router.add("GET", "/api/workflows/openapi.json") { await openAPI.toolDocument($0) }
+        router.add("GET", prefix: "/api/workflows/") { try await workflows.show($0) }
+        router.add("POST", prefix: "/api/workflows/", body: .json, keyed: true) { try await workflows.run($0) }
+        router.add("GET", "/openapi.json") { await openAPI.document($0) }
         let usage = UsageRoute(store: jobs.store)
         router.add("GET", "/api/usage", keyed: true) { try await usage.usage($0) }
         let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits)

@@ -18,7 +18,7 @@ struct WebhookSignerTests {
     }
 }
 
-struct WebhookTargetTests {
+struct OutboundURLTests {
     @Test(arguments: [
         ("8.8.8.8", true), ("1.1.1.1", true), ("127.0.0.1", false), ("10.1.2.3", false), ("172.16.0.1", false), ("172.32.0.1", true),
         ("192.168.1.1", false), ("169.254.169.254", false), ("100.64.0.1", false), ("0.0.0.0", false), ("224.0.0.1", false),
@@ -36,13 +36,13 @@ struct WebhookTargetTests {
         "http://0x7f000001/", "http://2130706433/",
     ])
     func forbiddenURLsAreRefused(_ url: String) async {
-        await #expect(throws: WebhookTarget.Refusal.self) { try await WebhookTarget.check(url, allowPrivate: false) }
+        await #expect(throws: OutboundURL.Refusal.self) { try await OutboundURL.check(url, allowPrivate: false) }
     }
 
     @Test func privateTargetsAreAllowedWhenConfiguredAndThePinnedAddressIsTheResolvedOne() async throws {
-        let target = try await WebhookTarget.check("http://127.0.0.1:9999/hook", allowPrivate: true)
+        let target = try await OutboundURL.check("http://127.0.0.1:9999/hook", allowPrivate: true)
         #expect(target.resolve == ["127.0.0.1:9999:127.0.0.1"])
-        let long = "https://example.com/" + String(repeating: "a", count: WebhookTarget.maxLength)
-        await #expect(throws: WebhookTarget.Refusal.self) { try await WebhookTarget.check(long, allowPrivate: true) }
+        let long = "https://example.com/" + String(repeating: "a", count: OutboundURL.maxLength)
+        await #expect(throws: OutboundURL.Refusal.self) { try await OutboundURL.check(long, allowPrivate: true) }
     }
 }

@@ -25,7 +25,8 @@ final class CurlEasyHandle: @unchecked Sendable {
     /// Runs the exchange on the calling thread; `isCancelled` is polled by libcurl's progress callback.
     func perform(_ request: CurlRequest, isCancelled: @escaping @Sendable () -> Bool) -> Result<CurlResponse, CurlError> {
         curl_easy_reset(handle)
-        let sink = ResponseSink(limit: maxResponseBytes, isCancelled: isCancelled)
+        let limit = min(maxResponseBytes, request.maxResponseBytes ?? .max)
+        let sink = ResponseSink(limit: limit, isCancelled: isCancelled)
         let context = Unmanaged.passUnretained(sink).toOpaque()
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
         // curl adds "Expect: 100-continue" to large POSTs; ComfyUI (aiohttp) and nginx don't need the extra round trip.
@@ -89,7 +90,7 @@ final class CurlEasyHandle: @unchecked Sendable {
             case CURLE_ABORTED_BY_CALLBACK:
                 return .failure(CurlError(kind: .cancelled, message: "request cancelled"))
             case CURLE_WRITE_ERROR where sink.overflowed:
-                return .failure(CurlError(kind: .responseTooLarge, message: "response larger than \(maxResponseBytes) bytes"))
+                return .failure(CurlError(kind: .responseTooLarge, message: "response larger than \(limit) bytes"))
             default:
                 return .failure(CurlError(kind: .other, message: message))
             }

@@ -9,6 +9,8 @@ public struct CurlRequest: Sendable {
     /// `host:port:address` entries curl uses instead of resolving (`CURLOPT_RESOLVE`): the
     /// address a check approved is the one connected to.
     public var resolve: [String] = []
+    /// A larger body fails the request (below the client's own limit).
+    public var maxResponseBytes: Int?
 
     public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [UInt8]? = nil, timeout: Duration = .seconds(30)) {
         self.method = method

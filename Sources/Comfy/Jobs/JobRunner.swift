@@ -50,6 +50,8 @@ public actor JobRunner {
     public nonisolated let store: any JobStore
     private let pool: BackendPool
     private let images: any ImageStore
+    /// Input images the jobs' workflows name, uploaded to the backend each attempt lands on.
+    private let inputs: InputImages?
     private let configuration: Configuration
     /// The API's error answer for a failed job (status and body), as the sync endpoints give it.
     private let describe: @Sendable (any Error) -> JobFailure
@@ -74,7 +76,7 @@ public actor JobRunner {
     private let startStream: AsyncStream<Start>
 
     public init(
-        store: any JobStore, pool: BackendPool, images: any ImageStore, configuration: Configuration,
+        store: any JobStore, pool: BackendPool, images: any ImageStore, inputs: InputImages? = nil, configuration: Configuration,
         describe: @escaping @Sendable (any Error) -> JobFailure, webhookDue: @escaping @Sendable () -> Void = {},
         maxRunning: @escaping @Sendable (_ key: String) async -> Int? = { _ in nil }, logger: Logger
     ) {
@@ -82,6 +84,7 @@ public actor JobRunner {
         self.store = store
         self.pool = pool
         self.images = images
+        self.inputs = inputs
         self.configuration = configuration
         self.describe = describe
         self.webhookDue = webhookDue
@@ -352,6 +355,7 @@ public actor JobRunner {
         let pool = self.pool
         let cancels = self.cancels
         let prepared = job
+        let inputs = self.inputs
         let ownerMaxRunning = ownerCaps[record.owner]
         return await withTaskGroup(of: Outcome?.self) { group in
             group.addTask {
@@ -366,6 +370,8 @@ public actor JobRunner {
             }
             group.addTask {
                 do {
+                    var prepared = prepared
+                    prepared.uploads = try await inputs?.uploads(for: prepared.workflow) ?? []
                     switch start {
                     case .fresh:
                         return .ran(.success(try await pool.run(prepared, priority: .batch, owner: record.owner, ownerMaxRunning: ownerMaxRunning)))

@@ -50,11 +50,11 @@ public struct NodePolicy: Sendable {
 
     /// Inputs holding the name of an uploaded file (`image_upload`, `video_upload`,
     /// `audio_upload` combos): plain names or names in the gateway's folder only.
-    static let uploadInputs: Set<String> = ["image", "mask", "video", "audio", "file"]
+    public static let uploadInputs: Set<String> = ["image", "mask", "video", "audio", "file"]
 
     /// Loader classes whose upload inputs are always a file name: a link into them (a string
     /// computed by another node) is refused, since it cannot be checked.
-    static let loaderClasses: Set<String> = [
+    public static let loaderClasses: Set<String> = [
         "LoadImage", "LoadImageMask", "LoadImageOutput", "LoadAudio", "LoadVideo", "VHS_LoadVideo", "VHS_LoadAudioUpload",
         "VHS_LoadVideoFFmpeg", "VHS_LoadImages",
     ]

@@ -91,7 +91,7 @@ public final class WebhookSender: Sendable {
         var problem: String?
         do {
             // Checked again at each attempt: the name may point elsewhere by now.
-            let target = try await WebhookTarget.check(url, allowPrivate: configuration.allowPrivate)
+            let target = try await OutboundURL.check(url, allowPrivate: configuration.allowPrivate)
             var request = CurlRequest(
                 method: "POST", url: target.url,
                 headers: [("Content-Type", "application/json"), ("User-Agent", "comfy-gateway-webhooks")]

@@ -3,7 +3,8 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOPosix
 
-/// The styles in `WORKFLOW_DIR`, reloaded when files are added, changed or removed.
+/// The workflows in `WORKFLOW_DIR` (every one a tool, those with a sketch node also drawing
+/// styles), reloaded when files are added, changed or removed.
 ///
 /// Each lookup asks the folder's inotify watch whether anything changed (one non-blocking
 /// read; where the folder cannot be watched, it stats the folder and the loaded files) and
@@ -32,13 +33,17 @@ public final class StyleLibrary: Sendable {
         let loaded: [String: (stamp: FileStamp, result: Result<StyleWorkflow, StyleWorkflow.Problem>)]
         /// The directory's own stamp at the last listing.
         let listed: FileStamp?
+        /// Drawing styles.
         let names: [String]
+        /// Every usable workflow, styles included.
+        let tools: [WorkflowTool]
         let broken: [(file: String, reason: String)]
 
         init(loaded: [String: (stamp: FileStamp, result: Result<StyleWorkflow, StyleWorkflow.Problem>)], listed: FileStamp?) {
             self.loaded = loaded
             self.listed = listed
-            names = loaded.compactMap { name, entry in (try? entry.result.get()) != nil ? name : nil }.sorted()
+            tools = loaded.compactMap { _, entry in try? entry.result.get().tool }.sorted { $0.name < $1.name }
+            names = loaded.compactMap { name, entry in (try? entry.result.get())?.isStyle == true ? name : nil }.sorted()
             broken = loaded.compactMap { name, entry in
                 if case .failure(let problem) = entry.result { return ("\(name).json", problem.description) }
                 return nil
@@ -80,15 +85,26 @@ public final class StyleLibrary: Sendable {
         await fresh().names
     }
 
-    /// Files that are not usable styles, with the reason.
+    /// Every usable workflow as a tool, sorted by name.
+    public func tools() async -> [WorkflowTool] {
+        await fresh().tools
+    }
+
+    /// The tool of that name; `nil` when there is none.
+    public func tool(_ name: String) async -> WorkflowTool? {
+        guard StyleWorkflow.isValidName(name) else { return nil }
+        return try? await fresh().loaded[name]?.result.get().tool
+    }
+
+    /// Files that are not usable workflows, with the reason.
     public func broken() async -> [(file: String, reason: String)] {
         await fresh().broken
     }
 
     /// The style of that name; `nil` when there is none.
     public func style(_ name: String) async -> StyleWorkflow? {
-        guard StyleWorkflow.isValidName(name) else { return nil }
-        return try? await fresh().loaded[name]?.result.get()
+        guard StyleWorkflow.isValidName(name), let style = try? await fresh().loaded[name]?.result.get(), style.isStyle else { return nil }
+        return style
     }
 
     /// `realistic` when it exists, else the first style by name.

@@ -36,7 +36,7 @@ extension StyleWorkflow {
 
 extension JSONValue {
     /// A node with one input replaced.
-    func settingInput(_ name: String, _ value: JSONValue) -> JSONValue {
+    public func settingInput(_ name: String, _ value: JSONValue) -> JSONValue {
         guard var node = objectValue else { return self }
         var inputs = node["inputs"]?.objectValue ?? [:]
         inputs[name] = value

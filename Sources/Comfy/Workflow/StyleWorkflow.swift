@@ -1,7 +1,9 @@
-/// A drawing style: an API-format ComfyUI workflow with a `LoadImage` node for the sketch.
+/// A workflow file of `WORKFLOW_DIR`: always a tool (`WorkflowTool`), and a drawing style when
+/// it has a `LoadImage` node for the sketch.
 public struct StyleWorkflow: Sendable, Equatable {
     public var name: String
     public var workflow: [String: JSONValue]
+    public var tool: WorkflowTool
 
     /// Why a workflow file cannot be a style.
     public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
@@ -25,8 +27,15 @@ public struct StyleWorkflow: Sendable, Equatable {
         }
         self.name = name
         self.workflow = workflow
-        guard sketchNodeID != nil else { throw Problem(description: "no LoadImage node to receive the sketch") }
+        do {
+            tool = try WorkflowTool(name: name, workflow: workflow, order: Self.ordered(workflow.keys))
+        } catch {
+            throw Problem(description: error.description)
+        }
     }
+
+    /// Whether the drawing API can use it: it has a node to receive the sketch.
+    public var isStyle: Bool { sketchNodeID != nil }
 
     /// The `LoadImage` node that receives the sketch: the one titled `sketch`, else the first by id.
     public var sketchNodeID: String? {
@@ -35,8 +44,10 @@ public struct StyleWorkflow: Sendable, Equatable {
     }
 
     /// Node ids in numeric order where they are numbers ("2" before "10").
-    var orderedNodeIDs: [String] {
-        workflow.keys.sorted { lhs, rhs in
+    var orderedNodeIDs: [String] { Self.ordered(workflow.keys) }
+
+    static func ordered(_ ids: some Sequence<String>) -> [String] {
+        ids.sorted { lhs, rhs in
             switch (Int(lhs), Int(rhs)) {
             case let (left?, right?): left < right
             case (.some, nil): true

@@ -18,7 +18,10 @@ import Logging
 /// `INTERACTIVE_FIRST` (true), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
 /// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `SHUTDOWN_DRAIN_TIMEOUT`
 /// (120 s for in-flight requests after SIGTERM); image storage as
-/// `StorageConfiguration` documents; jobs and webhooks as `JobConfiguration` documents; nginx's side as `SiteConfiguration` documents.
+/// `StorageConfiguration` documents; input images of tool calls and `input_images`
+/// `INPUT_MAX_BYTES` (`MAX_SKETCH_BYTES`), `INPUT_MAX_PIXELS` (`MAX_SKETCH_PIXELS`),
+/// `INPUT_URL_TIMEOUT` (20 s), `INPUT_URL_ALLOW_PRIVATE` (false: URLs on loopback, private and
+/// link-local addresses are refused); jobs and webhooks as `JobConfiguration` documents; nginx's side as `SiteConfiguration` documents.
 public struct GatewayConfiguration: Sendable {
     public var comfyServers: [ComfyServerURL]
     public var socketPath: String
@@ -37,6 +40,8 @@ public struct GatewayConfiguration: Sendable {
     var maxSketchPixels: Int
     var pingInterval: Duration
     var maxSessions: Int
+    /// What an input image may be, and how it is fetched.
+    var inputLimits: InputImages.Limits
     /// Pages that may open drawing WebSockets.
     var drawingOrigins: OriginPolicy
     /// Pages that may call the HTTP API.
@@ -83,6 +88,12 @@ public struct GatewayConfiguration: Sendable {
         sessionIdleTimeout = try environment.duration("SESSION_IDLE_TIMEOUT", default: .seconds(1800))
         maxSketchBytes = try environment.integer("MAX_SKETCH_BYTES", default: 10 << 20, range: 1024...(256 << 20))
         maxSketchPixels = try environment.integer("MAX_SKETCH_PIXELS", default: 4096 * 4096, range: 64...(1 << 28))
+        inputLimits = InputImages.Limits(
+            maxBytes: try environment.integer("INPUT_MAX_BYTES", default: maxSketchBytes, range: 1024...(256 << 20)),
+            maxPixels: try environment.integer("INPUT_MAX_PIXELS", default: maxSketchPixels, range: 64...(1 << 28)),
+            fetchTimeout: try environment.duration("INPUT_URL_TIMEOUT", default: .seconds(20)),
+            allowPrivate: try environment.boolean("INPUT_URL_ALLOW_PRIVATE", default: false)
+        )
         pingInterval = try environment.duration("WS_PING_INTERVAL", default: .seconds(20))
         maxSessions = try environment.integer("MAX_SESSIONS", default: 10_000, range: 1...1_000_000)
         drawingOrigins = try environment.origins("ALLOWED_ORIGINS", publicBaseURL: serverBaseURL)

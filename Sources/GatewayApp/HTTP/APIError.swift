@@ -7,6 +7,12 @@ public struct APIError: Error, Sendable {
         case invalidJSON = "invalid_json"
         case invalidRequest = "invalid_request"
         case unknownOutputNode = "unknown_output_node"
+        /// A tool call's argument, or an input image, that is wrong; `parameter` names it.
+        case invalidParameter = "invalid_parameter"
+        /// An input image URL that gave no image (HTTP error, timeout, redirects).
+        case inputUnavailable = "input_unavailable"
+        /// A model the workflow names that no backend has.
+        case modelNotFound = "model_not_found"
         case workflowInvalid = "workflow_invalid"
         case workflowRefused = "workflow_refused"
         case notFound = "not_found"
@@ -31,7 +37,7 @@ public struct APIError: Error, Sendable {
 
         public var status: Int {
             switch self {
-            case .invalidJSON, .invalidRequest, .unknownOutputNode, .workflowInvalid, .workflowRefused: 400
+            case .invalidJSON, .invalidRequest, .unknownOutputNode, .workflowInvalid, .workflowRefused, .invalidParameter, .inputUnavailable, .modelNotFound: 400
             case .unauthorized: 401
             case .forbidden: 403
             case .notFound: 404

@@ -22,6 +22,21 @@ extension WorkflowRejection: APIErrorConvertible {
     var apiError: APIError { APIError(self) }
 }
 
+extension WorkflowTool.CallError: APIErrorConvertible {
+    var apiError: APIError { APIError(.invalidParameter, message, details: ["parameter": .string(parameter)]) }
+}
+
+extension InputImageError: APIErrorConvertible {
+    var apiError: APIError {
+        let details: [String: JSONValue] = ["parameter": .string(field)]
+        switch kind {
+        case .invalid, .refused: return APIError(.invalidParameter, message, details: details)
+        case .tooLarge: return APIError(.payloadTooLarge, message, details: details)
+        case .unreachable: return APIError(.inputUnavailable, message, details: details)
+        }
+    }
+}
+
 extension StorageError: APIErrorConvertible {
     var apiError: APIError {
         var details: [String: JSONValue] = ["store": .string(store)]
@@ -45,8 +60,8 @@ extension JobStoreError: APIErrorConvertible {
     }
 }
 
-extension WebhookTarget.Refusal: APIErrorConvertible {
-    var apiError: APIError { APIError(.invalidRequest, description, details: ["field": "webhook_url"]) }
+extension OutboundURL.Refusal: APIErrorConvertible {
+    var apiError: APIError { APIError(.invalidRequest, description, details: ["field": .string(field)]) }
 }
 
 /// The API's error answer for anything a job can fail with.

@@ -10,20 +10,27 @@ struct GenerateRequest: Sendable {
     /// Where the job's end is posted (`POST /api/jobs` only).
     var webhookURL: String?
 
+    /// An input image as sent (a URL, a data URL or base64), and the node inputs it goes to.
+    struct InputImage: Sendable {
+        /// The request field or tool parameter that held it, for errors.
+        var field: String
+        var value: String
+        var targets: [WorkflowTool.Target]
+    }
+
+    /// Input images for loader nodes (`input_images` by node id, or a tool's image parameters).
+    var inputImages: [InputImage] = []
+
+    /// A request built by a route (a workflow tool) rather than read from a body.
+    init(workflow: [String: JSONValue], outputNodeID: String?, options: [String: JSONValue]) throws(APIError) {
+        self.workflow = workflow
+        self.outputNodeID = outputNodeID
+        webhookURL = try Self.webhookURL(options)
+        responseType = try Self.responseType(options)
+    }
+
     init(body: [UInt8]) throws(APIError) {
-        guard !body.isEmpty else { throw APIError(.invalidJSON, "the request body is empty; send a JSON object with workflow_data") }
-        let parsed: JSONValue
-        do {
-            parsed = try JSONValue.parse(body)
-        } catch let failure as JSONParser.Failure {
-            switch failure.kind {
-            case .syntax: throw APIError(.invalidJSON, "the request body is not valid JSON: \(failure.message) at byte \(failure.offset)")
-            case .numberOutOfRange, .duplicateKey: throw APIError(.invalidRequest, "\(failure.message) (at byte \(failure.offset))")
-            }
-        } catch {
-            throw APIError(.invalidJSON, "the request body is not valid JSON")
-        }
-        guard let object = parsed.objectValue else { throw APIError(.invalidRequest, "the request body must be a JSON object") }
+        let object = try Self.object(body)
         guard let workflowValue = object["workflow_data"] else { throw APIError(.invalidRequest, "workflow_data is missing") }
         guard let workflow = workflowValue.objectValue else {
             throw APIError(.invalidRequest, "workflow_data must be an object (a ComfyUI API-format prompt)")
@@ -60,23 +67,68 @@ struct GenerateRequest: Sendable {
             throw APIError(.unknownOutputNode, "output_node_id \"\(id)\" is not a node of workflow_data", details: ["node_id": .string(id)])
         }
 
+        webhookURL = try Self.webhookURL(object)
+        responseType = try Self.responseType(object)
+
+        switch object["input_images"] {
+        case nil, .null:
+            break
+        case .object(let images):
+            for (id, value) in images.sorted(by: { $0.key < $1.key }) {
+                guard let node = workflow[id] else {
+                    throw APIError(.invalidRequest, "input_images names node \"\(id.prefix(64))\", which is not in workflow_data", details: ["node_id": .string(id)])
+                }
+                guard NodePolicy.loaderClasses.contains(node["class_type"]?.stringValue ?? "") else {
+                    throw APIError(.invalidRequest, "input_images names node \"\(id)\", which is not an image loader", details: ["node_id": .string(id)])
+                }
+                guard let text = value.stringValue else {
+                    throw APIError(.invalidRequest, "input_images[\"\(id)\"] must be a URL, a data URL or base64 string", details: ["node_id": .string(id)])
+                }
+                inputImages.append(InputImage(field: "input_images.\(id)", value: text, targets: [WorkflowTool.Target(nodeID: id, input: "image")]))
+            }
+        default:
+            throw APIError(.invalidRequest, "input_images must be an object of node id → image")
+        }
+    }
+
+    /// The body as a JSON object, with the strict parser's refusals as API errors.
+    static func object(_ body: [UInt8]) throws(APIError) -> [String: JSONValue] {
+        guard !body.isEmpty else { throw APIError(.invalidJSON, "the request body is empty; send a JSON object") }
+        let parsed: JSONValue
+        do {
+            parsed = try JSONValue.parse(body)
+        } catch let failure as JSONParser.Failure {
+            switch failure.kind {
+            case .syntax: throw APIError(.invalidJSON, "the request body is not valid JSON: \(failure.message) at byte \(failure.offset)")
+            case .numberOutOfRange, .duplicateKey: throw APIError(.invalidRequest, "\(failure.message) (at byte \(failure.offset))")
+            }
+        } catch {
+            throw APIError(.invalidJSON, "the request body is not valid JSON")
+        }
+        guard let object = parsed.objectValue else { throw APIError(.invalidRequest, "the request body must be a JSON object") }
+        return object
+    }
+
+    private static func webhookURL(_ object: [String: JSONValue]) throws(APIError) -> String? {
         switch object["webhook_url"] {
         case nil, .null:
-            webhookURL = nil
+            return nil
         case .string(let url):
-            webhookURL = url.isEmpty ? nil : url
+            return url.isEmpty ? nil : url
         default:
             throw APIError(.invalidRequest, "webhook_url must be a URL string", details: ["field": "webhook_url"])
         }
+    }
 
+    private static func responseType(_ object: [String: JSONValue]) throws(APIError) -> ResponseType {
         switch object["response_type"] {
         case nil, .null:
-            responseType = .url
+            return .url
         case .string(let text):
             guard let type = ResponseType(rawValue: text) else {
                 throw APIError(.invalidRequest, "response_type must be \"url\" or \"file\", got \"\(text)\"")
             }
-            responseType = type
+            return type
         default:
             throw APIError(.invalidRequest, "response_type must be \"url\" or \"file\"")
         }

@@ -11,12 +11,17 @@ struct GenerateRoute: Sendable {
     let admission: JobAdmission
 
     func generate(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
-        try await limit.run { try await run(request, forceFile: forceFile) }
+        let body = try GenerateRequest(body: request.body)
+        return try await generate(body, request, forceFile: forceFile, endpoint: "generate")
     }
 
-    private func run(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
-        let body = try GenerateRequest(body: request.body)
-        let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: "generate")
+    /// Runs an already read request (a workflow tool's call, too); `endpoint` scopes its idempotency key.
+    func generate(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String) async throws -> GatewayResponse {
+        try await limit.run { try await run(body, request, forceFile: forceFile, endpoint: endpoint) }
+    }
+
+    private func run(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String) async throws -> GatewayResponse {
+        let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: endpoint)
         let insertion = try await runner.submit(record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning)
         let id = insertion.record.id
         var response: GatewayResponse

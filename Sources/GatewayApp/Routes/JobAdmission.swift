@@ -7,8 +7,11 @@ struct JobAdmission: Sendable {
     let gate: APIKeyGate
     let store: any JobStore
     let policy: NodePolicy
+    /// Where input images are fetched, checked and kept.
+    let inputs: InputImages
 
-    /// The new job's record and its request hash; throws the request's refusal.
+    /// The new job's record and its request hash; throws the request's refusal. Input images
+    /// are fetched only for a caller whose key, rate and workflow passed.
     func admit(_ body: GenerateRequest, _ request: GatewayRequest, kind: JobKind, endpoint: String, webhookURL: String? = nil) async throws -> (JobRecord, String?) {
         try policy.check(body.workflow)
         let idempotency = try IdempotencyKey.of(request)
@@ -20,9 +23,16 @@ struct JobAdmission: Sendable {
                 throw error
             }
         }
+        var workflow = body.workflow
+        for image in body.inputImages {
+            let name = try await inputs.accept(image.value, field: image.field)
+            for target in image.targets {
+                workflow[target.nodeID] = workflow[target.nodeID]?.settingInput(target.input, .string(name))
+            }
+        }
         let scopedKey = idempotency.map { key in request.apiKey.map { "\($0.name)\u{0}\(key.value)" } ?? key.value }
         let record = JobRecord(
-            id: JobRecord.newID(), kind: kind, workflow: body.workflow, outputNodeID: body.outputNodeID, owner: request.owner,
+            id: JobRecord.newID(), kind: kind, workflow: workflow, outputNodeID: body.outputNodeID, owner: request.owner,
             keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey
         )
         return (record, idempotency?.requestHash(endpoint: endpoint, body: request.body))

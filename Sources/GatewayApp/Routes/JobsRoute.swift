@@ -9,15 +9,19 @@ struct JobsRoute: Sendable {
     let webhooks: JobConfiguration
 
     func submit(_ request: GatewayRequest) async throws -> GatewayResponse {
-        let body = try GenerateRequest(body: request.body)
+        try await submit(try GenerateRequest(body: request.body), request, endpoint: "jobs")
+    }
+
+    /// Queues an already read request (a workflow tool's async call, too).
+    func submit(_ body: GenerateRequest, _ request: GatewayRequest, endpoint: String) async throws -> GatewayResponse {
         var webhookURL: String?
         if let url = body.webhookURL {
             guard webhooks.webhookSigner != nil else {
                 throw APIError(.invalidRequest, "this gateway sends no webhooks: WEBHOOK_SECRET is not set", details: ["field": "webhook_url"])
             }
-            webhookURL = try await WebhookTarget.check(url, allowPrivate: webhooks.webhookAllowPrivate).url
+            webhookURL = try await OutboundURL.check(url, allowPrivate: webhooks.webhookAllowPrivate).url
         }
-        let (record, requestHash) = try await admission.admit(body, request, kind: .async, endpoint: "jobs", webhookURL: webhookURL)
+        let (record, requestHash) = try await admission.admit(body, request, kind: .async, endpoint: endpoint, webhookURL: webhookURL)
         let insertion = try await runner.submit(record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning)
         let job = insertion.record
         var headers = [("Location", "/api/jobs/\(job.id)")]

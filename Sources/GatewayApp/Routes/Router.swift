@@ -28,8 +28,8 @@ struct Router: Sendable {
     }
 
     /// A route for every path below `prefix` (the handler reads the rest of the path).
-    mutating func add(_ method: String, prefix: String, keyed: Bool = false, _ handler: @escaping Handler) {
-        let route = Route(handler: handler, keyed: keyed)
+    mutating func add(_ method: String, prefix: String, body: BodyKind? = nil, keyed: Bool = false, _ handler: @escaping Handler) {
+        let route = Route(handler: handler, body: body, keyed: keyed)
         if let index = prefixRoutes.firstIndex(where: { $0.prefix == prefix }) {
             prefixRoutes[index].methods[method] = route
         } else {

@@ -1,39 +1,43 @@
 import Foundation
 import NIOPosix
 
-/// A webhook URL checked against server-side request forgery: http(s) only, no credentials,
-/// and by default no loopback, private, link-local or other non-public address, whatever
-/// name it is reached by. The address approved is the one curl connects to (`resolve`).
-public struct WebhookTarget: Sendable {
+/// A URL the gateway itself will call (a webhook, an input image), checked against server-side
+/// request forgery: http(s) only, no credentials, and by default no loopback, private,
+/// link-local or other non-public address, whatever name it is reached by. The address
+/// approved is the one curl connects to (`resolve`).
+public struct OutboundURL: Sendable {
     public static let maxLength = 2048
 
     public let url: String
     /// `host:port:address` for `CurlRequest.resolve`.
     public let resolve: [String]
 
-    /// Why a URL may not be a webhook target.
+    /// Why a URL may not be called.
     public struct Refusal: Error, Sendable, CustomStringConvertible {
+        /// The request field that held the URL.
+        public var field: String
         public var description: String
     }
 
-    /// Parses and checks `url`; resolves its host (off the cooperative pool).
-    public static func check(_ url: String, allowPrivate: Bool) async throws -> WebhookTarget {
-        guard url.utf8.count <= maxLength else { throw Refusal(description: "webhook_url is longer than \(maxLength) bytes") }
+    /// Parses and checks `url`; resolves its host (off the cooperative pool). `field` and
+    /// `allowVariable` name the request field and the setting in refusals.
+    public static func check(_ url: String, allowPrivate: Bool, field: String = "webhook_url", allowVariable: String = "WEBHOOK_ALLOW_PRIVATE") async throws -> OutboundURL {
+        guard url.utf8.count <= maxLength else { throw Refusal(field: field, description: "\(field) is longer than \(maxLength) bytes") }
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
-            throw Refusal(description: "webhook_url must be an http or https URL")
+            throw Refusal(field: field, description: "\(field) must be an http or https URL")
         }
-        guard let host = components.host, !host.isEmpty else { throw Refusal(description: "webhook_url has no host") }
-        guard components.user == nil, components.password == nil else { throw Refusal(description: "webhook_url may not carry a user or password") }
-        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw Refusal(description: "webhook_url may hold only printable ASCII") }
+        guard let host = components.host, !host.isEmpty else { throw Refusal(field: field, description: "\(field) has no host") }
+        guard components.user == nil, components.password == nil else { throw Refusal(field: field, description: "\(field) may not carry a user or password") }
+        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw Refusal(field: field, description: "\(field) may hold only printable ASCII") }
         let port = components.port ?? (scheme == "https" ? 443 : 80)
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         let addresses = try await NIOThreadPool.singleton.runIfActive { resolveAddresses(bareHost, port: port) }
-        guard let first = addresses.first else { throw Refusal(description: "webhook_url's host \(host) does not resolve") }
+        guard let first = addresses.first else { throw Refusal(field: field, description: "\(field)'s host \(host) does not resolve") }
         if !allowPrivate, let address = addresses.first(where: { !$0.isPublic }) {
-            throw Refusal(description: "webhook_url's host \(host) is at \(address.text), a loopback, private or link-local address (WEBHOOK_ALLOW_PRIVATE=true allows it)")
+            throw Refusal(field: field, description: "\(field)'s host \(host) is at \(address.text), a loopback, private or link-local address (\(allowVariable)=true allows it)")
         }
         let pinned = first.family == AF_INET6 ? "[\(first.text)]" : first.text
-        return WebhookTarget(url: url, resolve: ["\(bareHost):\(port):\(pinned)"])
+        return OutboundURL(url: url, resolve: ["\(bareHost):\(port):\(pinned)"])
     }
 }
 

@@ -1,0 +1,46 @@
+import Foundation
+
+/// Fetching an input image by URL: every hop checked against SSRF and pinned to the address
+/// checked, at most `maxRedirects` redirects, bounded in bytes and in time.
+extension InputImages {
+    func fetch(_ url: String, field: String) async throws -> [UInt8] {
+        let deadline = ContinuousClock.now + limits.fetchTimeout
+        var current = url
+        for _ in 0...limits.maxRedirects {
+            let target: OutboundURL
+            do {
+                target = try await OutboundURL.check(current, allowPrivate: limits.allowPrivate, field: field, allowVariable: "INPUT_URL_ALLOW_PRIVATE")
+            } catch let refusal as OutboundURL.Refusal {
+                throw InputImageError(.refused, field: field, refusal.description)
+            }
+            let remaining = deadline - .now
+            guard remaining > .zero else { break }
+            var request = CurlRequest(url: target.url, headers: [("Accept", "image/png, image/jpeg, image/webp")], timeout: remaining)
+            request.resolve = target.resolve
+            request.maxResponseBytes = limits.maxBytes
+            let response: CurlResponse
+            do {
+                response = try await http.execute(request)
+            } catch let error as CurlError {
+                switch error.kind {
+                case .responseTooLarge: throw InputImageError(.tooLarge, field: field, "\(field)'s URL gave more than \(limits.maxBytes) bytes")
+                case .timedOut: throw InputImageError(.unreachable, field: field, "\(field)'s URL did not answer within \(limits.fetchTimeout)")
+                default: throw InputImageError(.unreachable, field: field, "\(field)'s URL could not be fetched: \(error.message)")
+                }
+            }
+            switch response.status {
+            case 200:
+                return response.body
+            case 301, 302, 303, 307, 308:
+                guard let location = response.header("location"), let next = URL(string: location, relativeTo: URL(string: current))?.absoluteString else {
+                    throw InputImageError(.unreachable, field: field, "\(field)'s URL redirected without a usable Location")
+                }
+                current = next
+            default:
+                throw InputImageError(.unreachable, field: field, "\(field)'s URL answered HTTP \(response.status)")
+            }
+        }
+        if deadline <= .now { throw InputImageError(.unreachable, field: field, "\(field)'s URL did not answer within \(limits.fetchTimeout)") }
+        throw InputImageError(.unreachable, field: field, "\(field)'s URL redirected more than \(limits.maxRedirects) times")
+    }
+}

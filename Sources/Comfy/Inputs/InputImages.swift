@@ -1,0 +1,108 @@
+import Foundation
+import NIOPosix
+
+/// Input images of calls: fetched or decoded, checked like sketches, kept content-addressed
+/// under `STATE_DIR/inputs` and named in the workflow as `<upload folder>/<sha256>.<ext>`.
+/// When the job runs, whichever backend it lands on gets them through `/upload/image`
+/// (`uploads(for:)`), so a job survives a restart and may move between backends.
+public struct InputImages: Sendable {
+    public struct Limits: Sendable {
+        public var maxBytes: Int
+        public var maxPixels: Int
+        /// The whole fetch of one URL, redirects included.
+        public var fetchTimeout: Duration
+        public var allowPrivate: Bool
+        public var maxRedirects = 3
+
+        public init(maxBytes: Int, maxPixels: Int, fetchTimeout: Duration, allowPrivate: Bool) {
+            self.maxBytes = maxBytes
+            self.maxPixels = maxPixels
+            self.fetchTimeout = fetchTimeout
+            self.allowPrivate = allowPrivate
+        }
+    }
+
+    let store: LocalImageStore
+    let http: CurlHTTPClient
+    public let limits: Limits
+    /// ComfyUI's input subfolder the gateway uploads to (`NodePolicy.uploadFolder`).
+    public let folder: String
+
+    public init(directory: String, http: CurlHTTPClient, limits: Limits, folder: String) {
+        store = LocalImageStore(directory: directory, baseURL: "")
+        self.http = http
+        self.limits = limits
+        self.folder = folder
+    }
+
+    /// Takes one image argument (URL, data URL or base64) and answers the `LoadImage` value for it.
+    public func accept(_ value: String, field: String) async throws -> String {
+        switch try InputImageSource.parse(value, field: field, maxBytes: limits.maxBytes) {
+        case .bytes(let bytes): return try await accept(bytes: bytes, field: field)
+        case .url(let url): return try await accept(bytes: try await fetch(url, field: field), field: field)
+        }
+    }
+
+    /// Takes an image's bytes (an upload, or what a URL gave) and answers the `LoadImage` value for it.
+    public func accept(bytes: [UInt8], field: String) async throws -> String {
+        guard bytes.count <= limits.maxBytes else { throw InputImageError(.tooLarge, field: field, "\(field) is larger than \(limits.maxBytes) bytes") }
+        let probe: ImageProbe
+        do {
+            probe = try ImageProbe.probe(bytes)
+        } catch {
+            throw InputImageError(.invalid, field: field, "\(field) is not a usable image: \(error)")
+        }
+        let (pixels, overflow) = probe.width.multipliedReportingOverflow(by: probe.height)
+        guard !overflow, pixels <= limits.maxPixels else {
+            throw InputImageError(.tooLarge, field: field, "\(field) is \(probe.width)×\(probe.height) pixels; at most \(limits.maxPixels) pixels are accepted")
+        }
+        let stored = try await store.store(bytes, mimeType: probe.mimeType)
+        return "\(folder)/\(stored.filename)"
+    }
+
+    /// The uploads a workflow needs: every loader input naming one of the stored inputs.
+    public func uploads(for workflow: [String: JSONValue]) async throws -> [PromptUpload] {
+        var names: Set<String> = []
+        for node in workflow.values where NodePolicy.loaderClasses.contains(node["class_type"]?.stringValue ?? "") {
+            for (input, value) in node["inputs"]?.objectValue ?? [:] where NodePolicy.uploadInputs.contains(input) {
+                if let name = value.stringValue, let file = storedName(name) { names.insert(file) }
+            }
+        }
+        var uploads: [PromptUpload] = []
+        for name in names.sorted() {
+            // Gone past retention: ComfyUI then names the missing file in its validation error.
+            guard let bytes = try await store.read(name) else { continue }
+            uploads.append(PromptUpload(subfolder: folder, filename: name, bytes: bytes, mimeType: Self.mimeType(ofFile: name)))
+        }
+        return uploads
+    }
+
+    /// Removes inputs not used since `date` (a reused input's time is refreshed when it is stored again).
+    public func removeUnused(before date: Date) async -> Int {
+        let directory = store.directory
+        return (try? await NIOThreadPool.singleton.runIfActive {
+            var removed = 0
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
+                let path = "\(directory)/\(name)"
+                guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < date else { continue }
+                if unlink(path) == 0 { removed += 1 }
+            }
+            return removed
+        }) ?? 0
+    }
+
+    /// `folder/<64 hex>.<png|jpg|webp>` → the file name; anything else is not ours.
+    func storedName(_ value: String) -> String? {
+        guard value.hasPrefix(folder + "/") else { return nil }
+        let name = value.dropFirst(folder.count + 1)
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0].utf8.count == 64, parts[0].utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }),
+            ["png", "jpg", "webp"].contains(parts[1])
+        else { return nil }
+        return String(name)
+    }
+
+    static func mimeType(ofFile name: String) -> String {
+        name.hasSuffix(".png") ? "image/png" : name.hasSuffix(".webp") ? "image/webp" : "image/jpeg"
+    }
+}

@@ -1,0 +1,68 @@
+/// Filling a tool's workflow in from one call's arguments.
+extension WorkflowTool {
+    /// Why a call's arguments were refused, naming the parameter.
+    public struct CallError: Error, Sendable, Equatable, CustomStringConvertible {
+        public var parameter: String
+        public var message: String
+        public var description: String { message }
+    }
+
+    /// A filled-in call: the graph with every value but the images, and each image argument
+    /// as sent (a URL, a data URL or base64) with the inputs it goes to.
+    public struct Call: Sendable {
+        public var workflow: [String: JSONValue]
+        public var images: [(parameter: String, value: String, targets: [Target])]
+    }
+
+    /// Checks every argument against its parameter and writes it into the graph. Names that are
+    /// not parameters and not `reservedNames` are refused; `null` means "not given".
+    public func call(_ arguments: [String: JSONValue]) throws(CallError) -> Call {
+        for name in arguments.keys.sorted() where !Self.reservedNames.contains(name) && !parameters.contains(where: { $0.name == name }) {
+            let known = parameters.map(\.name).joined(separator: ", ")
+            throw CallError(parameter: name, message: "\(self.name) has no parameter \"\(name.prefix(64))\"; it takes \(known.isEmpty ? "none" : known)")
+        }
+        var graph = workflow
+        var images: [(String, String, [Target])] = []
+        for parameter in parameters {
+            var argument = arguments[parameter.name]
+            if argument == .null { argument = nil }
+            guard let value = argument ?? parameter.defaultValue else {
+                throw CallError(parameter: parameter.name, message: "\(parameter.name) is required (\(parameter.kind.rawValue))")
+            }
+            let checked = try check(value, for: parameter)
+            if parameter.kind == .image, argument != nil {
+                images.append((parameter.name, checked.stringValue ?? "", parameter.targets))
+                continue
+            }
+            for target in parameter.targets {
+                graph[target.nodeID] = graph[target.nodeID]?.settingInput(target.input, checked)
+            }
+        }
+        return Call(workflow: graph, images: images)
+    }
+
+    private func check(_ value: JSONValue, for parameter: Parameter) throws(CallError) -> JSONValue {
+        let name = parameter.name
+        func refuse(_ problem: String) -> CallError { CallError(parameter: name, message: "\(name) \(problem)") }
+        switch parameter.kind {
+        case .string, .image:
+            guard let text = value.stringValue else { throw refuse("must be a string") }
+            guard parameter.kind == .image || text.count <= Self.maxStringLength else { throw refuse("is longer than \(Self.maxStringLength) characters") }
+            return value
+        case .boolean:
+            guard value.boolValue != nil else { throw refuse("must be true or false") }
+            return value
+        case .integer, .number:
+            guard let number = value.doubleValue, number.isFinite else { throw refuse("must be a number") }
+            if parameter.kind == .integer, number.rounded() != number { throw refuse("must be a whole number, got \(number)") }
+            if let minimum = parameter.minimum, number < minimum { throw refuse("must be at least \(Self.format(minimum)), got \(Self.format(number))") }
+            if let maximum = parameter.maximum, number > maximum { throw refuse("must be at most \(Self.format(maximum)), got \(Self.format(number))") }
+            return value
+        }
+    }
+
+    /// A number as people write it: `7`, not `7.0`.
+    public static func format(_ number: Double) -> String {
+        number.rounded() == number && abs(number) < 1e15 ? String(Int64(number)) : String(number)
+    }
+}

@@ -1,0 +1,129 @@
+import Comfy
+import Foundation
+
+/// `GET /openapi.json`: the API reference (`static/openapi.json`) with, added at run time, the
+/// server's absolute URL and one operation per workflow tool with a flat, typed body.
+///
+/// `GET /api/workflows/openapi.json` is the workflow tools alone, in the OpenAPI 3.0 shape
+/// Dify's "custom tool → import from URL" reads (its parser takes every operation of a document
+/// as a tool and fails on 3.1's `type: [..., "null"]`): each workflow one tool, ranges and
+/// choices in the descriptions, which are all its model sees.
+struct OpenAPIRoute: Sendable {
+    let base: [String: JSONValue]
+    let library: StyleLibrary
+    /// `SERVER_BASE_URL`; empty: the request's own scheme and host.
+    let serverBaseURL: String
+
+    /// Reads the reference document; a missing or broken one leaves only the workflow tools.
+    init(staticDirectory: String, library: StyleLibrary, serverBaseURL: String) {
+        let data = FileManager.default.contents(atPath: "\(staticDirectory)/openapi.json").map { Array($0) } ?? []
+        base = (try? JSONValue.parse(data))?.objectValue ?? [
+            "openapi": "3.1.0", "info": .object(["title": "Comfy Gateway", "version": "1"]), "paths": .object([:]),
+        ]
+        self.library = library
+        self.serverBaseURL = serverBaseURL
+    }
+
+    func document(_ request: GatewayRequest) async -> GatewayResponse {
+        var document = base
+        document["servers"] = .array([.object(["url": .string(serverURL(for: request))])])
+        var paths = document["paths"]?.objectValue ?? [:]
+        for tool in await library.tools() {
+            paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool)])
+        }
+        document["paths"] = .object(paths)
+        return .json(.object(document), headers: [("Cache-Control", "no-cache")])
+    }
+
+    func toolDocument(_ request: GatewayRequest) async -> GatewayResponse {
+        var paths: [String: JSONValue] = [:]
+        for tool in await library.tools() {
+            paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool)])
+        }
+        let document: JSONValue = .object([
+            "openapi": "3.0.3",
+            "info": .object([
+                "title": "Comfy Gateway workflows",
+                "version": .string(base["info"]?["version"]?.stringValue ?? "1"),
+                "description": "Every ComfyUI workflow of this gateway as a tool. Authenticate with an API key: Authorization: Bearer cgw_...",
+            ]),
+            "servers": .array([.object(["url": .string(serverURL(for: request))])]),
+            "paths": .object(paths),
+            "components": .object(["securitySchemes": .object(["bearer": .object(["type": "http", "scheme": "bearer"])])]),
+            "security": .array([.object(["bearer": .array([])])]),
+        ])
+        return .json(document, headers: [("Cache-Control", "no-cache")])
+    }
+
+    /// The absolute base URL callers reach: Dify joins `servers[0].url` and the path as strings.
+    func serverURL(for request: GatewayRequest) -> String {
+        var base = serverBaseURL
+        if base.isEmpty {
+            // Only a plain host[:port] is echoed back: the document is no place for a forged header.
+            let host = request.host.flatMap { host in
+                host.utf8.count <= 255 && host.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != 0x2F && $0 != 0x40 && $0 != 0x5C && $0 != 0x22 } ? host : nil
+            } ?? "localhost"
+            base = "\(request.scheme == "https" ? "https" : "http")://\(host)"
+        }
+        while base.hasSuffix("/") { base.removeLast() }
+        return base
+    }
+
+    /// One tool as one operation: `run_<name>`, its parameters as the body's properties.
+    static func operation(_ tool: WorkflowTool) -> JSONValue {
+        var properties: [String: JSONValue] = [:]
+        for parameter in tool.parameters {
+            var description = parameter.description
+            switch (parameter.minimum, parameter.maximum) {
+            case let (low?, high?): description += " From \(WorkflowTool.format(low)) to \(WorkflowTool.format(high))."
+            case let (low?, nil): description += " At least \(WorkflowTool.format(low))."
+            case let (nil, high?): description += " At most \(WorkflowTool.format(high))."
+            case (nil, nil): break
+            }
+            var schema: [String: JSONValue] = [
+                "type": .string(parameter.kind == .image ? "string" : parameter.kind.rawValue),
+                "description": .string(description),
+            ]
+            schema["default"] = parameter.defaultValue
+            schema["minimum"] = parameter.minimum.map(JSONValue.number)
+            schema["maximum"] = parameter.maximum.map(JSONValue.number)
+            properties[parameter.name] = .object(schema)
+        }
+        properties["response_type"] = .object([
+            "type": "string", "enum": .array(["url", "file"]), "default": "url",
+            "description": "url (the default): a JSON answer with the image URL; file: the image bytes.",
+        ])
+        var body: [String: JSONValue] = ["type": "object", "properties": .object(properties)]
+        let required = tool.parameters.filter(\.required).map { JSONValue.string($0.name) }
+        if !required.isEmpty { body["required"] = .array(required) }
+        let names = tool.parameters.map(\.name).joined(separator: ", ")
+        return .object([
+            "operationId": .string(operationID(tool.name)),
+            "tags": .array(["workflows"]),
+            "summary": .string("Run the \(tool.name) workflow"),
+            "description": .string("Runs the \(tool.name) ComfyUI workflow and answers with its image\(names.isEmpty ? "." : "; parameters: \(names).")"),
+            "requestBody": .object(["required": true, "content": .object(["application/json": .object(["schema": .object(body)])])]),
+            "responses": .object([
+                "200": .object([
+                    "description": "The image's URL (with response_type file: the image bytes instead).",
+                    "content": .object([
+                        "application/json": .object(["schema": .object([
+                            "type": "object",
+                            "properties": .object([
+                                "url": .object(["type": "string", "description": "Where the image is."]),
+                                "filename": .object(["type": "string"]),
+                                "content_type": .object(["type": "string"]),
+                            ]),
+                        ])]),
+                    ]),
+                ]),
+                "400": .object(["description": "A parameter is unknown, of the wrong type or out of range (error.parameter names it)."]),
+            ]),
+        ])
+    }
+
+    /// `run_` and the name with `-` as `_`: an identifier in every tool-calling format.
+    static func operationID(_ name: String) -> String {
+        "run_" + name.replacingOccurrences(of: "-", with: "_")
+    }
+}
