@@ -85,10 +85,10 @@ struct GatewayParts: Sendable {
         let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
         let admission = JobAdmission(gate: gate, store: jobs.store, policy: configuration.nodePolicy, inputs: inputs)
         let generate = GenerateRoute(runner: jobs, local: local, limit: generateLimit, admission: admission)
-        router.add("POST", "/api/generate", body: .json, keyed: true) { try await generate.generate($0, forceFile: false) }
-        router.add("POST", "/api/generate_file", body: .json, keyed: true) { try await generate.generate($0, forceFile: true) }
+        router.add("POST", "/api/generate", body: .jsonOrMultipart, keyed: true) { try await generate.generate($0, forceFile: false) }
+        router.add("POST", "/api/generate_file", body: .jsonOrMultipart, keyed: true) { try await generate.generate($0, forceFile: true) }
         let jobsRoute = JobsRoute(runner: jobs, admission: admission, webhooks: configuration.jobs)
-        router.add("POST", "/api/jobs", body: .json, keyed: true) { try await jobsRoute.submit($0) }
+        router.add("POST", "/api/jobs", body: .jsonOrMultipart, keyed: true) { try await jobsRoute.submit($0) }
         router.add("GET", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.show($0) }
         router.add("DELETE", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.cancel($0) }
         let workflows = WorkflowsRoute(library: styles, generate: generate, jobs: jobsRoute)

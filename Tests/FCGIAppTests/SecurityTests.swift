@@ -124,16 +124,19 @@ struct SecurityTests {
         }
     }
 
-    @Test func jobRoutesTakeOnlyJSONAndSketchesOnlyMultipart() async throws {
+    @Test func jobRoutesTakeOnlyJSONOrFormsWithFilesAndSketchesOnlyMultipart() async throws {
         try await withGateway("sec-types") { gateway, emulator in
             let body = Workflows.body(Workflows.txt2img(text: "x")).encoded()
-            for type in ["text/plain", "application/x-www-form-urlencoded", "application/xml", "", "multipart/form-data; boundary=x", "application/jsonp"] {
+            for type in ["text/plain", "application/x-www-form-urlencoded", "application/xml", "", "application/jsonp"] {
                 for path in ["/api/generate", "/api/generate_file"] {
                     let response = try await gateway.post(path, body: body, contentType: type)
                     #expect(response.status == 415, "\(path) with \(type)")
                     #expect(try error(of: response)["code"] == "unsupported_media_type")
                 }
             }
+            // A form must be a well-formed one; JSON sent as a form is not.
+            let notAForm = try await gateway.post("/api/generate", body: body, contentType: "multipart/form-data; boundary=x")
+            #expect(notAForm.status == 400)
             let sketch = try await gateway.post("/api/sketch", body: Array("{}".utf8), contentType: "application/json")
             #expect(sketch.status == 415)
             #expect(try await emulator.stats()["prompts_received"] == 0)

@@ -122,6 +122,28 @@ struct WorkflowToolTests {
         }
     }
 
+    @Test func multipartGenerateTakesWorkflowDataAndAnImagePartNamedByItsNode() async throws {
+        try await withGateway("input-multipart") { gateway, emulator in
+            let sketch = Sketches.png(seed: 30)
+            let workflow = String(decoding: JSONValue.object(Sketches.style(text: "from a form")).encoded(), as: UTF8.self)
+            let form = sketchForm(file: sketch, fields: ["workflow_data": workflow, "output_node_id": "8", "response_type": "file"], fileField: "4")
+            let response = try await gateway.post("/api/generate", body: form.body, contentType: form.contentType)
+            #expect(response.status == 200, "\(response.bodyText)")
+            let metadata = try #require(emulatorMetadata(ofPNG: response.body))
+            #expect(metadata["image_sha256"]?.stringValue == Digest.hex(Digest.sha256(sketch)))
+            #expect(metadata["texts"]?.arrayValue?.first == "from a form")
+
+            let stray = sketchForm(file: sketch, fields: ["workflow_data": workflow, "output_node_id": "8"], fileField: "6")
+            let refused = try await gateway.post("/api/generate", body: stray.body, contentType: stray.contentType)
+            #expect(refused.status == 400)
+            #expect(try JSONValue.parse(refused.body)["error"]?["node_id"] == "6")
+            let bomb = sketchForm(file: Sketches.bombHeader(), fields: ["workflow_data": workflow, "output_node_id": "8"], fileField: "4")
+            let tooLarge = try await gateway.post("/api/generate", body: bomb.body, contentType: bomb.contentType)
+            #expect(tooLarge.status == 413, "\(tooLarge.bodyText)")
+            #expect(try await emulator.stats()["prompts_received"] == 1)
+        }
+    }
+
     @Test func asyncToolCallKeepsItsInputImageUntilTheJobRuns() async throws {
         try await withGateway("tool-async") { gateway, _ in
             try Sketches.install(Sketches.style(), as: "paint", in: gateway)

@@ -3,12 +3,16 @@
 enum BodyKind: Sendable {
     case json
     case multipart
+    /// JSON, or a form with files (a Dify HTTP node's file variable): a cross-site form post
+    /// carries an `Origin`, which `CrossOriginPolicy` refuses.
+    case jsonOrMultipart
 
     /// The media types accepted, for the error message.
     var mediaType: String {
         switch self {
         case .json: "application/json"
         case .multipart: "multipart/form-data"
+        case .jsonOrMultipart: "application/json or multipart/form-data"
         }
     }
 
@@ -16,6 +20,9 @@ enum BodyKind: Sendable {
     func accepts(_ contentType: String?) -> Bool {
         guard let contentType else { return false }
         let type = contentType.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
-        return type == mediaType
+        switch self {
+        case .json, .multipart: return type == mediaType
+        case .jsonOrMultipart: return type == "application/json" || type == "multipart/form-data"
+        }
     }
 }

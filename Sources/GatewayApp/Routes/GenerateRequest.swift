@@ -12,9 +12,16 @@ struct GenerateRequest: Sendable {
 
     /// An input image as sent (a URL, a data URL or base64), and the node inputs it goes to.
     struct InputImage: Sendable {
+        enum Given: Sendable {
+            /// A URL, a data URL or base64.
+            case text(String)
+            /// A file part of a multipart body.
+            case bytes([UInt8])
+        }
+
         /// The request field or tool parameter that held it, for errors.
         var field: String
-        var value: String
+        var given: Given
         var targets: [WorkflowTool.Target]
     }
 
@@ -29,8 +36,42 @@ struct GenerateRequest: Sendable {
         responseType = try Self.responseType(options)
     }
 
-    init(body: [UInt8]) throws(APIError) {
-        let object = try Self.object(body)
+    /// A JSON body, or a multipart one: `workflow_data` (JSON text) and the other fields as text
+    /// parts, and image files in parts named by the id of the loader node they go to.
+    init(body: [UInt8], contentType: String?) throws {
+        guard BodyKind.multipart.accepts(contentType) else {
+            try self.init(object: try Self.object(body))
+            return
+        }
+        let form = try MultipartForm(body: body, contentType: contentType)
+        var object: [String: JSONValue] = [:]
+        var files: [MultipartForm.Part] = []
+        for part in form.parts {
+            if part.filename != nil || !Self.formFields.contains(part.name) {
+                files.append(part)
+            } else if part.name == "workflow_data" || part.name == "input_images" {
+                do {
+                    object[part.name] = try JSONValue.parse(part.body)
+                } catch {
+                    throw APIError(.invalidJSON, "the form's \(part.name) field is not valid JSON")
+                }
+            } else {
+                object[part.name] = .string(String(decoding: part.body, as: UTF8.self))
+            }
+        }
+        try self.init(object: object)
+        for file in files {
+            guard let node = workflow[file.name], NodePolicy.loaderClasses.contains(node["class_type"]?.stringValue ?? "") else {
+                throw APIError(.invalidRequest, "the form's file part \"\(file.name.prefix(64))\" does not name an image loader node of workflow_data", details: ["node_id": .string(file.name)])
+            }
+            inputImages.append(InputImage(field: file.name, given: .bytes(file.body), targets: [WorkflowTool.Target(nodeID: file.name, input: "image")]))
+        }
+    }
+
+    /// The text fields of a multipart body; any other part is an image for the node it names.
+    static let formFields: Set<String> = ["workflow_data", "output_node_id", "response_type", "webhook_url", "input_images"]
+
+    init(object: [String: JSONValue]) throws(APIError) {
         guard let workflowValue = object["workflow_data"] else { throw APIError(.invalidRequest, "workflow_data is missing") }
         guard let workflow = workflowValue.objectValue else {
             throw APIError(.invalidRequest, "workflow_data must be an object (a ComfyUI API-format prompt)")
@@ -84,7 +125,7 @@ struct GenerateRequest: Sendable {
                 guard let text = value.stringValue else {
                     throw APIError(.invalidRequest, "input_images[\"\(id)\"] must be a URL, a data URL or base64 string", details: ["node_id": .string(id)])
                 }
-                inputImages.append(InputImage(field: "input_images.\(id)", value: text, targets: [WorkflowTool.Target(nodeID: id, input: "image")]))
+                inputImages.append(InputImage(field: "input_images.\(id)", given: .text(text), targets: [WorkflowTool.Target(nodeID: id, input: "image")]))
             }
         default:
             throw APIError(.invalidRequest, "input_images must be an object of node id → image")

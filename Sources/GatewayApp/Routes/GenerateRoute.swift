@@ -11,7 +11,7 @@ struct GenerateRoute: Sendable {
     let admission: JobAdmission
 
     func generate(_ request: GatewayRequest, forceFile: Bool) async throws -> GatewayResponse {
-        let body = try GenerateRequest(body: request.body)
+        let body = try GenerateRequest(body: request.body, contentType: request.header("content-type"))
         return try await generate(body, request, forceFile: forceFile, endpoint: "generate")
     }
 

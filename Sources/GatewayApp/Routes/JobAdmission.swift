@@ -25,7 +25,11 @@ struct JobAdmission: Sendable {
         }
         var workflow = body.workflow
         for image in body.inputImages {
-            let name = try await inputs.accept(image.value, field: image.field)
+            let name: String
+            switch image.given {
+            case .text(let value): name = try await inputs.accept(value, field: image.field)
+            case .bytes(let bytes): name = try await inputs.accept(bytes: bytes, field: image.field)
+            }
             for target in image.targets {
                 workflow[target.nodeID] = workflow[target.nodeID]?.settingInput(target.input, .string(name))
             }

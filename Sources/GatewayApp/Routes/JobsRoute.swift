@@ -9,7 +9,7 @@ struct JobsRoute: Sendable {
     let webhooks: JobConfiguration
 
     func submit(_ request: GatewayRequest) async throws -> GatewayResponse {
-        try await submit(try GenerateRequest(body: request.body), request, endpoint: "jobs")
+        try await submit(try GenerateRequest(body: request.body, contentType: request.header("content-type")), request, endpoint: "jobs")
     }
 
     /// Queues an already read request (a workflow tool's async call, too).

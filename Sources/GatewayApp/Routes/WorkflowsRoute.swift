@@ -24,7 +24,7 @@ struct WorkflowsRoute: Sendable {
         let arguments = try GenerateRequest.object(request.body)
         let call = try tool.call(arguments)
         var body = try GenerateRequest(workflow: call.workflow, outputNodeID: tool.outputNodeID, options: arguments)
-        body.inputImages = call.images.map { GenerateRequest.InputImage(field: $0.parameter, value: $0.value, targets: $0.targets) }
+        body.inputImages = call.images.map { GenerateRequest.InputImage(field: $0.parameter, given: .text($0.value), targets: $0.targets) }
         let endpoint = "workflows/\(tool.name)"
         switch arguments["async"] {
         case nil, .null, .bool(false):

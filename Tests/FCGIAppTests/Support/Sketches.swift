@@ -87,15 +87,16 @@ enum Sketches {
     }
 }
 
-/// A multipart/form-data body for `/api/sketch`.
-func sketchForm(file: [UInt8]?, fields: [String: String]) -> (body: [UInt8], contentType: String) {
+/// A multipart/form-data body for `/api/sketch` (or, with the file in the part named by a
+/// node id, for `/api/generate`).
+func sketchForm(file: [UInt8]?, fields: [String: String], fileField: String = "file") -> (body: [UInt8], contentType: String) {
     let boundary = "test-\(UUID().uuidString)"
     var body = [UInt8]()
     for (name, value) in fields.sorted(by: { $0.key < $1.key }) {
         body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"\(name)\"\r\n\r\n\(value)\r\n".utf8)
     }
     if let file {
-        body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"sketch.png\"\r\nContent-Type: image/png\r\n\r\n".utf8)
+        body += Array("--\(boundary)\r\nContent-Disposition: form-data; name=\"\(fileField)\"; filename=\"sketch.png\"\r\nContent-Type: image/png\r\n\r\n".utf8)
         body += file + Array("\r\n".utf8)
     }
     body += Array("--\(boundary)--\r\n".utf8)
