@@ -100,14 +100,20 @@ extension ComfyBackend {
         case .success, nil:
             break
         }
-        switch watch.wantedProduct {
-        case .frame(let node, let bytes, let mimeType):
-            return GeneratedImage(bytes: bytes, mimeType: mimeType, promptID: watch.promptID, backend: url.description, nodeID: node)
-        case .file(let node, let reference):
-            let (bytes, mimeType) = try await rest.view(reference)
-            return GeneratedImage(bytes: bytes, mimeType: mimeType, promptID: watch.promptID, backend: url.description, nodeID: node)
-        case nil:
-            return nil
+        var images: [ImageData] = []
+        for product in watch.wantedProducts {
+            switch product {
+            case .frame(_, let bytes, let mimeType):
+                images.append(ImageData(bytes: bytes, mimeType: mimeType))
+            case .file(_, let reference):
+                let (bytes, mimeType) = try await rest.view(reference)
+                images.append(ImageData(bytes: bytes, mimeType: mimeType))
+            }
         }
+        guard let first = images.first else { return nil }
+        return GeneratedImage(
+            bytes: first.bytes, mimeType: first.mimeType, others: Array(images.dropFirst()), promptID: watch.promptID, backend: url.description,
+            nodeID: watch.wantedProduct?.node
+        )
     }
 }

@@ -14,15 +14,7 @@ extension JobRecord {
             "finished_at": time(finishedAt),
             "error": failure?.error ?? .null,
         ]
-        if let result {
-            var answer: [String: JSONValue] = [
-                "url": .string(result.url), "filename": .string(result.filename), "content_type": .string(result.contentType),
-            ]
-            answer["expires_at"] = result.expiresAt.map { .string(UTCTimestamp($0).iso8601) }  // whole seconds, as signed URLs have
-            object["result"] = .object(answer)
-        } else {
-            object["result"] = .null
-        }
+        object["result"] = result?.json ?? .null
         object["webhook"] = webhookURL == nil ? .null : .object([
             "attempts": .number(Double(webhook.attempts)),
             "last_status": webhook.lastStatus.map { .number(Double($0)) } ?? .null,
@@ -44,5 +36,23 @@ extension Int {
     fileprivate func floorDiv(_ divisor: Int) -> Int {
         let quotient = self / divisor
         return (self % divisor != 0 && (self < 0) != (divisor < 0)) ? quotient - 1 : quotient
+    }
+}
+
+extension JobResult {
+    /// `{"url", "filename", "content_type", "expires_at", "urls", "images"}`: the first image's
+    /// fields (what one-image callers read), then every image of the batch.
+    public var json: JSONValue {
+        func fields(_ image: JobResult) -> [String: JSONValue] {
+            var answer: [String: JSONValue] = [
+                "url": .string(image.url), "filename": .string(image.filename), "content_type": .string(image.contentType),
+            ]
+            answer["expires_at"] = image.expiresAt.map { .string(UTCTimestamp($0).iso8601) }  // whole seconds, as signed URLs have
+            return answer
+        }
+        var answer = fields(self)
+        answer["urls"] = .array(all.map { .string($0.url) })
+        answer["images"] = .array(all.map { .object(fields($0)) })
+        return .object(answer)
     }
 }

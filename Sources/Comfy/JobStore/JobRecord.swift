@@ -78,22 +78,35 @@ public struct JobRecord: Sendable, Equatable {
     }
 }
 
-/// Where a completed job's image is.
+/// Where a completed job's images are: the first one's fields, and the batch's others.
 public struct JobResult: Sendable, Equatable {
     public var url: String
     public var filename: String
     public var contentType: String
     public var expiresAt: Date?
+    /// The batch's other images, after the first (each without `others` of its own).
+    public var others: [JobResult]
 
-    public init(url: String, filename: String, contentType: String, expiresAt: Date? = nil) {
+    public init(url: String, filename: String, contentType: String, expiresAt: Date? = nil, others: [JobResult] = []) {
         self.url = url
         self.filename = filename
         self.contentType = contentType
         self.expiresAt = expiresAt
+        self.others = others
     }
 
-    public init(_ stored: StoredImage) {
-        self.init(url: stored.url, filename: stored.filename, contentType: stored.mimeType, expiresAt: stored.expiresAt)
+    public init(_ stored: StoredImage, others: [StoredImage] = []) {
+        self.init(
+            url: stored.url, filename: stored.filename, contentType: stored.mimeType, expiresAt: stored.expiresAt,
+            others: others.map { JobResult($0) }
+        )
+    }
+
+    /// Every image, the first included.
+    public var all: [JobResult] {
+        var first = self
+        first.others = []
+        return [first] + others
     }
 }
 

@@ -397,14 +397,21 @@ public final class SQLiteJobStore: JobStore {
             "url": .string(result.url), "filename": .string(result.filename), "content_type": .string(result.contentType),
         ]
         object["expires_at"] = result.expiresAt.map { .number(Double($0.milliseconds)) }
+        if !result.others.isEmpty { object["others"] = .array(result.others.map { (try? JSONValue.parse(Array(encode($0).utf8))) ?? .null }) }
         return JSONValue.object(object).encodedText
     }
 
     static func decodeResult(_ text: String) -> JobResult? {
-        guard let value = try? JSONValue.parse(Array(text.utf8)), let url = value["url"]?.stringValue,
-            let filename = value["filename"]?.stringValue, let type = value["content_type"]?.stringValue
-        else { return nil }
-        return JobResult(url: url, filename: filename, contentType: type, expiresAt: value["expires_at"]?.intValue.map { Date(milliseconds: $0) })
+        guard let value = try? JSONValue.parse(Array(text.utf8)) else { return nil }
+        return decodeResult(value)
+    }
+
+    private static func decodeResult(_ value: JSONValue) -> JobResult? {
+        guard let url = value["url"]?.stringValue, let filename = value["filename"]?.stringValue, let type = value["content_type"]?.stringValue else { return nil }
+        return JobResult(
+            url: url, filename: filename, contentType: type, expiresAt: value["expires_at"]?.intValue.map { Date(milliseconds: $0) },
+            others: value["others"]?.arrayValue?.compactMap { decodeResult($0) } ?? []
+        )
     }
 
     static func encode(_ failure: JobFailure) -> String {

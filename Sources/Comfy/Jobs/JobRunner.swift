@@ -308,12 +308,15 @@ public actor JobRunner {
         case .ran(.success(let image)):
             do {
                 let stored = try await images.store(image.bytes, mimeType: image.mimeType)
+                var others: [StoredImage] = []
+                for other in image.others { others.append(try await images.store(other.bytes, mimeType: other.mimeType)) }
+                let imageBytes = image.all.reduce(0) { $0 + $1.bytes.count }
                 let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) }
                 if let key = record.keyName {
-                    Counter(label: "comfy_gateway_key_image_bytes_total", dimensions: [("key", key)]).increment(by: image.bytes.count)
+                    Counter(label: "comfy_gateway_key_image_bytes_total", dimensions: [("key", key)]).increment(by: imageBytes)
                     if let gpu { FloatingPointCounter(label: "comfy_gateway_key_gpu_seconds_total", dimensions: [("key", key)]).increment(by: Double(gpu) / 1000) }
                 }
-                _ = try? await settle(id, status: .completed, result: JobResult(stored), failure: nil, image: image.bytes, usage: (gpu, image.bytes.count))
+                _ = try? await settle(id, status: .completed, result: JobResult(stored, others: others), failure: nil, image: image.all.map(\.bytes), usage: (gpu, imageBytes))
             } catch {
                 _ = try? await settle(id, status: .failed, result: nil, failure: describe(error), image: nil)
             }
@@ -425,7 +428,7 @@ public actor JobRunner {
 
     /// Records the job's end and tells its watchers; returns the final record.
     private func settle(
-        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [UInt8]?, usage: (gpuMilliseconds: Int?, imageBytes: Int)? = nil
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [[UInt8]]?, usage: (gpuMilliseconds: Int?, imageBytes: Int)? = nil
     ) async throws -> JobRecord? {
         do {
             let final = try await store.finish(

@@ -63,19 +63,37 @@ public struct PromptUpload: Sendable {
     public var loadImageName: String { subfolder.isEmpty ? filename : "\(subfolder)/\(filename)" }
 }
 
-/// The image a job produced.
+/// One image's bytes and type.
+public struct ImageData: Sendable, Equatable {
+    public var bytes: [UInt8]
+    public var mimeType: String
+
+    public init(bytes: [UInt8], mimeType: String) {
+        self.bytes = bytes
+        self.mimeType = mimeType
+    }
+}
+
+/// The images a job produced: every image of its output node, in order (a batch gives
+/// several); `bytes` and `mimeType` are the first one's.
 public struct GeneratedImage: Sendable {
     public var bytes: [UInt8]
     public var mimeType: String
+    /// The batch's other images, after the first.
+    public var others: [ImageData]
     public var promptID: String
     public var backend: String
     public var nodeID: String?
 
-    public init(bytes: [UInt8], mimeType: String, promptID: String, backend: String, nodeID: String?) {
+    public init(bytes: [UInt8], mimeType: String, others: [ImageData] = [], promptID: String, backend: String, nodeID: String?) {
         self.bytes = bytes
         self.mimeType = mimeType
+        self.others = others
         self.promptID = promptID
         self.backend = backend
         self.nodeID = nodeID
     }
+
+    /// Every image, the first included.
+    public var all: [ImageData] { [ImageData(bytes: bytes, mimeType: mimeType)] + others }
 }

@@ -6,6 +6,13 @@ struct PromptWatch: Sendable {
     enum Product: Sendable, Equatable {
         case frame(node: String?, bytes: [UInt8], mimeType: String)
         case file(node: String, ComfyImageReference)
+
+        var node: String? {
+            switch self {
+            case .frame(let node, _, _): node
+            case .file(let node, _): node
+            }
+        }
     }
 
     /// How ComfyUI says the prompt ended.
@@ -67,11 +74,15 @@ struct PromptWatch: Sendable {
         return progress > before
     }
 
+    /// A batch larger than this keeps its first images only: frames must not pile up in memory.
+    static let maxImages = 64
+
     /// Records an image frame; `node` is known for type-4 frames, else the executing node.
-    /// Only the first wanted frame is kept: a batch of large frames must not pile up in memory.
+    /// Only wanted frames of the first wanted node are kept, at most `maxImages`.
     mutating func apply(frameFrom node: String?, bytes: [UInt8], mimeType: String) {
         let frame = Product.frame(node: node ?? currentNode, bytes: bytes, mimeType: mimeType)
-        guard isWanted(frame), !products.contains(where: { if case .frame = $0 { isWanted($0) } else { false } }) else { return }
+        let kept = products.filter { if case .frame = $0 { isWanted($0) } else { false } }
+        guard isWanted(frame), kept.count < Self.maxImages, kept.first.map({ $0.node == frame.node }) ?? true else { return }
         products.append(frame)
     }
 
@@ -87,6 +98,12 @@ struct PromptWatch: Sendable {
     /// The image the job asked for, if it arrived.
     var wantedProduct: Product? {
         products.first(where: isWanted)
+    }
+
+    /// Every image of the node that gave the first wanted one, in order (a batch).
+    var wantedProducts: [Product] {
+        guard let first = wantedProduct else { return [] }
+        return Array(products.filter { isWanted($0) && $0.node == first.node }.prefix(Self.maxImages))
     }
 
     private func isWanted(_ product: Product) -> Bool {

@@ -21,6 +21,7 @@ struct GenerateRoute: Sendable {
     }
 
     private func run(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String) async throws -> GatewayResponse {
+        let index = try Self.index(request)
         let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: endpoint)
         let insertion = try await runner.submit(record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning)
         let id = insertion.record.id
@@ -28,8 +29,8 @@ struct GenerateRoute: Sendable {
         do {
             // Without a key nobody can ask for the job again: it ends with its caller.
             switch try await runner.result(of: id, cancelIfAbandoned: record.idempotencyKey == nil) {
-            case .finished(let job, let image):
-                response = try await answer(job, image: image, file: forceFile || body.responseType == .file)
+            case .finished(let job, let images):
+                response = try await answer(job, images: images, file: forceFile || body.responseType == .file, index: index)
             case .unstored(let error):
                 throw error
             case .stopped(let error):
@@ -45,7 +46,18 @@ struct GenerateRoute: Sendable {
         return response
     }
 
-    private func answer(_ job: JobRecord, image: [UInt8]?, file: Bool) async throws -> GatewayResponse {
+    /// `?index=N`: which image of a batch a file answer carries (0, the first, by default).
+    static func index(_ request: GatewayRequest) throws(APIError) -> Int {
+        for pair in request.query.split(separator: "&") where pair.hasPrefix("index=") {
+            guard let index = Int(pair.dropFirst("index=".count)), index >= 0 else {
+                throw APIError(.invalidParameter, "index must be a whole number from 0", details: ["parameter": "index"])
+            }
+            return index
+        }
+        return 0
+    }
+
+    private func answer(_ job: JobRecord, images: [[UInt8]]?, file: Bool, index: Int) async throws -> GatewayResponse {
         switch job.status {
         case .completed:
             break
@@ -57,31 +69,29 @@ struct GenerateRoute: Sendable {
             throw APIError(.internalError, "job \(job.id) has not ended")
         }
         guard let result = job.result else { throw APIError(.internalError, "job \(job.id) completed without a result") }
-        // A signed object-storage URL stops working at `expiresAt`: the caller is told when.
-        let expiresAt = result.expiresAt.map { UTCTimestamp($0).iso8601 }
-        if file {
-            var bytes = image
-            if bytes == nil { bytes = try await local.read(result.filename) }
-            guard let bytes else {
-                throw APIError(.resultGone, "job \(job.id)'s image is no longer stored", details: ["url": .string(result.url)])
-            }
-            return GatewayResponse(
-                status: 200,
-                headers: [
-                    ("Content-Type", result.contentType),
-                    ("Content-Disposition", "attachment; filename=\"\(result.filename)\""),
-                    ("X-Image-URL", result.url),
-                    ("Cache-Control", "no-store"),
-                ] + (expiresAt.map { [("X-Image-URL-Expires", $0)] } ?? []),
-                body: bytes
-            )
+        let all = result.all
+        guard file else { return .json(result.json, headers: [("X-Image-Count", String(all.count))]) }
+        guard index < all.count else {
+            throw APIError(.invalidParameter, "index \(index) is past the last image; job \(job.id) made \(all.count)", details: ["parameter": "index"])
         }
-        var answer: [String: JSONValue] = [
-            "url": .string(result.url),
-            "filename": .string(result.filename),
-            "content_type": .string(result.contentType),
-        ]
-        answer["expires_at"] = expiresAt.map(JSONValue.string)
-        return .json(.object(answer))
+        let chosen = all[index]
+        var bytes = images.flatMap { index < $0.count ? $0[index] : nil }
+        if bytes == nil { bytes = try await local.read(chosen.filename) }
+        guard let bytes else {
+            throw APIError(.resultGone, "job \(job.id)'s image is no longer stored", details: ["url": .string(chosen.url)])
+        }
+        // A signed object-storage URL stops working at `expiresAt`: the caller is told when.
+        let expiresAt = chosen.expiresAt.map { UTCTimestamp($0).iso8601 }
+        return GatewayResponse(
+            status: 200,
+            headers: [
+                ("Content-Type", chosen.contentType),
+                ("Content-Disposition", "attachment; filename=\"\(chosen.filename)\""),
+                ("X-Image-URL", chosen.url),
+                ("X-Image-Count", String(all.count)),
+                ("Cache-Control", "no-store"),
+            ] + (expiresAt.map { [("X-Image-URL-Expires", $0)] } ?? []),
+            body: bytes
+        )
     }
 }
