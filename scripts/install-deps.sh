@@ -3,7 +3,8 @@
 # `test`: also the ComfyUI emulator's Python runtime and, for the drawing page's real-browser
 # test, headless Chromium + chromedriver (Debian), Selenium, PyYAML and moto (PyPI). `bench`: also wrk.
 set -euo pipefail
-want=(libfcgi-dev libcurl4-openssl-dev libssl-dev nginx curl)
+# libpng, libwebp and libjpeg-turbo: output_format webp and jpeg.
+want=(libfcgi-dev libcurl4-openssl-dev libssl-dev libpng-dev libwebp-dev libturbojpeg0-dev nginx curl)
 case "${1:-system}" in
   test) want+=(python3 python3-pip chromium chromium-driver) ;;
   bench) want+=(python3 python3-pip wrk) ;;
@@ -42,4 +43,5 @@ if [ "${1:-system}" = test ]; then
   pip_install yaml pyyaml "replaying the Dify demo's HTTP node"
   pip_install moto.server "moto[server]" "the S3 end-to-end tests"
   pip_install botocore botocore "checking presigned URLs"
+  pip_install PIL pillow "decoding webp and jpeg outputs independently"
 fi

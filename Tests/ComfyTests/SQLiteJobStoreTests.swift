@@ -42,6 +42,20 @@ struct SQLiteJobStoreTests {
         await second.close()
     }
 
+    @Test func theOutputFormatAndEveryImageOfABatchReadBack() async throws {
+        try await withStore { store, _ in
+            var record = job("batch")
+            record.outputFormat = OutputFormat(kind: .webp, quality: 70)
+            _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            #expect(try await store.job(record.id)?.outputFormat == OutputFormat(kind: .webp, quality: 70))
+            let images = (1...3).map { JobResult(url: "/output_images/\($0).webp", filename: "\($0).webp", contentType: "image/webp") }
+            let result = JobResult(url: images[0].url, filename: images[0].filename, contentType: "image/webp", others: Array(images.dropFirst()))
+            _ = try await store.finish(record.id, status: .completed, result: result, failure: nil, at: Date())
+            let stored = try #require(try await store.job(record.id)?.result)
+            #expect(stored.all == images)
+        }
+    }
+
     @Test func migrationsTakeEachEarlierVersionToTheLatest() async throws {
         try await withStore { store, directory in
             // A store opened on a fresh file has every migration applied, in one transaction each.

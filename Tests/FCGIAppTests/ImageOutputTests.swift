@@ -61,4 +61,56 @@ struct ImageOutputTests {
             #expect(result?["images"]?.arrayValue?.last?["content_type"] == "image/png")
         }
     }
+
+    @Test(arguments: [("webp", "image/webp", "webp", "WEBP"), ("jpeg", "image/jpeg", "jpg", "JPEG"), ("jpg", "image/jpeg", "jpg", "JPEG")])
+    func outputFormatConvertsEveryImageAndPillowDecodesIt(_ format: String, _ type: String, _ ext: String, _ pillowFormat: String) async throws {
+        try await withGateway("out-\(format)") { gateway, _ in
+            var body = Workflows.body(Self.batch(2, output: "SaveImage")).objectValue!
+            body["output_format"] = .string(format)
+            body["quality"] = 80
+            let response = try await gateway.post("/api/generate", json: .object(body))
+            #expect(response.status == 200, "\(response.bodyText)")
+            let answer = try JSONValue.parse(response.body)
+            #expect(answer["content_type"]?.stringValue == type)
+            let urls = (answer["urls"]?.arrayValue ?? []).compactMap(\.stringValue)
+            #expect(urls.count == 2)
+            for url in urls {
+                #expect(url.hasSuffix(".\(ext)"))
+                let image = try await gateway.get(url)
+                #expect(image.status == 200)
+                #expect(image.header("Content-Type") == type)
+                // Content-addressed by the converted bytes.
+                #expect(url == "/output_images/\(Digest.hex(Digest.sha256(image.body))).\(ext)")
+                #expect(try pillowDescription(of: image.body) == "\(pillowFormat) 16x16")
+            }
+        }
+    }
+
+    @Test func badOutputFormatOrQualityIsRefusedBeforeAnythingRuns() async throws {
+        try await withGateway("out-bad-format") { gateway, emulator in
+            for (field, value) in [("output_format", JSONValue.string("gif")), ("quality", 0), ("quality", 101), ("quality", .number(50.5)), ("output_format", 3)] {
+                var body = Workflows.body(Workflows.txt2img(text: "x")).objectValue!
+                body[field] = value
+                let response = try await gateway.post("/api/generate", json: .object(body))
+                #expect(response.status == 400, "\(field)=\(value)")
+                #expect(try JSONValue.parse(response.body)["error"]?["parameter"]?.stringValue == field)
+            }
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+        }
+    }
+}
+
+/// `FORMAT WxH` as Pillow, an independent decoder, reads the image (it decodes every pixel).
+func pillowDescription(of bytes: [UInt8]) throws -> String {
+    let path = NSTemporaryDirectory() + "pillow-\(UUID().uuidString)"
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "-c", "import sys; from PIL import Image; i = Image.open(sys.argv[1]); i.load(); print(f'{i.format} {i.width}x{i.height}')", path]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    process.waitUntilExit()
+    return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }

@@ -33,6 +33,8 @@ public struct JobRecord: Sendable, Equatable {
     public var promptID: String?
     public var backend: String?
     public var progress: Double
+    /// What the images are converted to before they are stored.
+    public var outputFormat: OutputFormat
     public var result: JobResult?
     public var failure: JobFailure?
     public var webhook: WebhookDelivery
@@ -40,7 +42,7 @@ public struct JobRecord: Sendable, Equatable {
     public init(
         id: String, kind: JobKind, status: JobStatus = .queued, workflow: [String: JSONValue], outputNodeID: String?, owner: String,
         keyName: String? = nil, webhookURL: String? = nil, idempotencyKey: String? = nil, createdAt: Date = Date(), startedAt: Date? = nil,
-        finishedAt: Date? = nil, promptID: String? = nil, backend: String? = nil, progress: Double = 0, result: JobResult? = nil,
+        finishedAt: Date? = nil, promptID: String? = nil, backend: String? = nil, progress: Double = 0, outputFormat: OutputFormat = .png, result: JobResult? = nil,
         failure: JobFailure? = nil, webhook: WebhookDelivery = WebhookDelivery()
     ) {
         self.id = id
@@ -58,6 +60,7 @@ public struct JobRecord: Sendable, Equatable {
         self.promptID = promptID
         self.backend = backend
         self.progress = progress
+        self.outputFormat = outputFormat
         self.result = result
         self.failure = failure
         self.webhook = webhook

@@ -56,6 +56,10 @@ enum JobStoreSchema {
             "ALTER TABLE jobs ADD COLUMN image_bytes INTEGER",
             "CREATE INDEX jobs_by_key ON jobs (key_name, status)",
         ],
+        // 3: the format the caller wants the images in (`webp:90`); NULL is PNG as made.
+        [
+            "ALTER TABLE jobs ADD COLUMN output_format TEXT",
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }

@@ -101,8 +101,8 @@ public final class SQLiteJobStore: JobStore {
             }
             let inserted = try await connection.query(
                 """
-                INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, webhook_url, idempotency_key, request_hash, created_at, key_name)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, webhook_url, idempotency_key, request_hash, created_at, key_name, output_format)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING id
                 """,
@@ -110,6 +110,7 @@ public final class SQLiteJobStore: JobStore {
                     .text(job.id), .text(job.kind.rawValue), .text(job.status.rawValue), .text(JSONValue.object(job.workflow).encodedText),
                     .optionalText(job.outputNodeID), .text(job.owner), .optionalText(job.webhookURL), .optionalText(job.idempotencyKey),
                     .optionalText(requestHash), .integer(job.createdAt.milliseconds), .optionalText(job.keyName),
+                    .optionalText(job.outputFormat == .png ? nil : job.outputFormat.stored),
                 ]
             )
             if !inserted.isEmpty { return .created(job) }
@@ -351,7 +352,7 @@ public final class SQLiteJobStore: JobStore {
     /// Every column but the workflow: a job's end does not need the graph read back.
     static let columnsWithoutWorkflow = """
         id, kind, status, output_node_id, owner, key_name, webhook_url, idempotency_key, created_at, started_at, finished_at, prompt_id,
-        backend, progress, result, error, webhook_state, webhook_attempts, webhook_last_status, webhook_delivered_at, webhook_next_at
+        backend, progress, output_format, result, error, webhook_state, webhook_attempts, webhook_last_status, webhook_delivered_at, webhook_next_at
         """
 
     static func record(_ row: SQLiteRow) throws -> JobRecord {
@@ -386,6 +387,7 @@ public final class SQLiteJobStore: JobStore {
             promptID: text("prompt_id"),
             backend: text("backend"),
             progress: row.column("progress")?.double ?? 0,
+            outputFormat: text("output_format").flatMap(OutputFormat.init(stored:)) ?? .png,
             result: result,
             failure: failure,
             webhook: webhook

@@ -307,16 +307,17 @@ public actor JobRunner {
             _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
         case .ran(.success(let image)):
             do {
-                let stored = try await images.store(image.bytes, mimeType: image.mimeType)
-                var others: [StoredImage] = []
-                for other in image.others { others.append(try await images.store(other.bytes, mimeType: other.mimeType)) }
-                let imageBytes = image.all.reduce(0) { $0 + $1.bytes.count }
+                var converted: [ImageData] = []
+                for made in image.all { converted.append(try await ImageTranscoder.convert(made, to: record.outputFormat)) }
+                var stored: [StoredImage] = []
+                for made in converted { stored.append(try await images.store(made.bytes, mimeType: made.mimeType)) }
+                let imageBytes = converted.reduce(0) { $0 + $1.bytes.count }
                 let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) }
                 if let key = record.keyName {
                     Counter(label: "comfy_gateway_key_image_bytes_total", dimensions: [("key", key)]).increment(by: imageBytes)
                     if let gpu { FloatingPointCounter(label: "comfy_gateway_key_gpu_seconds_total", dimensions: [("key", key)]).increment(by: Double(gpu) / 1000) }
                 }
-                _ = try? await settle(id, status: .completed, result: JobResult(stored, others: others), failure: nil, image: image.all.map(\.bytes), usage: (gpu, imageBytes))
+                _ = try? await settle(id, status: .completed, result: JobResult(stored[0], others: Array(stored.dropFirst())), failure: nil, image: converted.map(\.bytes), usage: (gpu, imageBytes))
             } catch {
                 _ = try? await settle(id, status: .failed, result: nil, failure: describe(error), image: nil)
             }

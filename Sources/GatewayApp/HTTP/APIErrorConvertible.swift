@@ -37,6 +37,10 @@ extension InputImageError: APIErrorConvertible {
     }
 }
 
+extension ImageTranscoder.Failure: APIErrorConvertible {
+    var apiError: APIError { APIError(.internalError, description) }
+}
+
 extension StorageError: APIErrorConvertible {
     var apiError: APIError {
         var details: [String: JSONValue] = ["store": .string(store)]

@@ -9,6 +9,8 @@ struct GenerateRequest: Sendable {
     var responseType: ResponseType
     /// Where the job's end is posted (`POST /api/jobs` only).
     var webhookURL: String?
+    /// `output_format` (png, webp, jpeg) and `quality` (1–100).
+    var outputFormat: OutputFormat
 
     /// An input image as sent (a URL, a data URL or base64), and the node inputs it goes to.
     struct InputImage: Sendable {
@@ -34,6 +36,7 @@ struct GenerateRequest: Sendable {
         self.outputNodeID = outputNodeID
         webhookURL = try Self.webhookURL(options)
         responseType = try Self.responseType(options)
+        outputFormat = try Self.outputFormat(options)
     }
 
     /// A JSON body, or a multipart one: `workflow_data` (JSON text) and the other fields as text
@@ -69,7 +72,7 @@ struct GenerateRequest: Sendable {
     }
 
     /// The text fields of a multipart body; any other part is an image for the node it names.
-    static let formFields: Set<String> = ["workflow_data", "output_node_id", "response_type", "webhook_url", "input_images"]
+    static let formFields: Set<String> = ["workflow_data", "output_node_id", "response_type", "webhook_url", "input_images", "output_format", "quality"]
 
     init(object: [String: JSONValue]) throws(APIError) {
         guard let workflowValue = object["workflow_data"] else { throw APIError(.invalidRequest, "workflow_data is missing") }
@@ -110,6 +113,7 @@ struct GenerateRequest: Sendable {
 
         webhookURL = try Self.webhookURL(object)
         responseType = try Self.responseType(object)
+        outputFormat = try Self.outputFormat(object)
 
         switch object["input_images"] {
         case nil, .null:
@@ -173,5 +177,33 @@ struct GenerateRequest: Sendable {
         default:
             throw APIError(.invalidRequest, "response_type must be \"url\" or \"file\"")
         }
+    }
+
+    private static func outputFormat(_ object: [String: JSONValue]) throws(APIError) -> OutputFormat {
+        var kind = OutputFormat.Kind.png
+        switch object["output_format"] {
+        case nil, .null:
+            break
+        case .string(let text):
+            guard let named = OutputFormat.Kind(rawValue: text == "jpg" ? "jpeg" : text.lowercased()) else {
+                throw APIError(.invalidParameter, "output_format must be png, webp or jpeg, got \"\(text.prefix(32))\"", details: ["parameter": "output_format"])
+            }
+            kind = named
+        default:
+            throw APIError(.invalidParameter, "output_format must be png, webp or jpeg", details: ["parameter": "output_format"])
+        }
+        var quality = OutputFormat.defaultQuality
+        switch object["quality"] {
+        case nil, .null:
+            break
+        case .number(let number) where number.rounded() == number && (1...100).contains(number):
+            quality = Int(number)
+        // A form sends text.
+        case .string(let text) where Int(text).map { (1...100).contains($0) } == true:
+            quality = Int(text)!
+        default:
+            throw APIError(.invalidParameter, "quality must be a whole number from 1 to 100", details: ["parameter": "quality"])
+        }
+        return OutputFormat(kind: kind, quality: quality)
     }
 }

@@ -37,7 +37,7 @@ struct JobAdmission: Sendable {
         let scopedKey = idempotency.map { key in request.apiKey.map { "\($0.name)\u{0}\(key.value)" } ?? key.value }
         let record = JobRecord(
             id: JobRecord.newID(), kind: kind, workflow: workflow, outputNodeID: body.outputNodeID, owner: request.owner,
-            keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey
+            keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey, outputFormat: body.outputFormat
         )
         return (record, idempotency?.requestHash(endpoint: endpoint, body: request.body))
     }

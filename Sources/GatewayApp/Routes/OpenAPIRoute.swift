@@ -93,6 +93,14 @@ struct OpenAPIRoute: Sendable {
             "type": "string", "enum": .array(["url", "file"]), "default": "url",
             "description": "url (the default): a JSON answer with the image URL; file: the image bytes.",
         ])
+        properties["output_format"] = .object([
+            "type": "string", "enum": .array(["png", "webp", "jpeg"]), "default": "png",
+            "description": "The image format: png (the default), webp or jpeg.",
+        ])
+        properties["quality"] = .object([
+            "type": "integer", "minimum": 1, "maximum": 100, "default": .number(Double(OutputFormat.defaultQuality)),
+            "description": "webp and jpeg quality, from 1 to 100.",
+        ])
         var body: [String: JSONValue] = ["type": "object", "properties": .object(properties)]
         let required = tool.parameters.filter(\.required).map { JSONValue.string($0.name) }
         if !required.isEmpty { body["required"] = .array(required) }
