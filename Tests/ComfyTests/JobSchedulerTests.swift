@@ -6,6 +6,8 @@ struct JobSchedulerTests {
     /// One step of a scenario and, for `dispatch`, the assignments expected from it.
     enum Step: CustomStringConvertible {
         case submit(UInt64, owner: String, JobPriority)
+        /// A job whose models only `eligible` backends have (`nil`: any), loading `checkpoint`.
+        case submitModel(UInt64, eligible: Set<Int>?, checkpoint: String?)
         case health(Int, BackendHealth)
         case finish(UInt64)
         case retry(UInt64, expect: Bool)
@@ -15,6 +17,7 @@ struct JobSchedulerTests {
         var description: String {
             switch self {
             case .submit(let id, let owner, let priority): "submit \(id) by \(owner) (\(priority))"
+            case .submitModel(let id, let eligible, let checkpoint): "submit \(id) for \(eligible.map { "\($0.sorted())" } ?? "any") with \(checkpoint ?? "no checkpoint")"
             case .health(let backend, let health): "backend \(backend) \(health)"
             case .finish(let id): "finish \(id)"
             case .retry(let id, let expect): "retry \(id) → \(expect)"
@@ -120,6 +123,21 @@ struct JobSchedulerTests {
             .dispatch([(1, 0)]),
             .finish(2), .finish(1), .dispatch([(3, 0)]),
         ]),
+        Scenario(name: "a job goes only where its models are, and waits while those backends are full", backends: 2, configuration: .init(capacityPerBackend: 1), steps: [
+            .health(0, .up), .health(1, .up),
+            .submitModel(1, eligible: [1], checkpoint: "b"), .dispatch([(1, 1)]),
+            .submitModel(2, eligible: [1], checkpoint: "b"), .dispatch([]),
+            .submit(3, owner: "c", .batch), .dispatch([(3, 0)]),
+            .finish(1), .dispatch([(2, 1)]),
+        ]),
+        Scenario(name: "at equal load a backend that ran the checkpoint last wins; a busier one does not", backends: 2, steps: [
+            .health(0, .up), .health(1, .up),
+            .submitModel(1, eligible: nil, checkpoint: "x"), .dispatch([(1, 0)]), .finish(1),
+            // Backend 1 started fewer jobs: an unrelated checkpoint evens the count there.
+            .submitModel(2, eligible: nil, checkpoint: "y"), .dispatch([(2, 1)]), .finish(2),
+            .submitModel(3, eligible: nil, checkpoint: "y"), .dispatch([(3, 1)]),
+            .submitModel(4, eligible: nil, checkpoint: "y"), .dispatch([(4, 0)]),
+        ]),
     ]
 
     @Test(arguments: scenarios)
@@ -129,6 +147,8 @@ struct JobSchedulerTests {
             switch step {
             case .submit(let id, let owner, let priority):
                 #expect(scheduler.submit(id, owner: owner, priority: priority) == .queued, "step \(index): \(step)")
+            case .submitModel(let id, let eligible, let checkpoint):
+                #expect(scheduler.submit(id, owner: "a", priority: .batch, eligible: eligible, checkpoint: checkpoint) == .queued, "step \(index): \(step)")
             case .refused(let id, let owner, let priority):
                 #expect(scheduler.submit(id, owner: owner, priority: priority) != .queued, "step \(index): \(step)")
             case .health(let backend, let health):

@@ -36,7 +36,8 @@ Origin header is present, Origin's host (host:port if both carry a port) must
 equal Host's, else 403 with an empty body.
 
 Known nodes: LoadImage, ImageInvert, ImageScale, ImageBlur, EmptyImage,
-CheckpointLoaderSimple (ckpt list: ["emulator.safetensors"]), CLIPTextEncode,
+CheckpointLoaderSimple (ckpt list: ``--checkpoints``, default ["emulator.safetensors"];
+GET /models and /models/{folder} list them), CLIPTextEncode,
 EmptyLatentImage, VAEEncode, VAEDecode, KSampler, KSamplerAdvanced,
 RandomNoise, SaveImage, PreviewImage, SaveImageWebsocket (the last three are
 output nodes). Input specs (types, min/max, combo lists) are ComfyUI's.
@@ -122,6 +123,8 @@ POST /emulator/config  JSON object merged into the config; answers the full
                          Server Error\\n\\nServer got itself in trouble" plus
                          Connection: close; others "<code>: <reason>")   [null]
     refuse_ws            true: /ws answers 503 "503: Service Unavailable" [false]
+    checkpoints          list of checkpoint names (CheckpointLoaderSimple's
+                         combo, GET /models/checkpoints) [["emulator.safetensors"]]
 POST /emulator/restart Simulated restart: aborts every WebSocket, cancels the
                        running prompt (it gets no history), clears queue,
                        history, caches, the number counter, temp/ and the stats.
@@ -208,7 +211,13 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "drop_ws_after_binary": None,
     "http_status": None,
     "refuse_ws": False,
+    "checkpoints": list(CHECKPOINTS),
 }
+
+# folder_paths.folder_names_and_paths keys (ComfyUI 0.3.64), for GET /models.
+MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
+                 "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
+                 "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders", "custom_nodes"]
 
 SAMPLERS = [
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
@@ -430,8 +439,8 @@ def build_catalogue() -> dict[str, NodeDef]:
             "batch_size": _int(1, 1, 4096),
             "color": _int(0, 0, 0xFFFFFF, step=1, display="color")},
             ("IMAGE",), category="image"),
-        NodeDef("CheckpointLoaderSimple", {
-            "ckpt_name": (list(CHECKPOINTS), {"tooltip": "The name of the checkpoint (model) to load."})},
+        NodeDef("CheckpointLoaderSimple", lambda emu: {
+            "ckpt_name": (list(emu.config["checkpoints"]), {"tooltip": "The name of the checkpoint (model) to load."})},
             ("MODEL", "CLIP", "VAE"), category="loaders", display_name="Load Checkpoint",
             description="Loads a diffusion model checkpoint, diffusion models are used to denoise latents.",
             output_tooltips=("The model used for denoising latents.",
@@ -1707,6 +1716,17 @@ class Handlers:
         return web.Response(body=data, content_type="image/png", headers=disposition)
 
     # -- info ----------------------------------------------------------------------
+    async def list_model_types(self, request: web.Request) -> web.Response:
+        """app/model_manager.py: the model folder names."""
+        return web.json_response(MODEL_FOLDERS)
+
+    async def get_models(self, request: web.Request) -> web.Response:
+        """app/model_manager.py: a folder's files, 404 with no body for an unknown folder."""
+        folder = request.match_info.get("folder", None)
+        if folder not in MODEL_FOLDERS:
+            return web.Response(status=404)
+        return web.json_response(list(self.emu.config["checkpoints"]) if folder == "checkpoints" else [])
+
     async def system_stats(self, request: web.Request) -> web.Response:
         ram = 25276502016
         return web.json_response({
@@ -1819,6 +1839,7 @@ def build_app(emu: Emulator) -> web.Application:
         ("POST", "/history", h.post_history), ("GET", "/view", h.view), ("POST", "/upload/image", h.upload_image),
         ("GET", "/system_stats", h.system_stats), ("GET", "/object_info", h.object_info),
         ("GET", "/object_info/{node_class}", h.object_info_node), ("GET", "/features", h.features),
+        ("GET", "/models", h.list_model_types), ("GET", "/models/{folder}", h.get_models),
     ]
     for prefix in ("/api", ""):
         for method, path, handler in comfy_routes:
@@ -1850,6 +1871,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hang", action="store_true")
     p.add_argument("--refuse-ws", action="store_true")
     p.add_argument("--http-status", type=int)
+    p.add_argument("--checkpoints", help="comma-separated checkpoint names (default emulator.safetensors)")
     p.add_argument("--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -1858,6 +1880,8 @@ async def serve(args: argparse.Namespace, data_dir: str) -> None:
     config = {"preview_method": args.preview_method, "node_delay_ms": args.node_delay_ms,
               "sampler_step_ms": args.sampler_step_ms, "fail_node_class": args.fail_node_class,
               "hang": args.hang, "refuse_ws": args.refuse_ws, "http_status": args.http_status}
+    if args.checkpoints:
+        config["checkpoints"] = [name for name in args.checkpoints.split(",") if name]
     emu = Emulator(data_dir, config, host=args.host)
     emu.start()
     runner = web.AppRunner(build_app(emu), access_log=log if args.verbose else None, shutdown_timeout=0.5)

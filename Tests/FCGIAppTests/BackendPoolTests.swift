@@ -19,13 +19,13 @@ struct BackendPoolTests {
         }
     }
 
-    func startCluster(_ label: String, backends: Int, environment: [String: String] = [:]) async throws -> Cluster {
+    func startCluster(_ label: String, backends: Int, environment: [String: String] = [:], emulatorArguments: [[String]] = []) async throws -> Cluster {
         let directory = try TestPaths.makeTemporaryDirectory(label)
         var emulators: [Emulator] = []
         for index in 0..<backends {
             let folder = "\(directory)/backend-\(index)"
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            emulators.append(try Emulator(directory: folder, http: testHTTP))
+            emulators.append(try Emulator(directory: folder, http: testHTTP, arguments: index < emulatorArguments.count ? emulatorArguments[index] : []))
         }
         var env = ["FCGI_THREADS": "256", "BACKEND_FAILOVER_AFTER": "1s", "BACKEND_PROBE_INTERVAL": "500ms"]
         env.merge(environment) { _, new in new }
@@ -65,6 +65,47 @@ struct BackendPoolTests {
 
     func executed(_ emulator: Emulator) async throws -> Int {
         try await emulator.stats()["prompts_executed"]?.intValue ?? -1
+    }
+
+    @Test func jobsLandOnlyOnBackendsWithTheirCheckpointAndAnUnknownModelIs400() async throws {
+        let cluster = try await startCluster(
+            "pool-models", backends: 2, emulatorArguments: [["--checkpoints", "anime.safetensors,shared.safetensors"], ["--checkpoints", "photo.safetensors,shared.safetensors"]]
+        )
+        defer { cluster.stop() }
+        let gateway = cluster.gateway
+        try await waitUntil {
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+            return health["backends"]?.arrayValue?.allSatisfy { $0["models"]?["checkpoints"]?.arrayValue?.count == 2 } == true
+        }
+        func workflow(_ checkpoint: String, _ index: Int) -> JSONValue {
+            var graph = Workflows.txt2img(text: "\(checkpoint) \(index)")
+            graph["4"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": .string(checkpoint)])
+            return Workflows.body(graph)
+        }
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<4 {
+                for checkpoint in ["anime.safetensors", "photo.safetensors"] {
+                    group.addTask { try await gateway.post("/api/generate", json: workflow(checkpoint, index)).status }
+                }
+            }
+            for try await status in group { #expect(status == 200) }
+        }
+        #expect(try await cluster.emulators[0].stats()["prompts_accepted"] == 4)
+        #expect(try await cluster.emulators[1].stats()["prompts_accepted"] == 4)
+
+        for path in ["/api/generate", "/api/jobs"] {
+            let unknown = try await gateway.post(path, json: workflow("missing.safetensors", 0))
+            #expect(unknown.status == 400, "\(path): \(unknown.bodyText)")
+            let error = try JSONValue.parse(unknown.body)["error"]
+            #expect(error?["code"] == "model_not_found")
+            #expect(error?["model"] == "missing.safetensors")
+            #expect(error?["folder"] == "checkpoints")
+        }
+        // A model both have still runs (anywhere).
+        #expect(try await gateway.post("/api/generate", json: workflow("shared.safetensors", 9)).status == 200)
+        let received = try await cluster.emulators[0].stats()["prompts_received"]?.intValue ?? 0
+        let other = try await cluster.emulators[1].stats()["prompts_received"]?.intValue ?? 0
+        #expect(received + other == 9)
     }
 
     @Test func hundredJobsSpreadEvenlyOverTwoEqualBackends() async throws {

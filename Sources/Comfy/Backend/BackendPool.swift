@@ -30,6 +30,7 @@ public final class BackendPool: Sendable {
             for (index, backend) in backends.enumerated() {
                 group.addTask { await backend.run() }
                 group.addTask { await backend.watchHealth() }
+                group.addTask { await backend.watchModels() }
                 group.addTask {
                     for await health in backend.healthChanges {
                         self.metrics.backendHealth(index, health)
@@ -111,7 +112,12 @@ public final class BackendPool: Sendable {
         _ job: PromptJob, priority: JobPriority, owner: String, ownerMaxRunning: Int?, deadline: ContinuousClock.Instant
     ) async throws -> GeneratedImage {
         if let deadline = await dispatcher.allDownDeadline(grace: unavailableAfter), deadline < .now { throw await unavailableError() }
-        let id = try await dispatcher.submit(owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning)
+        let models = ModelReference.models(in: job.workflow)
+        if let missing = missingModels(models).first { throw Self.modelNotFound(missing) }
+        let id = try await dispatcher.submit(
+            owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligibleBackends(for: models),
+            checkpoint: ModelReference.checkpoint(of: job.workflow)
+        )
         while true {
             let index = try await dispatcher.waitForSlot(id, deadline: deadline, timeout: job.timeout)
             let backend = backends[index]
@@ -137,6 +143,34 @@ public final class BackendPool: Sendable {
         }
     }
 
+    /// The models of a workflow that no backend has, while every backend's list is known (a
+    /// backend whose models are not read yet may have them: the job may wait for it).
+    public func missingModels(_ models: [ModelReference]) -> [ModelReference] {
+        let catalogues = backends.map(\.models)
+        guard !models.isEmpty, catalogues.allSatisfy({ $0 != nil }) else { return [] }
+        return models.filter { model in !catalogues.contains { $0!.has(model) } }
+    }
+
+    /// The backends a job may run on: those with every model it names, and those whose models
+    /// are not known; `nil` when it names none.
+    func eligibleBackends(for models: [ModelReference]) -> Set<Int>? {
+        guard !models.isEmpty else { return nil }
+        return Set(backends.indices.filter { index in
+            guard let catalogue = backends[index].models else { return true }
+            return models.allSatisfy(catalogue.has)
+        })
+    }
+
+    /// The refusal of a workflow naming a model no backend has: before any GPU time is spent.
+    public static func modelNotFound(_ model: ModelReference) -> ComfyError {
+        var error = ComfyError(
+            code: .modelNotFound,
+            message: "no ComfyUI backend has the model \(model.name) (in models/\(model.folder)); /healthz lists each backend's models"
+        )
+        error.model = model
+        return error
+    }
+
     /// Why no backend can take jobs, naming each with its last error.
     private func unavailableError() async -> ComfyError {
         var reasons: [String] = []
@@ -157,7 +191,8 @@ public final class BackendPool: Sendable {
                 health: snapshot.health[index],
                 inFlight: snapshot.running[index],
                 capacity: configuration.capacityPerBackend,
-                lastError: backend.lastError
+                lastError: backend.lastError,
+                models: backend.models
             )
         }
     }
@@ -177,6 +212,8 @@ public struct BackendStatus: Sendable {
     public var inFlight: Int
     public var capacity: Int
     public var lastError: String?
+    /// `nil` until read, or from a ComfyUI that does not list its models.
+    public var models: ModelCatalogue?
     public var isUp: Bool { health == .up }
 }
 

@@ -29,6 +29,10 @@ public actor ComfyBackend {
 
     /// Why the backend last failed, for `/healthz`; read without a hop onto the actor.
     public nonisolated var lastError: String? { lastErrorBox.withLockedValue { $0 } }
+    /// The backend's models as last read (at connect, then every `modelRefreshInterval`);
+    /// `nil` until read, or from a ComfyUI that does not list them.
+    public nonisolated var models: ModelCatalogue? { modelsBox.withLockedValue { $0 } }
+    let modelsBox = NIOLockedValueBox<ModelCatalogue?>(nil)
     private let lastErrorBox = NIOLockedValueBox<String?>(nil)
 
     func record(error: String?) {
@@ -52,6 +56,8 @@ public actor ComfyBackend {
         case deleteHistory(String)
         /// Settle prompts from `/history` after missed events.
         case reconcile([String])
+        /// Read the model lists again.
+        case refreshModels
     }
 
     public init(url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), logger: Logger) {
@@ -98,6 +104,7 @@ public actor ComfyBackend {
         case .cancel(let promptID): await rest.cancel(promptID)
         case .deleteHistory(let promptID): await rest.deleteHistory(promptID)
         case .reconcile(let promptIDs): await reconcile(promptIDs)
+        case .refreshModels: await refreshModels()
         }
     }
 
@@ -117,6 +124,7 @@ public actor ComfyBackend {
             logger.info("ComfyUI WebSocket connected")
             publishHealth()
             execute(tracker.connected(clientID))
+            schedule(.refreshModels)
             for key in connectionWaiters.waitingKeys { connectionWaiters.resume(key, with: .success(()), keep: false) }
         case .disconnected(let reason):
             record(error: reason)

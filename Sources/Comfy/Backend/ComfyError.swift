@@ -14,6 +14,8 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
         /// ComfyUI lost the prompt (it restarted, or its result went with a dropped socket):
         /// the job may run again.
         case promptLost
+        /// The workflow names a model no backend has.
+        case modelNotFound
     }
 
     public var code: Code
@@ -28,6 +30,8 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
     public var failure: ComfyExecutionFailure?
     /// The node the error is about.
     public var nodeID: String?
+    /// The model no backend has (`modelNotFound`).
+    public var model: ModelReference?
 
     public init(code: Code, message: String, backend: String? = nil) {
         self.code = code

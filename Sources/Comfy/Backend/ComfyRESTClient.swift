@@ -97,6 +97,19 @@ struct ComfyRESTClient: Sendable {
     }
 
     /// `GET /system_stats`, the light probe.
+    /// The backend's model files in the gateway's folders; `nil` from a ComfyUI without `/models`.
+    func models() async throws -> ModelCatalogue? {
+        let types = try await call("GET", "/models", timeout: .seconds(5))
+        guard types.status == 200, let known = try? JSONValue.parse(types.body).arrayValue?.compactMap(\.stringValue) else { return nil }
+        var folders: [String: Set<String>] = [:]
+        for folder in ModelReference.folders where known.contains(folder) {
+            let response = try await call("GET", "/models/\(folder)", timeout: .seconds(10))
+            guard response.status == 200, let names = try? JSONValue.parse(response.body).arrayValue else { continue }
+            folders[folder] = Set(names.compactMap(\.stringValue))
+        }
+        return ModelCatalogue(folders: folders)
+    }
+
     func probe() async throws {
         let response = try await call("GET", "/system_stats", timeout: .seconds(3))
         guard response.status == 200 else { throw ComfyError.badResponse(url, "GET /system_stats returned HTTP \(response.status)") }

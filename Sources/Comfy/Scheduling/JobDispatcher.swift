@@ -30,12 +30,12 @@ actor JobDispatcher {
     nonisolated let published: NIOLockedValueBox<Snapshot>
 
     /// Queues a job; throws `busy` when the queue is full or the gateway is shutting down.
-    func submit(owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil) throws -> UInt64 {
+    func submit(owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil, eligible: Set<Int>? = nil, checkpoint: String? = nil) throws -> UInt64 {
         guard !isShuttingDown else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down")
         }
         nextID += 1
-        if case .busy(let queued) = scheduler.submit(nextID, owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning) {
+        if case .busy(let queued) = scheduler.submit(nextID, owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligible, checkpoint: checkpoint) {
             throw ComfyError(code: .busy, message: "the service is busy: \(queued) jobs are waiting; try again shortly")
         }
         pump()

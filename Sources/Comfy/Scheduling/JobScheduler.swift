@@ -1,9 +1,10 @@
 /// Which waiting job runs next, and where: the scheduler's rules as a state machine with no
 /// I/O and no clock, so that a table of events and expected assignments tests it whole.
 ///
-/// Rules: a backend takes jobs only while `up` and below its capacity; a job goes to the
-/// least-loaded such backend (ties: the one that started fewer jobs, so equal backends share
-/// evenly), preferring one it has not failed on; interactive jobs go first unless configured
+/// Rules: a backend takes jobs only while `up` and below its capacity, and only jobs whose
+/// models it has; a job goes to the least-loaded such backend (ties: one that last ran the
+/// job's checkpoint, which it has loaded, then the one that started fewer jobs, so equal
+/// backends share evenly), preferring one it has not failed on; interactive jobs go first unless configured
 /// to take turns with batch jobs; within a priority, owners take turns; a job that failed on
 /// its backend goes back first in line until it has used its attempts.
 struct JobScheduler: Sendable {
@@ -11,6 +12,8 @@ struct JobScheduler: Sendable {
         var health: BackendHealth = .down
         var running: Set<UInt64> = []
         var started = 0
+        /// The checkpoint of the job it was last given.
+        var lastCheckpoint: String?
     }
 
     struct Job: Sendable {
@@ -18,6 +21,9 @@ struct JobScheduler: Sendable {
         var priority: JobPriority
         /// The owner's prompts on the backends at once (an API key's `--max-running`); `nil`: no cap.
         var ownerMaxRunning: Int? = nil
+        /// The backends that have its models; `nil`: any.
+        var eligible: Set<Int>? = nil
+        var checkpoint: String? = nil
         var attempts = 0
         var failedOn: Set<Int> = []
         var backend: Int?
@@ -50,10 +56,12 @@ struct JobScheduler: Sendable {
     var queued: Int { queues.values.reduce(0) { $0 + $1.count } }
 
     /// Takes a new job into the queue, or refuses it when the queue is full.
-    mutating func submit(_ id: UInt64, owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil) -> Admission {
+    mutating func submit(
+        _ id: UInt64, owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil, eligible: Set<Int>? = nil, checkpoint: String? = nil
+    ) -> Admission {
         // A job that a free backend takes at once does not wait: only the waiting line is bounded.
         guard queued < configuration.maxQueuedJobs || (queued == 0 && freeBackends() != nil) else { return .busy(queued: queued) }
-        jobs[id] = Job(owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning)
+        jobs[id] = Job(owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligible, checkpoint: checkpoint)
         queues[priority]!.append(id, owner: owner)
         return .queued
     }
@@ -93,12 +101,13 @@ struct JobScheduler: Sendable {
         var assignments: [Assignment] = []
         while let free = freeBackends(), let id = nextJob(placeableOn: free) {
             var job = jobs[id]!
-            let backend = candidates(for: job, among: free).min { load(of: $0) < load(of: $1) }!
+            let backend = candidates(for: job, among: free).min { load(of: $0, for: job) < load(of: $1, for: job) }!
             job.backend = backend
             job.attempts += 1
             jobs[id] = job
             backends[backend].running.insert(id)
             backends[backend].started += 1
+            if job.checkpoint != nil { backends[backend].lastCheckpoint = job.checkpoint }
             assignments.append(Assignment(job: id, backend: backend))
         }
         return assignments
@@ -111,12 +120,14 @@ struct JobScheduler: Sendable {
     }
 
     private static func candidates(for job: Job, among free: [Int], backends: [Backend]) -> [Int] {
-        let untried = backends.indices.contains { backends[$0].health == .up && !job.failedOn.contains($0) }
-        return untried ? free.filter { !job.failedOn.contains($0) } : free
+        let able = job.eligible.map { eligible in free.filter(eligible.contains) } ?? free
+        let untried = backends.indices.contains { backends[$0].health == .up && !job.failedOn.contains($0) && job.eligible?.contains($0) != false }
+        return untried ? able.filter { !job.failedOn.contains($0) } : able
     }
 
-    private func load(of backend: Int) -> (Int, Int, Int) {
-        (backends[backend].running.count, backends[backend].started, backend)
+    private func load(of backend: Int, for job: Job) -> (Int, Int, Int, Int) {
+        let warm = job.checkpoint != nil && backends[backend].lastCheckpoint == job.checkpoint
+        return (backends[backend].running.count, warm ? 0 : 1, backends[backend].started, backend)
     }
 
     private func freeBackends() -> [Int]? {

@@ -121,6 +121,12 @@ extension APIError {
             headers.append(("Retry-After", "5"))
         case .cancelled:
             self.init(.internalError, error.message)
+        case .modelNotFound:
+            self.init(.modelNotFound, error.message)
+            if let model = error.model {
+                details["model"] = .string(model.name)
+                details["folder"] = .string(model.folder)
+            }
         }
         if let backend = error.backend { details["backend"] = .string(backend) }
         if let node = error.nodeID, details["node_id"] == nil { details["node_id"] = .string(node) }

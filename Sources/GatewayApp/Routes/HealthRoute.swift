@@ -30,6 +30,7 @@ struct HealthRoute: Sendable {
                     "in_flight": .number(Double(backend.inFlight)),
                     "capacity": .number(Double(backend.capacity)),
                     "last_error": backend.lastError.map(JSONValue.string) ?? .null,
+                    "models": backend.models?.json ?? .null,
                 ])
             }),
             "queued_jobs": .number(Double(pool.queued())),

@@ -9,11 +9,14 @@ struct JobAdmission: Sendable {
     let policy: NodePolicy
     /// Where input images are fetched, checked and kept.
     let inputs: InputImages
+    /// Whose model lists say whether a workflow can run anywhere.
+    let pool: BackendPool
 
     /// The new job's record and its request hash; throws the request's refusal. Input images
     /// are fetched only for a caller whose key, rate and workflow passed.
     func admit(_ body: GenerateRequest, _ request: GatewayRequest, kind: JobKind, endpoint: String, webhookURL: String? = nil) async throws -> (JobRecord, String?) {
         try policy.check(body.workflow)
+        if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw BackendPool.modelNotFound(missing) }
         let idempotency = try IdempotencyKey.of(request)
         if let key = request.apiKey {
             try gate.spend(key)
