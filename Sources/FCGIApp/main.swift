@@ -20,8 +20,9 @@ do {
     environment = try Environment()
     configuration = try GatewayConfiguration(environment)
 } catch {
+    // EX_CONFIG, as for a refused start: a supervisor (systemd's RestartPreventExitStatus) does not retry it.
     FileHandle.standardError.write(Data("\(error)\n".utf8))
-    exit(2)
+    exit(78)
 }
 
 LoggingSystem.bootstrap { label in
