@@ -7,7 +7,7 @@
 # Knobs (environment): BENCH_REQUESTS (300), BENCH_SKETCHES (200), BENCH_SESSIONS (1000,10000),
 # BENCH_DIRECT_SESSIONS (5000; 0 = skip), BENCH_JOBS (128), BENCH_JOB_CONCURRENCY (32),
 # BENCH_WRK_DURATION (10s), BENCH_JOB_SUBMITS (2000), BENCH_PREFILL (10000,1000 finished,queued),
-# BENCH_OUTPUT (BENCHMARKS.md at the repository root).
+# BENCH_IMAGE_SIZE (1024), BENCH_IMAGE_REQUESTS (20), BENCH_OUTPUT (BENCHMARKS.md at the repository root).
 set -euo pipefail
 app_binary=$(cd "$(dirname "${1:?usage: bench.sh PATH/TO/FCGIApp}")" && pwd)/$(basename "$1")
 [ -x "$app_binary" ] || { echo "bench.sh: $app_binary is not an executable" >&2; exit 2; }
@@ -24,6 +24,8 @@ WRK_DURATION=${BENCH_WRK_DURATION:-10s}
 JOB_SUBMITS=${BENCH_JOB_SUBMITS:-2000}
 PREFILL=${BENCH_PREFILL:-10000,1000}
 OUTPUT=${BENCH_OUTPUT:-$here/BENCHMARKS.md}
+IMAGE_SIZE=${BENCH_IMAGE_SIZE:-1024}
+IMAGE_REQUESTS=${BENCH_IMAGE_REQUESTS:-20}
 FCGI_THREADS=${FCGI_THREADS:-256}
 STEPS=2          # KSampler steps of a multi-backend job ...
 STEP_MS=100      # ... times this = the emulator's time per job
@@ -135,7 +137,8 @@ start_gateway() {
     unset TLS_CERT TLS_KEY STORAGE ENABLE_OSS SERVER_BASE_URL   # plain HTTP, local images, relative URLs
     export PORT=$port RUN_DIR=$run_dir OUTPUT_DIR=$output_dir WORKFLOW_DIR=$workflow_dir COMFYUI_SERVER=$2 \
       FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning STATIC_DIR=$here/static NGINX_TEMPLATE_DIR=$here/nginx \
-      DRAWING_RATE=0 DRAWING_CONNECTIONS=0   # the bench is one client address opening thousands of sessions
+      DRAWING_RATE=0 DRAWING_CONNECTIONS=0 \
+      INPUT_URL_ALLOW_PRIVATE=${INPUT_URL_ALLOW_PRIVATE:-false}   # one client address opening thousands of sessions; loopback image URLs in 7
     exec "$app_binary" run
   ) >"$dir/app.log" 2>&1 &
   supervisor_pid=$!
@@ -289,6 +292,26 @@ prefill.update(seconds=float(sys.argv[4]) - float(sys.argv[3]), finished_status=
 json.dump(prefill, open(sys.argv[2], "w"))
 PY
 stop_gateway
+
+# --- 7: images: output conversion, input URLs --------------------------------------------------
+curl -fsS -X POST "${emulator_urls[0]}/emulator/restart" >/dev/null
+emulator_config "${emulator_urls[0]}" "{\"hang\": false, \"sampler_step_ms\": 0, \"image_size\": $IMAGE_SIZE}"
+mkdir -p "$work/images"
+python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$work/images" >"$work/images.log" 2>&1 &
+image_server_pid=$!
+anchor_pids+=("$image_server_pid")   # stopped with the anchor's processes
+for _ in $(seq 1 100); do
+  image_port=$(sed -n 's/.*port \([0-9]*\).*/\1/p' "$work/images.log" | head -1)
+  [ -n "$image_port" ] && break
+  sleep 0.05
+done
+INPUT_URL_ALLOW_PRIVATE=true start_gateway images "${emulator_urls[0]}"
+check_emulators
+log "7. output_format png/webp/jpeg at ${IMAGE_SIZE}px, and input images by URL vs multipart"
+run_client images --gateway "$gateway_url" --image-server "http://127.0.0.1:$image_port" --image-dir "$work/images" \
+  --image-size "$IMAGE_SIZE" --requests "$IMAGE_REQUESTS" --out "$results/images.json"
+stop_gateway
+stop_anchor
 
 check_emulators
 run_client report --results "$results" --output "$OUTPUT" --command "$command_line" \

@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -669,6 +670,65 @@ async def cmd_jobs(args) -> None:
     })
 
 
+async def cmd_images(args) -> None:
+    """Output conversion (png as made vs webp and jpeg) and input images by URL vs in a form."""
+    timeout = aiohttp.ClientTimeout(total=120)
+    seeds = Seeds(3_000_000)
+    results: dict = {"image_size": args.image_size, "requests": args.requests, "formats": {}, "inputs": {}}
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async def generate(kind: str) -> tuple[float, int]:
+            body = {"workflow_data": txt2img(seeds.next()), "output_node_id": "9", "output_format": kind, "quality": 90}
+            t0 = time.perf_counter()
+            async with http.post(f"{args.gateway}/api/generate", json=body) as r:
+                answer = await r.json(content_type=None)
+                elapsed = time.perf_counter() - t0
+                if r.status != 200:
+                    raise RuntimeError(f"/api/generate {r.status}: {answer}")
+            async with http.get(f"{args.gateway}{answer['url']}") as image:
+                size = len(await image.read())
+            return elapsed, size
+
+        for kind in ("png", "webp", "jpeg"):
+            for _ in range(args.warmup):
+                await generate(kind)
+            runs = [await generate(kind) for _ in range(args.requests)]
+            results["formats"][kind] = {"latency": summary_ms([t for t, _ in runs]), "bytes": statistics.median(b for _, b in runs)}
+
+        sketch = sketch_png(5, size=512)
+        Path(args.image_dir, "input.png").write_bytes(sketch)
+        workflow = sketch_style()
+
+        async def by_url() -> float:
+            body = {"workflow_data": {**workflow, "6": {**workflow["6"], "inputs": {**workflow["6"]["inputs"], "seed": seeds.next()}}},
+                    "output_node_id": "8", "input_images": {"4": f"{args.image_server}/input.png"}}
+            t0 = time.perf_counter()
+            async with http.post(f"{args.gateway}/api/generate", json=body) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"by URL {r.status}")
+            return time.perf_counter() - t0
+
+        async def by_form() -> float:
+            graph = {**workflow, "6": {**workflow["6"], "inputs": {**workflow["6"]["inputs"], "seed": seeds.next()}}}
+            form = aiohttp.FormData()
+            form.add_field("workflow_data", json.dumps(graph))
+            form.add_field("output_node_id", "8")
+            form.add_field("4", sketch, filename="input.png", content_type="image/png")
+            t0 = time.perf_counter()
+            async with http.post(f"{args.gateway}/api/generate", data=form) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"by form {r.status}")
+            return time.perf_counter() - t0
+
+        for name, once in (("form", by_form), ("url", by_url)):
+            for _ in range(args.warmup):
+                await once()
+            results["inputs"][name] = summary_ms([await once() for _ in range(args.requests)])
+        results["inputs"]["image_bytes"] = len(sketch)
+    write_json(args.out, results)
+
+
 def cmd_keyed(args) -> None:
     """The cost of a key check: wrk on GET /api/jobs/{id}, once before any key exists, once with a key."""
     header = ["-H", f"Authorization: Bearer {args.secret}"] if args.secret else []
@@ -946,6 +1006,32 @@ def cmd_report(args) -> None:
           "nginx (bench.sh polls every 50 ms).\n")
         w(f"- Restart to serving: **{fmt(restart['seconds'] * 1000, 0)} ms**; a finished job then answers "
           f"`{restart.get('finished_status')}`, the oldest queued one `{restart.get('queued_status')}`.\n")
+    images = load("images")
+    if images:
+        side = images["image_size"]
+        megapixels = side * side / 1e6
+        w("## 7. Images: output formats and input URLs\n")
+        w(f"`/api/generate` one at a time, {images['requests']} requests per row, the emulator making {side}×{side} "
+          "outputs whose pixels are noise (the worst case for every encoder). `png` is ComfyUI's own file, stored as it "
+          "comes; `webp` and `jpeg` (quality 90) are decoded with libpng and encoded with libwebp or libjpeg-turbo on "
+          "NIO's thread pool. The added time over `png`, per megapixel, is the conversion's cost.\n")
+        w("| output_format | p50 ms | p99 ms | stored bytes | added p50 ms per Mpx |")
+        w("|---|---:|---:|---:|---:|")
+        base = images["formats"]["png"]["latency"].get("p50") or 0
+        for kind, run in images["formats"].items():
+            added = "" if kind == "png" else fmt((run["latency"].get("p50", 0) - base) / megapixels, 1)
+            w(f"| {kind} | {fmt(run['latency'].get('p50'), 2)} | {fmt(run['latency'].get('p99'), 2)} | {run['bytes']:,.0f} | {added} |")
+        w("")
+        inputs = images["inputs"]
+        w(f"Input images: the same img2img job with a {inputs['image_bytes']:,}-byte 512×512 PNG sent as a "
+          "multipart part, or as a URL the gateway fetches (a Python HTTP server on loopback, "
+          "`INPUT_URL_ALLOW_PRIVATE=true`).\n")
+        w("| input | p50 ms | p99 ms |")
+        w("|---|---:|---:|")
+        for name, label in (("form", "multipart upload"), ("url", "URL")):
+            w(f"| {label} | {fmt(inputs[name].get('p50'), 2)} | {fmt(inputs[name].get('p99'), 2)} |")
+        w(f"\n- A URL input adds **{fmt((inputs['url'].get('p50', 0) - inputs['form'].get('p50', 0)), 2)} ms** at p50 "
+          "(resolve and check the address, fetch, probe) over the same bytes in the request.\n")
     if args.notes and Path(args.notes).exists():
         w(Path(args.notes).read_text().rstrip() + "\n")
     Path(args.output).write_text("\n".join(out))
@@ -1033,6 +1119,15 @@ def main() -> None:
     p.add_argument("--queued", type=int, default=1000)
     p.add_argument("--out", required=True)
 
+    p = sub.add_parser("images")
+    p.add_argument("--gateway", required=True)
+    p.add_argument("--image-server", required=True)
+    p.add_argument("--image-dir", required=True)
+    p.add_argument("--image-size", type=int, default=1024)
+    p.add_argument("--requests", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("style")
     p.add_argument("path")
 
@@ -1055,7 +1150,8 @@ def main() -> None:
         cmd_keyed(args)
     else:
         asyncio.run({"latency": cmd_latency, "sketch": cmd_sketch, "sessions": cmd_sessions,
-                     "multi": cmd_multi, "parse": cmd_parse, "jobs": cmd_jobs}[args.subcommand](args))
+                     "multi": cmd_multi, "parse": cmd_parse, "jobs": cmd_jobs,
+                     "images": cmd_images}[args.subcommand](args))
 
 
 if __name__ == "__main__":

@@ -125,6 +125,8 @@ POST /emulator/config  JSON object merged into the config; answers the full
     refuse_ws            true: /ws answers 503 "503: Service Unavailable" [false]
     checkpoints          list of checkpoint names (CheckpointLoaderSimple's
                          combo, GET /models/checkpoints) [["emulator.safetensors"]]
+    image_size           side of the output images in pixels (benchmarks of
+                         large images; the tests' contract is 16)            [16]
 POST /emulator/restart Simulated restart: aborts every WebSocket, cancels the
                        running prompt (it gets no history), clears queue,
                        history, caches, the number counter, temp/ and the stats.
@@ -212,6 +214,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "http_status": None,
     "refuse_ws": False,
     "checkpoints": list(CHECKPOINTS),
+    "image_size": IMAGE_SIZE,
 }
 
 # folder_paths.folder_names_and_paths keys (ComfyUI 0.3.64), for GET /models.
@@ -314,12 +317,12 @@ def unfilter_png(raw: bytes, width: int, height: int, bpp: int) -> bytes:
     return bytes(out)
 
 
-def emulator_png(meta: dict, extra_texts: list[tuple[str, str]] = ()) -> bytes:
+def emulator_png(meta: dict, extra_texts: list[tuple[str, str]] = (), size: int = IMAGE_SIZE) -> bytes:
     """The deterministic output image: pixels and tEXt derive from ``meta``."""
     text = compact_json(meta)
     digest = hashlib.sha256(text.encode()).digest()
-    pixels = hashlib.shake_256(digest).digest(IMAGE_SIZE * IMAGE_SIZE * 3)
-    return encode_png(IMAGE_SIZE, IMAGE_SIZE, 3, pixels, [("comfy-emulator", text), *extra_texts])
+    pixels = hashlib.shake_256(digest).digest(size * size * 3)
+    return encode_png(size, size, 3, pixels, [("comfy-emulator", text), *extra_texts])
 
 
 def fake_jpeg(info: dict) -> bytes:
@@ -1143,7 +1146,7 @@ class PromptRun:
     async def node_save_image_websocket(self, node_id: str, inputs: dict) -> dict:
         count = batch_size(self.prompt, node_id)
         for step in range(count):
-            self.hook(node_id, step, count, ("PNG", emulator_png(self.output_meta(node_id, step))))
+            self.hook(node_id, step, count, ("PNG", emulator_png(self.output_meta(node_id, step), size=self.emu.config["image_size"])))
         return {}
 
     async def node_save_image(self, node_id: str, inputs: dict) -> dict:
@@ -1160,7 +1163,7 @@ class PromptRun:
         for index in range(batch_size(self.prompt, node_id)):
             name = f"{filename.replace('%batch_num%', str(index))}_{counter:05}_.png"
             with open(os.path.join(folder, name), "wb") as f:
-                f.write(emulator_png(self.output_meta(node_id, index), texts))
+                f.write(emulator_png(self.output_meta(node_id, index), texts, size=self.emu.config["image_size"]))
             results.append({"filename": name, "subfolder": subfolder, "type": kind})
             counter += 1
         return {"images": results}

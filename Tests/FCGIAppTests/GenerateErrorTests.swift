@@ -57,16 +57,19 @@ struct GenerateErrorTests {
 
     @Test func comfyValidationFailureCarriesNodeErrors() async throws {
         try await withGateway("err-validation") { gateway, _ in
+            // A sampler ComfyUI does not have (a missing model is the gateway's own model_not_found).
             var workflow = Workflows.txt2img(text: "x")
-            workflow["4"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": "missing.safetensors"])
+            var sampler = workflow["3"]!["inputs"]!.objectValue!
+            sampler["sampler_name"] = "no_such_sampler"
+            workflow["3"] = Workflows.node("KSampler", sampler)
             let response = try await gateway.post("/api/generate", json: Workflows.body(workflow))
             #expect(response.status == 400)
             let body = try JSONValue.parse(response.body)
             #expect(body["error"]?["code"] == "workflow_invalid")
             #expect(body["error"]?["comfy"]?["type"] == "prompt_outputs_failed_validation")
-            let nodeError = try #require(body["node_errors"]?["4"])
+            let nodeError = try #require(body["node_errors"]?["3"])
             #expect(nodeError["errors"]?.arrayValue?.first?["type"] == "value_not_in_list")
-            #expect(nodeError["class_type"] == "CheckpointLoaderSimple")
+            #expect(nodeError["class_type"] == "KSampler")
         }
     }
 

@@ -78,7 +78,9 @@ struct JobTests {
     @Test func aFailingJobKeepsTheSyncAPIsErrorObject() async throws {
         try await withGateway("jobs-fail") { gateway, _ in
             var workflow = Workflows.txt2img(text: "x")
-            workflow["4"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": "missing.safetensors"])
+            var sampler = workflow["3"]!["inputs"]!.objectValue!
+            sampler["sampler_name"] = "no_such_sampler"
+            workflow["3"] = Workflows.node("KSampler", sampler)
             let submitted = try JSONValue.parse(try await gateway.post("/api/jobs", json: Workflows.body(workflow)).body)
             let id = try #require(submitted["id"]?.stringValue)
             let events = ServerSentEvents.parse(try await gateway.get("/api/jobs/\(id)/events").bodyText)
