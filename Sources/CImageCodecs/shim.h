@@ -2,6 +2,8 @@
 #define CIMAGECODECS_SHIM_H
 // Thin wrappers over Debian's libpng (simplified API), libwebp and libjpeg-turbo (TurboJPEG):
 // every image is decoded to 8-bit RGBA and encoded from it. Buffers are malloc'd: free() them.
+// Each decoder checks the size the decoder itself reads against max_pixels before allocating:
+// a header check in front of it is not trusted with the allocation.
 #include <png.h>
 #include <webp/decode.h>
 #include <webp/encode.h>
@@ -9,11 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static inline int cgw_png_decode_rgba(const unsigned char *data, size_t size, unsigned char **pixels, int *width, int *height) {
+static inline int cgw_png_decode_rgba(const unsigned char *data, size_t size, size_t max_pixels, unsigned char **pixels, int *width, int *height) {
     png_image image;
     memset(&image, 0, sizeof image);
     image.version = PNG_IMAGE_VERSION;
     if (!png_image_begin_read_from_memory(&image, data, size)) return 0;
+    if (image.width == 0 || image.height == 0 || (size_t)image.width * (size_t)image.height > max_pixels) { png_image_free(&image); return 0; }
     image.format = PNG_FORMAT_RGBA;
     unsigned char *buffer = malloc(PNG_IMAGE_SIZE(image));
     if (buffer == NULL) { png_image_free(&image); return 0; }
@@ -41,7 +44,9 @@ static inline int cgw_png_encode_rgba(const unsigned char *rgba, int width, int 
     return 1;
 }
 
-static inline int cgw_webp_decode_rgba(const unsigned char *data, size_t size, unsigned char **pixels, int *width, int *height) {
+static inline int cgw_webp_decode_rgba(const unsigned char *data, size_t size, size_t max_pixels, unsigned char **pixels, int *width, int *height) {
+    if (!WebPGetInfo(data, size, width, height)) return 0;
+    if (*width <= 0 || *height <= 0 || (size_t)*width * (size_t)*height > max_pixels) return 0;
     uint8_t *decoded = WebPDecodeRGBA(data, size, width, height);
     if (decoded == NULL) return 0;
     size_t bytes = (size_t)*width * (size_t)*height * 4;
@@ -66,11 +71,12 @@ static inline int cgw_webp_encode_rgba(const unsigned char *rgba, int width, int
     return 1;
 }
 
-static inline int cgw_jpeg_decode_rgba(const unsigned char *data, size_t size, unsigned char **pixels, int *width, int *height) {
+static inline int cgw_jpeg_decode_rgba(const unsigned char *data, size_t size, size_t max_pixels, unsigned char **pixels, int *width, int *height) {
     tjhandle handle = tjInitDecompress();
     if (handle == NULL) return 0;
     int subsampling = 0, colorspace = 0;
     if (tjDecompressHeader3(handle, data, (unsigned long)size, width, height, &subsampling, &colorspace) != 0) { tjDestroy(handle); return 0; }
+    if (*width <= 0 || *height <= 0 || (size_t)*width * (size_t)*height > max_pixels) { tjDestroy(handle); return 0; }
     unsigned char *buffer = malloc((size_t)*width * (size_t)*height * 4);
     if (buffer == NULL) { tjDestroy(handle); return 0; }
     int status = tjDecompress2(handle, data, (unsigned long)size, buffer, *width, *width * 4, *height, TJPF_RGBA, TJFLAG_ACCURATEDCT);

@@ -128,4 +128,29 @@ struct ImageProbeTests {
         sized[26] = 0x03  // height 3
         #expect(try ImageProbe.probe(sized) == ImageProbe(mimeType: "image/jpeg", width: 4, height: 3))
     }
+
+    /// SOF0 with the given size.
+    static func frame(width: Int, height: Int) -> [UInt8] {
+        [0xFF, 0xC0, 0x00, 0x11, 0x08, UInt8(height >> 8), UInt8(height & 0xFF), UInt8(width >> 8), UInt8(width & 0xFF), 0x03, 0x01, 0x22, 0x00, 0x02, 0x11, 0x01, 0x03, 0x11, 0x01]
+    }
+
+    @Test func aJPEGThatHidesItsRealFrameBehindALengthlessMarkerIsRefused() throws {
+        // An attacker's review: RST0 (FF D0) has no length. Read as one, the FF E0 after it sends
+        // the walk 65,504 bytes on, onto a forged 64×64 frame inside a comment; decoders skip
+        // RST0, read APP0 and the comment, and decode the 12000×12000 frame after them.
+        let app0: [UInt8] = [0xFF, 0xE0, 0x00, 0x10] + Array("JFIF".utf8) + [0, 1, 1, 0, 0, 1, 0, 1, 0, 0]
+        let forgedAt = 65_508
+        let commentData = [UInt8](repeating: 0, count: forgedAt - (4 + app0.count + 4)) + Self.frame(width: 64, height: 64)
+        let comment: [UInt8] = [0xFF, 0xFE, UInt8((commentData.count + 2) >> 8), UInt8((commentData.count + 2) & 0xFF)] + commentData
+        let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xD0] + app0 + comment + Self.frame(width: 12000, height: 12000) + [0xFF, 0xD9]
+        #expect(Array(jpeg[forgedAt..<forgedAt + 2]) == [0xFF, 0xC0])
+        #expect(throws: ImageProbe.Rejection.self) { try ImageProbe.probe(jpeg) }
+    }
+
+    @Test func aJPEGWithTwoFrameHeadersIsRefused() throws {
+        let jpeg: [UInt8] = [0xFF, 0xD8] + Self.frame(width: 64, height: 64) + Self.frame(width: 12000, height: 12000) + [0xFF, 0xD9]
+        #expect(throws: ImageProbe.Rejection.self) { try ImageProbe.probe(jpeg) }
+        let one: [UInt8] = [0xFF, 0xD8] + Self.frame(width: 64, height: 64) + [0xFF, 0xD9]
+        #expect(try ImageProbe.probe(one) == ImageProbe(mimeType: "image/jpeg", width: 64, height: 64))
+    }
 }

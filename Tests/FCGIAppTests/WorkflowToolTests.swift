@@ -144,6 +144,24 @@ struct WorkflowToolTests {
         }
     }
 
+    @Test func moreInputImagesThanAJobTakesAre413BeforeAnyIsFetched() async throws {
+        try await withGateway("input-count") { gateway, emulator in
+            var workflow = Sketches.style()
+            var images: [String: JSONValue] = [:]
+            for index in 0...InputImages.maxPerJob {
+                let id = "\(100 + index)"
+                workflow[id] = Workflows.node("LoadImage", ["image": "example.png"])
+                images[id] = .string(Data(Sketches.png(seed: index)).base64EncodedString())
+            }
+            var body = Workflows.body(workflow, output: "8").objectValue!
+            body["input_images"] = .object(images)
+            let response = try await gateway.post("/api/generate", json: .object(body))
+            #expect(response.status == 413, "\(response.bodyText)")
+            #expect(try JSONValue.parse(response.body)["error"]?["parameter"] == "input_images")
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+        }
+    }
+
     @Test func asyncToolCallKeepsItsInputImageUntilTheJobRuns() async throws {
         try await withGateway("tool-async") { gateway, _ in
             try Sketches.install(Sketches.style(), as: "paint", in: gateway)

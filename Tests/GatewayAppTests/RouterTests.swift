@@ -94,6 +94,36 @@ struct RouterTests {
         }
     }
 
+    @Test func aCrossSiteFormWithoutOriginIsRefusedByItsFetchMetadata() async throws {
+        try await withRouter { router in
+            let form = "--x\r\nContent-Disposition: form-data; name=\"workflow_data\"\r\n\r\n{}\r\n--x--\r\n"
+            for site in ["cross-site", "same-site"] {
+                let response = await router.respond(to: post("/api/generate", form, contentType: "multipart/form-data; boundary=x", headers: ["sec-fetch-site": site]))
+                #expect(response.status == 403, "\(site)")
+            }
+            // Same origin, a direct navigation, and clients that send no fetch metadata pass to the body's own check.
+            for site in ["same-origin", "none", nil] {
+                let headers = site.map { ["sec-fetch-site": $0] } ?? [:]
+                let response = await router.respond(to: post("/api/generate", "{nope", headers: headers))
+                #expect(response.error?["code"] == "invalid_json", "\(site ?? "no header")")
+            }
+        }
+    }
+
+    @Test func theOpenAPIServerURLEchoesOnlyAPlainHost() async throws {
+        try await withRouter { router in
+            for (host, expected) in [
+                ("gw.example:8000", "http://gw.example:8000"), ("[::1]:8000", "http://[::1]:8000"),
+                ("evil.example/#", "http://localhost"), ("a\"b", "http://localhost"), ("x:99999999", "http://localhost"),
+            ] {
+                let response = await router.respond(to: GatewayRequest(method: "GET", path: "/api/workflows/openapi.json", host: host))
+                let document = try JSONValue.parse(response.body)
+                #expect(document["servers"]?.arrayValue?.first?["url"]?.stringValue == expected, "\(host)")
+                #expect(response.header("Vary") == "Host")
+            }
+        }
+    }
+
     @Test func preflightsPassOnlyForListedOriginsAndRoutedMethods() async throws {
         try await withRouter(["CORS_ALLOW_ORIGINS": "https://app.example"]) { router in
             func preflight(_ origin: String, _ method: String) async -> GatewayResponse {

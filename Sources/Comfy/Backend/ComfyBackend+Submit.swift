@@ -2,6 +2,9 @@ import Foundation
 
 /// Running one job on this backend, start to image: one attempt.
 extension ComfyBackend {
+    /// The images of one job held at once, all together (one image is always kept).
+    static let maxOutputBytes = 512 << 20
+
     /// Submits the job, waits for its image, and cleans up on ComfyUI whatever happens.
     ///
     /// A prompt lost to a dropped socket or a restarted ComfyUI fails with `promptLost`: the
@@ -101,6 +104,7 @@ extension ComfyBackend {
             break
         }
         var images: [ImageData] = []
+        var total = 0
         for product in watch.wantedProducts {
             switch product {
             case .frame(_, let bytes, let mimeType):
@@ -108,6 +112,14 @@ extension ComfyBackend {
             case .file(_, let reference):
                 let (bytes, mimeType) = try await rest.view(reference)
                 images.append(ImageData(bytes: bytes, mimeType: mimeType))
+            }
+            // A batch of huge images must not hold gigabytes per job: what fits is kept.
+            total += images.last?.bytes.count ?? 0
+            if total > Self.maxOutputBytes {
+                if images.count == 1 { break }
+                images.removeLast()
+                logger.warning("a job's images exceed the output limit; the rest are left out", metadata: ["comfy.images": "\(images.count)"])
+                break
             }
         }
         guard let first = images.first else { return nil }

@@ -36,9 +36,9 @@ public enum ImageTranscoder {
         var height: Int32 = 0
         let decoded = image.bytes.withUnsafeBufferPointer { buffer -> Int32 in
             switch probe.mimeType {
-            case "image/png": cgw_png_decode_rgba(buffer.baseAddress, buffer.count, &rgba, &width, &height)
-            case "image/webp": cgw_webp_decode_rgba(buffer.baseAddress, buffer.count, &rgba, &width, &height)
-            case "image/jpeg": cgw_jpeg_decode_rgba(buffer.baseAddress, buffer.count, &rgba, &width, &height)
+            case "image/png": cgw_png_decode_rgba(buffer.baseAddress, buffer.count, maxPixels, &rgba, &width, &height)
+            case "image/webp": cgw_webp_decode_rgba(buffer.baseAddress, buffer.count, maxPixels, &rgba, &width, &height)
+            case "image/jpeg": cgw_jpeg_decode_rgba(buffer.baseAddress, buffer.count, maxPixels, &rgba, &width, &height)
             default: 0
             }
         }

@@ -22,6 +22,10 @@ public struct InputImages: Sendable {
         }
     }
 
+    /// Input images one job may carry, and all of them together at most `maxTotalBytes`.
+    public static let maxPerJob = 16
+    public var maxTotalBytes: Int { limits.maxBytes * 4 }
+
     let store: LocalImageStore
     let http: CurlHTTPClient
     public let limits: Limits
@@ -68,10 +72,19 @@ public struct InputImages: Sendable {
                 if let name = value.stringValue, let file = storedName(name) { names.insert(file) }
             }
         }
+        // Names in a raw workflow count too: many small stored inputs must not add up to one huge job.
+        guard names.count <= Self.maxPerJob else {
+            throw InputImageError(.tooLarge, field: "workflow_data", "the workflow names \(names.count) input images; at most \(Self.maxPerJob) are accepted")
+        }
         var uploads: [PromptUpload] = []
+        var total = 0
         for name in names.sorted() {
             // Gone past retention: ComfyUI then names the missing file in its validation error.
             guard let bytes = try await store.read(name) else { continue }
+            total += bytes.count
+            guard total <= maxTotalBytes else {
+                throw InputImageError(.tooLarge, field: "workflow_data", "the workflow's input images exceed \(maxTotalBytes) bytes together")
+            }
             uploads.append(PromptUpload(subfolder: folder, filename: name, bytes: bytes, mimeType: Self.mimeType(ofFile: name)))
         }
         return uploads

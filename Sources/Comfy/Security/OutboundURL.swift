@@ -21,7 +21,9 @@ public struct OutboundURL: Sendable {
 
     /// Parses and checks `url`; resolves its host (off the cooperative pool). `field` and
     /// `allowVariable` name the request field and the setting in refusals.
-    public static func check(_ url: String, allowPrivate: Bool, field: String = "webhook_url", allowVariable: String = "WEBHOOK_ALLOW_PRIVATE") async throws -> OutboundURL {
+    public static func check(
+        _ url: String, allowPrivate: Bool, field: String = "webhook_url", allowVariable: String = "WEBHOOK_ALLOW_PRIVATE", resolveTimeout: Duration = .seconds(5)
+    ) async throws -> OutboundURL {
         guard url.utf8.count <= maxLength else { throw Refusal(field: field, description: "\(field) is longer than \(maxLength) bytes") }
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
             throw Refusal(field: field, description: "\(field) must be an http or https URL")
@@ -31,13 +33,44 @@ public struct OutboundURL: Sendable {
         guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw Refusal(field: field, description: "\(field) may hold only printable ASCII") }
         let port = components.port ?? (scheme == "https" ? 443 : 80)
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let addresses = try await NIOThreadPool.singleton.runIfActive { resolveAddresses(bareHost, port: port) }
-        guard let first = addresses.first else { throw Refusal(field: field, description: "\(field)'s host \(host) does not resolve") }
-        if !allowPrivate, let address = addresses.first(where: { !$0.isPublic }) {
-            throw Refusal(field: field, description: "\(field)'s host \(host) is at \(address.text), a loopback, private or link-local address (\(allowVariable)=true allows it)")
-        }
+        let addresses = await resolve(bareHost, port: port, timeout: resolveTimeout)
+        // One answer for a name that does not resolve and one that is private: the refusal must
+        // not map the internal network for the caller.
+        let refusal = Refusal(field: field, description: "\(field)'s host \(host) does not resolve to a public address (loopback, private and link-local ones need \(allowVariable)=true)")
+        guard let first = addresses.first else { throw refusal }
+        if !allowPrivate, addresses.contains(where: { !$0.isPublic }) { throw refusal }
         let pinned = first.family == AF_INET6 ? "[\(first.text)]" : first.text
         return OutboundURL(url: url, resolve: ["\(bareHost):\(port):\(pinned)"])
+    }
+}
+
+extension OutboundURL {
+    /// Lookups of callers' host names: their own threads, so that a slow DNS server holds none
+    /// of NIO's, and a deadline, so that it holds no request longer than `timeout`.
+    static let resolverPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        return pool
+    }()
+
+    /// Every address of `host`, or none when the lookup fails or outlasts `timeout` (the lookup
+    /// itself cannot be interrupted; it finishes on its thread and is dropped).
+    static func resolve(_ host: String, port: Int, timeout: Duration) async -> [ResolvedAddress] {
+        let (answers, continuation) = AsyncStream.makeStream(of: [ResolvedAddress].self, bufferingPolicy: .bufferingNewest(1))
+        let lookup = Task {
+            continuation.yield((try? await resolverPool.runIfActive { resolveAddresses(host, port: port) }) ?? [])
+            continuation.finish()
+        }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            continuation.finish()
+        }
+        defer {
+            lookup.cancel()
+            timer.cancel()
+        }
+        for await addresses in answers { return addresses }
+        return []
     }
 }
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Reads an image's format and pixel size from its header, without decoding it, so that a
 /// decompression bomb (a small file declaring a huge canvas) is refused before any decoder runs.
 public struct ImageProbe: Sendable, Equatable {
@@ -44,23 +46,38 @@ public struct ImageProbe: Sendable, Equatable {
         return ImageProbe(mimeType: "image/png", width: bigEndian(bytes, 16, 4), height: bigEndian(bytes, 20, 4))
     }
 
+    /// Reads the frame header, walking the segments up to the scan. Only the segments that may
+    /// come before a frame are accepted on the way (a marker without a length, such as RST or
+    /// TEM, would be skipped by a decoder and make this walk land on a forged frame header),
+    /// and a second frame header is refused (decoders take the last one).
     private static func jpeg(_ bytes: [UInt8]) throws(Rejection) -> ImageProbe {
         guard bytes.suffix(2) == [0xFF, 0xD9] else { throw Rejection(description: "truncated JPEG (no end marker)") }
         var offset = 2
-        while offset + 9 < bytes.count {
+        var frame: ImageProbe?
+        while offset + 4 <= bytes.count {
             guard bytes[offset] == 0xFF else { throw Rejection(description: "corrupt JPEG") }
             let marker = bytes[offset + 1]
             if marker == 0xFF { offset += 1; continue }
+            // SOS: the entropy-coded data follows; the frame must be known by now.
+            if marker == 0xDA { break }
             let length = bigEndian(bytes, offset + 2, 2)
+            guard length >= 2, offset + 2 + length <= bytes.count else { throw Rejection(description: "corrupt JPEG") }
             // SOF0...SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
             if (0xC0...0xCF).contains(marker), ![0xC4, 0xC8, 0xCC].contains(marker) {
-                return ImageProbe(mimeType: "image/jpeg", width: bigEndian(bytes, offset + 7, 2), height: bigEndian(bytes, offset + 5, 2))
+                guard frame == nil else { throw Rejection(description: "a JPEG with two frame headers is not accepted") }
+                guard length >= 8 else { throw Rejection(description: "corrupt JPEG") }
+                frame = ImageProbe(mimeType: "image/jpeg", width: bigEndian(bytes, offset + 7, 2), height: bigEndian(bytes, offset + 5, 2))
+            } else if !Self.jpegTableMarkers.contains(marker) {
+                throw Rejection(description: String(format: "a JPEG segment FF%02X before the scan is not accepted", marker))
             }
-            guard length >= 2 else { throw Rejection(description: "corrupt JPEG") }
             offset += 2 + length
         }
-        throw Rejection(description: "truncated JPEG (no frame header)")
+        guard let frame else { throw Rejection(description: "truncated JPEG (no frame header)") }
+        return frame
     }
+
+    /// APP0–APP15, COM, DQT, DHT, DRI, DAC, DNL and EXP: what may precede the first scan.
+    static let jpegTableMarkers: Set<UInt8> = Set(0xE0...0xEF).union([0xFE, 0xDB, 0xC4, 0xDD, 0xCC, 0xDC, 0xDF])
 
     private static func webp(_ bytes: [UInt8]) throws(Rejection) -> ImageProbe {
         guard bytes.count >= 30 else { throw Rejection(description: "truncated WebP") }

@@ -56,7 +56,7 @@ public struct LocalImageStore: ImageStore {
         if errno != ENOENT, FileManager.default.fileExists(atPath: target) { return }
         let temporary = "\(directory)/.tmp-\(UUID().uuidString)"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw StorageError(store: "local", message: "cannot create a file in \(directory): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw StorageError(store: "local", message: "cannot create a file in the image folder: \(String(cString: strerror(errno)))") }
         var ok = bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {

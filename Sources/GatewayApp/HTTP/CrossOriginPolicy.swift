@@ -38,7 +38,12 @@ struct CrossOriginPolicy: Sendable {
 
     /// The refusal of a state-changing request from a page that may not use the API, if it is one.
     func refusal(for request: GatewayRequest) -> APIError? {
-        guard !["GET", "HEAD", "OPTIONS"].contains(request.method), let origin = request.header("origin") else { return nil }
+        guard !["GET", "HEAD", "OPTIONS"].contains(request.method) else { return nil }
+        guard let origin = request.header("origin") else {
+            // No Origin (an old browser, an extension that strips it): the fetch metadata still tells a page of another site.
+            guard let site = request.header("sec-fetch-site"), site == "cross-site" || site == "same-site" else { return nil }
+            return origins.allowsAny ? nil : APIError(.forbidden, "requests from pages on other sites are not allowed (CORS_ALLOW_ORIGINS)")
+        }
         guard !origins.allows(origin: origin, scheme: request.scheme, host: request.host) else { return nil }
         return APIError(.forbidden, "requests from pages on this origin are not allowed (CORS_ALLOW_ORIGINS, SERVER_BASE_URL)")
     }

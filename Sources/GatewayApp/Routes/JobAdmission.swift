@@ -26,6 +26,9 @@ struct JobAdmission: Sendable {
                 throw error
             }
         }
+        guard body.inputImages.count <= InputImages.maxPerJob else {
+            throw APIError(.payloadTooLarge, "\(body.inputImages.count) input images; at most \(InputImages.maxPerJob) are accepted per job", details: ["parameter": "input_images"])
+        }
         var workflow = body.workflow
         for image in body.inputImages {
             let name: String

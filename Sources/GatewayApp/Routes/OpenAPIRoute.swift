@@ -32,7 +32,7 @@ struct OpenAPIRoute: Sendable {
             paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool)])
         }
         document["paths"] = .object(paths)
-        return .json(.object(document), headers: [("Cache-Control", "no-cache")])
+        return .json(.object(document), headers: [("Vary", "Host")])
     }
 
     func toolDocument(_ request: GatewayRequest) async -> GatewayResponse {
@@ -52,7 +52,7 @@ struct OpenAPIRoute: Sendable {
             "components": .object(["securitySchemes": .object(["bearer": .object(["type": "http", "scheme": "bearer"])])]),
             "security": .array([.object(["bearer": .array([])])]),
         ])
-        return .json(document, headers: [("Cache-Control", "no-cache")])
+        return .json(document, headers: [("Vary", "Host")])
     }
 
     /// The absolute base URL callers reach: Dify joins `servers[0].url` and the path as strings.
@@ -60,13 +60,30 @@ struct OpenAPIRoute: Sendable {
         var base = serverBaseURL
         if base.isEmpty {
             // Only a plain host[:port] is echoed back: the document is no place for a forged header.
-            let host = request.host.flatMap { host in
-                host.utf8.count <= 255 && host.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != 0x2F && $0 != 0x40 && $0 != 0x5C && $0 != 0x22 } ? host : nil
-            } ?? "localhost"
+            let host = request.host.flatMap { Self.isPlainHost($0) ? $0 : nil } ?? "localhost"
             base = "\(request.scheme == "https" ? "https" : "http")://\(host)"
         }
         while base.hasSuffix("/") { base.removeLast() }
         return base
+    }
+
+    /// `name[:port]` of letters, digits, `.` and `-`, or a bracketed IPv6 literal with a port.
+    static func isPlainHost(_ host: String) -> Bool {
+        guard (1...255).contains(host.utf8.count) else { return false }
+        var name = Substring(host)
+        if name.hasPrefix("[") {
+            guard let close = name.firstIndex(of: "]") else { return false }
+            let literal = name[name.index(after: name.startIndex)..<close]
+            guard !literal.isEmpty, literal.utf8.allSatisfy({ $0 == 0x3A || $0 == 0x2E || (0x30...0x39).contains($0) || (0x61...0x66).contains($0) || (0x41...0x46).contains($0) }) else { return false }
+            name = name[name.index(after: close)...]
+            guard name.isEmpty || name.hasPrefix(":") else { return false }
+            return name.dropFirst().allSatisfy(\.isASCII) && name.dropFirst().allSatisfy(\.isNumber)
+        }
+        let parts = name.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let label = parts.first, !label.isEmpty,
+            label.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) || (0x41...0x5A).contains($0) || $0 == 0x2E || $0 == 0x2D })
+        else { return false }
+        return parts.count == 1 || (!parts[1].isEmpty && parts[1].utf8.count <= 5 && parts[1].utf8.allSatisfy { (0x30...0x39).contains($0) })
     }
 
     /// One tool as one operation: `run_<name>`, its parameters as the body's properties.
