@@ -308,7 +308,7 @@ done
 INPUT_URL_ALLOW_PRIVATE=true start_gateway images "${emulator_urls[0]}"
 check_emulators
 log "7. output_format png/webp/jpeg at ${IMAGE_SIZE}px, and input images by URL vs multipart"
-run_client images --gateway "$gateway_url" --image-server "http://127.0.0.1:$image_port" --image-dir "$work/images" \
+run_client images --gateway "$gateway_url" --emulator "${emulator_urls[0]}" --image-server "http://127.0.0.1:$image_port" --image-dir "$work/images" \
   --image-size "$IMAGE_SIZE" --requests "$IMAGE_REQUESTS" --out "$results/images.json"
 stop_gateway
 stop_anchor

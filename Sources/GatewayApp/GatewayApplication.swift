@@ -28,8 +28,10 @@ public struct GatewayApplication: Sendable {
     public func run(makeFrontEnd: (FrontEnd) -> any Service) async throws {
         let metricsRegistry = MetricsRoute.bootstrap()
         let http = CurlHTTPClient(threads: 32)
+        // Input image URLs: at most 8 fetches at once, each bounded by INPUT_MAX_BYTES.
+        let outbound = CurlHTTPClient(threads: 8, maxResponseBytes: configuration.inputLimits.maxBytes)
         let jobStore = try await Self.openJobStore(configuration.jobs, logger: logger)
-        let parts = try GatewayParts(configuration: configuration, http: http, jobStore: jobStore, metrics: metricsRegistry, logger: logger)
+        let parts = try GatewayParts(configuration: configuration, http: http, outbound: outbound, jobStore: jobStore, metrics: metricsRegistry, logger: logger)
         let jobs = parts.jobs
         let pool = parts.pool
         let sessions = parts.sessions
@@ -45,6 +47,7 @@ public struct GatewayApplication: Sendable {
             maxMessageBytes: configuration.maxSketchBytes * 4 / 3 + 64 * 1024,
             pingInterval: configuration.pingInterval,
             origins: configuration.drawingOrigins,
+            tokens: parts.sessionTokens,
             logger: logger,
             grantSocket: { [site = NginxSite(configuration: configuration)] in site.grantSocket($0) }
         )
@@ -63,6 +66,7 @@ public struct GatewayApplication: Sendable {
                 services: [
                     // First in, last out: every other service may still call ComfyUI or a store while it stops.
                     .init(service: http),
+                    .init(service: outbound),
                     .init(service: BackendService(pool: pool)),
                     .init(service: SessionSweeper(sessions: sessions, interval: min(configuration.sessionIdleTimeout / 4, .seconds(60)))),
                     .init(service: DrawingGenerations(sessions: sessions)),

@@ -20,9 +20,12 @@ struct GatewayParts: Sendable {
     let gate: APIKeyGate
     /// Input images of calls, kept under `STATE_DIR/inputs`.
     let inputs: InputImages
+    /// Drawing sessions' tokens; `nil` unless `DRAWING_AUTH`.
+    let sessionTokens: SessionTokens?
 
     init(
-        configuration: GatewayConfiguration, http: CurlHTTPClient, jobStore: any JobStore, metrics: PrometheusCollectorRegistry, logger: Logger
+        configuration: GatewayConfiguration, http: CurlHTTPClient, outbound: CurlHTTPClient? = nil, jobStore: any JobStore,
+        metrics: PrometheusCollectorRegistry, logger: Logger
     ) throws {
         pool = BackendPool(
             urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming, logger: logger
@@ -52,7 +55,9 @@ struct GatewayParts: Sendable {
         } catch {
             throw ConfigurationError(variable: "STATE_DIR", problem: "cannot create \(inputDirectory): \(error.localizedDescription)")
         }
-        inputs = InputImages(directory: inputDirectory, http: http, limits: configuration.inputLimits, folder: configuration.nodePolicy.uploadFolder)
+        // Callers' URLs are fetched on a client of their own: a slow server holds none of the threads ComfyUI calls need.
+        sessionTokens = configuration.drawingAuth ? try SessionTokens.load(stateDirectory: configuration.jobs.stateDirectory) : nil
+        inputs = InputImages(directory: inputDirectory, http: outbound ?? http, limits: configuration.inputLimits, folder: configuration.nodePolicy.uploadFolder)
         let scheduler = configuration.scheduler
         jobs = JobRunner(
             store: jobStore, pool: pool, images: store, inputs: inputs,
@@ -93,16 +98,17 @@ struct GatewayParts: Sendable {
         router.add("DELETE", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.cancel($0) }
         let workflows = WorkflowsRoute(library: styles, generate: generate, jobs: jobsRoute)
         let openAPI = OpenAPIRoute(staticDirectory: configuration.site.staticDirectory, library: styles, serverBaseURL: configuration.serverBaseURL)
-        router.add("GET", "/api/workflows") { await workflows.list($0) }
+        router.add("GET", "/api/workflows", keyed: true) { await workflows.list($0) }
+        // Public like /openapi.json: Dify's import-from-URL fetch carries no credentials.
         router.add("GET", "/api/workflows/openapi.json") { await openAPI.toolDocument($0) }
-        router.add("GET", prefix: "/api/workflows/") { try await workflows.show($0) }
+        router.add("GET", prefix: "/api/workflows/", keyed: true) { try await workflows.show($0) }
         router.add("POST", prefix: "/api/workflows/", body: .json, keyed: true) { try await workflows.run($0) }
         router.add("GET", "/openapi.json") { await openAPI.document($0) }
         let usage = UsageRoute(store: jobs.store)
         router.add("GET", "/api/usage", keyed: true) { try await usage.usage($0) }
-        let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits)
+        let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits, tokens: sessionTokens)
         router.add("GET", "/api/styles") { await sketch.listStyles($0) }
-        router.add("POST", "/api/sketch", body: .multipart) { try await sketch.upload($0) }
+        router.add("POST", "/api/sketch", body: .multipart, keyed: sessionTokens != nil) { try await sketch.upload($0) }
         router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }
         let stats = JobStoreStats(store: jobs.store)
         let health = HealthRoute(pool: pool, styles: styles, jobs: stats)

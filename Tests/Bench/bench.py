@@ -694,6 +694,9 @@ async def cmd_images(args) -> None:
             runs = [await generate(kind) for _ in range(args.requests)]
             results["formats"][kind] = {"latency": summary_ms([t for t, _ in runs]), "bytes": statistics.median(b for _, b in runs)}
 
+        # Small outputs again: the emulator's image making would drown the input's cost.
+        async with http.post(f"{args.emulator}/emulator/config", json={"image_size": 16}) as r:
+            await r.read()
         sketch = sketch_png(5, size=512)
         Path(args.image_dir, "input.png").write_bytes(sketch)
         workflow = sketch_style()
@@ -1025,7 +1028,7 @@ def cmd_report(args) -> None:
         inputs = images["inputs"]
         w(f"Input images: the same img2img job with a {inputs['image_bytes']:,}-byte 512×512 PNG sent as a "
           "multipart part, or as a URL the gateway fetches (a Python HTTP server on loopback, "
-          "`INPUT_URL_ALLOW_PRIVATE=true`).\n")
+          "`INPUT_URL_ALLOW_PRIVATE=true`); the emulator back to 16×16 outputs.\n")
         w("| input | p50 ms | p99 ms |")
         w("|---|---:|---:|")
         for name, label in (("form", "multipart upload"), ("url", "URL")):
@@ -1122,6 +1125,7 @@ def main() -> None:
     p = sub.add_parser("images")
     p.add_argument("--gateway", required=True)
     p.add_argument("--image-server", required=True)
+    p.add_argument("--emulator", required=True)
     p.add_argument("--image-dir", required=True)
     p.add_argument("--image-size", type=int, default=1024)
     p.add_argument("--requests", type=int, default=20)

@@ -20,6 +20,7 @@ import Logging
 /// (120 s for in-flight requests after SIGTERM); image storage as
 /// `StorageConfiguration` documents; input images of tool calls and `input_images`
 /// `INPUT_MAX_BYTES` (`MAX_SKETCH_BYTES`), `INPUT_MAX_PIXELS` (`MAX_SKETCH_PIXELS`),
+/// `DRAWING_AUTH` (false: the drawing API is public, limited per address by nginx),
 /// `INPUT_URL_TIMEOUT` (20 s), `INPUT_URL_ALLOW_PRIVATE` (false: URLs on loopback, private and
 /// link-local addresses are refused); jobs and webhooks as `JobConfiguration` documents; nginx's side as `SiteConfiguration` documents.
 public struct GatewayConfiguration: Sendable {
@@ -56,6 +57,8 @@ public struct GatewayConfiguration: Sendable {
     var jobs: JobConfiguration
     /// Whether the keyed endpoints need an API key (`AUTH`: `auto`, once a key exists; `required`; `off`).
     var authMode: APIKeyGate.Mode
+    /// `DRAWING_AUTH`: the drawing API needs a key too, and its WebSocket a session token.
+    var drawingAuth: Bool
 
     public init(_ environment: Environment) throws {
         let servers = (environment["COMFYUI_SERVER"] ?? "http://127.0.0.1:8188").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -113,6 +116,7 @@ public struct GatewayConfiguration: Sendable {
             throw ConfigurationError(variable: "AUTH", problem: "expected auto, required or off, got \"\(auth)\"")
         }
         self.authMode = authMode
+        drawingAuth = try environment.boolean("DRAWING_AUTH", default: false)
         backendTiming = BackendTiming(
             failoverAfter: try environment.duration("BACKEND_FAILOVER_AFTER", default: .seconds(10)),
             probeInterval: try environment.duration("BACKEND_PROBE_INTERVAL", default: .seconds(5)),

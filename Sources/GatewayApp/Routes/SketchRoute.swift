@@ -6,6 +6,8 @@ struct SketchRoute: Sendable {
     let sessions: DrawingSessions
     let styles: StyleLibrary
     let limits: SketchLimits
+    /// With `DRAWING_AUTH`: the session's socket and result need its token.
+    let tokens: SessionTokens?
 
     func listStyles(_ request: GatewayRequest) async -> GatewayResponse {
         .json(.object(["styles": .array(await styles.names().map(JSONValue.string))]))
@@ -25,12 +27,20 @@ struct SketchRoute: Sendable {
         } catch {
             throw APIError(error)
         }
-        return .json(.object([
+        var answer: [String: JSONValue] = [
             "session_id": .string(sessionID),
             "status": "uploaded",
             "message": "Sketch uploaded successfully",
             "websocket_url": .string("/api/ws/\(sessionID)"),
-        ]))
+            "result_url": .string("/api/result/\(sessionID)"),
+        ]
+        if let tokens {
+            let token = tokens.token(for: sessionID)
+            answer["session_token"] = .string(token)
+            answer["websocket_url"] = .string("/api/ws/\(sessionID)?token=\(token)")
+            answer["result_url"] = .string("/api/result/\(sessionID)?token=\(token)")
+        }
+        return .json(.object(answer))
     }
 
     /// The latest finished image; nginx sends the bytes (`X-Accel-Redirect`), so no Content-Type here.
@@ -40,6 +50,9 @@ struct SketchRoute: Sendable {
             try DrawingError.checkSessionID(sessionID)
         } catch {
             throw APIError(error)
+        }
+        if let tokens, !tokens.verify(SessionTokens.token(inQuery: request.query), for: sessionID) {
+            throw APIError(.unauthorized, "this session's result needs its session_token (DRAWING_AUTH): use the result_url /api/sketch answered")
         }
         guard let image = await sessions.latestResult(sessionID) else {
             throw APIError(.notFound, "session \(sessionID) has no result yet")

@@ -27,6 +27,11 @@ struct DrawingSocketConnection: Sendable {
                 let socket = WebSocketSession(inbound: inbound, outbound: outbound, masksFrames: false)
                 try await socket.send(.text(String(decoding: SessionMessage.error(message: error.message).json.encoded(), as: UTF8.self)))
                 try await socket.close(code: error.code == .busy ? .unknown(1013) : .policyViolation)
+                // The close handshake: the painter's reply (at most 2 s) before the connection
+                // ends, so the message and the close frame are read, not cut off with the socket.
+                try? await withDeadline(.now + .seconds(2), timeout: { CancellationError() }) {
+                    for try await _ in socket.messages {}
+                }
             }
             return
         }

@@ -18,22 +18,31 @@ final class DrawingSocketServer: Service {
     private let maxMessageBytes: Int
     private let pingInterval: Duration
     private let origins: OriginPolicy
+    /// With `DRAWING_AUTH`: an upgrade needs the session's token in its query.
+    private let tokens: SessionTokens?
+
+    /// Why an upgrade was refused.
+    enum Refusal: Sendable {
+        case foreignOrigin
+        case noToken
+    }
     private let logger: Logger
     /// Makes the socket reachable by nginx's workers only (`NginxSite.grantSocket`).
     private let grantSocket: @Sendable (String) -> Void
 
     private enum Upgrade: Sendable {
         case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String, clientAddress: String)
-        case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, foreignOrigin: Bool)
+        case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, reason: Refusal?)
     }
 
     /// - Parameter origins: the browser pages that may open a session's socket.
     init(
         socketPath: String, sessions: DrawingSessions, jobs: JobRunner, gate: APIKeyGate, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
-        origins: OriginPolicy, logger: Logger, grantSocket: @escaping @Sendable (String) -> Void
+        origins: OriginPolicy, tokens: SessionTokens? = nil, logger: Logger, grantSocket: @escaping @Sendable (String) -> Void
     ) {
         self.grantSocket = grantSocket
         self.origins = origins
+        self.tokens = tokens
         self.socketPath = socketPath
         self.sessions = sessions
         jobEvents = JobEventStream(runner: jobs, gate: gate, heartbeat: pingInterval)
@@ -68,8 +77,9 @@ final class DrawingSocketServer: Service {
     func run() async throws {
         let maxMessageBytes = self.maxMessageBytes
         let origins = self.origins
-        // Channels whose upgrade was refused for their Origin, from `shouldUpgrade` to the refusal.
-        let foreign = Mutex(Set<ObjectIdentifier>())
+        let tokens = self.tokens
+        // Channels whose upgrade was refused for their Origin or token, from `shouldUpgrade` to the refusal.
+        let refusals = Mutex([ObjectIdentifier: Refusal]())
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
             .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true) { channel in
@@ -77,9 +87,15 @@ final class DrawingSocketServer: Service {
                     let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
                         maxFrameSize: maxMessageBytes,
                         shouldUpgrade: { channel, head in
-                            let originAllowed = Self.originAllowed(head.headers, policy: origins)
-                            if !originAllowed { foreign.withLock { _ = $0.insert(ObjectIdentifier(channel)) } }
-                            let acceptable = Self.sessionID(of: head.uri) != nil && originAllowed
+                            let sessionID = Self.sessionID(of: head.uri)
+                            var refusal: Refusal?
+                            if !Self.originAllowed(head.headers, policy: origins) {
+                                refusal = .foreignOrigin
+                            } else if let tokens, let sessionID, !tokens.verify(SessionTokens.token(inURI: head.uri), for: sessionID) {
+                                refusal = .noToken
+                            }
+                            if let refusal { refusals.withLock { $0[ObjectIdentifier(channel)] = refusal } }
+                            let acceptable = sessionID != nil && refusal == nil
                             return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
                         },
                         upgradePipelineHandler: { channel, head in
@@ -101,8 +117,8 @@ final class DrawingSocketServer: Service {
                         upgraders: [upgrader],
                         notUpgradingCompletionHandler: { channel in
                             channel.eventLoop.makeCompletedFuture {
-                                let foreignOrigin = foreign.withLock { $0.remove(ObjectIdentifier(channel)) != nil }
-                                return .refused(try NIOAsyncChannel(wrappingChannelSynchronously: channel), foreignOrigin: foreignOrigin)
+                                let reason = refusals.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+                                return .refused(try NIOAsyncChannel(wrappingChannelSynchronously: channel), reason: reason)
                             }
                         }
                     )
@@ -144,15 +160,15 @@ final class DrawingSocketServer: Service {
         switch try? await upgrade.get() {
         case .websocket(let channel, let sessionID, let clientAddress):
             await DrawingSocketConnection(sessionID: sessionID, clientAddress: clientAddress, sessions: sessions, limits: limits, pingInterval: pingInterval, logger: logger).serve(channel)
-        case .refused(let channel, let foreignOrigin):
-            await answer(channel, foreignOrigin: foreignOrigin)
+        case .refused(let channel, let reason):
+            await answer(channel, refusal: reason)
         case nil:
             break
         }
     }
 
     /// Answers a request that is not a WebSocket upgrade: a job's event stream, else a JSON error.
-    private func answer(_ channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, foreignOrigin: Bool) async {
+    private func answer(_ channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, refusal: Refusal?) async {
         let jobEvents = self.jobEvents
         try? await channel.executeThenClose { inbound, outbound in
             var head: HTTPRequestHead?
@@ -163,9 +179,11 @@ final class DrawingSocketServer: Service {
                     try await jobEvents.serve(id, authorization: head.headers.first(name: "Authorization"), to: outbound)
                     return
                 }
-                let error = foreignOrigin
-                    ? APIError(.forbidden, "WebSocket connections from this page's origin are not allowed (ALLOWED_ORIGINS, SERVER_BASE_URL)")
-                    : APIError(.invalidRequest, "connect with a WebSocket upgrade to /api/ws/{session_id}; session ids are 1 to 64 letters, digits, '-' or '_'")
+                let error = switch refusal {
+                case .foreignOrigin?: APIError(.forbidden, "WebSocket connections from this page's origin are not allowed (ALLOWED_ORIGINS, SERVER_BASE_URL)")
+                case .noToken?: APIError(.unauthorized, "this session's WebSocket needs its session_token (DRAWING_AUTH): use the websocket_url /api/sketch answered")
+                case nil: APIError(.invalidRequest, "connect with a WebSocket upgrade to /api/ws/{session_id}; session ids are 1 to 64 letters, digits, '-' or '_'")
+                }
                 try await outbound.writeJSONError(error)
                 return
             }

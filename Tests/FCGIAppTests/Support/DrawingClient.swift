@@ -13,18 +13,23 @@ actor DrawingClient {
 
     /// Connects; returns once the upgrade succeeded.
     static func connect(port: Int, sessionID: String) async throws -> DrawingClient {
+        try await connect(port: port, path: "/api/ws/\(sessionID)")
+    }
+
+    /// Connects to a path as `/api/sketch` answered it (`websocket_url`, with its token).
+    static func connect(port: Int, path: String) async throws -> DrawingClient {
         let client = DrawingClient()
-        try await client.open(port: port, sessionID: sessionID)
+        try await client.open(port: port, path: path)
         return client
     }
 
-    private func open(port: Int, sessionID: String) async throws {
+    private func open(port: Int, path: String) async throws {
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         outbox = continuation
         let opened = AsyncStream.makeStream(of: Bool.self)
         task = Task {
             defer { opened.continuation.finish() }
-            try await WebSocketClient.connect(host: "127.0.0.1", port: port, path: "/api/ws/\(sessionID)") { session in
+            try await WebSocketClient.connect(host: "127.0.0.1", port: port, path: path) { session in
                 opened.continuation.yield(true)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
@@ -46,7 +51,7 @@ actor DrawingClient {
         var iterator = opened.stream.makeAsyncIterator()
         guard await iterator.next() == true else {
             _ = try await task?.value
-            throw TestFailure("WebSocket to /api/ws/\(sessionID) did not open")
+            throw TestFailure("WebSocket to \(path) did not open")
         }
     }
 

@@ -1,0 +1,52 @@
+import Comfy
+import Foundation
+import Testing
+
+/// `DRAWING_AUTH=true`: the drawing API needs a key, and its WebSocket and result the session's
+/// signed token, through real nginx and the app's WebSocket listener.
+@Suite(.serialized)
+struct DrawingAuthTests {
+    @Test func theSketchNeedsAKeyAndTheSocketAndResultTheSessionsToken() async throws {
+        try await withGateway("drawing-auth", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let secret = try KeyTests.createKey(gateway, ["painter"])
+            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "authed"])
+            let anonymous = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType)
+            #expect(anonymous.status == 401)
+            let created = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
+            #expect(created.status == 200, "\(created.bodyText)")
+            let answer = try JSONValue.parse(created.body)
+            let token = try #require(answer["session_token"]?.stringValue)
+            let socket = try #require(answer["websocket_url"]?.stringValue)
+            #expect(socket == "/api/ws/authed?token=\(token)")
+            let host = [("Host", "127.0.0.1:\(gateway.port)")]
+            #expect(try upgradeStatus(port: gateway.port, path: "/api/ws/authed", headers: host) == 401)
+            #expect(try upgradeStatus(port: gateway.port, path: "/api/ws/someone-else?token=\(token)", headers: host) == 401)
+            let forged = String(token.dropLast()) + (token.hasSuffix("A") ? "B" : "A")
+            #expect(try upgradeStatus(port: gateway.port, path: "/api/ws/authed?token=\(forged)", headers: host) == 401)
+            let expired = "1000000000." + token.split(separator: ".")[1]
+            #expect(try upgradeStatus(port: gateway.port, path: "/api/ws/authed?token=\(expired)", headers: host) == 401)
+
+            let client = try await DrawingClient.connect(port: gateway.port, path: socket)
+            defer { Task { await client.close() } }
+            await client.sendSketch(Sketches.png(seed: 2))
+            _ = try await client.next(status: "completed")
+            #expect(try await gateway.get("/api/result/authed").status == 401)
+            let result = try await gateway.get(try #require(answer["result_url"]?.stringValue))
+            #expect(result.status == 200)
+            #expect(emulatorMetadata(ofPNG: result.body)?["texts"]?.arrayValue?.first == "a house on a hill")
+        }
+    }
+
+    @Test func withoutDrawingAuthTheDrawingAPINeedsNoToken() async throws {
+        try await withGateway("drawing-open") { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "open"])
+            let created = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType)
+            let answer = try JSONValue.parse(created.body)
+            #expect(answer["websocket_url"] == "/api/ws/open")
+            #expect(answer["session_token"] == nil)
+        }
+    }
+}
