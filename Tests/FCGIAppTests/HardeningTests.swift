@@ -96,9 +96,10 @@ struct HardeningTests {
         #expect(openssl.stop(0) == 0)
         let emulator = try Emulator(directory: directory, http: testHTTP)
         defer { emulator.stop() }
+        let redirectPort = TestPaths.freePort()
         let gateway = try Gateway(
             directory: directory, backends: [emulator.url], http: testHTTP,
-            environment: ["TLS_CERT": "\(directory)/cert.pem", "TLS_KEY": "\(directory)/key.pem"]
+            environment: ["TLS_CERT": "\(directory)/cert.pem", "TLS_KEY": "\(directory)/key.pem", "HTTP_REDIRECT_PORT": "\(redirectPort)"]
         )
         defer { gateway.stop() }
         try await waitUntil(timeout: .seconds(20)) { (try? RawConnection(port: gateway.port)) != nil }
@@ -125,6 +126,11 @@ struct HardeningTests {
         #expect(plain.status == 400)
         #expect(plain.headers["content-type"] == "application/json")
         #expect(String(decoding: plain.body, as: UTF8.self).contains("HTTPS"))
+
+        // HTTP_REDIRECT_PORT: plain HTTP there is sent on to HTTPS, method and path kept.
+        let redirected = try RawAnswer(port: redirectPort, request: "POST /api/jobs?x=1 HTTP/1.1\r\nHost: gw.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        #expect(redirected.status == 308)
+        #expect(redirected.headers["location"] == "https://gw.example:\(gateway.port)/api/jobs?x=1")
     }
 
     @Test func theDrawingSocketClosesOnFramesThatBreakRFC6455() async throws {

@@ -51,6 +51,10 @@ public struct NginxSite: Sendable {
             "CSP_DOCS": Self.contentSecurityPolicy(page: "\(site.staticDirectory)/docs.html"),
             "LISTEN": listen,
             "TLS": tls,
+            // 308 keeps the method and body of an API call; the address keeps the client's host name.
+            "REDIRECT_SERVER": site.httpRedirectPort.map { redirect in
+                "server { listen \(redirect); server_name _; return 308 https://$host\(site.port == 443 ? "" : ":\(site.port)")$request_uri; }"
+            } ?? "",
             "METRICS_ALLOW": site.metricsAllow.map { "allow \($0);" }.joined(separator: " "),
             "FCGI_SOCKET": SiteConfiguration.absolute(configuration.socketPath),
             "WS_SOCKET": SiteConfiguration.absolute(configuration.webSocketPath),

@@ -5,6 +5,7 @@ import Foundation
 ///
 /// Variables: `PORT` (8000), `RUN_DIR` (`./.run`), `MAX_BODY` (`32m`, nginx's
 /// `client_max_body_size`), `TLS_CERT` and `TLS_KEY` (PEM files; both or neither),
+/// `HTTP_REDIRECT_PORT` (with TLS: plain HTTP there is redirected to HTTPS),
 /// `METRICS_ALLOW` (`127.0.0.1 ::1`), `STATIC_DIR` (`./static`), `NGINX_TEMPLATE_DIR`
 /// (`./nginx`), plus the app's `FCGI_SOCKET`, `WS_SOCKET`, `OUTPUT_DIR` and `GENERATE_TIMEOUT`.
 public struct SiteConfiguration: Sendable {
@@ -16,6 +17,8 @@ public struct SiteConfiguration: Sendable {
     /// `MAX_BODY` in bytes.
     public var maxBodyBytes: Int
     public var tls: (certificate: String, key: String)?
+    /// With TLS: a plain-HTTP port that redirects every request to HTTPS (`HTTP_REDIRECT_PORT`).
+    public var httpRedirectPort: Int?
     /// Addresses or CIDRs that may read `/metrics`.
     public var metricsAllow: [String]
     public var staticDirectory: String
@@ -54,6 +57,12 @@ public struct SiteConfiguration: Sendable {
         }
         staticDirectory = Self.absolute(environment["STATIC_DIR"] ?? "./static")
         templateDirectory = Self.absolute(environment["NGINX_TEMPLATE_DIR"] ?? "./nginx")
+        if environment["HTTP_REDIRECT_PORT"].map({ !$0.isEmpty }) == true {
+            let redirect = try environment.integer("HTTP_REDIRECT_PORT", default: 0, range: 1...65535)
+            guard tls != nil else { throw ConfigurationError(variable: "HTTP_REDIRECT_PORT", problem: "redirects to HTTPS, so TLS_CERT and TLS_KEY must be set") }
+            guard redirect != port else { throw ConfigurationError(variable: "HTTP_REDIRECT_PORT", problem: "must differ from PORT (\(port))") }
+            httpRedirectPort = redirect
+        }
         drawingRate = try environment.integer("DRAWING_RATE", default: 20, range: 0...100_000)
         drawingConnections = try environment.integer("DRAWING_CONNECTIONS", default: 100, range: 0...1_000_000)
     }
