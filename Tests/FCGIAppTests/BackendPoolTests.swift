@@ -100,6 +100,7 @@ struct BackendPoolTests {
             #expect(error?["code"] == "model_not_found")
             #expect(error?["model"] == "missing.safetensors")
             #expect(error?["folder"] == "checkpoints")
+            #expect(error?["available"] == .array(["anime.safetensors", "photo.safetensors", "shared.safetensors"]))
         }
         // A model both have runs on either; one job after another, the backend that ran it last
         // keeps it (it has it loaded), where equal backends would otherwise take turns.

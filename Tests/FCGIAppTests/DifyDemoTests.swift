@@ -57,12 +57,17 @@ struct DifyDemoTests {
             }
 
             // As shipped, node "4" names the SD1.5 checkpoint of a real ComfyUI, which the emulator
-            // (like a ComfyUI without that model) refuses: the gateway says why (docs/dify.md).
+            // (like a ComfyUI without that model) does not have: once the gateway has read the
+            // backend's models, it says so itself, with the ones there are (docs/dify.md).
+            try await waitUntil {
+                try JSONValue.parse(try await gateway.get("/healthz").body)["backends"]?.arrayValue?.first?["models"]?["checkpoints"] != nil
+            }
             let asShipped = try await send(body)
             #expect(asShipped.status == 400, "\(asShipped.bodyText)")
             let refusal = try JSONValue.parse(asShipped.body)
-            #expect(refusal["error"]?["code"] == "workflow_invalid")
-            #expect(refusal["node_errors"]?["4"] != nil, "ComfyUI's node_errors name the checkpoint loader")
+            #expect(refusal["error"]?["code"] == "model_not_found")
+            #expect(refusal["error"]?["model"] == "v1-5-pruned-emaonly.safetensors")
+            #expect(refusal["error"]?["available"] == .array(["emulator.safetensors"]))
 
             // So the test swaps in the checkpoint the emulator's /object_info lists, as a user
             // picks one of their own models; nothing else in the workflow changes.

@@ -113,7 +113,7 @@ public final class BackendPool: Sendable {
     ) async throws -> GeneratedImage {
         if let deadline = await dispatcher.allDownDeadline(grace: unavailableAfter), deadline < .now { throw await unavailableError() }
         let models = ModelReference.models(in: job.workflow)
-        if let missing = missingModels(models).first { throw Self.modelNotFound(missing) }
+        if let missing = missingModels(models).first { throw modelNotFound(missing) }
         let id = try await dispatcher.submit(
             owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligibleBackends(for: models),
             checkpoint: ModelReference.checkpoint(of: job.workflow)
@@ -161,13 +161,16 @@ public final class BackendPool: Sendable {
         })
     }
 
-    /// The refusal of a workflow naming a model no backend has: before any GPU time is spent.
-    public static func modelNotFound(_ model: ModelReference) -> ComfyError {
+    /// The refusal of a workflow naming a model no backend has, before any GPU time is spent,
+    /// with the models of that folder the backends do have.
+    public func modelNotFound(_ model: ModelReference) -> ComfyError {
         var error = ComfyError(
             code: .modelNotFound,
             message: "no ComfyUI backend has the model \(model.name) (in models/\(model.folder)); /healthz lists each backend's models"
         )
         error.model = model
+        let available = Set(backends.compactMap(\.models).flatMap { $0.folders[model.folder] ?? [] })
+        error.availableModels = Array(available.sorted().prefix(100))
         return error
     }
 

@@ -30,8 +30,9 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
     public var failure: ComfyExecutionFailure?
     /// The node the error is about.
     public var nodeID: String?
-    /// The model no backend has (`modelNotFound`).
+    /// The model no backend has (`modelNotFound`), and those of its folder that they have.
     public var model: ModelReference?
+    public var availableModels: [String] = []
 
     public init(code: Code, message: String, backend: String? = nil) {
         self.code = code

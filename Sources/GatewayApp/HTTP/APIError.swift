@@ -126,6 +126,7 @@ extension APIError {
             if let model = error.model {
                 details["model"] = .string(model.name)
                 details["folder"] = .string(model.folder)
+                details["available"] = .array(error.availableModels.map(JSONValue.string))
             }
         }
         if let backend = error.backend { details["backend"] = .string(backend) }

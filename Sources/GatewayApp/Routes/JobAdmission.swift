@@ -16,7 +16,7 @@ struct JobAdmission: Sendable {
     /// are fetched only for a caller whose key, rate and workflow passed.
     func admit(_ body: GenerateRequest, _ request: GatewayRequest, kind: JobKind, endpoint: String, webhookURL: String? = nil) async throws -> (JobRecord, String?) {
         try policy.check(body.workflow)
-        if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw BackendPool.modelNotFound(missing) }
+        if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw pool.modelNotFound(missing) }
         let idempotency = try IdempotencyKey.of(request)
         if let key = request.apiKey {
             try gate.spend(key)
