@@ -6,7 +6,7 @@ set -euo pipefail
 # libpng, libwebp and libjpeg-turbo: output_format webp and jpeg.
 want=(libfcgi-dev libcurl4-openssl-dev libssl-dev libpng-dev libwebp-dev libturbojpeg0-dev nginx curl)
 case "${1:-system}" in
-  test) want+=(python3 python3-pip chromium chromium-driver) ;;
+  test) want+=(python3 python3-pip python3-venv chromium chromium-driver) ;;
   bench) want+=(python3 python3-pip wrk) ;;
 esac
 
@@ -44,4 +44,11 @@ if [ "${1:-system}" = test ]; then
   pip_install moto.server "moto[server]" "the S3 end-to-end tests"
   pip_install botocore botocore "checking presigned URLs"
   pip_install PIL pillow "decoding webp and jpeg outputs independently"
+  # schemathesis in a venv of its own (.build/schemathesis): its pins must not move moto's or selenium's.
+  venv="$(cd "$(dirname "$0")/.." && pwd)/.build/schemathesis"
+  if [ ! -x "$venv/bin/st" ]; then
+    echo "installing: schemathesis 4.32.5 (property-based checks of the API against /openapi.json)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q schemathesis==4.32.5
+  fi
 fi

@@ -102,7 +102,7 @@ struct GatewayParts: Sendable {
         // Public like /openapi.json: Dify's import-from-URL fetch carries no credentials.
         router.add("GET", "/api/workflows/openapi.json") { await openAPI.toolDocument($0) }
         router.add("GET", prefix: "/api/workflows/", keyed: true) { try await workflows.show($0) }
-        router.add("POST", prefix: "/api/workflows/", body: .json, keyed: true) { try await workflows.run($0) }
+        router.add("POST", prefix: "/api/workflows/", suffix: "/run", body: .json, keyed: true) { try await workflows.run($0) }
         router.add("GET", "/openapi.json") { await openAPI.document($0) }
         let usage = UsageRoute(store: jobs.store)
         router.add("GET", "/api/usage", keyed: true) { try await usage.usage($0) }

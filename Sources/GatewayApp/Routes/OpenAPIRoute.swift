@@ -143,6 +143,7 @@ struct OpenAPIRoute: Sendable {
                     ]),
                 ]),
                 "400": .object(["description": "A parameter is unknown, of the wrong type or out of range (error.parameter names it)."]),
+                "default": .object(["description": "Any other error, as JSON: error.code and error.message say what went wrong."]),
             ]),
         ])
     }

@@ -13,8 +13,9 @@ struct Router: Sendable {
     }
 
     private var routes: [String: [String: Route]] = [:]
-    /// Paths with a trailing parameter (`/api/result/{id}`), matched by prefix.
-    private var prefixRoutes: [(prefix: String, methods: [String: Route])] = []
+    /// Paths with a parameter (`/api/result/{id}`, `/api/workflows/{name}/run`), matched by
+    /// prefix and suffix; the longest suffix that matches wins.
+    private var prefixRoutes: [(prefix: String, suffix: String, methods: [String: Route])] = []
     private let crossOrigin: CrossOriginPolicy
     private let gate: APIKeyGate
 
@@ -27,19 +28,23 @@ struct Router: Sendable {
         routes[path, default: [:]][method] = Route(handler: handler, body: body, keyed: keyed)
     }
 
-    /// A route for every path below `prefix` (the handler reads the rest of the path).
-    mutating func add(_ method: String, prefix: String, body: BodyKind? = nil, keyed: Bool = false, _ handler: @escaping Handler) {
+    /// A route for every path below `prefix` that ends with `suffix` (the handler reads the
+    /// parameter from the path).
+    mutating func add(_ method: String, prefix: String, suffix: String = "", body: BodyKind? = nil, keyed: Bool = false, _ handler: @escaping Handler) {
         let route = Route(handler: handler, body: body, keyed: keyed)
-        if let index = prefixRoutes.firstIndex(where: { $0.prefix == prefix }) {
+        if let index = prefixRoutes.firstIndex(where: { $0.prefix == prefix && $0.suffix == suffix }) {
             prefixRoutes[index].methods[method] = route
         } else {
-            prefixRoutes.append((prefix, [method: route]))
+            prefixRoutes.append((prefix, suffix, [method: route]))
+            prefixRoutes.sort { $0.suffix.count > $1.suffix.count }
         }
     }
 
     /// Answers the request; every thrown error becomes a JSON error body.
     func respond(to request: GatewayRequest) async -> GatewayResponse {
-        let prefixed = prefixRoutes.first { request.path.hasPrefix($0.prefix) && request.path.count > $0.prefix.count }?.methods
+        let prefixed = prefixRoutes.first { route in
+            request.path.count > route.prefix.count + route.suffix.count && request.path.hasPrefix(route.prefix) && request.path.hasSuffix(route.suffix)
+        }?.methods
         guard let methods = routes[request.path] ?? prefixed else {
             return APIError(.notFound, "no endpoint at \(request.path)").response
         }
