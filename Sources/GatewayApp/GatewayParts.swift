@@ -57,7 +57,16 @@ struct GatewayParts: Sendable {
         }
         // Callers' URLs are fetched on a client of their own: a slow server holds none of the threads ComfyUI calls need.
         sessionTokens = configuration.drawingAuth ? try SessionTokens.load(stateDirectory: configuration.jobs.stateDirectory) : nil
-        inputs = InputImages(directory: inputDirectory, http: outbound ?? http, limits: configuration.inputLimits, folder: configuration.nodePolicy.uploadFolder)
+        let namingKey: [UInt8]
+        do {
+            namingKey = try InputImages.namingKey(at: "\(configuration.jobs.stateDirectory)/input-names.key")
+        } catch {
+            throw ConfigurationError(variable: "STATE_DIR", problem: "cannot write \(configuration.jobs.stateDirectory)/input-names.key")
+        }
+        inputs = InputImages(
+            directory: inputDirectory, http: outbound ?? http, limits: configuration.inputLimits, folder: configuration.nodePolicy.uploadFolder,
+            namingKey: namingKey
+        )
         let scheduler = configuration.scheduler
         jobs = JobRunner(
             store: jobStore, pool: pool, images: store, inputs: inputs,

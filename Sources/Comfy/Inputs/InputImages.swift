@@ -1,8 +1,11 @@
 import Foundation
 import NIOPosix
 
-/// Input images of calls: fetched or decoded, checked like sketches, kept content-addressed
-/// under `STATE_DIR/inputs` and named in the workflow as `<upload folder>/<sha256>.<ext>`.
+/// Input images of calls: fetched or decoded, checked like sketches, kept under
+/// `STATE_DIR/inputs` and named in the workflow as `<upload folder>/<name>.<ext>`, where the
+/// name is an HMAC of the owner and the image's SHA-256 under a key of this gateway's: the
+/// same image from one owner is stored once, and nobody can name (and so have uploaded, or
+/// learn that it exists) another owner's input.
 /// When the job runs, whichever backend it lands on gets them through `/upload/image`
 /// (`uploads(for:)`), so a job survives a restart and may move between backends.
 public struct InputImages: Sendable {
@@ -28,27 +31,31 @@ public struct InputImages: Sendable {
 
     let store: LocalImageStore
     let http: CurlHTTPClient
+    /// The key names are made with (`STATE_DIR/input-names.key`).
+    let namingKey: [UInt8]
     public let limits: Limits
     /// ComfyUI's input subfolder the gateway uploads to (`NodePolicy.uploadFolder`).
     public let folder: String
 
-    public init(directory: String, http: CurlHTTPClient, limits: Limits, folder: String) {
+    public init(directory: String, http: CurlHTTPClient, limits: Limits, folder: String, namingKey: [UInt8]) {
         store = LocalImageStore(directory: directory, baseURL: "")
         self.http = http
+        self.namingKey = namingKey
         self.limits = limits
         self.folder = folder
     }
 
-    /// Takes one image argument (URL, data URL or base64) and answers the `LoadImage` value for it.
-    public func accept(_ value: String, field: String) async throws -> String {
+    /// Takes one image argument (URL, data URL or base64) of `owner`'s and answers the
+    /// `LoadImage` value for it.
+    public func accept(_ value: String, field: String, owner: String) async throws -> String {
         switch try InputImageSource.parse(value, field: field, maxBytes: limits.maxBytes) {
-        case .bytes(let bytes): return try await accept(bytes: bytes, field: field)
-        case .url(let url): return try await accept(bytes: try await fetch(url, field: field), field: field)
+        case .bytes(let bytes): return try await accept(bytes: bytes, field: field, owner: owner)
+        case .url(let url): return try await accept(bytes: try await fetch(url, field: field), field: field, owner: owner)
         }
     }
 
     /// Takes an image's bytes (an upload, or what a URL gave) and answers the `LoadImage` value for it.
-    public func accept(bytes: [UInt8], field: String) async throws -> String {
+    public func accept(bytes: [UInt8], field: String, owner: String) async throws -> String {
         guard bytes.count <= limits.maxBytes else { throw InputImageError(.tooLarge, field: field, "\(field) is larger than \(limits.maxBytes) bytes") }
         let probe: ImageProbe
         do {
@@ -60,8 +67,25 @@ public struct InputImages: Sendable {
         guard !overflow, pixels <= limits.maxPixels else {
             throw InputImageError(.tooLarge, field: field, "\(field) is \(probe.width)×\(probe.height) pixels; at most \(limits.maxPixels) pixels are accepted")
         }
-        let stored = try await store.store(bytes, mimeType: probe.mimeType)
-        return "\(folder)/\(stored.filename)"
+        let filename = name(of: bytes, owner: owner) + "." + fileExtension(forMimeType: probe.mimeType)
+        try await NIOThreadPool.singleton.runIfActive { [store] in try store.write(bytes, to: filename) }
+        return "\(folder)/\(filename)"
+    }
+
+    /// 64 hex digits: HMAC-SHA256 under the naming key of the owner and the image's SHA-256.
+    func name(of bytes: [UInt8], owner: String) -> String {
+        Digest.hex(Digest.hmacSHA256(key: namingKey, message: Array(owner.utf8) + [0] + Digest.sha256(bytes)))
+    }
+
+    /// The naming key in `path`: 32 random bytes, made (mode 0600) the first time.
+    public static func namingKey(at path: String) throws -> [UInt8] {
+        if let existing = FileManager.default.contents(atPath: path), existing.count == 32 { return Array(existing) }
+        var generator = SystemRandomNumberGenerator()
+        let key = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        guard FileManager.default.createFile(atPath: path, contents: Data(key), attributes: [.posixPermissions: 0o600]) else {
+            throw StorageError(store: "inputs", message: "cannot write the input naming key")
+        }
+        return key
     }
 
     /// The uploads a workflow needs: every loader input naming one of the stored inputs.

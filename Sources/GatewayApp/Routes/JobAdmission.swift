@@ -33,8 +33,8 @@ struct JobAdmission: Sendable {
         for image in body.inputImages {
             let name: String
             switch image.given {
-            case .text(let value): name = try await inputs.accept(value, field: image.field)
-            case .bytes(let bytes): name = try await inputs.accept(bytes: bytes, field: image.field)
+            case .text(let value): name = try await inputs.accept(value, field: image.field, owner: request.owner)
+            case .bytes(let bytes): name = try await inputs.accept(bytes: bytes, field: image.field, owner: request.owner)
             }
             for target in image.targets {
                 workflow[target.nodeID] = workflow[target.nodeID]?.settingInput(target.input, .string(name))

@@ -1,0 +1,35 @@
+@testable import Comfy
+import Foundation
+import Testing
+
+/// How input images are named: by owner and content, under a key only this gateway has.
+struct InputImagesTests {
+    func inputs(key: [UInt8]) -> InputImages {
+        InputImages(
+            directory: NSTemporaryDirectory(), http: CurlHTTPClient(threads: 1),
+            limits: .init(maxBytes: 1 << 20, maxPixels: 1 << 20, fetchTimeout: .seconds(1), allowPrivate: false), folder: "gateway", namingKey: key
+        )
+    }
+
+    @Test func oneImageFromTwoOwnersHasTwoNamesThatNeitherCanDeriveFromTheBytes() {
+        let bytes = Array("the same image".utf8)
+        let gateway = inputs(key: Array(repeating: 7, count: 32))
+        let alice = gateway.name(of: bytes, owner: "key:alice")
+        #expect(alice == gateway.name(of: bytes, owner: "key:alice"))
+        #expect(alice != gateway.name(of: bytes, owner: "key:bob"))
+        #expect(alice != Digest.hex(Digest.sha256(bytes)))
+        // Another gateway (another key) names it otherwise: the name is not a function of public data.
+        #expect(alice != inputs(key: Array(repeating: 8, count: 32)).name(of: bytes, owner: "key:alice"))
+        #expect(gateway.storedName("gateway/\(alice).png") == "\(alice).png")
+    }
+
+    @Test func theNamingKeyIsMadeOncePrivateAndKept() throws {
+        let path = NSTemporaryDirectory() + "input-names-\(UUID().uuidString.prefix(8)).key"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let first = try InputImages.namingKey(at: path)
+        #expect(first.count == 32)
+        #expect(try InputImages.namingKey(at: path) == first)
+        let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+    }
+}
