@@ -28,7 +28,8 @@ struct SchemathesisTests {
                     "--phases", "examples,fuzzing,stateful",
                     "--max-examples", "25", "--seed", "2", "--workers", "2", "--request-timeout", "10", "--no-color",
                 ],
-                environment: ["HOME": NSTemporaryDirectory()], logPath: "\(gateway.runDirectory)/schemathesis.log"
+                // In the test's folder: schemathesis keeps a .schemathesis cache where it runs.
+                environment: ["HOME": NSTemporaryDirectory()], directory: gateway.runDirectory, logPath: "\(gateway.runDirectory)/schemathesis.log"
             )
             let status = run.stop(0, grace: .seconds(300))
             #expect(status == 0, "\(run.log.suffix(6000))")
