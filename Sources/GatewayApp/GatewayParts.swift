@@ -59,9 +59,9 @@ struct GatewayParts: Sendable {
         sessionTokens = configuration.drawingAuth ? try SessionTokens.load(stateDirectory: configuration.jobs.stateDirectory) : nil
         let namingKey: [UInt8]
         do {
-            namingKey = try InputImages.namingKey(at: "\(configuration.jobs.stateDirectory)/input-names.key")
+            namingKey = try RandomSecret.loadOrCreate(at: "\(configuration.jobs.stateDirectory)/input-names.key")
         } catch {
-            throw ConfigurationError(variable: "STATE_DIR", problem: "cannot write \(configuration.jobs.stateDirectory)/input-names.key")
+            throw ConfigurationError(variable: "STATE_DIR", problem: error.description)
         }
         inputs = InputImages(
             directory: inputDirectory, http: outbound ?? http, limits: configuration.inputLimits, folder: configuration.nodePolicy.uploadFolder,

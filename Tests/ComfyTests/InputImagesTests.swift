@@ -26,9 +26,9 @@ struct InputImagesTests {
     @Test func theNamingKeyIsMadeOncePrivateAndKept() throws {
         let path = NSTemporaryDirectory() + "input-names-\(UUID().uuidString.prefix(8)).key"
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let first = try InputImages.namingKey(at: path)
+        let first = try RandomSecret.loadOrCreate(at: path)
         #expect(first.count == 32)
-        #expect(try InputImages.namingKey(at: path) == first)
+        #expect(try RandomSecret.loadOrCreate(at: path) == first)
         let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
     }

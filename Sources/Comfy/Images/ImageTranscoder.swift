@@ -29,8 +29,7 @@ public enum ImageTranscoder {
         } catch {
             throw Failure(description: "the output image cannot be converted: \(error)")
         }
-        let (pixels, overflow) = probe.width.multipliedReportingOverflow(by: probe.height)
-        guard !overflow, pixels <= maxPixels else { throw Failure(description: "the output image is \(probe.width)×\(probe.height), too large to convert") }
+        guard let pixels = probe.pixels, pixels <= maxPixels else { throw Failure(description: "the output image is \(probe.width)×\(probe.height), too large to convert") }
         var rgba: UnsafeMutablePointer<UInt8>?
         var width: Int32 = 0
         var height: Int32 = 0

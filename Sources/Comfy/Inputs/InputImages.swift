@@ -63,8 +63,7 @@ public struct InputImages: Sendable {
         } catch {
             throw InputImageError(.invalid, field: field, "\(field) is not a usable image: \(error)")
         }
-        let (pixels, overflow) = probe.width.multipliedReportingOverflow(by: probe.height)
-        guard !overflow, pixels <= limits.maxPixels else {
+        guard let pixels = probe.pixels, pixels <= limits.maxPixels else {
             throw InputImageError(.tooLarge, field: field, "\(field) is \(probe.width)×\(probe.height) pixels; at most \(limits.maxPixels) pixels are accepted")
         }
         let filename = name(of: bytes, owner: owner) + "." + fileExtension(forMimeType: probe.mimeType)
@@ -75,17 +74,6 @@ public struct InputImages: Sendable {
     /// 64 hex digits: HMAC-SHA256 under the naming key of the owner and the image's SHA-256.
     func name(of bytes: [UInt8], owner: String) -> String {
         Digest.hex(Digest.hmacSHA256(key: namingKey, message: Array(owner.utf8) + [0] + Digest.sha256(bytes)))
-    }
-
-    /// The naming key in `path`: 32 random bytes, made (mode 0600) the first time.
-    public static func namingKey(at path: String) throws -> [UInt8] {
-        if let existing = FileManager.default.contents(atPath: path), existing.count == 32 { return Array(existing) }
-        var generator = SystemRandomNumberGenerator()
-        let key = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-        guard FileManager.default.createFile(atPath: path, contents: Data(key), attributes: [.posixPermissions: 0o600]) else {
-            throw StorageError(store: "inputs", message: "cannot write the input naming key")
-        }
-        return key
     }
 
     /// The uploads a workflow needs: every loader input naming one of the stored inputs.
@@ -115,17 +103,11 @@ public struct InputImages: Sendable {
     }
 
     /// Removes inputs not used since `date` (a reused input's time is refreshed when it is stored again).
+    /// (The output folder's sweeper: the names and the writes are the same.)
     public func removeUnused(before date: Date) async -> Int {
-        let directory = store.directory
-        return (try? await NIOThreadPool.singleton.runIfActive {
-            var removed = 0
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] {
-                let path = "\(directory)/\(name)"
-                guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date, modified < date else { continue }
-                if unlink(path) == 0 { removed += 1 }
-            }
-            return removed
-        }) ?? 0
+        let now = Date()
+        let sweeper = RetentionSweeper(directory: store.directory, retention: .seconds(max(0, now.timeIntervalSince(date))))
+        return (try? await NIOThreadPool.singleton.runIfActive { sweeper.sweep(now: now).removed.count }) ?? 0
     }
 
     /// `folder/<64 hex>.<png|jpg|webp>` → the file name; anything else is not ours.

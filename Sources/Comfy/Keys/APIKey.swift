@@ -31,10 +31,7 @@ public struct APIKey: Sendable, Equatable {
 
     /// A new secret: `cgw_` and 256 random bits in base64url.
     public static func newSecret() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let text = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-        return "cgw_" + text
+        "cgw_" + RandomSecret.bytes(32).base64URL
     }
 
     /// What the store keeps of a secret.

@@ -7,6 +7,12 @@ public struct ImageProbe: Sendable, Equatable {
     public var width: Int
     public var height: Int
 
+    /// width × height; `nil` when it overflows (header fields reach 2^32 - 1 each).
+    public var pixels: Int? {
+        let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+        return overflow ? nil : pixels
+    }
+
     /// Why bytes are not an acceptable image.
     public struct Rejection: Error, Sendable, Equatable, CustomStringConvertible {
         public var description: String

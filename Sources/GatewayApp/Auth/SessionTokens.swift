@@ -15,18 +15,13 @@ struct SessionTokens: Sendable {
         self.lifetime = lifetime
     }
 
-    /// The key file's 32 random bytes, made (mode 0600) the first time.
+    /// Signed with `STATE_DIR/drawing-token.key`, made the first time.
     static func load(stateDirectory: String, lifetime: Duration = .seconds(12 * 3600)) throws -> SessionTokens {
-        let path = "\(stateDirectory)/drawing-token.key"
-        if let existing = FileManager.default.contents(atPath: path), existing.count == 32 {
-            return SessionTokens(key: Array(existing), lifetime: lifetime)
+        do {
+            return SessionTokens(key: try RandomSecret.loadOrCreate(at: "\(stateDirectory)/drawing-token.key"), lifetime: lifetime)
+        } catch {
+            throw ConfigurationError(variable: "STATE_DIR", problem: "\(error.description) (DRAWING_AUTH needs it)")
         }
-        var generator = SystemRandomNumberGenerator()
-        let key = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-        guard FileManager.default.createFile(atPath: path, contents: Data(key), attributes: [.posixPermissions: 0o600]) else {
-            throw ConfigurationError(variable: "STATE_DIR", problem: "cannot write \(path) (DRAWING_AUTH needs it)")
-        }
-        return SessionTokens(key: key, lifetime: lifetime)
     }
 
     func token(for sessionID: String, now: Date = Date()) -> String {
@@ -49,18 +44,10 @@ struct SessionTokens: Sendable {
     /// The `token` parameter of a request URI's query, if any.
     static func token(inURI uri: String) -> String? {
         guard let query = uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
-        return token(inQuery: String(query))
-    }
-
-    static func token(inQuery query: String) -> String? {
-        for pair in query.split(separator: "&") where pair.hasPrefix("token=") {
-            return String(pair.dropFirst("token=".count)).removingPercentEncoding
-        }
-        return nil
+        return GatewayRequest.value(of: "token", inQuery: query)
     }
 
     private func signature(_ sessionID: String, _ expiry: Int) -> String {
-        Data(Digest.hmacSHA256(key: key, message: Array("\(sessionID).\(expiry)".utf8))).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        Digest.hmacSHA256(key: key, message: Array("\(sessionID).\(expiry)".utf8)).base64URL
     }
 }

@@ -34,6 +34,18 @@ public struct GatewayRequest: Sendable {
 
     public func header(_ name: String) -> String? { headers[name.lowercased()] }
 
+    /// The first value of a query parameter, percent-decoded.
+    func queryValue(_ name: String) -> String? { Self.value(of: name, inQuery: query) }
+
+    static func value(of name: String, inQuery query: Substring) -> String? {
+        for pair in query.split(separator: "&") where pair.hasPrefix("\(name)=") {
+            return String(pair.dropFirst(name.count + 1)).removingPercentEncoding
+        }
+        return nil
+    }
+
+    static func value(of name: String, inQuery query: String) -> String? { value(of: name, inQuery: Substring(query)) }
+
     /// Whose turn it is in the scheduler: the key for keyed work, else the client's address.
     var owner: String { apiKey.map { "key:\($0.name)" } ?? remoteAddress }
 }

@@ -48,13 +48,11 @@ struct GenerateRoute: Sendable {
 
     /// `?index=N`: which image of a batch a file answer carries (0, the first, by default).
     static func index(_ request: GatewayRequest) throws(APIError) -> Int {
-        for pair in request.query.split(separator: "&") where pair.hasPrefix("index=") {
-            guard let index = Int(pair.dropFirst("index=".count)), index >= 0 else {
-                throw APIError(.invalidParameter, "index must be a whole number from 0", details: ["parameter": "index"])
-            }
-            return index
+        guard let text = request.queryValue("index") else { return 0 }
+        guard let index = Int(text), index >= 0 else {
+            throw APIError(.invalidParameter, "index must be a whole number from 0", details: ["parameter": "index"])
         }
-        return 0
+        return index
     }
 
     private func answer(_ job: JobRecord, images: [[UInt8]]?, file: Bool, index: Int) async throws -> GatewayResponse {

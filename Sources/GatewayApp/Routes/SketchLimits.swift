@@ -16,9 +16,7 @@ struct SketchLimits: Sendable {
             throw DrawingError(.invalidImage, "the sketch is not a usable image: \(error)")
         }
         guard probe.width > 0, probe.height > 0 else { throw DrawingError(.invalidImage, "the sketch has no pixels") }
-        // Header fields reach 2^32 - 1 each: multiply without trapping on overflow.
-        let (pixels, overflow) = probe.width.multipliedReportingOverflow(by: probe.height)
-        guard !overflow, pixels <= maxPixels else {
+        guard let pixels = probe.pixels, pixels <= maxPixels else {
             throw DrawingError(.invalidImage, "the sketch is \(probe.width)×\(probe.height) pixels; at most \(maxPixels) pixels are accepted")
         }
         return probe

@@ -51,7 +51,7 @@ struct SketchRoute: Sendable {
         } catch {
             throw APIError(error)
         }
-        if let tokens, !tokens.verify(SessionTokens.token(inQuery: request.query), for: sessionID) {
+        if let tokens, !tokens.verify(request.queryValue("token"), for: sessionID) {
             throw APIError(.unauthorized, "this session's result needs its session_token (DRAWING_AUTH): use the result_url /api/sketch answered")
         }
         guard let image = await sessions.latestResult(sessionID) else {
