@@ -137,7 +137,7 @@ struct JobRetentionService: Service {
                     let removed = try await store.deleteFinished(before: cutoff)
                     if removed > 0 { logger.info("removed jobs past JOB_RETENTION", metadata: ["jobs.removed": "\(removed)"]) }
                     // A job still queued holds its inputs: only those older than every unfinished job go.
-                    let oldestUnfinished = try await store.unfinished().map(\.createdAt).min() ?? cutoff
+                    let oldestUnfinished = try await store.oldestUnfinished() ?? cutoff
                     let images = await inputs.removeUnused(before: min(cutoff, oldestUnfinished))
                     if images > 0 { logger.info("removed input images past JOB_RETENTION", metadata: ["inputs.removed": "\(images)"]) }
                 } catch {

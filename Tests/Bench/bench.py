@@ -701,28 +701,28 @@ async def cmd_images(args) -> None:
         Path(args.image_dir, "input.png").write_bytes(sketch)
         workflow = sketch_style()
 
-        async def by_url() -> float:
-            body = {"workflow_data": {**workflow, "6": {**workflow["6"], "inputs": {**workflow["6"]["inputs"], "seed": seeds.next()}}},
-                    "output_node_id": "8", "input_images": {"4": f"{args.image_server}/input.png"}}
+        def fresh_graph() -> dict:
+            """The style with a new seed: every request runs, none is cached."""
+            return {**workflow, "6": {**workflow["6"], "inputs": {**workflow["6"]["inputs"], "seed": seeds.next()}}}
+
+        async def timed_generate(label: str, **request) -> float:
             t0 = time.perf_counter()
-            async with http.post(f"{args.gateway}/api/generate", json=body) as r:
+            async with http.post(f"{args.gateway}/api/generate", **request) as r:
                 await r.read()
                 if r.status != 200:
-                    raise RuntimeError(f"by URL {r.status}")
+                    raise RuntimeError(f"{label} {r.status}")
             return time.perf_counter() - t0
 
+        async def by_url() -> float:
+            body = {"workflow_data": fresh_graph(), "output_node_id": "8", "input_images": {"4": f"{args.image_server}/input.png"}}
+            return await timed_generate("by URL", json=body)
+
         async def by_form() -> float:
-            graph = {**workflow, "6": {**workflow["6"], "inputs": {**workflow["6"]["inputs"], "seed": seeds.next()}}}
             form = aiohttp.FormData()
-            form.add_field("workflow_data", json.dumps(graph))
+            form.add_field("workflow_data", json.dumps(fresh_graph()))
             form.add_field("output_node_id", "8")
             form.add_field("4", sketch, filename="input.png", content_type="image/png")
-            t0 = time.perf_counter()
-            async with http.post(f"{args.gateway}/api/generate", data=form) as r:
-                await r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"by form {r.status}")
-            return time.perf_counter() - t0
+            return await timed_generate("by form", data=form)
 
         for name, once in (("form", by_form), ("url", by_url)):
             for _ in range(args.warmup):

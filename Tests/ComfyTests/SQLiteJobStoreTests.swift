@@ -42,6 +42,18 @@ struct SQLiteJobStoreTests {
         await second.close()
     }
 
+    @Test func theOldestUnfinishedJobIsTheOldestQueuedOrRunningOne() async throws {
+        try await withStore { store, _ in
+            #expect(try await store.oldestUnfinished() == nil)
+            let old = job("old", at: Date(timeIntervalSince1970: 1_000))
+            let newer = job("newer", at: Date(timeIntervalSince1970: 2_000))
+            for record in [old, newer] { _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60)) }
+            #expect(try await store.oldestUnfinished() == Date(timeIntervalSince1970: 1_000))
+            _ = try await store.finish(old.id, status: .completed, result: nil, failure: nil, at: Date())
+            #expect(try await store.oldestUnfinished() == Date(timeIntervalSince1970: 2_000))
+        }
+    }
+
     @Test func theOutputFormatAndEveryImageOfABatchReadBack() async throws {
         try await withStore { store, _ in
             var record = job("batch")

@@ -106,21 +106,21 @@ extension ComfyBackend {
         var images: [ImageData] = []
         var total = 0
         for product in watch.wantedProducts {
+            let image: ImageData
             switch product {
             case .frame(_, let bytes, let mimeType):
-                images.append(ImageData(bytes: bytes, mimeType: mimeType))
+                image = ImageData(bytes: bytes, mimeType: mimeType)
             case .file(_, let reference):
                 let (bytes, mimeType) = try await rest.view(reference)
-                images.append(ImageData(bytes: bytes, mimeType: mimeType))
+                image = ImageData(bytes: bytes, mimeType: mimeType)
             }
-            // A batch of huge images must not hold gigabytes per job: what fits is kept.
-            total += images.last?.bytes.count ?? 0
-            if total > Self.maxOutputBytes {
-                if images.count == 1 { break }
-                images.removeLast()
+            // A batch of huge images must not hold gigabytes per job: the first always, then what fits.
+            total += image.bytes.count
+            guard images.isEmpty || total <= Self.maxOutputBytes else {
                 logger.warning("a job's images exceed the output limit; the rest are left out", metadata: ["comfy.images": "\(images.count)"])
                 break
             }
+            images.append(image)
         }
         guard let first = images.first else { return nil }
         return GeneratedImage(

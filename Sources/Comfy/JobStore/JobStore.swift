@@ -28,6 +28,9 @@ public protocol JobStore: Sendable {
     /// Jobs not final yet, oldest first: what a start-up resumes.
     func unfinished() async throws -> [JobRecord]
 
+    /// When the oldest queued or running job came in; `nil` when there is none.
+    func oldestUnfinished() async throws -> Date?
+
     /// How many queued jobs are ahead of this one; `nil` unless it is queued.
     func queuePosition(of id: String) async throws -> Int?
 

@@ -180,6 +180,13 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    public func oldestUnfinished() async throws -> Date? {
+        try await guarded {
+            try await connection.query("SELECT MIN(created_at) AS oldest FROM jobs WHERE status IN ('queued', 'running')", [])
+                .first?.column("oldest")?.integer.map { Date(milliseconds: Int($0)) }
+        }
+    }
+
     public func queuePosition(of id: String) async throws -> Int? {
         try await guarded {
             let rows = try await connection.query(

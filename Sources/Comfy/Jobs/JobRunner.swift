@@ -308,9 +308,12 @@ public actor JobRunner {
         case .ran(.success(let image)):
             do {
                 var converted: [ImageData] = []
-                for made in image.all { converted.append(try await ImageTranscoder.convert(made, to: record.outputFormat)) }
                 var stored: [StoredImage] = []
-                for made in converted { stored.append(try await images.store(made.bytes, mimeType: made.mimeType)) }
+                for made in image.all {
+                    let image = try await ImageTranscoder.convert(made, to: record.outputFormat)
+                    converted.append(image)
+                    stored.append(try await images.store(image.bytes, mimeType: image.mimeType))
+                }
                 let imageBytes = converted.reduce(0) { $0 + $1.bytes.count }
                 let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) }
                 if let key = record.keyName {

@@ -105,7 +105,7 @@ public struct WorkflowTool: Sendable, Equatable {
             widget = name
         } else if let main = mainWidgets[classType] {
             widget = main
-        } else if let only = inputs.filter({ !isLink($0.value) }).map(\.key).sorted().first, inputs.filter({ !isLink($0.value) }).count == 1 {
+        } else if case let values = inputs.filter({ !isLink($0.value) }), values.count == 1, let only = values.first?.key {
             widget = only
         } else {
             throw Problem(description: "node \(id) (\(classType)) declares \(name) but has no main input; name one in _meta.widget")

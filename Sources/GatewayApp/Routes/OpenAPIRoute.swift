@@ -27,19 +27,12 @@ struct OpenAPIRoute: Sendable {
     func document(_ request: GatewayRequest) async -> GatewayResponse {
         var document = base
         document["servers"] = .array([.object(["url": .string(serverURL(for: request))])])
-        var paths = document["paths"]?.objectValue ?? [:]
-        for tool in await library.tools() {
-            paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool)])
-        }
-        document["paths"] = .object(paths)
+        document["paths"] = .object((document["paths"]?.objectValue ?? [:]).merging(await toolPaths()) { $1 })
         return .json(.object(document), headers: [("Vary", "Host")])
     }
 
     func toolDocument(_ request: GatewayRequest) async -> GatewayResponse {
-        var paths: [String: JSONValue] = [:]
-        for tool in await library.tools() {
-            paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool)])
-        }
+        let paths = await toolPaths()
         let document: JSONValue = .object([
             "openapi": "3.0.3",
             "info": .object([
@@ -53,6 +46,15 @@ struct OpenAPIRoute: Sendable {
             "security": .array([.object(["bearer": .array([])])]),
         ])
         return .json(document, headers: [("Vary", "Host")])
+    }
+
+    /// One path per workflow tool, `/api/workflows/{name}/run`.
+    private func toolPaths() async -> [String: JSONValue] {
+        var paths: [String: JSONValue] = [:]
+        for tool in await library.tools() {
+            paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool)])
+        }
+        return paths
     }
 
     /// The absolute base URL callers reach: Dify joins `servers[0].url` and the path as strings.
