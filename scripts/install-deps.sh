@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what is missing, and nothing else. `system`: what the gateway needs to build and run.
 # `test`: also the ComfyUI emulator's Python runtime and, for the drawing page's real-browser
-# test, headless Chromium + chromedriver (Debian), Selenium, PyYAML and moto (PyPI). `bench`: also wrk.
+# test, headless Chromium + chromedriver (Debian), Selenium, PyYAML and moto (PyPI), and
+# PostgreSQL for the shared job store's tests (a private cluster each). `bench`: also wrk.
 set -euo pipefail
 # libpng, libwebp and libjpeg-turbo: output_format webp and jpeg.
 want=(libfcgi-dev libcurl4-openssl-dev libssl-dev libpng-dev libwebp-dev libturbojpeg0-dev nginx curl)
 case "${1:-system}" in
-  test) want+=(python3 python3-pip python3-venv chromium chromium-driver) ;;
-  bench) want+=(python3 python3-pip wrk) ;;
+  test) want+=(python3 python3-pip python3-venv chromium chromium-driver postgresql) ;;
+  bench) want+=(python3 python3-pip wrk postgresql) ;;
 esac
 
 missing=()

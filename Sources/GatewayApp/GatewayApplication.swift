@@ -87,14 +87,22 @@ public struct GatewayApplication: Sendable {
         await jobStore.close()
     }
 
-    /// Opens `STATE_DIR/jobs.sqlite`, creating the folder; a database from a newer gateway stops the start.
-    static func openJobStore(_ configuration: JobConfiguration, logger: Logger) async throws -> SQLiteJobStore {
+    /// Opens the job store: `STATE_DIR/jobs.sqlite` (creating the folder), or the shared
+    /// PostgreSQL one of `JOB_STORE`. A database from a newer gateway stops the start.
+    static func openJobStore(_ configuration: JobConfiguration, logger: Logger) async throws -> any JobStore {
         do {
             try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
         } catch {
             throw ConfigurationError(variable: "STATE_DIR", problem: "cannot create \(configuration.stateDirectory): \(error.localizedDescription)")
         }
-        return try await SQLiteJobStore.open(path: configuration.databasePath, logger: logger)
+        switch configuration.store {
+        case .sqlite:
+            return try await SQLiteJobStore.open(path: configuration.databasePath, logger: logger)
+        case .postgres(let url):
+            let store = try await PostgresJobStore.open(url: url, leaseTimeout: configuration.leaseTimeout, logger: logger)
+            logger.info("job store", metadata: ["job_store": "\(url)", "job_store.instance": "\(store.instanceID)"])
+            return store
+        }
     }
 }
 

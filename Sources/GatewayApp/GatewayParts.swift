@@ -28,7 +28,8 @@ struct GatewayParts: Sendable {
         metrics: PrometheusCollectorRegistry, logger: Logger
     ) throws {
         pool = BackendPool(
-            urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming, logger: logger
+            urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming,
+            ledger: jobStore as? any SharedJobStore, logger: logger
         )
         do {
             try FileManager.default.createDirectory(atPath: configuration.outputDirectory, withIntermediateDirectories: true)

@@ -11,11 +11,14 @@ public final class BackendPool: Sendable {
     private let metrics: GatewayMetrics
     /// No backend up for this long: jobs are answered 503 instead of waiting.
     private let unavailableAfter: Duration
+    /// Every instance's slots, when several share the backends (a shared job store).
+    let ledger: (any BackendSlotLedger)?
 
     public init(
         urls: [ComfyServerURL], http: CurlHTTPClient, configuration: SchedulerConfiguration = SchedulerConfiguration(),
-        timing: BackendTiming = BackendTiming(), logger: Logger
+        timing: BackendTiming = BackendTiming(), ledger: (any BackendSlotLedger)? = nil, logger: Logger
     ) {
+        self.ledger = ledger
         backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, logger: logger) }
         self.configuration = configuration
         dispatcher = JobDispatcher(backendCount: urls.count, configuration: configuration)
@@ -88,14 +91,23 @@ public final class BackendPool: Sendable {
         _ job: PromptJob, promptID: String, backend url: String, priority: JobPriority = .batch, owner: String = "", ownerMaxRunning: Int? = nil
     ) async throws -> GeneratedImage {
         if let backend = backends.first(where: { $0.url.description == url }) {
+            // A job taken over from another instance brings the slot its prompt holds.
+            let adopted: BackendSlotTicket? = if let ledger, let jobID = job.jobID { await ledger.adoptSlot(of: jobID) } else { nil }
+            let reattached: Result<GeneratedImage, any Error>
             do {
-                let image = try await backend.reattach(job, promptID: promptID)
+                reattached = .success(try await backend.reattach(job, promptID: promptID))
+            } catch {
+                reattached = .failure(error)
+            }
+            if let adopted { await ledger?.releaseSlot(adopted) }
+            switch reattached {
+            case .success(let image):
                 job.events?.finish()
                 metrics.jobEnded(priority, outcome: "success", after: .zero)
                 return image
-            } catch let error as ComfyError where error.isBackendFailure {
+            case .failure(let error as ComfyError) where error.isBackendFailure:
                 logger.notice("a resumed job's prompt is gone; submitting the job again", metadata: ["comfy.backend": "\(url)", "error": "\(error)"])
-            } catch {
+            case .failure(let error):
                 job.events?.finish()
                 throw error
             }
@@ -122,12 +134,21 @@ public final class BackendPool: Sendable {
             let index = try await dispatcher.waitForSlot(id, deadline: deadline, timeout: job.timeout)
             let backend = backends[index]
             var attempt = job
+            let ticket: BackendSlotTicket?
+            do {
+                ticket = try await ledger?.acquireSlot(backend: backend.url.description, capacity: configuration.capacityPerBackend, job: job.jobID, deadline: deadline)
+            } catch {
+                await dispatcher.finish(id)
+                throw error is CancellationError ? ComfyError.cancelled : error
+            }
             attempt.timeout = deadline - .now
             do {
                 let image = try await backend.run(attempt)
+                if let ticket { await ledger?.releaseSlot(ticket) }
                 await dispatcher.finish(id)
                 return image
             } catch let error as ComfyError where error.isBackendFailure && ContinuousClock.now < deadline {
+                if let ticket { await ledger?.releaseSlot(ticket) }
                 // The one place a job is tried again: on another backend if one is up, within its attempts.
                 guard await dispatcher.retry(id) else { throw error }
                 if error.code == .promptLost {
@@ -137,6 +158,7 @@ public final class BackendPool: Sendable {
                     metrics.jobMoved()
                 }
             } catch {
+                if let ticket { await ledger?.releaseSlot(ticket) }
                 await dispatcher.finish(id)
                 throw error
             }

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Where jobs are kept so that none is lost when the gateway restarts: the embedded SQLite
-/// store for one instance; a shared store for several instances implements the same calls.
+/// store for one instance; the PostgreSQL one (`SharedJobStore`) for several.
 ///
 /// Every call that changes a job is one atomic statement, so a crash leaves each job either
 /// before or after the change, never between.
@@ -51,6 +51,9 @@ public protocol JobStore: Sendable {
 
     /// The database's size on disk.
     func sizeInBytes() -> Int
+
+    /// Closes the database; nothing is called after.
+    func close() async
 
     // MARK: API keys
 

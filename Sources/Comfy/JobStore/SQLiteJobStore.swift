@@ -110,7 +110,7 @@ public final class SQLiteJobStore: JobStore {
                     .text(job.id), .text(job.kind.rawValue), .text(job.status.rawValue), .text(JSONValue.object(job.workflow).encodedText),
                     .optionalText(job.outputNodeID), .text(job.owner), .optionalText(job.webhookURL), .optionalText(job.idempotencyKey),
                     .optionalText(requestHash), .integer(job.createdAt.milliseconds), .optionalText(job.keyName),
-                    .optionalText(job.outputFormat == .png ? nil : job.outputFormat.stored),
+                    .optionalText(job.storedOutputFormat),
                 ]
             )
             if !inserted.isEmpty { return .created(job) }
@@ -123,7 +123,7 @@ public final class SQLiteJobStore: JobStore {
                 // The stored key is scoped by API key (`name\0key`): the message does not repeat it.
                 throw JobStoreError(.idempotencyKeyReused, "this Idempotency-Key was used for another request within 24 h; use a new key for a new request")
             }
-            return .existing(try Self.record(row))
+            return .existing(Self.record(row))
         }
     }
 
@@ -157,11 +157,11 @@ public final class SQLiteJobStore: JobStore {
                     webhook_state = CASE WHEN webhook_url IS NULL THEN 'none' ELSE 'pending' END,
                     webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ? END
                 WHERE id = ? AND status IN ('queued', 'running')
-                RETURNING \(Self.columnsWithoutWorkflow)
+                RETURNING \(JobRecord.columnsWithoutWorkflow)
                 """,
                 [
-                    .text(status.rawValue), .integer(date.milliseconds), .optionalText(result.map(Self.encode)),
-                    .optionalText(failure.map(Self.encode)), .optionalInteger(gpuMilliseconds), .optionalInteger(imageBytes),
+                    .text(status.rawValue), .integer(date.milliseconds), .optionalText(result?.storedText),
+                    .optionalText(failure?.storedText), .optionalInteger(gpuMilliseconds), .optionalInteger(imageBytes),
                     .text(status.rawValue), .integer(date.milliseconds), .text(id),
                 ]
             ).first.map(Self.record)
@@ -285,13 +285,13 @@ public final class SQLiteJobStore: JobStore {
 
     public func keys() async throws -> [APIKey] {
         try await guarded {
-            try await connection.query("SELECT * FROM api_keys ORDER BY name", []).map(Self.key)
+            try await connection.query("SELECT * FROM api_keys ORDER BY name", []).map(APIKey.init(row:))
         }
     }
 
     public func activeKey(hash: String) async throws -> APIKey? {
         try await guarded {
-            try await connection.query("SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL", [.text(hash)]).first.map(Self.key)
+            try await connection.query("SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL", [.text(hash)]).first.map(APIKey.init(row:))
         }
     }
 
@@ -332,17 +332,6 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    static func key(_ row: SQLiteRow) -> APIKey {
-        APIKey(
-            name: row.column("name")?.string ?? "",
-            maxRunning: row.column("max_running")?.integer.map { Int($0) },
-            maxQueued: row.column("max_queued")?.integer.map { Int($0) },
-            ratePerMinute: row.column("rate_per_minute")?.integer.map { Int($0) },
-            createdAt: Date(milliseconds: Int(row.column("created_at")?.integer ?? 0)),
-            revokedAt: row.column("revoked_at")?.integer.map { Date(milliseconds: Int($0)) }
-        )
-    }
-
     // MARK: Rows
 
     /// Runs a database call; SQLite's errors become `unavailable` (disk full, read-only, I/O).
@@ -356,81 +345,13 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    /// Every column but the workflow: a job's end does not need the graph read back.
-    static let columnsWithoutWorkflow = """
-        id, kind, status, output_node_id, owner, key_name, webhook_url, idempotency_key, created_at, started_at, finished_at, prompt_id,
-        backend, progress, output_format, result, error, webhook_state, webhook_attempts, webhook_last_status, webhook_delivered_at, webhook_next_at
-        """
+    static func record(_ row: SQLiteRow) -> JobRecord { JobRecord(row: row) }
+}
 
-    static func record(_ row: SQLiteRow) throws -> JobRecord {
-        func text(_ name: String) -> String? { row.column(name)?.string }
-        func date(_ name: String) -> Date? { row.column(name)?.integer.map(Date.init(milliseconds:)) }
-        func integer(_ name: String) -> Int? { row.column(name)?.integer.map { Int($0) } }
-        let workflow = text("workflow").flatMap { try? JSONValue.parse(Array($0.utf8)) }?.objectValue ?? [:]
-        let webhook = WebhookDelivery(
-            state: text("webhook_state").flatMap(WebhookDelivery.State.init(rawValue:)) ?? .none,
-            attempts: integer("webhook_attempts") ?? 0,
-            lastStatus: integer("webhook_last_status"),
-            deliveredAt: date("webhook_delivered_at"),
-            nextAttemptAt: date("webhook_next_at")
-        )
-        let kind: JobKind = text("kind").flatMap(JobKind.init(rawValue:)) ?? .async
-        let status: JobStatus = text("status").flatMap(JobStatus.init(rawValue:)) ?? .failed
-        let result: JobResult? = text("result").flatMap(decodeResult)
-        let failure: JobFailure? = text("error").flatMap(decodeFailure)
-        return JobRecord(
-            id: text("id") ?? "",
-            kind: kind,
-            status: status,
-            workflow: workflow,
-            outputNodeID: text("output_node_id"),
-            owner: text("owner") ?? "",
-            keyName: text("key_name"),
-            webhookURL: text("webhook_url"),
-            idempotencyKey: text("idempotency_key"),
-            createdAt: date("created_at") ?? Date(timeIntervalSince1970: 0),
-            startedAt: date("started_at"),
-            finishedAt: date("finished_at"),
-            promptID: text("prompt_id"),
-            backend: text("backend"),
-            progress: row.column("progress")?.double ?? 0,
-            outputFormat: text("output_format").flatMap(OutputFormat.init(stored:)) ?? .png,
-            result: result,
-            failure: failure,
-            webhook: webhook
-        )
-    }
-
-    static func encode(_ result: JobResult) -> String {
-        var object: [String: JSONValue] = [
-            "url": .string(result.url), "filename": .string(result.filename), "content_type": .string(result.contentType),
-        ]
-        object["expires_at"] = result.expiresAt.map { .number(Double($0.milliseconds)) }
-        if !result.others.isEmpty { object["others"] = .array(result.others.map { (try? JSONValue.parse(Array(encode($0).utf8))) ?? .null }) }
-        return JSONValue.object(object).encodedText
-    }
-
-    static func decodeResult(_ text: String) -> JobResult? {
-        guard let value = try? JSONValue.parse(Array(text.utf8)) else { return nil }
-        return decodeResult(value)
-    }
-
-    private static func decodeResult(_ value: JSONValue) -> JobResult? {
-        guard let url = value["url"]?.stringValue, let filename = value["filename"]?.stringValue, let type = value["content_type"]?.stringValue else { return nil }
-        return JobResult(
-            url: url, filename: filename, contentType: type, expiresAt: value["expires_at"]?.intValue.map { Date(milliseconds: $0) },
-            others: value["others"]?.arrayValue?.compactMap { decodeResult($0) } ?? []
-        )
-    }
-
-    static func encode(_ failure: JobFailure) -> String {
-        JSONValue.object(["status": .number(Double(failure.status)), "body": failure.body]).encodedText
-    }
-
-    static func decodeFailure(_ text: String) -> JobFailure? {
-        guard let value = try? JSONValue.parse(Array(text.utf8)), let status = value["status"]?.intValue, let body = value["body"] else { return nil }
-        return JobFailure(status: status, body: body)
-    }
+extension SQLiteRow: JobStoreRow {
+    func text(_ column: String) -> String? { self.column(column)?.string }
+    func integer(_ column: String) -> Int? { self.column(column)?.integer.map { Int($0) } }
+    func double(_ column: String) -> Double? { self.column(column)?.double }
 }
 
 extension SQLiteData {
@@ -438,6 +359,3 @@ extension SQLiteData {
     static func optionalInteger(_ value: Int?) -> SQLiteData { value.map { .integer($0) } ?? .null }
 }
 
-extension JSONValue {
-    var encodedText: String { String(decoding: encoded(), as: UTF8.self) }
-}

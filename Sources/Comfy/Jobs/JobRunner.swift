@@ -71,6 +71,12 @@ public actor JobRunner {
     /// Owners' caps of running prompts (API keys' `--max-running`), as their jobs came in.
     private var ownerCaps: [String: Int] = [:]
     private var stopping = false
+    /// The store, when several instances share it: leases, take-over, changes from the others.
+    private nonisolated var shared: (any SharedJobStore)? { store as? any SharedJobStore }
+    /// Watchers of jobs another instance runs, by job id: told what that instance announces.
+    private var remoteWatchers: [String: [UUID: AsyncStream<JobUpdate>.Continuation]] = [:]
+    /// Live jobs that ended or were taken over elsewhere: their run stops without a word to the store.
+    private var endedElsewhere: Set<String> = []
     private let cancels = WaiterTable<String, Void>()
     private let starts: AsyncStream<Start>.Continuation
     private let startStream: AsyncStream<Start>
@@ -98,12 +104,24 @@ public actor JobRunner {
     /// Cancelled (the gateway stops), unfinished jobs stay in the store as they are and their
     /// prompts stay on ComfyUI: the next start takes them up.
     public func run() async {
-        await recover()
+        guard let shared else {
+            await recover()
+            await withDiscardingTaskGroup { group in
+                for await start in startStream {
+                    group.addTask { await self.execute(start) }
+                }
+            }
+            return
+        }
         await withDiscardingTaskGroup { group in
+            group.addTask { await self.keepLeases(shared) }
+            group.addTask { await self.followChanges(shared) }
             for await start in startStream {
                 group.addTask { await self.execute(start) }
             }
         }
+        // Stopping: what this instance leaves, another one takes over at once.
+        try? await shared.releaseLeases()
     }
 
     /// No new jobs start (draining); those unfinished are left for the next start.
@@ -112,25 +130,30 @@ public actor JobRunner {
     }
 
     private func recover() async {
-        let unfinished: [JobRecord]
         do {
-            unfinished = try await store.unfinished()
+            let unfinished = try await store.unfinished()
+            await adopt(unfinished)
+            if !unfinished.isEmpty { logger.notice("took up the jobs the last gateway process left", metadata: ["jobs": "\(unfinished.count)"]) }
         } catch {
             logger.error("cannot read unfinished jobs from the job store", metadata: ["error": "\(error)"])
-            return
         }
-        var resumed = 0
-        var cancelled = 0
+    }
+
+    /// Takes up unfinished jobs another process left (the last one, or a dead instance): queued
+    /// ones run, running ones are reattached by their prompt id, and those whose caller went
+    /// with that process are cancelled.
+    private func adopt(_ records: [JobRecord]) async {
         var caps: [String: Int?] = [:]
-        for record in unfinished {
+        for record in records {
             if record.endsWithItsCaller {
-                // Its caller's connection died with the last process, and nobody can ask again.
+                // Its caller's connection died with that process, and nobody can ask again.
                 _ = try? await store.finish(record.id, status: .cancelled, result: nil, failure: nil, at: Date())
                 if let promptID = record.promptID, let backend = record.backend { await pool.cancelPrompt(promptID, backend: backend) }
-                cancelled += 1
+                endRemoteWatchers(of: record.id)
                 continue
             }
-            live[record.id] = Live()
+            // Those who watched it from here while another instance ran it go on watching.
+            live[record.id] = Live(watchers: remoteWatchers.removeValue(forKey: record.id) ?? [:])
             if let key = record.keyName {
                 // One look-up per key, not per job: a start-up may take up thousands.
                 if caps[key] == nil { caps[key] = .some(await maxRunning(key)) }
@@ -144,12 +167,92 @@ public actor JobRunner {
             } else {
                 starts.yield(.fresh(record))
             }
-            resumed += 1
-        }
-        if !unfinished.isEmpty {
-            logger.notice("took up the jobs the last gateway process left", metadata: ["jobs.resumed": "\(resumed)", "jobs.cancelled": "\(cancelled)"])
         }
         startWaiting()
+    }
+
+    // MARK: Several instances
+
+    /// Renews this instance's leases and takes over expired ones, three times per lease.
+    private func keepLeases(_ shared: any SharedJobStore) async {
+        while !Task.isCancelled {
+            do {
+                let lost = try await shared.renewLeases()
+                if !lost.isEmpty {
+                    logger.warning("another gateway instance took over jobs this one ran (this one was paused or cut off)", metadata: ["jobs": "\(lost.count)"])
+                    await stopElsewhere(lost)
+                }
+                if !stopping {
+                    while case let taken = try await shared.takeOverExpired(limit: 64), !taken.isEmpty {
+                        logger.notice("took over jobs whose gateway instance stopped renewing their lease", metadata: ["jobs": "\(taken.count)"])
+                        await adopt(taken)
+                        if taken.count < 64 { break }
+                    }
+                }
+            } catch {
+                logger.warning("cannot renew the job leases", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: shared.leaseTimeout / 3)
+        }
+    }
+
+    /// Follows what the other instances announce: ends and progress of jobs watched here, and
+    /// ends of jobs running here that were cancelled there.
+    private func followChanges(_ shared: any SharedJobStore) async {
+        for await change in shared.changes() {
+            switch change {
+            case .ended(let id):
+                if live[id] != nil { await stopElsewhere([id]) } else { await remoteEnded([id]) }
+            case .progress(let id, let value):
+                for watcher in remoteWatchers[id]?.values ?? [:].values { watcher.yield(.progress(value)) }
+            case .resync:
+                await remoteEnded(Array(remoteWatchers.keys))
+            case .running, .slotFreed:
+                break
+            }
+        }
+    }
+
+    /// Live jobs that another instance ended or took over: their runs here stop, leaving the
+    /// store and the prompt to that instance.
+    private func stopElsewhere(_ ids: [String]) async {
+        for id in ids where live[id] != nil {
+            endedElsewhere.insert(id)
+            if let index = waiting.firstIndex(where: { $0.id == id }) {
+                waiting.remove(at: index)
+                await endElsewhere(id)
+            } else {
+                cancels.resume(id, with: .success(()))
+            }
+        }
+    }
+
+    /// Tells a job's watchers here how it ended elsewhere, or that another instance has it now.
+    private func endElsewhere(_ id: String) async {
+        endedElsewhere.remove(id)
+        if let record = try? await store.job(id), record.status.isFinal {
+            for watcher in live.removeValue(forKey: id)?.watchers.values ?? [:].values {
+                watcher.yield(.finished(record, image: nil))
+                watcher.finish()
+            }
+        } else {
+            endWatchers(of: id, with: .stopped(ComfyError(code: .backendUnavailable, message: "another gateway instance runs this job now; ask for it again")))
+        }
+    }
+
+    /// Remote watchers of jobs that may have ended: each final one is told and let go.
+    private func remoteEnded(_ ids: [String]) async {
+        for id in ids where remoteWatchers[id] != nil {
+            guard let record = try? await store.job(id), record.status.isFinal else { continue }
+            for watcher in remoteWatchers.removeValue(forKey: id)?.values ?? [:].values {
+                watcher.yield(.finished(record, image: nil))
+                watcher.finish()
+            }
+        }
+    }
+
+    private func endRemoteWatchers(of id: String) {
+        for watcher in remoteWatchers.removeValue(forKey: id)?.values ?? [:].values { watcher.finish() }
     }
 
     /// Hands waiting async jobs to the pool, owners in turn: the next is the oldest job of the
@@ -218,16 +321,26 @@ public actor JobRunner {
     public func watch(_ id: String) async throws -> (JobRecord, AsyncStream<JobUpdate>?)? {
         // Listen first: an end that comes while the store is read is not missed.
         let stream = addWatcher(id)
-        guard let record = try await job(id) else { return nil }
+        guard let record = try await job(id) else {
+            endRemoteWatchers(of: id)
+            return nil
+        }
+        if record.status.isFinal, remoteWatchers[id] != nil { await remoteEnded([id]) }
         return (record, record.status.isFinal ? nil : stream)
     }
 
-    /// A stream of the job's updates, if this process runs it. A watcher that goes away is
-    /// dropped at the next update (`progressed`) or at the end.
+    /// A stream of the job's updates, if this process runs it, or another instance of a shared
+    /// store does (it announces the end). A watcher that goes away is dropped at the next update
+    /// (`progressed`) or at the end.
     private func addWatcher(_ id: String) -> AsyncStream<JobUpdate>? {
-        guard live[id] != nil else { return nil }
         let (updates, continuation) = AsyncStream.makeStream(of: JobUpdate.self, bufferingPolicy: .bufferingNewest(64))
-        live[id]?.watchers[UUID()] = continuation
+        if live[id] != nil {
+            live[id]?.watchers[UUID()] = continuation
+        } else if shared != nil {
+            remoteWatchers[id, default: [:]][UUID()] = continuation
+        } else {
+            return nil
+        }
         return updates
     }
 
@@ -236,7 +349,7 @@ public actor JobRunner {
     public func result(of id: String, cancelIfAbandoned: Bool) async throws -> JobUpdate {
         // A job this process runs needs no read of the store: its end comes as an update.
         let updates: AsyncStream<JobUpdate>
-        if let live = addWatcher(id) {
+        if live[id] != nil, let live = addWatcher(id) {
             updates = live
         } else {
             guard let (record, stream) = try await watch(id) else {
@@ -265,7 +378,7 @@ public actor JobRunner {
             return try await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
         }
         // Not waiting here but live: it runs.
-        if let updates = addWatcher(id) {
+        if live[id] != nil, let updates = addWatcher(id) {
             // Signalled before any suspension: a caller that went away (a cancelled task) still cancels.
             cancels.resume(id, with: .success(()))
             for await update in updates {
@@ -278,8 +391,12 @@ public actor JobRunner {
             }
             return try await store.job(id)
         }
-        // Not running in this process (left by a stopping one): it ends in the store.
-        return try await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
+        // Not running in this process (left by a stopping one, or run by another instance): it
+        // ends in the store, and its prompt, if one was submitted, is removed from its backend.
+        let final = try await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
+        if let final, let promptID = final.promptID, let backend = final.backend { await pool.cancelPrompt(promptID, backend: backend) }
+        await remoteEnded([id])
+        return final
     }
 
     // MARK: One job
@@ -300,6 +417,8 @@ public actor JobRunner {
         }
         let outcome = await run(start, record: record)
         switch outcome {
+        case .cancelled where endedElsewhere.contains(id):
+            await endElsewhere(id)
         case .cancelled:
             if let state = live[id], let promptID = state.promptID, let backend = state.backend {
                 await pool.cancelPrompt(promptID, backend: backend)
@@ -349,6 +468,7 @@ public actor JobRunner {
         let (events, continuation) = AsyncStream.makeStream(of: JobEvent.self, bufferingPolicy: .bufferingNewest(8))
         var job = PromptJob(workflow: record.workflow, outputNodeID: record.outputNodeID, timeout: configuration.timeout, events: continuation)
         job.keepsPromptWhenCancelled = true
+        job.jobID = id
         // A sync job without an idempotency key ends with its caller, also in a crash (the next
         // start cancels it): its prompt needs no write before it is submitted, which keeps one
         // database round trip off the sync path. Its running state lives in memory (`job(_:)`).
@@ -364,11 +484,19 @@ public actor JobRunner {
         let prepared = job
         let inputs = self.inputs
         let ownerMaxRunning = ownerCaps[record.owner]
+        let shared = self.shared
         return await withTaskGroup(of: Outcome?.self) { group in
             group.addTask {
+                // Other instances hear of every tenth of the way (a write each, not one per step).
+                var announced = 0.0
                 for await event in events {
                     switch event {
-                    case .progress(let value): await self.progressed(id, value)
+                    case .progress(let value):
+                        await self.progressed(id, value)
+                        if let shared, value - announced >= 0.1 {
+                            announced = value
+                            await shared.announceProgress(of: id, value)
+                        }
                     case .executionStarted: await self.executionStarted(id)
                     case .preview: break
                     }
@@ -434,6 +562,7 @@ public actor JobRunner {
     private func settle(
         _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [[UInt8]]?, usage: (gpuMilliseconds: Int?, imageBytes: Int)? = nil
     ) async throws -> JobRecord? {
+        endedElsewhere.remove(id)
         do {
             let final = try await store.finish(
                 id, status: status, result: result, failure: failure, gpuMilliseconds: usage?.gpuMilliseconds, imageBytes: usage?.imageBytes, at: Date()

@@ -16,6 +16,8 @@ public struct PromptJob: Sendable {
     /// A cancelled wait leaves the prompt on ComfyUI: a stored job's prompt outlives a stopping
     /// gateway and is reattached by the next one (whoever cancels the job removes it).
     public var keepsPromptWhenCancelled = false
+    /// The stored job this runs, if any: a shared store's backend slot is taken in its name.
+    public var jobID: String?
 
     public init(
         workflow: [String: JSONValue],

@@ -10,7 +10,7 @@ public enum KeysCommand {
 
     /// Runs the command; returns the exit status.
     public static func run(_ arguments: [String], configuration: GatewayConfiguration) async -> Int32 {
-        let store: SQLiteJobStore
+        let store: any JobStore
         do {
             store = try await GatewayApplication.openJobStore(configuration.jobs, logger: Logger(label: "comfy-gateway-keys"))
         } catch {
@@ -28,7 +28,7 @@ public enum KeysCommand {
         }
     }
 
-    static func execute(_ arguments: [String], store: SQLiteJobStore) async throws -> Int32 {
+    static func execute(_ arguments: [String], store: any JobStore) async throws -> Int32 {
         switch arguments.first {
         case "create":
             guard arguments.count >= 2, APIKey.isValidName(arguments[1]) else {

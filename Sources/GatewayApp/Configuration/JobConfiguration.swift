@@ -6,7 +6,19 @@ import Comfy
 /// `webhook_url`), `WEBHOOK_MAX_ATTEMPTS` (6, over about 7.5 h), `WEBHOOK_RETRY_BASE` (5 s, the
 /// first pause), `WEBHOOK_TIMEOUT` (10 s per attempt), `WEBHOOK_ALLOW_PRIVATE` (false: no
 /// loopback, private or link-local targets).
+///
+/// `JOB_STORE`: unset (or `sqlite`) keeps jobs in `STATE_DIR/jobs.sqlite`, for one instance;
+/// `postgres://user:password@host:port/database[?sslmode=require]` puts every instance that
+/// names it on one queue. `LEASE_TIMEOUT` (15 s): how long a shared store waits for a silent
+/// instance before another takes its jobs over.
 struct JobConfiguration: Sendable {
+    enum Store: Sendable, Equatable {
+        case sqlite
+        case postgres(PostgresStoreURL)
+    }
+
+    var store: Store
+    var leaseTimeout: Duration
     var stateDirectory: String
     var retention: Duration
     var webhookSigner: WebhookSigner?
@@ -19,6 +31,21 @@ struct JobConfiguration: Sendable {
 
     init(_ environment: Environment) throws {
         stateDirectory = environment["STATE_DIR"] ?? "./state"
+        switch environment["JOB_STORE"] ?? "" {
+        case "", "sqlite":
+            store = .sqlite
+        case let url:
+            do {
+                store = .postgres(try PostgresStoreURL(url))
+            } catch {
+                // The URL may hold a password: the message names the problem, not the value.
+                throw ConfigurationError(variable: "JOB_STORE", problem: "\(error.description) (or leave it unset for SQLite)")
+            }
+        }
+        leaseTimeout = try environment.duration("LEASE_TIMEOUT", default: .seconds(15))
+        guard leaseTimeout >= .seconds(1), leaseTimeout <= .seconds(600) else {
+            throw ConfigurationError(variable: "LEASE_TIMEOUT", problem: "expected 1 s to 10 min")
+        }
         retention = try environment.duration("JOB_RETENTION", default: .seconds(7 * 24 * 3600))
         if let secret = environment["WEBHOOK_SECRET"], !secret.isEmpty {
             guard let signer = WebhookSigner(secret: secret) else {

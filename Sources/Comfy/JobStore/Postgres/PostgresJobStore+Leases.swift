@@ -1,0 +1,121 @@
+import Foundation
+import PostgresNIO
+
+extension PostgresJobStore {
+    public func renewLeases() async throws -> [String] {
+        try await guarded {
+            let renewed = try await rows(
+                """
+                UPDATE jobs SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
+                WHERE lease_owner = \(instanceID) AND status IN ('queued', 'running') RETURNING id, lease_generation
+                """
+            )
+            try await execute(
+                "UPDATE backend_slots SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID)")
+            let still = Dictionary(renewed.compactMap { row in row.text("id").map { ($0, row.integer("lease_generation") ?? 0) } }) { first, _ in first }
+            return held.withLockedValue { held in
+                // A lost job keeps a generation no row has: whatever this instance still writes
+                // for it is refused, as if it had not heard of the loss.
+                let lost = held.filter { $0.value != Self.fencedOut && still[$0.key] != $0.value }.map(\.key)
+                for id in lost { held[id] = Self.fencedOut }
+                return lost.sorted()
+            }
+        }
+    }
+
+    /// The generation of a job this instance lost: no job has it.
+    static var fencedOut: Int { -1 }
+
+    public func releaseLeases() async throws {
+        try await guarded {
+            try await execute("UPDATE jobs SET lease_until = 0 WHERE lease_owner = \(instanceID) AND status IN ('queued', 'running')")
+            try await execute("UPDATE backend_slots SET lease_until = 0 WHERE holder = \(instanceID)")
+            held.withLockedValue { $0 = [:] }
+        }
+    }
+
+    public func takeOverExpired(limit: Int) async throws -> [JobRecord] {
+        try await guarded {
+            let taken = try await rows(
+                """
+                UPDATE jobs SET lease_owner = \(instanceID), lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds),
+                    lease_generation = lease_generation + 1
+                WHERE seq IN (
+                    SELECT seq FROM jobs WHERE status IN ('queued', 'running') AND lease_until < gateway_now_ms()
+                    ORDER BY seq LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                )
+                RETURNING *
+                """
+            )
+            guard !taken.isEmpty else { return [] }
+            let records = taken.map(JobRecord.init(row:))
+            held.withLockedValue { held in
+                for row in taken { if let id = row.text("id") { held[id] = row.integer("lease_generation") ?? 0 } }
+            }
+            // The slots their prompts hold move with them: they stay taken while the prompts run.
+            try await execute(
+                """
+                UPDATE backend_slots SET holder = \(instanceID), lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
+                WHERE job_id = ANY(\(records.map(\.id)))
+                """)
+            return records
+        }
+    }
+
+    public func announceProgress(of id: String, _ progress: Double) async {
+        let payload = "progress \(instanceID) \(id) \((progress * 1000).rounded() / 1000)"
+        _ = try? await execute("SELECT pg_notify(\(Self.channel), \(payload))")
+    }
+
+    public func changes() -> AsyncStream<JobStoreChange> {
+        let (stream, continuation) = AsyncStream.makeStream(of: JobStoreChange.self, bufferingPolicy: .bufferingNewest(1024))
+        let key = nextListener.withLockedValue { next in
+            next += 1
+            return next
+        }
+        listeners.withLockedValue { $0[key] = continuation }
+        continuation.onTermination = { [weak self] _ in
+            self?.listeners.withLockedValue { $0[key] = nil }
+        }
+        return stream
+    }
+
+    /// Listens on the channel until cancelled, on a connection of its own, making it again
+    /// when it drops; each new one starts with `resync` for what was missed meanwhile.
+    func listen() async {
+        while !Task.isCancelled {
+            do {
+                try await client.withConnection { connection in
+                    try await connection.listen(on: Self.channel) { notifications in
+                        self.broadcast(.resync)
+                        for try await notification in notifications {
+                            if let change = self.change(from: notification.payload) { self.broadcast(change) }
+                        }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("the job database's notifications stopped; listening again", metadata: ["error": "\(Self.reason(error))"])
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    /// A notification's change, unless this instance sent it.
+    func change(from payload: String) -> JobStoreChange? {
+        let parts = payload.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count >= 2 else { return nil }
+        if parts[0] == "slot" { return .slotFreed(parts.dropFirst().joined(separator: " ")) }
+        guard parts.count >= 3, parts[1] != instanceID else { return nil }
+        switch parts[0] {
+        case "running": return .running(parts[2])
+        case "ended": return .ended(parts[2])
+        case "progress": return parts.count == 4 ? Double(parts[3]).map { .progress(parts[2], $0) } : nil
+        default: return nil
+        }
+    }
+
+    func broadcast(_ change: JobStoreChange) {
+        for listener in listeners.withLockedValue({ Array($0.values) }) { listener.yield(change) }
+    }
+}

@@ -1,0 +1,426 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOSSL
+import PostgresNIO
+
+/// The shared job store: one PostgreSQL database for every gateway instance (`JOB_STORE`).
+///
+/// The calls are those of the SQLite store, each one statement; what several instances add
+/// (leases, take-over, fencing, backend slots, notifications) is in the extensions.
+public final class PostgresJobStore: SharedJobStore {
+    public let instanceID: String
+    public let leaseTimeout: Duration
+    let client: PostgresClient
+    let logger: Logger
+    /// The lease generation of each job this instance holds: its writes carry it (fencing).
+    let held = NIOLockedValueBox<[String: Int]>([:])
+    /// Listeners of `changes()`.
+    let listeners = NIOLockedValueBox<[UInt64: AsyncStream<JobStoreChange>.Continuation]>([:])
+    let nextListener = NIOLockedValueBox<UInt64>(0)
+    /// Backends whose slot rows exist at this capacity.
+    let preparedSlots = NIOLockedValueBox<[String: Int]>([:])
+    private let lastSize = NIOLockedValueBox<Int>(0)
+    /// The client's connections and the listening connection, until `close()`.
+    private let background = NIOLockedValueBox<Task<Void, Never>?>(nil)
+
+    static let channel = "comfy_gateway"
+
+    private init(client: PostgresClient, leaseTimeout: Duration, logger: Logger) {
+        instanceID = RandomSecret.bytes(9).base64URL
+        self.client = client
+        self.leaseTimeout = leaseTimeout
+        self.logger = logger
+    }
+
+    /// Connects, and brings the schema up to date under an advisory lock.
+    public static func open(url: PostgresStoreURL, leaseTimeout: Duration = .seconds(15), logger: Logger) async throws -> PostgresJobStore {
+        try await open(url: url, leaseTimeout: leaseTimeout, logger: logger, upTo: PostgresJobStoreSchema.latestVersion)
+    }
+
+    static func open(url: PostgresStoreURL, leaseTimeout: Duration, logger: Logger, upTo version: Int) async throws -> PostgresJobStore {
+        let tls: PostgresClient.Configuration.TLS
+        switch url.tls {
+        case .disable: tls = .disable
+        case .prefer, .require:
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.certificateVerification = .none
+            tls = url.tls == .prefer ? .prefer(configuration) : .require(configuration)
+        case .verifyFull: tls = .require(.makeClientConfiguration())
+        }
+        var configuration = PostgresClient.Configuration(
+            host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: tls
+        )
+        configuration.options.connectTimeout = .seconds(5)
+        configuration.options.maximumConnections = 16
+        // The pool logs each failed connection attempt at info: an outage would flood the log.
+        var background = logger
+        background.logLevel = max(logger.logLevel, .warning)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: background)
+        let store = PostgresJobStore(client: client, leaseTimeout: leaseTimeout, logger: logger)
+        store.background.withLockedValue { task in
+            task = Task {
+                await withDiscardingTaskGroup { group in
+                    group.addTask { await client.run() }
+                    group.addTask { await store.listen() }
+                }
+            }
+        }
+        do {
+            try await withDeadline(.now + .seconds(30), timeout: { JobStoreError(.unavailable, "cannot reach the job database \(url) within 30 s") }) {
+                try await store.prepare(upTo: version)
+            }
+        } catch {
+            await store.close()
+            if let error = error as? JobStoreError { throw error }
+            throw JobStoreError(.unavailable, "cannot open the job database \(url): \(Self.reason(error))")
+        }
+        return store
+    }
+
+    public func close() async {
+        if let task = background.withLockedValue({ $0 }) {
+            task.cancel()
+            await task.value
+        }
+        listeners.withLockedValue { listeners in
+            for listener in listeners.values { listener.finish() }
+            listeners = [:]
+        }
+    }
+
+    /// Applies the migrations this database lacks, one instance at a time.
+    private func prepare(upTo target: Int) async throws {
+        try await client.withConnection { connection in
+            _ = try await connection.query("SELECT pg_advisory_lock(\(PostgresJobStoreSchema.migrationLock))", logger: logger)
+            do {
+                _ = try await connection.query("CREATE TABLE IF NOT EXISTS gateway_schema (version INTEGER NOT NULL)", logger: logger)
+                var version = 0
+                for try await (value) in try await connection.query("SELECT version FROM gateway_schema", logger: logger).decode(Int.self) {
+                    version = value
+                }
+                let latest = PostgresJobStoreSchema.latestVersion
+                guard version <= latest else {
+                    throw JobStoreError(.newerSchema, "the job database has schema version \(version), newer than this gateway's \(latest): run the newer gateway")
+                }
+                if version < target {
+                    try await connection.withTransaction(logger: logger) { connection in
+                        for next in (version + 1)...target {
+                            for statement in PostgresJobStoreSchema.migrations[next - 1] {
+                                _ = try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                            }
+                        }
+                        _ = try await connection.query("DELETE FROM gateway_schema", logger: logger)
+                        _ = try await connection.query("INSERT INTO gateway_schema (version) VALUES (\(target))", logger: logger)
+                    }
+                    logger.notice("migrated the job database", metadata: ["job_store.from": "\(version)", "job_store.to": "\(target)"])
+                }
+            } catch {
+                _ = try? await connection.query("SELECT pg_advisory_unlock(\(PostgresJobStoreSchema.migrationLock))", logger: logger)
+                throw error
+            }
+            _ = try await connection.query("SELECT pg_advisory_unlock(\(PostgresJobStoreSchema.migrationLock))", logger: logger)
+        }
+    }
+
+    /// The schema version the database records.
+    func schemaVersion() async throws -> Int {
+        try await rows("SELECT version FROM gateway_schema").first?.integer("version") ?? 0
+    }
+
+    // MARK: JobStore
+
+    public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {
+        try await guarded {
+            if let key = job.idempotencyKey {
+                let expired = job.createdAt.addingTimeInterval(-keyWindow.seconds).milliseconds
+                try await execute("UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key = \(key) AND created_at < \(expired)")
+            }
+            let inserted = try await rows(
+                """
+                INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, webhook_url, idempotency_key, request_hash, created_at,
+                    key_name, output_format, lease_owner, lease_until)
+                VALUES (\(job.id), \(job.kind.rawValue), \(job.status.rawValue), \(JSONValue.object(job.workflow).encodedText), \(job.outputNodeID),
+                    \(job.owner), \(job.webhookURL), \(job.idempotencyKey), \(requestHash), \(job.createdAt.milliseconds), \(job.keyName),
+                    \(job.storedOutputFormat), \(instanceID), gateway_now_ms() + \(leaseTimeout.milliseconds))
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING lease_generation
+                """
+            )
+            if let generation = inserted.first?.integer("lease_generation") {
+                held.withLockedValue { $0[job.id] = generation }
+                return .created(job)
+            }
+            guard let key = job.idempotencyKey, let row = try await rows("SELECT * FROM jobs WHERE idempotency_key = \(key)").first else {
+                throw JobStoreError(.unavailable, "the job was not stored")
+            }
+            guard row.text("request_hash") == requestHash else {
+                throw JobStoreError(.idempotencyKeyReused, "this Idempotency-Key was used for another request within 24 h; use a new key for a new request")
+            }
+            return .existing(JobRecord(row: row))
+        }
+    }
+
+    public func job(_ id: String) async throws -> JobRecord? {
+        try await guarded { try await rows("SELECT * FROM jobs WHERE id = \(id)").first.map(JobRecord.init(row:)) }
+    }
+
+    /// Only the instance holding the job's lease, at its generation, may submit its prompt.
+    public func markRunning(_ id: String, promptID: String, backend: String, at date: Date) async throws -> Bool {
+        guard let generation = generation(of: id) else { return false }
+        return try await guarded {
+            let updated = try await rows(
+                """
+                UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, \(date.milliseconds)), prompt_id = \(promptID),
+                    backend = \(backend), attempts = attempts + 1
+                WHERE id = \(id) AND status IN ('queued', 'running') AND lease_owner = \(instanceID) AND lease_generation = \(generation)
+                RETURNING id, pg_notify(\(Self.channel), \("running \(instanceID) \(id)"))::text AS notified
+                """
+            )
+            return !updated.isEmpty
+        }
+    }
+
+    /// A job this instance holds ends only at its generation; one it does not hold (cancelled
+    /// through another instance, or one it took over to cancel) ends whoever ran it.
+    public func finish(
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, gpuMilliseconds: Int?, imageBytes: Int?, at date: Date
+    ) async throws -> JobRecord? {
+        let generation = held.withLockedValue { $0.removeValue(forKey: id) }
+        return try await guarded {
+            try await rows(
+                """
+                WITH ended AS (
+                    UPDATE jobs SET status = \(status.rawValue), finished_at = \(date.milliseconds), result = \(result?.storedText),
+                        error = \(failure?.storedText), gpu_ms = \(gpuMilliseconds), image_bytes = \(imageBytes),
+                        progress = CASE WHEN \(status.rawValue) = 'completed' THEN 1 ELSE progress END,
+                        webhook_state = CASE WHEN webhook_url IS NULL THEN 'none' ELSE 'pending' END,
+                        webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE \(date.milliseconds) END,
+                        lease_owner = NULL, lease_until = NULL
+                    WHERE id = \(id) AND status IN ('queued', 'running')
+                        AND (\(generation)::bigint IS NULL OR (lease_owner = \(instanceID) AND lease_generation = \(generation)))
+                    RETURNING \(unescaped: JobRecord.columnsWithoutWorkflow)
+                )
+                SELECT ended.*, pg_notify(\(Self.channel), 'ended ' || \(instanceID) || ' ' || ended.id)::text AS notified FROM ended
+                """
+            ).first.map(JobRecord.init(row:))
+        }
+    }
+
+    public func releaseIdempotencyKey(of id: String) async throws {
+        try await guarded { try await execute("UPDATE jobs SET idempotency_key = NULL WHERE id = \(id)") }
+    }
+
+    /// The unfinished jobs of every instance: a shared store's start-up takes over only
+    /// expired ones (`takeOverExpired`), so this is for inspection.
+    public func unfinished() async throws -> [JobRecord] {
+        try await guarded { try await rows("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq").map(JobRecord.init(row:)) }
+    }
+
+    public func oldestUnfinished() async throws -> Date? {
+        try await guarded {
+            try await rows("SELECT MIN(created_at) AS oldest FROM jobs WHERE status IN ('queued', 'running')").first?.date("oldest")
+        }
+    }
+
+    public func queuePosition(of id: String) async throws -> Int? {
+        try await guarded {
+            try await rows(
+                """
+                SELECT (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.status = 'queued' AND ahead.seq < jobs.seq) AS position
+                FROM jobs WHERE id = \(id) AND status = 'queued'
+                """
+            ).first?.integer("position")
+        }
+    }
+
+    /// Claims the due webhooks for this instance: each is put off by a claim window longer
+    /// than a delivery may take, so no other instance sends it meanwhile.
+    public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
+        try await guarded {
+            try await rows(
+                """
+                UPDATE jobs SET webhook_next_at = \(now.milliseconds + Self.webhookClaim.milliseconds)
+                WHERE seq IN (
+                    SELECT seq FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= \(now.milliseconds)
+                    ORDER BY webhook_next_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                )
+                RETURNING *
+                """
+            ).map(JobRecord.init(row:))
+        }
+    }
+
+    /// Longer than a webhook delivery may take (`WEBHOOK_TIMEOUT` is at most a minute).
+    static let webhookClaim = Duration.seconds(300)
+
+    public func nextWebhookDue(after now: Date) async throws -> Date? {
+        try await guarded {
+            try await rows("SELECT MIN(webhook_next_at) AS due FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at > \(now.milliseconds)")
+                .first?.date("due")
+        }
+    }
+
+    public func recordWebhookAttempt(of id: String, status: Int?, delivered: Bool, nextAttemptAt: Date?, at date: Date) async throws {
+        let state: WebhookDelivery.State = delivered ? .delivered : nextAttemptAt == nil ? .failed : .pending
+        let deliveredAt: Int? = delivered ? date.milliseconds : nil
+        try await guarded {
+            try await execute(
+                """
+                UPDATE jobs SET webhook_state = \(state.rawValue), webhook_attempts = webhook_attempts + 1, webhook_last_status = \(status),
+                    webhook_delivered_at = \(deliveredAt), webhook_next_at = \(nextAttemptAt?.milliseconds)
+                WHERE id = \(id) AND webhook_state = 'pending'
+                """)
+        }
+    }
+
+    public func deleteFinished(before date: Date) async throws -> Int {
+        try await guarded {
+            try await rows(
+                """
+                DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < \(date.milliseconds)
+                    AND webhook_state != 'pending' RETURNING seq
+                """
+            ).count
+        }
+    }
+
+    public func counts() async throws -> JobCounts {
+        try await guarded {
+            var counts = JobCounts()
+            for row in try await rows("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status") {
+                if let status = row.text("status").flatMap(JobStatus.init(rawValue:)) { counts.jobs[status] = row.integer("n") ?? 0 }
+            }
+            for row in try await rows("SELECT webhook_state, COUNT(*) AS n FROM jobs GROUP BY webhook_state") {
+                if let state = row.text("webhook_state").flatMap(WebhookDelivery.State.init(rawValue:)) { counts.webhooks[state] = row.integer("n") ?? 0 }
+            }
+            // The size is read with the counts (they are cached for a second by JobStoreStats).
+            if let size = try await rows("SELECT pg_total_relation_size('jobs') AS size").first?.integer("size") {
+                lastSize.withLockedValue { $0 = size }
+            }
+            return counts
+        }
+    }
+
+    /// The jobs table's size as of the last `counts()`.
+    public func sizeInBytes() -> Int { lastSize.withLockedValue { $0 } }
+
+    // MARK: API keys
+
+    public func createKey(_ key: APIKey, hash: String) async throws {
+        try await guarded {
+            let created = try await rows(
+                """
+                INSERT INTO api_keys (name, hash, max_running, max_queued, rate_per_minute, created_at)
+                VALUES (\(key.name), \(hash), \(key.maxRunning), \(key.maxQueued), \(key.ratePerMinute), \(key.createdAt.milliseconds))
+                ON CONFLICT DO NOTHING RETURNING name
+                """
+            )
+            guard !created.isEmpty else { throw JobStoreError(.keyExists, "a key named \(key.name) exists already (revoke it, or pick another name)") }
+        }
+    }
+
+    public func keys() async throws -> [APIKey] {
+        try await guarded { try await rows("SELECT * FROM api_keys ORDER BY name").map(APIKey.init(row:)) }
+    }
+
+    public func activeKey(hash: String) async throws -> APIKey? {
+        try await guarded { try await rows("SELECT * FROM api_keys WHERE hash = \(hash) AND revoked_at IS NULL").first.map(APIKey.init(row:)) }
+    }
+
+    public func keyCount() async throws -> Int {
+        try await guarded { try await rows("SELECT COUNT(*) AS n FROM api_keys").first?.integer("n") ?? 0 }
+    }
+
+    public func revokeKey(named name: String, at date: Date) async throws -> Bool {
+        try await guarded {
+            !(try await rows("UPDATE api_keys SET revoked_at = \(date.milliseconds) WHERE name = \(name) AND revoked_at IS NULL RETURNING name").isEmpty)
+        }
+    }
+
+    public func unfinishedJobCount(key name: String) async throws -> Int {
+        try await guarded {
+            try await rows("SELECT COUNT(*) AS n FROM jobs WHERE key_name = \(name) AND status IN ('queued', 'running')").first?.integer("n") ?? 0
+        }
+    }
+
+    public func usage(key name: String) async throws -> KeyUsage {
+        try await guarded {
+            var usage = KeyUsage()
+            for row in try await rows(
+                "SELECT status, COUNT(*) AS n, SUM(gpu_ms)::bigint AS gpu, SUM(image_bytes)::bigint AS bytes FROM jobs WHERE key_name = \(name) GROUP BY status"
+            ) {
+                guard let status = row.text("status").flatMap(JobStatus.init(rawValue:)) else { continue }
+                usage.jobs[status] = row.integer("n") ?? 0
+                usage.gpuSeconds += Double(row.integer("gpu") ?? 0) / 1000
+                usage.imageBytes += row.integer("bytes") ?? 0
+            }
+            return usage
+        }
+    }
+
+    // MARK: Rows
+
+    func generation(of id: String) -> Int? { held.withLockedValue { $0[id] } }
+
+    /// This instance no longer runs the job (another one ended it or took it over).
+    public func forget(_ id: String) { held.withLockedValue { $0[id] = nil } }
+
+    /// Runs a query and reads every row (the results here are small), within `callTimeout`.
+    func rows(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
+        let (client, logger) = (self.client, self.logger)
+        let rows = try await withDeadline(.now + Self.callTimeout, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
+            try await client.query(query, logger: logger).collect()
+        }
+        return rows.map { $0.makeRandomAccess() }
+    }
+
+    /// Runs a statement whose rows are not needed.
+    func execute(_ query: PostgresQuery) async throws {
+        _ = try await rows(query)
+    }
+
+    /// Runs a database call; PostgreSQL's and the connection's errors, and a database that does
+    /// not answer within `callTimeout`, become `unavailable`.
+    @discardableResult
+    func guarded<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as JobStoreError {
+            throw error
+        } catch {
+            throw JobStoreError(.unavailable, "the job database cannot be reached: \(Self.reason(error))")
+        }
+    }
+
+    /// Long for any statement here; a down database would otherwise hold every call while the
+    /// pool tries to connect again.
+    static let callTimeout = Duration.seconds(5)
+
+    /// The server's own message, or the error's kind: never a query's values or a password.
+    static func reason(_ error: any Error) -> String {
+        if let error = error as? PSQLError { return error.serverInfo?[.message] ?? "\(error.code)" }
+        return "\(type(of: error))"
+    }
+}
+
+extension PostgresRandomAccessRow: JobStoreRow {
+    func text(_ column: String) -> String? {
+        guard contains(column) else { return nil }
+        return (try? self[column].decode(String?.self)) ?? nil
+    }
+
+    func integer(_ column: String) -> Int? {
+        guard contains(column) else { return nil }
+        return (try? self[column].decode(Int?.self)) ?? nil
+    }
+
+    func double(_ column: String) -> Double? {
+        guard contains(column) else { return nil }
+        return (try? self[column].decode(Double?.self)) ?? nil
+    }
+}
+
+extension Duration {
+    var milliseconds: Int { Int(components.seconds) * 1000 + Int(components.attoseconds / 1_000_000_000_000_000) }
+}

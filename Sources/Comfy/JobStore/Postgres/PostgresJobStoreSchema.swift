@@ -1,0 +1,87 @@
+/// The shared job database's schema, one migration per version, kept in `gateway_schema`.
+///
+/// The same tables as the SQLite store's (JobStoreSchema) with what several instances need:
+/// each unfinished job's lease (`lease_owner`, `lease_until`, `lease_generation`) and the
+/// backend slots every instance takes from. Times are milliseconds since 1970 as in SQLite;
+/// leases are measured on the database's clock, so the instances' clocks need not agree.
+/// Append a migration; never edit one that has shipped.
+enum PostgresJobStoreSchema {
+    /// The advisory lock a migrating instance holds: two starting at once do not both migrate.
+    static let migrationLock: Int64 = 0x636F_6D66_7967_7731
+
+    static let migrations: [[String]] = [
+        // 1: jobs with leases, API keys, backend slots.
+        [
+            """
+            CREATE FUNCTION gateway_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
+            AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$
+            """,
+            """
+            CREATE TABLE jobs (
+                seq BIGSERIAL PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                status TEXT NOT NULL,
+                workflow TEXT NOT NULL,
+                output_node_id TEXT,
+                owner TEXT NOT NULL DEFAULT '',
+                key_name TEXT,
+                webhook_url TEXT,
+                idempotency_key TEXT UNIQUE,
+                request_hash TEXT,
+                created_at BIGINT NOT NULL,
+                started_at BIGINT,
+                finished_at BIGINT,
+                prompt_id TEXT,
+                backend TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                progress DOUBLE PRECISION NOT NULL DEFAULT 0,
+                output_format TEXT,
+                result TEXT,
+                error TEXT,
+                gpu_ms BIGINT,
+                image_bytes BIGINT,
+                webhook_state TEXT NOT NULL DEFAULT 'none',
+                webhook_attempts INTEGER NOT NULL DEFAULT 0,
+                webhook_last_status INTEGER,
+                webhook_delivered_at BIGINT,
+                webhook_next_at BIGINT,
+                lease_owner TEXT,
+                lease_until BIGINT,
+                lease_generation BIGINT NOT NULL DEFAULT 1
+            )
+            """,
+            "CREATE INDEX jobs_by_status ON jobs (status, seq)",
+            "CREATE INDEX jobs_by_webhook_due ON jobs (webhook_state, webhook_next_at)",
+            "CREATE INDEX jobs_by_finish ON jobs (finished_at)",
+            "CREATE INDEX jobs_by_key ON jobs (key_name, status)",
+            "CREATE INDEX jobs_by_lease ON jobs (lease_until) WHERE status IN ('queued', 'running')",
+            """
+            CREATE TABLE api_keys (
+                name TEXT PRIMARY KEY,
+                hash TEXT NOT NULL UNIQUE,
+                max_running INTEGER,
+                max_queued INTEGER,
+                rate_per_minute INTEGER,
+                created_at BIGINT NOT NULL,
+                revoked_at BIGINT
+            )
+            """,
+            """
+            CREATE TABLE backend_slots (
+                backend TEXT NOT NULL,
+                slot INTEGER NOT NULL,
+                holder TEXT,
+                ticket TEXT,
+                job_id TEXT,
+                lease_until BIGINT,
+                PRIMARY KEY (backend, slot)
+            )
+            """,
+            "CREATE INDEX backend_slots_by_holder ON backend_slots (holder)",
+            "CREATE INDEX backend_slots_by_job ON backend_slots (job_id)",
+        ],
+    ]
+
+    static var latestVersion: Int { migrations.count }
+}

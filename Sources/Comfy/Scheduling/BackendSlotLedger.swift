@@ -1,0 +1,24 @@
+/// The backend slots of every gateway instance together: with several instances on one
+/// ComfyUI backend, a prompt is submitted only while the slot it holds here is its own, so
+/// no backend holds more than its capacity from all instances together.
+public protocol BackendSlotLedger: Sendable {
+    /// Waits until `backend` has a slot free among `capacity`, and takes it for `job` (a
+    /// stored job's id, whose take-over moves the slot with it).
+    func acquireSlot(backend: String, capacity: Int, job: String?, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket
+
+    /// The slot a job holds that this instance took over with it, if any.
+    func adoptSlot(of job: String) async -> BackendSlotTicket?
+
+    func releaseSlot(_ ticket: BackendSlotTicket) async
+}
+
+/// One slot taken: released by its ticket, so a slot freed and taken again is not freed twice.
+public struct BackendSlotTicket: Sendable, Equatable {
+    public var backend: String
+    public var ticket: String
+
+    public init(backend: String, ticket: String) {
+        self.backend = backend
+        self.ticket = ticket
+    }
+}

@@ -1,0 +1,212 @@
+@testable import Comfy
+import Foundation
+import Logging
+import Testing
+
+/// The shared job store on a real PostgreSQL server, with several "instances" (stores) on it.
+@Suite(.serialized)
+struct PostgresJobStoreTests {
+    /// A fresh cluster and `count` instances on it, each with a lease of `lease`.
+    func withInstances(_ count: Int, lease: Duration = .seconds(1), _ body: ([PostgresJobStore], PostgresCluster) async throws -> Void) async throws {
+        let cluster = try PostgresCluster()
+        defer { cluster.stop() }
+        // Opened at the same moment: the advisory lock lets one of them migrate.
+        let stores = try await withThrowingTaskGroup(of: PostgresJobStore.self) { group in
+            for _ in 0..<count { group.addTask { try await PostgresJobStore.open(url: cluster.url, leaseTimeout: lease, logger: Logger(label: "test")) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        do {
+            try await body(stores, cluster)
+        } catch {
+            for store in stores { await store.close() }
+            throw error
+        }
+        for store in stores { await store.close() }
+    }
+
+    func job(_ text: String = "x", kind: JobKind = .async, key: String? = nil, webhook: String? = nil, at date: Date = Date()) -> JobRecord {
+        JobRecord(
+            id: JobRecord.newID(), kind: kind, workflow: ["1": .object(["class_type": .string(text)])], outputNodeID: "1", owner: "10.0.0.1",
+            webhookURL: webhook, idempotencyKey: key, createdAt: date
+        )
+    }
+
+    @Test func instancesStartingTogetherMigrateOnceAndSeeEachOthersJobs() async throws {
+        try await withInstances(3) { stores, _ in
+            for store in stores { #expect(try await store.schemaVersion() == PostgresJobStoreSchema.latestVersion) }
+            // Stored to the millisecond.
+            var record = job("shared", at: Date(milliseconds: Date().milliseconds))
+            record.outputFormat = OutputFormat(stored: "webp:80")!
+            _ = try await stores[0].insert(record, requestHash: nil, keyWindow: .seconds(60))
+            let read = try #require(try await stores[2].job(record.id))
+            #expect(read == record)
+            #expect(try await stores[1].queuePosition(of: record.id) == 0)
+            #expect(try await stores[1].counts().jobs == [.queued: 1])
+        }
+    }
+
+    @Test func aNewerSchemaIsRefused() async throws {
+        try await withInstances(1) { stores, cluster in
+            try await stores[0].guarded { try await stores[0].client.query("UPDATE gateway_schema SET version = 99") }
+            await #expect(throws: JobStoreError.self) {
+                try await PostgresJobStore.open(url: cluster.url, logger: Logger(label: "test"))
+            }
+        }
+    }
+
+    @Test func anIdempotencyKeyNamesOneJobAcrossInstances() async throws {
+        try await withInstances(2) { stores, _ in
+            let first = job("a", key: "k-1")
+            #expect(try await stores[0].insert(first, requestHash: "hash-a", keyWindow: .seconds(60)) == .created(first))
+            let retry = try await stores[1].insert(job("a", key: "k-1"), requestHash: "hash-a", keyWindow: .seconds(60))
+            #expect(retry == .existing(retry.record))
+            #expect(retry.record.id == first.id)
+            await #expect(throws: JobStoreError.self) { try await stores[1].insert(job("b", key: "k-1"), requestHash: "hash-b", keyWindow: .seconds(60)) }
+        }
+    }
+
+    @Test func anExpiredLeaseIsTakenOverOnceAndTheOldHolderIsFencedOut() async throws {
+        try await withInstances(3) { stores, _ in
+            let (paused, taker, other) = (stores[0], stores[1], stores[2])
+            let record = job(webhook: "https://example.com/hook")
+            _ = try await paused.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            #expect(try await paused.markRunning(record.id, promptID: "p-1", backend: "http://b1", at: Date()))
+            // Renewed, the lease holds.
+            #expect(try await paused.renewLeases().isEmpty)
+            #expect(try await taker.takeOverExpired(limit: 10).isEmpty)
+            try await Task.sleep(for: .milliseconds(1300))
+            async let first = taker.takeOverExpired(limit: 10)
+            async let second = other.takeOverExpired(limit: 10)
+            let taken = try await first + second
+            #expect(taken.map(\.id) == [record.id], "one instance takes it")
+            #expect(taken.first?.promptID == "p-1")
+            let winner = taker.generation(of: record.id) != nil ? taker : other
+
+            // The paused instance wakes up: it hears that it lost the job, and its writes are refused.
+            #expect(try await paused.renewLeases() == [record.id])
+            #expect(try await paused.renewLeases().isEmpty, "a loss is told once")
+            #expect(try await paused.markRunning(record.id, promptID: "p-2", backend: "http://b2", at: Date()) == false)
+            let result = JobResult(url: "/output_images/a.png", filename: "a.png", contentType: "image/png")
+            #expect(try await paused.finish(record.id, status: .completed, result: result, failure: nil, at: Date()) == nil)
+
+            // The new holder resubmits and ends it, once; its webhook becomes due once.
+            #expect(try await winner.markRunning(record.id, promptID: "p-3", backend: "http://b1", at: Date()))
+            let final = try #require(try await winner.finish(record.id, status: .completed, result: result, failure: nil, at: Date()))
+            #expect(final.promptID == "p-3")
+            #expect(final.webhook.state == .pending)
+            #expect(try await winner.finish(record.id, status: .failed, result: nil, failure: nil, at: Date()) == nil)
+            #expect(try await taker.takeOverExpired(limit: 10).isEmpty, "a final job has no lease to take")
+        }
+    }
+
+    @Test func aDueWebhookIsClaimedByOneInstanceOnly() async throws {
+        try await withInstances(2) { stores, _ in
+            var ids: [String] = []
+            for index in 0..<20 {
+                let record = job("\(index)", webhook: "https://example.com/hook")
+                _ = try await stores[index % 2].insert(record, requestHash: nil, keyWindow: .seconds(60))
+                _ = try await stores[index % 2].finish(record.id, status: .completed, result: nil, failure: nil, at: Date())
+                ids.append(record.id)
+            }
+            async let a = stores[0].dueWebhooks(at: Date(), limit: 15)
+            async let b = stores[1].dueWebhooks(at: Date(), limit: 15)
+            let claimed = try await (a + b).map(\.id)
+            #expect(claimed.sorted() == ids.sorted(), "every webhook is claimed, each by one instance")
+            #expect(try await stores[0].dueWebhooks(at: Date(), limit: 50).isEmpty)
+            // A claimed webhook comes due again only after the claim window (its sender died).
+            #expect(try await stores[1].dueWebhooks(at: Date().addingTimeInterval(PostgresJobStore.webhookClaim.seconds + 1), limit: 50).count == 20)
+        }
+    }
+
+    @Test func backendSlotsNeverExceedTheCapacityOfAllInstancesTogether() async throws {
+        try await withInstances(2) { stores, _ in
+            let inUse = InUseCounter()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<24 {
+                    group.addTask {
+                        let store = stores[index % 2]
+                        let ticket = try await store.acquireSlot(backend: "http://b1", capacity: 3, job: nil, deadline: .now + .seconds(30))
+                        await inUse.enter()
+                        try await Task.sleep(for: .milliseconds(20))
+                        await inUse.leave()
+                        await store.releaseSlot(ticket)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(await inUse.peak == 3)
+            #expect(try await stores[0].slotsInUse() == [:])
+        }
+    }
+
+    @Test func aDeadInstancesSlotIsFreeAfterItsLeaseUnlessItsJobIsUnfinished() async throws {
+        try await withInstances(2, lease: .seconds(1)) { stores, _ in
+            let (dead, alive) = (stores[0], stores[1])
+            let record = job()
+            _ = try await dead.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            _ = try await dead.acquireSlot(backend: "http://b1", capacity: 2, job: record.id, deadline: .now + .seconds(1))
+            _ = try await dead.acquireSlot(backend: "http://b1", capacity: 2, job: nil, deadline: .now + .seconds(1))
+            try await Task.sleep(for: .milliseconds(1300))
+            // The jobless slot is free again; the one whose job is unfinished is not.
+            let free = try await alive.acquireSlot(backend: "http://b1", capacity: 2, job: nil, deadline: .now + .seconds(1))
+            await #expect(throws: ComfyError.self) {
+                try await alive.acquireSlot(backend: "http://b1", capacity: 2, job: nil, deadline: .now + .milliseconds(300))
+            }
+            // Taking the job over moves its slot along: the new holder adopts it and gives it back.
+            #expect(try await alive.takeOverExpired(limit: 10).map(\.id) == [record.id])
+            let adopted = try #require(await alive.adoptSlot(of: record.id))
+            await alive.releaseSlot(adopted)
+            await alive.releaseSlot(free)
+            #expect(try await alive.slotsInUse() == [:])
+        }
+    }
+
+    @Test func anInstanceHearsOfTheOthersEndsAndProgressButNotOfItsOwn() async throws {
+        try await withInstances(2) { stores, _ in
+            let changes = stores[1].changes()
+            var iterator = changes.makeAsyncIterator()
+            let record = job()
+            _ = try await stores[0].insert(record, requestHash: nil, keyWindow: .seconds(60))
+            #expect(try await stores[0].markRunning(record.id, promptID: "p", backend: "http://b1", at: Date()))
+            await stores[0].announceProgress(of: record.id, 0.5)
+            _ = try await stores[0].finish(record.id, status: .completed, result: nil, failure: nil, at: Date())
+            var seen: [JobStoreChange] = []
+            while seen.count < 3, let change = await iterator.next() {
+                if change != .resync { seen.append(change) }
+            }
+            #expect(seen == [.running(record.id), .progress(record.id, 0.5), .ended(record.id)])
+        }
+    }
+
+    @Test func aDatabaseThatIsDownAnswersUnavailableAndTheStoreRecoversWhenItIsBack() async throws {
+        try await withInstances(1) { stores, cluster in
+            let store = stores[0]
+            let before = job("before")
+            _ = try await store.insert(before, requestHash: nil, keyWindow: .seconds(60))
+            try cluster.kill()
+            await #expect(throws: JobStoreError.self) { try await store.insert(job("during"), requestHash: nil, keyWindow: .seconds(60)) }
+            await #expect(throws: JobStoreError.self) { try await store.job(before.id) }
+            try cluster.restart()
+            var read: JobRecord?
+            // The client's pool makes connections again with a backoff of its own.
+            var lastError: (any Error)?
+            for _ in 0..<300 where read == nil {
+                do { read = try await store.job(before.id) } catch { lastError = error }
+                if read == nil { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(read?.id == before.id, "an accepted job outlives the outage (last error: \(String(describing: lastError)))")
+            let after = job("after")
+            #expect(try await store.insert(after, requestHash: nil, keyWindow: .seconds(60)) == .created(after))
+        }
+    }
+}
+
+actor InUseCounter {
+    private(set) var now = 0
+    private(set) var peak = 0
+    func enter() {
+        now += 1
+        peak = max(peak, now)
+    }
+    func leave() { now -= 1 }
+}
