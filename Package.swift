@@ -69,9 +69,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // A private PostgreSQL server for the tests of the shared job store.
+        .target(name: "PostgresCluster", path: "Tests/Support/PostgresCluster"),
         .testTarget(
             name: "ComfyTests",
-            dependencies: ["Comfy"],
+            dependencies: ["Comfy", "PostgresCluster"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
@@ -87,6 +89,7 @@ let package = Package(
             name: "FCGIAppTests",
             dependencies: [
                 "Comfy",
+                "PostgresCluster",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -1,6 +1,7 @@
 @testable import Comfy
 import Foundation
 import Logging
+import PostgresCluster
 import Testing
 
 /// The shared job store on a real PostgreSQL server, with several "instances" (stores) on it.
@@ -12,7 +13,7 @@ struct PostgresJobStoreTests {
         defer { cluster.stop() }
         // Opened at the same moment: the advisory lock lets one of them migrate.
         let stores = try await withThrowingTaskGroup(of: PostgresJobStore.self) { group in
-            for _ in 0..<count { group.addTask { try await PostgresJobStore.open(url: cluster.url, leaseTimeout: lease, logger: Logger(label: "test")) } }
+            for _ in 0..<count { group.addTask { try await PostgresJobStore.open(url: try PostgresStoreURL(cluster.url), leaseTimeout: lease, logger: Logger(label: "test")) } }
             return try await group.reduce(into: []) { $0.append($1) }
         }
         do {
@@ -49,7 +50,7 @@ struct PostgresJobStoreTests {
         try await withInstances(1) { stores, cluster in
             try await stores[0].guarded { try await stores[0].client.query("UPDATE gateway_schema SET version = 99") }
             await #expect(throws: JobStoreError.self) {
-                try await PostgresJobStore.open(url: cluster.url, logger: Logger(label: "test"))
+                try await PostgresJobStore.open(url: try PostgresStoreURL(cluster.url), logger: Logger(label: "test"))
             }
         }
     }
@@ -184,7 +185,15 @@ struct PostgresJobStoreTests {
             let before = job("before")
             _ = try await store.insert(before, requestHash: nil, keyWindow: .seconds(60))
             try cluster.kill()
-            await #expect(throws: JobStoreError.self) { try await store.insert(job("during"), requestHash: nil, keyWindow: .seconds(60)) }
+            // Many calls at once while it is down, each given up after its timeout.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<40 {
+                    group.addTask {
+                        await #expect(throws: JobStoreError.self) { try await store.insert(self.job("during"), requestHash: nil, keyWindow: .seconds(60)) }
+                    }
+                }
+                try await group.waitForAll()
+            }
             await #expect(throws: JobStoreError.self) { try await store.job(before.id) }
             try cluster.restart()
             var read: JobRecord?

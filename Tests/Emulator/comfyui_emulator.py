@@ -146,7 +146,9 @@ GET  /emulator/stats   {"prompts_received": POST /prompt requests (any outcome),
                         "open_sockets": [clientIds of all open sockets, incl.
                                          replaced/orphaned ones],
                         "queue_pending": n, "running": prompt_id or null,
-                        "uploads": successful uploads, "binary_frames": n}
+                        "uploads": successful uploads, "binary_frames": n,
+                        "max_in_flight": the most prompts queued and running
+                                         at once}
 GET  /emulator/executions  {"executions": [{"prompt_id": id, "start": t0,
                         "end": t1}, ...]}: when the worker took each prompt
                         from the queue and when it finished (epoch seconds,
@@ -1224,7 +1226,7 @@ class Connection:
 def new_stats() -> dict:
     return {"prompts_received": 0, "prompts_accepted": 0, "prompts_executed": 0, "interrupts": [],
             "queue_deletes": [], "queue_clears": 0, "history_deletes": [], "history_clears": 0,
-            "uploads": 0, "binary_frames": 0, "last_prompt_at": None}
+            "uploads": 0, "binary_frames": 0, "last_prompt_at": None, "max_in_flight": 0}
 
 
 class Emulator:
@@ -1382,6 +1384,8 @@ class Emulator:
 
     def queue_put(self, item: tuple) -> None:
         heapq.heappush(self.queue, item)
+        # The most prompts it held at once, queued and running (what a gateway's capacity bounds).
+        self.stats["max_in_flight"] = max(self.stats["max_in_flight"], len(self.queue) + len(self.running))
         self.queue_updated()
         self._wake.set()
 

@@ -17,6 +17,10 @@ public protocol SharedJobStore: JobStore, BackendSlotLedger {
     /// backend slots their prompts hold: this instance holds them now.
     func takeOverExpired(limit: Int) async throws -> [JobRecord]
 
+    /// Stops renewing the job's lease: its end could not be stored, so it runs out and an
+    /// instance takes the job over (reattaching its prompt, whose result ComfyUI keeps).
+    func forget(_ id: String)
+
     /// Lets the leases of this instance's jobs run out now (it stops): another instance takes
     /// them over at once instead of after `leaseTimeout`.
     func releaseLeases() async throws

@@ -583,6 +583,8 @@ public actor JobRunner {
             return final
         } catch let error as JobStoreError {
             logger.error("a job's end could not be stored; the next start settles it", metadata: ["job.id": "\(id)", "error": "\(error)"])
+            // Shared, the next start is whichever instance takes it over when its lease runs out.
+            shared?.forget(id)
             endWatchers(of: id, with: .unstored(error))
             throw error
         }

@@ -74,6 +74,14 @@ final class Gateway: Sendable {
         try JSONValue.parse(try await get("/api/jobs/\(id)", headers: headers).body)
     }
 
+    /// The app's pid (the supervisor's child), as it wrote it.
+    func appPID() throws -> Int32 {
+        guard let text = try? String(contentsOfFile: "\(runDirectory)/app.pid", encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw TestFailure("no app.pid in \(runDirectory)")
+        }
+        return pid
+    }
+
     /// SIGKILL of the whole `make run`: the supervisor, the app and nginx, with no chance to clean up.
     func killEverything() {
         // The supervisor first: it would start a new app the moment the old one died.

@@ -4,19 +4,22 @@ import PostgresNIO
 extension PostgresJobStore {
     public func renewLeases() async throws -> [String] {
         try await guarded {
+            // Only the jobs it still runs: one it let go of (`forget`) expires, and is taken over.
+            let holding = held.withLockedValue { $0.filter { $0.value != Self.fencedOut }.map(\.key) }
             let renewed = try await rows(
                 """
                 UPDATE jobs SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
-                WHERE lease_owner = \(instanceID) AND status IN ('queued', 'running') RETURNING id, lease_generation
+                WHERE lease_owner = \(instanceID) AND id = ANY(\(holding)) AND status IN ('queued', 'running') RETURNING id, lease_generation
                 """
             )
             try await execute(
                 "UPDATE backend_slots SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID)")
             let still = Dictionary(renewed.compactMap { row in row.text("id").map { ($0, row.integer("lease_generation") ?? 0) } }) { first, _ in first }
+            let asked = Set(holding)
             return held.withLockedValue { held in
                 // A lost job keeps a generation no row has: whatever this instance still writes
                 // for it is refused, as if it had not heard of the loss.
-                let lost = held.filter { $0.value != Self.fencedOut && still[$0.key] != $0.value }.map(\.key)
+                let lost = held.filter { asked.contains($0.key) && $0.value != Self.fencedOut && still[$0.key] != $0.value }.map(\.key)
                 for id in lost { held[id] = Self.fencedOut }
                 return lost.sorted()
             }

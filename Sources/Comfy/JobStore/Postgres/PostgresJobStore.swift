@@ -363,13 +363,12 @@ public final class PostgresJobStore: SharedJobStore {
 
     func generation(of id: String) -> Int? { held.withLockedValue { $0[id] } }
 
-    /// This instance no longer runs the job (another one ended it or took it over).
     public func forget(_ id: String) { held.withLockedValue { $0[id] = nil } }
 
     /// Runs a query and reads every row (the results here are small), within `callTimeout`.
     func rows(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
         let (client, logger) = (self.client, self.logger)
-        let rows = try await withDeadline(.now + Self.callTimeout, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
+        let rows = try await withAbandonableDeadline(.now + Self.callTimeout, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
             try await client.query(query, logger: logger).collect()
         }
         return rows.map { $0.makeRandomAccess() }
@@ -394,7 +393,8 @@ public final class PostgresJobStore: SharedJobStore {
     }
 
     /// Long for any statement here; a down database would otherwise hold every call while the
-    /// pool tries to connect again.
+    /// pool tries to connect again, or while a query sent before the server died waits for an
+    /// answer that never comes (such a wait does not end when cancelled: it is abandoned).
     static let callTimeout = Duration.seconds(5)
 
     /// The server's own message, or the error's kind: never a query's values or a password.

@@ -1,27 +1,28 @@
-import Comfy
 import Foundation
 
 /// A private PostgreSQL server for one test (scripts/postgres-cluster.sh): initdb into a
-/// temporary folder, started on a free port of 127.0.0.1, with a database `gateway`.
-final class PostgresCluster: Sendable {
-    let directory: String
-    let port: Int
+/// temporary folder, started on a free port of 127.0.0.1, with a database `gateway`. Shared by
+/// the store's tests and the end-to-end ones.
+public final class PostgresCluster: Sendable {
+    public let directory: String
+    public let port: Int
 
-    var url: PostgresStoreURL { try! PostgresStoreURL("postgres://postgres@127.0.0.1:\(port)/gateway") }
+    /// `JOB_STORE` for it.
+    public var url: String { "postgres://postgres@127.0.0.1:\(port)/gateway" }
 
-    init() throws {
+    public init() throws {
         directory = NSTemporaryDirectory() + "pg-\(UUID().uuidString.prefix(8))"
         port = Self.freePort()
         try Self.script("start", directory, "\(port)")
     }
 
     /// A crash of the server: SIGKILL, no shutdown.
-    func kill() throws { try Self.script("kill", directory) }
+    public func kill() throws { try Self.script("kill", directory) }
 
     /// Starts it again on the same folder and port.
-    func restart() throws { try Self.script("start", directory, "\(port)") }
+    public func restart() throws { try Self.script("start", directory, "\(port)") }
 
-    func stop() {
+    public func stop() {
         try? Self.script("stop", directory)
         try? FileManager.default.removeItem(atPath: directory)
     }
@@ -47,7 +48,8 @@ final class PostgresCluster: Sendable {
     }
 
     private static var packageRoot: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        // Tests/Support/PostgresCluster/this file
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     }
 
     private static func freePort() -> Int {
@@ -63,7 +65,7 @@ final class PostgresCluster: Sendable {
     }
 }
 
-struct ClusterFailure: Error, CustomStringConvertible {
-    var description: String
+public struct ClusterFailure: Error, CustomStringConvertible {
+    public var description: String
     init(_ description: String) { self.description = description }
 }

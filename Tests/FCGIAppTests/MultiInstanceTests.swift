@@ -1,0 +1,203 @@
+import Comfy
+import Foundation
+import PostgresCluster
+import Testing
+
+/// Several gateway instances (each a whole `make run`: supervisor, app, nginx) on one real
+/// PostgreSQL job store, sharing two emulator backends and one output folder.
+@Suite(.serialized)
+struct MultiInstanceTests {
+    struct Cluster {
+        let gateways: [Gateway]
+        let emulators: [Emulator]
+        let receiver: WebhookReceiver
+        let database: PostgresCluster
+        let directory: String
+    }
+
+    /// The instances, backends and receiver for one test; stopped and removed after it.
+    func withCluster(
+        _ label: String, instances: Int = 2, emulatorArguments: [String] = ["--node-delay-ms", "20"], environment: [String: String] = [:],
+        _ body: (Cluster) async throws -> Void
+    ) async throws {
+        let directory = try TestPaths.makeTemporaryDirectory(label)
+        let database = try PostgresCluster()
+        defer {
+            // Kept with the test's files (which stay when it fails).
+            try? FileManager.default.copyItem(atPath: "\(database.directory)/server.log", toPath: "\(directory)/postgres.log")
+            database.stop()
+        }
+        let receiver = try WebhookReceiver(directory: directory, http: testHTTP)
+        defer { receiver.stop() }
+        let emulators = try (0..<2).map { index in
+            let folder = "\(directory)/emulator-\(index)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            return try Emulator(directory: folder, http: testHTTP, arguments: emulatorArguments)
+        }
+        defer { emulators.forEach { $0.stop() } }
+        var settings = JobTests.webhookSettings.merging([
+            "JOB_STORE": database.url, "LEASE_TIMEOUT": "3s", "BACKEND_CAPACITY": "2",
+            // One output folder for every instance (a shared volume), so each serves every image.
+            "OUTPUT_DIR": "\(directory)/output",
+        ]) { $1 }
+        settings.merge(environment) { $1 }
+        var gateways: [Gateway] = []
+        defer { gateways.forEach { $0.stop() } }
+        for index in 0..<instances {
+            let folder = "\(directory)/instance-\(index)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            gateways.append(try Gateway(directory: folder, backends: emulators.map(\.url), http: testHTTP, environment: settings))
+        }
+        for gateway in gateways { try await gateway.waitUntilHealthy() }
+        try await body(Cluster(gateways: gateways, emulators: emulators, receiver: receiver, database: database, directory: directory))
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Submits `count` async jobs round-robin over the instances; returns each job's id with its text.
+    func submit(_ count: Int, to gateways: [Gateway], webhook: String, prefix: String) async throws -> [String: String] {
+        try await withThrowingTaskGroup(of: (String, String).self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    let text = "\(prefix) \(index)"
+                    let body = JSONValue.object([
+                        "workflow_data": .object(Workflows.txt2img(text: text, seed: index, output: "SaveImage")),
+                        "output_node_id": "9",
+                        "webhook_url": .string(webhook),
+                    ])
+                    let answer = try await gateways[index % gateways.count].post("/api/jobs", json: body)
+                    guard answer.status == 202, let id = try JSONValue.parse(answer.body)["id"]?.stringValue else {
+                        throw TestFailure("submit \(index): \(answer.status) \(answer.bodyText)")
+                    }
+                    return (id, text)
+                }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+    }
+
+    /// Waits until every job is completed (asked of `gateway`), then checks each image's bytes,
+    /// that no prompt ran twice, that no backend held more than its capacity, and that every
+    /// webhook arrived once.
+    func expectEveryJobCompletedOnce(_ texts: [String: String], cluster: Cluster, through gateway: Gateway, timeout: Duration = .seconds(120)) async throws {
+        try await waitUntil(timeout: timeout) {
+            for id in texts.keys where try await gateway.job(id)["status"] != "completed" { return false }
+            return true
+        }
+        for (id, text) in texts {
+            let job = try await gateway.job(id)
+            let url = try #require(job["result"]?["url"]?.stringValue, "\(id): \(job)")
+            let image = try await gateway.get(url)
+            #expect(emulatorMetadata(ofPNG: image.body)?["texts"]?.arrayValue?.first == .string(text), "each job has its own image")
+        }
+        var executed = 0
+        for emulator in cluster.emulators {
+            let stats = try await emulator.stats()
+            executed += stats["prompts_executed"]?.intValue ?? 0
+            #expect((stats["max_in_flight"]?.intValue ?? 99) <= 2, "no backend held more than BACKEND_CAPACITY prompts from all instances: \(stats)")
+            #expect((stats["prompts_executed"]?.intValue ?? 0) > 0, "both backends took jobs")
+        }
+        #expect(executed == texts.count, "no prompt ran twice")
+        try await waitUntil(timeout: .seconds(60)) { Set(try await cluster.receiver.deliveries().compactMap { $0["id"]?.stringValue }).count >= texts.count }
+        // The other instances' senders get a moment to send a duplicate, if they would.
+        try await Task.sleep(for: .milliseconds(500))
+        let deliveries = try await cluster.receiver.deliveries()
+        #expect(deliveries.count == texts.count, "every webhook once: \(deliveries.count) deliveries for \(texts.count) jobs")
+        #expect(Set(deliveries.compactMap { $0["id"]?.stringValue }) == Set(texts.keys))
+        #expect(deliveries.allSatisfy { $0["verified"] == true && $0["body"]?["status"] == "completed" })
+    }
+
+    @Test func twoInstancesShareTwoBackendsWithoutOverfillingThemAndRunEveryJobOnce() async throws {
+        try await withCluster("multi-share") { cluster in
+            let texts = try await submit(200, to: cluster.gateways, webhook: cluster.receiver.url("/ok"), prefix: "shared")
+            #expect(texts.count == 200)
+            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[1])
+        }
+    }
+
+    @Test func anInstanceKilledMidLoadLosesNoJobAndRunsNoneTwice() async throws {
+        try await withCluster("multi-kill", emulatorArguments: ["--node-delay-ms", "30"]) { cluster in
+            let texts = try await submit(200, to: cluster.gateways, webhook: cluster.receiver.url("/ok"), prefix: "survivor")
+            try await waitUntil(timeout: .seconds(30)) {
+                var executed = 0
+                for emulator in cluster.emulators { executed += try await emulator.stats()["prompts_executed"]?.intValue ?? 0 }
+                return executed >= 20
+            }
+            cluster.gateways[0].killEverything()
+            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[1])
+            #expect(cluster.gateways[1].app.log.contains("took over jobs whose gateway instance stopped renewing their lease"))
+        }
+    }
+
+    @Test func aPausedInstanceThatLostItsLeaseDeliversNoSecondResult() async throws {
+        try await withCluster("multi-pause", emulatorArguments: ["--node-delay-ms", "30"]) { cluster in
+            let texts = try await submit(200, to: cluster.gateways, webhook: cluster.receiver.url("/ok"), prefix: "paused")
+            try await waitUntil(timeout: .seconds(30)) {
+                var executed = 0
+                for emulator in cluster.emulators { executed += try await emulator.stats()["prompts_executed"]?.intValue ?? 0 }
+                return executed >= 20
+            }
+            let paused = try cluster.gateways[0].appPID()
+            kill(paused, SIGSTOP)
+            // Longer than LEASE_TIMEOUT: the other instance takes its jobs over.
+            try await waitUntil(timeout: .seconds(30)) { cluster.gateways[1].app.log.contains("took over jobs whose gateway instance stopped renewing their lease") }
+            try await Task.sleep(for: .seconds(2))
+            kill(paused, SIGCONT)
+            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[0])
+            try await waitUntil(timeout: .seconds(10)) { cluster.gateways[0].app.log.contains("another gateway instance took over jobs this one ran") }
+        }
+    }
+
+    @Test func statusEventsAndCancelWorkFromTheOtherInstance() async throws {
+        try await withCluster("multi-status", emulatorArguments: ["--node-delay-ms", "300"]) { cluster in
+            let (a, b) = (cluster.gateways[0], cluster.gateways[1])
+            let submitted = try await a.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "seen from b")))
+            let id = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
+            try await waitUntil { try await b.job(id)["status"] == "running" }
+
+            // b streams the job a runs: its progress as a announces it, then its end.
+            let events = ServerSentEvents.parse(try await b.get("/api/jobs/\(id)/events").bodyText)
+            #expect(events.last?.name == "completed", "\(events.map(\.name))")
+            #expect(events.contains { $0.name == "progress" })
+            let url = try #require(events.last?.data["result"]?["url"]?.stringValue)
+            #expect(emulatorMetadata(ofPNG: try await b.get(url).body)?["texts"]?.arrayValue?.first == "seen from b")
+
+            // A job running on a is cancelled through b: removed on ComfyUI, and a stops it.
+            let second = try await a.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "cancelled from b", seed: 2)))
+            let secondID = try #require(try JSONValue.parse(second.body)["id"]?.stringValue)
+            try await waitUntil { try await b.job(secondID)["status"] == "running" }
+            let cancelled = try await b.delete("/api/jobs/\(secondID)")
+            #expect(cancelled.status == 200, "\(cancelled.bodyText)")
+            #expect(try JSONValue.parse(cancelled.body)["status"] == "cancelled")
+            #expect(try await a.job(secondID)["status"] == "cancelled")
+            try await waitUntil {
+                var removed = 0
+                for emulator in cluster.emulators {
+                    let stats = try await emulator.stats()
+                    removed += (stats["queue_deletes"]?.arrayValue?.count ?? 0) + (stats["interrupts"]?.arrayValue?.count ?? 0)
+                }
+                return removed >= 1
+            }
+            #expect(try await a.delete("/api/jobs/\(secondID)").status == 409)
+            // The job stays cancelled: a's run, interrupted, does not overwrite it.
+            try await Task.sleep(for: .seconds(1))
+            #expect(try await b.job(secondID)["status"] == "cancelled")
+        }
+    }
+
+    @Test func whileTheDatabaseIsDownCallsAnswer503AndAcceptedJobsCompleteAfter() async throws {
+        try await withCluster("multi-pg-down", instances: 1, emulatorArguments: ["--node-delay-ms", "50"]) { cluster in
+            let gateway = cluster.gateways[0]
+            let before = try await submit(10, to: [gateway], webhook: cluster.receiver.url("/ok"), prefix: "before")
+            try cluster.database.kill()
+            let during = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "during")), timeout: .seconds(30))
+            #expect(during.status == 503, "\(during.bodyText)")
+            #expect(try JSONValue.parse(during.body)["error"]?["code"] == "store_unavailable")
+            try cluster.database.restart()
+            try await waitUntil(timeout: .seconds(60)) { try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "after"))).status == 202 }
+            try await waitUntil(timeout: .seconds(90)) {
+                for id in before.keys where try await gateway.job(id)["status"] != "completed" { return false }
+                return true
+            }
+        }
+    }
+}
