@@ -49,6 +49,9 @@ default:
     break
 }
 
+// On TCP, libfcgi accepts only the peers FCGI_WEB_SERVER_ADDRS lists (the nginx hosts); it
+// reads the process environment, and .env may set it too.
+if let allowed = environment.all["FCGI_WEB_SERVER_ADDRS"] { setenv("FCGI_WEB_SERVER_ADDRS", allowed, 1) }
 // libfcgi installs its own SIGTERM handler in FCGX_Init; the service group replaces it
 // afterwards with its own, so SIGTERM drains in-flight requests instead.
 FCGX_Init()

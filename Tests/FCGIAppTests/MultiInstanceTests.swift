@@ -201,3 +201,25 @@ struct MultiInstanceTests {
         }
     }
 }
+
+/// The app on TCP, as when nginx runs on another machine.
+@Suite(.serialized)
+struct TCPListenerTests {
+    @Test func fastCGIAndTheStreamingListenerServeNginxOverTCP() async throws {
+        let (fastCGI, streaming) = (TestPaths.freePort(), TestPaths.freePort())
+        let environment = [
+            "FCGI_SOCKET": "127.0.0.1:\(fastCGI)", "WS_SOCKET": "127.0.0.1:\(streaming)", "FCGI_WEB_SERVER_ADDRS": "127.0.0.1",
+        ]
+        try await withGateway("tcp-listeners", emulatorArguments: ["--node-delay-ms", "50"], environment: environment) { gateway, _ in
+            // nginx reaches the app over TCP: a job through FastCGI, its events through the streaming listener.
+            let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "over tcp")))
+            #expect(submitted.status == 202, "\(submitted.bodyText)")
+            let id = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
+            let events = ServerSentEvents.parse(try await gateway.get("/api/jobs/\(id)/events").bodyText)
+            #expect(events.last?.name == "completed")
+            let url = try #require(events.last?.data["result"]?["url"]?.stringValue)
+            #expect(emulatorMetadata(ofPNG: try await gateway.get(url).body)?["texts"]?.arrayValue?.first == "over tcp")
+            #expect(!FileManager.default.fileExists(atPath: "\(gateway.runDirectory)/fcgi.sock"))
+        }
+    }
+}

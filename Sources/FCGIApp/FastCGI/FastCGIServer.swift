@@ -46,13 +46,15 @@ final class FastCGIServer: Service {
 
     /// Serves until graceful shutdown, then lets every in-flight request finish.
     func run() async throws {
-        unlink(socketPath)
+        // libfcgi takes `host:port` for TCP itself (nginx on other machines).
+        let tcp = ListenAddress(socketPath).isTCP
+        if !tcp { unlink(socketPath) }
         let listenFD = FCGX_OpenSocket(socketPath, 4096)
         guard listenFD >= 0 else {
             throw ConfigurationError(variable: "FCGI_SOCKET", problem: "cannot listen on \(socketPath): \(String(cString: strerror(errno)))")
         }
         // Only nginx's workers may connect (their user's group when started as root, see nginx/nginx.conf).
-        grantSocket(socketPath)
+        if !tcp { grantSocket(socketPath) }
         logger.info("FastCGI listening", metadata: ["fcgi.socket": "\(socketPath)", "fcgi.threads": "\(threadCount)"])
 
         let finished = ThreadCountdown(threadCount)
@@ -82,7 +84,7 @@ final class FastCGIServer: Service {
         }
         if !drained { logger.error("requests still running after the drain time; exiting without them") }
         close(listenFD)
-        unlink(socketPath)
+        if !ListenAddress(socketPath).isTCP { unlink(socketPath) }
         logger.info("FastCGI stopped")
     }
 }

@@ -77,12 +77,12 @@ struct GatewaySupervisor {
     /// Starts `FCGIApp serve` and returns once both its sockets listen.
     private func startApp() throws -> SupervisedProcess {
         // A socket file left by a killed app would look like a listening one.
-        unlink(configuration.socketPath)
-        unlink(configuration.webSocketPath)
+        let listeners = [ListenAddress(configuration.socketPath), ListenAddress(configuration.webSocketPath)]
+        for case .unix(let path) in listeners { unlink(path) }
         let app = try SupervisedProcess.spawn("app", path: Self.executablePath, arguments: ["serve"], environment: environment)
         try? "\(app.pid)\n".write(toFile: "\(configuration.site.runDirectory)/app.pid", atomically: true, encoding: .utf8)
         let deadline = ContinuousClock.now + .seconds(60)
-        while !(FileManager.default.fileExists(atPath: configuration.socketPath) && FileManager.default.fileExists(atPath: configuration.webSocketPath)) {
+        while !listeners.allSatisfy(\.isListening) {
             if let status = app.poll() {
                 if status.shellStatus == Self.refusedToStart { exit(Self.refusedToStart) }
                 throw SupervisorError(description: "the app \(status) before it listened")

@@ -56,8 +56,8 @@ public struct NginxSite: Sendable {
                 "server { listen \(redirect); server_name _; return 308 https://$host\(site.port == 443 ? "" : ":\(site.port)")$request_uri; }"
             } ?? "",
             "METRICS_ALLOW": site.metricsAllow.map { "allow \($0);" }.joined(separator: " "),
-            "FCGI_SOCKET": SiteConfiguration.absolute(configuration.socketPath),
-            "WS_SOCKET": SiteConfiguration.absolute(configuration.webSocketPath),
+            "FCGI_SERVER": ListenAddress(configuration.socketPath).nginxServer,
+            "WS_SERVER": ListenAddress(configuration.webSocketPath).nginxServer,
             "OUTPUT_DIR": SiteConfiguration.absolute(configuration.outputDirectory),
             "STATIC_DIR": site.staticDirectory,
             "MAX_BODY": site.maxBody,

@@ -80,53 +80,60 @@ final class DrawingSocketServer: Service {
         let tokens = self.tokens
         // Channels whose upgrade was refused for their Origin or token, from `shouldUpgrade` to the refusal.
         let refusals = Mutex([ObjectIdentifier: Refusal]())
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 1024)
-            .bind(unixDomainSocketPath: socketPath, cleanupExistingSocketFile: true) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
-                        maxFrameSize: maxMessageBytes,
-                        shouldUpgrade: { channel, head in
-                            let sessionID = Self.sessionID(of: head.uri)
-                            var refusal: Refusal?
-                            if !Self.originAllowed(head.headers, policy: origins) {
-                                refusal = .foreignOrigin
-                            } else if let tokens, let sessionID, !tokens.verify(SessionTokens.token(inURI: head.uri), for: sessionID) {
-                                refusal = .noToken
-                            }
-                            if let refusal { refusals.withLock { $0[ObjectIdentifier(channel)] = refusal } }
-                            let acceptable = sessionID != nil && refusal == nil
-                            return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
-                        },
-                        upgradePipelineHandler: { channel, head in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
-                                try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
-                                    minNonFinalFragmentSize: 0,
-                                    maxAccumulatedFrameCount: 4096,
-                                    maxAccumulatedFrameSize: maxMessageBytes
-                                ))
-                                return .websocket(
-                                    try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: Self.sessionID(of: head.uri) ?? "",
-                                    clientAddress: Self.clientAddress(head.headers)
-                                )
-                            }
+        let initialize: @Sendable (Channel) -> EventLoopFuture<EventLoopFuture<Upgrade>> = { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
+                    maxFrameSize: maxMessageBytes,
+                    shouldUpgrade: { channel, head in
+                        let sessionID = Self.sessionID(of: head.uri)
+                        var refusal: Refusal?
+                        if !Self.originAllowed(head.headers, policy: origins) {
+                            refusal = .foreignOrigin
+                        } else if let tokens, let sessionID, !tokens.verify(SessionTokens.token(inURI: head.uri), for: sessionID) {
+                            refusal = .noToken
                         }
-                    )
-                    let configuration = NIOTypedHTTPServerUpgradeConfiguration<Upgrade>(
-                        upgraders: [upgrader],
-                        notUpgradingCompletionHandler: { channel in
-                            channel.eventLoop.makeCompletedFuture {
-                                let reason = refusals.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
-                                return .refused(try NIOAsyncChannel(wrappingChannelSynchronously: channel), reason: reason)
-                            }
+                        if let refusal { refusals.withLock { $0[ObjectIdentifier(channel)] = refusal } }
+                        let acceptable = sessionID != nil && refusal == nil
+                        return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
+                    },
+                    upgradePipelineHandler: { channel, head in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
+                            try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
+                                minNonFinalFragmentSize: 0,
+                                maxAccumulatedFrameCount: 4096,
+                                maxAccumulatedFrameSize: maxMessageBytes
+                            ))
+                            return .websocket(
+                                try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: Self.sessionID(of: head.uri) ?? "",
+                                clientAddress: Self.clientAddress(head.headers)
+                            )
                         }
-                    )
-                    return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: .init(upgradeConfiguration: configuration))
-                }
+                    }
+                )
+                let configuration = NIOTypedHTTPServerUpgradeConfiguration<Upgrade>(
+                    upgraders: [upgrader],
+                    notUpgradingCompletionHandler: { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            let reason = refusals.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+                            return .refused(try NIOAsyncChannel(wrappingChannelSynchronously: channel), reason: reason)
+                        }
+                    }
+                )
+                return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: .init(upgradeConfiguration: configuration))
             }
+        }
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).serverChannelOption(.backlog, value: 1024)
+        let address = ListenAddress(socketPath)
+        let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never>
+        switch address {
+        case .unix(let path):
+            server = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initialize)
+        case .tcp(let host, let port):
+            server = try await bootstrap.bind(host: host, port: port, childChannelInitializer: initialize)
+        }
         // nginx's workers run as this user; nobody else may connect (as for the FastCGI socket).
-        grantSocket(socketPath)
+        if !address.isTCP { grantSocket(socketPath) }
         logger.info("drawing WebSocket listening", metadata: ["ws.socket": "\(socketPath)"])
         let (closed, closing) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         await cancelWhenGracefulShutdown {
@@ -143,7 +150,7 @@ final class DrawingSocketServer: Service {
                 closing.finish()
             }
         }
-        unlink(socketPath)
+        if !address.isTCP { unlink(socketPath) }
     }
 
     /// Gives freed memory back to the system a second after sockets close, at most once a
