@@ -43,6 +43,7 @@ bench:
 	@scripts/install-deps.sh bench
 	$(SWIFT) build -c release
 	scripts/bench.sh "$(RELEASE_BIN_PATH)/FCGIApp"
+	scripts/bench-cluster.sh "$(RELEASE_BIN_PATH)/FCGIApp"
 
 clean:
 	rm -rf .build .run

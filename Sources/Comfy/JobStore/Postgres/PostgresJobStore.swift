@@ -66,6 +66,9 @@ public final class PostgresJobStore: SharedJobStore {
                 }
             }
         }
+        // The pool's run loop starts on another thread; a lease asked before it runs only waits,
+        // but the client warns of it.
+        try? await Task.sleep(for: .milliseconds(10))
         do {
             try await withDeadline(.now + .seconds(30), timeout: { JobStoreError(.unavailable, "cannot reach the job database \(url) within 30 s") }) {
                 try await store.prepare(upTo: version)
