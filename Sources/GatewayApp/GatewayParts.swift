@@ -87,6 +87,7 @@ struct GatewayParts: Sendable {
             styles: styles,
             store: store,
             configuration: .init(jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout, maxSessions: configuration.maxSessions),
+            persistence: jobStore as? any DrawingSessionStore,
             logger: logger
         )
         limits = SketchLimits(maxBytes: configuration.maxSketchBytes, maxPixels: configuration.maxSketchPixels)

@@ -198,7 +198,7 @@ def run(args) -> None:
         left = int(cluster.psql("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"))
         done = wait_completed(cluster, 400)
         results["takeover"] = {
-            "lease_timeout_s": 3, "jobs": 400, "unfinished_at_takeover": left,
+            "lease_timeout_s": 3, "jobs": 400, "node_delay_ms": 200, "unfinished_at_takeover": left,
             "to_first_takeover_s": taken - killed, "to_all_completed_s": done - killed,
         }
         cluster.stop(b)
@@ -237,7 +237,8 @@ from the first submit until the database says every one is completed):
 **An instance dies** (SIGKILL of its whole process tree, `LEASE_TIMEOUT=3s`) with
 {takeover['jobs']} jobs submitted to it, {takeover['unfinished_at_takeover']} of them unfinished when taken over:
 the other instance took its jobs over {takeover['to_first_takeover_s']:.2f} s after the kill, and every one
-was completed {takeover['to_all_completed_s']:.2f} s after it.
+was completed {takeover['to_all_completed_s']:.2f} s after it. The emulators here do work ({takeover.get('node_delay_ms', 200)} ms per node, two nodes per
+job, one prompt at a time per backend): {takeover['jobs']} jobs are {takeover['jobs'] * 2 * takeover.get('node_delay_ms', 200) / 1000 / r['backends']:.0f} s of their time on {r['backends']} backends.
 """
     with open(args.output, "a") as f:
         f.write(text)

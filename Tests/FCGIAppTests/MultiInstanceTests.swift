@@ -184,6 +184,33 @@ struct MultiInstanceTests {
         }
     }
 
+    @Test func aPainterWhoseInstanceDiedGoesOnOnAnotherWithTheSameSeedAndLastResult() async throws {
+        try await withCluster("multi-draw") { cluster in
+            let (a, b) = (cluster.gateways[0], cluster.gateways[1])
+            for gateway in cluster.gateways { try Sketches.install(Sketches.style(), as: "realistic", in: gateway) }
+            let painter = try await DrawingClient.connect(port: a.port, sessionID: "wanderer")
+            await painter.sendSketch(Sketches.png(seed: 1))
+            _ = try await painter.next(status: "completed")
+            let first = try await a.get("/api/result/wanderer")
+            #expect(first.status == 200)
+            let seeds = try #require(emulatorMetadata(ofPNG: first.body)?["seeds"])
+            await painter.close()
+            a.killEverything()
+
+            // The page reconnects to b: the last result is there at once, and the next sketch keeps the seed.
+            let onB = try await b.get("/api/result/wanderer")
+            #expect(onB.status == 200)
+            #expect(onB.body == first.body)
+            let again = try await DrawingClient.connect(port: b.port, sessionID: "wanderer")
+            await again.sendSketch(Sketches.png(seed: 2))
+            _ = try await again.next(status: "completed")
+            let second = try await b.get("/api/result/wanderer")
+            #expect(emulatorMetadata(ofPNG: second.body)?["seeds"] == seeds, "the session's seed")
+            #expect(second.body != first.body, "a new result, of the new sketch")
+            await again.close()
+        }
+    }
+
     @Test func whileTheDatabaseIsDownCallsAnswer503AndAcceptedJobsCompleteAfter() async throws {
         try await withCluster("multi-pg-down", instances: 1, emulatorArguments: ["--node-delay-ms", "50"]) { cluster in
             let gateway = cluster.gateways[0]

@@ -10,6 +10,8 @@ public actor DrawingSessions {
     private let store: any ImageStore
     private let configuration: Configuration
     private let logger: Logger
+    /// Where sessions outlive this instance (a shared job store); `nil` keeps them in memory only.
+    private let persistence: (any DrawingSessionStore)?
     /// Generations to start; `run()` owns their tasks.
     private let generations: AsyncStream<(update: SketchUpdate, session: String)>.Continuation
     private let generationStream: AsyncStream<(update: SketchUpdate, session: String)>
@@ -33,7 +35,11 @@ public actor DrawingSessions {
         }
     }
 
-    public init(pool: BackendPool, styles: StyleLibrary, store: any ImageStore, configuration: Configuration, logger: Logger) {
+    public init(
+        pool: BackendPool, styles: StyleLibrary, store: any ImageStore, configuration: Configuration, persistence: (any DrawingSessionStore)? = nil,
+        logger: Logger
+    ) {
+        self.persistence = persistence
         self.pool = pool
         self.styles = styles
         self.store = store
@@ -78,6 +84,7 @@ public actor DrawingSessions {
         if let style = update.style, await styles.style(style) == nil {
             throw DrawingError(.unknownStyle, "unknown style \"\(style.prefix(64))\"; GET /api/styles lists them")
         }
+        await restoreIfNew(id)
         var session = sessions[id] ?? SketchSession(id: id, seed: Self.randomSeed(), now: .now)
         if let style = update.style { session.style = style }
         if let prompt = update.prompt { session.prompt = prompt.isEmpty ? nil : prompt }
@@ -88,9 +95,10 @@ public actor DrawingSessions {
     }
 
     /// Opens a subscription for a WebSocket; the session is created if new.
-    public func subscribe(_ id: String) throws(DrawingError) -> (token: UInt64, messages: AsyncStream<SessionMessage>) {
+    public func subscribe(_ id: String) async throws(DrawingError) -> (token: UInt64, messages: AsyncStream<SessionMessage>) {
         try DrawingError.checkSessionID(id)
         try checkRoom(for: id)
+        await restoreIfNew(id)
         if sessions[id] == nil { sessions[id] = SketchSession(id: id, seed: Self.randomSeed(), now: .now) }
         sessions[id]?.lastActivity = .now
         return sessions[id]!.broadcaster.add()
@@ -106,8 +114,24 @@ public actor DrawingSessions {
     }
 
     /// Rolls a new sampler seed: the next generation may look different.
-    public func rollSeed(_ id: String) {
+    public func rollSeed(_ id: String) async {
         sessions[id]?.seed = Self.randomSeed()
+        await save(id)
+    }
+
+    /// A session this instance does not have, as another one saved it (its instance died).
+    private func restoreIfNew(_ id: String) async {
+        guard sessions[id] == nil, let persistence, let state = await persistence.drawingSession(id), sessions[id] == nil else { return }
+        var session = SketchSession(id: id, seed: state.seed, now: .now)
+        session.style = state.style
+        session.prompt = state.prompt
+        session.latestResult = state.latestResult
+        sessions[id] = session
+    }
+
+    private func save(_ id: String) async {
+        guard let persistence, let session = sessions[id] else { return }
+        await persistence.saveDrawingSession(id, DrawingSessionState(seed: session.seed, style: session.style, prompt: session.prompt, latestResult: session.latestResult))
     }
 
     /// The file names of every session's latest result (retention keeps them).
@@ -115,8 +139,11 @@ public actor DrawingSessions {
         Set(sessions.values.compactMap { $0.latestResult?.filename })
     }
 
-    /// The latest finished image of the session.
-    public func latestResult(_ id: String) -> StoredImage? { sessions[id]?.latestResult }
+    /// The latest finished image of the session, also one another instance made.
+    public func latestResult(_ id: String) async -> StoredImage? {
+        if let session = sessions[id] { return session.latestResult }
+        return await persistence?.drawingSession(id)?.latestResult
+    }
 
     /// Drops sessions idle for longer than the idle timeout; returns their ids.
     @discardableResult
@@ -173,6 +200,7 @@ public actor DrawingSessions {
             let image = try await result
             let stored = try await store.store(image.bytes, mimeType: image.mimeType)
             sessions[id]?.latestResult = stored
+            await save(id)
             broadcaster.send(.completed(resultURL: "/api/result/\(id)", imageURL: stored.url))
         } catch {
             logger.warning("drawing generation failed", metadata: ["session.id": "\(id)", "error": "\(error)"])

@@ -277,9 +277,11 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
+    /// Drawing sessions untouched as long go with them.
     public func deleteFinished(before date: Date) async throws -> Int {
         try await guarded {
-            try await rows(
+            try await execute("DELETE FROM drawing_sessions WHERE updated_at < \(date.milliseconds)")
+            return try await rows(
                 """
                 DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < \(date.milliseconds)
                     AND webhook_state != 'pending' RETURNING seq

@@ -81,6 +81,21 @@ enum PostgresJobStoreSchema {
             "CREATE INDEX backend_slots_by_holder ON backend_slots (holder)",
             "CREATE INDEX backend_slots_by_job ON backend_slots (job_id)",
         ],
+        // 2: drawing sessions' seed, style, prompt and last result, for the instance a painter
+        // reconnects to when theirs died.
+        [
+            """
+            CREATE TABLE drawing_sessions (
+                id TEXT PRIMARY KEY,
+                seed BIGINT NOT NULL,
+                style TEXT,
+                prompt TEXT,
+                result TEXT,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX drawing_sessions_by_update ON drawing_sessions (updated_at)",
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }
