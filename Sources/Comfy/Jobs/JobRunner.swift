@@ -149,7 +149,7 @@ public actor JobRunner {
                 // Its caller's connection died with that process, and nobody can ask again.
                 _ = try? await store.finish(record.id, status: .cancelled, result: nil, failure: nil, at: Date())
                 if let promptID = record.promptID, let backend = record.backend { await pool.cancelPrompt(promptID, backend: backend) }
-                endRemoteWatchers(of: record.id)
+                await remoteEnded([record.id])
                 continue
             }
             // Those who watched it from here while another instance ran it go on watching.
@@ -231,6 +231,9 @@ public actor JobRunner {
     private func endElsewhere(_ id: String) async {
         endedElsewhere.remove(id)
         if let record = try? await store.job(id), record.status.isFinal {
+            // Ended there: nothing of it is renewed here any more. (A job taken over stays
+            // fenced: whatever this instance might still write for it is refused.)
+            shared?.forget(id)
             for watcher in live.removeValue(forKey: id)?.watchers.values ?? [:].values {
                 watcher.yield(.finished(record, image: nil))
                 watcher.finish()
