@@ -140,6 +140,33 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func aBatchJobLetsAnInteractiveOneOfAnotherInstanceTakeTheFreedSlotFirst() async throws {
+        try await withInstances(2, lease: .seconds(5)) { stores, _ in
+            let (batchSide, interactiveSide) = (stores[0], stores[1])
+            let held = try await batchSide.acquireSlot(backend: "http://b1", capacity: 1, job: nil, deadline: .now + .seconds(5))
+            let order = OrderLog()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    let ticket = try await interactiveSide.acquireSlot(backend: "http://b1", capacity: 1, job: nil, priority: .interactive, deadline: .now + .seconds(20))
+                    await order.append("interactive")
+                    try await Task.sleep(for: .milliseconds(200))
+                    await interactiveSide.releaseSlot(ticket)
+                }
+                // The interactive one is waiting before the batch one asks.
+                try await Task.sleep(for: .milliseconds(300))
+                group.addTask {
+                    let ticket = try await batchSide.acquireSlot(backend: "http://b1", capacity: 1, job: nil, priority: .batch, deadline: .now + .seconds(20))
+                    await order.append("batch")
+                    await batchSide.releaseSlot(ticket)
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                await batchSide.releaseSlot(held)
+                try await group.waitForAll()
+            }
+            #expect(await order.entries == ["interactive", "batch"])
+        }
+    }
+
     @Test func aDeadInstancesSlotIsFreeAfterItsLeaseUnlessItsJobIsUnfinished() async throws {
         try await withInstances(2, lease: .seconds(1)) { stores, _ in
             let (dead, alive) = (stores[0], stores[1])
@@ -208,6 +235,11 @@ struct PostgresJobStoreTests {
             #expect(try await store.insert(after, requestHash: nil, keyWindow: .seconds(60)) == .created(after))
         }
     }
+}
+
+actor OrderLog {
+    private(set) var entries: [String] = []
+    func append(_ entry: String) { entries.append(entry) }
 }
 
 actor InUseCounter {

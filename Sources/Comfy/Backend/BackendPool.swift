@@ -136,7 +136,9 @@ public final class BackendPool: Sendable {
             var attempt = job
             let ticket: BackendSlotTicket?
             do {
-                ticket = try await ledger?.acquireSlot(backend: backend.url.description, capacity: configuration.capacityPerBackend, job: job.jobID, deadline: deadline)
+                ticket = try await ledger?.acquireSlot(
+                    backend: backend.url.description, capacity: configuration.capacityPerBackend, job: job.jobID, priority: priority, deadline: deadline
+                )
             } catch {
                 await dispatcher.finish(id)
                 throw error is CancellationError ? ComfyError.cancelled : error

@@ -3,13 +3,20 @@
 /// no backend holds more than its capacity from all instances together.
 public protocol BackendSlotLedger: Sendable {
     /// Waits until `backend` has a slot free among `capacity`, and takes it for `job` (a
-    /// stored job's id, whose take-over moves the slot with it).
-    func acquireSlot(backend: String, capacity: Int, job: String?, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket
+    /// stored job's id, whose take-over moves the slot with it). Interactive work goes first
+    /// across instances: a batch job takes no slot while an interactive one waits for the backend.
+    func acquireSlot(backend: String, capacity: Int, job: String?, priority: JobPriority, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket
 
     /// The slot a job holds that this instance took over with it, if any.
     func adoptSlot(of job: String) async -> BackendSlotTicket?
 
     func releaseSlot(_ ticket: BackendSlotTicket) async
+}
+
+extension BackendSlotLedger {
+    func acquireSlot(backend: String, capacity: Int, job: String?, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket {
+        try await acquireSlot(backend: backend, capacity: capacity, job: job, priority: .batch, deadline: deadline)
+    }
 }
 
 /// One slot taken: released by its ticket, so a slot freed and taken again is not freed twice.

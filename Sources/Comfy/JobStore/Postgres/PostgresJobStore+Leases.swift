@@ -12,8 +12,8 @@ extension PostgresJobStore {
                 WHERE lease_owner = \(instanceID) AND id = ANY(\(holding)) AND status IN ('queued', 'running') RETURNING id, lease_generation
                 """
             )
-            try await execute(
-                "UPDATE backend_slots SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID)")
+            try await execute("UPDATE backend_slots SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID)")
+            try await execute("UPDATE slot_waiters SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID)")
             let still = Dictionary(renewed.compactMap { row in row.text("id").map { ($0, row.integer("lease_generation") ?? 0) } }) { first, _ in first }
             let asked = Set(holding)
             return held.withLockedValue { held in
@@ -60,7 +60,8 @@ extension PostgresJobStore {
                 """
                 UPDATE backend_slots SET holder = \(instanceID), lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
                 WHERE job_id = ANY(\(records.map(\.id)))
-                """)
+                """
+            )
             return records
         }
     }

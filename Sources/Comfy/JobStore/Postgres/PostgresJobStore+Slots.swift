@@ -6,12 +6,41 @@ import PostgresNIO
 /// unless the job it holds is still unfinished: that job's take-over moves the slot along, so
 /// its prompt, still on ComfyUI, stays counted.
 extension PostgresJobStore {
-    public func acquireSlot(backend: String, capacity: Int, job: String?, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket {
+    public func acquireSlot(
+        backend: String, capacity: Int, job: String?, priority: JobPriority, deadline: ContinuousClock.Instant
+    ) async throws -> BackendSlotTicket {
         try await prepareSlots(backend: backend, capacity: capacity)
+        // An interactive waiter is seen by every instance's batch work, which lets it go first.
+        let waiter: String? = priority == .interactive ? UUID().uuidString.lowercased() : nil
+        if let waiter {
+            try await guarded {
+                try await execute(
+                    """
+                    INSERT INTO slot_waiters (ticket, backend, holder, lease_until)
+                    VALUES (\(waiter), \(backend), \(instanceID), gateway_now_ms() + \(leaseTimeout.milliseconds))
+                    """
+                )
+            }
+        }
+        do {
+            let ticket = try await waitForSlot(backend: backend, capacity: capacity, job: job, batch: waiter == nil, deadline: deadline)
+            if let waiter { await leaveWaiters(waiter) }
+            return ticket
+        } catch {
+            if let waiter { await leaveWaiters(waiter) }
+            throw error
+        }
+    }
+
+    private func leaveWaiters(_ waiter: String) async {
+        _ = try? await execute("DELETE FROM slot_waiters WHERE ticket = \(waiter)")
+    }
+
+    private func waitForSlot(backend: String, capacity: Int, job: String?, batch: Bool, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket {
         while true {
             // Listen before looking: a slot freed in between is not missed.
             let freed = changes()
-            if let ticket = try await takeSlot(backend: backend, capacity: capacity, job: job) { return ticket }
+            if let ticket = try await takeSlot(backend: backend, capacity: capacity, job: job, batch: batch) { return ticket }
             guard ContinuousClock.now < deadline else {
                 throw ComfyError(code: .timedOut, message: "no ComfyUI backend was free within the job's time (every instance's slots on \(backend) are taken)")
             }
@@ -38,7 +67,8 @@ extension PostgresJobStore {
                 WHERE backend = \(ticket.backend) AND ticket = \(ticket.ticket) RETURNING backend
             )
             SELECT pg_notify(\(Self.channel), 'slot ' || backend)::text FROM freed
-            """)
+            """
+        )
     }
 
     /// Makes the backend's slot rows once per capacity (rows past the capacity are not used).
@@ -51,7 +81,7 @@ extension PostgresJobStore {
         preparedSlots.withLockedValue { $0[backend] = capacity }
     }
 
-    private func takeSlot(backend: String, capacity: Int, job: String?) async throws -> BackendSlotTicket? {
+    private func takeSlot(backend: String, capacity: Int, job: String?, batch: Bool) async throws -> BackendSlotTicket? {
         let ticket = UUID().uuidString.lowercased()
         let taken = try await guarded {
             try await rows(
@@ -65,6 +95,9 @@ extension PostgresJobStore {
                             SELECT 1 FROM jobs WHERE jobs.id = s.job_id AND jobs.status IN ('queued', 'running')
                         )))
                     )
+                    AND NOT (\(batch) AND EXISTS (
+                        SELECT 1 FROM slot_waiters WHERE slot_waiters.backend = s.backend AND slot_waiters.lease_until >= gateway_now_ms()
+                    ))
                     ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED
                 )
                 RETURNING slot

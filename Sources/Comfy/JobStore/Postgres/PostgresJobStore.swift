@@ -273,7 +273,8 @@ public final class PostgresJobStore: SharedJobStore {
                 UPDATE jobs SET webhook_state = \(state.rawValue), webhook_attempts = webhook_attempts + 1, webhook_last_status = \(status),
                     webhook_delivered_at = \(deliveredAt), webhook_next_at = \(nextAttemptAt?.milliseconds)
                 WHERE id = \(id) AND webhook_state = 'pending'
-                """)
+                """
+            )
         }
     }
 

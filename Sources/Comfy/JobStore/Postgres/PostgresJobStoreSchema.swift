@@ -96,6 +96,18 @@ enum PostgresJobStoreSchema {
             """,
             "CREATE INDEX drawing_sessions_by_update ON drawing_sessions (updated_at)",
         ],
+        // 3: interactive work waiting for a backend slot, which batch work lets go first.
+        [
+            """
+            CREATE TABLE slot_waiters (
+                ticket TEXT PRIMARY KEY,
+                backend TEXT NOT NULL,
+                holder TEXT NOT NULL,
+                lease_until BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX slot_waiters_by_backend ON slot_waiters (backend, lease_until)",
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }
