@@ -34,8 +34,10 @@ case "$1" in
     as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
     ;;
   kill)
+    # The server and its backends at once: a backend outlives its postmaster for a moment and
+    # would still answer a query on its connection.
     pid=$(head -1 "$dir/data/postmaster.pid")
-    kill -9 "$pid"
+    kill -9 "$pid" $(pgrep -P "$pid") 2>/dev/null || true
     ;;
   *) echo "usage: $0 start DIR PORT | stop DIR | kill DIR" >&2; exit 64 ;;
 esac

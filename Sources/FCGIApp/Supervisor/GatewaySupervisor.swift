@@ -30,7 +30,7 @@ struct GatewaySupervisor {
         let site = NginxSite(configuration: configuration)
         do {
             try site.render()
-            var app = try startApp()
+            var app = try startApp(signals: &signals)
             let nginx = try SupervisedProcess.spawn(
                 "nginx", path: NginxSite.nginxPath, arguments: ["-e", site.errorLog, "-p", site.prefix, "-c", site.configPath], environment: environment
             )
@@ -66,7 +66,7 @@ struct GatewaySupervisor {
                     return status.shellStatus == 0 ? 1 : status.shellStatus
                 }
                 logger.error("the app stopped; starting it again", metadata: ["app.exit": "\(status)"])
-                app = try startApp()
+                app = try startApp(signals: &signals)
             }
         } catch {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
@@ -74,8 +74,9 @@ struct GatewaySupervisor {
         }
     }
 
-    /// Starts `FCGIApp serve` and returns once both its sockets listen.
-    private func startApp() throws -> SupervisedProcess {
+    /// Starts `FCGIApp serve` and returns once both its sockets listen. A stop asked meanwhile
+    /// stops the app too: it must not outlive the supervisor.
+    private func startApp(signals: inout sigset_t) throws -> SupervisedProcess {
         // A socket file left by a killed app would look like a listening one.
         let listeners = [ListenAddress(configuration.socketPath), ListenAddress(configuration.webSocketPath)]
         for case .unix(let path) in listeners { unlink(path) }
@@ -91,7 +92,13 @@ struct GatewaySupervisor {
                 app.signal(SIGKILL)
                 throw SupervisorError(description: "the app did not open \(configuration.socketPath) within 60 s")
             }
-            usleep(10_000)
+            var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
+            let signal = sigtimedwait(&signals, nil, &pause)
+            if signal == SIGTERM || signal == SIGINT || signal == SIGHUP {
+                app.signal(SIGTERM)
+                if app.wait(within: .seconds(10)) == nil { app.signal(SIGKILL) }
+                throw SupervisorError(description: "stopped before the app listened")
+            }
         }
         return app
     }

@@ -80,58 +80,51 @@ final class DrawingSocketServer: Service {
         let tokens = self.tokens
         // Channels whose upgrade was refused for their Origin or token, from `shouldUpgrade` to the refusal.
         let refusals = Mutex([ObjectIdentifier: Refusal]())
-        let initialize: @Sendable (Channel) -> EventLoopFuture<EventLoopFuture<Upgrade>> = { channel in
-            channel.eventLoop.makeCompletedFuture {
-                let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
-                    maxFrameSize: maxMessageBytes,
-                    shouldUpgrade: { channel, head in
-                        let sessionID = Self.sessionID(of: head.uri)
-                        var refusal: Refusal?
-                        if !Self.originAllowed(head.headers, policy: origins) {
-                            refusal = .foreignOrigin
-                        } else if let tokens, let sessionID, !tokens.verify(SessionTokens.token(inURI: head.uri), for: sessionID) {
-                            refusal = .noToken
-                        }
-                        if let refusal { refusals.withLock { $0[ObjectIdentifier(channel)] = refusal } }
-                        let acceptable = sessionID != nil && refusal == nil
-                        return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
-                    },
-                    upgradePipelineHandler: { channel, head in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
-                            try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
-                                minNonFinalFragmentSize: 0,
-                                maxAccumulatedFrameCount: 4096,
-                                maxAccumulatedFrameSize: maxMessageBytes
-                            ))
-                            return .websocket(
-                                try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: Self.sessionID(of: head.uri) ?? "",
-                                clientAddress: Self.clientAddress(head.headers)
-                            )
-                        }
-                    }
-                )
-                let configuration = NIOTypedHTTPServerUpgradeConfiguration<Upgrade>(
-                    upgraders: [upgrader],
-                    notUpgradingCompletionHandler: { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            let reason = refusals.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
-                            return .refused(try NIOAsyncChannel(wrappingChannelSynchronously: channel), reason: reason)
-                        }
-                    }
-                )
-                return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: .init(upgradeConfiguration: configuration))
-            }
-        }
-        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).serverChannelOption(.backlog, value: 1024)
         let address = ListenAddress(socketPath)
-        let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never>
-        switch address {
-        case .unix(let path):
-            server = try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initialize)
-        case .tcp(let host, let port):
-            server = try await bootstrap.bind(host: host, port: port, childChannelInitializer: initialize)
-        }
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).serverChannelOption(.backlog, value: 1024)
+        let server = try await Self.bind(bootstrap, to: address) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
+                        maxFrameSize: maxMessageBytes,
+                        shouldUpgrade: { channel, head in
+                            let sessionID = Self.sessionID(of: head.uri)
+                            var refusal: Refusal?
+                            if !Self.originAllowed(head.headers, policy: origins) {
+                                refusal = .foreignOrigin
+                            } else if let tokens, let sessionID, !tokens.verify(SessionTokens.token(inURI: head.uri), for: sessionID) {
+                                refusal = .noToken
+                            }
+                            if let refusal { refusals.withLock { $0[ObjectIdentifier(channel)] = refusal } }
+                            let acceptable = sessionID != nil && refusal == nil
+                            return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
+                        },
+                        upgradePipelineHandler: { channel, head in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
+                                try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
+                                    minNonFinalFragmentSize: 0,
+                                    maxAccumulatedFrameCount: 4096,
+                                    maxAccumulatedFrameSize: maxMessageBytes
+                                ))
+                                return .websocket(
+                                    try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: Self.sessionID(of: head.uri) ?? "",
+                                    clientAddress: Self.clientAddress(head.headers)
+                                )
+                            }
+                        }
+                    )
+                    let configuration = NIOTypedHTTPServerUpgradeConfiguration<Upgrade>(
+                        upgraders: [upgrader],
+                        notUpgradingCompletionHandler: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                let reason = refusals.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+                                return .refused(try NIOAsyncChannel(wrappingChannelSynchronously: channel), reason: reason)
+                            }
+                        }
+                    )
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: .init(upgradeConfiguration: configuration))
+                }
+            }
         // nginx's workers run as this user; nobody else may connect (as for the FastCGI socket).
         if !address.isTCP { grantSocket(socketPath) }
         logger.info("drawing WebSocket listening", metadata: ["ws.socket": "\(socketPath)"])
@@ -151,6 +144,18 @@ final class DrawingSocketServer: Service {
             }
         }
         if !address.isTCP { unlink(socketPath) }
+    }
+
+    /// Listens on the Unix socket, or on TCP when nginx runs on another machine.
+    private static func bind<Output: Sendable>(
+        _ bootstrap: ServerBootstrap, to address: ListenAddress, childChannelInitializer: @escaping @Sendable (Channel) -> EventLoopFuture<Output>
+    ) async throws -> NIOAsyncChannel<Output, Never> {
+        switch address {
+        case .unix(let path):
+            try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: childChannelInitializer)
+        case .tcp(let host, let port):
+            try await bootstrap.bind(host: host, port: port, childChannelInitializer: childChannelInitializer)
+        }
     }
 
     /// Gives freed memory back to the system a second after sockets close, at most once a
