@@ -106,6 +106,15 @@ struct MultiInstanceTests {
         #expect(deliveries.allSatisfy { $0["verified"] == true && $0["body"]?["status"] == "completed" })
     }
 
+    /// Waits until the backends together have run `count` prompts (the load is under way).
+    func waitUntilExecuted(_ count: Int, on cluster: Cluster) async throws {
+        try await waitUntil(timeout: .seconds(30)) {
+            var executed = 0
+            for emulator in cluster.emulators { executed += try await emulator.stats()["prompts_executed"]?.intValue ?? 0 }
+            return executed >= count
+        }
+    }
+
     @Test func twoInstancesShareTwoBackendsWithoutOverfillingThemAndRunEveryJobOnce() async throws {
         try await withCluster("multi-share") { cluster in
             let texts = try await submit(200, to: cluster.gateways, webhook: cluster.receiver.url("/ok"), prefix: "shared")
@@ -117,11 +126,7 @@ struct MultiInstanceTests {
     @Test func anInstanceKilledMidLoadLosesNoJobAndRunsNoneTwice() async throws {
         try await withCluster("multi-kill", emulatorArguments: ["--node-delay-ms", "30"]) { cluster in
             let texts = try await submit(200, to: cluster.gateways, webhook: cluster.receiver.url("/ok"), prefix: "survivor")
-            try await waitUntil(timeout: .seconds(30)) {
-                var executed = 0
-                for emulator in cluster.emulators { executed += try await emulator.stats()["prompts_executed"]?.intValue ?? 0 }
-                return executed >= 20
-            }
+            try await waitUntilExecuted(20, on: cluster)
             cluster.gateways[0].killEverything()
             try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[1])
             #expect(cluster.gateways[1].app.log.contains("took over jobs whose gateway instance stopped renewing their lease"))
@@ -131,11 +136,7 @@ struct MultiInstanceTests {
     @Test func aPausedInstanceThatLostItsLeaseDeliversNoSecondResult() async throws {
         try await withCluster("multi-pause", emulatorArguments: ["--node-delay-ms", "30"]) { cluster in
             let texts = try await submit(200, to: cluster.gateways, webhook: cluster.receiver.url("/ok"), prefix: "paused")
-            try await waitUntil(timeout: .seconds(30)) {
-                var executed = 0
-                for emulator in cluster.emulators { executed += try await emulator.stats()["prompts_executed"]?.intValue ?? 0 }
-                return executed >= 20
-            }
+            try await waitUntilExecuted(20, on: cluster)
             let paused = try cluster.gateways[0].appPID()
             kill(paused, SIGSTOP)
             // Longer than LEASE_TIMEOUT: the other instance takes its jobs over.

@@ -104,24 +104,21 @@ public actor JobRunner {
     /// Cancelled (the gateway stops), unfinished jobs stay in the store as they are and their
     /// prompts stay on ComfyUI: the next start takes them up.
     public func run() async {
-        guard let shared else {
-            await recover()
-            await withDiscardingTaskGroup { group in
-                for await start in startStream {
-                    group.addTask { await self.execute(start) }
-                }
-            }
-            return
-        }
+        // Alone on its store it takes up what the last process left; sharing one, it takes over
+        // whatever a silent instance leaves, as the leases run out.
+        let shared = self.shared
+        if shared == nil { await recover() }
         await withDiscardingTaskGroup { group in
-            group.addTask { await self.keepLeases(shared) }
-            group.addTask { await self.followChanges(shared) }
+            if let shared {
+                group.addTask { await self.keepLeases(shared) }
+                group.addTask { await self.followChanges(shared) }
+            }
             for await start in startStream {
                 group.addTask { await self.execute(start) }
             }
         }
         // Stopping: what this instance leaves, another one takes over at once.
-        try? await shared.releaseLeases()
+        try? await shared?.releaseLeases()
     }
 
     /// No new jobs start (draining); those unfinished are left for the next start.
