@@ -120,6 +120,11 @@ public final class BackendPool: Sendable {
         await backends.first(where: { $0.url.description == url })?.cancelPrompt(promptID)
     }
 
+    /// Removes an ended prompt's history entry from the backend it ran on.
+    public func deleteHistory(_ promptID: String, backend url: String) async {
+        await backends.first(where: { $0.url.description == url })?.deleteHistory(promptID)
+    }
+
     private func schedule(
         _ job: PromptJob, priority: JobPriority, owner: String, ownerMaxRunning: Int?, deadline: ContinuousClock.Instant
     ) async throws -> GeneratedImage {

@@ -18,15 +18,15 @@ extension ComfyBackend {
             try await rest.upload(upload)
         }
         let promptID = UUID().uuidString.lowercased()
-        try await job.willSubmit?(promptID, url.description)
+        let sendBy = try await job.willSubmit?(promptID, url.description) ?? nil
         track(PromptWatch(promptID: promptID, job: job), clientID: clientID)
         let receipt: ComfyPromptReceipt
         do {
-            receipt = try await rest.postPrompt(job, promptID: promptID, clientID: clientID)
+            receipt = try await rest.postPrompt(job, promptID: promptID, clientID: clientID, sendBy: sendBy)
         } catch {
             abandon(promptID)
             // The prompt may have been queued before the answer was lost: it must not run for nobody.
-            if (error as? ComfyError)?.code != .workflowInvalid { schedule(.cancel(promptID)) }
+            if (error as? ComfyError)?.code != .workflowInvalid, !(error is SubmitWindowClosed) { schedule(.cancel(promptID)) }
             throw error
         }
         if let wanted = job.outputNodeID, receipt.droppedOutputs.contains(wanted) {
@@ -39,7 +39,7 @@ extension ComfyBackend {
         }
         let watch = try await waitForEnding(promptID, deadline: deadline, timeout: job.timeout, keepsPrompt: job.keepsPromptWhenCancelled)
         if let image = try await image(from: watch) {
-            schedule(.deleteHistory(promptID))
+            if !job.keepsHistory { schedule(.deleteHistory(promptID)) }
             return image
         }
         if watch.missedEvents {
@@ -63,7 +63,7 @@ extension ComfyBackend {
         schedule(.reconcile([promptID]))
         let ended = try await waitForEnding(promptID, deadline: deadline, timeout: job.timeout, keepsPrompt: job.keepsPromptWhenCancelled)
         if let image = try await image(from: ended) {
-            schedule(.deleteHistory(promptID))
+            if !job.keepsHistory { schedule(.deleteHistory(promptID)) }
             return image
         }
         throw ComfyError.promptLost(url, "its image went to the gateway process that submitted it")
@@ -72,6 +72,11 @@ extension ComfyBackend {
     /// Removes a prompt that no caller waits for any more from ComfyUI (queue, or interrupt).
     public func cancelPrompt(_ promptID: String) {
         schedule(.cancel(promptID))
+    }
+
+    /// Removes an ended prompt's history entry (a `keepsHistory` job's, once its end is stored).
+    public func deleteHistory(_ promptID: String) {
+        schedule(.deleteHistory(promptID))
     }
 
     /// Waits for the prompt's end; on timeout or cancellation removes it from ComfyUI.
@@ -96,7 +101,7 @@ extension ComfyBackend {
     private func image(from watch: PromptWatch) async throws -> GeneratedImage? {
         switch watch.ending {
         case .failed(let failure):
-            schedule(.deleteHistory(watch.promptID))
+            if !watch.job.keepsHistory { schedule(.deleteHistory(watch.promptID)) }
             throw ComfyError.executionFailed(url, failure)
         case .interrupted:
             throw ComfyError(code: .interrupted, message: "the prompt was interrupted on ComfyUI", backend: url.description)

@@ -6,13 +6,17 @@ struct ComfyRESTClient: Sendable {
     let http: CurlHTTPClient
 
     /// `POST /prompt` with a prompt id of our own, so events can be matched before the answer arrives.
-    func postPrompt(_ job: PromptJob, promptID: String, clientID: String) async throws -> ComfyPromptReceipt {
+    /// - Parameter sendBy: past this instant the prompt is not sent (`SubmitWindowClosed`).
+    func postPrompt(_ job: PromptJob, promptID: String, clientID: String, sendBy: ContinuousClock.Instant? = nil) async throws -> ComfyPromptReceipt {
         let body = JSONValue.object([
             "prompt": .object(job.workflow),
             "client_id": .string(clientID),
             "prompt_id": .string(promptID),
         ])
-        let response = try await call("POST", "/prompt", json: body)
+        let encoded = body.encoded()
+        // Checked last, as near the send as this level gets.
+        if let sendBy, ContinuousClock.now > sendBy { throw SubmitWindowClosed() }
+        let response = try await call("POST", "/prompt", body: encoded)
         switch response.status {
         case 200:
             guard let answer = try? JSONValue.parse(response.body), answer["prompt_id"]?.stringValue != nil else {
@@ -149,11 +153,16 @@ struct ComfyRESTClient: Sendable {
     }
 
     func call(_ method: String, _ path: String, json: JSONValue? = nil, timeout: Duration = .seconds(30)) async throws -> CurlResponse {
+        try await call(method, path, body: json?.encoded(), timeout: timeout)
+    }
+
+    /// - Parameter body: encoded JSON.
+    func call(_ method: String, _ path: String, body: [UInt8]?, timeout: Duration = .seconds(30)) async throws -> CurlResponse {
         let request = CurlRequest(
             method: method,
             url: url.http(path),
-            headers: json == nil ? [] : [("Content-Type", "application/json")],
-            body: json?.encoded(),
+            headers: body == nil ? [] : [("Content-Type", "application/json")],
+            body: body,
             timeout: timeout
         )
         do {

@@ -34,6 +34,12 @@ public actor JobRunner {
         var promptID: String?
         var backend: String?
         var watchers: [UUID: AsyncStream<JobUpdate>.Continuation] = [:]
+
+        /// The prompt submitted (or reattached) for it, and where.
+        var prompt: (id: String, backend: String)? {
+            guard let promptID, let backend else { return nil }
+            return (promptID, backend)
+        }
     }
 
     private enum Start: Sendable {
@@ -225,9 +231,16 @@ public actor JobRunner {
     }
 
     /// Tells a job's watchers here how it ended elsewhere, or that another instance has it now.
-    private func endElsewhere(_ id: String) async {
+    /// A prompt submitted here that the job no longer names (the instance that took it over
+    /// submitted its own) runs for nobody: it is removed.
+    private func endElsewhere(_ id: String, submittedHere prompt: (id: String, backend: String)? = nil) async {
         endedElsewhere.remove(id)
-        if let record = try? await store.job(id), record.status.isFinal {
+        let record = try? await store.job(id)
+        if let prompt, let record, record.promptID != prompt.id {
+            logger.notice("removing a prompt sent for a job another instance took over", metadata: ["job.id": "\(id)", "comfy.prompt_id": "\(prompt.id)"])
+            await pool.cancelPrompt(prompt.id, backend: prompt.backend)
+        }
+        if let record, record.status.isFinal {
             // Ended there: nothing of it is renewed here any more. (A job taken over stays
             // fenced: whatever this instance might still write for it is refused.)
             shared?.forget(id)
@@ -418,7 +431,7 @@ public actor JobRunner {
         let outcome = await run(start, record: record)
         switch outcome {
         case .cancelled where endedElsewhere.contains(id):
-            await endElsewhere(id)
+            await endElsewhere(id, submittedHere: live[id].flatMap(\.prompt))
         case .cancelled:
             if let state = live[id], let promptID = state.promptID, let backend = state.backend {
                 await pool.cancelPrompt(promptID, backend: backend)
@@ -443,6 +456,12 @@ public actor JobRunner {
             } catch {
                 _ = try? await settle(id, status: .failed, result: nil, failure: describe(error), image: nil)
             }
+        case .ran(.failure(let error)) where error is SubmitWindowClosed:
+            // Its lease may be another instance's by now: it is let go here, and whoever holds
+            // it (this one too, once the lease runs out) runs it.
+            logger.warning("a job's prompt was not sent: this instance was held up past its lease", metadata: ["job.id": "\(id)"])
+            shared?.forget(id)
+            endWatchers(of: id, with: .stopped(ComfyError(code: .backendUnavailable, message: "another gateway instance runs this job now; ask for it again")))
         case .ran(.failure(let error)):
             if isInterruption(error) {
                 // The gateway stops: the job stays as stored, for the next start.
@@ -464,7 +483,7 @@ public actor JobRunner {
     /// Runs the job on the pool until it ends or is cancelled through `cancel`.
     private func run(_ start: Start, record: JobRecord) async -> Outcome {
         let id = record.id
-        let store = self.store
+        let (store, pool) = (self.store, self.pool)
         let (events, continuation) = AsyncStream.makeStream(of: JobEvent.self, bufferingPolicy: .bufferingNewest(8))
         var job = PromptJob(workflow: record.workflow, outputNodeID: record.outputNodeID, timeout: configuration.timeout, events: continuation)
         job.keepsPromptWhenCancelled = true
@@ -473,13 +492,20 @@ public actor JobRunner {
         // start cancels it): its prompt needs no write before it is submitted, which keeps one
         // database round trip off the sync path. Its running state lives in memory (`job(_:)`).
         let resumable = !record.endsWithItsCaller
+        // Shared, a prompt is sent within half the lease its running state renewed: an instance
+        // paused longer may have lost the job to one that submits it again (a taker that finds
+        // no prompt runs the job). Counted from before the write, as a pause may come during it.
+        let submitWindow = resumable ? shared.map { $0.leaseTimeout / 2 } : nil
         job.willSubmit = { promptID, backend in
+            let asked = ContinuousClock.now
             if resumable {
                 guard try await store.markRunning(id, promptID: promptID, backend: backend, at: Date()) else { throw ComfyError.cancelled }
             }
             await self.submitted(id, promptID: promptID, backend: backend)
+            return submitWindow.map { asked + $0 }
         }
-        let pool = self.pool
+        // Its history is read by whoever takes the job over until its end is stored (`settle`).
+        job.keepsHistory = true
         let cancels = self.cancels
         let prepared = job
         let inputs = self.inputs
@@ -563,6 +589,7 @@ public actor JobRunner {
         _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [[UInt8]]?, usage: (gpuMilliseconds: Int?, imageBytes: Int)? = nil
     ) async throws -> JobRecord? {
         endedElsewhere.remove(id)
+        let prompt = live[id]?.prompt
         do {
             let final = try await store.finish(
                 id, status: status, result: result, failure: failure, gpuMilliseconds: usage?.gpuMilliseconds, imageBytes: usage?.imageBytes, at: Date()
@@ -570,6 +597,8 @@ public actor JobRunner {
             // Watchers are taken after the write: one that joined while it ran is told too, and
             // one that comes later finds no live job and reads the final record.
             let watchers = live.removeValue(forKey: id)?.watchers.values.map { $0 } ?? []
+            // Stored by this instance: nobody needs the prompt's history any more.
+            if final != nil, let prompt { await pool.deleteHistory(prompt.id, backend: prompt.backend) }
             var record = final
             if record == nil, !watchers.isEmpty { record = try? await store.job(id) }
             for watcher in watchers {

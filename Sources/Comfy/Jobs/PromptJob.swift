@@ -11,11 +11,16 @@ public struct PromptJob: Sendable {
     /// Where progress and previews go while the job runs (`JobEvents`); finished when the job ends.
     public var events: AsyncStream<JobEvent>.Continuation?
     /// Called with each attempt's prompt id and backend before the prompt is submitted, so a
-    /// stored job knows what to reconcile after a crash. Throwing stops the attempt.
-    public var willSubmit: (@Sendable (_ promptID: String, _ backend: String) async throws -> Void)?
+    /// stored job knows what to reconcile after a crash. Throwing stops the attempt. It returns
+    /// the instant after which the prompt must not be sent any more, if there is one (past it,
+    /// another gateway instance may hold the job and submit it too): `SubmitWindowClosed`.
+    public var willSubmit: (@Sendable (_ promptID: String, _ backend: String) async throws -> ContinuousClock.Instant?)?
     /// A cancelled wait leaves the prompt on ComfyUI: a stored job's prompt outlives a stopping
     /// gateway and is reattached by the next one (whoever cancels the job removes it).
     public var keepsPromptWhenCancelled = false
+    /// The prompt's history stays on ComfyUI after its end: a stored job's owner removes it once
+    /// the end is stored, since until then an instance that takes the job over reads it there.
+    public var keepsHistory = false
     /// The stored job this runs, if any: a shared store's backend slot is taken in its name.
     public var jobID: String?
 
@@ -25,7 +30,7 @@ public struct PromptJob: Sendable {
         timeout: Duration,
         uploads: [PromptUpload] = [],
         events: AsyncStream<JobEvent>.Continuation? = nil,
-        willSubmit: (@Sendable (_ promptID: String, _ backend: String) async throws -> Void)? = nil
+        willSubmit: (@Sendable (_ promptID: String, _ backend: String) async throws -> ContinuousClock.Instant?)? = nil
     ) {
         self.workflow = workflow
         self.outputNodeID = outputNodeID

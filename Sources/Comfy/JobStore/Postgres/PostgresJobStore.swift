@@ -168,14 +168,15 @@ public final class PostgresJobStore: SharedJobStore {
         try await guarded { try await rows("SELECT * FROM jobs WHERE id = \(id)").first.map(JobRecord.init(row:)) }
     }
 
-    /// Only the instance holding the job's lease, at its generation, may submit its prompt.
+    /// Only the instance holding the job's lease, at its generation, may submit its prompt; the
+    /// lease is renewed with it, so that the prompt is sent well within it.
     public func markRunning(_ id: String, promptID: String, backend: String, at date: Date) async throws -> Bool {
         guard let generation = generation(of: id) else { return false }
         return try await guarded {
             let updated = try await rows(
                 """
                 UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, \(date.milliseconds)), prompt_id = \(promptID),
-                    backend = \(backend), attempts = attempts + 1
+                    backend = \(backend), attempts = attempts + 1, lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
                 WHERE id = \(id) AND status IN ('queued', 'running') AND lease_owner = \(instanceID) AND lease_generation = \(generation)
                 RETURNING id, pg_notify(\(Self.channel), \("running \(instanceID) \(id)"))::text AS notified
                 """
