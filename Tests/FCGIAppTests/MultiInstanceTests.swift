@@ -185,6 +185,43 @@ struct MultiInstanceTests {
         }
     }
 
+    @Test func aBackendOneInstanceFindsHungIsAvoidedByTheOtherUntilItIsUpAgain() async throws {
+        try await withCluster("multi-health", environment: ["BACKEND_STALL_TIMEOUT": "5s"]) { cluster in
+            let (a, b) = (cluster.gateways[0], cluster.gateways[1])
+            let (hung, healthy) = (cluster.emulators[0], cluster.emulators[1])
+            func reportOnB() async throws -> JSONValue? {
+                try JSONValue.parse(try await b.get("/healthz").body)["backends"]?.arrayValue?.first
+            }
+            // Hung: it takes prompts and runs none, yet answers its probes. Only a, with prompts
+            // on it, can tell.
+            try await hung.configure(["hang": true])
+            let onA = Task { try await BackendPoolTests().generateConcurrently(a, count: 4, label: "moved") }
+            try await waitUntil { try await hung.stats()["prompts_received"]?.intValue ?? 0 >= 1 }
+            try await waitUntil(timeout: .seconds(30)) { try await reportOnB()?["reported_down"]?["instance"]?.stringValue != nil }
+            let backend = try #require(try await reportOnB())
+            #expect(backend["state"] == "down", "\(backend)")
+            #expect(backend["reported_down"]?["reason"]?.stringValue?.contains("no progress") == true, "\(backend)")
+            let receivedBefore = try await hung.stats()["prompts_received"]?.intValue
+
+            // b, whose own probes find the backend fine, sends it nothing while a reports it.
+            let onB = try await BackendPoolTests().generateConcurrently(b, count: 4, label: "avoided")
+            for (index, result) in onB.enumerated() {
+                #expect(result.status == 200, "job \(index): \(result.body)")
+                #expect(result.text == "avoided-\(index)")
+            }
+            #expect(try await hung.stats()["prompts_received"]?.intValue == receivedBefore, "no prompt of b reached the backend a reported")
+            for (index, result) in try await onA.value.enumerated() {
+                #expect(result.status == 200, "job \(index) moved off the hung backend: \(result.body)")
+                #expect(result.text == "moved-\(index)")
+            }
+            #expect(try await healthy.stats()["prompts_executed"]?.intValue == 8)
+
+            // The stall over, a finds the backend up again and withdraws its report.
+            try await waitUntil(timeout: .seconds(30)) { try await reportOnB()?["reported_down"] == .null }
+            #expect(try await reportOnB()?["state"] == "up")
+        }
+    }
+
     @Test func aPainterWhoseInstanceDiedGoesOnOnAnotherWithTheSameSeedAndLastResult() async throws {
         try await withCluster("multi-draw") { cluster in
             let (a, b) = (cluster.gateways[0], cluster.gateways[1])

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 
 /// The ComfyUI servers behind the gateway and the scheduler in front of them: each job waits
 /// in the gateway's queue for a slot on a healthy backend, runs there, and is moved to another
@@ -13,12 +14,19 @@ public final class BackendPool: Sendable {
     private let unavailableAfter: Duration
     /// Every instance's slots, when several share the backends (a shared job store).
     let ledger: (any BackendSlotLedger)?
+    /// Every instance's view of the backends, when several share them.
+    private let board: (any BackendHealthBoard)?
+    /// Each backend's health as this instance finds it, and the backends others find down:
+    /// the scheduler sees a backend up only when it is up here and nobody reports it down.
+    private let healthViews: NIOLockedValueBox<(own: [BackendHealth], reported: [String: BackendReport])>
 
     public init(
         urls: [ComfyServerURL], http: CurlHTTPClient, configuration: SchedulerConfiguration = SchedulerConfiguration(),
-        timing: BackendTiming = BackendTiming(), ledger: (any BackendSlotLedger)? = nil, logger: Logger
+        timing: BackendTiming = BackendTiming(), ledger: (any BackendSlotLedger)? = nil, board: (any BackendHealthBoard)? = nil, logger: Logger
     ) {
         self.ledger = ledger
+        self.board = board
+        healthViews = NIOLockedValueBox((own: urls.map { _ in .down }, reported: [:]))
         backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, logger: logger) }
         self.configuration = configuration
         dispatcher = JobDispatcher(backendCount: urls.count, configuration: configuration)
@@ -36,8 +44,23 @@ public final class BackendPool: Sendable {
                 group.addTask { await backend.watchModels() }
                 group.addTask {
                     for await health in backend.healthChanges {
-                        self.metrics.backendHealth(index, health)
-                        await self.dispatcher.setHealth(index, health)
+                        let was = self.healthViews.withLockedValue { views in
+                            defer { views.own[index] = health }
+                            return views.own[index]
+                        }
+                        await self.applyHealth(of: index)
+                        // Only what this instance saw go wrong is reported, not a start still connecting.
+                        if let board = self.board, was != health, was == .up || health == .up {
+                            await board.report(backend: backend.url.description, down: health == .down, reason: health == .down ? backend.lastError : nil)
+                        }
+                    }
+                }
+            }
+            if let board {
+                group.addTask {
+                    await board.followReports { reported in
+                        self.healthViews.withLockedValue { $0.reported = reported }
+                        for index in self.backends.indices { await self.applyHealth(of: index) }
                     }
                 }
             }
@@ -53,6 +76,15 @@ public final class BackendPool: Sendable {
                 }
             }
         }
+    }
+
+    /// Gives the scheduler a backend's health: its own, unless another instance finds it down.
+    private func applyHealth(of index: Int) async {
+        let health = healthViews.withLockedValue { views in
+            views.own[index] == .up && views.reported[backends[index].url.description] != nil ? BackendHealth.down : views.own[index]
+        }
+        metrics.backendHealth(index, health)
+        await dispatcher.setHealth(index, health)
     }
 
     /// Takes no new jobs (they get a clear error); queued and running ones go on.
@@ -224,7 +256,8 @@ public final class BackendPool: Sendable {
                 inFlight: snapshot.running[index],
                 capacity: configuration.capacityPerBackend,
                 lastError: backend.lastError,
-                models: backend.models
+                models: backend.models,
+                reportedDown: healthViews.withLockedValue { $0.reported[backend.url.description] }
             )
         }
     }
@@ -246,6 +279,8 @@ public struct BackendStatus: Sendable {
     public var lastError: String?
     /// `nil` until read, or from a ComfyUI that does not list its models.
     public var models: ModelCatalogue?
+    /// Another instance finds it down (so it is down here too).
+    public var reportedDown: BackendReport?
     public var isUp: Bool { health == .up }
 }
 

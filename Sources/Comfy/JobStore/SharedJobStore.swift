@@ -41,6 +41,8 @@ public enum JobStoreChange: Sendable, Equatable {
     case ended(String)
     /// A slot on the backend became free.
     case slotFreed(String)
+    /// An instance found a backend down, or no longer.
+    case backendReported
     /// Notifications may have been missed (the listening connection was re-made): read again.
     case resync
 }

@@ -210,7 +210,7 @@ public actor JobRunner {
                 for watcher in remoteWatchers[id]?.values ?? [:].values { watcher.yield(.progress(value)) }
             case .resync:
                 await remoteEnded(Array(remoteWatchers.keys))
-            case .running, .slotFreed:
+            case .running, .slotFreed, .backendReported:
                 break
             }
         }

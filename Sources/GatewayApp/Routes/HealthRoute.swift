@@ -31,6 +31,9 @@ struct HealthRoute: Sendable {
                     "capacity": .number(Double(backend.capacity)),
                     "last_error": backend.lastError.map(JSONValue.string) ?? .null,
                     "models": backend.models?.json ?? .null,
+                    "reported_down": backend.reportedDown.map { report in
+                        .object(["instance": .string(report.instance), "reason": report.reason.map(JSONValue.string) ?? .null])
+                    } ?? .null,
                 ])
             }),
             "queued_jobs": .number(Double(pool.queued())),

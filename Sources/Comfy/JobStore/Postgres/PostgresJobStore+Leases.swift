@@ -14,6 +14,7 @@ extension PostgresJobStore {
             )
             try await execute("UPDATE backend_slots SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID)")
             try await execute("UPDATE slot_waiters SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID)")
+            try await execute("UPDATE backend_reports SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE instance = \(instanceID)")
             let still = Dictionary(renewed.compactMap { row in row.text("id").map { ($0, row.integer("lease_generation") ?? 0) } }) { first, _ in first }
             let asked = Set(holding)
             return held.withLockedValue { held in
@@ -33,6 +34,7 @@ extension PostgresJobStore {
         try await guarded {
             try await execute("UPDATE jobs SET lease_until = 0 WHERE lease_owner = \(instanceID) AND status IN ('queued', 'running')")
             try await execute("UPDATE backend_slots SET lease_until = 0 WHERE holder = \(instanceID)")
+            try await execute("DELETE FROM backend_reports WHERE instance = \(instanceID)")
             held.withLockedValue { $0 = [:] }
         }
     }
@@ -115,6 +117,7 @@ extension PostgresJobStore {
         case "running": return .running(parts[2])
         case "ended": return .ended(parts[2])
         case "progress": return parts.count == 4 ? Double(parts[3]).map { .progress(parts[2], $0) } : nil
+        case "health": return .backendReported
         default: return nil
         }
     }

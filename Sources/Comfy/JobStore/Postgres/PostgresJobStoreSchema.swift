@@ -108,6 +108,18 @@ enum PostgresJobStoreSchema {
             """,
             "CREATE INDEX slot_waiters_by_backend ON slot_waiters (backend, lease_until)",
         ],
+        // 4: backends an instance finds down, which every instance avoids.
+        [
+            """
+            CREATE TABLE backend_reports (
+                backend TEXT NOT NULL,
+                instance TEXT NOT NULL,
+                reason TEXT,
+                lease_until BIGINT NOT NULL,
+                PRIMARY KEY (backend, instance)
+            )
+            """,
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }
