@@ -167,6 +167,63 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func ownersTakeTurnsForAFreedSlotAcrossInstancesAndAnOwnersCapCountsEveryBackend() async throws {
+        try await withInstances(2, lease: .seconds(5)) { stores, _ in
+            let (a, b) = (stores[0], stores[1])
+            func take(_ store: PostgresJobStore, _ backend: String, capacity: Int, owner: String, cap: Int? = nil) async throws -> BackendSlotTicket {
+                try await store.acquireSlot(backend: backend, capacity: capacity, job: nil, priority: .batch, owner: owner, ownerMaxRunning: cap, deadline: .now + .seconds(20))
+            }
+            // Turns: big already runs one prompt elsewhere, so small, who asks later on the other
+            // instance, gets the freed slot first.
+            let elsewhere = try await take(a, "http://b2", capacity: 3, owner: "big")
+            let held = try await take(a, "http://b1", capacity: 1, owner: "big")
+            let order = OrderLog()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    let ticket = try await take(a, "http://b1", capacity: 1, owner: "big")
+                    await order.append("big")
+                    await a.releaseSlot(ticket)
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                group.addTask {
+                    let ticket = try await take(b, "http://b1", capacity: 1, owner: "small")
+                    await order.append("small")
+                    try await Task.sleep(for: .milliseconds(200))
+                    await b.releaseSlot(ticket)
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                await a.releaseSlot(held)
+                try await group.waitForAll()
+            }
+            #expect(await order.entries == ["small", "big"])
+            await a.releaseSlot(elsewhere)
+
+            // Caps: capped (at most 1) runs one on b2, so it waits for b1 although b1 is free,
+            // and while it waits at its cap, other (who holds more) is not held back by it.
+            let capped = try await take(a, "http://b2", capacity: 3, owner: "capped", cap: 1)
+            let others = [try await take(b, "http://b2", capacity: 3, owner: "other"), try await take(b, "http://b2", capacity: 3, owner: "other")]
+            let second = OrderLog()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    let ticket = try await take(a, "http://b1", capacity: 1, owner: "capped", cap: 1)
+                    await second.append("capped")
+                    await a.releaseSlot(ticket)
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                let ticket = try await take(b, "http://b1", capacity: 1, owner: "other")
+                await second.append("other")
+                await a.releaseSlot(capped)
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(await second.entries == ["other"], "capped still waits: b1 is other's")
+                await b.releaseSlot(ticket)
+                try await group.waitForAll()
+            }
+            #expect(await second.entries == ["other", "capped"])
+            for ticket in others { await b.releaseSlot(ticket) }
+            #expect(try await a.slotsInUse() == [:])
+        }
+    }
+
     @Test func aDeadInstancesSlotIsFreeAfterItsLeaseUnlessItsJobIsUnfinished() async throws {
         try await withInstances(2, lease: .seconds(1)) { stores, _ in
             let (dead, alive) = (stores[0], stores[1])

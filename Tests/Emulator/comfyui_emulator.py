@@ -149,9 +149,10 @@ GET  /emulator/stats   {"prompts_received": POST /prompt requests (any outcome),
                         "uploads": successful uploads, "binary_frames": n,
                         "max_in_flight": the most prompts queued and running
                                          at once}
-GET  /emulator/executions  {"executions": [{"prompt_id": id, "start": t0,
-                        "end": t1}, ...]}: when the worker took each prompt
-                        from the queue and when it finished (epoch seconds,
+GET  /emulator/executions  {"executions": [{"prompt_id": id, "queued": tq,
+                        "start": t0, "end": t1}, ...]}: when each prompt was
+                        queued, when the worker took it from the queue and
+                        when it finished (epoch seconds,
                         any outcome, oldest first, the latest 100000). For
                         benchmarks (job time, a backend's idle gaps). Cleared
                         by /emulator/restart like the stats.
@@ -1262,6 +1263,8 @@ class Emulator:
         self.preview_prefixes: dict[str, str] = {}
         self.stats = new_stats()
         self.executions: list[dict] = []
+        # When each prompt in the queue was accepted, for its execution record.
+        self.queued_at: dict[str, float] = {}
         self.outbox: asyncio.Queue = asyncio.Queue()
 
     def start(self) -> None:
@@ -1384,18 +1387,22 @@ class Emulator:
 
     def queue_put(self, item: tuple) -> None:
         heapq.heappush(self.queue, item)
+        self.queued_at[item[1]] = time.time()
         # The most prompts it held at once, queued and running (what a gateway's capacity bounds).
         self.stats["max_in_flight"] = max(self.stats["max_in_flight"], len(self.queue) + len(self.running))
         self.queue_updated()
         self._wake.set()
 
     def wipe_queue(self) -> None:
+        for item in self.queue:
+            self.queued_at.pop(item[1], None)
         self.queue = []
         self.queue_updated()
 
     def delete_queue_item(self, prompt_id: Any) -> None:
         for index, item in enumerate(self.queue):
             if item[1] == prompt_id:
+                self.queued_at.pop(prompt_id, None)
                 if len(self.queue) == 1:
                     self.wipe_queue()
                 else:
@@ -1433,7 +1440,8 @@ class Emulator:
             await asyncio.sleep(0)
 
     def _record_execution(self, prompt_id: str, started_at: float) -> None:
-        self.executions.append({"prompt_id": prompt_id, "start": started_at, "end": time.time()})
+        queued = self.queued_at.pop(prompt_id, started_at)
+        self.executions.append({"prompt_id": prompt_id, "queued": queued, "start": started_at, "end": time.time()})
         if len(self.executions) > MAX_EXECUTION_RECORDS:
             del self.executions[:len(self.executions) - MAX_EXECUTION_RECORDS]
 

@@ -7,11 +7,12 @@ import Testing
 @Suite(.serialized)
 struct KeyTests {
     /// Runs `FCGIApp keys ARGS` on the gateway's folder; returns its status and output.
-    static func keys(_ gateway: Gateway, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    /// - Parameter environment: more settings (`JOB_STORE` for a shared store).
+    static func keys(_ gateway: Gateway, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
         let directory = (gateway.runDirectory as NSString).deletingLastPathComponent
         let process = try ChildProcess(
             TestPaths.gatewayBinary, ["keys"] + arguments,
-            environment: ["STATE_DIR": "\(directory)/state", "RUN_DIR": gateway.runDirectory, "COMFYUI_SERVER": "http://127.0.0.1:9"],
+            environment: ["STATE_DIR": "\(directory)/state", "RUN_DIR": gateway.runDirectory, "COMFYUI_SERVER": "http://127.0.0.1:9"].merging(environment) { $1 },
             directory: directory, logPath: "\(directory)/keys-\(UUID().uuidString.prefix(6)).log"
         )
         let status = process.stop(0, grace: .seconds(20))
@@ -19,8 +20,8 @@ struct KeyTests {
     }
 
     /// A new key's secret (the last line `keys create` prints).
-    static func createKey(_ gateway: Gateway, _ arguments: [String]) throws -> String {
-        let created = try keys(gateway, ["create"] + arguments)
+    static func createKey(_ gateway: Gateway, _ arguments: [String], environment: [String: String] = [:]) throws -> String {
+        let created = try keys(gateway, ["create"] + arguments, environment: environment)
         guard created.status == 0, let secret = created.output.split(separator: "\n").last.map(String.init), secret.hasPrefix("cgw_") else {
             throw TestFailure("keys create: \(created.output)")
         }

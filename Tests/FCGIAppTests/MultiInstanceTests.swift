@@ -79,9 +79,17 @@ struct MultiInstanceTests {
     /// that no prompt ran twice, that no backend held more than its capacity, and that every
     /// webhook arrived once.
     func expectEveryJobCompletedOnce(_ texts: [String: String], cluster: Cluster, through gateway: Gateway, timeout: Duration = .seconds(120)) async throws {
-        try await waitUntil(timeout: timeout) {
-            for id in texts.keys where try await gateway.job(id)["status"] != "completed" { return false }
-            return true
+        do {
+            try await waitUntil(timeout: timeout) {
+                for id in texts.keys where try await gateway.job(id)["status"] != "completed" { return false }
+                return true
+            }
+        } catch {
+            // Which jobs are left, and how, tells a stuck queue from failed jobs.
+            var statuses: [String: Int] = [:]
+            for id in texts.keys { statuses[try await gateway.job(id)["status"]?.stringValue ?? "?", default: 0] += 1 }
+            Issue.record("not every job completed: \(statuses)")
+            throw error
         }
         for (id, text) in texts {
             let job = try await gateway.job(id)
@@ -219,6 +227,68 @@ struct MultiInstanceTests {
             // The stall over, a finds the backend up again and withdraws its report.
             try await waitUntil(timeout: .seconds(30)) { try await reportOnB()?["reported_down"] == .null }
             #expect(try await reportOnB()?["state"] == "up")
+        }
+    }
+
+    @Test func aKeysRateAndItsCapOfRunningPromptsHoldOverEveryInstanceTogether() async throws {
+        try await withCluster("multi-quota", emulatorArguments: ["--node-delay-ms", "40"], environment: ["BACKEND_CAPACITY": "3"]) { cluster in
+            let (a, b) = (cluster.gateways[0], cluster.gateways[1])
+            let store = ["JOB_STORE": cluster.database.url]
+            let capped = try KeyTests.createKey(a, ["capped", "--max-running", "2"], environment: store)
+            let limited = try KeyTests.createKey(a, ["limited", "--rate", "4/min"], environment: store)
+            for gateway in [a, b] { try await waitUntil { try await gateway.post("/api/jobs", json: .object([:])).status == 401 } }
+
+            // Four a minute, spent from both instances.
+            var statuses: [Int] = []
+            var rated: [String] = []
+            for index in 0..<8 {
+                let body = Workflows.body(Workflows.txt2img(text: "rate \(index)", seed: index))
+                let answer = try await cluster.gateways[index % 2].post("/api/jobs", json: body, headers: KeyTests.bearer(limited))
+                statuses.append(answer.status)
+                if answer.status == 202, let id = try JSONValue.parse(answer.body)["id"]?.stringValue { rated.append(id) }
+            }
+            #expect(statuses.filter { $0 == 202 }.count == 4, "\(statuses)")
+            #expect(statuses.filter { $0 == 429 }.count == 4, "\(statuses)")
+            try await waitUntil(timeout: .seconds(60)) {
+                for id in rated where try await a.job(id, headers: KeyTests.bearer(limited))["status"] != "completed" { return false }
+                return true
+            }
+            let cappedFrom = Date().timeIntervalSince1970
+
+            // Twelve jobs over both instances, with six slots free: never more than two of them
+            // queued or running on the backends together.
+            var ids: [String] = []
+            for index in 0..<12 {
+                let body = Workflows.body(Workflows.txt2img(text: "capped \(index)", seed: 100 + index))
+                let answer = try await cluster.gateways[index % 2].post("/api/jobs", json: body, headers: KeyTests.bearer(capped))
+                ids.append(try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.bodyText)"))
+            }
+            try await waitUntil(timeout: .seconds(60)) {
+                for id in ids where try await a.job(id, headers: KeyTests.bearer(capped))["status"] != "completed" { return false }
+                return true
+            }
+            var spans: [(start: Double, end: Double)] = []
+            for emulator in cluster.emulators {
+                let executions = try JSONValue.parse(try await emulator.http.execute(CurlRequest(url: "\(emulator.url)/emulator/executions")).body)["executions"]?.arrayValue ?? []
+                for execution in executions {
+                    if let queued = execution["queued"]?.doubleValue, queued >= cappedFrom, let end = execution["end"]?.doubleValue { spans.append((queued, end)) }
+                }
+            }
+            #expect(spans.count == 12, "each capped job ran once")
+            // The most of them on the backends at once:
+            var events: [(at: Double, step: Int)] = []
+            for span in spans { events += [(span.start, 1), (span.end, -1)] }
+            // An end and a start at one instant: the end first.
+            events.sort { (left: (at: Double, step: Int), right: (at: Double, step: Int)) -> Bool in
+                left.at == right.at ? left.step < right.step : left.at < right.at
+            }
+            var now = 0
+            var most = 0
+            for event in events {
+                now += event.step
+                most = max(most, now)
+            }
+            #expect(most == 2, "at most max_running prompts of the key on every backend together: \(most)")
         }
     }
 

@@ -174,7 +174,8 @@ public final class BackendPool: Sendable {
             let ticket: BackendSlotTicket?
             do {
                 ticket = try await ledger?.acquireSlot(
-                    backend: backend.url.description, capacity: configuration.capacityPerBackend, job: job.jobID, priority: priority, deadline: deadline
+                    backend: backend.url.description, capacity: configuration.capacityPerBackend, job: job.jobID, priority: priority, owner: owner,
+                    ownerMaxRunning: ownerMaxRunning, deadline: deadline
                 )
             } catch {
                 await dispatcher.finish(id)

@@ -30,6 +30,10 @@ public protocol SharedJobStore: JobStore, BackendSlotLedger {
 
     /// What the other instances did, as it happens: one stream per caller, ended when it stops.
     func changes() -> AsyncStream<JobStoreChange>
+
+    /// Takes one submission from the key's rate, a bucket of `perMinute` that every instance
+    /// spends from; `nil` when taken, else how long until one is there.
+    func spend(rateOf key: String, perMinute: Int) async throws -> Duration?
 }
 
 /// Something another instance did to the shared store.

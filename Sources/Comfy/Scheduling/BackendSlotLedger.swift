@@ -3,9 +3,13 @@
 /// no backend holds more than its capacity from all instances together.
 public protocol BackendSlotLedger: Sendable {
     /// Waits until `backend` has a slot free among `capacity`, and takes it for `job` (a
-    /// stored job's id, whose take-over moves the slot with it). Interactive work goes first
-    /// across instances: a batch job takes no slot while an interactive one waits for the backend.
-    func acquireSlot(backend: String, capacity: Int, job: String?, priority: JobPriority, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket
+    /// stored job's id, whose take-over moves the slot with it) of `owner`. Across instances,
+    /// interactive work goes first (a batch job takes no slot while an interactive one waits for
+    /// the backend), owners take turns (a freed slot goes to the waiting owner who holds the
+    /// fewest), and an owner holds at most `ownerMaxRunning` slots of all backends together.
+    func acquireSlot(
+        backend: String, capacity: Int, job: String?, priority: JobPriority, owner: String, ownerMaxRunning: Int?, deadline: ContinuousClock.Instant
+    ) async throws -> BackendSlotTicket
 
     /// The slot a job holds that this instance took over with it, if any.
     func adoptSlot(of job: String) async -> BackendSlotTicket?
@@ -14,8 +18,10 @@ public protocol BackendSlotLedger: Sendable {
 }
 
 extension BackendSlotLedger {
-    func acquireSlot(backend: String, capacity: Int, job: String?, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket {
-        try await acquireSlot(backend: backend, capacity: capacity, job: job, priority: .batch, deadline: deadline)
+    func acquireSlot(
+        backend: String, capacity: Int, job: String?, priority: JobPriority = .batch, owner: String = "", deadline: ContinuousClock.Instant
+    ) async throws -> BackendSlotTicket {
+        try await acquireSlot(backend: backend, capacity: capacity, job: job, priority: priority, owner: owner, ownerMaxRunning: nil, deadline: deadline)
     }
 }
 

@@ -62,14 +62,20 @@ final class APIKeyGate: Sendable {
     }
 
     /// Takes one submission from the key's rate; throws 429 with the wait when it is spent.
-    func spend(_ key: APIKey) throws {
+    /// Several instances on one store spend from one bucket, kept there.
+    func spend(_ key: APIKey) async throws {
         guard let rate = key.ratePerMinute else { return }
-        let now = ContinuousClock.now
-        let wait: Duration? = state.withLockedValue { state in
-            var bucket = state.buckets[key.name] ?? TokenBucket(capacity: rate, perMinute: rate, now: now)
-            let wait = bucket.take(now: now)
-            state.buckets[key.name] = bucket
-            return wait
+        let wait: Duration?
+        if let shared = store as? any SharedJobStore {
+            wait = try await shared.spend(rateOf: key.name, perMinute: rate)
+        } else {
+            let now = ContinuousClock.now
+            wait = state.withLockedValue { state in
+                var bucket = state.buckets[key.name] ?? TokenBucket(capacity: rate, perMinute: rate, now: now)
+                let wait = bucket.take(now: now)
+                state.buckets[key.name] = bucket
+                return wait
+            }
         }
         guard let wait else { return }
         let seconds = max(1, Int(wait.seconds.rounded(.up)))

@@ -19,7 +19,7 @@ struct JobAdmission: Sendable {
         if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw pool.modelNotFound(missing) }
         let idempotency = try IdempotencyKey.of(request)
         if let key = request.apiKey {
-            try gate.spend(key)
+            try await gate.spend(key)
             if let limit = key.maxQueued, try await store.unfinishedJobCount(key: key.name) >= limit {
                 var error = APIError(.quotaExceeded, "key \(key.name) has \(limit) jobs queued or running, its limit; try again when one ends")
                 error.headers = [("Retry-After", "5")]

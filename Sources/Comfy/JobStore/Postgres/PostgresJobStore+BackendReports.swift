@@ -32,15 +32,16 @@ extension PostgresJobStore: BackendHealthBoard {
         var last: [String: BackendReport]?
         while !Task.isCancelled {
             // Listen before reading: a report that comes in between is not missed.
-            let changes = changes()
-            if let now = try? await reportsOfOthers(), now != last {
-                last = now
-                await update(now)
-            }
-            // A report that runs out (its instance died) is announced by nobody: read again
-            // within a fraction of the lease.
-            _ = try? await withDeadline(.now + leaseTimeout / 3, timeout: { CancellationError() }) {
-                for await change in changes where change == .backendReported || change == .resync { return }
+            await withChanges { changes in
+                if let now = try? await reportsOfOthers(), now != last {
+                    last = now
+                    await update(now)
+                }
+                // A report that runs out (its instance died) is announced by nobody: read again
+                // within a fraction of the lease.
+                _ = try? await withDeadline(.now + leaseTimeout / 3, timeout: { CancellationError() }) {
+                    for await change in changes where change == .backendReported || change == .resync { return }
+                }
             }
         }
     }

@@ -12,8 +12,12 @@ extension PostgresJobStore {
                 WHERE lease_owner = \(instanceID) AND id = ANY(\(holding)) AND status IN ('queued', 'running') RETURNING id, lease_generation
                 """
             )
-            try await execute("UPDATE backend_slots SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID)")
-            try await execute("UPDATE slot_waiters SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID)")
+            let tickets = slotTickets.withLockedValue { Array($0) }
+            try await execute(
+                "UPDATE backend_slots SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE holder = \(instanceID) AND ticket = ANY(\(tickets))"
+            )
+            let waiting = waiters.withLockedValue { Array($0) }
+            try await execute("UPDATE slot_waiters SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE ticket = ANY(\(waiting))")
             try await execute("UPDATE backend_reports SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE instance = \(instanceID)")
             let still = Dictionary(renewed.compactMap { row in row.text("id").map { ($0, row.integer("lease_generation") ?? 0) } }) { first, _ in first }
             let asked = Set(holding)
@@ -58,12 +62,16 @@ extension PostgresJobStore {
                 for row in taken { if let id = row.text("id") { held[id] = row.integer("lease_generation") ?? 0 } }
             }
             // The slots their prompts hold move with them: they stay taken while the prompts run.
-            try await execute(
+            // A new ticket each, so that the old holder, if it wakes, cannot give them back.
+            let moved = try await rows(
                 """
-                UPDATE backend_slots SET holder = \(instanceID), lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
-                WHERE job_id = ANY(\(records.map(\.id)))
+                UPDATE backend_slots SET holder = \(instanceID), ticket = gen_random_uuid()::text, lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
+                WHERE job_id = ANY(\(records.map(\.id))) RETURNING ticket
                 """
             )
+            slotTickets.withLockedValue { tickets in
+                for row in moved { if let ticket = row.text("ticket") { tickets.insert(ticket) } }
+            }
             return records
         }
     }
@@ -74,6 +82,19 @@ extension PostgresJobStore {
     }
 
     public func changes() -> AsyncStream<JobStoreChange> {
+        listener().stream
+    }
+
+    /// Runs `body` with a stream of the changes from now on, and stops listening after it. (A
+    /// stream from `changes()` that is dropped unfinished stays listening: its continuation,
+    /// kept here, keeps it alive.)
+    func withChanges<Result>(_ body: (AsyncStream<JobStoreChange>) async throws -> Result) async rethrows -> Result {
+        let (stream, key) = listener()
+        defer { listeners.withLockedValue { $0.removeValue(forKey: key) }?.finish() }
+        return try await body(stream)
+    }
+
+    private func listener() -> (stream: AsyncStream<JobStoreChange>, key: UInt64) {
         let (stream, continuation) = AsyncStream.makeStream(of: JobStoreChange.self, bufferingPolicy: .bufferingNewest(1024))
         let key = nextListener.withLockedValue { next in
             next += 1
@@ -83,7 +104,7 @@ extension PostgresJobStore {
         continuation.onTermination = { [weak self] _ in
             self?.listeners.withLockedValue { $0[key] = nil }
         }
-        return stream
+        return (stream, key)
     }
 
     /// Listens on the channel until cancelled, on a connection of its own, making it again

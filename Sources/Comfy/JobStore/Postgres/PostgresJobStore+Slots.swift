@@ -7,50 +7,76 @@ import PostgresNIO
 /// its prompt, still on ComfyUI, stays counted.
 extension PostgresJobStore {
     public func acquireSlot(
-        backend: String, capacity: Int, job: String?, priority: JobPriority, deadline: ContinuousClock.Instant
+        backend: String, capacity: Int, job: String?, priority: JobPriority, owner: String, ownerMaxRunning: Int?, deadline: ContinuousClock.Instant
     ) async throws -> BackendSlotTicket {
         try await prepareSlots(backend: backend, capacity: capacity)
-        // An interactive waiter is seen by every instance's batch work, which lets it go first.
-        let waiter: String? = priority == .interactive ? UUID().uuidString.lowercased() : nil
-        if let waiter {
-            try await guarded {
-                try await execute(
-                    """
-                    INSERT INTO slot_waiters (ticket, backend, holder, lease_until)
-                    VALUES (\(waiter), \(backend), \(instanceID), gateway_now_ms() + \(leaseTimeout.milliseconds))
-                    """
-                )
-            }
-        }
+        var claim = SlotClaim(backend: backend, capacity: capacity, job: job, batch: priority != .interactive, owner: owner, ownerCap: ownerMaxRunning)
         do {
-            let ticket = try await waitForSlot(backend: backend, capacity: capacity, job: job, batch: waiter == nil, deadline: deadline)
-            if let waiter { await leaveWaiters(waiter) }
+            // An interactive waiter is seen by every instance's batch work, which lets it go first.
+            if !claim.batch { try await wait(as: &claim) }
+            let ticket = try await waitForSlot(&claim, deadline: deadline)
+            // Its waiter's row went with the take.
+            if let waiter = claim.waiter { waiters.withLockedValue { _ = $0.remove(waiter) } }
             return ticket
         } catch {
-            if let waiter { await leaveWaiters(waiter) }
+            if let waiter = claim.waiter { await leaveWaiters(waiter) }
             throw error
         }
     }
 
-    private func leaveWaiters(_ waiter: String) async {
-        _ = try? await execute("DELETE FROM slot_waiters WHERE ticket = \(waiter)")
-    }
-
-    private func waitForSlot(backend: String, capacity: Int, job: String?, batch: Bool, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket {
+    private func waitForSlot(_ claim: inout SlotClaim, deadline: ContinuousClock.Instant) async throws -> BackendSlotTicket {
+        let backend = claim.backend
         while true {
             // Listen before looking: a slot freed in between is not missed.
-            let freed = changes()
-            if let ticket = try await takeSlot(backend: backend, capacity: capacity, job: job, batch: batch) { return ticket }
-            guard ContinuousClock.now < deadline else {
-                throw ComfyError(code: .timedOut, message: "no ComfyUI backend was free within the job's time (every instance's slots on \(backend) are taken)")
+            let taken: BackendSlotTicket? = try await withChanges { freed in
+                if let ticket = try await takeSlot(claim) { return ticket }
+                guard ContinuousClock.now < deadline else {
+                    throw ComfyError(code: .timedOut, message: "no ComfyUI backend was free within the job's time (every instance's slots on \(backend) are taken)")
+                }
+                // Not free at once: waiting, where the other instances' batch work sees whose turn it is.
+                if claim.waiter == nil { try await wait(as: &claim) }
+                // A freed slot is announced; a holder that died announces nothing, so look again
+                // within a fraction of the lease.
+                _ = try? await withDeadline(min(deadline, .now + leaseTimeout / 5), timeout: { CancellationError() }) {
+                    for await change in freed where change == .slotFreed(backend) || change == .resync { return }
+                }
+                return nil
             }
-            // A freed slot is announced; a holder that died announces nothing, so look again
-            // within a fraction of the lease.
-            _ = try? await withDeadline(min(deadline, .now + leaseTimeout / 5), timeout: { CancellationError() }) {
-                for await change in freed where change == .slotFreed(backend) || change == .resync { return }
-            }
+            if let taken { return taken }
             try Task.checkCancellation()
         }
+    }
+
+    /// Makes the claim a waiter's row, leased like a slot, from now on.
+    private func wait(as claim: inout SlotClaim) async throws {
+        let waiter = UUID().uuidString.lowercased()
+        waiters.withLockedValue { _ = $0.insert(waiter) }
+        // Left (and no longer renewed) even when the insert fails: one abandoned after its
+        // deadline may still land, and must not hold its turn for ever.
+        claim.waiter = waiter
+        let since = try await guarded {
+            try await rows(
+                """
+                INSERT INTO slot_waiters (ticket, backend, holder, lease_until, owner, owner_cap, batch, since)
+                VALUES (\(waiter), \(claim.backend), \(instanceID), gateway_now_ms() + \(leaseTimeout.milliseconds), \(claim.owner), \(claim.ownerCap),
+                    \(claim.batch), COALESCE(\(claim.since), gateway_now_ms()))
+                RETURNING since
+                """
+            ).first?.integer("since")
+        }
+        claim.since = since
+    }
+
+    private func leaveWaiters(_ waiter: String) async {
+        // Not renewed from now on: a row the delete misses runs out.
+        waiters.withLockedValue { _ = $0.remove(waiter) }
+        // Announced like a freed slot: the waiters behind this one may have a free slot already.
+        _ = try? await execute(
+            """
+            WITH gone AS (DELETE FROM slot_waiters WHERE ticket = \(waiter) RETURNING backend)
+            SELECT pg_notify(\(Self.channel), 'slot ' || backend)::text FROM gone
+            """
+        )
     }
 
     public func adoptSlot(of job: String) async -> BackendSlotTicket? {
@@ -60,10 +86,11 @@ extension PostgresJobStore {
     }
 
     public func releaseSlot(_ ticket: BackendSlotTicket) async {
+        slotTickets.withLockedValue { _ = $0.remove(ticket.ticket) }
         _ = try? await execute(
             """
             WITH freed AS (
-                UPDATE backend_slots SET holder = NULL, ticket = NULL, job_id = NULL, lease_until = NULL
+                UPDATE backend_slots SET holder = NULL, ticket = NULL, job_id = NULL, owner = NULL, lease_until = NULL
                 WHERE backend = \(ticket.backend) AND ticket = \(ticket.ticket) RETURNING backend
             )
             SELECT pg_notify(\(Self.channel), 'slot ' || backend)::text FROM freed
@@ -81,30 +108,73 @@ extension PostgresJobStore {
         preparedSlots.withLockedValue { $0[backend] = capacity }
     }
 
-    private func takeSlot(backend: String, capacity: Int, job: String?, batch: Bool) async throws -> BackendSlotTicket? {
+    /// Takes a free slot if the claim's turn has come: no interactive waiter before a batch
+    /// claim, no waiting owner of its kind who holds fewer slots (or as few, and waits longer),
+    /// and its owner under its cap. Waiters at their own cap wait without holding the turn.
+    private func takeSlot(_ claim: SlotClaim) async throws -> BackendSlotTicket? {
         let ticket = UUID().uuidString.lowercased()
-        let taken = try await guarded {
+        slotTickets.withLockedValue { _ = $0.insert(ticket) }
+        let taken: [PostgresRandomAccessRow]
+        do {
+            taken = try await takeSlot(claim, ticket: ticket)
+        } catch {
+            slotTickets.withLockedValue { _ = $0.remove(ticket) }
+            throw error
+        }
+        guard !taken.isEmpty else {
+            slotTickets.withLockedValue { _ = $0.remove(ticket) }
+            return nil
+        }
+        return BackendSlotTicket(backend: claim.backend, ticket: ticket)
+    }
+
+    private func takeSlot(_ claim: SlotClaim, ticket: String) async throws -> [PostgresRandomAccessRow] {
+        try await guarded {
             try await rows(
                 """
-                UPDATE backend_slots SET holder = \(instanceID), ticket = \(ticket), job_id = \(job),
+                WITH holding AS (
+                    SELECT owner, COUNT(*) AS n FROM backend_slots
+                    WHERE owner IS NOT NULL AND holder IS NOT NULL AND lease_until >= gateway_now_ms() GROUP BY owner
+                ), mine AS (
+                    SELECT COALESCE((SELECT n FROM holding WHERE owner = \(claim.owner)), 0) AS n
+                ), taken AS (
+                UPDATE backend_slots SET holder = \(instanceID), ticket = \(ticket), job_id = \(claim.job), owner = \(claim.owner),
                     lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
                 WHERE (backend, slot) = (
                     SELECT backend, slot FROM backend_slots AS s
-                    WHERE backend = \(backend) AND slot < \(capacity) AND (
+                    WHERE backend = \(claim.backend) AND slot < \(claim.capacity) AND (
                         holder IS NULL OR (lease_until < gateway_now_ms() AND (job_id IS NULL OR NOT EXISTS (
                             SELECT 1 FROM jobs WHERE jobs.id = s.job_id AND jobs.status IN ('queued', 'running')
                         )))
                     )
-                    AND NOT (\(batch) AND EXISTS (
-                        SELECT 1 FROM slot_waiters WHERE slot_waiters.backend = s.backend AND slot_waiters.lease_until >= gateway_now_ms()
-                    ))
+                    AND (\(claim.ownerCap)::BIGINT IS NULL OR (SELECT n FROM mine) < \(claim.ownerCap)::BIGINT)
+                    AND NOT EXISTS (
+                        SELECT 1 FROM slot_waiters AS w
+                        WHERE w.backend = s.backend AND w.lease_until >= gateway_now_ms() AND w.ticket IS DISTINCT FROM \(claim.waiter)
+                        AND (
+                            (\(claim.batch) AND NOT w.batch)
+                            OR (w.batch = \(claim.batch)
+                                AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap)
+                                AND (COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0), w.since)
+                                    < ((SELECT n FROM mine), COALESCE(\(claim.since)::BIGINT, gateway_now_ms())))
+                        )
+                    )
                     ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED
                 )
                 RETURNING slot
+                ), served AS (
+                    DELETE FROM slot_waiters WHERE ticket = \(claim.waiter) AND EXISTS (SELECT 1 FROM taken) RETURNING backend
+                )
+                -- The waiters behind this one hear of it while another slot is free (the count
+                -- is from before the take).
+                SELECT slot, (
+                    SELECT pg_notify(\(Self.channel), 'slot ' || backend)::text FROM served
+                    WHERE (SELECT COUNT(*) FROM backend_slots WHERE backend = \(claim.backend) AND slot < \(claim.capacity) AND holder IS NULL) > 1
+                ) AS notified
+                FROM taken
                 """
             )
         }
-        return taken.isEmpty ? nil : BackendSlotTicket(backend: backend, ticket: ticket)
     }
 
     /// Slots in use on each backend, by every instance (for `/healthz`).
@@ -117,4 +187,18 @@ extension PostgresJobStore {
             return used
         }
     }
+}
+
+/// One caller's ask for a slot, and its place among the waiters once it waits.
+private struct SlotClaim {
+    var backend: String
+    var capacity: Int
+    var job: String?
+    var batch: Bool
+    var owner: String
+    var ownerCap: Int?
+    /// Its waiter's row, once it waits.
+    var waiter: String?
+    /// Since when it waits (the database's clock): the older of equal owners goes first.
+    var since: Int?
 }

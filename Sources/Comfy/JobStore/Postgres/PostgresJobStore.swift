@@ -20,6 +20,10 @@ public final class PostgresJobStore: SharedJobStore {
     let nextListener = NIOLockedValueBox<UInt64>(0)
     /// Backends whose slot rows exist at this capacity.
     let preparedSlots = NIOLockedValueBox<[String: Int]>([:])
+    /// This instance's rows of `slot_waiters`, and the tickets of the slots it holds: only
+    /// these are renewed, so a row written by a call it gave up on (past its deadline) runs out.
+    let waiters = NIOLockedValueBox<Set<String>>([])
+    let slotTickets = NIOLockedValueBox<Set<String>>([])
     private let lastSize = NIOLockedValueBox<Int>(0)
     /// The client's connections and the listening connection, until `close()`.
     private let background = NIOLockedValueBox<Task<Void, Never>?>(nil)

@@ -108,8 +108,16 @@ enum PostgresJobStoreSchema {
             """,
             "CREATE INDEX slot_waiters_by_backend ON slot_waiters (backend, lease_until)",
         ],
-        // 4: backends an instance finds down, which every instance avoids.
+        // 4: backends an instance finds down, which every instance avoids; slots and waiters by
+        // owner, for owners' turns and caps across instances; keys' rate buckets.
         [
+            """
+            CREATE TABLE key_buckets (
+                key TEXT PRIMARY KEY,
+                tokens DOUBLE PRECISION NOT NULL,
+                updated_at BIGINT NOT NULL
+            )
+            """,
             """
             CREATE TABLE backend_reports (
                 backend TEXT NOT NULL,
@@ -119,6 +127,12 @@ enum PostgresJobStoreSchema {
                 PRIMARY KEY (backend, instance)
             )
             """,
+            "ALTER TABLE backend_slots ADD COLUMN owner TEXT",
+            "CREATE INDEX backend_slots_by_owner ON backend_slots (owner)",
+            "ALTER TABLE slot_waiters ADD COLUMN owner TEXT",
+            "ALTER TABLE slot_waiters ADD COLUMN owner_cap BIGINT",
+            "ALTER TABLE slot_waiters ADD COLUMN batch BOOLEAN NOT NULL DEFAULT false",
+            "ALTER TABLE slot_waiters ADD COLUMN since BIGINT NOT NULL DEFAULT 0",
         ],
     ]
 
