@@ -46,6 +46,29 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func theConnectionIsEncryptedWhenTheURLAsksAndVerifyFullRefusesAnUnknownCertificate() async throws {
+        let cluster = try PostgresCluster(tls: true)
+        defer { cluster.stop() }
+        func encrypted(_ mode: String) async throws -> Bool {
+            let store = try await PostgresJobStore.open(url: try PostgresStoreURL(cluster.url + "?sslmode=\(mode)"), logger: Logger(label: "test"))
+            let ssl = try? await store.rows("SELECT ssl::text AS ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").first?.text("ssl")
+            await store.close()
+            return ssl == "true"
+        }
+        #expect(try await encrypted("require"))
+        #expect(try await !encrypted("disable"))
+        // Its certificate is self-signed: checked, it is refused, and the start says why.
+        let started = ContinuousClock.now
+        do {
+            let store = try await PostgresJobStore.open(url: try PostgresStoreURL(cluster.url + "?sslmode=verify-full"), logger: Logger(label: "test"))
+            await store.close()
+            Issue.record("a certificate nobody vouches for was accepted")
+        } catch {
+            #expect("\(error)".lowercased().contains("certificate"), "\(error)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(10), "refused at once, not after the start's 30 s")
+    }
+
     @Test func aNewerSchemaIsRefused() async throws {
         try await withInstances(1) { stores, cluster in
             try await stores[0].guarded { try await stores[0].client.query("UPDATE gateway_schema SET version = 99") }

@@ -6,21 +6,24 @@ import Foundation
 public final class PostgresCluster: Sendable {
     public let directory: String
     public let port: Int
+    /// TLS on, with a self-signed certificate for `localhost`.
+    public let tls: Bool
 
     /// `JOB_STORE` for it.
     public var url: String { "postgres://postgres@127.0.0.1:\(port)/gateway" }
 
-    public init() throws {
+    public init(tls: Bool = false) throws {
         directory = NSTemporaryDirectory() + "pg-\(UUID().uuidString.prefix(8))"
         port = Self.freePort()
-        try Self.script("start", directory, "\(port)")
+        self.tls = tls
+        try Self.script("start", directory, "\(port)", tls ? "tls" : "")
     }
 
     /// A crash of the server: SIGKILL, no shutdown.
     public func kill() throws { try Self.script("kill", directory) }
 
     /// Starts it again on the same folder and port.
-    public func restart() throws { try Self.script("start", directory, "\(port)") }
+    public func restart() throws { try Self.script("start", directory, "\(port)", tls ? "tls" : "") }
 
     public func stop() {
         try? Self.script("stop", directory)

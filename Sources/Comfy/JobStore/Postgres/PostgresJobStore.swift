@@ -43,15 +43,21 @@ public final class PostgresJobStore: SharedJobStore {
     }
 
     static func open(url: PostgresStoreURL, leaseTimeout: Duration, logger: Logger, upTo version: Int) async throws -> PostgresJobStore {
+        var clientTLS: TLSConfiguration?
         let tls: PostgresClient.Configuration.TLS
         switch url.tls {
         case .disable: tls = .disable
         case .prefer, .require:
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.certificateVerification = .none
+            clientTLS = configuration
             tls = url.tls == .prefer ? .prefer(configuration) : .require(configuration)
-        case .verifyFull: tls = .require(.makeClientConfiguration())
+        case .verifyFull:
+            clientTLS = .makeClientConfiguration()
+            tls = .require(.makeClientConfiguration())
         }
+        let deadline = ContinuousClock.now + .seconds(30)
+        try await probe(url, tls: clientTLS, deadline: deadline, logger: logger)
         var configuration = PostgresClient.Configuration(
             host: url.host, port: url.port, username: url.username, password: url.password, database: url.database, tls: tls
         )
@@ -74,7 +80,7 @@ public final class PostgresJobStore: SharedJobStore {
         // but the client warns of it.
         try? await Task.sleep(for: .milliseconds(10))
         do {
-            try await withDeadline(.now + .seconds(30), timeout: { JobStoreError(.unavailable, "cannot reach the job database \(url) within 30 s") }) {
+            try await withDeadline(deadline, timeout: { JobStoreError(.unavailable, "cannot reach the job database \(url) within 30 s") }) {
                 try await store.prepare(upTo: version)
             }
         } catch {
