@@ -57,9 +57,11 @@ public enum WebSocketClient {
                             channel.eventLoop.makeCompletedFuture { .notUpgraded }
                         }
                     )
-                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
-                        configuration: .init(upgradeConfiguration: configuration)
-                    )
+                    var pipeline = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: configuration)
+                    // Frames the server sends right after its 101 (ComfyUI's first status, a busy
+                    // gateway's error) may arrive in the same read: NIO drops them by default.
+                    pipeline.leftOverBytesStrategy = .forwardBytes
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: pipeline)
                 }
             }
         switch try await upgrade.get() {
