@@ -57,16 +57,22 @@ struct GatewayParts: Sendable {
             throw ConfigurationError(variable: "STATE_DIR", problem: "cannot create \(inputDirectory): \(error.localizedDescription)")
         }
         // Callers' URLs are fetched on a client of their own: a slow server holds none of the threads ComfyUI calls need.
-        sessionTokens = configuration.drawingAuth ? try SessionTokens.load(stateDirectory: configuration.jobs.stateDirectory) : nil
+        let secrets = jobStore as? any SharedSecrets
+        sessionTokens = configuration.drawingAuth ? try SessionTokens.load(stateDirectory: configuration.jobs.stateDirectory, shared: secrets) : nil
+        // Shared, the same image gets the same name on every instance.
         let namingKey: [UInt8]
-        do {
-            namingKey = try RandomSecret.loadOrCreate(at: "\(configuration.jobs.stateDirectory)/input-names.key")
-        } catch {
-            throw ConfigurationError(variable: "STATE_DIR", problem: error.description)
+        if let shared = secrets?.secret(named: "input-names") {
+            namingKey = shared
+        } else {
+            do {
+                namingKey = try RandomSecret.loadOrCreate(at: "\(configuration.jobs.stateDirectory)/input-names.key")
+            } catch {
+                throw ConfigurationError(variable: "STATE_DIR", problem: error.description)
+            }
         }
         inputs = InputImages(
             directory: inputDirectory, http: outbound ?? http, limits: configuration.inputLimits, folder: configuration.nodePolicy.uploadFolder,
-            namingKey: namingKey
+            namingKey: namingKey, shared: jobStore as? any SharedInputStore
         )
         let scheduler = configuration.scheduler
         jobs = JobRunner(

@@ -292,27 +292,57 @@ struct MultiInstanceTests {
         }
     }
 
-    @Test func aPainterWhoseInstanceDiedGoesOnOnAnotherWithTheSameSeedAndLastResult() async throws {
-        try await withCluster("multi-draw") { cluster in
+    @Test func aQueuedJobsInputImageReachesTheInstanceThatTakesItOver() async throws {
+        try await withCluster("multi-inputs", emulatorArguments: ["--node-delay-ms", "600"], environment: ["BACKEND_CAPACITY": "1"]) { cluster in
             let (a, b) = (cluster.gateways[0], cluster.gateways[1])
-            for gateway in cluster.gateways { try Sketches.install(Sketches.style(), as: "realistic", in: gateway) }
-            let painter = try await DrawingClient.connect(port: a.port, sessionID: "wanderer")
-            await painter.sendSketch(Sketches.png(seed: 1))
-            _ = try await painter.next(status: "completed")
-            let first = try await a.get("/api/result/wanderer")
-            #expect(first.status == 200)
-            let seeds = try #require(emulatorMetadata(ofPNG: first.body)?["seeds"])
-            await painter.close()
+            // Both backends busy with a job of b's, which outlives a.
+            for index in 0..<2 {
+                let busy = try await b.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "busy \(index)", seed: index)))
+                #expect(busy.status == 202)
+            }
+            for emulator in cluster.emulators { try await waitUntil { try await emulator.stats()["prompts_received"]?.intValue ?? 0 >= 1 } }
+            // a accepts a job with an input image, which waits for a backend, and a dies.
+            let sketch = Sketches.png(seed: 77)
+            var body = Workflows.body(Sketches.style(text: "taken over"), output: "8").objectValue!
+            body["input_images"] = .object(["4": .string(Data(sketch).base64EncodedString())])
+            let answer = try await a.post("/api/jobs", json: .object(body))
+            let id = try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.bodyText)")
+            #expect(try await a.job(id)["status"] == "queued")
             a.killEverything()
 
-            // The page reconnects to b: the last result is there at once, and the next sketch keeps the seed.
-            let onB = try await b.get("/api/result/wanderer")
+            // b takes it over and runs it with the image it was never sent.
+            try await waitUntil(timeout: .seconds(60)) { try await b.job(id)["status"]?.stringValue.map { $0 != "queued" && $0 != "running" } ?? false }
+            let job = try await b.job(id)
+            #expect(job["status"] == "completed", "\(job)")
+            let url = try #require(job["result"]?["url"]?.stringValue, "\(job)")
+            #expect(emulatorMetadata(ofPNG: try await b.get(url).body)?["image_sha256"]?.stringValue == Digest.hex(Digest.sha256(sketch)))
+        }
+    }
+
+    @Test func aPainterWhoseInstanceDiedGoesOnOnAnotherWithTheSameSeedLastResultAndToken() async throws {
+        try await withCluster("multi-draw", environment: ["DRAWING_AUTH": "true"]) { cluster in
+            let (a, b) = (cluster.gateways[0], cluster.gateways[1])
+            for gateway in cluster.gateways { try Sketches.install(Sketches.style(), as: "realistic", in: gateway) }
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "wanderer"])
+            let uploaded = try await a.post("/api/sketch", body: form.body, contentType: form.contentType)
+            #expect(uploaded.status == 200, "\(uploaded.bodyText)")
+            let answer = try JSONValue.parse(uploaded.body)
+            let (socketPath, resultPath) = (try #require(answer["websocket_url"]?.stringValue), try #require(answer["result_url"]?.stringValue))
+            try await waitUntil { try await a.get(resultPath).status == 200 }
+            let first = try await a.get(resultPath)
+            let seeds = try #require(emulatorMetadata(ofPNG: first.body)?["seeds"])
+            a.killEverything()
+
+            // The page goes on with b, with the token a made: the last result is there at once,
+            // and the next sketch keeps the seed.
+            #expect(try await b.get("/api/result/wanderer").status == 401, "tokens are needed")
+            let onB = try await b.get(resultPath)
             #expect(onB.status == 200)
             #expect(onB.body == first.body)
-            let again = try await DrawingClient.connect(port: b.port, sessionID: "wanderer")
+            let again = try await DrawingClient.connect(port: b.port, path: socketPath)
             await again.sendSketch(Sketches.png(seed: 2))
             _ = try await again.next(status: "completed")
-            let second = try await b.get("/api/result/wanderer")
+            let second = try await b.get(resultPath)
             #expect(emulatorMetadata(ofPNG: second.body)?["seeds"] == seeds, "the session's seed")
             #expect(second.body != first.body, "a new result, of the new sketch")
             await again.close()

@@ -7,7 +7,8 @@ import NIOPosix
 /// same image from one owner is stored once, and nobody can name (and so have uploaded, or
 /// learn that it exists) another owner's input.
 /// When the job runs, whichever backend it lands on gets them through `/upload/image`
-/// (`uploads(for:)`), so a job survives a restart and may move between backends.
+/// (`uploads(for:)`), so a job survives a restart and may move between backends. On a shared
+/// job store they are kept there too, for the instance that takes the job over.
 public struct InputImages: Sendable {
     public struct Limits: Sendable {
         public var maxBytes: Int
@@ -36,8 +37,11 @@ public struct InputImages: Sendable {
     public let limits: Limits
     /// ComfyUI's input subfolder the gateway uploads to (`NodePolicy.uploadFolder`).
     public let folder: String
+    /// Where every instance finds them, when several share a job store.
+    let shared: (any SharedInputStore)?
 
-    public init(directory: String, http: CurlHTTPClient, limits: Limits, folder: String, namingKey: [UInt8]) {
+    public init(directory: String, http: CurlHTTPClient, limits: Limits, folder: String, namingKey: [UInt8], shared: (any SharedInputStore)? = nil) {
+        self.shared = shared
         store = LocalImageStore(directory: directory, baseURL: "")
         self.http = http
         self.namingKey = namingKey
@@ -68,6 +72,7 @@ public struct InputImages: Sendable {
         }
         let filename = name(of: bytes, owner: owner) + "." + fileExtension(forMimeType: probe.mimeType)
         try await NIOThreadPool.singleton.runIfActive { [store] in try store.write(bytes, to: filename) }
+        try await shared?.saveInput(bytes, named: filename)
         return "\(folder)/\(filename)"
     }
 
@@ -92,7 +97,7 @@ public struct InputImages: Sendable {
         var total = 0
         for name in names.sorted() {
             // Gone past retention: ComfyUI then names the missing file in its validation error.
-            guard let bytes = try await store.read(name) else { continue }
+            guard let bytes = try await stored(name) else { continue }
             total += bytes.count
             guard total <= maxTotalBytes else {
                 throw InputImageError(.tooLarge, field: "workflow_data", "the workflow's input images exceed \(maxTotalBytes) bytes together")
@@ -102,12 +107,22 @@ public struct InputImages: Sendable {
         return uploads
     }
 
+    /// An input's bytes from this instance's folder, else from the shared store (kept here after).
+    private func stored(_ name: String) async throws -> [UInt8]? {
+        if let bytes = try await store.read(name) { return bytes }
+        guard let bytes = try await shared?.input(named: name) else { return nil }
+        try? await NIOThreadPool.singleton.runIfActive { [store] in try store.write(bytes, to: name) }
+        return bytes
+    }
+
     /// Removes inputs not used since `date` (a reused input's time is refreshed when it is stored again).
     /// (The output folder's sweeper: the names and the writes are the same.)
     public func removeUnused(before date: Date) async -> Int {
         let now = Date()
         let sweeper = RetentionSweeper(directory: store.directory, retention: .seconds(max(0, now.timeIntervalSince(date))))
-        return (try? await NIOThreadPool.singleton.runIfActive { sweeper.sweep(now: now).removed.count }) ?? 0
+        let local = (try? await NIOThreadPool.singleton.runIfActive { sweeper.sweep(now: now).removed.count }) ?? 0
+        let fromStore = (try? await shared?.removeInputs(unusedSince: date)) ?? 0
+        return local + fromStore
     }
 
     /// `folder/<64 hex>.<png|jpg|webp>` → the file name; anything else is not ours.

@@ -5,7 +5,8 @@ import Foundation
 /// (`DRAWING_AUTH=true`): `/api/sketch` takes the API key and answers a token, which the page's
 /// WebSocket and result fetches carry in their query, since browsers cannot set headers on a
 /// WebSocket. A token is `<expiry unix seconds>.<base64url HMAC-SHA256(key, "session.expiry")>`;
-/// the key lives in `STATE_DIR/drawing-token.key`, so tokens outlive an app restart.
+/// the key lives in `STATE_DIR/drawing-token.key` (on a shared store, in the store), so tokens
+/// outlive an app restart (and open the session on any instance).
 struct SessionTokens: Sendable {
     private let key: [UInt8]
     let lifetime: Duration
@@ -15,8 +16,10 @@ struct SessionTokens: Sendable {
         self.lifetime = lifetime
     }
 
-    /// Signed with `STATE_DIR/drawing-token.key`, made the first time.
-    static func load(stateDirectory: String, lifetime: Duration = .seconds(12 * 3600)) throws -> SessionTokens {
+    /// Signed with `STATE_DIR/drawing-token.key`, made the first time, or with the key every
+    /// instance on a shared store signs with.
+    static func load(stateDirectory: String, shared: (any SharedSecrets)? = nil, lifetime: Duration = .seconds(12 * 3600)) throws -> SessionTokens {
+        if let key = shared?.secret(named: "drawing-token") { return SessionTokens(key: key, lifetime: lifetime) }
         do {
             return SessionTokens(key: try RandomSecret.loadOrCreate(at: "\(stateDirectory)/drawing-token.key"), lifetime: lifetime)
         } catch {

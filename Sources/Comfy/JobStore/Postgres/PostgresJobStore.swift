@@ -24,6 +24,8 @@ public final class PostgresJobStore: SharedJobStore {
     /// these are renewed, so a row written by a call it gave up on (past its deadline) runs out.
     let waiters = NIOLockedValueBox<Set<String>>([])
     let slotTickets = NIOLockedValueBox<Set<String>>([])
+    /// `gateway_secrets`, as read at open.
+    let secrets = NIOLockedValueBox<[String: [UInt8]]>([:])
     private let lastSize = NIOLockedValueBox<Int>(0)
     /// The client's connections and the listening connection, until `close()`.
     private let background = NIOLockedValueBox<Task<Void, Never>?>(nil)
@@ -82,6 +84,7 @@ public final class PostgresJobStore: SharedJobStore {
         do {
             try await withDeadline(deadline, timeout: { JobStoreError(.unavailable, "cannot reach the job database \(url) within 30 s") }) {
                 try await store.prepare(upTo: version)
+                if version >= 4 { try await store.loadSecrets() }
             }
         } catch {
             await store.close()

@@ -109,8 +109,18 @@ enum PostgresJobStoreSchema {
             "CREATE INDEX slot_waiters_by_backend ON slot_waiters (backend, lease_until)",
         ],
         // 4: backends an instance finds down, which every instance avoids; slots and waiters by
-        // owner, for owners' turns and caps across instances; keys' rate buckets.
+        // owner, for owners' turns and caps across instances; keys' rate buckets; input images;
+        // the keys every instance signs and names with.
         [
+            "CREATE TABLE gateway_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+            """
+            CREATE TABLE job_inputs (
+                name TEXT PRIMARY KEY,
+                bytes BYTEA NOT NULL,
+                used_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX job_inputs_by_use ON job_inputs (used_at)",
             """
             CREATE TABLE key_buckets (
                 key TEXT PRIMARY KEY,
