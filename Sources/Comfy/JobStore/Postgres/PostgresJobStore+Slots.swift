@@ -54,17 +54,15 @@ extension PostgresJobStore {
         // Left (and no longer renewed) even when the insert fails: one abandoned after its
         // deadline may still land, and must not hold its turn for ever.
         claim.waiter = waiter
-        let since = try await guarded {
-            try await rows(
+        try await guarded {
+            try await execute(
                 """
-                INSERT INTO slot_waiters (ticket, backend, holder, lease_until, owner, owner_cap, batch, since)
+                INSERT INTO slot_waiters (ticket, backend, holder, lease_until, owner, owner_cap, batch)
                 VALUES (\(waiter), \(claim.backend), \(instanceID), gateway_now_ms() + \(leaseTimeout.milliseconds), \(claim.owner), \(claim.ownerCap),
-                    \(claim.batch), COALESCE(\(claim.since), gateway_now_ms()))
-                RETURNING since
+                    \(claim.batch))
                 """
-            ).first?.integer("since")
+            )
         }
-        claim.since = since
     }
 
     private func leaveWaiters(_ waiter: String) async {
@@ -109,8 +107,10 @@ extension PostgresJobStore {
     }
 
     /// Takes a free slot if the claim's turn has come: no interactive waiter before a batch
-    /// claim, no waiting owner of its kind who holds fewer slots (or as few, and waits longer),
-    /// and its owner under its cap. Waiters at their own cap wait without holding the turn.
+    /// claim, no waiting owner of its kind who holds fewer slots, and its owner under its cap.
+    /// Waiters at their own cap wait without holding the turn. Among owners who hold as many,
+    /// whoever looks first takes it: a strict order would leave the slot idle until the one
+    /// waiter whose turn it is woke up (measured: 109 jobs/s fell to 63 on two instances).
     private func takeSlot(_ claim: SlotClaim) async throws -> BackendSlotTicket? {
         let ticket = UUID().uuidString.lowercased()
         slotTickets.withLockedValue { _ = $0.insert(ticket) }
@@ -155,8 +155,7 @@ extension PostgresJobStore {
                             (\(claim.batch) AND NOT w.batch)
                             OR (w.batch = \(claim.batch)
                                 AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap)
-                                AND (COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0), w.since)
-                                    < ((SELECT n FROM mine), COALESCE(\(claim.since)::BIGINT, gateway_now_ms())))
+                                AND COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < (SELECT n FROM mine))
                         )
                     )
                     ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED
@@ -199,6 +198,4 @@ private struct SlotClaim {
     var ownerCap: Int?
     /// Its waiter's row, once it waits.
     var waiter: String?
-    /// Since when it waits (the database's clock): the older of equal owners goes first.
-    var since: Int?
 }

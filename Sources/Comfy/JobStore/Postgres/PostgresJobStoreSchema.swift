@@ -142,7 +142,6 @@ enum PostgresJobStoreSchema {
             "ALTER TABLE slot_waiters ADD COLUMN owner TEXT",
             "ALTER TABLE slot_waiters ADD COLUMN owner_cap BIGINT",
             "ALTER TABLE slot_waiters ADD COLUMN batch BOOLEAN NOT NULL DEFAULT false",
-            "ALTER TABLE slot_waiters ADD COLUMN since BIGINT NOT NULL DEFAULT 0",
         ],
     ]
 
