@@ -188,7 +188,7 @@ extension PostgresJobStore {
     }
 }
 
-/// One caller's ask for a slot, and its place among the waiters once it waits.
+/// One caller's ask for a slot, and its waiter's row once it waits.
 private struct SlotClaim {
     var backend: String
     var capacity: Int
