@@ -77,8 +77,11 @@ struct MultiInstanceTests {
 
     /// Waits until every job is completed (asked of `gateway`), then checks each image's bytes,
     /// that no prompt ran twice, that no backend held more than its capacity, and that every
-    /// webhook arrived once.
-    func expectEveryJobCompletedOnce(_ texts: [String: String], cluster: Cluster, through gateway: Gateway, timeout: Duration = .seconds(120)) async throws {
+    /// webhook arrived once; or, where an instance died or was held up, at least once (one it
+    /// sent but had not recorded is sent again by another, with the same `webhook-id`).
+    func expectEveryJobCompletedOnce(
+        _ texts: [String: String], cluster: Cluster, through gateway: Gateway, webhooksAtLeastOnce: Bool = false, timeout: Duration = .seconds(120)
+    ) async throws {
         do {
             try await waitUntil(timeout: timeout) {
                 for id in texts.keys where try await gateway.job(id)["status"] != "completed" { return false }
@@ -109,7 +112,14 @@ struct MultiInstanceTests {
         // The other instances' senders get a moment to send a duplicate, if they would.
         try await Task.sleep(for: .milliseconds(500))
         let deliveries = try await cluster.receiver.deliveries()
-        #expect(deliveries.count == texts.count, "every webhook once: \(deliveries.count) deliveries for \(texts.count) jobs")
+        if webhooksAtLeastOnce {
+            // Only those under way when the instance stopped: a few of one batch at most.
+            #expect(deliveries.count >= texts.count && deliveries.count <= texts.count + 64, "\(deliveries.count) deliveries for \(texts.count) jobs")
+            let bodies = Dictionary(grouping: deliveries) { $0["id"]?.stringValue ?? "" }.mapValues { Set($0.compactMap { $0["body"] }) }
+            #expect(bodies.values.allSatisfy { $0.count == 1 }, "a webhook sent again is the same")
+        } else {
+            #expect(deliveries.count == texts.count, "every webhook once: \(deliveries.count) deliveries for \(texts.count) jobs")
+        }
         #expect(Set(deliveries.compactMap { $0["id"]?.stringValue }) == Set(texts.keys))
         #expect(deliveries.allSatisfy { $0["verified"] == true && $0["body"]?["status"] == "completed" })
     }
@@ -133,10 +143,11 @@ struct MultiInstanceTests {
 
     @Test func anInstanceKilledMidLoadLosesNoJobAndRunsNoneTwice() async throws {
         try await withCluster("multi-kill", emulatorArguments: ["--node-delay-ms", "30"]) { cluster in
-            let texts = try await submit(200, to: cluster.gateways, webhook: cluster.receiver.url("/ok"), prefix: "survivor")
+            // Slow to answer: the killed instance dies with deliveries under way, which the other sends again.
+            let texts = try await submit(200, to: cluster.gateways, webhook: cluster.receiver.url("/slow/1500"), prefix: "survivor")
             try await waitUntilExecuted(20, on: cluster)
             cluster.gateways[0].killEverything()
-            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[1])
+            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[1], webhooksAtLeastOnce: true)
             #expect(cluster.gateways[1].app.log.contains("took over jobs whose gateway instance stopped renewing their lease"))
         }
     }
@@ -151,7 +162,7 @@ struct MultiInstanceTests {
             try await waitUntil(timeout: .seconds(30)) { cluster.gateways[1].app.log.contains("took over jobs whose gateway instance stopped renewing their lease") }
             try await Task.sleep(for: .seconds(2))
             kill(paused, SIGCONT)
-            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[0])
+            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[0], webhooksAtLeastOnce: true)
             try await waitUntil(timeout: .seconds(10)) { cluster.gateways[0].app.log.contains("another gateway instance took over jobs this one ran") }
         }
     }

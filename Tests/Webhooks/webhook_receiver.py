@@ -6,6 +6,7 @@ records it. Behaviour by path:
   /ok           answers 200
   /fail/N       answers 500 to the first N deliveries of each webhook-id, then 200
   /hang         never answers (the gateway's timeout must end it)
+  /slow/MS      answers 200 after MS milliseconds (recorded on arrival)
   /reset        closes the connection without an answer
 
 GET /deliveries returns what arrived, in order. Prints "READY <port>" once listening.
@@ -81,6 +82,15 @@ class Handler(BaseHTTPRequestHandler):
                 deliveries.append(record)
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             self.connection.close()
+            return
+        if self.path.startswith("/slow/"):
+            record["answer"] = 200
+            with lock:
+                deliveries.append(record)
+            time.sleep(int(self.path.split("/")[2]) / 1000)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         status = 200
         if self.path.startswith("/fail/"):

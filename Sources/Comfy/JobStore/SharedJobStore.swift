@@ -21,6 +21,10 @@ public protocol SharedJobStore: JobStore, BackendSlotLedger {
     /// instance takes the job over (reattaching its prompt, whose result ComfyUI keeps).
     func forget(_ id: String)
 
+    /// Stops renewing the claim on the job's webhook (`dueWebhooks`), which this instance
+    /// will not send: it runs out, and an instance claims it again.
+    func letWebhookGo(_ id: String)
+
     /// Lets the leases of this instance's jobs run out now (it stops): another instance takes
     /// them over at once instead of after `leaseTimeout`.
     func releaseLeases() async throws

@@ -6,7 +6,9 @@ import NIOConcurrencyHelpers
 /// Delivers the webhooks of ended jobs from the store: signed, retried with growing pauses
 /// until `maxAttempts`, and taken up again after a restart (the store keeps what is due).
 /// Each delivery runs on its own within a deadline, so a receiver that hangs or resets
-/// holds up nothing else.
+/// holds up nothing else. On a shared store, each instance sends the webhooks it claimed
+/// (for a lease, renewed while it sends), so a webhook is sent at least once: again by
+/// another instance when its sender died or was held up before recording it.
 public final class WebhookSender: Sendable {
     public struct Configuration: Sendable {
         public var signer: WebhookSigner
@@ -54,12 +56,15 @@ public final class WebhookSender: Sendable {
             while !Task.isCancelled {
                 do {
                     let now = Date()
+                    // On a shared store a claim lasts a lease: sent later, another instance may
+                    // have claimed and sent it meanwhile (this one was held up).
+                    let sendBy = shared.map { ContinuousClock.now + $0.leaseTimeout / 2 }
                     let due = try await store.dueWebhooks(at: now, limit: Self.batch)
                     var started = 0
                     for record in due where inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
                         started += 1
                         group.addTask {
-                            await self.deliver(record)
+                            await self.deliver(record, sendBy: sendBy)
                             self.inFlight.withLockedValue { _ = $0.remove(record.id) }
                             self.nudge()
                         }
@@ -83,7 +88,9 @@ public final class WebhookSender: Sendable {
         return configuration.retryBase * schedule[min(max(attempt - 1, 0), schedule.count - 1)]
     }
 
-    private func deliver(_ record: JobRecord) async {
+    private var shared: (any SharedJobStore)? { store as? any SharedJobStore }
+
+    private func deliver(_ record: JobRecord, sendBy: ContinuousClock.Instant?) async {
         guard let url = record.webhookURL else { return }
         let attempt = record.webhook.attempts + 1
         let body = record.json().encoded()
@@ -99,6 +106,11 @@ public final class WebhookSender: Sendable {
                 body: body, timeout: configuration.timeout
             )
             request.resolve = target.resolve
+            if let sendBy, ContinuousClock.now > sendBy {
+                logger.notice("webhook not sent: this instance was held up past its claim, which runs out for another to send", metadata: ["job.id": "\(record.id)"])
+                shared?.letWebhookGo(record.id)
+                return
+            }
             let response = try await http.execute(request)
             status = response.status
             if !(200..<300).contains(response.status) { problem = "HTTP \(response.status)" }

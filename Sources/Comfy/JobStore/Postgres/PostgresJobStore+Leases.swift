@@ -19,6 +19,18 @@ extension PostgresJobStore {
             let waiting = waiters.withLockedValue { Array($0) }
             try await execute("UPDATE slot_waiters SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE ticket = ANY(\(waiting))")
             try await execute("UPDATE backend_reports SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE instance = \(instanceID)")
+            let sending = webhookClaims.withLockedValue { Array($0) }
+            if !sending.isEmpty {
+                let kept = try await rows(
+                    """
+                    UPDATE jobs SET webhook_next_at = \(Date().milliseconds + leaseTimeout.milliseconds)
+                    WHERE id = ANY(\(sending)) AND webhook_claimed_by = \(instanceID) AND webhook_state = 'pending' RETURNING id
+                    """
+                ).compactMap { $0.text("id") }
+                // Claimed by another instance meanwhile (this one was held up), or recorded.
+                let lost = Set(sending).subtracting(kept)
+                webhookClaims.withLockedValue { $0.subtract(lost) }
+            }
             let still = Dictionary(renewed.compactMap { row in row.text("id").map { ($0, row.integer("lease_generation") ?? 0) } }) { first, _ in first }
             let asked = Set(holding)
             return held.withLockedValue { held in

@@ -24,6 +24,8 @@ public final class PostgresJobStore: SharedJobStore {
     /// these are renewed, so a row written by a call it gave up on (past its deadline) runs out.
     let waiters = NIOLockedValueBox<Set<String>>([])
     let slotTickets = NIOLockedValueBox<Set<String>>([])
+    /// The jobs whose webhooks this instance claimed and is sending: their claims are renewed.
+    let webhookClaims = NIOLockedValueBox<Set<String>>([])
     /// `gateway_secrets`, as read at open.
     let secrets = NIOLockedValueBox<[String: [UInt8]]>([:])
     private let lastSize = NIOLockedValueBox<Int>(0)
@@ -251,13 +253,15 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
-    /// Claims the due webhooks for this instance: each is put off by a claim window longer
-    /// than a delivery may take, so no other instance sends it meanwhile.
+    /// Claims the due webhooks for this instance for a lease, renewed while each is sent
+    /// (`renewLeases`): no other instance sends one meanwhile, and one whose sender died or
+    /// was held up past its lease is claimed again. Webhook times are the instances' clocks,
+    /// as the retries they schedule.
     public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
         try await guarded {
-            try await rows(
+            let claimed = try await rows(
                 """
-                UPDATE jobs SET webhook_next_at = \(now.milliseconds + Self.webhookClaim.milliseconds)
+                UPDATE jobs SET webhook_next_at = \(now.milliseconds + leaseTimeout.milliseconds), webhook_claimed_by = \(instanceID)
                 WHERE seq IN (
                     SELECT seq FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= \(now.milliseconds)
                     ORDER BY webhook_next_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
@@ -265,11 +269,10 @@ public final class PostgresJobStore: SharedJobStore {
                 RETURNING *
                 """
             ).map(JobRecord.init(row:))
+            webhookClaims.withLockedValue { $0.formUnion(claimed.map(\.id)) }
+            return claimed
         }
     }
-
-    /// Longer than a webhook delivery may take (`WEBHOOK_TIMEOUT` is at most a minute).
-    static let webhookClaim = Duration.seconds(300)
 
     public func nextWebhookDue(after now: Date) async throws -> Date? {
         try await guarded {
@@ -278,18 +281,26 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
+    /// Recorded only while this instance holds the claim: one that lost it while held up sent
+    /// a delivery that the instance which claimed it next sends again (webhooks are delivered
+    /// at least once, with one `webhook-id`).
     public func recordWebhookAttempt(of id: String, status: Int?, delivered: Bool, nextAttemptAt: Date?, at date: Date) async throws {
+        defer { letWebhookGo(id) }
         let state: WebhookDelivery.State = delivered ? .delivered : nextAttemptAt == nil ? .failed : .pending
         let deliveredAt: Int? = delivered ? date.milliseconds : nil
         try await guarded {
             try await execute(
                 """
                 UPDATE jobs SET webhook_state = \(state.rawValue), webhook_attempts = webhook_attempts + 1, webhook_last_status = \(status),
-                    webhook_delivered_at = \(deliveredAt), webhook_next_at = \(nextAttemptAt?.milliseconds)
-                WHERE id = \(id) AND webhook_state = 'pending'
+                    webhook_delivered_at = \(deliveredAt), webhook_next_at = \(nextAttemptAt?.milliseconds), webhook_claimed_by = NULL
+                WHERE id = \(id) AND webhook_state = 'pending' AND webhook_claimed_by = \(instanceID)
                 """
             )
         }
+    }
+
+    public func letWebhookGo(_ id: String) {
+        _ = webhookClaims.withLockedValue { $0.remove(id) }
     }
 
     /// Drawing sessions untouched as long go with them.

@@ -110,7 +110,7 @@ enum PostgresJobStoreSchema {
         ],
         // 4: backends an instance finds down, which every instance avoids; slots and waiters by
         // owner, for owners' turns and caps across instances; keys' rate buckets; input images;
-        // the keys every instance signs and names with.
+        // the keys every instance signs and names with; the instance sending a webhook.
         [
             "CREATE TABLE gateway_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
             """
@@ -142,6 +142,7 @@ enum PostgresJobStoreSchema {
             "ALTER TABLE slot_waiters ADD COLUMN owner TEXT",
             "ALTER TABLE slot_waiters ADD COLUMN owner_cap BIGINT",
             "ALTER TABLE slot_waiters ADD COLUMN batch BOOLEAN NOT NULL DEFAULT false",
+            "ALTER TABLE jobs ADD COLUMN webhook_claimed_by TEXT",
         ],
     ]
 
