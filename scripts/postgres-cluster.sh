@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A private PostgreSQL cluster for tests and benchmarks, in a folder of its own:
-#   postgres-cluster.sh start DIR PORT [tls]   initdb into DIR/data, start on 127.0.0.1:PORT, create database "gateway"
-#                                        (with tls: TLS on, with a self-signed certificate for localhost)
+#   postgres-cluster.sh start DIR PORT [tls] [ADDRESS]
+#                                        initdb into DIR/data, start on 127.0.0.1:PORT, create database "gateway"
+#                                        (with tls: TLS on, with a self-signed certificate for localhost;
+#                                        with ADDRESS: listening there too, trusting its subnet's clients)
 #   postgres-cluster.sh stop DIR         stop it at once (the folder is left for the caller to remove)
 #   postgres-cluster.sh kill DIR         SIGKILL the server (a crash), for the tests of an outage
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the user postgres.
@@ -18,7 +20,12 @@ case "$1" in
     if [ ! -d "$dir/data" ]; then
       as_owner "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1
     fi
-    options="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    listen=127.0.0.1
+    if [ -n "${5:-}" ]; then
+      listen="127.0.0.1,$5"
+      grep -q "^host all all samenet trust" "$dir/data/pg_hba.conf" || echo "host all all samenet trust" >>"$dir/data/pg_hba.conf"
+    fi
+    options="-p $port -k $dir -c listen_addresses=$listen -c fsync=off -c max_connections=200"
     if [ "${4:-}" = tls ]; then
       if [ ! -f "$dir/data/server.crt" ]; then
         as_owner openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
@@ -49,5 +56,5 @@ case "$1" in
     pid=$(head -1 "$dir/data/postmaster.pid")
     kill -9 "$pid" $(pgrep -P "$pid") 2>/dev/null || true
     ;;
-  *) echo "usage: $0 start DIR PORT [tls] | stop DIR | kill DIR" >&2; exit 64 ;;
+  *) echo "usage: $0 start DIR PORT [tls] [ADDRESS] | stop DIR | kill DIR" >&2; exit 64 ;;
 esac

@@ -13,30 +13,37 @@ struct MultiInstanceTests {
         let receiver: WebhookReceiver
         let database: PostgresCluster
         let directory: String
+        /// The first instance's network, when it runs in a namespace of its own.
+        let namespace: NetworkNamespace?
     }
 
-    /// The instances, backends and receiver for one test; stopped and removed after it.
+    /// The instances, backends and receiver for one test; stopped and removed after it. With
+    /// `firstInNamespace`, the first instance runs in a network namespace, and the database,
+    /// backends and receiver listen on this side's address of it.
     func withCluster(
         _ label: String, instances: Int = 2, emulatorArguments: [String] = ["--node-delay-ms", "20"], environment: [String: String] = [:],
-        _ body: (Cluster) async throws -> Void
+        firstInNamespace: Bool = false, _ body: (Cluster) async throws -> Void
     ) async throws {
         let directory = try TestPaths.makeTemporaryDirectory(label)
-        let database = try PostgresCluster()
+        let namespace = firstInNamespace ? try NetworkNamespace(directory: directory) : nil
+        defer { namespace?.remove() }
+        let host = namespace?.hostAddress ?? "127.0.0.1"
+        let database = try PostgresCluster(alsoListeningOn: namespace?.hostAddress)
         defer {
             // Kept with the test's files (which stay when it fails).
             try? FileManager.default.copyItem(atPath: "\(database.directory)/server.log", toPath: "\(directory)/postgres.log")
             database.stop()
         }
-        let receiver = try WebhookReceiver(directory: directory, http: testHTTP)
+        let receiver = try WebhookReceiver(directory: directory, http: testHTTP, host: host)
         defer { receiver.stop() }
         let emulators = try (0..<2).map { index in
             let folder = "\(directory)/emulator-\(index)"
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            return try Emulator(directory: folder, http: testHTTP, arguments: emulatorArguments)
+            return try Emulator(directory: folder, http: testHTTP, arguments: emulatorArguments, host: host)
         }
         defer { emulators.forEach { $0.stop() } }
         var settings = JobTests.webhookSettings.merging([
-            "JOB_STORE": database.url, "LEASE_TIMEOUT": "3s", "BACKEND_CAPACITY": "2",
+            "JOB_STORE": database.url(host: host), "LEASE_TIMEOUT": "3s", "BACKEND_CAPACITY": "2",
             // One output folder for every instance (a shared volume), so each serves every image.
             "OUTPUT_DIR": "\(directory)/output",
         ]) { $1 }
@@ -46,10 +53,14 @@ struct MultiInstanceTests {
         for index in 0..<instances {
             let folder = "\(directory)/instance-\(index)"
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            gateways.append(try Gateway(directory: folder, backends: emulators.map(\.url), http: testHTTP, environment: settings))
+            gateways.append(
+                try Gateway(
+                    directory: folder, backends: emulators.map(\.url), http: testHTTP, environment: settings, namespace: index == 0 ? namespace : nil
+                )
+            )
         }
         for gateway in gateways { try await gateway.waitUntilHealthy() }
-        try await body(Cluster(gateways: gateways, emulators: emulators, receiver: receiver, database: database, directory: directory))
+        try await body(Cluster(gateways: gateways, emulators: emulators, receiver: receiver, database: database, directory: directory, namespace: namespace))
         try? FileManager.default.removeItem(atPath: directory)
     }
 
@@ -164,6 +175,29 @@ struct MultiInstanceTests {
             kill(paused, SIGCONT)
             try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[0], webhooksAtLeastOnce: true)
             try await waitUntil(timeout: .seconds(10)) { cluster.gateways[0].app.log.contains("another gateway instance took over jobs this one ran") }
+        }
+    }
+
+    @Test(.enabled(if: NetworkNamespace.isAvailable, "needs root and iproute2 for a network namespace"))
+    func anInstanceWhoseNetworkIsCutLosesItsJobsToTheOtherAndWorksAgainOnceMended() async throws {
+        try await withCluster("multi-cut", emulatorArguments: ["--node-delay-ms", "30"], firstInNamespace: true) { cluster in
+            let namespace = try #require(cluster.namespace)
+            let texts = try await submit(100, to: cluster.gateways, webhook: cluster.receiver.url("/ok"), prefix: "cut")
+            try await waitUntilExecuted(20, on: cluster)
+            // Its packets are dropped: the database's and the backends' connections hang, new ones time out.
+            try namespace.cut()
+            try await waitUntil(timeout: .seconds(30)) { cluster.gateways[1].app.log.contains("took over jobs whose gateway instance stopped renewing their lease") }
+            try await Task.sleep(for: .seconds(2))
+            try namespace.mend()
+            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[0], webhooksAtLeastOnce: true)
+            try await waitUntil(timeout: .seconds(30)) { cluster.gateways[0].app.log.contains("another gateway instance took over jobs this one ran") }
+            // Its connections came back: it takes and runs a new job.
+            let body = JSONValue.object(["workflow_data": .object(Workflows.txt2img(text: "after the cut", seed: 7, output: "SaveImage")), "output_node_id": "9"])
+            let answer = try await cluster.gateways[0].post("/api/generate", json: body)
+            #expect(answer.status == 200, "\(answer.bodyText)")
+            let url = try #require(try JSONValue.parse(answer.body)["url"]?.stringValue)
+            let image = try await cluster.gateways[0].get(url)
+            #expect(emulatorMetadata(ofPNG: image.body)?["texts"]?.arrayValue?.first == "after the cut")
         }
     }
 

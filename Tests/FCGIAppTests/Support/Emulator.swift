@@ -8,16 +8,19 @@ final class Emulator: Sendable {
     let directory: String
     let http: CurlHTTPClient
 
-    var url: String { "http://127.0.0.1:\(port)" }
+    let host: String
 
-    /// Starts it and waits for its `READY <port>` line.
-    init(directory: String, http: CurlHTTPClient, arguments: [String] = [], port: Int = 0) throws {
+    var url: String { "http://\(host):\(port)" }
+
+    /// Starts it on `host` and waits for its `READY <port>` line.
+    init(directory: String, http: CurlHTTPClient, arguments: [String] = [], port: Int = 0, host: String = "127.0.0.1") throws {
         self.directory = directory
+        self.host = host
         self.http = http
         let pipe = Pipe()
         process = try ChildProcess(
             "/usr/bin/env",
-            ["python3", TestPaths.emulatorScript, "--port", "\(port)", "--data-dir", "\(directory)/comfy"] + arguments,
+            ["python3", TestPaths.emulatorScript, "--host", host, "--port", "\(port)", "--data-dir", "\(directory)/comfy"] + arguments,
             logPath: "\(directory)/emulator.log",
             stdout: pipe
         )

@@ -11,11 +11,14 @@ final class Gateway: Sendable {
     let outputDirectory: String
     let workflowDirectory: String
     let http: CurlHTTPClient
+    /// Where its nginx is reached: its network namespace's address when it runs in one.
+    let host: String
 
-    var baseURL: String { "http://127.0.0.1:\(port)" }
+    var baseURL: String { "http://\(host):\(port)" }
 
-    init(directory: String, backends: [String], http: CurlHTTPClient, environment: [String: String] = [:]) throws {
+    init(directory: String, backends: [String], http: CurlHTTPClient, environment: [String: String] = [:], namespace: NetworkNamespace? = nil) throws {
         self.http = http
+        host = namespace?.address ?? "127.0.0.1"
         port = TestPaths.freePort()
         runDirectory = "\(directory)/run"
         outputDirectory = "\(directory)/output"
@@ -40,7 +43,9 @@ final class Gateway: Sendable {
         try FileManager.default.createDirectory(atPath: env["WORKFLOW_DIR"]!, withIntermediateDirectories: true)
 
         // In the test's own folder: a developer's ./.env must not leak in.
-        app = try ChildProcess(TestPaths.gatewayBinary, ["run"], environment: env, directory: directory, logPath: "\(directory)/app.log")
+        // `ip netns exec` execs the supervisor: the pid is its own.
+        let command: (executable: String, arguments: [String]) = namespace?.command(TestPaths.gatewayBinary, ["run"]) ?? (TestPaths.gatewayBinary, ["run"])
+        app = try ChildProcess(command.executable, command.arguments, environment: env, directory: directory, logPath: "\(directory)/app.log")
     }
 
     /// Waits until nginx answers and `/healthz` reports the wanted state.

@@ -10,18 +10,20 @@ final class WebhookReceiver: Sendable {
     let process: ChildProcess
     let port: Int
     let http: CurlHTTPClient
+    let host: String
 
-    init(directory: String, http: CurlHTTPClient) throws {
+    init(directory: String, http: CurlHTTPClient, host: String = "127.0.0.1") throws {
         self.http = http
+        self.host = host
         let pipe = Pipe()
         process = try ChildProcess(
-            "/usr/bin/env", ["python3", "\(TestPaths.packageRoot)/Tests/Webhooks/webhook_receiver.py", "--secret", Self.secret],
+            "/usr/bin/env", ["python3", "\(TestPaths.packageRoot)/Tests/Webhooks/webhook_receiver.py", "--secret", Self.secret, "--host", host],
             logPath: "\(directory)/webhooks.log", stdout: pipe
         )
         port = try process.readyPort(from: pipe)
     }
 
-    func url(_ path: String) -> String { "http://127.0.0.1:\(port)\(path)" }
+    func url(_ path: String) -> String { "http://\(host):\(port)\(path)" }
 
     /// Every delivery so far, in arrival order.
     func deliveries() async throws -> [JSONValue] {

@@ -8,22 +8,29 @@ public final class PostgresCluster: Sendable {
     public let port: Int
     /// TLS on, with a self-signed certificate for `localhost`.
     public let tls: Bool
+    /// An address it listens on besides 127.0.0.1 (trusting the clients of its subnet).
+    public let otherAddress: String?
 
     /// `JOB_STORE` for it.
-    public var url: String { "postgres://postgres@127.0.0.1:\(port)/gateway" }
+    public var url: String { url(host: "127.0.0.1") }
 
-    public init(tls: Bool = false) throws {
+    public func url(host: String) -> String { "postgres://postgres@\(host):\(port)/gateway" }
+
+    public init(tls: Bool = false, alsoListeningOn otherAddress: String? = nil) throws {
         directory = NSTemporaryDirectory() + "pg-\(UUID().uuidString.prefix(8))"
         port = Self.freePort()
         self.tls = tls
-        try Self.script("start", directory, "\(port)", tls ? "tls" : "")
+        self.otherAddress = otherAddress
+        try start()
     }
+
+    private func start() throws { try Self.script("start", directory, "\(port)", tls ? "tls" : "", otherAddress ?? "") }
 
     /// A crash of the server: SIGKILL, no shutdown.
     public func kill() throws { try Self.script("kill", directory) }
 
     /// Starts it again on the same folder and port.
-    public func restart() throws { try Self.script("start", directory, "\(port)", tls ? "tls" : "") }
+    public func restart() throws { try start() }
 
     public func stop() {
         try? Self.script("stop", directory)
