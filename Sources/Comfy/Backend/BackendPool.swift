@@ -272,7 +272,7 @@ public final class BackendPool: Sendable {
 }
 
 /// A backend's health as `/healthz` reports it.
-public struct BackendStatus: Sendable {
+public struct BackendStatus: Sendable, Equatable {
     public var url: String
     public var health: BackendHealth
     public var inFlight: Int

@@ -1,17 +1,49 @@
 import Comfy
+import NIOConcurrencyHelpers
 
 /// `GET /healthz`: each backend's state; 200 while at least one can take work, else 503.
 struct HealthRoute: Sendable {
     let pool: BackendPool
     let styles: StyleLibrary
     let jobs: JobStoreStats
+    /// The last answer and what it was made of: while that is the same, the answer is sent
+    /// again. Building and encoding it was most of a `/healthz` request's time (perf), and a
+    /// probe every second from each load balancer finds the same state almost every time.
+    private let last = NIOLockedValueBox<(inputs: Inputs, response: GatewayResponse)?>(nil)
+
+    private struct Inputs: Equatable {
+        var backends: [BackendStatus]
+        var queued: Int
+        var counts: JobCounts?
+        var sizeInBytes: Int
+        var styles: [String]
+        var broken: [String]
+    }
+
+    init(pool: BackendPool, styles: StyleLibrary, jobs: JobStoreStats) {
+        self.pool = pool
+        self.styles = styles
+        self.jobs = jobs
+    }
 
     func health(_ request: GatewayRequest) async -> GatewayResponse {
-        let backends = pool.status()
-        let usable = backends.contains(where: \.isUp)
         let stats = await jobs.snapshot()
-        var store: [String: JSONValue] = ["size_bytes": .number(Double(stats.sizeInBytes))]
-        if let counts = stats.counts {
+        let broken = await styles.broken()
+        let inputs = Inputs(
+            backends: pool.status(), queued: pool.queued(), counts: stats.counts, sizeInBytes: stats.sizeInBytes,
+            styles: await styles.names(), broken: broken.flatMap { [$0.file, $0.reason] }
+        )
+        if let cached = last.withLockedValue({ $0 }), cached.inputs == inputs { return cached.response }
+        let response = Self.answer(inputs, broken: broken)
+        last.withLockedValue { $0 = (inputs, response) }
+        return response
+    }
+
+    private static func answer(_ inputs: Inputs, broken: [(file: String, reason: String)]) -> GatewayResponse {
+        let backends = inputs.backends
+        let usable = backends.contains(where: \.isUp)
+        var store: [String: JSONValue] = ["size_bytes": .number(Double(inputs.sizeInBytes))]
+        if let counts = inputs.counts {
             store["jobs"] = .object(Dictionary(uniqueKeysWithValues: JobStatus.allCases.map { ($0.rawValue, JSONValue.number(Double(counts.jobs[$0, default: 0]))) }))
             store["webhooks"] = .object([
                 "pending": .number(Double(counts.webhooks[.pending, default: 0])),
@@ -36,11 +68,11 @@ struct HealthRoute: Sendable {
                     } ?? .null,
                 ])
             }),
-            "queued_jobs": .number(Double(pool.queued())),
+            "queued_jobs": .number(Double(inputs.queued)),
             "job_store": .object(store),
             "styles": .object([
-                "loaded": .array(await styles.names().map(JSONValue.string)),
-                "broken": .array(await styles.broken().map { .object(["file": .string($0.file), "reason": .string($0.reason)]) }),
+                "loaded": .array(inputs.styles.map(JSONValue.string)),
+                "broken": .array(broken.map { .object(["file": .string($0.file), "reason": .string($0.reason)]) }),
             ]),
         ]), status: usable ? 200 : 503)
     }

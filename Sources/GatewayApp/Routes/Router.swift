@@ -42,10 +42,10 @@ struct Router: Sendable {
 
     /// Answers the request; every thrown error becomes a JSON error body.
     func respond(to request: GatewayRequest) async -> GatewayResponse {
-        let prefixed = prefixRoutes.first { route in
-            request.path.count > route.prefix.count + route.suffix.count && request.path.hasPrefix(route.prefix) && request.path.hasSuffix(route.suffix)
-        }?.methods
-        guard let methods = routes[request.path] ?? prefixed else {
+        // The exact paths first: the prefixed ones are compared one by one.
+        guard let methods = routes[request.path] ?? prefixRoutes.first(where: { route in
+            request.path.utf8.count > route.prefix.utf8.count + route.suffix.utf8.count && request.path.hasPrefix(route.prefix) && request.path.hasSuffix(route.suffix)
+        })?.methods else {
             return APIError(.notFound, "no endpoint at \(request.path)").response
         }
         if request.method == "OPTIONS" {
