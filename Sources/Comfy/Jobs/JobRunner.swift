@@ -597,14 +597,15 @@ public actor JobRunner {
             // Watchers are taken after the write: one that joined while it ran is told too, and
             // one that comes later finds no live job and reads the final record.
             let watchers = live.removeValue(forKey: id)?.watchers.values.map { $0 } ?? []
-            // Stored by this instance: nobody needs the prompt's history any more.
-            if final != nil, let prompt { await pool.deleteHistory(prompt.id, backend: prompt.backend) }
             var record = final
             if record == nil, !watchers.isEmpty { record = try? await store.job(id) }
             for watcher in watchers {
                 if let record { watcher.yield(.finished(record, image: image)) }
                 watcher.finish()
             }
+            // Stored by this instance: nobody needs the prompt's history any more. After the
+            // watchers: a caller waiting for the answer does not wait for this too.
+            if final != nil, let prompt { await pool.deleteHistory(prompt.id, backend: prompt.backend) }
             if final?.webhookURL != nil { webhookDue() }
             if let final, let key = final.keyName {
                 Counter(label: "comfy_gateway_key_jobs_total", dimensions: [("key", key), ("outcome", final.status.rawValue)]).increment()
