@@ -389,12 +389,18 @@ def parse_wrk(text: str) -> dict:
 
 
 def cmd_wrk(args) -> None:
-    results = {"command": f"wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency URL", "runs": []}
-    # The gateway and the anchor in turns, so that a drift of the machine's speed hits both alike.
-    targets = [("styles", f"{args.gateway}/api/styles"), ("styles-anchor", f"{args.anchor}/api/styles"),
-               ("healthz", f"{args.gateway}/healthz"), ("healthz-anchor", f"{args.anchor}/healthz"),
-               ("static", f"{args.gateway}{args.static_path}")]
-    for name, url in targets:
+    rounds = 3
+    results = {"command": f"wrk -t{args.threads} -c{args.connections} -d{args.duration} --latency URL", "rounds": rounds, "runs": []}
+    pairs = [(("styles", f"{args.gateway}/api/styles"), ("styles-anchor", f"{args.anchor}/api/styles")),
+             (("healthz", f"{args.gateway}/healthz"), ("healthz-anchor", f"{args.anchor}/healthz"))]
+    # The gateway and the anchor in turns, each first in every other round, over several rounds:
+    # one run's ratio drifts with the machine (±15% between runs here); the median of the rounds' does less.
+    targets = []
+    for round_ in range(rounds):
+        for pair in pairs:
+            targets += [(round_, *target) for target in (pair if round_ % 2 == 0 else pair[::-1])]
+    targets.append((0, "static", f"{args.gateway}{args.static_path}"))
+    for round_, name, url in targets:
         command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}", "--latency", url]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         # bench.sh stops a step with SIGTERM: take wrk along.
@@ -403,9 +409,9 @@ def cmd_wrk(args) -> None:
         if process.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}")
         parsed = parse_wrk(output)
-        parsed.update(name=name, url=url.replace(args.gateway, "").replace(args.anchor, ""))
+        parsed.update(name=name, round=round_, url=url.replace(args.gateway, "").replace(args.anchor, ""))
         results["runs"].append(parsed)
-        print(f"  {name}: {parsed['rps']} req/s, non-2xx {parsed['non_2xx']}", file=sys.stderr)
+        print(f"  {name} (round {round_ + 1}): {parsed['rps']} req/s, non-2xx {parsed['non_2xx']}", file=sys.stderr)
     write_json(args.out, results)
 
 
@@ -872,21 +878,33 @@ def cmd_report(args) -> None:
         w(f"`{wrk['command']}` (wrk on the same machine, HTTP/1.1 keep-alive to nginx).\n")
         w("| request | served by | req/s | p50 ms | p99 ms | non-2xx |")
         w("|---|---|---:|---:|---:|---:|")
-        runs = {run["name"]: run for run in wrk["runs"]}
+        # Each target's median run over the rounds (by requests/s); the ratios are per round.
+        by_name: dict[str, list[dict]] = {}
         for run in wrk["runs"]:
-            if run["name"] == "static":
+            by_name.setdefault(run["name"], []).append(run)
+        medians = {name: sorted(runs, key=lambda run: run["rps"] or 0)[len(runs) // 2] for name, runs in by_name.items()}
+        for name, run in medians.items():
+            if name == "static":
                 who, url = "nginx from disk (`alias`, sendfile)", "/output_images/<sha256>.png"
-            elif run["name"].endswith("-anchor"):
+            elif name.endswith("-anchor"):
                 who, url = "nginx → FastCGI → the 30-line libfcgi anchor (fixed answer)", run["url"]
             else:
                 who, url = "nginx → FastCGI → FCGIApp", run["url"]
             w(f"| `GET {url}` | {who} | {fmt(run['rps'], 0)} | {fmt(run['latency_ms'].get('p50'), 2)} | "
-              f"{fmt(run['latency_ms'].get('p99'), 2)} | {run['non_2xx']} |")
+              f"{fmt(run['latency_ms'].get('p99'), 2)} | {sum(r['non_2xx'] for r in by_name[name])} |")
+        rounds = wrk.get("rounds", 1)
+        if rounds > 1:
+            w(f"\nThe gateway's and the anchor's runs take turns over {rounds} rounds (each first in every other "
+              "round); the table shows each target's median run, the ratios below are the median of the rounds' ratios.")
         for name in ("styles", "healthz"):
-            if name in runs and f"{name}-anchor" in runs and runs[f"{name}-anchor"]["rps"]:
-                ratio = runs[name]["rps"] / runs[f"{name}-anchor"]["rps"]
-                w(f"\n`GET {runs[name]['url']}`: the gateway makes **{ratio:.2f}×** the anchor's requests/s "
-                  "(same nginx configuration, same FCGI_THREADS, one connection per request).")
+            gateway = {run.get("round", 0): run["rps"] for run in by_name.get(name, [])}
+            anchor = {run.get("round", 0): run["rps"] for run in by_name.get(f"{name}-anchor", [])}
+            ratios = sorted(gateway[r] / anchor[r] for r in gateway if anchor.get(r))
+            if ratios:
+                each = ", ".join(f"{ratio:.2f}" for ratio in (gateway[r] / anchor[r] for r in sorted(gateway) if anchor.get(r)))
+                w(f"\n`GET {medians[name]['url']}`: the gateway makes **{ratios[len(ratios) // 2]:.2f}×** the anchor's requests/s "
+                  f"(rounds: {each}; same nginx configuration, same FCGI_THREADS, one connection per request).")
+        for run in wrk["runs"]:
             if run.get("socket_errors"):
                 w(f"\n{run['name']}: {run['socket_errors']}\n")
         w("")
