@@ -34,10 +34,7 @@ public struct GatewayRequest: Sendable {
 
     /// A header by its lowercase name (as the FastCGI exchange stores them): asked several
     /// times per request, so no name is lowercased again here.
-    public func header(_ name: String) -> String? {
-        assert(name == name.lowercased(), "header names are looked up in lowercase")
-        return headers[name]
-    }
+    public func header(_ name: String) -> String? { headers[name] }
 
     /// The first value of a query parameter, percent-decoded.
     func queryValue(_ name: String) -> String? { Self.value(of: name, inQuery: query) }
