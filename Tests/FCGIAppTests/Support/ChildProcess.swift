@@ -17,7 +17,20 @@ final class ChildProcess: @unchecked Sendable {
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.standardError = log
         process.standardOutput = stdout ?? log
-        try process.run()
+        try Self.withNoSignalsBlocked { try process.run() }
+    }
+
+    /// Runs `body` (the spawn) with no signal blocked on this thread. A child inherits its
+    /// parent thread's signal mask, and the test runner's threads block SIGTERM: a child that
+    /// does not unblock it (Python's servers, moto) never saw the SIGTERM of `stop()` and was
+    /// killed only after the grace time, ten seconds per test.
+    private static func withNoSignalsBlocked<T>(_ body: () throws -> T) rethrows -> T {
+        var none = sigset_t()
+        var old = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, &old)
+        defer { pthread_sigmask(SIG_SETMASK, &old, nil) }
+        return try body()
     }
 
     var isRunning: Bool { process.isRunning }
