@@ -49,15 +49,14 @@ final class NetworkNamespace: Sendable {
     func cut() throws { try Self.run(["link", "set", hostLink, "down"], log: logDirectory) }
     func mend() throws { try Self.run(["link", "set", hostLink, "up"], log: logDirectory) }
 
-    /// Removes the namespace, and with it the veth pair. Its output goes nowhere: the test's
-    /// folder may be gone by now (it is removed when the test passes).
+    /// Removes the namespace, and with it the veth pair.
     func remove() {
-        try? Self.run(["link", "del", hostLink], log: nil)
-        try? Self.run(["netns", "del", name], log: nil)
+        try? Self.run(["link", "del", hostLink], log: logDirectory)
+        try? Self.run(["netns", "del", name], log: logDirectory)
     }
 
-    private static func run(_ arguments: [String], log directory: String?) throws {
-        let process = try ChildProcess(ip, arguments, logPath: directory.map { "\($0)/ip.log" } ?? "/dev/null")
+    private static func run(_ arguments: [String], log directory: String) throws {
+        let process = try ChildProcess(ip, arguments, logPath: "\(directory)/ip.log")
         guard process.waitForExit(within: .seconds(10)) == 0 else { throw TestFailure("ip \(arguments.joined(separator: " ")) failed:\n\(process.log)") }
     }
 }
