@@ -1,45 +1,38 @@
 import Comfy
-import NIOConcurrencyHelpers
 
 /// `GET /healthz`: each backend's state; 200 while at least one can take work, else 503.
+/// A probe every second from each load balancer finds the same state almost every time: the
+/// answer is made again only when what it shows changed.
 struct HealthRoute: Sendable {
     let pool: BackendPool
     let styles: StyleLibrary
     let jobs: JobStoreStats
-    /// The last answer and what it was made of: while that is the same, the answer is sent
-    /// again. Building and encoding it was most of a `/healthz` request's time (perf), and a
-    /// probe every second from each load balancer finds the same state almost every time.
-    private let last = NIOLockedValueBox<(inputs: Inputs, response: GatewayResponse)?>(nil)
+    let memo = ResponseMemo<Inputs>()
 
-    private struct Inputs: Equatable {
+    struct Inputs: Equatable, Sendable {
+        struct Broken: Equatable, Sendable {
+            var file: String
+            var reason: String
+        }
+
         var backends: [BackendStatus]
         var queued: Int
         var counts: JobCounts?
         var sizeInBytes: Int
         var styles: [String]
-        var broken: [String]
-    }
-
-    init(pool: BackendPool, styles: StyleLibrary, jobs: JobStoreStats) {
-        self.pool = pool
-        self.styles = styles
-        self.jobs = jobs
+        var broken: [Broken]
     }
 
     func health(_ request: GatewayRequest) async -> GatewayResponse {
         let stats = await jobs.snapshot()
-        let broken = await styles.broken()
         let inputs = Inputs(
             backends: pool.status(), queued: pool.queued(), counts: stats.counts, sizeInBytes: stats.sizeInBytes,
-            styles: await styles.names(), broken: broken.flatMap { [$0.file, $0.reason] }
+            styles: await styles.names(), broken: await styles.broken().map { Inputs.Broken(file: $0.file, reason: $0.reason) }
         )
-        if let cached = last.withLockedValue({ $0 }), cached.inputs == inputs { return cached.response }
-        let response = Self.answer(inputs, broken: broken)
-        last.withLockedValue { $0 = (inputs, response) }
-        return response
+        return memo.response(for: inputs, Self.answer)
     }
 
-    private static func answer(_ inputs: Inputs, broken: [(file: String, reason: String)]) -> GatewayResponse {
+    private static func answer(_ inputs: Inputs) -> GatewayResponse {
         let backends = inputs.backends
         let usable = backends.contains(where: \.isUp)
         var store: [String: JSONValue] = ["size_bytes": .number(Double(inputs.sizeInBytes))]
@@ -72,7 +65,7 @@ struct HealthRoute: Sendable {
             "job_store": .object(store),
             "styles": .object([
                 "loaded": .array(inputs.styles.map(JSONValue.string)),
-                "broken": .array(broken.map { .object(["file": .string($0.file), "reason": .string($0.reason)]) }),
+                "broken": .array(inputs.broken.map { .object(["file": .string($0.file), "reason": .string($0.reason)]) }),
             ]),
         ]), status: usable ? 200 : 503)
     }

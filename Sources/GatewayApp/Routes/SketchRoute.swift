@@ -1,6 +1,5 @@
 import Comfy
 import Foundation
-import NIOConcurrencyHelpers
 
 /// The drawing API's HTTP side: `GET /api/styles`, `POST /api/sketch`, `GET /api/result/{id}`.
 struct SketchRoute: Sendable {
@@ -10,23 +9,11 @@ struct SketchRoute: Sendable {
     /// With `DRAWING_AUTH`: the session's socket and result need its token.
     let tokens: SessionTokens?
 
-    /// The last answer and the names it lists: sent again while they are the same, as they
-    /// almost always are (encoding it was a fifth of the request's time in the app, perf).
-    private let listed = NIOLockedValueBox<(names: [String], response: GatewayResponse)?>(nil)
-
-    init(sessions: DrawingSessions, styles: StyleLibrary, limits: SketchLimits, tokens: SessionTokens?) {
-        self.sessions = sessions
-        self.styles = styles
-        self.limits = limits
-        self.tokens = tokens
-    }
+    /// The style list, made again only when the names changed.
+    let listed = ResponseMemo<[String]>()
 
     func listStyles(_ request: GatewayRequest) async -> GatewayResponse {
-        let names = await styles.names()
-        if let last = listed.withLockedValue({ $0 }), last.names == names { return last.response }
-        let response = GatewayResponse.json(.object(["styles": .array(names.map(JSONValue.string))]))
-        listed.withLockedValue { $0 = (names, response) }
-        return response
+        listed.response(for: await styles.names()) { names in .json(.object(["styles": .array(names.map(JSONValue.string))])) }
     }
 
     func upload(_ request: GatewayRequest) async throws -> GatewayResponse {
