@@ -177,6 +177,33 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func anOwnersCapHoldsWhenInstancesClaimItsLastSlotAtOnce() async throws {
+        try await withInstances(2) { stores, _ in
+            // Six slots free and a cap of two: claims that look at the same moment must not
+            // each see one held and both take a second.
+            let inUse = InUseCounter()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<40 {
+                    group.addTask {
+                        let store = stores[index % 2]
+                        let ticket = try await store.acquireSlot(
+                            backend: index % 4 < 2 ? "http://b1" : "http://b2", capacity: 3, job: nil, priority: .batch, owner: "capped",
+                            ownerMaxRunning: 2, deadline: .now + .seconds(30)
+                        )
+                        await inUse.enter()
+                        try await Task.sleep(for: .milliseconds(50))
+                        await inUse.leave()
+                        await store.releaseSlot(ticket)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let peak = await inUse.peak
+            #expect(peak == 2, "at most the cap at once: \(peak)")
+            #expect(try await stores[0].slotsInUse() == [:])
+        }
+    }
+
     @Test func aBatchJobLetsAnInteractiveOneOfAnotherInstanceTakeTheFreedSlotFirst() async throws {
         try await withInstances(2, lease: .seconds(5)) { stores, _ in
             let (batchSide, interactiveSide) = (stores[0], stores[1])

@@ -129,50 +129,51 @@ extension PostgresJobStore {
     }
 
     private func takeSlot(_ claim: SlotClaim, ticket: String) async throws -> [PostgresRandomAccessRow] {
-        try await guarded {
-            try await rows(
-                """
-                WITH holding AS (
-                    SELECT owner, COUNT(*) AS n FROM backend_slots
-                    WHERE owner IS NOT NULL AND holder IS NOT NULL AND lease_until >= gateway_now_ms() GROUP BY owner
-                ), mine AS (
-                    SELECT COALESCE((SELECT n FROM holding WHERE owner = \(claim.owner)), 0) AS n
-                ), taken AS (
-                UPDATE backend_slots SET holder = \(instanceID), ticket = \(ticket), job_id = \(claim.job), owner = \(claim.owner),
-                    lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
-                WHERE (backend, slot) = (
-                    SELECT backend, slot FROM backend_slots AS s
-                    WHERE backend = \(claim.backend) AND slot < \(claim.capacity) AND (
-                        holder IS NULL OR (lease_until < gateway_now_ms() AND (job_id IS NULL OR NOT EXISTS (
-                            SELECT 1 FROM jobs WHERE jobs.id = s.job_id AND jobs.status IN ('queued', 'running')
-                        )))
-                    )
-                    AND (\(claim.ownerCap)::BIGINT IS NULL OR (SELECT n FROM mine) < \(claim.ownerCap)::BIGINT)
-                    AND NOT EXISTS (
-                        SELECT 1 FROM slot_waiters AS w
-                        WHERE w.backend = s.backend AND w.lease_until >= gateway_now_ms() AND w.ticket IS DISTINCT FROM \(claim.waiter)
-                        AND (
-                            (\(claim.batch) AND NOT w.batch)
-                            OR (w.batch = \(claim.batch)
-                                AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap)
-                                AND COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < (SELECT n FROM mine))
-                        )
-                    )
-                    ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED
+        let take: PostgresQuery = """
+            WITH holding AS (
+                SELECT owner, COUNT(*) AS n FROM backend_slots
+                WHERE owner IS NOT NULL AND holder IS NOT NULL AND lease_until >= gateway_now_ms() GROUP BY owner
+            ), mine AS (
+                SELECT COALESCE((SELECT n FROM holding WHERE owner = \(claim.owner)), 0) AS n
+            ), taken AS (
+            UPDATE backend_slots SET holder = \(instanceID), ticket = \(ticket), job_id = \(claim.job), owner = \(claim.owner),
+                lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
+            WHERE (backend, slot) = (
+                SELECT backend, slot FROM backend_slots AS s
+                WHERE backend = \(claim.backend) AND slot < \(claim.capacity) AND (
+                    holder IS NULL OR (lease_until < gateway_now_ms() AND (job_id IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM jobs WHERE jobs.id = s.job_id AND jobs.status IN ('queued', 'running')
+                    )))
                 )
-                RETURNING slot
-                ), served AS (
-                    DELETE FROM slot_waiters WHERE ticket = \(claim.waiter) AND EXISTS (SELECT 1 FROM taken) RETURNING backend
+                AND (\(claim.ownerCap)::BIGINT IS NULL OR (SELECT n FROM mine) < \(claim.ownerCap)::BIGINT)
+                AND NOT EXISTS (
+                    SELECT 1 FROM slot_waiters AS w
+                    WHERE w.backend = s.backend AND w.lease_until >= gateway_now_ms() AND w.ticket IS DISTINCT FROM \(claim.waiter)
+                    AND (
+                        (\(claim.batch) AND NOT w.batch)
+                        OR (w.batch = \(claim.batch)
+                            AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap)
+                            AND COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < (SELECT n FROM mine))
+                    )
                 )
-                -- The waiters behind this one hear of it while another slot is free (the count
-                -- is from before the take).
-                SELECT slot, (
-                    SELECT pg_notify(\(Self.channel), 'slot ' || backend)::text FROM served
-                    WHERE (SELECT COUNT(*) FROM backend_slots WHERE backend = \(claim.backend) AND slot < \(claim.capacity) AND holder IS NULL) > 1
-                ) AS notified
-                FROM taken
-                """
+                ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED
             )
+            RETURNING slot
+            ), served AS (
+                DELETE FROM slot_waiters WHERE ticket = \(claim.waiter) AND EXISTS (SELECT 1 FROM taken) RETURNING backend
+            )
+            -- The waiters behind this one hear of it while another slot is free (the count
+            -- is from before the take).
+            SELECT slot, (
+                SELECT pg_notify(\(Self.channel), 'slot ' || backend)::text FROM served
+                WHERE (SELECT COUNT(*) FROM backend_slots WHERE backend = \(claim.backend) AND slot < \(claim.capacity) AND holder IS NULL) > 1
+            ) AS notified
+            FROM taken
+            """
+        return try await guarded {
+            // A capped owner's claims take turns: each counts the slots the last one took.
+            guard claim.ownerCap != nil else { return try await rows(take) }
+            return try await rows(take, serializedBy: "owner \(claim.owner)")
         }
     }
 

@@ -405,6 +405,20 @@ public final class PostgresJobStore: SharedJobStore {
         return rows.map { $0.makeRandomAccess() }
     }
 
+    /// Runs a query after taking the transaction's advisory lock named `lock`: statements that
+    /// read before they write (an owner's count of slots, then a take) see each other's commits
+    /// instead of one snapshot each, so two instances cannot both take the last one.
+    func rows(_ query: PostgresQuery, serializedBy lock: String) async throws -> [PostgresRandomAccessRow] {
+        let (client, logger) = (self.client, self.logger)
+        let rows = try await withAbandonableDeadline(.now + Self.callTimeout, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
+            try await client.withTransaction(logger: logger) { connection in
+                _ = try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresJobStoreSchema.serializingLocks), hashtext(\(lock)))", logger: logger)
+                return try await connection.query(query, logger: logger).collect()
+            }
+        }
+        return rows.map { $0.makeRandomAccess() }
+    }
+
     /// Runs a statement whose rows are not needed.
     func execute(_ query: PostgresQuery) async throws {
         _ = try await rows(query)

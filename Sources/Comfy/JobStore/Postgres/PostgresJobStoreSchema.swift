@@ -8,6 +8,8 @@
 enum PostgresJobStoreSchema {
     /// The advisory lock a migrating instance holds: two starting at once do not both migrate.
     static let migrationLock: Int64 = 0x636F_6D66_7967_7731
+    /// The class of the two-part advisory locks that serialize claims by a name (an owner's).
+    static let serializingLocks: Int32 = 0x6367_7731
 
     static let migrations: [[String]] = [
         // 1: jobs with leases, API keys, backend slots.
