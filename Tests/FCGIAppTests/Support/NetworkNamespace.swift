@@ -49,10 +49,14 @@ final class NetworkNamespace: Sendable {
     func cut() throws { try Self.run(["link", "set", hostLink, "down"], log: logDirectory) }
     func mend() throws { try Self.run(["link", "set", hostLink, "up"], log: logDirectory) }
 
-    /// Removes the namespace, and with it the veth pair.
+    /// Removes the namespace, and with it the veth pair. It logs into a folder of its own: the
+    /// test's is gone by now when the test passed (and never to /dev/null: ChildProcess makes
+    /// its log file, and as root would replace the device with one).
     func remove() {
-        try? Self.run(["link", "del", hostLink], log: logDirectory)
-        try? Self.run(["netns", "del", name], log: logDirectory)
+        guard let folder = try? TestPaths.makeTemporaryDirectory("\(name)-removal") else { return }
+        try? Self.run(["link", "del", hostLink], log: folder)
+        try? Self.run(["netns", "del", name], log: folder)
+        try? FileManager.default.removeItem(atPath: folder)
     }
 
     private static func run(_ arguments: [String], log directory: String) throws {
