@@ -89,6 +89,10 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func aKeysLimitOfUnfinishedJobsHoldsWhenInstancesInsertAtOnce() async throws {
+        try await withInstances(2) { stores, _ in try await expectUnfinishedLimitHoldsUnderRacingInserts(stores) }
+    }
+
     @Test func anExpiredLeaseIsTakenOverOnceAndTheOldHolderIsFencedOut() async throws {
         try await withInstances(3) { stores, _ in
             let (paused, taker, other) = (stores[0], stores[1], stores[2])

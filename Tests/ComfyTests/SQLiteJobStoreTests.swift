@@ -112,6 +112,10 @@ struct SQLiteJobStoreTests {
         }
     }
 
+    @Test func aKeysLimitOfUnfinishedJobsHoldsUnderRacingInserts() async throws {
+        try await withStore { store, _ in try await expectUnfinishedLimitHoldsUnderRacingInserts([store]) }
+    }
+
     @Test func aJobEndsOnceAndItsWebhookBecomesDue() async throws {
         try await withStore { store, _ in
             let record = job(webhook: "https://example.com/hook")

@@ -84,11 +84,21 @@ struct KeyTests {
             let queued = try Self.createKey(gateway, ["queued", "--max-queued", "2"])
             let rated = try Self.createKey(gateway, ["rated", "--rate", "3/min"])
             let body = Workflows.body(Workflows.txt2img(text: "limited"))
-            for _ in 0..<2 { #expect(try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued)).status == 202) }
+            let first = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued) + [("Idempotency-Key", "queued-1")])
+            #expect(first.status == 202)
+            #expect(try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued)).status == 202)
             let full = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued))
             #expect(full.status == 429)
             #expect(full.header("Retry-After") != nil)
             #expect(try JSONValue.parse(full.body)["error"]?["code"] == "quota_exceeded")
+            // A new job with a key of its own is refused too; a replay of a stored one is that job.
+            let fresh = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued) + [("Idempotency-Key", "queued-2")])
+            #expect(fresh.status == 429)
+            #expect(try JSONValue.parse(fresh.body)["error"]?["code"] == "quota_exceeded")
+            let replay = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued) + [("Idempotency-Key", "queued-1")])
+            #expect(replay.status == 202)
+            #expect(replay.header("Idempotent-Replayed") == "true")
+            #expect(try JSONValue.parse(replay.body)["id"] == JSONValue.parse(first.body)["id"])
             for _ in 0..<3 { #expect(try await gateway.post("/api/jobs", json: body, headers: Self.bearer(rated)).status == 202) }
             let fast = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(rated))
             #expect(fast.status == 429)

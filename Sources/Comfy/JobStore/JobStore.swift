@@ -7,8 +7,11 @@ import Foundation
 /// before or after the change, never between.
 public protocol JobStore: Sendable {
     /// Stores a new job. A job with the same idempotency key stored within `keyWindow` is
-    /// returned instead when its request hash is the same, else `idempotencyKeyReused`.
-    func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion
+    /// returned instead when its request hash is the same, else `idempotencyKeyReused`. With
+    /// `unfinishedLimit`, a job of an API key that has that many queued or running already is
+    /// refused (`unfinishedLimitReached`), counted and stored as one step, whoever else stores
+    /// a job of the key at the same moment.
+    func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration, unfinishedLimit: Int?) async throws -> JobInsertion
 
     func job(_ id: String) async throws -> JobRecord?
 
@@ -84,6 +87,10 @@ extension JobStore {
     public func finish(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, at date: Date) async throws -> JobRecord? {
         try await finish(id, status: status, result: result, failure: failure, gpuMilliseconds: nil, imageBytes: nil, at: date)
     }
+
+    public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {
+        try await insert(job, requestHash: requestHash, keyWindow: keyWindow, unfinishedLimit: nil)
+    }
 }
 
 /// What `insert` did.
@@ -120,6 +127,8 @@ public struct JobStoreError: Error, Sendable, CustomStringConvertible {
         case newerSchema
         /// A key with that name exists already.
         case keyExists
+        /// The job's API key has as many jobs queued or running as it may.
+        case unfinishedLimitReached
     }
 
     public var kind: Kind
@@ -129,5 +138,9 @@ public struct JobStoreError: Error, Sendable, CustomStringConvertible {
     public init(_ kind: Kind, _ message: String) {
         self.kind = kind
         self.message = message
+    }
+
+    public static func unfinishedLimitReached(key name: String, limit: Int) -> JobStoreError {
+        JobStoreError(.unfinishedLimitReached, "key \(name) has \(limit) jobs queued or running, its limit; try again when one ends")
     }
 }

@@ -92,17 +92,21 @@ public final class SQLiteJobStore: JobStore {
 
     // MARK: JobStore
 
-    public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {
+    public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration, unfinishedLimit: Int?) async throws -> JobInsertion {
         try await guarded {
             if let key = job.idempotencyKey {
                 // A key older than its window names nothing any more.
                 let expired = job.createdAt.addingTimeInterval(-keyWindow.seconds)
                 _ = try await connection.query("UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key = ? AND created_at < ?", [.text(key), .integer(expired.milliseconds)])
             }
+            // One statement counts the key's unfinished jobs and stores the new one: no other
+            // insert lands in between (SQLite has one writer).
+            let limit = job.keyName == nil ? nil : unfinishedLimit
             let inserted = try await connection.query(
                 """
                 INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, webhook_url, idempotency_key, request_hash, created_at, key_name, output_format)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+                WHERE ?13 IS NULL OR (SELECT COUNT(*) FROM jobs WHERE key_name = ?11 AND status IN ('queued', 'running')) < ?13
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING id
                 """,
@@ -110,13 +114,14 @@ public final class SQLiteJobStore: JobStore {
                     .text(job.id), .text(job.kind.rawValue), .text(job.status.rawValue), .text(JSONValue.object(job.workflow).encodedText),
                     .optionalText(job.outputNodeID), .text(job.owner), .optionalText(job.webhookURL), .optionalText(job.idempotencyKey),
                     .optionalText(requestHash), .integer(job.createdAt.milliseconds), .optionalText(job.keyName),
-                    .optionalText(job.storedOutputFormat),
+                    .optionalText(job.storedOutputFormat), .optionalInteger(limit),
                 ]
             )
             if !inserted.isEmpty { return .created(job) }
             guard let key = job.idempotencyKey,
                 let row = try await connection.query("SELECT * FROM jobs WHERE idempotency_key = ?", [.text(key)]).first
             else {
+                if let limit, let name = job.keyName { throw JobStoreError.unfinishedLimitReached(key: name, limit: limit) }
                 throw JobStoreError(.unavailable, "the job was not stored")
             }
             guard row.column("request_hash")?.string == requestHash else {

@@ -295,12 +295,16 @@ public actor JobRunner {
 
     /// Stores a new job and starts it (sync) or queues it (async). With an idempotency key
     /// already used for the same request, returns that job and starts nothing.
-    /// - Parameter ownerMaxRunning: the owner's cap of prompts on the GPUs (an API key's).
-    public func submit(_ record: JobRecord, requestHash: String?, ownerMaxRunning: Int? = nil) async throws -> JobInsertion {
+    /// - Parameters:
+    ///   - ownerMaxRunning: the owner's cap of prompts on the GPUs (an API key's).
+    ///   - maxUnfinished: the most jobs the record's API key may have queued or running.
+    public func submit(_ record: JobRecord, requestHash: String?, ownerMaxRunning: Int? = nil, maxUnfinished: Int? = nil) async throws -> JobInsertion {
         guard !stopping else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; try again shortly")
         }
-        let insertion = try await store.insert(record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow)
+        let insertion = try await store.insert(
+            record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow, unfinishedLimit: maxUnfinished
+        )
         guard case .created(let record) = insertion else { return insertion }
         ownerCaps[record.owner] = ownerMaxRunning
         live[record.id] = Live()

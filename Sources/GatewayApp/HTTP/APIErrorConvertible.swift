@@ -56,6 +56,10 @@ extension JobStoreError: APIErrorConvertible {
             return APIError(.idempotencyKeyReused, message)
         case .keyExists:
             return APIError(.invalidRequest, message)
+        case .unfinishedLimitReached:
+            var error = APIError(.quotaExceeded, message)
+            error.headers = [("Retry-After", "5")]
+            return error
         case .unavailable, .newerSchema:
             var error = APIError(.storeUnavailable, "the job store is unavailable; nothing was stored (\(message))")
             error.headers = [("Retry-After", "5")]

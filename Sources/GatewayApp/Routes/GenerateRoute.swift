@@ -23,7 +23,9 @@ struct GenerateRoute: Sendable {
     private func run(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String) async throws -> GatewayResponse {
         let index = try Self.index(request)
         let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: endpoint)
-        let insertion = try await runner.submit(record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning)
+        let insertion = try await runner.submit(
+            record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning, maxUnfinished: request.apiKey?.maxQueued
+        )
         let id = insertion.record.id
         var response: GatewayResponse
         do {

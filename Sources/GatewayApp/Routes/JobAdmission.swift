@@ -20,10 +20,10 @@ struct JobAdmission: Sendable {
         let idempotency = try IdempotencyKey.of(request)
         if let key = request.apiKey {
             try await gate.spend(key)
-            if let limit = key.maxQueued, try await store.unfinishedJobCount(key: key.name) >= limit {
-                var error = APIError(.quotaExceeded, "key \(key.name) has \(limit) jobs queued or running, its limit; try again when one ends")
-                error.headers = [("Retry-After", "5")]
-                throw error
+            // Refused early, before any input image is fetched; the insert counts again, exactly,
+            // and lets a replay of a stored job by its Idempotency-Key through.
+            if let limit = key.maxQueued, idempotency == nil, try await store.unfinishedJobCount(key: key.name) >= limit {
+                throw JobStoreError.unfinishedLimitReached(key: key.name, limit: limit)
             }
         }
         guard body.inputImages.count <= InputImages.maxPerJob else {

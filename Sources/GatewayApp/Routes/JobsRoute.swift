@@ -22,7 +22,9 @@ struct JobsRoute: Sendable {
             webhookURL = try await OutboundURL.check(url, allowPrivate: webhooks.webhookAllowPrivate).url
         }
         let (record, requestHash) = try await admission.admit(body, request, kind: .async, endpoint: endpoint, webhookURL: webhookURL)
-        let insertion = try await runner.submit(record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning)
+        let insertion = try await runner.submit(
+            record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning, maxUnfinished: request.apiKey?.maxQueued
+        )
         let job = insertion.record
         var headers = [("Location", "/api/jobs/\(job.id)")]
         if case .existing = insertion { headers.append(("Idempotent-Replayed", "true")) }

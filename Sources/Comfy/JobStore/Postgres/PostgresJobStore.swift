@@ -148,28 +148,32 @@ public final class PostgresJobStore: SharedJobStore {
 
     // MARK: JobStore
 
-    public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {
+    public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration, unfinishedLimit: Int?) async throws -> JobInsertion {
         try await guarded {
             if let key = job.idempotencyKey {
                 let expired = job.createdAt.addingTimeInterval(-keyWindow.seconds).milliseconds
                 try await execute("UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key = \(key) AND created_at < \(expired)")
             }
-            let inserted = try await rows(
-                """
+            let limit = job.keyName == nil ? nil : unfinishedLimit
+            let insert: PostgresQuery = """
                 INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, webhook_url, idempotency_key, request_hash, created_at,
                     key_name, output_format, lease_owner, lease_until)
-                VALUES (\(job.id), \(job.kind.rawValue), \(job.status.rawValue), \(JSONValue.object(job.workflow).encodedText), \(job.outputNodeID),
+                SELECT \(job.id), \(job.kind.rawValue), \(job.status.rawValue), \(JSONValue.object(job.workflow).encodedText), \(job.outputNodeID),
                     \(job.owner), \(job.webhookURL), \(job.idempotencyKey), \(requestHash), \(job.createdAt.milliseconds), \(job.keyName),
-                    \(job.storedOutputFormat), \(instanceID), gateway_now_ms() + \(leaseTimeout.milliseconds))
+                    \(job.storedOutputFormat), \(instanceID), gateway_now_ms() + \(leaseTimeout.milliseconds)
+                WHERE \(limit)::BIGINT IS NULL
+                    OR (SELECT COUNT(*) FROM jobs WHERE key_name = \(job.keyName) AND status IN ('queued', 'running')) < \(limit)::BIGINT
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING lease_generation
                 """
-            )
+            // A limited key's inserts take turns: each counts the jobs the one before stored.
+            let inserted = try await limit == nil ? rows(insert) : rows(insert, serializedBy: "unfinished \(job.keyName ?? "")")
             if let generation = inserted.first?.integer("lease_generation") {
                 held.withLockedValue { $0[job.id] = generation }
                 return .created(job)
             }
             guard let key = job.idempotencyKey, let row = try await rows("SELECT * FROM jobs WHERE idempotency_key = \(key)").first else {
+                if let limit, let name = job.keyName { throw JobStoreError.unfinishedLimitReached(key: name, limit: limit) }
                 throw JobStoreError(.unavailable, "the job was not stored")
             }
             guard row.text("request_hash") == requestHash else {
