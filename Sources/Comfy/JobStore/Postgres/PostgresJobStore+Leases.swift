@@ -57,32 +57,36 @@ extension PostgresJobStore {
 
     public func takeOverExpired(limit: Int) async throws -> [JobRecord] {
         try await guarded {
+            // The slots their prompts hold move with them, in the same statement (a take-over
+            // that stored the jobs but not their slots would renew jobs nobody runs): they stay
+            // taken while the prompts run. A new ticket each, so that the old holder, if it
+            // wakes, cannot give them back.
             let taken = try await rows(
                 """
-                UPDATE jobs SET lease_owner = \(instanceID), lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds),
-                    lease_generation = lease_generation + 1
-                WHERE seq IN (
-                    SELECT seq FROM jobs WHERE status IN ('queued', 'running') AND lease_until < gateway_now_ms()
-                    ORDER BY seq LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                WITH taken AS (
+                    UPDATE jobs SET lease_owner = \(instanceID), lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds),
+                        lease_generation = lease_generation + 1
+                    WHERE seq IN (
+                        SELECT seq FROM jobs WHERE status IN ('queued', 'running') AND lease_until < gateway_now_ms()
+                        ORDER BY seq LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                    )
+                    RETURNING *
+                ), moved AS (
+                    UPDATE backend_slots SET holder = \(instanceID), ticket = gen_random_uuid()::text,
+                        lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
+                    WHERE job_id IN (SELECT id FROM taken) RETURNING job_id, ticket
                 )
-                RETURNING *
+                SELECT taken.*, moved.ticket AS moved_ticket FROM taken LEFT JOIN moved ON moved.job_id = taken.id ORDER BY taken.seq
                 """
             )
-            guard !taken.isEmpty else { return [] }
-            let records = taken.map(JobRecord.init(row:))
+            var records: [JobRecord] = []
+            var seen: Set<String> = []
+            for row in taken where row.text("id").map({ seen.insert($0).inserted }) ?? false { records.append(JobRecord(row: row)) }
             held.withLockedValue { held in
                 for row in taken { if let id = row.text("id") { held[id] = row.integer("lease_generation") ?? 0 } }
             }
-            // The slots their prompts hold move with them: they stay taken while the prompts run.
-            // A new ticket each, so that the old holder, if it wakes, cannot give them back.
-            let moved = try await rows(
-                """
-                UPDATE backend_slots SET holder = \(instanceID), ticket = gen_random_uuid()::text, lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
-                WHERE job_id = ANY(\(records.map(\.id))) RETURNING ticket
-                """
-            )
             slotTickets.withLockedValue { tickets in
-                for row in moved { if let ticket = row.text("ticket") { tickets.insert(ticket) } }
+                for row in taken { if let ticket = row.text("moved_ticket") { tickets.insert(ticket) } }
             }
             return records
         }
