@@ -314,6 +314,29 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func anOwnersPromptsStillOnComfyUICountTowardItsCapAfterTheirInstanceDied() async throws {
+        try await withInstances(2, lease: .seconds(1)) { stores, _ in
+            let (dead, alive) = (stores[0], stores[1])
+            // The dead instance ran two of capped's jobs (cap 2) when it stopped renewing.
+            for _ in 0..<2 {
+                let record = job()
+                _ = try await dead.insert(record, requestHash: nil, keyWindow: .seconds(60))
+                _ = try await dead.acquireSlot(
+                    backend: "http://b1", capacity: 4, job: record.id, priority: .batch, owner: "capped", ownerMaxRunning: 2, deadline: .now + .seconds(1)
+                )
+            }
+            try await Task.sleep(for: .milliseconds(1300))
+            // Their prompts still run: capped gets no third slot, though two are free.
+            await #expect(throws: ComfyError.self) {
+                try await alive.acquireSlot(
+                    backend: "http://b1", capacity: 4, job: nil, priority: .batch, owner: "capped", ownerMaxRunning: 2, deadline: .now + .milliseconds(300)
+                )
+            }
+            let other = try await alive.acquireSlot(backend: "http://b1", capacity: 4, job: nil, priority: .batch, owner: "other", deadline: .now + .seconds(1))
+            await alive.releaseSlot(other)
+        }
+    }
+
     @Test func anInstanceHearsOfTheOthersEndsAndProgressButNotOfItsOwn() async throws {
         try await withInstances(2) { stores, _ in
             let changes = stores[1].changes()

@@ -131,8 +131,14 @@ extension PostgresJobStore {
     private func takeSlot(_ claim: SlotClaim, ticket: String) async throws -> [PostgresRandomAccessRow] {
         let take: PostgresQuery = """
             WITH holding AS (
-                SELECT owner, COUNT(*) AS n FROM backend_slots
-                WHERE owner IS NOT NULL AND holder IS NOT NULL AND lease_until >= gateway_now_ms() GROUP BY owner
+                -- Counted as the take below counts a slot taken: also one whose holder stopped
+                -- renewing while its job is unfinished (its prompt is still on ComfyUI, and the
+                -- take-over of the job moves the slot along).
+                SELECT owner, COUNT(*) AS n FROM backend_slots AS h
+                WHERE owner IS NOT NULL AND holder IS NOT NULL AND (lease_until >= gateway_now_ms() OR (job_id IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM jobs WHERE jobs.id = h.job_id AND jobs.status IN ('queued', 'running')
+                )))
+                GROUP BY owner
             ), mine AS (
                 SELECT COALESCE((SELECT n FROM holding WHERE owner = \(claim.owner)), 0) AS n
             ), taken AS (
