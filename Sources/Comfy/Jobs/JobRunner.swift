@@ -232,12 +232,13 @@ public actor JobRunner {
 
     /// Tells a job's watchers here how it ended elsewhere, or that another instance has it now.
     /// A prompt submitted here that the job no longer names (the instance that took it over
-    /// submitted its own) runs for nobody: it is removed.
+    /// submitted its own), or whose job was cancelled (the cancel may have reached ComfyUI
+    /// before the prompt did), runs for nobody: it is removed.
     private func endElsewhere(_ id: String, submittedHere prompt: (id: String, backend: String)? = nil) async {
         endedElsewhere.remove(id)
         let record = try? await store.job(id)
-        if let prompt, let record, record.promptID != prompt.id {
-            logger.notice("removing a prompt sent for a job another instance took over", metadata: ["job.id": "\(id)", "comfy.prompt_id": "\(prompt.id)"])
+        if let prompt, let record, record.promptID != prompt.id || record.status == .cancelled {
+            logger.notice("removing a prompt sent for a job another instance took over or cancelled", metadata: ["job.id": "\(id)", "comfy.prompt_id": "\(prompt.id)"])
             await pool.cancelPrompt(prompt.id, backend: prompt.backend)
         }
         if let record, record.status.isFinal {
