@@ -59,9 +59,12 @@ public final class WebhookSender: Sendable {
                     // On a shared store a claim lasts a lease: sent later, another instance may
                     // have claimed and sent it meanwhile (this one was held up).
                     let sendBy = shared.map { ContinuousClock.now + $0.leaseTimeout / 2 }
+                    // Read before the store: a delivery that ends after it was read as due is
+                    // not started again (SQLite's due webhooks are not claimed).
+                    let busy = inFlight.withLockedValue { $0 }
                     let due = try await store.dueWebhooks(at: now, limit: Self.batch)
                     var started = 0
-                    for record in due where inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
+                    for record in due where !busy.contains(record.id) && inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
                         started += 1
                         group.addTask {
                             await self.deliver(record, sendBy: sendBy)
