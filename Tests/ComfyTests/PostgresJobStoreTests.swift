@@ -160,6 +160,30 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func webhookClaimsAndRetriesKeepTheDatabasesClockNotAnInstancesOwn() async throws {
+        try await withInstances(2, lease: .seconds(5)) { stores, _ in
+            let (sending, ahead) = (stores[0], stores[1])
+            let record = job(webhook: "https://example.com/hook")
+            _ = try await sending.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            _ = try await sending.finish(record.id, status: .completed, result: nil, failure: nil, at: Date())
+            #expect(try await sending.dueWebhooks(at: Date(), limit: 10).map(\.id) == [record.id])
+            // An instance whose clock is a minute ahead finds it still claimed, for about the lease.
+            let aMinuteAhead = Date().addingTimeInterval(60)
+            #expect(try await ahead.dueWebhooks(at: aMinuteAhead, limit: 10).isEmpty)
+            let claimEnds = try #require(try await ahead.nextWebhookDue(after: aMinuteAhead)).timeIntervalSince(aMinuteAhead)
+            #expect(claimEnds > 3 && claimEnds <= 5, "\(claimEnds) s")
+            // A failed attempt's pause of 30 s, chosen by an instance whose clock is behind, is
+            // 30 s on the database's clock.
+            let anHourBehind = Date().addingTimeInterval(-3600)
+            try await sending.recordWebhookAttempt(
+                of: record.id, status: 500, delivered: false, nextAttemptAt: anHourBehind.addingTimeInterval(30), at: anHourBehind
+            )
+            #expect(try await ahead.dueWebhooks(at: aMinuteAhead, limit: 10).isEmpty)
+            let retryIn = try #require(try await ahead.nextWebhookDue(after: Date())).timeIntervalSinceNow
+            #expect(retryIn > 28 && retryIn <= 30, "\(retryIn) s")
+        }
+    }
+
     @Test func backendSlotsNeverExceedTheCapacityOfAllInstancesTogether() async throws {
         try await withInstances(2) { stores, _ in
             let inUse = InUseCounter()

@@ -23,7 +23,7 @@ extension PostgresJobStore {
             if !sending.isEmpty {
                 let kept = try await rows(
                     """
-                    UPDATE jobs SET webhook_next_at = \(Date().milliseconds + leaseTimeout.milliseconds)
+                    UPDATE jobs SET webhook_next_at = gateway_now_ms() + \(leaseTimeout.milliseconds)
                     WHERE id = ANY(\(sending)) AND webhook_claimed_by = \(instanceID) AND webhook_state = 'pending' RETURNING id
                     """
                 ).compactMap { $0.text("id") }

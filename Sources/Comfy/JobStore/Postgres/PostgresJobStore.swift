@@ -218,7 +218,7 @@ public final class PostgresJobStore: SharedJobStore {
                         error = \(failure?.storedText), gpu_ms = \(gpuMilliseconds), image_bytes = \(imageBytes),
                         progress = CASE WHEN \(status.rawValue) = 'completed' THEN 1 ELSE progress END,
                         webhook_state = CASE WHEN webhook_url IS NULL THEN 'none' ELSE 'pending' END,
-                        webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE \(date.milliseconds) END,
+                        webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE gateway_now_ms() END,
                         lease_owner = NULL, lease_until = NULL
                     WHERE id = \(id) AND status IN ('queued', 'running')
                         AND (\(generation)::bigint IS NULL OR (lease_owner = \(instanceID) AND lease_generation = \(generation)))
@@ -259,15 +259,16 @@ public final class PostgresJobStore: SharedJobStore {
 
     /// Claims the due webhooks for this instance for a lease, renewed while each is sent
     /// (`renewLeases`): no other instance sends one meanwhile, and one whose sender died or
-    /// was held up past its lease is claimed again. Webhook times are the instances' clocks,
-    /// as the retries they schedule.
+    /// was held up past its lease is claimed again. Webhook times are the database's clock,
+    /// as the leases (`now` is this instance's: not used here), so that an instance whose
+    /// clock is ahead does not take a claim another still holds.
     public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
         try await guarded {
             let claimed = try await rows(
                 """
-                UPDATE jobs SET webhook_next_at = \(now.milliseconds + leaseTimeout.milliseconds), webhook_claimed_by = \(instanceID)
+                UPDATE jobs SET webhook_next_at = gateway_now_ms() + \(leaseTimeout.milliseconds), webhook_claimed_by = \(instanceID)
                 WHERE seq IN (
-                    SELECT seq FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= \(now.milliseconds)
+                    SELECT seq FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= gateway_now_ms()
                     ORDER BY webhook_next_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
                 )
                 RETURNING *
@@ -278,10 +279,13 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
+    /// On this instance's clock: how long until the next one is due on the database's, from `now`.
     public func nextWebhookDue(after now: Date) async throws -> Date? {
         try await guarded {
-            try await rows("SELECT MIN(webhook_next_at) AS due FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at > \(now.milliseconds)")
-                .first?.date("due")
+            let wait = try await rows(
+                "SELECT MIN(webhook_next_at) - gateway_now_ms() AS wait FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at > gateway_now_ms()"
+            ).first?.integer("wait")
+            return wait.map { now.addingTimeInterval(Double($0) / 1000) }
         }
     }
 
@@ -292,11 +296,13 @@ public final class PostgresJobStore: SharedJobStore {
         defer { letWebhookGo(id) }
         let state: WebhookDelivery.State = delivered ? .delivered : nextAttemptAt == nil ? .failed : .pending
         let deliveredAt: Int? = delivered ? date.milliseconds : nil
+        // The pause is this instance's to choose; when it ends, the database's clock says.
+        let pause: Int? = nextAttemptAt.map { max(0, $0.milliseconds - date.milliseconds) }
         try await guarded {
             try await execute(
                 """
                 UPDATE jobs SET webhook_state = \(state.rawValue), webhook_attempts = webhook_attempts + 1, webhook_last_status = \(status),
-                    webhook_delivered_at = \(deliveredAt), webhook_next_at = \(nextAttemptAt?.milliseconds), webhook_claimed_by = NULL
+                    webhook_delivered_at = \(deliveredAt), webhook_next_at = gateway_now_ms() + \(pause)::BIGINT, webhook_claimed_by = NULL
                 WHERE id = \(id) AND webhook_state = 'pending' AND webhook_claimed_by = \(instanceID)
                 """
             )
