@@ -102,7 +102,10 @@ struct HardeningTests {
             environment: ["TLS_CERT": "\(directory)/cert.pem", "TLS_KEY": "\(directory)/key.pem", "HTTP_REDIRECT_PORT": "\(redirectPort)"]
         )
         defer { gateway.stop() }
-        try await waitUntil(timeout: .seconds(20)) { (try? RawConnection(port: gateway.port)) != nil }
+        // nginx answers (plain HTTP on its TLS port: 400), not merely a connect that succeeds.
+        try await waitUntil(timeout: .seconds(20)) {
+            (try? RawAnswer(port: gateway.port, request: "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))?.status == 400
+        }
 
         func handshake(_ arguments: [String]) throws -> (status: Int32, output: String) {
             let process = try ChildProcess(

@@ -20,6 +20,15 @@ final class RawConnection {
             close(fd)
             throw TestFailure("connect to :\(port) failed")
         }
+        // A port in the ephemeral range that nobody listens on yet can be picked as the
+        // socket's own source port: TCP then connects it to itself, and it "succeeds".
+        var local = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        guard local.sin_port != address.sin_port else {
+            close(fd)
+            throw TestFailure("nothing listens on :\(port) (the connection went to itself)")
+        }
     }
 
     deinit { close(fd) }
