@@ -14,9 +14,9 @@ struct ComfyRESTClient: Sendable {
             "prompt_id": .string(promptID),
         ])
         let encoded = body.encoded()
-        // Checked last, as near the send as this level gets.
+        // Checked here, and again on the thread that sends it, after any wait for one.
         if let sendBy, ContinuousClock.now > sendBy { throw SubmitWindowClosed() }
-        let response = try await call("POST", "/prompt", body: encoded)
+        let response = try await call("POST", "/prompt", body: encoded, sendBy: sendBy)
         switch response.status {
         case 200:
             guard let answer = try? JSONValue.parse(response.body), answer["prompt_id"]?.stringValue != nil else {
@@ -157,18 +157,21 @@ struct ComfyRESTClient: Sendable {
     }
 
     /// - Parameter body: encoded JSON.
-    func call(_ method: String, _ path: String, body: [UInt8]?, timeout: Duration = .seconds(30)) async throws -> CurlResponse {
-        let request = CurlRequest(
+    func call(_ method: String, _ path: String, body: [UInt8]?, timeout: Duration = .seconds(30), sendBy: ContinuousClock.Instant? = nil) async throws -> CurlResponse {
+        var request = CurlRequest(
             method: method,
             url: url.http(path),
             headers: body == nil ? [] : [("Content-Type", "application/json")],
             body: body,
             timeout: timeout
         )
+        request.sendBy = sendBy
         do {
             return try await http.execute(request)
         } catch let error as CurlError where error.kind == .cancelled {
             throw ComfyError.cancelled
+        } catch let error as CurlError where error.kind == .tooLate {
+            throw SubmitWindowClosed()
         } catch let error as CurlError {
             throw ComfyError.unavailable(url, error.message)
         }

@@ -32,6 +32,9 @@ public final class CurlHTTPClient: Service, Sendable {
             do {
                 result = try await threads.runIfActive { [self] in
                     guard !flag.isSet else { return .failure(CurlError(kind: .cancelled, message: "request cancelled")) }
+                    if let sendBy = request.sendBy, ContinuousClock.now > sendBy {
+                        return .failure(CurlError(kind: .tooLate, message: "not sent: the time it could be sent in had passed"))
+                    }
                     let handle = idle.withLock { $0.popLast() } ?? CurlEasyHandle(maxResponseBytes: maxResponseBytes)
                     defer { idle.withLock { $0.append(handle) } }
                     return handle.perform(request, isCancelled: { flag.isSet })

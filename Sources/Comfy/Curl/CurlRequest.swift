@@ -11,6 +11,9 @@ public struct CurlRequest: Sendable {
     public var resolve: [String] = []
     /// A larger body fails the request (below the client's own limit).
     public var maxResponseBytes: Int?
+    /// Not sent at all past this instant (`tooLate`): checked on the thread that sends it, just
+    /// before it does, not before a wait for a free thread (a lease's window to submit a prompt).
+    public var sendBy: ContinuousClock.Instant?
 
     public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [UInt8]? = nil, timeout: Duration = .seconds(30)) {
         self.method = method
