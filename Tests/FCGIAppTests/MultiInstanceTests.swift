@@ -90,8 +90,15 @@ struct MultiInstanceTests {
     /// that no prompt ran twice, that no backend held more than its capacity, and that every
     /// webhook arrived once; or, where an instance died or was held up, at least once (one it
     /// sent but had not recorded is sent again by another, with the same `webhook-id`).
+    ///
+    /// `staleSends`: an instance held up (stopped, or its packets held) between the last look at
+    /// its prompt's window and the bytes leaving can send that prompt after its job moved on.
+    /// No sender can rule that out against a server that knows nothing of leases; the instance
+    /// removes the prompt once it hears of the loss (checked: no prompt ran twice), but for that
+    /// moment a backend may hold one more than its capacity.
     func expectEveryJobCompletedOnce(
-        _ texts: [String: String], cluster: Cluster, through gateway: Gateway, webhooksAtLeastOnce: Bool = false, timeout: Duration = .seconds(120)
+        _ texts: [String: String], cluster: Cluster, through gateway: Gateway, webhooksAtLeastOnce: Bool = false, staleSends: Int = 0,
+        timeout: Duration = .seconds(120)
     ) async throws {
         do {
             try await waitUntil(timeout: timeout) {
@@ -115,7 +122,7 @@ struct MultiInstanceTests {
         for emulator in cluster.emulators {
             let stats = try await emulator.stats()
             executed += stats["prompts_executed"]?.intValue ?? 0
-            #expect((stats["max_in_flight"]?.intValue ?? 99) <= 2, "no backend held more than BACKEND_CAPACITY prompts from all instances: \(stats)")
+            #expect((stats["max_in_flight"]?.intValue ?? 99) <= 2 + staleSends, "no backend held more than BACKEND_CAPACITY prompts from all instances: \(stats)")
             #expect((stats["prompts_executed"]?.intValue ?? 0) > 0, "both backends took jobs")
         }
         #expect(executed == texts.count, "no prompt ran twice")
@@ -173,7 +180,7 @@ struct MultiInstanceTests {
             try await waitUntil(timeout: .seconds(30)) { cluster.gateways[1].app.log.contains("took over jobs whose gateway instance stopped renewing their lease") }
             try await Task.sleep(for: .seconds(2))
             kill(paused, SIGCONT)
-            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[0], webhooksAtLeastOnce: true)
+            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[0], webhooksAtLeastOnce: true, staleSends: 1)
             try await waitUntil(timeout: .seconds(10)) { cluster.gateways[0].app.log.contains("another gateway instance took over jobs this one ran") }
         }
     }
@@ -189,7 +196,7 @@ struct MultiInstanceTests {
             try await waitUntil(timeout: .seconds(30)) { cluster.gateways[1].app.log.contains("took over jobs whose gateway instance stopped renewing their lease") }
             try await Task.sleep(for: .seconds(2))
             try namespace.mend()
-            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[0], webhooksAtLeastOnce: true)
+            try await expectEveryJobCompletedOnce(texts, cluster: cluster, through: cluster.gateways[0], webhooksAtLeastOnce: true, staleSends: 1)
             try await waitUntil(timeout: .seconds(30)) { cluster.gateways[0].app.log.contains("another gateway instance took over jobs this one ran") }
             // Its connections came back: it takes and runs a new job.
             let body = JSONValue.object(["workflow_data": .object(Workflows.txt2img(text: "after the cut", seed: 7, output: "SaveImage")), "output_node_id": "9"])
