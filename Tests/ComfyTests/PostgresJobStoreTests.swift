@@ -25,6 +25,27 @@ struct PostgresJobStoreTests {
         for store in stores { await store.close() }
     }
 
+    /// `claims` claims at once, each holding its slot for `holding` once it has it: the most
+    /// held at the same moment.
+    func peakHeld(
+        claims: Int, holding: Duration, _ claim: @escaping @Sendable (Int) async throws -> (PostgresJobStore, BackendSlotTicket)
+    ) async throws -> Int {
+        let inUse = InUseCounter()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<claims {
+                group.addTask {
+                    let (store, ticket) = try await claim(index)
+                    await inUse.enter()
+                    try await Task.sleep(for: holding)
+                    await inUse.leave()
+                    await store.releaseSlot(ticket)
+                }
+            }
+            try await group.waitForAll()
+        }
+        return await inUse.peak
+    }
+
     func job(_ text: String = "x", kind: JobKind = .async, key: String? = nil, webhook: String? = nil, at date: Date = Date()) -> JobRecord {
         JobRecord(
             id: JobRecord.newID(), kind: kind, workflow: ["1": .object(["class_type": .string(text)])], outputNodeID: "1", owner: "10.0.0.1",
@@ -186,21 +207,11 @@ struct PostgresJobStoreTests {
 
     @Test func backendSlotsNeverExceedTheCapacityOfAllInstancesTogether() async throws {
         try await withInstances(2) { stores, _ in
-            let inUse = InUseCounter()
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for index in 0..<24 {
-                    group.addTask {
-                        let store = stores[index % 2]
-                        let ticket = try await store.acquireSlot(backend: "http://b1", capacity: 3, job: nil, deadline: .now + .seconds(30))
-                        await inUse.enter()
-                        try await Task.sleep(for: .milliseconds(20))
-                        await inUse.leave()
-                        await store.releaseSlot(ticket)
-                    }
-                }
-                try await group.waitForAll()
+            let peak = try await peakHeld(claims: 24, holding: .milliseconds(20)) { index in
+                let store = stores[index % 2]
+                return (store, try await store.acquireSlot(backend: "http://b1", capacity: 3, job: nil, deadline: .now + .seconds(30)))
             }
-            #expect(await inUse.peak == 3)
+            #expect(peak == 3)
             #expect(try await stores[0].slotsInUse() == [:])
         }
     }
@@ -209,24 +220,14 @@ struct PostgresJobStoreTests {
         try await withInstances(2) { stores, _ in
             // Six slots free and a cap of two: claims that look at the same moment must not
             // each see one held and both take a second.
-            let inUse = InUseCounter()
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for index in 0..<40 {
-                    group.addTask {
-                        let store = stores[index % 2]
-                        let ticket = try await store.acquireSlot(
-                            backend: index % 4 < 2 ? "http://b1" : "http://b2", capacity: 3, job: nil, priority: .batch, owner: "capped",
-                            ownerMaxRunning: 2, deadline: .now + .seconds(30)
-                        )
-                        await inUse.enter()
-                        try await Task.sleep(for: .milliseconds(50))
-                        await inUse.leave()
-                        await store.releaseSlot(ticket)
-                    }
-                }
-                try await group.waitForAll()
+            let peak = try await peakHeld(claims: 40, holding: .milliseconds(50)) { index in
+                let store = stores[index % 2]
+                let ticket = try await store.acquireSlot(
+                    backend: index % 4 < 2 ? "http://b1" : "http://b2", capacity: 3, job: nil, priority: .batch, owner: "capped",
+                    ownerMaxRunning: 2, deadline: .now + .seconds(30)
+                )
+                return (store, ticket)
             }
-            let peak = await inUse.peak
             #expect(peak == 2, "at most the cap at once: \(peak)")
             #expect(try await stores[0].slotsInUse() == [:])
         }

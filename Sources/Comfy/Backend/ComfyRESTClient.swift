@@ -14,8 +14,7 @@ struct ComfyRESTClient: Sendable {
             "prompt_id": .string(promptID),
         ])
         let encoded = body.encoded()
-        // Checked here, and again on the thread that sends it, after any wait for one.
-        if let sendBy, ContinuousClock.now > sendBy { throw SubmitWindowClosed() }
+        // Past `sendBy` it is not sent (checked on the thread that sends it, after any wait for one).
         let response = try await call("POST", "/prompt", body: encoded, sendBy: sendBy)
         switch response.status {
         case 200:

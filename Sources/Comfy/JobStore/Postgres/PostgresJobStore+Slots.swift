@@ -178,8 +178,7 @@ extension PostgresJobStore {
             """
         return try await guarded {
             // A capped owner's claims take turns: each counts the slots the last one took.
-            guard claim.ownerCap != nil else { return try await rows(take) }
-            return try await rows(take, serializedBy: "owner \(claim.owner)")
+            try await rows(take, serializedBy: claim.ownerCap.map { _ in "owner \(claim.owner)" })
         }
     }
 

@@ -167,7 +167,7 @@ public final class PostgresJobStore: SharedJobStore {
                 RETURNING lease_generation
                 """
             // A limited key's inserts take turns: each counts the jobs the one before stored.
-            let inserted = try await limit == nil ? rows(insert) : rows(insert, serializedBy: "unfinished \(job.keyName ?? "")")
+            let inserted = try await rows(insert, serializedBy: limit.map { _ in "unfinished \(job.keyName ?? "")" })
             if let generation = inserted.first?.integer("lease_generation") {
                 held.withLockedValue { $0[job.id] = generation }
                 return .created(job)
@@ -407,21 +407,15 @@ public final class PostgresJobStore: SharedJobStore {
     public func forget(_ id: String) { held.withLockedValue { $0[id] = nil } }
 
     /// Runs a query and reads every row (the results here are small), within `callTimeout`.
-    func rows(_ query: PostgresQuery) async throws -> [PostgresRandomAccessRow] {
+    ///
+    /// With `lock`, in a transaction that takes the advisory lock of that name first: queries
+    /// that read before they write (an owner's count of slots, then a take) then see each
+    /// other's commits instead of one snapshot each, so two instances cannot both take the last.
+    func rows(_ query: PostgresQuery, serializedBy lock: String? = nil) async throws -> [PostgresRandomAccessRow] {
         let (client, logger) = (self.client, self.logger)
         let rows = try await withAbandonableDeadline(.now + Self.callTimeout, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
-            try await client.query(query, logger: logger).collect()
-        }
-        return rows.map { $0.makeRandomAccess() }
-    }
-
-    /// Runs a query after taking the transaction's advisory lock named `lock`: statements that
-    /// read before they write (an owner's count of slots, then a take) see each other's commits
-    /// instead of one snapshot each, so two instances cannot both take the last one.
-    func rows(_ query: PostgresQuery, serializedBy lock: String) async throws -> [PostgresRandomAccessRow] {
-        let (client, logger) = (self.client, self.logger)
-        let rows = try await withAbandonableDeadline(.now + Self.callTimeout, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
-            try await client.withTransaction(logger: logger) { connection in
+            guard let lock else { return try await client.query(query, logger: logger).collect() }
+            return try await client.withTransaction(logger: logger) { connection in
                 _ = try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresJobStoreSchema.serializingLocks), hashtext(\(lock)))", logger: logger)
                 return try await connection.query(query, logger: logger).collect()
             }
