@@ -44,7 +44,8 @@ struct ComfyConnection: Sendable {
                     for try await message in session.messages {
                         switch message {
                         case .text(let text):
-                            if let event = ComfyEvent.decode(Array(text.utf8)) { continuation.yield(.message(event)) }
+                            // Only what the prompt tracker acts on crosses to the backend's actor.
+                            if let event = ComfyEvent.decode(Array(text.utf8)), event.concernsAPrompt { continuation.yield(.message(event)) }
                         case .binary(let bytes):
                             if let frame = ComfyBinaryFrame.decode(bytes) { continuation.yield(.frame(frame)) }
                         }

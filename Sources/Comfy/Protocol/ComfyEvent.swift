@@ -51,6 +51,9 @@ public struct ComfyExecutionFailure: Sendable, Equatable {
 extension ComfyEvent {
     /// Decodes one text frame; `nil` when it is not a ComfyUI message at all.
     public static func decode<Bytes: Collection>(_ bytes: Bytes) -> ComfyEvent? where Bytes.Element == UInt8 {
+        // A type the gateway does not act on is known by its name, not parsed: ComfyUI's
+        // `progress_state` alone is ten of a small prompt's 22 messages and most of their bytes.
+        if let type = leadingType(bytes), !actedOnTypes.contains(type) { return .other(type: type) }
         guard let message = try? JSONValue.parse(bytes), let type = message["type"]?.stringValue else { return nil }
         let data = message["data"] ?? .null
         let promptID = data["prompt_id"]?.stringValue
@@ -106,6 +109,32 @@ extension ComfyEvent {
             )
         default:
             return .other(type: type)
+        }
+    }
+
+    /// The message types decoded in full; every other one is `.other`.
+    static let actedOnTypes: Set<String> = [
+        "status", "execution_start", "execution_cached", "executing", "progress", "executed", "execution_success", "execution_error",
+        "execution_interrupted",
+    ]
+
+    /// The type of a message laid out as ComfyUI's `send_json` writes it (`json.dumps` of
+    /// `{"type": …, "data": …}`); `nil` for any other layout, which is then parsed in full.
+    static func leadingType<Bytes: Collection>(_ bytes: Bytes) -> String? where Bytes.Element == UInt8 {
+        let opening = #"{"type": ""#.utf8
+        guard bytes.starts(with: opening) else { return nil }
+        let rest = bytes.dropFirst(opening.count)
+        guard let end = rest.prefix(64).firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+        let name = rest[..<end]
+        guard !name.contains(UInt8(ascii: "\\")) else { return nil }
+        return String(decoding: name, as: UTF8.self)
+    }
+
+    /// Whether the event can change a prompt's state: the queue's size and other types cannot.
+    var concernsAPrompt: Bool {
+        switch self {
+        case .status, .other: false
+        default: true
         }
     }
 }
