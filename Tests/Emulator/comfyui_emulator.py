@@ -141,6 +141,7 @@ GET  /emulator/stats   {"prompts_received": POST /prompt requests (any outcome),
                                        raw text],
                         "queue_deletes": [ids from POST /queue delete],
                         "queue_clears": n, "history_deletes": [ids],
+                        "history_delete_requests": POST /history with "delete",
                         "history_clears": n,
                         "sockets": [clientIds registered (would receive)],
                         "open_sockets": [clientIds of all open sockets, incl.
@@ -1227,7 +1228,7 @@ class Connection:
 def new_stats() -> dict:
     return {"prompts_received": 0, "prompts_accepted": 0, "prompts_executed": 0, "interrupts": [],
             "queue_deletes": [], "queue_clears": 0, "history_deletes": [], "history_clears": 0,
-            "uploads": 0, "binary_frames": 0, "last_prompt_at": None, "max_in_flight": 0}
+            "history_delete_requests": 0, "uploads": 0, "binary_frames": 0, "last_prompt_at": None, "max_in_flight": 0}
 
 
 class Emulator:
@@ -1621,6 +1622,7 @@ class Handlers:
                 self.emu.stats["history_clears"] += 1
                 self.emu.history = {}
         if "delete" in json_data:
+            self.emu.stats["history_delete_requests"] += 1
             for prompt_id in json_data["delete"]:
                 self.emu.stats["history_deletes"].append(prompt_id)
                 self.emu.history.pop(prompt_id, None)

@@ -87,8 +87,8 @@ struct GenerateTests {
         }
     }
 
-    @Test func fiftyConcurrentCallsEachGetTheirOwnImage() async throws {
-        try await withGateway("gen-50", environment: ["FCGI_THREADS": "128"]) { gateway, _ in
+    @Test func fiftyConcurrentCallsEachGetTheirOwnImageAndEachPromptsHistoryIsDeletedOnce() async throws {
+        try await withGateway("gen-50", environment: ["FCGI_THREADS": "128"]) { gateway, emulator in
             let results = try await withThrowingTaskGroup(of: (Int, Int, String?).self) { group in
                 for index in 0..<50 {
                     group.addTask {
@@ -105,6 +105,12 @@ struct GenerateTests {
                 #expect(text == "call \(index)")
             }
             #expect(try gateway.storedFiles().count == 50)
+            // Deletions that come while one runs go together in the next request.
+            try await waitUntil { try await emulator.stats()["history_deletes"]?.arrayValue?.count == 50 }
+            let stats = try await emulator.stats()
+            #expect(Set(stats["history_deletes"]?.arrayValue?.compactMap(\.stringValue) ?? []).count == 50)
+            let requests = try #require(stats["history_delete_requests"]?.intValue)
+            #expect(requests >= 1 && requests <= 50)
         }
     }
 

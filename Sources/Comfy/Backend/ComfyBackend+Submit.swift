@@ -39,7 +39,7 @@ extension ComfyBackend {
         }
         let watch = try await waitForEnding(promptID, deadline: deadline, timeout: job.timeout, keepsPrompt: job.keepsPromptWhenCancelled)
         if let image = try await image(from: watch) {
-            if !job.keepsHistory { schedule(.deleteHistory(promptID)) }
+            if !job.keepsHistory { deleteHistory(promptID) }
             return image
         }
         if watch.missedEvents {
@@ -63,7 +63,7 @@ extension ComfyBackend {
         schedule(.reconcile([promptID]))
         let ended = try await waitForEnding(promptID, deadline: deadline, timeout: job.timeout, keepsPrompt: job.keepsPromptWhenCancelled)
         if let image = try await image(from: ended) {
-            if !job.keepsHistory { schedule(.deleteHistory(promptID)) }
+            if !job.keepsHistory { deleteHistory(promptID) }
             return image
         }
         throw ComfyError.promptLost(url, "its image went to the gateway process that submitted it")
@@ -72,11 +72,6 @@ extension ComfyBackend {
     /// Removes a prompt that no caller waits for any more from ComfyUI (queue, or interrupt).
     public func cancelPrompt(_ promptID: String) {
         schedule(.cancel(promptID))
-    }
-
-    /// Removes an ended prompt's history entry (a `keepsHistory` job's, once its end is stored).
-    public func deleteHistory(_ promptID: String) {
-        schedule(.deleteHistory(promptID))
     }
 
     /// Waits for the prompt's end; on timeout or cancellation removes it from ComfyUI.
@@ -101,7 +96,7 @@ extension ComfyBackend {
     private func image(from watch: PromptWatch) async throws -> GeneratedImage? {
         switch watch.ending {
         case .failed(let failure):
-            if !watch.job.keepsHistory { schedule(.deleteHistory(watch.promptID)) }
+            if !watch.job.keepsHistory { deleteHistory(watch.promptID) }
             throw ComfyError.executionFailed(url, failure)
         case .interrupted:
             throw ComfyError(code: .interrupted, message: "the prompt was interrupted on ComfyUI", backend: url.description)

@@ -43,6 +43,10 @@ public actor ComfyBackend {
     /// The health rules (see ComfyBackend+Health).
     var monitor: BackendHealthMonitor
     private var reportedInFlight = 0
+    /// Ended prompts whose history entries are to be deleted, and whether a deletion runs.
+    private var historyToDelete: [String] = []
+    private var deletingHistory = false
+    static let historyDeletionBatch = 100
     var publishedHealth = BackendHealth.down
     let healthContinuation: AsyncStream<BackendHealth>.Continuation
     /// Every change of `health`, for the scheduler.
@@ -52,8 +56,8 @@ public actor ComfyBackend {
     enum Chore: Sendable {
         /// Remove the prompt from the queue, interrupt it if it runs.
         case cancel(String)
-        /// Forget a finished prompt's history entry.
-        case deleteHistory(String)
+        /// Forget the history entries of the ended prompts gathered in `historyToDelete`.
+        case deleteGatheredHistory
         /// Settle prompts from `/history` after missed events.
         case reconcile([String])
         /// Read the model lists again.
@@ -99,10 +103,29 @@ public actor ComfyBackend {
         chores.yield(chore)
     }
 
+    /// Removes an ended prompt's history entry (a `keepsHistory` job's, once its end is stored),
+    /// in one request with the others that end meanwhile.
+    public func deleteHistory(_ promptID: String) {
+        historyToDelete.append(promptID)
+        guard !deletingHistory else { return }
+        deletingHistory = true
+        schedule(.deleteGatheredHistory)
+    }
+
+    /// The next ids to forget (a bounded request's worth); none left ends the deleting.
+    private func takeGatheredHistory() -> [String] {
+        let batch = Array(historyToDelete.prefix(Self.historyDeletionBatch))
+        historyToDelete.removeFirst(batch.count)
+        if batch.isEmpty { deletingHistory = false }
+        return batch
+    }
+
     private func perform(_ chore: Chore) async {
         switch chore {
         case .cancel(let promptID): await rest.cancel(promptID)
-        case .deleteHistory(let promptID): await rest.deleteHistory(promptID)
+        case .deleteGatheredHistory:
+            // What ends while one request runs goes in the next: a busy backend gets one for many prompts.
+            while case let promptIDs = takeGatheredHistory(), !promptIDs.isEmpty { await rest.deleteHistory(promptIDs) }
         case .reconcile(let promptIDs): await reconcile(promptIDs)
         case .refreshModels: await refreshModels()
         }

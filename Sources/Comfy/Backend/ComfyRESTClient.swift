@@ -146,9 +146,9 @@ struct ComfyRESTClient: Sendable {
         _ = try? await call("POST", "/interrupt", json: .object(["prompt_id": .string(promptID)]))
     }
 
-    /// Forgets a finished prompt's history entry so ComfyUI's memory does not grow with our traffic.
-    func deleteHistory(_ promptID: String) async {
-        _ = try? await call("POST", "/history", json: .object(["delete": .array([.string(promptID)])]))
+    /// Forgets finished prompts' history entries so ComfyUI's memory does not grow with our traffic.
+    func deleteHistory(_ promptIDs: [String]) async {
+        _ = try? await call("POST", "/history", json: .object(["delete": .array(promptIDs.map(JSONValue.string))]))
     }
 
     func call(_ method: String, _ path: String, json: JSONValue? = nil, timeout: Duration = .seconds(30)) async throws -> CurlResponse {
