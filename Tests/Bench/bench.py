@@ -503,6 +503,9 @@ async def cmd_sessions(args) -> None:
         readers.clear()
         await asyncio.sleep(args.hold)
         closed_snapshot(label)
+        # The gateway gives memory back a second after sockets close, and again ten seconds later.
+        await asyncio.sleep(12)
+        closed_snapshot(f"{label}, 12 s later")
 
     async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
         async for _ in ws:  # answers the gateway's pings; idle otherwise
