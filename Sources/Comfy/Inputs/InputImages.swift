@@ -71,7 +71,7 @@ public struct InputImages: Sendable {
             throw InputImageError(.tooLarge, field: field, "\(field) is \(probe.width)×\(probe.height) pixels; at most \(limits.maxPixels) pixels are accepted")
         }
         let filename = name(of: bytes, owner: owner) + "." + fileExtension(forMimeType: probe.mimeType)
-        try await NIOThreadPool.singleton.runIfActive { [store] in try store.write(bytes, to: filename)?.sync() }
+        try await NIOThreadPool.singleton.runIfActive { [store] in try store.write(bytes, to: filename) }
         try await shared?.saveInput(bytes, named: filename)
         return "\(folder)/\(filename)"
     }
@@ -111,7 +111,7 @@ public struct InputImages: Sendable {
     private func stored(_ name: String) async throws -> [UInt8]? {
         if let bytes = try await store.read(name) { return bytes }
         guard let bytes = try await shared?.input(named: name) else { return nil }
-        try? await NIOThreadPool.singleton.runIfActive { [store] in try store.write(bytes, to: name)?.sync() }
+        try? await NIOThreadPool.singleton.runIfActive { [store] in try store.write(bytes, to: name) }
         return bytes
     }
 

@@ -445,26 +445,19 @@ public actor JobRunner {
         case .ran(.success(let image)):
             do {
                 var converted: [ImageData] = []
-                var placed: [PlacedImage] = []
+                var stored: [StoredImage] = []
                 for made in image.all {
                     let image = try await ImageTranscoder.convert(made, to: record.outputFormat)
                     converted.append(image)
-                    placed.append(try await images.place(image.bytes, mimeType: image.mimeType))
+                    stored.append(try await images.store(image.bytes, mimeType: image.mimeType))
                 }
-                let stored = placed.map(\.image)
                 let imageBytes = converted.reduce(0) { $0 + $1.bytes.count }
                 let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) }
                 if let key = record.keyName {
                     Counter(label: "comfy_gateway_key_image_bytes_total", dimensions: [("key", key)]).increment(by: imageBytes)
                     if let gpu { FloatingPointCounter(label: "comfy_gateway_key_gpu_seconds_total", dimensions: [("key", key)]).increment(by: Double(gpu) / 1000) }
                 }
-                let durable = placed.map(\.makeDurable)
-                _ = try? await settle(
-                    id, status: .completed, result: JobResult(stored[0], others: Array(stored.dropFirst())), failure: nil,
-                    image: converted.map(\.bytes), usage: (gpu, imageBytes),
-                    // The images' fsyncs run while the end is written; the answer waits for both.
-                    beforeTelling: { for makeDurable in durable { try await makeDurable() } }
-                )
+                _ = try? await settle(id, status: .completed, result: JobResult(stored[0], others: Array(stored.dropFirst())), failure: nil, image: converted.map(\.bytes), usage: (gpu, imageBytes))
             } catch {
                 _ = try? await settle(id, status: .failed, result: nil, failure: describe(error), image: nil)
             }
@@ -598,22 +591,14 @@ public actor JobRunner {
 
     /// Records the job's end and tells its watchers; returns the final record.
     private func settle(
-        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [[UInt8]]?, usage: (gpuMilliseconds: Int?, imageBytes: Int)? = nil,
-        beforeTelling: (@Sendable () async throws -> Void)? = nil
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [[UInt8]]?, usage: (gpuMilliseconds: Int?, imageBytes: Int)? = nil
     ) async throws -> JobRecord? {
         endedElsewhere.remove(id)
         let prompt = live[id]?.prompt
         do {
-            async let written = store.finish(
+            let final = try await store.finish(
                 id, status: status, result: result, failure: failure, gpuMilliseconds: usage?.gpuMilliseconds, imageBytes: usage?.imageBytes, at: Date()
             )
-            do {
-                try await beforeTelling?()
-            } catch {
-                // The image is whole and served; only a power cut before the kernel writes it back loses it.
-                logger.error("a job's image could not be forced to disk", metadata: ["job.id": "\(id)", "error": "\(error)"])
-            }
-            let final = try await written
             // Watchers are taken after the write: one that joined while it ran is told too, and
             // one that comes later finds no live job and reads the final record.
             let watchers = live.removeValue(forKey: id)?.watchers.values.map { $0 } ?? []

@@ -4,22 +4,6 @@ import Foundation
 public protocol ImageStore: Sendable {
     /// Stores the image and returns where it can be fetched.
     func store(_ bytes: [UInt8], mimeType: String) async throws -> StoredImage
-    /// Stores the image, leaving what makes it survive a power cut (an `fsync`) for later, so a
-    /// caller can do it while it records the image elsewhere. Stores without that step do it all here.
-    func place(_ bytes: [UInt8], mimeType: String) async throws -> PlacedImage
-}
-
-extension ImageStore {
-    public func place(_ bytes: [UInt8], mimeType: String) async throws -> PlacedImage {
-        PlacedImage(image: try await store(bytes, mimeType: mimeType), makeDurable: {})
-    }
-}
-
-/// An image that can be fetched already, and what is left to make it survive a power cut.
-public struct PlacedImage: Sendable {
-    public var image: StoredImage
-    /// Forces the image's bytes to disk; an answer naming the image waits for it.
-    public var makeDurable: @Sendable () async throws -> Void
 }
 
 /// A stored image: its name and the URL a caller fetches it from.
