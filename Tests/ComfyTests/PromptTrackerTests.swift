@@ -46,7 +46,7 @@ struct PromptTrackerTests {
             (.event(.executionStart(promptID: "someone-else")), []),
             (.event(.progress(promptID: nil, node: "3", value: 1, max: 2)), []),
             (.frame(.image(format: .png, bytes: png)), []),
-            (.event(.status(queueRemaining: 3, sid: nil)), []),
+            (.event(.other(type: "status")), []),
         ], tracked: ["p": false]),
         Scenario(name: "frames and progress without a prompt id belong to the running prompt", steps: [
             (.connected("c1"), []),

@@ -113,13 +113,13 @@ struct ProtocolDecodingTests {
         // As ComfyUI's send_json lays it out: a progress_state is `.other` even with data that would not parse.
         #expect(ComfyEvent.decode(Array(#"{"type": "progress_state", "data": {"nodes": ["#.utf8)) == .other(type: "progress_state"))
         #expect(ComfyEvent.decode(Array(#"{"type": "crystools.monitor", "data": {}}"#.utf8)) == .other(type: "crystools.monitor"))
+        #expect(ComfyEvent.decode(Array(#"{"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 3}}}}"#.utf8)) == .other(type: "status"))
         // Acted-on types are parsed in full, in that layout and in any other.
         #expect(ComfyEvent.decode(Array(#"{"type": "execution_success", "data": {"prompt_id": "p"}}"#.utf8)) == .executionSuccess(promptID: "p"))
         #expect(ComfyEvent.decode(Array(#"{"data": {"prompt_id": "p"}, "type": "execution_success"}"#.utf8)) == .executionSuccess(promptID: "p"))
         #expect(ComfyEvent.decode(Array(#"{"type":"execution_success","data":{"prompt_id":"p"}}"#.utf8)) == .executionSuccess(promptID: "p"))
         #expect(ComfyEvent.decode(Array(#"{"type": "execution_success", "data": {"prompt_id": "#.utf8)) == nil)
         // Only what can change a prompt goes on to the backend.
-        #expect(!ComfyEvent.status(queueRemaining: 1, sid: nil).concernsAPrompt)
         #expect(!ComfyEvent.other(type: "progress_state").concernsAPrompt)
         #expect(ComfyEvent.executing(promptID: "p", node: nil).concernsAPrompt)
     }

@@ -69,7 +69,7 @@ struct PromptTracker: Sendable {
             runningPromptID = node == nil ? nil : promptID
         case .progress(let id, _, _, _):
             promptID = id ?? runningPromptID
-        case .status, .other:
+        case .other:
             promptID = nil
         }
         guard let promptID, var slot = slots[promptID] else { return [] }

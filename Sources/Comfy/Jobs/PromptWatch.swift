@@ -64,7 +64,7 @@ struct PromptWatch: Sendable {
             ending = .failed(failure)
         case .executionInterrupted:
             ending = .interrupted
-        case .status, .executionStart, .other:
+        case .executionStart, .other:
             break
         }
         let total = Double(Swift.max(job.workflow.count, 1))

@@ -2,8 +2,6 @@
 ///
 /// The set and fields follow ComfyUI 0.3.x `server.py` / `execution.py` (see shared/comfyui-protocol.md §4).
 public enum ComfyEvent: Sendable, Equatable {
-    /// Queue size broadcast; `sid` only on the first frame after connecting.
-    case status(queueRemaining: Int, sid: String?)
     case executionStart(promptID: String)
     case executionCached(promptID: String, nodes: [String])
     /// `node == nil` is the end-of-prompt marker. A replay to a late joiner carries no prompt id.
@@ -14,7 +12,7 @@ public enum ComfyEvent: Sendable, Equatable {
     case executionSuccess(promptID: String)
     case executionError(ComfyExecutionFailure)
     case executionInterrupted(promptID: String, node: String?, nodeType: String?)
-    /// Anything else (`progress_state`, `feature_flags`, custom nodes' messages).
+    /// Anything else (`status`, `progress_state`, `feature_flags`, custom nodes' messages).
     case other(type: String)
 }
 
@@ -58,9 +56,6 @@ extension ComfyEvent {
         let data = message["data"] ?? .null
         let promptID = data["prompt_id"]?.stringValue
         switch type {
-        case "status":
-            let remaining = data["status"]?["exec_info"]?["queue_remaining"]?.intValue ?? 0
-            return .status(queueRemaining: remaining, sid: data["sid"]?.stringValue)
         case "execution_start":
             guard let promptID else { return nil }
             return .executionStart(promptID: promptID)
@@ -114,7 +109,7 @@ extension ComfyEvent {
 
     /// The message types decoded in full; every other one is `.other`.
     static let actedOnTypes: Set<String> = [
-        "status", "execution_start", "execution_cached", "executing", "progress", "executed", "execution_success", "execution_error",
+        "execution_start", "execution_cached", "executing", "progress", "executed", "execution_success", "execution_error",
         "execution_interrupted",
     ]
 
@@ -130,11 +125,9 @@ extension ComfyEvent {
         return String(decoding: name, as: UTF8.self)
     }
 
-    /// Whether the event can change a prompt's state: the queue's size and other types cannot.
+    /// Whether the event can change a prompt's state: other types cannot.
     var concernsAPrompt: Bool {
-        switch self {
-        case .status, .other: false
-        default: true
-        }
+        if case .other = self { return false }
+        return true
     }
 }
