@@ -127,6 +127,8 @@ POST /emulator/config  JSON object merged into the config; answers the full
                          combo, GET /models/checkpoints) [["emulator.safetensors"]]
     image_size           side of the output images in pixels (benchmarks of
                          large images; the tests' contract is 16)            [16]
+    queue_delay_ms       int, GET /queue sleeps this long, then answers the
+                         queue as it is then (a loaded server's late answer) [0]
 POST /emulator/restart Simulated restart: aborts every WebSocket, cancels the
                        running prompt (it gets no history), clears queue,
                        history, caches, the number counter, temp/ and the stats.
@@ -219,6 +221,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "refuse_ws": False,
     "checkpoints": list(CHECKPOINTS),
     "image_size": IMAGE_SIZE,
+    "queue_delay_ms": 0,
 }
 
 # folder_paths.folder_names_and_paths keys (ComfyUI 0.3.64), for GET /models.
@@ -1571,6 +1574,9 @@ class Handlers:
     # -- queue / interrupt / history -----------------------------------------
     async def get_queue(self, request: web.Request) -> web.Response:
         emu = self.emu
+        if emu.config["queue_delay_ms"]:
+            # A loaded server answers late; the queue it sends is the one at the answer.
+            await asyncio.sleep(emu.config["queue_delay_ms"] / 1000)
         return web.json_response({"queue_running": [list(x[:5]) for x in emu.running.values()],
                                   "queue_pending": [list(x[:5]) for x in emu.queue]})
 

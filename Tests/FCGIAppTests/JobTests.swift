@@ -346,6 +346,37 @@ struct JobDurabilityTests {
         #expect(deliveries.allSatisfy { $0["verified"] == true && $0["body"]?["status"] == "completed" })
     }
 
+    /// The restarted gateway reads the prompt's history (not yet there), then the queue: the
+    /// queue's answer comes late, once the prompt has left it for the history. That prompt ran;
+    /// it is read from the history, not submitted again.
+    @Test func aReattachedPromptThatEndsWhileTheQueueIsReadIsNotSubmittedAgain() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-reattach-race")
+        let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--node-delay-ms", "400"])
+        defer { emulator.stop() }
+        let first = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        try await first.waitUntilHealthy()
+        let body = JSONValue.object([
+            "workflow_data": .object(Workflows.txt2img(text: "ran once", seed: 3, output: "SaveImage")), "output_node_id": "9",
+        ])
+        let answer = try await first.post("/api/jobs", json: body)
+        let id = try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.status) \(answer.bodyText)")
+        try await waitUntil(timeout: .seconds(20)) { try await emulator.stats()["running"]?.stringValue != nil }
+        first.killEverything()
+        // Seven nodes of 400 ms: the prompt ends about 2.8 s after it started, long before this answer.
+        try await emulator.configure(["queue_delay_ms": 6000])
+
+        let second = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        defer { second.stop() }
+        try await second.waitUntilHealthy()
+        try await waitUntil(timeout: .seconds(30)) { try await second.job(id)["status"] == "completed" }
+        let image = try await second.get(try #require(try await second.job(id)["result"]?["url"]?.stringValue))
+        #expect(emulatorMetadata(ofPNG: image.body)?["texts"]?.arrayValue?.first == "ran once")
+        let stats = try await emulator.stats()
+        #expect(stats["prompts_received"] == 1, "the prompt was not submitted again")
+        #expect(stats["prompts_executed"] == 1)
+        #expect(!second.app.log.contains("a resumed job's prompt is gone"))
+    }
+
     @Test func jobsPastJobRetentionAreRemovedAndTheirImagesKept() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("jobs-retention")
         let emulator = try Emulator(directory: directory, http: testHTTP)

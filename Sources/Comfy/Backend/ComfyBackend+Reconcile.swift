@@ -15,18 +15,18 @@ extension ComfyBackend {
         while let slot = tracker.slot(promptID), slot.watch.ending == nil, !Task.isCancelled {
             do {
                 if let entry = try await rest.history(promptID) {
-                    switch entry.outcome {
-                    case .success, .unknown:
-                        execute(tracker.settle(promptID, .success, files: entry.images))
-                    case .failed(let failure):
-                        execute(tracker.settle(promptID, .failed(failure), files: [:]))
-                    case .interrupted:
-                        execute(tracker.settle(promptID, .interrupted, files: [:]))
-                    }
+                    settle(promptID, from: entry)
                     return
                 }
                 guard try await rest.isQueued(promptID) else {
-                    fail(promptID, with: ComfyError.promptLost(url, "ComfyUI no longer knows it"))
+                    // ComfyUI moves an ending prompt from its queue into its history in one step
+                    // (`PromptQueue.task_done`): one that ended between the two reads is in the
+                    // history now. Called lost without this look, it was submitted again.
+                    if let entry = try await rest.history(promptID) {
+                        settle(promptID, from: entry)
+                    } else {
+                        fail(promptID, with: ComfyError.promptLost(url, "ComfyUI no longer knows it"))
+                    }
                     return
                 }
                 // Queued under a client id whose socket is gone: its events go nowhere, so ask
@@ -37,6 +37,17 @@ extension ComfyBackend {
             }
             try? await Task.sleep(for: pollInterval)
             pollInterval = min(pollInterval * 2, .milliseconds(500))
+        }
+    }
+
+    private func settle(_ promptID: String, from entry: ComfyHistoryEntry) {
+        switch entry.outcome {
+        case .success, .unknown:
+            execute(tracker.settle(promptID, .success, files: entry.images))
+        case .failed(let failure):
+            execute(tracker.settle(promptID, .failed(failure), files: [:]))
+        case .interrupted:
+            execute(tracker.settle(promptID, .interrupted, files: [:]))
         }
     }
 }
