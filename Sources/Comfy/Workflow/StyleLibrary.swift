@@ -96,9 +96,10 @@ public final class StyleLibrary: Sendable {
         return try? await fresh().loaded[name]?.result.get().tool
     }
 
-    /// Files that are not usable workflows, with the reason.
-    public func broken() async -> [(file: String, reason: String)] {
-        await fresh().broken
+    /// Style names and broken files from one look at the folder (`/healthz` asks for both).
+    public func catalogue() async -> (names: [String], broken: [(file: String, reason: String)]) {
+        let snapshot = await fresh()
+        return (snapshot.names, snapshot.broken)
     }
 
     /// The style of that name; `nil` when there is none.

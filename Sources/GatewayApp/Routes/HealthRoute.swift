@@ -25,9 +25,10 @@ struct HealthRoute: Sendable {
 
     func health(_ request: GatewayRequest) async -> GatewayResponse {
         let stats = await jobs.snapshot()
+        let catalogue = await styles.catalogue()
         let inputs = Inputs(
             backends: pool.status(), queued: pool.queued(), counts: stats.counts, sizeInBytes: stats.sizeInBytes,
-            styles: await styles.names(), broken: await styles.broken().map { Inputs.Broken(file: $0.file, reason: $0.reason) }
+            styles: catalogue.names, broken: catalogue.broken.map { Inputs.Broken(file: $0.file, reason: $0.reason) }
         )
         return memo.response(for: inputs, Self.answer)
     }
