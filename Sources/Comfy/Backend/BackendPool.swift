@@ -101,12 +101,18 @@ public final class BackendPool: Sendable {
     /// - Parameter owner: whose job it is (a session id, a caller's address): owners take turns.
     /// `job.events` is finished when the job ends, whatever the outcome.
     /// - Parameter ownerMaxRunning: the owner's prompts on the backends at once (an API key's cap).
-    public func run(_ job: PromptJob, priority: JobPriority = .batch, owner: String = "", ownerMaxRunning: Int? = nil) async throws -> GeneratedImage {
+    /// - Parameter acceptedBeforeDrain: the job was taken before the gateway began to stop (a
+    ///   stored job): it still runs then; new work is refused.
+    public func run(
+        _ job: PromptJob, priority: JobPriority = .batch, owner: String = "", ownerMaxRunning: Int? = nil, acceptedBeforeDrain: Bool = false
+    ) async throws -> GeneratedImage {
         defer { job.events?.finish() }
         let started = ContinuousClock.now
         let deadline = started + job.timeout
         do {
-            let image = try await schedule(job, priority: priority, owner: owner, ownerMaxRunning: ownerMaxRunning, deadline: deadline)
+            let image = try await schedule(
+                job, priority: priority, owner: owner, ownerMaxRunning: ownerMaxRunning, acceptedBeforeDrain: acceptedBeforeDrain, deadline: deadline
+            )
             metrics.jobEnded(priority, outcome: "success", after: .now - started)
             return image
         } catch {
@@ -144,7 +150,8 @@ public final class BackendPool: Sendable {
                 throw error
             }
         }
-        return try await run(job, priority: priority, owner: owner, ownerMaxRunning: ownerMaxRunning)
+        // A stored job: it runs again even while the gateway drains.
+        return try await run(job, priority: priority, owner: owner, ownerMaxRunning: ownerMaxRunning, acceptedBeforeDrain: true)
     }
 
     /// Removes a prompt nobody waits for from the backend it was submitted to.
@@ -158,14 +165,14 @@ public final class BackendPool: Sendable {
     }
 
     private func schedule(
-        _ job: PromptJob, priority: JobPriority, owner: String, ownerMaxRunning: Int?, deadline: ContinuousClock.Instant
+        _ job: PromptJob, priority: JobPriority, owner: String, ownerMaxRunning: Int?, acceptedBeforeDrain: Bool, deadline: ContinuousClock.Instant
     ) async throws -> GeneratedImage {
         if let deadline = await dispatcher.allDownDeadline(grace: unavailableAfter), deadline < .now { throw await unavailableError() }
         let models = ModelReference.models(in: job.workflow)
         if let missing = missingModels(models).first { throw modelNotFound(missing) }
         let id = try await dispatcher.submit(
             owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligibleBackends(for: models),
-            checkpoint: ModelReference.checkpoint(of: job.workflow)
+            checkpoint: ModelReference.checkpoint(of: job.workflow), acceptedBeforeDrain: acceptedBeforeDrain
         )
         while true {
             let index = try await dispatcher.waitForSlot(id, deadline: deadline, timeout: job.timeout)

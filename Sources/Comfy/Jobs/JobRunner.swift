@@ -540,7 +540,10 @@ public actor JobRunner {
                     prepared.uploads = try await inputs?.uploads(for: prepared.workflow) ?? []
                     switch start {
                     case .fresh:
-                        return .ran(.success(try await pool.run(prepared, priority: .batch, owner: record.owner, ownerMaxRunning: ownerMaxRunning)))
+                        // Stored before any drain began (`submit` refuses while stopping): it is in flight.
+                        return .ran(.success(try await pool.run(
+                            prepared, priority: .batch, owner: record.owner, ownerMaxRunning: ownerMaxRunning, acceptedBeforeDrain: true
+                        )))
                     case .reattach(_, let promptID, let backend):
                         await self.submitted(id, promptID: promptID, backend: backend)
                         return .ran(.success(try await pool.resume(prepared, promptID: promptID, backend: backend, owner: record.owner, ownerMaxRunning: ownerMaxRunning)))

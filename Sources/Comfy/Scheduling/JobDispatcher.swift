@@ -8,7 +8,11 @@ actor JobDispatcher {
     /// waiting yet (right after a retry) is kept for it.
     private let slots = WaiterTable<UInt64, Int>()
     private var nextID: UInt64 = 0
-    private var isShuttingDown = false
+    /// No new jobs (`stopAccepting`); those accepted before go on.
+    private var isDraining = false
+    /// Nothing more starts (`shutDown`).
+    private var isShutDown = false
+    private var isShuttingDown: Bool { isDraining || isShutDown }
     /// Since when no backend has been up (`nil` while one is).
     private var allDownSince: ContinuousClock.Instant? = .now
     /// Wakes `waitForHealthChange` callers.
@@ -29,9 +33,13 @@ actor JobDispatcher {
     // A pthread mutex, not `Mutex`: many FastCGI threads read it at once, and `Mutex` spins under contention (perf).
     nonisolated let published: NIOLockedValueBox<Snapshot>
 
-    /// Queues a job; throws `busy` when the queue is full or the gateway is shutting down.
-    func submit(owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil, eligible: Set<Int>? = nil, checkpoint: String? = nil) throws -> UInt64 {
-        guard !isShuttingDown else {
+    /// Queues a job; throws `busy` when the queue is full, and refuses it once the gateway is
+    /// shutting down unless it was `acceptedBeforeDrain` (a stored job already in flight).
+    func submit(
+        owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil, eligible: Set<Int>? = nil, checkpoint: String? = nil,
+        acceptedBeforeDrain: Bool = false
+    ) throws -> UInt64 {
+        guard !isShutDown, !isDraining || acceptedBeforeDrain else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down")
         }
         nextID += 1
@@ -103,14 +111,14 @@ actor JobDispatcher {
         for id in slots.waitingKeys { abandon(id, with: error) }
     }
 
-    /// Takes no new jobs; those queued and running go on.
+    /// Takes no new jobs; those queued and running go on, and so do jobs accepted before.
     func stopAccepting() {
-        isShuttingDown = true
+        isDraining = true
     }
 
     /// Takes no new jobs and answers the waiting ones; running ones finish.
     func shutDown() {
-        isShuttingDown = true
+        isShutDown = true
         for backend in scheduler.backends.indices { scheduler.setHealth(backend, .draining) }
         defer { pump() }
         for id in slots.waitingKeys {

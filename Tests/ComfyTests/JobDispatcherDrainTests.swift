@@ -1,0 +1,36 @@
+@testable import Comfy
+import Testing
+
+/// What the dispatcher takes while the gateway stops: SIGTERM may land between a job's store
+/// write and its arrival here, and that job is in flight (its caller waits for it).
+struct JobDispatcherDrainTests {
+    func upDispatcher() async -> JobDispatcher {
+        let dispatcher = JobDispatcher(backendCount: 1, configuration: SchedulerConfiguration(capacityPerBackend: 2))
+        await dispatcher.setHealth(0, .up)
+        return dispatcher
+    }
+
+    @Test func aJobAcceptedBeforeTheDrainGetsItsBackendWhileNewWorkIsRefused() async throws {
+        let dispatcher = await upDispatcher()
+        await dispatcher.stopAccepting()
+
+        let accepted = try await dispatcher.submit(owner: "caller", priority: .batch, acceptedBeforeDrain: true)
+        let backend = try await dispatcher.waitForSlot(accepted, deadline: .now + .seconds(5), timeout: .seconds(5))
+        #expect(backend == 0)
+
+        let refused = await #expect(throws: ComfyError.self) {
+            try await dispatcher.submit(owner: "painter", priority: .interactive)
+        }
+        #expect(refused?.code == .backendUnavailable)
+        #expect(refused?.message == "the gateway is shutting down")
+    }
+
+    @Test func onceTheDrainTimeIsUpNothingStartsAnyMore() async throws {
+        let dispatcher = await upDispatcher()
+        await dispatcher.stopAccepting()
+        await dispatcher.shutDown()
+        await #expect(throws: ComfyError.self) {
+            try await dispatcher.submit(owner: "caller", priority: .batch, acceptedBeforeDrain: true)
+        }
+    }
+}
