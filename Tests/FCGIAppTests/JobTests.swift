@@ -346,9 +346,9 @@ struct JobDurabilityTests {
         #expect(deliveries.allSatisfy { $0["verified"] == true && $0["body"]?["status"] == "completed" })
     }
 
-    /// The restarted gateway reads the prompt's history (not yet there), then the queue: the
-    /// queue's answer comes late, once the prompt has left it for the history. That prompt ran;
-    /// it is read from the history, not submitted again.
+    /// The restarted gateway asks for the queue while the prompt runs, and the answer comes late,
+    /// once the prompt has left the queue for the history. That prompt ran: it is read from the
+    /// history, not called lost and submitted again.
     @Test func aReattachedPromptThatEndsWhileTheQueueIsReadIsNotSubmittedAgain() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("jobs-reattach-race")
         let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--node-delay-ms", "400"])

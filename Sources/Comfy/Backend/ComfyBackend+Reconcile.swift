@@ -1,7 +1,7 @@
 /// Settling prompts whose events may have been missed while the WebSocket was down.
 extension ComfyBackend {
-    /// For each prompt: finished → settle from `/history`; still queued → keep waiting (the new
-    /// socket has another client id, so poll history until it ends); unknown → lost.
+    /// For each prompt: still queued → keep waiting (the new socket has another client id, so
+    /// poll until it ends); finished → settle from `/history`; unknown → lost.
     func reconcile(_ promptIDs: [String]) async {
         await withTaskGroup(of: Void.self) { group in
             for promptID in promptIDs {
@@ -14,14 +14,11 @@ extension ComfyBackend {
         var pollInterval = Duration.milliseconds(50)
         while let slot = tracker.slot(promptID), slot.watch.ending == nil, !Task.isCancelled {
             do {
-                if let entry = try await rest.history(promptID) {
-                    settle(promptID, from: entry)
-                    return
-                }
+                // The queue first, then the history: ComfyUI moves an ending prompt from its queue
+                // into its history in one step (`PromptQueue.task_done`), so one gone from the
+                // queue is in the history when that is read. Read the other way round, a prompt
+                // that ended between the reads was in neither, called lost and submitted again.
                 guard try await rest.isQueued(promptID) else {
-                    // ComfyUI moves an ending prompt from its queue into its history in one step
-                    // (`PromptQueue.task_done`): one that ended between the two reads is in the
-                    // history now. Called lost without this look, it was submitted again.
                     if let entry = try await rest.history(promptID) {
                         settle(promptID, from: entry)
                     } else {
@@ -30,7 +27,7 @@ extension ComfyBackend {
                     return
                 }
                 // Queued under a client id whose socket is gone: its events go nowhere, so ask
-                // /history until it ends. Under the current socket's id, events arrive again.
+                // until it ends. Under the current socket's id, events arrive again.
                 if slot.clientID == tracker.clientID { return }
             } catch {
                 if !isConnected { return }  // the next connection reconciles again
