@@ -14,7 +14,7 @@ struct LocalImageStoreTests {
         #expect(first == second)
         #expect(first.filename == Digest.hex(Digest.sha256(bytes)) + ".png")
         #expect(first.url == "https://cdn.example.com/output_images/\(first.filename)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == [first.filename])
+        #expect(try Self.files(in: directory) == [first.filename])
         #expect(Array(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/\(first.filename)"))) == bytes)
     }
 
@@ -49,7 +49,7 @@ struct LocalImageStoreTests {
             return try await group.reduce(0, +)
         }
         #expect(partial == 0)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).count == images.count)
+        #expect(try Self.files(in: directory).count == images.count)
     }
 
     @Test func leftoverOfACrashedWriteNeitherShowsNorBlocksTheImage() async throws {
@@ -62,7 +62,7 @@ struct LocalImageStoreTests {
         let store = LocalImageStore(directory: directory, baseURL: "")
         let stored = try await store.store(bytes, mimeType: "image/png")
         #expect(Array(try Data(contentsOf: URL(fileURLWithPath: store.path(for: stored.filename)))) == bytes)
-        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: directory)) == [".tmp-CRASHED", stored.filename])
+        #expect(Set(try Self.files(in: directory)) == [".tmp-CRASHED", stored.filename])
         #expect(!RetentionSweeper.isImageFileName(".tmp-CRASHED"))
     }
 
@@ -78,7 +78,83 @@ struct LocalImageStoreTests {
         let stored = try await store.store(bytes, mimeType: "image/png")
         #expect(stored.filename == name)
         #expect(Array(try Data(contentsOf: URL(fileURLWithPath: store.path(for: name)))) == bytes)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == [name])
+        #expect(try Self.files(in: directory) == [name])
+    }
+
+    @Test func aWriteFillsTheFileMadeAheadAfterTheLastOneAndNoneOutlivesTheStore() async throws {
+        let directory = NSTemporaryDirectory() + "store-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var names: [String] = []
+        do {
+            let store = LocalImageStore(directory: directory, baseURL: "")
+            names.append(try await store.store([1, 2, 3], mimeType: "image/png").filename)
+            // Made once the write has answered, on the thread that wrote.
+            let spare = try await Self.oneSpare(in: directory)
+            let second = try await store.store([4, 5, 6], mimeType: "image/png")
+            names.append(second.filename)
+            #expect(!FileManager.default.fileExists(atPath: "\(directory)/\(spare)"), "the next write took it")
+            #expect(Array(try Data(contentsOf: URL(fileURLWithPath: store.path(for: second.filename)))) == [4, 5, 6])
+            #expect(try await Self.oneSpare(in: directory) != spare)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).sorted() == names.sorted())
+    }
+
+    @Test func sparesAreEmptyFewAndGoneForGoodOnceDiscarded() throws {
+        let directory = NSTemporaryDirectory() + "store-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spares = SpareFiles(directory: directory)
+        for _ in 0..<5 { spares.refill() }
+        let made = try Self.spares(in: directory)
+        #expect(made.count == SpareFiles.maxKept)
+        let file = try spares.take()
+        #expect(made.contains { file.path.hasSuffix("/\($0)") }, "a write takes a spare when one is ready")
+        close(file.fd)
+        unlink(file.path)
+        spares.discard()
+        spares.refill()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty, "none is made once the store is done with")
+    }
+
+    @Test func aFileMadeAheadLongAgoIsRemovedNotFilled() throws {
+        let directory = NSTemporaryDirectory() + "store-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // Past its age the retention sweep may take a temporary file: a spare that old is not written into.
+        let spares = SpareFiles(directory: directory, maxAge: .zero)
+        spares.refill()
+        let made = try Self.spares(in: directory)
+        #expect(made.count == 1)
+        let file = try spares.take()
+        defer { close(file.fd); unlink(file.path) }
+        #expect(!FileManager.default.fileExists(atPath: "\(directory)/\(made[0])"))
+        #expect(!file.path.hasSuffix(made[0]))
+    }
+
+    /// The name of the one spare in the folder, once there is one (it is made after an answer).
+    static func oneSpare(in directory: String) async throws -> String {
+        for _ in 0..<500 {
+            let names = try spares(in: directory)
+            if names.count == 1 { return names[0] }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw CancellationError()
+    }
+
+    /// The folder's files but for the empty ones made ahead for the next writes (checked empty).
+    static func files(in directory: String) throws -> [String] {
+        let spares = try Self.spares(in: directory)
+        return try FileManager.default.contentsOfDirectory(atPath: directory).filter { !spares.contains($0) }.sorted()
+    }
+
+    /// The files made ahead for the next writes; each must be empty.
+    static func spares(in directory: String) throws -> [String] {
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix(SpareFiles.prefix) }
+        for name in names {
+            #expect(FileManager.default.contents(atPath: "\(directory)/\(name)")?.isEmpty == true, "a spare holds no byte")
+        }
+        return names
     }
 
     @Test func sha256MatchesTheKnownVector() {

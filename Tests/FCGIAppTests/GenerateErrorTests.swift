@@ -174,5 +174,8 @@ struct GenerateErrorTests {
         #expect(gateway.app.stop(SIGTERM) == 0)
         // The request that was running when SIGTERM came still got its image.
         #expect(try await inFlight.value.status == 200)
+        // The file made ahead for a next image goes with the store on the way out: the image alone stays.
+        let left = try FileManager.default.contentsOfDirectory(atPath: gateway.outputDirectory)
+        #expect(left.count == 1 && left.allSatisfy(RetentionSweeper.isImageFileName), "\(left)")
     }
 }

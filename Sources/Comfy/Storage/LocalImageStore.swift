@@ -11,9 +11,13 @@ public struct LocalImageStore: ImageStore {
     public let baseURL: String
     /// The URL path nginx serves the directory under.
     public let urlPath: String
+    /// Files made ahead for the next writes, refilled after `store` answers; removed when the
+    /// last copy of this store goes (the gateway stops).
+    private let spares: SpareFiles
 
     public init(directory: String, baseURL: String, urlPath: String = "/output_images") {
         self.directory = directory
+        spares = SpareFiles(directory: directory)
         var base = baseURL
         while base.hasSuffix("/") { base.removeLast() }
         self.baseURL = base
@@ -22,10 +26,17 @@ public struct LocalImageStore: ImageStore {
 
     public func store(_ bytes: [UInt8], mimeType: String) async throws -> StoredImage {
         // Hashing, write, fsync and rename block: they run on NIO's thread pool, not the cooperative one.
-        let filename = try await NIOThreadPool.singleton.runIfActive { [self] in
-            let filename = Digest.hex(Digest.sha256(bytes)) + "." + fileExtension(forMimeType: mimeType)
-            try write(bytes, to: filename)
-            return filename
+        let filename: String = try await withCheckedThrowingContinuation { continuation in
+            NIOThreadPool.singleton.submit { [self] state in
+                guard case .active = state else {
+                    continuation.resume(throwing: StorageError(store: "local", message: "the gateway is shutting down"))
+                    return
+                }
+                let filename = Digest.hex(Digest.sha256(bytes)) + "." + fileExtension(forMimeType: mimeType)
+                continuation.resume(with: Result { try write(bytes, to: filename) }.map { _ in filename })
+                // After the answer: the next image's file is made off its job's path.
+                spares.refill()
+            }
         }
         return StoredImage(filename: filename, url: url(for: filename), mimeType: mimeType)
     }
@@ -58,9 +69,8 @@ public struct LocalImageStore: ImageStore {
             return
         }
         // Not there, or not whole (a damaged or cut file under the name): written anew, and renamed over it.
-        let temporary = "\(directory)/.tmp-\(UUID().uuidString)"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw StorageError(store: "local", message: "cannot create a file in the image folder: \(String(cString: strerror(errno)))") }
+        let file = try spares.take()
+        let (temporary, fd) = (file.path, file.fd)
         var ok = bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {

@@ -108,9 +108,14 @@ final class Gateway: Sendable {
         return try await http.execute(CurlRequest(method: method, url: url, headers: headers))
     }
 
-    /// The files in OUTPUT_DIR (hidden temporary files included).
+    /// The files in OUTPUT_DIR (hidden temporary files included), but for the empty files the
+    /// store makes ahead for its next writes (`.tmp-spare-*`): one with any byte in it is listed.
     func storedFiles() throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: outputDirectory).sorted()
+        try FileManager.default.contentsOfDirectory(atPath: outputDirectory).filter { name in
+            guard name.hasPrefix(".tmp-spare-") else { return true }
+            let size = (try? FileManager.default.attributesOfItem(atPath: "\(outputDirectory)/\(name)")[.size] as? Int) ?? 0
+            return size != 0
+        }.sorted()
     }
 
     /// Stops nginx and the app (SIGTERM to the supervisor); returns the app's exit status.
