@@ -1,8 +1,5 @@
 import Foundation
 import Logging
-import NIOCore
-import NIOPosix
-import SQLiteNIO
 
 /// The embedded job store: one SQLite database in WAL mode, `STATE_DIR/jobs.sqlite`.
 ///
@@ -12,13 +9,11 @@ import SQLiteNIO
 /// All calls run on one thread of its own, so the cooperative pool never waits on the disk.
 public final class SQLiteJobStore: JobStore {
     public let path: String
-    private let connection: SQLiteConnection
-    private let threadPool: NIOThreadPool
+    private let connection: SQLiteDatabase
 
-    private init(path: String, connection: SQLiteConnection, threadPool: NIOThreadPool) {
+    private init(path: String, connection: SQLiteDatabase) {
         self.path = path
         self.connection = connection
-        self.threadPool = threadPool
     }
 
     /// Opens (or creates) the database and brings its schema up to date. Refuses one whose
@@ -29,32 +24,27 @@ public final class SQLiteJobStore: JobStore {
 
     /// Opens the database with the migrations up to `version` applied (tests make old databases so).
     static func open(path: String, logger: Logger, upTo version: Int) async throws -> SQLiteJobStore {
-        let threadPool = NIOThreadPool(numberOfThreads: 1)
-        threadPool.start()
+        let connection: SQLiteDatabase
         do {
-            let connection = try await SQLiteConnection.open(
-                storage: .file(path: path), threadPool: threadPool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any()
-            )
-            let store = SQLiteJobStore(path: path, connection: connection, threadPool: threadPool)
-            do {
-                try await store.prepare(upTo: version)
-            } catch {
-                try? await connection.close()
-                throw error
-            }
-            return store
-        } catch let error as JobStoreError {
-            try? await threadPool.shutdownGracefully()
-            throw error
+            connection = try await SQLiteDatabase.open(path: path)
         } catch {
-            try? await threadPool.shutdownGracefully()
             throw JobStoreError(.unavailable, "cannot open the job database \(path): \(error)")
         }
+        let store = SQLiteJobStore(path: path, connection: connection)
+        do {
+            try await store.prepare(upTo: version)
+        } catch let error as JobStoreError {
+            await connection.close()
+            throw error
+        } catch {
+            await connection.close()
+            throw JobStoreError(.unavailable, "cannot open the job database \(path): \(error)")
+        }
+        return store
     }
 
     public func close() async {
-        try? await connection.close()
-        try? await threadPool.shutdownGracefully()
+        await connection.close()
     }
 
     private func prepare(upTo target: Int) async throws {
@@ -72,7 +62,7 @@ public final class SQLiteJobStore: JobStore {
 
     /// The schema version (`PRAGMA user_version`).
     func userVersion() async throws -> Int {
-        Int(try await connection.query("PRAGMA user_version", []).first?.columns.first?.data.integer ?? 0)
+        try await connection.query("PRAGMA user_version", []).first?.first?.integer ?? 0
     }
 
     /// Applies one migration and records its version in the same transaction.
@@ -188,7 +178,7 @@ public final class SQLiteJobStore: JobStore {
     public func oldestUnfinished() async throws -> Date? {
         try await guarded {
             try await connection.query("SELECT MIN(created_at) AS oldest FROM jobs WHERE status IN ('queued', 'running')", [])
-                .first?.column("oldest")?.integer.map { Date(milliseconds: Int($0)) }
+                .first?.column("oldest")?.integer.map(Date.init(milliseconds:))
         }
     }
 
@@ -201,7 +191,7 @@ public final class SQLiteJobStore: JobStore {
                 """,
                 [.text(id)]
             )
-            return rows.first?.column("position")?.integer.map { Int($0) }
+            return rows.first?.column("position")?.integer
         }
     }
 
@@ -254,12 +244,12 @@ public final class SQLiteJobStore: JobStore {
             var counts = JobCounts()
             for row in try await connection.query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status", []) {
                 if let status = row.column("status")?.string.flatMap(JobStatus.init(rawValue:)) {
-                    counts.jobs[status] = Int(row.column("n")?.integer ?? 0)
+                    counts.jobs[status] = row.column("n")?.integer ?? 0
                 }
             }
             for row in try await connection.query("SELECT webhook_state, COUNT(*) AS n FROM jobs GROUP BY webhook_state", []) {
                 if let state = row.column("webhook_state")?.string.flatMap(WebhookDelivery.State.init(rawValue:)) {
-                    counts.webhooks[state] = Int(row.column("n")?.integer ?? 0)
+                    counts.webhooks[state] = row.column("n")?.integer ?? 0
                 }
             }
             return counts
@@ -302,7 +292,7 @@ public final class SQLiteJobStore: JobStore {
 
     public func keyCount() async throws -> Int {
         try await guarded {
-            Int(try await connection.query("SELECT COUNT(*) AS n FROM api_keys", []).first?.column("n")?.integer ?? 0)
+            try await connection.query("SELECT COUNT(*) AS n FROM api_keys", []).first?.column("n")?.integer ?? 0
         }
     }
 
@@ -316,9 +306,9 @@ public final class SQLiteJobStore: JobStore {
 
     public func unfinishedJobCount(key name: String) async throws -> Int {
         try await guarded {
-            Int(try await connection.query(
+            try await connection.query(
                 "SELECT COUNT(*) AS n FROM jobs WHERE key_name = ? AND status IN ('queued', 'running')", [.text(name)]
-            ).first?.column("n")?.integer ?? 0)
+            ).first?.column("n")?.integer ?? 0
         }
     }
 
@@ -329,9 +319,9 @@ public final class SQLiteJobStore: JobStore {
                 "SELECT status, COUNT(*) AS n, SUM(gpu_ms) AS gpu, SUM(image_bytes) AS bytes FROM jobs WHERE key_name = ? GROUP BY status", [.text(name)]
             ) {
                 guard let status = row.column("status")?.string.flatMap(JobStatus.init(rawValue:)) else { continue }
-                usage.jobs[status] = Int(row.column("n")?.integer ?? 0)
+                usage.jobs[status] = row.column("n")?.integer ?? 0
                 usage.gpuSeconds += Double(row.column("gpu")?.integer ?? 0) / 1000
-                usage.imageBytes += Int(row.column("bytes")?.integer ?? 0)
+                usage.imageBytes += row.column("bytes")?.integer ?? 0
             }
             return usage
         }
@@ -345,22 +335,11 @@ public final class SQLiteJobStore: JobStore {
             return try await body()
         } catch let error as JobStoreError {
             throw error
-        } catch let error as SQLiteError {
+        } catch let error as SQLiteFailure {
             throw JobStoreError(.unavailable, "the job database cannot be written: \(error.message)")
         }
     }
 
-    static func record(_ row: SQLiteRow) -> JobRecord { JobRecord(row: row) }
-}
-
-extension SQLiteRow: JobStoreRow {
-    func text(_ column: String) -> String? { self.column(column)?.string }
-    func integer(_ column: String) -> Int? { self.column(column)?.integer.map { Int($0) } }
-    func double(_ column: String) -> Double? { self.column(column)?.double }
-}
-
-extension SQLiteData {
-    static func optionalText(_ text: String?) -> SQLiteData { text.map { .text($0) } ?? .null }
-    static func optionalInteger(_ value: Int?) -> SQLiteData { value.map { .integer($0) } ?? .null }
+    static func record(_ row: SQLiteResultRow) -> JobRecord { JobRecord(row: row) }
 }
 

@@ -1,0 +1,78 @@
+@testable import Comfy
+import Foundation
+import Testing
+
+/// The SQLite connection under the embedded job store, whose statements are compiled once.
+struct SQLiteDatabaseTests {
+    func withDatabase(_ body: (SQLiteDatabase, String) async throws -> Void) async throws {
+        let directory = NSTemporaryDirectory() + "sqlite-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/test.sqlite"
+        let database = try await SQLiteDatabase.open(path: path)
+        _ = try await database.query("PRAGMA journal_mode = WAL")
+        _ = try await database.query("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT UNIQUE, weight REAL, note TEXT)")
+        try await body(database, path)
+        await database.close()
+    }
+
+    @Test func aKeptStatementRunsAgainWithNewValuesAndSeesTheRowsWrittenSince() async throws {
+        try await withDatabase { database, _ in
+            for index in 1...5 {
+                _ = try await database.query("INSERT INTO things (name, weight) VALUES (?, ?)", [.text("thing \(index)"), .double(Double(index) / 2)])
+                let rows = try await database.query("SELECT COUNT(*) AS n, SUM(weight) AS total FROM things WHERE weight > ?", [.double(0)])
+                #expect(rows.first?.integer("n") == index)
+                #expect(rows.first?.double("total") == Double(index * (index + 1)) / 4)
+            }
+            let names = try await database.query("SELECT name FROM things WHERE weight >= ? ORDER BY id", [.double(2)])
+            #expect(names.map { $0.text("name") } == ["thing 4", "thing 5"])
+        }
+    }
+
+    @Test func valuesReadBackAsBoundUnicodeNullsAndLargeIntegersIncluded() async throws {
+        try await withDatabase { database, _ in
+            let text = "画一只猫 🐱 \"quoted\" and a\u{0}zero byte"
+            _ = try await database.query(
+                "INSERT INTO things (id, name, weight, note) VALUES (?, ?, ?, ?)", [.integer(Int(Int64.max) - 1), .text(text), .null, .text("")]
+            )
+            let row = try #require(try await database.query("SELECT * FROM things").first)
+            #expect(row.integer("id") == Int(Int64.max) - 1)
+            #expect(row.text("name") == text)
+            #expect(row.column("weight") == .null)
+            #expect(row.text("note") == "")
+            #expect(row.column("missing") == nil)
+        }
+    }
+
+    @Test func afterAFailedStatementAndAReadNoSnapshotKeepsTheLogFromBeingCheckpointed() async throws {
+        try await withDatabase { database, path in
+            _ = try await database.query("INSERT INTO things (name) VALUES (?)", [.text("one")])
+            _ = try await database.query("INSERT INTO things (name) VALUES (?)", [.text("two")])
+            await #expect(throws: SQLiteFailure.self) {
+                try await database.query("INSERT INTO things (name) VALUES (?)", [.text("one")])
+            }
+            #expect(try await database.query("SELECT name FROM things ORDER BY id").count == 2)
+            // Another connection writes and then checkpoints the whole log: a read snapshot left
+            // open by the first connection's kept statements would make the checkpoint busy.
+            let other = try await SQLiteDatabase.open(path: path)
+            _ = try await other.query("INSERT INTO things (name) VALUES (?)", [.text("three")])
+            let checkpoint = try #require(try await other.query("PRAGMA wal_checkpoint(TRUNCATE)").first)
+            #expect(checkpoint.integer("busy") == 0)
+            await other.close()
+            #expect(try await database.query("SELECT COUNT(*) AS n FROM things").first?.integer("n") == 3)
+        }
+    }
+
+    @Test func aClosedDatabaseRefusesCalls() async throws {
+        let directory = NSTemporaryDirectory() + "sqlite-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let database = try await SQLiteDatabase.open(path: "\(directory)/test.sqlite")
+        await database.close()
+        await #expect(throws: SQLiteFailure.self) { try await database.query("SELECT 1") }
+    }
+
+    @Test func aFileThatCannotBeOpenedFailsWithSQLitesReason() async throws {
+        await #expect(throws: SQLiteFailure.self) { try await SQLiteDatabase.open(path: "/nonexistent-\(UUID().uuidString)/test.sqlite") }
+    }
+}
