@@ -25,6 +25,13 @@ struct JobDispatcherDrainTests {
         #expect(refused?.message == "the gateway is shutting down")
     }
 
+    @Test func aSlotGivenAtSubmissionIsTakenEvenPastTheDeadline() async throws {
+        let dispatcher = await upDispatcher()
+        let id = try await dispatcher.submit(owner: "caller", priority: .batch)
+        // A free backend was given at once: nothing is waited for, so no deadline can intervene.
+        #expect(try await dispatcher.waitForSlot(id, deadline: .now - .seconds(1), timeout: .seconds(1)) == 0)
+    }
+
     @Test func onceTheDrainTimeIsUpNothingStartsAnyMore() async throws {
         let dispatcher = await upDispatcher()
         await dispatcher.stopAccepting()

@@ -9,6 +9,14 @@ struct WaiterTableTests {
         #expect(try await table.wait(for: "a") == 7)
     }
 
+    @Test func aKeptResultIsTakenOnceWithoutWaiting() throws {
+        let table = WaiterTable<String, Int>()
+        #expect(table.takeKept("a") == nil)
+        table.resume("a", with: .success(5))
+        #expect(try table.takeKept("a")?.get() == 5)
+        #expect(table.takeKept("a") == nil)
+    }
+
     @Test func aWaiterGetsWhatArrivesLater() async throws {
         let table = WaiterTable<String, Int>()
         async let value = table.wait(for: "a")

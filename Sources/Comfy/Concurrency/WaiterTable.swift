@@ -51,6 +51,11 @@ public final class WaiterTable<Key: Hashable & Sendable, Value: Sendable>: Senda
         return waiter != nil
     }
 
+    /// The result kept for the key, taken; `nil` when none came yet (then `wait` waits for it).
+    public func takeKept(_ key: Key) -> Result<Value, any Error>? {
+        state.withLock { $0.early.removeValue(forKey: key) }
+    }
+
     /// Whether a task waits for the key now.
     public func isWaiting(for key: Key) -> Bool {
         state.withLock { $0.waiters[key] != nil }

@@ -54,6 +54,8 @@ actor JobDispatcher {
     func waitForSlot(_ id: UInt64, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Int {
         let slots = self.slots
         do {
+            // Given at once (a backend was free): no wait, and no deadline task and timer for it.
+            if let given = slots.takeKept(id) { return try given.get() }
             return try await withDeadline(deadline, timeout: {
                 ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \(timeout.components.seconds) s")
             }) {
