@@ -106,7 +106,7 @@ final class CurlEasyHandle: @unchecked Sendable {
 }
 
 /// Collects what libcurl's callbacks hand over during one `perform`.
-private final class ResponseSink {
+final class ResponseSink {
     var body: [UInt8] = []
     var headers: [(String, String)] = []
     var overflowed = false
@@ -127,12 +127,21 @@ private final class ResponseSink {
         return true
     }
 
+    /// Read as bytes: Foundation's `trimmingCharacters` here was 2.5% of the app's CPU at 16
+    /// concurrent jobs (perf), for a few header lines per call.
     func appendHeaderLine(_ bytes: UnsafeRawBufferPointer) {
-        let line = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        if line.hasPrefix("HTTP/") {
+        func isSpace(_ byte: UInt8) -> Bool { byte == 32 || byte == 9 || byte == 13 || byte == 10 }
+        var start = bytes.startIndex
+        var end = bytes.endIndex
+        while start < end, isSpace(bytes[start]) { start += 1 }
+        while end > start, isSpace(bytes[end - 1]) { end -= 1 }
+        let line = bytes[start..<end]
+        if line.starts(with: "HTTP/".utf8) {
             headers.removeAll()  // a new response (after a 100 Continue or a redirect) starts
-        } else if let colon = line.firstIndex(of: ":") {
-            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+            var value = colon + 1
+            while value < end, isSpace(bytes[value]) { value += 1 }
+            headers.append((String(decoding: bytes[start..<colon], as: UTF8.self), String(decoding: bytes[value..<end], as: UTF8.self)))
         }
     }
 }
