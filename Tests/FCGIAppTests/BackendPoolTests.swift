@@ -298,9 +298,16 @@ struct BackendPoolTests {
         let cluster = try await startCluster("pool-sigterm", backends: 1)
         defer { cluster.stop() }
         let emulator = cluster.emulators[0]
-        try await emulator.configure(["node_delay_ms": 100])
+        try await emulator.configure(["node_delay_ms": 300])
         let load = Task { try await generateConcurrently(cluster.gateway, count: 4, label: "drain") }
-        try await waitUntil { try await emulator.stats()["prompts_accepted"]?.intValue ?? 0 >= 2 }
+        // All four calls reached the scheduler, running or queued there, before SIGTERM: each is
+        // in flight. (Two prompts on ComfyUI did not mean that: a fourth call still on its way
+        // through nginx got the 503 a stopping gateway gives new calls.)
+        try await waitUntil {
+            let health = try JSONValue.parse(try await cluster.gateway.get("/healthz").body)
+            let running = health["backends"]?.arrayValue?.compactMap { $0["in_flight"]?.intValue }.reduce(0, +) ?? 0
+            return running + (health["queued_jobs"]?.intValue ?? 0) == 4
+        }
         kill(cluster.gateway.app.pid, SIGTERM)
         let results = try await load.value
         for (index, result) in results.enumerated() {
