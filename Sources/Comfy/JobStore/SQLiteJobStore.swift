@@ -6,17 +6,14 @@ import Logging
 /// `synchronous=NORMAL`: a commit is in the WAL before the call returns, and the WAL is synced
 /// at checkpoints. A crash of the process loses nothing (the WAL is in the page cache, which
 /// outlives the process); a power cut may lose the last commits but never corrupts the file.
-/// All calls run on one thread of its own, so the cooperative pool never waits on the disk;
-/// checkpoints (and their fsyncs) run on a second connection's thread, off the calls' path.
+/// All calls run on one thread of its own, so the cooperative pool never waits on the disk.
 public final class SQLiteJobStore: JobStore {
     public let path: String
     private let connection: SQLiteDatabase
-    private let checkpointer: SQLiteDatabase
 
-    private init(path: String, connection: SQLiteDatabase, checkpointer: SQLiteDatabase) {
+    private init(path: String, connection: SQLiteDatabase) {
         self.path = path
         self.connection = connection
-        self.checkpointer = checkpointer
     }
 
     /// Opens (or creates) the database and brings its schema up to date. Refuses one whose
@@ -28,38 +25,26 @@ public final class SQLiteJobStore: JobStore {
     /// Opens the database with the migrations up to `version` applied (tests make old databases so).
     static func open(path: String, logger: Logger, upTo version: Int) async throws -> SQLiteJobStore {
         let connection: SQLiteDatabase
-        let checkpointer: SQLiteDatabase
         do {
             connection = try await SQLiteDatabase.open(path: path)
         } catch {
             throw JobStoreError(.unavailable, "cannot open the job database \(path): \(error)")
         }
-        do {
-            // In WAL mode before a second connection opens the file.
-            _ = try await connection.query("PRAGMA journal_mode = WAL", [])
-            checkpointer = try await SQLiteDatabase.open(path: path)
-        } catch {
-            await connection.close()
-            throw JobStoreError(.unavailable, "cannot open the job database \(path): \(error)")
-        }
-        let store = SQLiteJobStore(path: path, connection: connection, checkpointer: checkpointer)
+        let store = SQLiteJobStore(path: path, connection: connection)
         do {
             try await store.prepare(upTo: version)
-            try await connection.handCheckpoints(to: checkpointer)
         } catch let error as JobStoreError {
-            await store.close()
+            await connection.close()
             throw error
         } catch {
-            await store.close()
+            await connection.close()
             throw JobStoreError(.unavailable, "cannot open the job database \(path): \(error)")
         }
         return store
     }
 
-    /// Closes the connections; the last one to close checkpoints the whole log.
     public func close() async {
         await connection.close()
-        await checkpointer.close()
     }
 
     private func prepare(upTo target: Int) async throws {

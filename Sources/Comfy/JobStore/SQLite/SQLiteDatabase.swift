@@ -1,6 +1,5 @@
 import Foundation
 import NIOPosix
-import Synchronization
 // sqlite-nio's vendored SQLite (its functions carry a `sqlite_nio_` prefix). Its Swift layer
 // compiles every statement again on every call; here each statement is compiled once.
 import VaporCSQLite
@@ -16,10 +15,6 @@ final class SQLiteDatabase: @unchecked Sendable {
     // Touched only on `thread`.
     private var handle: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
-    /// What this connection's commits hand their checkpoints to (see `handCheckpoints`).
-    private var checkpointHandOff: CheckpointHandOff?
-    /// A checkpoint waits in `thread`'s queue: another request adds nothing.
-    private let checkpointQueued = Atomic<Bool>(false)
 
     private init(thread: NIOThreadPool) {
         self.thread = thread
@@ -50,40 +45,9 @@ final class SQLiteDatabase: @unchecked Sendable {
         }
     }
 
-    /// Moves this connection's log checkpoints to `checkpointer`, a second connection with a
-    /// thread of its own: a commit that leaves `pages` or more in the log asks for one there and
-    /// returns, instead of running it itself.
-    ///
-    /// SQLite's own automatic checkpoint runs inside the commit that crosses its mark, fsyncs
-    /// included: 1 commit in 70 took 5 ms instead of 60 µs here, on a job's path.
-    func handCheckpoints(to checkpointer: SQLiteDatabase, atPages pages: Int32 = 1000) async throws {
-        let handOff = CheckpointHandOff(checkpointer: checkpointer, pages: pages)
-        try await thread.runIfActive {
-            self.checkpointHandOff = handOff
-            sqlite_nio_sqlite3_wal_hook(self.handle, { context, _, _, pages in
-                let handOff = Unmanaged<CheckpointHandOff>.fromOpaque(context!).takeUnretainedValue()
-                if handOff.isDue(pages) { handOff.checkpointer.checkpointSoon() }
-                return SQLITE_OK
-            }, Unmanaged.passUnretained(handOff).toOpaque())
-        }
-    }
-
-    /// Checkpoints the log on this connection's thread, soon, without waiting for it: as much
-    /// of it as no reader still needs (`PASSIVE`), so that no writer waits for it either.
-    func checkpointSoon() {
-        guard !checkpointQueued.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        thread.submit { state in
-            self.checkpointQueued.store(false, ordering: .releasing)
-            guard case .active = state, self.handle != nil else { return }
-            _ = try? self.run("PRAGMA wal_checkpoint(PASSIVE)", [])
-        }
-    }
-
     /// Finalizes the statements and closes the connection; no call may follow.
     func close() async {
         _ = try? await thread.runIfActive {
-            sqlite_nio_sqlite3_wal_hook(self.handle, nil, nil)
-            self.checkpointHandOff = nil
             for statement in self.statements.values { sqlite_nio_sqlite3_finalize(statement) }
             self.statements = [:]
             sqlite_nio_sqlite3_close(self.handle)
@@ -184,32 +148,6 @@ final class SQLiteDatabase: @unchecked Sendable {
 
     /// SQLite copies the bytes before the bind returns (`SQLITE_TRANSIENT`).
     private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-}
-
-/// Where a connection's commits send their checkpoints, and when.
-///
-/// A checkpoint that runs beside commits may leave the newest pages for the next one; asked
-/// again at every commit it would run back to back. It is asked for each time the log has grown
-/// by `pages` since the last request, and from the start again once the log has started over.
-private final class CheckpointHandOff: @unchecked Sendable {
-    let checkpointer: SQLiteDatabase
-    let pages: Int32
-    /// Touched only in the WAL hook, on the committing connection's thread.
-    private var nextAt: Int32
-
-    init(checkpointer: SQLiteDatabase, pages: Int32) {
-        self.checkpointer = checkpointer
-        self.pages = pages
-        nextAt = pages
-    }
-
-    /// Whether a commit that leaves `inLog` pages in the log asks for a checkpoint.
-    func isDue(_ inLog: Int32) -> Bool {
-        if inLog < nextAt - pages { nextAt = pages }
-        guard inLog >= nextAt else { return false }
-        nextAt = inLog + pages
-        return true
-    }
 }
 
 /// A value bound to a statement or read from a row.
