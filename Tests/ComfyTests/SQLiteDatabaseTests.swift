@@ -64,12 +64,10 @@ struct SQLiteDatabaseTests {
     }
 
     @Test func aClosedDatabaseRefusesCalls() async throws {
-        let directory = NSTemporaryDirectory() + "sqlite-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let database = try await SQLiteDatabase.open(path: "\(directory)/test.sqlite")
-        await database.close()
-        await #expect(throws: SQLiteFailure.self) { try await database.query("SELECT 1") }
+        try await withDatabase { database, _ in
+            await database.close()
+            await #expect(throws: SQLiteFailure.self) { try await database.query("SELECT 1") }
+        }
     }
 
     @Test func aFileThatCannotBeOpenedFailsWithSQLitesReason() async throws {

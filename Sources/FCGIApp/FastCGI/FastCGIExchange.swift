@@ -9,11 +9,21 @@ import NIOHTTP1
 struct FastCGIExchange {
     let request: UnsafeMutablePointer<FCGX_Request>
 
+    /// The FastCGI parameters the gateway reads besides the `HTTP_*` headers.
+    private struct Parameters {
+        var method, path, scriptName, query, contentType, contentLength, remoteAddress, scheme, https, clientHost: String?
+
+        static let names: [(StaticString, any WritableKeyPath<Parameters, String?> & Sendable)] = [
+            ("REQUEST_METHOD", \.method), ("DOCUMENT_URI", \.path), ("SCRIPT_NAME", \.scriptName), ("QUERY_STRING", \.query),
+            ("CONTENT_TYPE", \.contentType), ("CONTENT_LENGTH", \.contentLength), ("REMOTE_ADDR", \.remoteAddress),
+            ("REQUEST_SCHEME", \.scheme), ("HTTPS", \.https), ("CLIENT_HOST", \.clientHost),
+        ]
+    }
+
     func readRequest(maxBodyBytes: Int) -> Result<GatewayRequest, APIError> {
         var headers: [String: String] = [:]
         headers.reserveCapacity(16)
-        var method = "GET", path: String?, scriptName: String?, query = "", contentLength: String?
-        var remoteAddress = "", scheme: String?, https: String?, clientHost: String?
+        var parameters = Parameters()
         // Parsed as bytes, straight from libfcgi's `NAME=value` C strings: this runs for every
         // request, and Foundation string searching here cost a fifth of the app's CPU (perf).
         var cursor = request.pointee.envp
@@ -35,35 +45,14 @@ struct FastCGIExchange {
             }
             // Names compared as bytes, length first: most of nginx's twenty parameters are none
             // of these, and a String made and compared per parameter was most of this loop (perf).
-            let name = UnsafeRawBufferPointer(rebasing: pair[..<equals])
-            func named(_ literal: StaticString) -> Bool {
-                name.count == literal.utf8CodeUnitCount && memcmp(entry, literal.utf8Start, name.count) == 0
-            }
-            let text = { String(decoding: value, as: UTF8.self) }
-            if named("REQUEST_METHOD") {
-                method = text()
-            } else if named("DOCUMENT_URI") {
-                path = text()
-            } else if named("SCRIPT_NAME") {
-                scriptName = text()
-            } else if named("QUERY_STRING") {
-                query = text()
-            } else if named("CONTENT_TYPE") {
-                headers["content-type"] = text()
-            } else if named("CONTENT_LENGTH") {
-                contentLength = text()
-            } else if named("REMOTE_ADDR") {
-                remoteAddress = text()
-            } else if named("REQUEST_SCHEME") {
-                scheme = text()
-            } else if named("HTTPS") {
-                https = text()
-            } else if named("CLIENT_HOST") {
-                clientHost = text()
+            for (name, field) in Parameters.names
+            where equals == name.utf8CodeUnitCount && memcmp(entry, name.utf8Start, equals) == 0 {
+                parameters[keyPath: field] = String(decoding: value, as: UTF8.self)
+                break
             }
         }
-        if headers["content-type"]?.isEmpty == true { headers["content-type"] = nil }
-        let length = Int(contentLength ?? "") ?? 0
+        if let contentType = parameters.contentType, !contentType.isEmpty { headers["content-type"] = contentType }
+        let length = Int(parameters.contentLength ?? "") ?? 0
         guard length <= maxBodyBytes else {
             return .failure(APIError(.payloadTooLarge, "the request body is larger than \(maxBodyBytes) bytes"))
         }
@@ -80,14 +69,14 @@ struct FastCGIExchange {
             return .failure(APIError(.invalidRequest, "the request body ended after \(received) of \(length) bytes"))
         }
         return .success(GatewayRequest(
-            method: method,
-            path: path ?? scriptName ?? "/",
-            query: query,
+            method: parameters.method ?? "GET",
+            path: parameters.path ?? parameters.scriptName ?? "/",
+            query: parameters.query ?? "",
             headers: headers,
             body: body,
-            remoteAddress: remoteAddress,
-            scheme: scheme ?? (https == "on" ? "https" : "http"),
-            host: clientHost.flatMap { $0.isEmpty ? nil : $0 }
+            remoteAddress: parameters.remoteAddress ?? "",
+            scheme: parameters.scheme ?? (parameters.https == "on" ? "https" : "http"),
+            host: parameters.clientHost.flatMap { $0.isEmpty ? nil : $0 }
         ))
     }
 
