@@ -63,6 +63,54 @@ struct SQLiteDatabaseTests {
         }
     }
 
+    @Test func handedCheckpointsStartTheLogOverAtTheirMarkAndKeepEveryRow() async throws {
+        try await withDatabase { database, path in
+            let checkpointer = try await SQLiteDatabase.open(path: path)
+            try await database.handCheckpoints(to: checkpointer, atPages: 8)
+            let note = String(repeating: "x", count: 3000)
+            var largestLog = 0
+            for batch in 0..<40 {
+                for index in 0..<4 {
+                    _ = try await database.query("INSERT INTO things (name, note) VALUES (?, ?)", [.text("\(batch)-\(index)"), .text(note)])
+                }
+                // Queued behind the cycle the batch may have started: its checkpoint, then its finish.
+                _ = try await checkpointer.query("SELECT 1")
+                _ = try await database.query("SELECT 1")
+                largestLog = max(largestLog, try logSize(path))
+            }
+            // 160 rows of most of a page each: under SQLite's own mark of 1000 pages the log would
+            // pass 2 MB; here it starts over after every cycle, well before its backstop (32 pages).
+            #expect(largestLog < 32 * 4096, "\(largestLog) bytes of log")
+            #expect(try await database.query("SELECT COUNT(*) AS n FROM things").first?.integer("n") == 160)
+            await checkpointer.close()
+        }
+    }
+
+    @Test func commitsThatOutrunTheCheckpointerCheckpointThemselvesSoTheLogStaysBounded() async throws {
+        try await withDatabase { database, path in
+            let checkpointer = try await SQLiteDatabase.open(path: path)
+            try await database.handCheckpoints(to: checkpointer, atPages: 8)
+            let note = String(repeating: "y", count: 3000)
+            var largestLog = 0
+            for index in 0..<300 {
+                _ = try await database.query("INSERT INTO things (name, note) VALUES (?, ?)", [.text("\(index)"), .text(note)])
+                largestLog = max(largestLog, try logSize(path))
+            }
+            // 300 rows of most of a page each would make about 4 MB of log with no checkpoint, or
+            // under SQLite's own mark; past four times the mark a commit checkpoints itself.
+            #expect(largestLog < 1 << 20, "\(largestLog) bytes of log")
+            await checkpointer.close()
+            await database.close()
+            let reopened = try await SQLiteDatabase.open(path: path)
+            #expect(try await reopened.query("SELECT COUNT(*) AS n FROM things WHERE note = ?", [.text(note)]).first?.integer("n") == 300)
+            await reopened.close()
+        }
+    }
+
+    func logSize(_ path: String) throws -> Int {
+        (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? 0
+    }
+
     @Test func aClosedDatabaseRefusesCalls() async throws {
         try await withDatabase { database, _ in
             await database.close()

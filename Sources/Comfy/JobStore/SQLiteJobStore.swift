@@ -6,14 +6,18 @@ import Logging
 /// `synchronous=NORMAL`: a commit is in the WAL before the call returns, and the WAL is synced
 /// at checkpoints. A crash of the process loses nothing (the WAL is in the page cache, which
 /// outlives the process); a power cut may lose the last commits but never corrupts the file.
-/// All calls run on one thread of its own, so the cooperative pool never waits on the disk.
+/// All calls run on one thread of its own, so the cooperative pool never waits on the disk;
+/// most of each log checkpoint (and its fsyncs) runs on a second connection's thread, off the
+/// calls' path.
 public final class SQLiteJobStore: JobStore {
     public let path: String
     private let connection: SQLiteDatabase
+    private let checkpointer: SQLiteDatabase
 
-    private init(path: String, connection: SQLiteDatabase) {
+    private init(path: String, connection: SQLiteDatabase, checkpointer: SQLiteDatabase) {
         self.path = path
         self.connection = connection
+        self.checkpointer = checkpointer
     }
 
     /// Opens (or creates) the database and brings its schema up to date. Refuses one whose
@@ -25,31 +29,43 @@ public final class SQLiteJobStore: JobStore {
     /// Opens the database with the migrations up to `version` applied (tests make old databases so).
     static func open(path: String, logger: Logger, upTo version: Int) async throws -> SQLiteJobStore {
         let connection: SQLiteDatabase
+        let checkpointer: SQLiteDatabase
         do {
             connection = try await SQLiteDatabase.open(path: path)
         } catch {
             throw JobStoreError(.unavailable, "cannot open the job database \(path): \(error)")
         }
-        let store = SQLiteJobStore(path: path, connection: connection)
         do {
-            try await store.prepare(upTo: version)
-        } catch let error as JobStoreError {
-            await connection.close()
-            throw error
+            // In WAL mode before the second connection opens the file.
+            _ = try await connection.query("PRAGMA journal_mode = WAL", [])
+            checkpointer = try await SQLiteDatabase.open(path: path)
         } catch {
             await connection.close()
+            throw JobStoreError(.unavailable, "cannot open the job database \(path): \(error)")
+        }
+        let store = SQLiteJobStore(path: path, connection: connection, checkpointer: checkpointer)
+        do {
+            try await store.prepare(upTo: version)
+            try await connection.handCheckpoints(to: checkpointer)
+        } catch let error as JobStoreError {
+            await store.close()
+            throw error
+        } catch {
+            await store.close()
             throw JobStoreError(.unavailable, "cannot open the job database \(path): \(error)")
         }
         return store
     }
 
+    /// Closes both connections; the last to close checkpoints the whole log.
     public func close() async {
         await connection.close()
+        await checkpointer.close()
     }
 
     private func prepare(upTo target: Int) async throws {
-        _ = try await connection.query("PRAGMA journal_mode = WAL", [])
         _ = try await connection.query("PRAGMA synchronous = NORMAL", [])
+        _ = try await checkpointer.query("PRAGMA synchronous = NORMAL", [])
         let version = try await userVersion()
         let latest = JobStoreSchema.latestVersion
         guard version <= latest else {
