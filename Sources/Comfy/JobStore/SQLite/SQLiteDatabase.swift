@@ -109,7 +109,10 @@ final class SQLiteDatabase: @unchecked Sendable {
     private func committed(leaving pages: Int32, handle: OpaquePointer?) -> Int32 {
         guard pages >= checkpointPages, let checkpointer else { return SQLITE_OK }
         if pages >= 4 * checkpointPages {
-            return sqlite_nio_sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+            // Its result is not the commit's: an error returned here would fail a statement that
+            // did commit (busy only means the checkpointer is at it, and the next commit tries again).
+            _ = sqlite_nio_sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+            return SQLITE_OK
         }
         guard !checkpointCycle.exchange(true, ordering: .acquiringAndReleasing) else { return SQLITE_OK }
         checkpointer.thread.submit { state in
