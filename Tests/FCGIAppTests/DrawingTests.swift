@@ -187,6 +187,38 @@ struct DrawingTests {
         }
     }
 
+    @Test func socketsOpenedAndClosedWithoutASketchLeaveNoSessionBehindUnderMaxSessions() async throws {
+        try await withGateway("draw-blank", environment: ["MAX_SESSIONS": "2"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            func sessionCount() async throws -> Double? {
+                let metrics = try await gateway.get("/metrics").bodyText
+                let line = metrics.split(separator: "\n").first { $0.hasPrefix("comfy_gateway_drawing_sessions ") }
+                return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+            }
+            let painter = try await DrawingClient.connect(port: gateway.port, sessionID: "painter")
+            await painter.sendSketch(Sketches.png(seed: 1))
+            _ = try await painter.next(status: "completed")
+            await painter.close()
+            // Many more blank sockets than MAX_SESSIONS, one after another: each leaves nothing.
+            for index in 0..<4 {
+                let visitor = try await DrawingClient.connect(port: gateway.port, sessionID: "visitor-\(index)")
+                try await waitUntil { try await sessionCount() == 2 }
+                await visitor.close()
+                try await waitUntil { try await sessionCount() == 1 }
+            }
+            // So a new painter still gets in and gets a result, and the first one's is still there.
+            let newcomer = try await DrawingClient.connect(port: gateway.port, sessionID: "newcomer")
+            await newcomer.sendSketch(Sketches.png(seed: 2))
+            let completed = try await newcomer.next(status: "completed", "error")
+            #expect(completed["status"] == "completed", "\(completed)")
+            #expect(try await latestResult(gateway, "painter")?["image_sha256"] == .string(Digest.hex(Digest.sha256(Sketches.png(seed: 1)))))
+            // A session that took a sketch stays after its socket closes, and still counts.
+            await newcomer.close()
+            let third = sketchForm(file: Sketches.png(seed: 3), fields: ["session_id": "third"])
+            #expect(try await gateway.post("/api/sketch", body: third.body, contentType: third.contentType).status == 429)
+        }
+    }
+
     @Test func twoInterleavedSessionsGetTheirOwnResults() async throws {
         try await withDrawingGateway("draw-two") { gateway, emulator in
             try await emulator.configure(["node_delay_ms": 10])

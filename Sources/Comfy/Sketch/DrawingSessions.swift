@@ -104,9 +104,18 @@ public actor DrawingSessions {
         return sessions[id]!.broadcaster.add()
     }
 
+    /// A socket closed. A session left blank goes at once: sockets opened and closed under
+    /// fresh ids would otherwise fill `MAX_SESSIONS` for the idle timeout (30 minutes), and
+    /// refuse every new painter meanwhile.
     public func unsubscribe(_ id: String, token: UInt64) {
-        sessions[id]?.broadcaster.remove(token)
-        sessions[id]?.lastActivity = .now
+        guard let session = sessions[id] else { return }
+        session.broadcaster.remove(token)
+        if session.isBlank {
+            session.broadcaster.finishAll()
+            sessions[id] = nil
+        } else {
+            sessions[id]?.lastActivity = .now
+        }
     }
 
     public func setPreviews(_ id: String, token: UInt64, enabled: Bool) {

@@ -15,6 +15,8 @@ struct SketchSession: Sendable {
     var prompt: String?
     private(set) var isRunning = false
     private(set) var waiting: SketchUpdate?
+    /// A sketch came (it may have failed); a session that never took one has nothing to keep.
+    private(set) var tookSketch = false
     var latestResult: StoredImage?
     var lastActivity: ContinuousClock.Instant
     let broadcaster = SessionBroadcaster()
@@ -27,6 +29,7 @@ struct SketchSession: Sendable {
 
     /// A sketch arrived: run it now, or keep it as the one waiting (replacing an older one).
     mutating func submit(_ update: SketchUpdate) -> Action {
+        tookSketch = true
         if isRunning {
             let replaced = waiting != nil
             waiting = update
@@ -47,4 +50,8 @@ struct SketchSession: Sendable {
     }
 
     var isIdle: Bool { !isRunning && waiting == nil && broadcaster.count == 0 }
+
+    /// Idle, and nothing a painter coming back would find: no sketch taken, no result, no
+    /// settings. Kept, it would only hold memory and a place under `MAX_SESSIONS`.
+    var isBlank: Bool { isIdle && !tookSketch && latestResult == nil && style == nil && prompt == nil }
 }
