@@ -29,7 +29,8 @@ struct GatewayParts: Sendable {
     ) throws {
         pool = BackendPool(
             urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming,
-            ledger: jobStore as? any SharedJobStore, board: jobStore as? any BackendHealthBoard, logger: logger
+            ledger: jobStore as? any SharedJobStore, board: jobStore as? any BackendHealthBoard, inputFolder: configuration.comfyInputFolder,
+            logger: logger
         )
         do {
             try FileManager.default.createDirectory(atPath: configuration.outputDirectory, withIntermediateDirectories: true)

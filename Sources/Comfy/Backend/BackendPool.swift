@@ -22,12 +22,13 @@ public final class BackendPool: Sendable {
 
     public init(
         urls: [ComfyServerURL], http: CurlHTTPClient, configuration: SchedulerConfiguration = SchedulerConfiguration(),
-        timing: BackendTiming = BackendTiming(), ledger: (any BackendSlotLedger)? = nil, board: (any BackendHealthBoard)? = nil, logger: Logger
+        timing: BackendTiming = BackendTiming(), ledger: (any BackendSlotLedger)? = nil, board: (any BackendHealthBoard)? = nil,
+        inputFolder: ComfyInputFolder? = nil, logger: Logger
     ) {
         self.ledger = ledger
         self.board = board
         healthViews = NIOLockedValueBox((own: urls.map { _ in .down }, reported: [:]))
-        backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, logger: logger) }
+        backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, inputFolder: inputFolder, logger: logger) }
         self.configuration = configuration
         dispatcher = JobDispatcher(backendCount: urls.count, configuration: configuration)
         self.logger = logger

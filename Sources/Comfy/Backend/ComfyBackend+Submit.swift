@@ -15,7 +15,7 @@ extension ComfyBackend {
             throw ComfyError.unavailable(url, lastError ?? "no WebSocket connection")
         }
         for upload in job.uploads {
-            try await rest.upload(upload)
+            try await place(upload)
         }
         let promptID = UUID().uuidString.lowercased()
         let sendBy = try await job.willSubmit?(promptID, url.description) ?? nil

@@ -15,6 +15,10 @@ public actor ComfyBackend {
     let logger: Logger
     let timing: BackendTiming
     private let connection: ComfyConnection
+    /// ComfyUI's input folder as this machine sees it (`COMFYUI_INPUT_DIR`), if it is shared.
+    let inputFolder: ComfyInputFolder?
+    /// Whether this backend reads `inputFolder`; `nil` until a probe said so (`readsInputFolder`).
+    var inputFolderReadable: Bool?
 
     var tracker = PromptTracker()
     /// Jobs waiting for their prompt's end, by prompt id.
@@ -64,8 +68,9 @@ public actor ComfyBackend {
         case refreshModels
     }
 
-    public init(url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), logger: Logger) {
+    public init(url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), inputFolder: ComfyInputFolder? = nil, logger: Logger) {
         self.url = url
+        self.inputFolder = inputFolder
         rest = ComfyRESTClient(url: url, http: http)
         connection = ComfyConnection(url: url)
         self.timing = timing

@@ -1,10 +1,12 @@
+import Foundation
 import Comfy
 import Logging
 
 /// Everything the gateway process reads from its environment.
 ///
 /// Variables: `COMFYUI_SERVER` (comma-separated `http://host:port` list, default
-/// `http://127.0.0.1:8188`), `FCGI_SOCKET` (default `RUN_DIR/fcgi.sock`), `FCGI_THREADS`
+/// `http://127.0.0.1:8188`), `COMFYUI_INPUT_DIR` (ComfyUI's input folder, when this machine shares
+/// it: images go straight into it in place of `POST /upload/image`), `FCGI_SOCKET` (default `RUN_DIR/fcgi.sock`), `FCGI_THREADS`
 /// (default 256), `WORKFLOW_DIR` (`./workflow`), `OUTPUT_DIR` (`./output_images`),
 /// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_BODY_BYTES`
 /// (`MAX_BODY`), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`RUN_DIR/ws.sock`),
@@ -25,6 +27,8 @@ import Logging
 /// link-local addresses are refused); jobs and webhooks as `JobConfiguration` documents; nginx's side as `SiteConfiguration` documents.
 public struct GatewayConfiguration: Sendable {
     public var comfyServers: [ComfyServerURL]
+    /// `COMFYUI_INPUT_DIR`: an existing folder, checked here; each backend checks it reads it.
+    var comfyInputFolder: ComfyInputFolder?
     public var socketPath: String
     public var threads: Int
     var workflowDirectory: String
@@ -69,6 +73,13 @@ public struct GatewayConfiguration: Sendable {
             return url
         }
         guard !comfyServers.isEmpty else { throw ConfigurationError(variable: "COMFYUI_SERVER", problem: "no server given") }
+        if let path = environment["COMFYUI_INPUT_DIR"], !path.isEmpty {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else {
+                throw ConfigurationError(variable: "COMFYUI_INPUT_DIR", problem: "\(path) is not a folder (ComfyUI's input folder, as this machine sees it)")
+            }
+            comfyInputFolder = ComfyInputFolder(path: path)
+        }
         site = try SiteConfiguration(environment)
         socketPath = environment["FCGI_SOCKET"] ?? "\(site.runDirectory)/fcgi.sock"
         threads = try environment.integer("FCGI_THREADS", default: 256, range: 4...4096)

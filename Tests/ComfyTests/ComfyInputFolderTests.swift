@@ -1,0 +1,35 @@
+@testable import Comfy
+import Foundation
+import Testing
+
+/// Writing the images prompts load into a shared ComfyUI input folder.
+struct ComfyInputFolderTests {
+    func upload(_ subfolder: String, _ filename: String, _ text: String = "image") -> PromptUpload {
+        PromptUpload(subfolder: subfolder, filename: filename, bytes: Array(text.utf8), mimeType: "image/png")
+    }
+
+    @Test func anUploadLandsUnderItsNameAndANewOneReplacesItWhole() async throws {
+        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let folder = ComfyInputFolder(path: path + "/")
+        try await folder.write(upload("gateway/deeper", "session-a.png", "first"))
+        try await folder.write(upload("gateway/deeper", "session-a.png", "second, longer"))
+        #expect(FileManager.default.contents(atPath: "\(path)/gateway/deeper/session-a.png") == Data("second, longer".utf8))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(path)/gateway/deeper") == ["session-a.png"])
+        await folder.remove(upload("gateway/deeper", "session-a.png"))
+        #expect(!FileManager.default.fileExists(atPath: "\(path)/gateway/deeper/session-a.png"))
+    }
+
+    @Test(arguments: [
+        ("gateway", "../escape.png"), ("gateway", "a/b.png"), ("gateway", ".."), ("gateway", ""), ("../up", "x.png"),
+        ("gateway/../..", "x.png"), (".hidden", "x.png"), ("gateway", "nul\u{0}.png"), ("gateway", "back\\slash.png"),
+    ])
+    func namesThatAreNotPlainAreRefusedAndNothingIsWritten(subfolder: String, filename: String) async throws {
+        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        await #expect(throws: ComfyInputFolderError.self) { try await ComfyInputFolder(path: path).write(upload(subfolder, filename)) }
+        #expect(try FileManager.default.subpathsOfDirectory(atPath: path).isEmpty)
+    }
+}
