@@ -123,7 +123,8 @@ emulator_config() {  # emulator_config URL JSON
   curl -fsS -X POST "$1/emulator/config" -d "$2" >/dev/null
 }
 
-# start_gateway NAME BACKENDS: FCGIApp + nginx on a free port; sets gateway_url and paths.
+# start_gateway NAME BACKENDS [INPUT_DIR]: FCGIApp + nginx on a free port; sets gateway_url and
+# paths. INPUT_DIR, when given, is the backends' input folder (COMFYUI_INPUT_DIR).
 start_gateway() {
   local dir="$work/$1"
   run_dir="$dir/run"; output_dir="$dir/output"; workflow_dir="$dir/workflow"
@@ -134,7 +135,8 @@ start_gateway() {
   # `exec`, so that $! is the supervisor's own pid.
   (
     cd "$dir"
-    unset TLS_CERT TLS_KEY STORAGE ENABLE_OSS SERVER_BASE_URL   # plain HTTP, local images, relative URLs
+    unset TLS_CERT TLS_KEY STORAGE ENABLE_OSS SERVER_BASE_URL COMFYUI_INPUT_DIR   # plain HTTP, local images, relative URLs, uploads
+    [ -z "${3:-}" ] || export COMFYUI_INPUT_DIR=$3
     export PORT=$port RUN_DIR=$run_dir OUTPUT_DIR=$output_dir WORKFLOW_DIR=$workflow_dir COMFYUI_SERVER=$2 \
       FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning STATIC_DIR=$here/static NGINX_TEMPLATE_DIR=$here/nginx \
       DRAWING_RATE=0 DRAWING_CONNECTIONS=0 \
@@ -233,6 +235,17 @@ run_client sessions --gateway "$gateway_url" --app-pid "$app_pid" --nginx-pid "$
   --nginx-error-log "$run_dir/logs/error.log" --counts "$SESSIONS" \
   --direct-socket "$run_dir/ws.sock" --direct-count "$DIRECT_SESSIONS" --hold "$HOLD" \
   --out "$results/sessions.json"
+stop_gateway
+
+check_emulators
+log "3c. sketch_update -> POST /prompt with COMFYUI_INPUT_DIR (the gateway beside ComfyUI), $SKETCHES updates"
+start_gateway gateway-shared "${emulator_urls[0]}" "$work/emulator1/comfy/input"
+uploads() { curl -fsS "${emulator_urls[0]}/emulator/stats" | python3 -c 'import json, sys; print(json.load(sys.stdin)["uploads"])'; }
+uploads_before=$(uploads)
+run_client sketch --gateway "$gateway_url" --emulator "${emulator_urls[0]}" \
+  --updates "$SKETCHES" --out "$results/sketch-shared.json"
+[ "$(uploads)" = "$uploads_before" ] \
+  || { echo "bench.sh: the gateway with COMFYUI_INPUT_DIR uploaded sketches:" >&2; cat "$work/gateway-shared/app.log" >&2; exit 1; }
 stop_gateway
 
 # --- 4: 1, 2, 4 backends, each taking STEPS x STEP_MS per job --------------------------------
