@@ -21,6 +21,32 @@ struct ComfyInputFolderTests {
         #expect(!FileManager.default.fileExists(atPath: "\(path)/gateway/deeper/session-a.png"))
     }
 
+    @Test func aFileAlreadyThereIsRewrittenInPlaceWithoutANewInode() async throws {
+        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let folder = ComfyInputFolder(path: path)
+        try await folder.write(upload("gateway", "session-b.png", "a long first sketch"))
+        var first = stat()
+        #expect(stat("\(path)/gateway/session-b.png", &first) == 0)
+        try await folder.write(upload("gateway", "session-b.png", "short"))
+        var second = stat()
+        #expect(stat("\(path)/gateway/session-b.png", &second) == 0)
+        #expect(second.st_ino == first.st_ino)
+        #expect(FileManager.default.contents(atPath: "\(path)/gateway/session-b.png") == Data("short".utf8))
+    }
+
+    @Test func aSymbolicLinkUnderTheNameIsReplacedNotWrittenThrough() async throws {
+        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.createDirectory(atPath: "\(path)/gateway", withIntermediateDirectories: true)
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: "\(path)/precious.txt"))
+        #expect(symlink("\(path)/precious.txt", "\(path)/gateway/session-c.png") == 0)
+        try await ComfyInputFolder(path: path).write(upload("gateway", "session-c.png", "sketch"))
+        #expect(FileManager.default.contents(atPath: "\(path)/precious.txt") == Data("precious".utf8))
+        #expect(FileManager.default.contents(atPath: "\(path)/gateway/session-c.png") == Data("sketch".utf8))
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: "\(path)/gateway/session-c.png")) == nil)
+    }
+
     @Test(arguments: [
         ("gateway", "../escape.png"), ("gateway", "a/b.png"), ("gateway", ".."), ("gateway", ""), ("../up", "x.png"),
         ("gateway/../..", "x.png"), (".hidden", "x.png"), ("gateway", "nul\u{0}.png"), ("gateway", "back\\slash.png"),
