@@ -55,7 +55,7 @@ public struct ComfyInputFolder: Sendable, Equatable {
         }
         let existing = open(target, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC)
         if existing >= 0 {
-            let written = Self.write(upload.bytes, to: existing)
+            let written = writeAll(upload.bytes, to: existing)
             let reason = written ? nil : String(cString: strerror(errno))
             close(existing)
             guard written else { throw ComfyInputFolderError(message: "cannot write \(target): \(reason ?? "")") }
@@ -64,25 +64,13 @@ public struct ComfyInputFolder: Sendable, Equatable {
         let temporary = "\(folder)/.gateway-\(UUID().uuidString).part"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ComfyInputFolderError(message: "cannot write in \(folder): \(String(cString: strerror(errno)))") }
-        let written = Self.write(upload.bytes, to: fd)
+        let written = writeAll(upload.bytes, to: fd)
         let reason = written ? nil : String(cString: strerror(errno))
         close(fd)
         guard written, rename(temporary, target) == 0 else {
             let reason = reason ?? String(cString: strerror(errno))
             unlink(temporary)
             throw ComfyInputFolderError(message: "cannot write \(target): \(reason)")
-        }
-    }
-
-    private static func write(_ bytes: [UInt8], to fd: Int32) -> Bool {
-        bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let count = Foundation.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if count <= 0 { return false }
-                offset += count
-            }
-            return true
         }
     }
 

@@ -71,16 +71,7 @@ public struct LocalImageStore: ImageStore {
         // Not there, or not whole (a damaged or cut file under the name): written anew, and renamed over it.
         let file = try spares.take()
         let (temporary, fd) = (file.path, file.fd)
-        var ok = bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let written = Foundation.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if written <= 0 { return false }
-                offset += written
-            }
-            return true
-        }
-        ok = ok && fsync(fd) == 0
+        let ok = writeAll(bytes, to: fd) && fsync(fd) == 0
         close(fd)
         guard ok, rename(temporary, target) == 0 else {
             let reason = String(cString: strerror(errno))
