@@ -934,9 +934,9 @@ def cmd_report(args) -> None:
               f"{fmt(s2['p99'], 2)} ms | {run['error_count']} |")
         if sketch_shared:
             w("\nThe second row is a gateway beside ComfyUI with `COMFYUI_INPUT_DIR` set to the emulator's "
-              "input folder: the sketch is written straight into it (a temporary file renamed under the "
-              "session's name) in place of `POST /upload/image`, whose multipart parsing into a temporary "
-              "file is most of the first row's time, on ComfyUI's side.")
+              "input folder: the sketch is written straight into it (over the session's file, in place) "
+              "in place of `POST /upload/image`, whose multipart parsing into a temporary file is most "
+              "of the first row's time, on ComfyUI's side.")
         w("")
     if sessions:
         before = sessions["before"]

@@ -47,6 +47,38 @@ struct ComfyInputFolderTests {
         #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: "\(path)/gateway/session-c.png")) == nil)
     }
 
+    @Test func theSameBytesAlreadyThereAreLeftUntouched() async throws {
+        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let folder = ComfyInputFolder(path: path)
+        try await folder.write(upload("inputs", "abc.png", "content-named image"))
+        let file = "\(path)/inputs/abc.png"
+        var past = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000_000, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, file, &past, 0) == 0)
+        try await folder.write(upload("inputs", "abc.png", "content-named image"))
+        var status = stat()
+        #expect(stat(file, &status) == 0)
+        #expect(status.st_mtim.tv_sec == 1_000_000_000)
+        // Other bytes of the same size are written.
+        try await folder.write(upload("inputs", "abc.png", "content-named IMAGE"))
+        #expect(FileManager.default.contents(atPath: file) == Data("content-named IMAGE".utf8))
+    }
+
+    @Test func aHardLinkOrAPipeUnderTheNameIsReplacedNotWrittenThrough() async throws {
+        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.createDirectory(atPath: "\(path)/gateway", withIntermediateDirectories: true)
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: "\(path)/precious.txt"))
+        #expect(link("\(path)/precious.txt", "\(path)/gateway/linked.png") == 0)
+        #expect(mkfifo("\(path)/gateway/pipe.png", 0o644) == 0)
+        let folder = ComfyInputFolder(path: path)
+        try await folder.write(upload("gateway", "linked.png", "sketch"))
+        try await folder.write(upload("gateway", "pipe.png", "sketch"))
+        #expect(FileManager.default.contents(atPath: "\(path)/precious.txt") == Data("precious".utf8))
+        #expect(FileManager.default.contents(atPath: "\(path)/gateway/linked.png") == Data("sketch".utf8))
+        #expect(FileManager.default.contents(atPath: "\(path)/gateway/pipe.png") == Data("sketch".utf8))
+    }
+
     @Test(arguments: [
         ("gateway", "../escape.png"), ("gateway", "a/b.png"), ("gateway", ".."), ("gateway", ""), ("../up", "x.png"),
         ("gateway/../..", "x.png"), (".hidden", "x.png"), ("gateway", "nul\u{0}.png"), ("gateway", "back\\slash.png"),

@@ -57,6 +57,35 @@ struct InputFolderTests {
         }
     }
 
+    @Test func aFolderPathThatLeadsElsewhereIsProbedAgainAndSketchesGoByUploadWithTheRightImage() async throws {
+        // COMFYUI_INPUT_DIR is a link to the emulator's input folder; pointed elsewhere, it is a
+        // volume that came unmounted while ComfyUI runs on. Written there, a sketch would not be
+        // seen, and ComfyUI would take the session's sketch from before for it.
+        try await withSharedFolder("input-unshared", folder: { "\($0)/mounted" }) { gateway, emulator, path in
+            let directory = (path as NSString).deletingLastPathComponent
+            try FileManager.default.removeItem(atPath: path)
+            try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: "\(directory)/comfy/input")
+            let painter = try await DrawingClient.connect(port: gateway.port, sessionID: "moved")
+            var ends: [JSONValue] = []
+            for seed in [4, 5, 6] {
+                if seed == 5 {
+                    try FileManager.default.createDirectory(atPath: "\(directory)/empty", withIntermediateDirectories: true)
+                    try FileManager.default.removeItem(atPath: path)
+                    try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: "\(directory)/empty")
+                }
+                let count = await painter.messages.count
+                await painter.sendSketch(Sketches.png(seed: seed))
+                ends.append(try await painter.next(status: "completed", "error", after: count))
+                #expect(try await resultSHA(gateway, "moved") == .string(Digest.hex(Digest.sha256(Sketches.png(seed: seed)))), "sketch \(seed)")
+            }
+            #expect(ends.map { $0["status"] } == ["completed", "completed", "completed"], "\(ends)")
+            #expect(try await emulator.stats()["uploads"] == 2)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: "\(directory)/empty").isEmpty)
+            #expect(gateway.app.log.contains("ComfyUI does not see COMFYUI_INPUT_DIR"))
+            await painter.close()
+        }
+    }
+
     @Test func aMissingInputFolderStopsStartUpNamingTheVariable() throws {
         let directory = try TestPaths.makeTemporaryDirectory("input-missing")
         defer { try? FileManager.default.removeItem(atPath: directory) }

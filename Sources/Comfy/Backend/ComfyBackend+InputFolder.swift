@@ -2,24 +2,34 @@ import Foundation
 
 /// Images a prompt loads: into the shared input folder when this backend reads it, else uploaded.
 extension ComfyBackend {
-    /// Puts the image where the prompt's `LoadImage` finds it.
-    func place(_ upload: PromptUpload) async throws {
-        if let inputFolder, await readsInputFolder(inputFolder) {
+    /// Puts the image where the prompt's `LoadImage` finds it; returns whether it went into the folder.
+    @discardableResult
+    func place(_ upload: PromptUpload) async throws -> Bool {
+        // A second round only when the path led elsewhere: the probe then tells whether ComfyUI
+        // reads where it leads now.
+        for _ in 0..<2 {
+            guard let inputFolder, await readsInputFolder(inputFolder) else { break }
             do {
-                try await inputFolder.write(upload)
-                return
+                try await inputFolder.write(upload, identity: inputFolderIdentity)
+                return true
+            } catch let error as ComfyInputFolderError where error == .moved {
+                inputFolderReadable = nil
             } catch {
                 logger.warning("cannot write into COMFYUI_INPUT_DIR; uploading over HTTP", metadata: ["error": "\(error)"])
+                break
             }
         }
         try await rest.upload(upload)
+        return false
     }
 
     /// Whether ComfyUI sees files written into `folder`: a probe file written there must come
-    /// back byte for byte from its `GET /view`. Asked once per backend; a backend that cannot
-    /// be reached now is asked again next time.
+    /// back byte for byte from its `GET /view`. Asked again after the backend reconnects or
+    /// refuses a prompt whose images went into the folder; only a clear answer (the probe's
+    /// bytes, or 404 or other bytes) is kept, so a backend that cannot answer now is asked again.
     func readsInputFolder(_ folder: ComfyInputFolder) async -> Bool {
         if let known = inputFolderReadable { return known }
+        let identity = await folder.identity()
         let token = UUID().uuidString
         let probe = PromptUpload(subfolder: "", filename: ".comfy-gateway-probe-\(token)", bytes: Array(token.utf8), mimeType: "application/octet-stream")
         do {
@@ -31,9 +41,10 @@ extension ComfyBackend {
         }
         let response = try? await rest.call("GET", "/view?filename=\(probe.filename)&type=input")
         await folder.remove(probe)
-        guard let response, response.status < 500 else { return false }
+        guard let response, response.status == 200 || response.status == 404 else { return false }
         let reads = response.status == 200 && response.body == probe.bytes
         inputFolderReadable = reads
+        inputFolderIdentity = identity
         if reads {
             logger.info("ComfyUI reads COMFYUI_INPUT_DIR: images go straight into it", metadata: ["path": "\(folder.path)"])
         } else {

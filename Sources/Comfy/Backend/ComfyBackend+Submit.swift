@@ -14,8 +14,9 @@ extension ComfyBackend {
         guard await waitUntilConnected(timeout: min(.seconds(5), deadline - .now)), let clientID = tracker.clientID else {
             throw ComfyError.unavailable(url, lastError ?? "no WebSocket connection")
         }
+        var placedInFolder = false
         for upload in job.uploads {
-            try await place(upload)
+            placedInFolder = try await place(upload) || placedInFolder
         }
         let promptID = UUID().uuidString.lowercased()
         let sendBy = try await job.willSubmit?(promptID, url.description) ?? nil
@@ -27,6 +28,8 @@ extension ComfyBackend {
             abandon(promptID)
             // The prompt may have been queued before the answer was lost: it must not run for nobody.
             if (error as? ComfyError)?.code != .workflowInvalid, !(error is SubmitWindowClosed) { schedule(.cancel(promptID)) }
+            // Refused, perhaps for an image it cannot find: the folder may no longer be shared (an unmounted volume).
+            if placedInFolder, (error as? ComfyError)?.code == .workflowInvalid { inputFolderReadable = nil }
             throw error
         }
         if let wanted = job.outputNodeID, receipt.droppedOutputs.contains(wanted) {

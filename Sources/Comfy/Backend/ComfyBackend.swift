@@ -19,6 +19,8 @@ public actor ComfyBackend {
     let inputFolder: ComfyInputFolder?
     /// Whether this backend reads `inputFolder`; `nil` until a probe said so (`readsInputFolder`).
     var inputFolderReadable: Bool?
+    /// The folder the probe found readable: writes go there only while the path still leads to it.
+    var inputFolderIdentity: ComfyInputFolder.Identity?
 
     var tracker = PromptTracker()
     /// Jobs waiting for their prompt's end, by prompt id.
@@ -150,6 +152,8 @@ public actor ComfyBackend {
             nudgeHealth()
             record(error: nil)
             logger.info("ComfyUI WebSocket connected")
+            // Perhaps another ComfyUI under the same URL: whether it reads the input folder is asked again.
+            inputFolderReadable = nil
             publishHealth()
             execute(tracker.connected(clientID))
             schedule(.refreshModels)

@@ -18,16 +18,46 @@ public struct ComfyInputFolder: Sendable, Equatable {
         self.path = path
     }
 
-    /// Writes the upload under its name. A file already there is rewritten in place, as
-    /// `POST /upload/image` with `overwrite` does: a session's next prompt goes only after this
-    /// write, and its last one has ended. Making a file would cost a new inode on the sketch's
-    /// path, and on ext4 without a journal that scans every recently freed inode (about 1 ms
-    /// after mass deletions, measured). A new name is made whole or not at all: a temporary
-    /// file renamed under it, which also replaces a symbolic link rather than writing through
-    /// it. No fsync: ComfyUI reads the file through the same page cache, and a sketch is worth
+    /// Writes the upload under its name.
+    ///
+    /// - The same bytes already there are left as they are: an input image's name is its
+    ///   content's, and ComfyUI may be reading it for another job.
+    /// - Other bytes in a plain file (one link, no symbolic link) are written over in place, as
+    ///   `POST /upload/image` with `overwrite` does: that is a session's sketch, whose next prompt
+    ///   goes only after this write, its last one having ended. A new file would cost a new inode
+    ///   on the sketch's path, and on ext4 without a journal that scans every recently freed
+    ///   inode (about 1 ms after mass deletions, measured).
+    /// - Anything else (a new name, a link, a pipe) gets a temporary file renamed under the name,
+    ///   whole or not at all, which replaces the link rather than writing through it.
+    ///
+    /// No fsync: ComfyUI reads the file through the same page cache, and a sketch is worth
     /// nothing after a crash.
-    func write(_ upload: PromptUpload) async throws {
-        try await NIOThreadPool.singleton.runIfActive { try writeNow(upload) }
+    ///
+    /// - Parameter identity: the folder's identity when a backend was seen to read it; if the
+    ///   path leads elsewhere now (a volume unmounted or mounted, a link moved), nothing is
+    ///   written and `ComfyInputFolderError.moved` is thrown: a file written there would not be
+    ///   seen, and ComfyUI could take a sketch left from before for the new one.
+    func write(_ upload: PromptUpload, identity: Identity? = nil) async throws {
+        try await NIOThreadPool.singleton.runIfActive {
+            if let identity, Self.identity(of: path) != identity { throw ComfyInputFolderError.moved }
+            try writeNow(upload)
+        }
+    }
+
+    /// Which folder the path leads to now (device and inode, links followed).
+    struct Identity: Equatable, Sendable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    func identity() async -> Identity? {
+        try? await NIOThreadPool.singleton.runIfActive { Self.identity(of: path) }
+    }
+
+    private static func identity(of path: String) -> Identity? {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        return Identity(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
     }
 
     /// Removes a file written here (the probe), if it is there.
@@ -53,13 +83,18 @@ public struct ComfyInputFolder: Sendable, Equatable {
         } catch {
             throw ComfyInputFolderError(message: "cannot make \(folder): \(error.localizedDescription)")
         }
-        let existing = open(target, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC)
+        // Non-blocking: a pipe under the name must not hold the thread; it is replaced below.
+        let existing = open(target, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         if existing >= 0 {
-            let written = writeAll(upload.bytes, to: existing)
-            let reason = written ? nil : String(cString: strerror(errno))
-            close(existing)
-            guard written else { throw ComfyInputFolderError(message: "cannot write \(target): \(reason ?? "")") }
-            return
+            defer { close(existing) }
+            var status = stat()
+            if fstat(existing, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_nlink == 1 {
+                if status.st_size == off_t(upload.bytes.count), Self.holds(upload.bytes, existing) { return }
+                guard ftruncate(existing, 0) == 0, lseek(existing, 0, SEEK_SET) == 0, writeAll(upload.bytes, to: existing) else {
+                    throw ComfyInputFolderError(message: "cannot write \(target): \(String(cString: strerror(errno)))")
+                }
+                return
+            }
         }
         let temporary = "\(folder)/.gateway-\(UUID().uuidString).part"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
@@ -74,6 +109,13 @@ public struct ComfyInputFolder: Sendable, Equatable {
         }
     }
 
+    /// Whether the open file's bytes are `bytes` (its size is theirs).
+    private static func holds(_ bytes: [UInt8], _ fd: Int32) -> Bool {
+        var read = [UInt8](repeating: 0, count: bytes.count)
+        let count = read.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        return count == bytes.count && read == bytes
+    }
+
     private static func isPlainName(_ name: some StringProtocol, hiddenAllowed: Bool) -> Bool {
         !name.isEmpty && name.utf8.count <= 255 && name != "." && name != ".." && (hiddenAllowed || !name.hasPrefix("."))
             && !name.contains("/") && !name.contains("\\") && !name.utf8.contains(0)
@@ -81,7 +123,9 @@ public struct ComfyInputFolder: Sendable, Equatable {
 }
 
 /// Writing into ComfyUI's input folder failed.
-struct ComfyInputFolderError: Error, CustomStringConvertible {
+struct ComfyInputFolderError: Error, CustomStringConvertible, Equatable {
     var message: String
     var description: String { message }
+
+    static let moved = ComfyInputFolderError(message: "COMFYUI_INPUT_DIR leads to another folder than the one ComfyUI was seen to read")
 }
