@@ -24,6 +24,7 @@ struct ComfyInputFolderTests {
     @Test func aFileAlreadyThereIsRewrittenInPlaceWithoutANewInode() async throws {
         let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         let folder = ComfyInputFolder(path: path)
         try await folder.write(upload("gateway", "session-b.png", "a long first sketch"))
         var first = stat()
@@ -50,6 +51,7 @@ struct ComfyInputFolderTests {
     @Test func theSameBytesAlreadyThereAreLeftUntouched() async throws {
         let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         let folder = ComfyInputFolder(path: path)
         try await folder.write(upload("inputs", "abc.png", "content-named image"))
         let file = "\(path)/inputs/abc.png"
@@ -77,6 +79,18 @@ struct ComfyInputFolderTests {
         #expect(FileManager.default.contents(atPath: "\(path)/precious.txt") == Data("precious".utf8))
         #expect(FileManager.default.contents(atPath: "\(path)/gateway/linked.png") == Data("sketch".utf8))
         #expect(FileManager.default.contents(atPath: "\(path)/gateway/pipe.png") == Data("sketch".utf8))
+    }
+
+    @Test func aSubfolderThatIsASymbolicLinkIsRefusedAndNothingIsWrittenThroughIt() async throws {
+        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.createDirectory(atPath: "\(path)/input", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(path)/elsewhere", withIntermediateDirectories: true)
+        #expect(symlink("\(path)/elsewhere", "\(path)/input/gateway") == 0)
+        let folder = ComfyInputFolder(path: "\(path)/input")
+        await #expect(throws: ComfyInputFolderError.self) { try await folder.write(upload("gateway", "session-d.png", "sketch")) }
+        await #expect(throws: ComfyInputFolderError.self) { try await folder.write(upload("gateway/deeper", "session-d.png", "sketch")) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(path)/elsewhere").isEmpty)
     }
 
     @Test(arguments: [

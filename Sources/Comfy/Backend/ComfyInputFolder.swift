@@ -62,29 +62,43 @@ public struct ComfyInputFolder: Sendable, Equatable {
 
     /// Removes a file written here (the probe), if it is there.
     func remove(_ upload: PromptUpload) async {
-        _ = try? await NIOThreadPool.singleton.runIfActive { unlink(try target(of: upload)) }
+        _ = try? await NIOThreadPool.singleton.runIfActive {
+            let folder = try openFolder(of: upload, making: false)
+            defer { close(folder) }
+            unlinkat(folder, upload.filename, 0)
+        }
     }
 
-    /// The file's path; only plain names (no `..`, no hidden or absolute parts) come through,
-    /// though the gateway makes every name itself.
-    func target(of upload: PromptUpload) throws(ComfyInputFolderError) -> String {
+    /// The upload's subfolder, opened (and made if `making` and missing) one plain name at a time
+    /// from `path`, following no link on the way: a link planted inside ComfyUI's input folder
+    /// cannot lead the gateway's writes elsewhere. Only plain names come through (no `..`, no
+    /// hidden or absolute parts), though the gateway makes every name itself.
+    private func openFolder(of upload: PromptUpload, making: Bool) throws(ComfyInputFolderError) -> Int32 {
         let parts = upload.subfolder.split(separator: "/", omittingEmptySubsequences: false).filter { !$0.isEmpty }
         guard Self.isPlainName(upload.filename, hiddenAllowed: true), parts.allSatisfy({ Self.isPlainName($0, hiddenAllowed: false) }) else {
             throw ComfyInputFolderError(message: "\"\(upload.loadImageName.prefix(80))\" is not a plain file name")
         }
-        return ([path] + parts.map(String.init) + [upload.filename]).joined(separator: "/")
+        var folder = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard folder >= 0 else { throw ComfyInputFolderError(message: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        for part in parts {
+            var next = openat(folder, String(part), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if next < 0, errno == ENOENT, making, mkdirat(folder, String(part), 0o755) == 0 || errno == EEXIST {
+                next = openat(folder, String(part), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            }
+            let reason = String(cString: strerror(errno))
+            close(folder)
+            guard next >= 0 else { throw ComfyInputFolderError(message: "cannot open \(path)/\(upload.subfolder) (a link or not a folder?): \(reason)") }
+            folder = next
+        }
+        return folder
     }
 
     private func writeNow(_ upload: PromptUpload) throws {
-        let target = try target(of: upload)
-        let folder = String(target[..<target.lastIndex(of: "/")!])
-        do {
-            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        } catch {
-            throw ComfyInputFolderError(message: "cannot make \(folder): \(error.localizedDescription)")
-        }
+        let folder = try openFolder(of: upload, making: true)
+        defer { close(folder) }
+        let target = "\(path)/\(upload.loadImageName)"
         // Non-blocking: a pipe under the name must not hold the thread; it is replaced below.
-        let existing = open(target, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        let existing = openat(folder, upload.filename, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         if existing >= 0 {
             defer { close(existing) }
             var status = stat()
@@ -96,15 +110,15 @@ public struct ComfyInputFolder: Sendable, Equatable {
                 return
             }
         }
-        let temporary = "\(folder)/.gateway-\(UUID().uuidString).part"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ComfyInputFolderError(message: "cannot write in \(folder): \(String(cString: strerror(errno)))") }
+        let temporary = ".gateway-\(UUID().uuidString).part"
+        let fd = openat(folder, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ComfyInputFolderError(message: "cannot write next to \(target): \(String(cString: strerror(errno)))") }
         let written = writeAll(upload.bytes, to: fd)
         let reason = written ? nil : String(cString: strerror(errno))
         close(fd)
-        guard written, rename(temporary, target) == 0 else {
+        guard written, renameat(folder, temporary, folder, upload.filename) == 0 else {
             let reason = reason ?? String(cString: strerror(errno))
-            unlink(temporary)
+            unlinkat(folder, temporary, 0)
             throw ComfyInputFolderError(message: "cannot write \(target): \(reason)")
         }
     }
