@@ -8,12 +8,12 @@ extension ComfyBackend {
         // A second round only when the path led elsewhere: the probe then tells whether ComfyUI
         // reads where it leads now.
         for _ in 0..<2 {
-            guard let inputFolder, await readsInputFolder(inputFolder) else { break }
+            guard let inputFolder, case .reads(let folder) = await inputFolderAccess(inputFolder) else { break }
             do {
-                try await inputFolder.write(upload, identity: inputFolderIdentity)
+                try await inputFolder.write(upload, expecting: folder)
                 return true
             } catch let error as ComfyInputFolderError where error == .moved {
-                inputFolderReadable = nil
+                inputFolderAccess = nil
             } catch {
                 logger.warning("cannot write into COMFYUI_INPUT_DIR; uploading over HTTP", metadata: ["error": "\(error)"])
                 break
@@ -27,24 +27,24 @@ extension ComfyBackend {
     /// back byte for byte from its `GET /view`. Asked again after the backend reconnects or
     /// refuses a prompt whose images went into the folder; only a clear answer (the probe's
     /// bytes, or 404 or other bytes) is kept, so a backend that cannot answer now is asked again.
-    func readsInputFolder(_ folder: ComfyInputFolder) async -> Bool {
-        if let known = inputFolderReadable { return known }
-        let identity = await folder.identity()
+    func inputFolderAccess(_ folder: ComfyInputFolder) async -> InputFolderAccess {
+        if let known = inputFolderAccess { return known }
         let token = UUID().uuidString
         let probe = PromptUpload(subfolder: "", filename: ".comfy-gateway-probe-\(token)", bytes: Array(token.utf8), mimeType: "application/octet-stream")
+        let identity: ComfyInputFolder.Identity
         do {
-            try await folder.write(probe)
+            identity = try await folder.write(probe)
         } catch {
             logger.warning("cannot write into COMFYUI_INPUT_DIR; images go by POST /upload/image", metadata: ["error": "\(error)"])
-            inputFolderReadable = false
-            return false
+            inputFolderAccess = .doesNotRead
+            return .doesNotRead
         }
         let response = try? await rest.call("GET", "/view?filename=\(probe.filename)&type=input")
         await folder.remove(probe)
-        guard let response, response.status == 200 || response.status == 404 else { return false }
+        guard let response, response.status == 200 || response.status == 404 else { return .doesNotRead }
         let reads = response.status == 200 && response.body == probe.bytes
-        inputFolderReadable = reads
-        inputFolderIdentity = identity
+        let access: InputFolderAccess = reads ? .reads(identity) : .doesNotRead
+        inputFolderAccess = access
         if reads {
             logger.info("ComfyUI reads COMFYUI_INPUT_DIR: images go straight into it", metadata: ["path": "\(folder.path)"])
         } else {
@@ -53,6 +53,6 @@ extension ComfyBackend {
                 metadata: ["path": "\(folder.path)", "http.status": "\(response.status)"]
             )
         }
-        return reads
+        return access
     }
 }

@@ -29,7 +29,7 @@ extension ComfyBackend {
             // The prompt may have been queued before the answer was lost: it must not run for nobody.
             if (error as? ComfyError)?.code != .workflowInvalid, !(error is SubmitWindowClosed) { schedule(.cancel(promptID)) }
             // Refused, perhaps for an image it cannot find: the folder may no longer be shared (an unmounted volume).
-            if placedInFolder, (error as? ComfyError)?.code == .workflowInvalid { inputFolderReadable = nil }
+            if placedInFolder, (error as? ComfyError)?.code == .workflowInvalid { inputFolderAccess = nil }
             throw error
         }
         if let wanted = job.outputNodeID, receipt.droppedOutputs.contains(wanted) {

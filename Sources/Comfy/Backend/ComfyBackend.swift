@@ -17,10 +17,14 @@ public actor ComfyBackend {
     private let connection: ComfyConnection
     /// ComfyUI's input folder as this machine sees it (`COMFYUI_INPUT_DIR`), if it is shared.
     let inputFolder: ComfyInputFolder?
-    /// Whether this backend reads `inputFolder`; `nil` until a probe said so (`readsInputFolder`).
-    var inputFolderReadable: Bool?
-    /// The folder the probe found readable: writes go there only while the path still leads to it.
-    var inputFolderIdentity: ComfyInputFolder.Identity?
+    /// What the last probe of `inputFolder` found (`inputFolderAccess(_:)`); `nil`: probe again.
+    var inputFolderAccess: InputFolderAccess?
+
+    enum InputFolderAccess {
+        /// ComfyUI reads the folder the path led to; writes go there only while it still does.
+        case reads(ComfyInputFolder.Identity)
+        case doesNotRead
+    }
 
     var tracker = PromptTracker()
     /// Jobs waiting for their prompt's end, by prompt id.
@@ -153,7 +157,7 @@ public actor ComfyBackend {
             record(error: nil)
             logger.info("ComfyUI WebSocket connected")
             // Perhaps another ComfyUI under the same URL: whether it reads the input folder is asked again.
-            inputFolderReadable = nil
+            inputFolderAccess = nil
             publishHealth()
             execute(tracker.connected(clientID))
             schedule(.refreshModels)

@@ -8,7 +8,7 @@ import NIOPosix
 /// That upload is most of a sketch's way to its prompt: ComfyUI parses the multipart body into a
 /// temporary file before it writes the image (1.6 of 1.9 ms at p50 against the emulator, which
 /// does as ComfyUI does). A backend uses the folder only once it has shown that it reads it
-/// (`ComfyBackend.readsInputFolder`); one that does not gets its uploads over HTTP as before.
+/// (`ComfyBackend.inputFolderAccess(_:)`); one that does not gets its uploads over HTTP as before.
 public struct ComfyInputFolder: Sendable, Equatable {
     public let path: String
 
@@ -33,37 +33,26 @@ public struct ComfyInputFolder: Sendable, Equatable {
     /// No fsync: ComfyUI reads the file through the same page cache, and a sketch is worth
     /// nothing after a crash.
     ///
-    /// - Parameter identity: the folder's identity when a backend was seen to read it; if the
-    ///   path leads elsewhere now (a volume unmounted or mounted, a link moved), nothing is
-    ///   written and `ComfyInputFolderError.moved` is thrown: a file written there would not be
-    ///   seen, and ComfyUI could take a sketch left from before for the new one.
-    func write(_ upload: PromptUpload, identity: Identity? = nil) async throws {
-        try await NIOThreadPool.singleton.runIfActive {
-            if let identity, Self.identity(of: path) != identity { throw ComfyInputFolderError.moved }
-            try writeNow(upload)
-        }
+    /// - Parameter expected: the folder a backend was seen to read. If the path leads elsewhere
+    ///   now (a volume unmounted or mounted, a link moved), nothing is written and
+    ///   `ComfyInputFolderError.moved` is thrown: a file written there would not be seen, and
+    ///   ComfyUI could take a sketch left from before for the new one.
+    /// - Returns: the folder the path led to, for the next write to expect.
+    @discardableResult
+    func write(_ upload: PromptUpload, expecting expected: Identity? = nil) async throws -> Identity {
+        try await NIOThreadPool.singleton.runIfActive { try writeNow(upload, expecting: expected) }
     }
 
-    /// Which folder the path leads to now (device and inode, links followed).
+    /// Which folder the path leads to (device and inode, links followed).
     struct Identity: Equatable, Sendable {
         var device: UInt64
         var inode: UInt64
     }
 
-    func identity() async -> Identity? {
-        try? await NIOThreadPool.singleton.runIfActive { Self.identity(of: path) }
-    }
-
-    private static func identity(of path: String) -> Identity? {
-        var status = stat()
-        guard stat(path, &status) == 0 else { return nil }
-        return Identity(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
-    }
-
     /// Removes a file written here (the probe), if it is there.
     func remove(_ upload: PromptUpload) async {
         _ = try? await NIOThreadPool.singleton.runIfActive {
-            let folder = try openFolder(of: upload, making: false)
+            let (folder, _) = try openFolder(of: upload, making: false)
             defer { close(folder) }
             unlinkat(folder, upload.filename, 0)
         }
@@ -72,14 +61,24 @@ public struct ComfyInputFolder: Sendable, Equatable {
     /// The upload's subfolder, opened (and made if `making` and missing) one plain name at a time
     /// from `path`, following no link on the way: a link planted inside ComfyUI's input folder
     /// cannot lead the gateway's writes elsewhere. Only plain names come through (no `..`, no
-    /// hidden or absolute parts), though the gateway makes every name itself.
-    private func openFolder(of upload: PromptUpload, making: Bool) throws(ComfyInputFolderError) -> Int32 {
+    /// hidden or absolute parts), though the gateway makes every name itself. Returns it with the
+    /// identity of the folder `path` led to.
+    private func openFolder(
+        of upload: PromptUpload, making: Bool, expecting expected: Identity? = nil
+    ) throws(ComfyInputFolderError) -> (Int32, Identity) {
         let parts = upload.subfolder.split(separator: "/", omittingEmptySubsequences: false).filter { !$0.isEmpty }
         guard Self.isPlainName(upload.filename, hiddenAllowed: true), parts.allSatisfy({ Self.isPlainName($0, hiddenAllowed: false) }) else {
             throw ComfyInputFolderError(message: "\"\(upload.loadImageName.prefix(80))\" is not a plain file name")
         }
         var folder = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard folder >= 0 else { throw ComfyInputFolderError(message: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        var status = stat()
+        _ = fstat(folder, &status)
+        let identity = Identity(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
+        guard expected == nil || expected == identity else {
+            close(folder)
+            throw .moved
+        }
         for part in parts {
             var next = openat(folder, String(part), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             if next < 0, errno == ENOENT, making, mkdirat(folder, String(part), 0o755) == 0 || errno == EEXIST {
@@ -90,11 +89,11 @@ public struct ComfyInputFolder: Sendable, Equatable {
             guard next >= 0 else { throw ComfyInputFolderError(message: "cannot open \(path)/\(upload.subfolder) (a link or not a folder?): \(reason)") }
             folder = next
         }
-        return folder
+        return (folder, identity)
     }
 
-    private func writeNow(_ upload: PromptUpload) throws {
-        let folder = try openFolder(of: upload, making: true)
+    private func writeNow(_ upload: PromptUpload, expecting expected: Identity?) throws -> Identity {
+        let (folder, identity) = try openFolder(of: upload, making: true, expecting: expected)
         defer { close(folder) }
         let target = "\(path)/\(upload.loadImageName)"
         // Non-blocking: a pipe under the name must not hold the thread; it is replaced below.
@@ -103,11 +102,11 @@ public struct ComfyInputFolder: Sendable, Equatable {
             defer { close(existing) }
             var status = stat()
             if fstat(existing, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_nlink == 1 {
-                if status.st_size == off_t(upload.bytes.count), Self.holds(upload.bytes, existing) { return }
+                if status.st_size == off_t(upload.bytes.count), Self.holds(upload.bytes, existing) { return identity }
                 guard ftruncate(existing, 0) == 0, lseek(existing, 0, SEEK_SET) == 0, writeAll(upload.bytes, to: existing) else {
                     throw ComfyInputFolderError(message: "cannot write \(target): \(String(cString: strerror(errno)))")
                 }
-                return
+                return identity
             }
         }
         let temporary = ".gateway-\(UUID().uuidString).part"
@@ -121,6 +120,7 @@ public struct ComfyInputFolder: Sendable, Equatable {
             unlinkat(folder, temporary, 0)
             throw ComfyInputFolderError(message: "cannot write \(target): \(reason)")
         }
+        return identity
     }
 
     /// Whether the open file's bytes are `bytes` (its size is theirs).
