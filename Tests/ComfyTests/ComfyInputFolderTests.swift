@@ -9,88 +9,85 @@ struct ComfyInputFolderTests {
     }
 
     @Test func anUploadLandsUnderItsNameAndANewOneReplacesItWhole() async throws {
-        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        let folder = ComfyInputFolder(path: path + "/")
-        try await folder.write(upload("gateway/deeper", "session-a.png", "first"))
-        try await folder.write(upload("gateway/deeper", "session-a.png", "second, longer"))
-        #expect(FileManager.default.contents(atPath: "\(path)/gateway/deeper/session-a.png") == Data("second, longer".utf8))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(path)/gateway/deeper") == ["session-a.png"])
-        await folder.remove(upload("gateway/deeper", "session-a.png"))
-        #expect(!FileManager.default.fileExists(atPath: "\(path)/gateway/deeper/session-a.png"))
+        try await withTemporaryFolder("input") { path in
+            let folder = ComfyInputFolder(path: path + "/")
+            try await folder.write(upload("gateway/deeper", "session-a.png", "first"))
+            try await folder.write(upload("gateway/deeper", "session-a.png", "second, longer"))
+            #expect(FileManager.default.contents(atPath: "\(path)/gateway/deeper/session-a.png") == Data("second, longer".utf8))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: "\(path)/gateway/deeper") == ["session-a.png"])
+            await folder.remove(upload("gateway/deeper", "session-a.png"))
+            #expect(!FileManager.default.fileExists(atPath: "\(path)/gateway/deeper/session-a.png"))
+        }
     }
 
     @Test func aFileAlreadyThereIsRewrittenInPlaceWithoutANewInode() async throws {
-        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        let folder = ComfyInputFolder(path: path)
-        try await folder.write(upload("gateway", "session-b.png", "a long first sketch"))
-        var first = stat()
-        #expect(stat("\(path)/gateway/session-b.png", &first) == 0)
-        try await folder.write(upload("gateway", "session-b.png", "short"))
-        var second = stat()
-        #expect(stat("\(path)/gateway/session-b.png", &second) == 0)
-        #expect(second.st_ino == first.st_ino)
-        #expect(FileManager.default.contents(atPath: "\(path)/gateway/session-b.png") == Data("short".utf8))
+        try await withTemporaryFolder("input") { path in
+            let folder = ComfyInputFolder(path: path)
+            try await folder.write(upload("gateway", "session-b.png", "a long first sketch"))
+            var first = stat()
+            #expect(stat("\(path)/gateway/session-b.png", &first) == 0)
+            try await folder.write(upload("gateway", "session-b.png", "short"))
+            var second = stat()
+            #expect(stat("\(path)/gateway/session-b.png", &second) == 0)
+            #expect(second.st_ino == first.st_ino)
+            #expect(FileManager.default.contents(atPath: "\(path)/gateway/session-b.png") == Data("short".utf8))
+        }
     }
 
     @Test func aSymbolicLinkUnderTheNameIsReplacedNotWrittenThrough() async throws {
-        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.createDirectory(atPath: "\(path)/gateway", withIntermediateDirectories: true)
-        try Data("precious".utf8).write(to: URL(fileURLWithPath: "\(path)/precious.txt"))
-        #expect(symlink("\(path)/precious.txt", "\(path)/gateway/session-c.png") == 0)
-        try await ComfyInputFolder(path: path).write(upload("gateway", "session-c.png", "sketch"))
-        #expect(FileManager.default.contents(atPath: "\(path)/precious.txt") == Data("precious".utf8))
-        #expect(FileManager.default.contents(atPath: "\(path)/gateway/session-c.png") == Data("sketch".utf8))
-        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: "\(path)/gateway/session-c.png")) == nil)
+        try await withTemporaryFolder("input") { path in
+            try FileManager.default.createDirectory(atPath: "\(path)/gateway", withIntermediateDirectories: true)
+            try Data("precious".utf8).write(to: URL(fileURLWithPath: "\(path)/precious.txt"))
+            #expect(symlink("\(path)/precious.txt", "\(path)/gateway/session-c.png") == 0)
+            try await ComfyInputFolder(path: path).write(upload("gateway", "session-c.png", "sketch"))
+            #expect(FileManager.default.contents(atPath: "\(path)/precious.txt") == Data("precious".utf8))
+            #expect(FileManager.default.contents(atPath: "\(path)/gateway/session-c.png") == Data("sketch".utf8))
+            #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: "\(path)/gateway/session-c.png")) == nil)
+        }
     }
 
     @Test func theSameBytesAlreadyThereAreLeftUntouched() async throws {
-        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        let folder = ComfyInputFolder(path: path)
-        try await folder.write(upload("inputs", "abc.png", "content-named image"))
-        let file = "\(path)/inputs/abc.png"
-        var past = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000_000, tv_nsec: 0)]
-        #expect(utimensat(AT_FDCWD, file, &past, 0) == 0)
-        try await folder.write(upload("inputs", "abc.png", "content-named image"))
-        var status = stat()
-        #expect(stat(file, &status) == 0)
-        #expect(status.st_mtim.tv_sec == 1_000_000_000)
-        // Other bytes of the same size are written.
-        try await folder.write(upload("inputs", "abc.png", "content-named IMAGE"))
-        #expect(FileManager.default.contents(atPath: file) == Data("content-named IMAGE".utf8))
+        try await withTemporaryFolder("input") { path in
+            let folder = ComfyInputFolder(path: path)
+            try await folder.write(upload("inputs", "abc.png", "content-named image"))
+            let file = "\(path)/inputs/abc.png"
+            var past = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000_000, tv_nsec: 0)]
+            #expect(utimensat(AT_FDCWD, file, &past, 0) == 0)
+            try await folder.write(upload("inputs", "abc.png", "content-named image"))
+            var status = stat()
+            #expect(stat(file, &status) == 0)
+            #expect(status.st_mtim.tv_sec == 1_000_000_000)
+            // Other bytes of the same size are written.
+            try await folder.write(upload("inputs", "abc.png", "content-named IMAGE"))
+            #expect(FileManager.default.contents(atPath: file) == Data("content-named IMAGE".utf8))
+        }
     }
 
     @Test func aHardLinkOrAPipeUnderTheNameIsReplacedNotWrittenThrough() async throws {
-        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.createDirectory(atPath: "\(path)/gateway", withIntermediateDirectories: true)
-        try Data("precious".utf8).write(to: URL(fileURLWithPath: "\(path)/precious.txt"))
-        #expect(link("\(path)/precious.txt", "\(path)/gateway/linked.png") == 0)
-        #expect(mkfifo("\(path)/gateway/pipe.png", 0o644) == 0)
-        let folder = ComfyInputFolder(path: path)
-        try await folder.write(upload("gateway", "linked.png", "sketch"))
-        try await folder.write(upload("gateway", "pipe.png", "sketch"))
-        #expect(FileManager.default.contents(atPath: "\(path)/precious.txt") == Data("precious".utf8))
-        #expect(FileManager.default.contents(atPath: "\(path)/gateway/linked.png") == Data("sketch".utf8))
-        #expect(FileManager.default.contents(atPath: "\(path)/gateway/pipe.png") == Data("sketch".utf8))
+        try await withTemporaryFolder("input") { path in
+            try FileManager.default.createDirectory(atPath: "\(path)/gateway", withIntermediateDirectories: true)
+            try Data("precious".utf8).write(to: URL(fileURLWithPath: "\(path)/precious.txt"))
+            #expect(link("\(path)/precious.txt", "\(path)/gateway/linked.png") == 0)
+            #expect(mkfifo("\(path)/gateway/pipe.png", 0o644) == 0)
+            let folder = ComfyInputFolder(path: path)
+            try await folder.write(upload("gateway", "linked.png", "sketch"))
+            try await folder.write(upload("gateway", "pipe.png", "sketch"))
+            #expect(FileManager.default.contents(atPath: "\(path)/precious.txt") == Data("precious".utf8))
+            #expect(FileManager.default.contents(atPath: "\(path)/gateway/linked.png") == Data("sketch".utf8))
+            #expect(FileManager.default.contents(atPath: "\(path)/gateway/pipe.png") == Data("sketch".utf8))
+        }
     }
 
     @Test func aSubfolderThatIsASymbolicLinkIsRefusedAndNothingIsWrittenThroughIt() async throws {
-        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.createDirectory(atPath: "\(path)/input", withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: "\(path)/elsewhere", withIntermediateDirectories: true)
-        #expect(symlink("\(path)/elsewhere", "\(path)/input/gateway") == 0)
-        let folder = ComfyInputFolder(path: "\(path)/input")
-        await #expect(throws: ComfyInputFolderError.self) { try await folder.write(upload("gateway", "session-d.png", "sketch")) }
-        await #expect(throws: ComfyInputFolderError.self) { try await folder.write(upload("gateway/deeper", "session-d.png", "sketch")) }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(path)/elsewhere").isEmpty)
+        try await withTemporaryFolder("input") { path in
+            try FileManager.default.createDirectory(atPath: "\(path)/input", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: "\(path)/elsewhere", withIntermediateDirectories: true)
+            #expect(symlink("\(path)/elsewhere", "\(path)/input/gateway") == 0)
+            let folder = ComfyInputFolder(path: "\(path)/input")
+            await #expect(throws: ComfyInputFolderError.self) { try await folder.write(upload("gateway", "session-d.png", "sketch")) }
+            await #expect(throws: ComfyInputFolderError.self) { try await folder.write(upload("gateway/deeper", "session-d.png", "sketch")) }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: "\(path)/elsewhere").isEmpty)
+        }
     }
 
     @Test(arguments: [
@@ -98,10 +95,10 @@ struct ComfyInputFolderTests {
         ("gateway/../..", "x.png"), (".hidden", "x.png"), ("gateway", "nul\u{0}.png"), ("gateway", "back\\slash.png"),
     ])
     func namesThatAreNotPlainAreRefusedAndNothingIsWritten(subfolder: String, filename: String) async throws {
-        let path = NSTemporaryDirectory() + "input-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        await #expect(throws: ComfyInputFolderError.self) { try await ComfyInputFolder(path: path).write(upload(subfolder, filename)) }
-        #expect(try FileManager.default.subpathsOfDirectory(atPath: path).isEmpty)
+        try await withTemporaryFolder("input") { path in
+            await #expect(throws: ComfyInputFolderError.self) { try await ComfyInputFolder(path: path).write(upload(subfolder, filename)) }
+            let written = try FileManager.default.subpathsOfDirectory(atPath: path)
+            #expect(written.isEmpty)
+        }
     }
 }

@@ -5,15 +5,14 @@ import Testing
 /// The SQLite connection under the embedded job store, whose statements are compiled once.
 struct SQLiteDatabaseTests {
     func withDatabase(_ body: (SQLiteDatabase, String) async throws -> Void) async throws {
-        let directory = NSTemporaryDirectory() + "sqlite-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/test.sqlite"
-        let database = try await SQLiteDatabase.open(path: path)
-        _ = try await database.query("PRAGMA journal_mode = WAL")
-        _ = try await database.query("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT UNIQUE, weight REAL, note TEXT)")
-        try await body(database, path)
-        await database.close()
+        try await withTemporaryFolder("sqlite") { directory in
+            let path = "\(directory)/test.sqlite"
+            let database = try await SQLiteDatabase.open(path: path)
+            _ = try await database.query("PRAGMA journal_mode = WAL")
+            _ = try await database.query("CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT UNIQUE, weight REAL, note TEXT)")
+            try await body(database, path)
+            await database.close()
+        }
     }
 
     @Test func aKeptStatementRunsAgainWithNewValuesAndSeesTheRowsWrittenSince() async throws {

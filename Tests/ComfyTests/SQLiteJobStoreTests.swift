@@ -6,12 +6,11 @@ import Testing
 /// The embedded job store on a real SQLite file.
 struct SQLiteJobStoreTests {
     func withStore(_ body: (SQLiteJobStore, String) async throws -> Void) async throws {
-        let directory = NSTemporaryDirectory() + "jobstore-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let store = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
-        try await body(store, directory)
-        await store.close()
+        try await withTemporaryFolder("jobstore") { directory in
+            let store = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
+            try await body(store, directory)
+            await store.close()
+        }
     }
 
     func job(_ text: String = "x", kind: JobKind = .async, key: String? = nil, webhook: String? = nil, at date: Date = Date()) -> JobRecord {
@@ -22,24 +21,23 @@ struct SQLiteJobStoreTests {
     }
 
     @Test func aJobReadsBackAsStoredAndSurvivesReopening() async throws {
-        let directory = NSTemporaryDirectory() + "jobstore-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let record = job("kept")
-        let first = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
-        #expect(try await first.insert(record, requestHash: nil, keyWindow: .seconds(60)) == .created(record))
-        #expect(try await first.markRunning(record.id, promptID: "p-1", backend: "http://gpu:8188", at: Date()))
-        await first.close()
+        try await withTemporaryFolder("jobstore") { directory in
+            let record = job("kept")
+            let first = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
+            #expect(try await first.insert(record, requestHash: nil, keyWindow: .seconds(60)) == .created(record))
+            #expect(try await first.markRunning(record.id, promptID: "p-1", backend: "http://gpu:8188", at: Date()))
+            await first.close()
 
-        let second = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
-        let stored = try #require(try await second.job(record.id))
-        #expect(stored.status == .running)
-        #expect(stored.workflow == record.workflow)
-        #expect(stored.outputNodeID == "1")
-        #expect(stored.promptID == "p-1")
-        #expect(stored.backend == "http://gpu:8188")
-        #expect(try await second.unfinished().map(\.id) == [record.id])
-        await second.close()
+            let second = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
+            let stored = try #require(try await second.job(record.id))
+            #expect(stored.status == .running)
+            #expect(stored.workflow == record.workflow)
+            #expect(stored.outputNodeID == "1")
+            #expect(stored.promptID == "p-1")
+            #expect(stored.backend == "http://gpu:8188")
+            #expect(try await second.unfinished().map(\.id) == [record.id])
+            await second.close()
+        }
     }
 
     @Test func theOldestUnfinishedJobIsTheOldestQueuedOrRunningOne() async throws {
