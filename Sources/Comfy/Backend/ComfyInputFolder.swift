@@ -103,7 +103,8 @@ public struct ComfyInputFolder: Sendable, Equatable {
             var status = stat()
             if fstat(existing, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_nlink == 1 {
                 if status.st_size == off_t(upload.bytes.count), Self.holds(upload.bytes, existing) { return identity }
-                guard ftruncate(existing, 0) == 0, lseek(existing, 0, SEEK_SET) == 0, writeAll(upload.bytes, to: existing) else {
+                // Just opened, and only read with pread: the offset is still 0.
+                guard ftruncate(existing, 0) == 0, writeAll(upload.bytes, to: existing) else {
                     throw ComfyInputFolderError(message: "cannot write \(target): \(String(cString: strerror(errno)))")
                 }
                 return identity
