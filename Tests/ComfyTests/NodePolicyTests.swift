@@ -12,9 +12,24 @@ struct NodePolicyTests {
         var testDescription: String { "\(classType).\(input) = \(value)" }
     }
 
+    /// A name of the form the gateway gives a caller's input image.
+    static let handedOut = "gateway/" + String(repeating: "0a", count: 32) + ".png"
+
     static let cases: [Case] = [
         Case(classType: "LoadImage", input: "image", value: "sketch.png", refusal: nil),
-        Case(classType: "LoadImage", input: "image", value: "gateway/abc.png", refusal: nil),
+        Case(classType: "LoadImage", input: "image", value: handedOut, refusal: nil),
+        Case(classType: "LoadImage", input: "image", value: handedOut + " [input]", refusal: nil),
+        // Another painter's sketch, and names the gateway never gives, in its folder.
+        Case(classType: "LoadImage", input: "image", value: "gateway/session-victim.png", refusal: "gave your input images"),
+        Case(classType: "LoadImage", input: "image", value: "gateway/abc.png", refusal: "gave your input images"),
+        Case(classType: "LoadImage", input: "image", value: "gateway/" + String(repeating: "0A", count: 32) + ".png", refusal: "gave your input images"),
+        Case(classType: "LoadImageMask", input: "image", value: "gateway/session-victim.png [input]", refusal: "gave your input images"),
+        // LoadLatent opens its name itself (ComfyUI skips the list check): the same rules as an image's.
+        Case(classType: "LoadLatent", input: "latent", value: "kept.latent", refusal: nil),
+        Case(classType: "LoadLatent", input: "latent", value: "/dev/zero", refusal: "absolute"),
+        Case(classType: "LoadLatent", input: "latent", value: "../output/latents/ComfyUI_00001_.latent", refusal: ".."),
+        Case(classType: "LoadLatent", input: "latent", value: "ComfyUI_00001_.latent [output]", refusal: "output"),
+        Case(classType: "LoadLatent", input: "latent", value: "latents/ComfyUI_00001_.latent", refusal: "folder"),
         Case(classType: "LoadImage", input: "image", value: "sketch.png [input]", refusal: nil),
         Case(classType: "LoadImage", input: "image", value: "/etc/passwd", refusal: "absolute"),
         Case(classType: "LoadImage", input: "image", value: "../../etc/passwd", refusal: ".."),
@@ -68,7 +83,7 @@ struct NodePolicyTests {
     @Test func linksCarryImagesButNoFileNamesIntoLoaders() throws {
         let invert: [String: JSONValue] = ["2": .object(["class_type": "ImageInvert", "inputs": .object(["image": .array(["1", 0])])])]
         try NodePolicy().check(invert)
-        for (classType, input) in [("LoadImage", "image"), ("AnyNode", "file_path"), ("AnyNode", "folder")] {
+        for (classType, input) in [("LoadImage", "image"), ("LoadLatent", "latent"), ("AnyNode", "file_path"), ("AnyNode", "folder")] {
             let computed: [String: JSONValue] = ["2": .object(["class_type": .string(classType), "inputs": .object([input: .array(["1", 0])])])]
             #expect(throws: WorkflowRejection.self, "\(classType).\(input)") { try NodePolicy(classes: .deny([])).check(computed) }
         }
@@ -79,7 +94,7 @@ struct NodePolicyTests {
         #expect(throws: WorkflowRejection.self) { try NodePolicy().check(wrapped) }
         let odd: [String: JSONValue] = ["1": .object(["class_type": "LoadImage", "inputs": .object(["image": .object(["name": "x.png"])])])]
         #expect(throws: WorkflowRejection.self) { try NodePolicy().check(odd) }
-        let fine: [String: JSONValue] = ["1": .object(["class_type": "LoadImage", "inputs": .object(["image": .object(["__value__": "gateway/x.png"])])])]
+        let fine: [String: JSONValue] = ["1": .object(["class_type": "LoadImage", "inputs": .object(["image": .object(["__value__": .string(Self.handedOut)])])])]
         try NodePolicy().check(fine)
     }
 

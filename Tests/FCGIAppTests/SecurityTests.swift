@@ -35,6 +35,8 @@ struct SecurityTests {
                 (loading(value: .object(["__value__": "/etc/hostname"])), "10", "image", "absolute"),
                 (loading(value: Workflows.link("99", 0)), "10", "image", "computed"),
                 (loading("../mask.png", with: "LoadImageMask"), "10", "image", ".."),
+                (loading("gateway/session-\(UUID().uuidString.lowercased()).png"), "10", "image", "gave your input images"),
+                (loading("/dev/zero", with: "LoadLatent", input: "latent"), "10", "latent", "absolute"),
                 (loading("/srv/clips/a.mp4", with: "VHS_LoadVideo", input: "video"), "10", "video", "absolute"),
                 (Workflows.body({
                     var workflow = Workflows.txt2img(text: "x")
@@ -59,8 +61,8 @@ struct SecurityTests {
                 }
             }
             #expect(try await emulator.stats()["prompts_received"] == 0)
-            // A name in the gateway's own upload folder does reach ComfyUI (which finds no such file).
-            let own = try await gateway.post("/api/generate", json: loading("gateway/none.png"))
+            // A name of the form the gateway hands out does reach ComfyUI (which finds no such file).
+            let own = try await gateway.post("/api/generate", json: loading("gateway/\(String(repeating: "0", count: 64)).png"))
             #expect(own.status == 400)
             #expect(try error(of: own)["code"] == "workflow_invalid")
             #expect(try await emulator.stats()["prompts_received"] == 1)

@@ -128,12 +128,16 @@ public struct InputImages: Sendable {
     /// `folder/<64 hex>.<png|jpg|webp>` → the file name; anything else is not ours.
     func storedName(_ value: String) -> String? {
         guard value.hasPrefix(folder + "/") else { return nil }
-        let name = value.dropFirst(folder.count + 1)
+        let name = String(value.dropFirst(folder.count + 1))
+        return Self.isHandedOutName(name) ? name : nil
+    }
+
+    /// Whether `name` has the form of the names `accept` hands out: 64 hex digits and an image's extension.
+    public static func isHandedOutName(_ name: String) -> Bool {
         let parts = name.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, parts[0].utf8.count == 64, parts[0].utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }),
-            ["png", "jpg", "webp"].contains(parts[1])
-        else { return nil }
-        return String(name)
+        return parts.count == 2 && parts[0].utf8.count == 64
+            && parts[0].utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) })
+            && ["png", "jpg", "webp"].contains(parts[1])
     }
 
     static func mimeType(ofFile name: String) -> String {

@@ -48,9 +48,11 @@ public struct NodePolicy: Sendable {
         "LoadImageListFromDir //Inspire", "LoadImagesFromURL", "Load Image From URL",
     ]
 
-    /// Inputs holding the name of an uploaded file (`image_upload`, `video_upload`,
-    /// `audio_upload` combos): plain names or names in the gateway's folder only.
-    public static let uploadInputs: Set<String> = ["image", "mask", "video", "audio", "file"]
+    /// Inputs holding the name of a file in ComfyUI's input folder (`image_upload`,
+    /// `video_upload`, `audio_upload` combos, and `LoadLatent`'s list of `.latent` files): plain
+    /// names, or names the gateway handed out in its folder. Their loaders check the name
+    /// themselves (`VALIDATE_INPUTS`), so ComfyUI skips its own check against the list.
+    public static let uploadInputs: Set<String> = ["image", "mask", "video", "audio", "file", "latent"]
 
     /// Loader classes whose upload inputs are always a file name: a link into them (a string
     /// computed by another node) is refused, since it cannot be checked.
@@ -58,6 +60,10 @@ public struct NodePolicy: Sendable {
         "LoadImage", "LoadImageMask", "LoadImageOutput", "LoadAudio", "LoadVideo", "VHS_LoadVideo", "VHS_LoadAudioUpload",
         "VHS_LoadVideoFFmpeg", "VHS_LoadImages",
     ]
+
+    /// Loaders of other files of the input folder by name (no input image goes to them): their
+    /// name inputs are checked as uploads' are, and a link into them is refused as well.
+    public static let otherFileLoaderClasses: Set<String> = ["LoadLatent"]
 
     /// Refuses the first node that breaks the policy.
     public func check(_ workflow: [String: JSONValue]) throws(WorkflowRejection) {
@@ -95,6 +101,7 @@ public struct NodePolicy: Sendable {
         case .array:
             // A link: another node's output. For a loader or a path input it is a computed name.
             let computed = kind == .path || kind == .folder || kind == .url || Self.loaderClasses.contains(classType)
+                || Self.otherFileLoaderClasses.contains(classType)
             return computed ? "a file name must be given as it is, not computed by another node" : nil
         case .null, .bool, .number:
             return nil
@@ -162,6 +169,11 @@ public struct NodePolicy: Sendable {
             let folder = Array(uploadFolder.unicodeScalars)
             if components.count > 1, !(components.count == 2 && Array(components[0]) == folder) {
                 return "only files in the input folder or its \(uploadFolder)/ folder may be named"
+            }
+            // The folder also holds every drawing session's sketch (`session-<id>.png`): only the
+            // names the gateway hands out for a caller's own input images may be named there.
+            if components.count == 2, !InputImages.isHandedOutName(String(String.UnicodeScalarView(components[1]))) {
+                return "in the \(uploadFolder)/ folder only the names the gateway gave your input images may be named"
             }
         }
         return nil
