@@ -30,8 +30,14 @@ public struct GatewayApplication: Sendable {
         let http = CurlHTTPClient(threads: 32)
         // Input image URLs: at most 8 fetches at once, each bounded by INPUT_MAX_BYTES.
         let outbound = CurlHTTPClient(threads: 8, maxResponseBytes: configuration.inputLimits.maxBytes)
+        // Webhooks go to callers' servers: one that never answers, or answers without end, holds
+        // at most these threads for WEBHOOK_TIMEOUT (none ComfyUI calls need) and 64 KiB each.
+        let webhookHTTP = CurlHTTPClient(threads: 8, maxResponseBytes: 64 << 10)
         let jobStore = try await Self.openJobStore(configuration.jobs, logger: logger)
-        let parts = try GatewayParts(configuration: configuration, http: http, outbound: outbound, jobStore: jobStore, metrics: metricsRegistry, logger: logger)
+        let parts = try GatewayParts(
+            configuration: configuration, http: http, outbound: outbound, webhookHTTP: webhookHTTP, jobStore: jobStore, metrics: metricsRegistry,
+            logger: logger
+        )
         let jobs = parts.jobs
         let pool = parts.pool
         let sessions = parts.sessions
@@ -67,6 +73,7 @@ public struct GatewayApplication: Sendable {
                     // First in, last out: every other service may still call ComfyUI or a store while it stops.
                     .init(service: http),
                     .init(service: outbound),
+                    .init(service: webhookHTTP),
                     .init(service: BackendService(pool: pool)),
                     .init(service: SessionSweeper(sessions: sessions, interval: min(configuration.sessionIdleTimeout / 4, .seconds(60)))),
                     .init(service: DrawingGenerations(sessions: sessions)),

@@ -24,7 +24,7 @@ struct GatewayParts: Sendable {
     let sessionTokens: SessionTokens?
 
     init(
-        configuration: GatewayConfiguration, http: CurlHTTPClient, outbound: CurlHTTPClient? = nil, jobStore: any JobStore,
+        configuration: GatewayConfiguration, http: CurlHTTPClient, outbound: CurlHTTPClient? = nil, webhookHTTP: CurlHTTPClient? = nil, jobStore: any JobStore,
         metrics: PrometheusCollectorRegistry, logger: Logger
     ) throws {
         pool = BackendPool(
@@ -41,7 +41,7 @@ struct GatewayParts: Sendable {
         store = try configuration.storage.makeStore(local: local, http: http, logger: logger)
         let webhooks = configuration.jobs.webhookSigner.map { signer in
             WebhookSender(
-                store: jobStore, http: http,
+                store: jobStore, http: webhookHTTP ?? http,
                 configuration: .init(
                     signer: signer, maxAttempts: configuration.jobs.webhookMaxAttempts, retryBase: configuration.jobs.webhookRetryBase,
                     timeout: configuration.jobs.webhookTimeout, allowPrivate: configuration.jobs.webhookAllowPrivate

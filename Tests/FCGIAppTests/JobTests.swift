@@ -155,6 +155,32 @@ struct JobTests {
         }
     }
 
+    @Test func receiversThatNeverAnswerHoldNoneOfTheThreadsComfyUICallsNeed() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-hang-many")
+        let receiver = try WebhookReceiver(directory: directory, http: testHTTP)
+        defer { receiver.stop() }
+        var settings = Self.webhookSettings
+        settings["WEBHOOK_TIMEOUT"] = "30s"
+        try await withGateway("jobs-hang-many", environment: settings) { gateway, _ in
+            // More hanging deliveries than the 32 threads that call ComfyUI.
+            var ids: [String] = []
+            for index in 0..<40 {
+                let body = JSONValue.object(["workflow_data": .object(Workflows.txt2img(text: "hang \(index)")), "webhook_url": .string(receiver.url("/hang"))])
+                ids.append(try #require(try JSONValue.parse(try await gateway.post("/api/jobs", json: body).body)["id"]?.stringValue))
+            }
+            try await waitUntil(timeout: .seconds(30)) { try await receiver.deliveries().count >= 8 }
+            // ComfyUI is still reached while every webhook thread waits on the receiver...
+            let generated = try await gateway.post("/api/generate_file", json: Workflows.body(Workflows.txt2img(text: "not held up")))
+            #expect(generated.status == 200, "\(generated.bodyText)")
+            #expect(emulatorMetadata(ofPNG: generated.body)?["texts"] == .array(["not held up", "text, watermark"]))
+            // ... and before any of them ended: none waited for a delivery to time out.
+            for id in ids {
+                #expect(try await gateway.job(id)["webhook"]?["attempts"] == 0, "\(id)")
+            }
+            #expect(try await receiver.deliveries().count == 8, "8 deliveries at once, the rest wait their turn")
+        }
+    }
+
     @Test func idempotencyKeysMakeRetriesTheSameJobOnAllThreeEndpoints() async throws {
         try await withGateway("jobs-idem") { gateway, emulator in
             let body = Workflows.body(Workflows.txt2img(text: "once only"))
