@@ -29,13 +29,20 @@ struct DrawingAuthTests {
             #expect(try upgradeStatus(port: gateway.port, path: "/api/ws/authed?token=\(expired)", headers: host) == 401)
 
             let client = try await DrawingClient.connect(port: gateway.port, path: socket)
-            defer { Task { await client.close() } }
             await client.sendSketch(Sketches.png(seed: 2))
             _ = try await client.next(status: "completed")
+            await client.close()
             #expect(try await gateway.get("/api/result/authed").status == 401)
             let result = try await gateway.get(try #require(answer["result_url"]?.stringValue))
             #expect(result.status == 200)
             #expect(emulatorMetadata(ofPNG: result.body)?["texts"]?.arrayValue?.first == "a house on a hill")
+            // nginx's access log names the requests, not the token that opened them. (It writes a
+            // request's line once done with it, which may be after the client has the answer.)
+            let logPath = "\(gateway.runDirectory)/logs/access.log"
+            try await waitUntil { try String(contentsOfFile: logPath, encoding: .utf8).contains("\"GET /api/result/authed HTTP/1.1\" 200") }
+            let accessLog = try String(contentsOfFile: logPath, encoding: .utf8)
+            #expect(accessLog.contains("GET /api/ws/authed HTTP/1.1"), "\(accessLog)")
+            #expect(!accessLog.contains(token.split(separator: ".")[1]), "\(accessLog)")
         }
     }
 
