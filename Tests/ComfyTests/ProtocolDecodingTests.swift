@@ -162,6 +162,19 @@ struct ImageProbeTests {
         #expect(throws: ImageProbe.Rejection.self) { try ImageProbe.probe(jpeg) }
     }
 
+    @Test func aMultiPictureJPEGIsRefusedAsPillowWouldOpenEachOfItsFrames() throws {
+        // Made by Pillow 13 (`save(..., "MPO", save_all=True, append_images=[second])`); it opens it as MPO, n_frames 2.
+        let mpo = try Transcript.fixtureBytes("images/two-frames.mpo")
+        #expect(throws: ImageProbe.Rejection(description: "multi-picture JPEGs (MPO) are not accepted")) { try ImageProbe.probe(mpo) }
+        let app2: [UInt8] = [0xFF, 0xE2, 0x00, 0x0A] + Array("MPF".utf8) + [0, 0x4D, 0x4D, 0, 0x2A]
+        let built: [UInt8] = [0xFF, 0xD8] + app2 + Self.frame(width: 64, height: 64) + [0xFF, 0xD9]
+        #expect(throws: ImageProbe.Rejection.self) { try ImageProbe.probe(built) }
+        // Other APP2 segments (an ICC profile) still pass.
+        let icc: [UInt8] = [0xFF, 0xE2, 0x00, 0x10] + Array("ICC_PROFILE".utf8) + [0, 1, 1]
+        let plain: [UInt8] = [0xFF, 0xD8] + icc + Self.frame(width: 64, height: 64) + [0xFF, 0xD9]
+        #expect(try ImageProbe.probe(plain) == ImageProbe(mimeType: "image/jpeg", width: 64, height: 64))
+    }
+
     @Test func aJPEGWithTwoFrameHeadersIsRefused() throws {
         let jpeg: [UInt8] = [0xFF, 0xD8] + Self.frame(width: 64, height: 64) + Self.frame(width: 12000, height: 12000) + [0xFF, 0xD9]
         #expect(throws: ImageProbe.Rejection.self) { try ImageProbe.probe(jpeg) }

@@ -55,7 +55,10 @@ public struct ImageProbe: Sendable, Equatable {
     /// Reads the frame header, walking the segments up to the scan. Only the segments that may
     /// come before a frame are accepted on the way (a marker without a length, such as RST or
     /// TEM, would be skipped by a decoder and make this walk land on a forged frame header),
-    /// and a second frame header is refused (decoders take the last one).
+    /// and a second frame header is refused (decoders take the last one). So is a multi-picture
+    /// JPEG (MPO): Pillow opens one by its APP2 `MPF` segment as several frames, and ComfyUI's
+    /// LoadImage converts every frame before it keeps the first, so the pixel limit would hold
+    /// per frame only.
     private static func jpeg(_ bytes: [UInt8]) throws(Rejection) -> ImageProbe {
         guard bytes.suffix(2) == [0xFF, 0xD9] else { throw Rejection(description: "truncated JPEG (no end marker)") }
         var offset = 2
@@ -69,6 +72,9 @@ public struct ImageProbe: Sendable, Equatable {
             let length = bigEndian(bytes, offset + 2, 2)
             guard length >= 2, offset + 2 + length <= bytes.count else { throw Rejection(description: "corrupt JPEG") }
             // SOF0...SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+            if marker == 0xE2, length >= 6, Array(bytes[offset + 4..<offset + 8]) == Array("MPF\u{0}".utf8) {
+                throw Rejection(description: "multi-picture JPEGs (MPO) are not accepted")
+            }
             if (0xC0...0xCF).contains(marker), ![0xC4, 0xC8, 0xCC].contains(marker) {
                 guard frame == nil else { throw Rejection(description: "a JPEG with two frame headers is not accepted") }
                 guard length >= 8 else { throw Rejection(description: "corrupt JPEG") }
