@@ -24,6 +24,11 @@ struct OutboundURLTests {
         ("192.168.1.1", false), ("169.254.169.254", false), ("100.64.0.1", false), ("0.0.0.0", false), ("224.0.0.1", false),
         ("::1", false), ("::", false), ("fe80::1", false), ("fd00::1", false), ("::ffff:127.0.0.1", false), ("::ffff:8.8.8.8", true),
         ("2606:4700:4700::1111", true),
+        // Forms that embed or stand for an IPv4 address, and special-purpose blocks (an attacker's review).
+        ("::7f00:1", false), ("::8.8.8.8", false), ("::ffff:0:127.0.0.1", false), ("::ffff:0:8.8.8.8", false),
+        ("2002:7f00:1::", false), ("2002:a9fe:a9fe::1", false), ("2002:808:808::1", true),
+        ("2001::1", false), ("2001:0:4136:e378:8000:63bf:3fff:fdd2", false), ("2001:2::1", false), ("2001:4860:4860::8888", true),
+        ("64:ff9b::127.0.0.1", false), ("64:ff9b::8.8.8.8", true), ("64:ff9b:1::8.8.8.8", false), ("100::1", false),
     ])
     func addressesArePublicOnlyWhenGloballyRoutable(_ address: String, _ isPublic: Bool) throws {
         let resolved = try #require(resolveAddresses(address, port: 80).first)

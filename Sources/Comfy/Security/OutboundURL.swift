@@ -84,14 +84,24 @@ struct ResolvedAddress: Sendable {
     var isPublic: Bool {
         if family == AF_INET { return Self.isPublicIPv4(bytes) }
         if bytes.count == 16 {
-            // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible: the IPv4 rules.
+            // IPv4-mapped (::ffff:a.b.c.d): the IPv4 rules.
             if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF { return Self.isPublicIPv4(Array(bytes[12...])) }
-            if bytes[0..<15].allSatisfy({ $0 == 0 }) { return false }  // :: and ::1
+            // ::, ::1, IPv4-compatible (::a.b.c.d) and IPv4-translated (::ffff:0:a.b.c.d): none is routed.
+            if bytes[0..<12].allSatisfy({ $0 == 0 }) { return false }
+            if bytes[0..<8].allSatisfy({ $0 == 0 }) && bytes[8] == 0xFF && bytes[9] == 0xFF && bytes[10] == 0 && bytes[11] == 0 { return false }
             if bytes[0] == 0xFE && bytes[1] & 0xC0 == 0x80 { return false }  // fe80::/10 link-local
             if bytes[0] & 0xFE == 0xFC { return false }  // fc00::/7 unique local
             if bytes[0] == 0xFF { return false }  // multicast
+            if bytes[0] == 0x01 && bytes[1] == 0x00 && bytes[2..<8].allSatisfy({ $0 == 0 }) { return false }  // 100::/64 discard
             if bytes[0] == 0x20 && bytes[1] == 0x01 && bytes[2] == 0x0D && bytes[3] == 0xB8 { return false }  // documentation
-            if bytes[0] == 0x00 && bytes[1] == 0x64 && bytes[2] == 0xFF && bytes[3] == 0x9B { return Self.isPublicIPv4(Array(bytes[12...])) }  // NAT64
+            // 2001::/23, IETF protocol assignments: Teredo (its IPv4 hidden), benchmarking, ORCHID.
+            if bytes[0] == 0x20 && bytes[1] == 0x01 && bytes[2] & 0xFE == 0 { return false }
+            // 6to4 (2002:a.b.c.d::/48) reaches the IPv4 address it embeds.
+            if bytes[0] == 0x20 && bytes[1] == 0x02 { return Self.isPublicIPv4(Array(bytes[2..<6])) }
+            if bytes[0] == 0x00 && bytes[1] == 0x64 && bytes[2] == 0xFF && bytes[3] == 0x9B {
+                // NAT64: the well-known 64:ff9b::/96 reaches the IPv4 address it embeds; 64:ff9b:1::/48 is local use.
+                return bytes[4..<12].allSatisfy({ $0 == 0 }) && Self.isPublicIPv4(Array(bytes[12...]))
+            }
             return true
         }
         return false
