@@ -56,21 +56,8 @@ extension OutboundURL {
     /// Every address of `host`, or none when the lookup fails or outlasts `timeout` (the lookup
     /// itself cannot be interrupted; it finishes on its thread and is dropped).
     static func resolve(_ host: String, port: Int, timeout: Duration) async -> [ResolvedAddress] {
-        let (answers, continuation) = AsyncStream.makeStream(of: [ResolvedAddress].self, bufferingPolicy: .bufferingNewest(1))
-        let lookup = Task {
-            continuation.yield((try? await resolverPool.runIfActive { resolveAddresses(host, port: port) }) ?? [])
-            continuation.finish()
-        }
-        let timer = Task {
-            try? await Task.sleep(for: timeout)
-            continuation.finish()
-        }
-        defer {
-            lookup.cancel()
-            timer.cancel()
-        }
-        for await addresses in answers { return addresses }
-        return []
+        let lookup = { @Sendable in try await resolverPool.runIfActive { resolveAddresses(host, port: port) } }
+        return (try? await withAbandonableDeadline(.now + timeout, timeout: { CancellationError() }, lookup)) ?? []
     }
 }
 
