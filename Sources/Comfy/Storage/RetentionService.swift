@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOPosix
 import ServiceLifecycle
 
 /// Runs `RetentionSweeper` at start-up and then every `interval` until graceful shutdown
@@ -35,11 +36,13 @@ public struct RetentionService: Service {
         ])
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                let report = sweeper.sweep(now: Date(), keep: await referenced())
-                if !report.removed.isEmpty || !report.failed.isEmpty {
+                let keep = await referenced()
+                // A listing, a stat and an unlink per file: blocking, so on NIO's thread pool.
+                let report = try? await NIOThreadPool.singleton.runIfActive { sweeper.sweep(now: Date(), keep: keep) }
+                if let report, !report.removed.isEmpty || !report.failed.isEmpty {
                     logger.info("retention sweep", metadata: ["storage.removed": "\(report.removed.count)", "storage.failed": "\(report.failed.count)"])
                 }
-                for name in report.failed {
+                for name in report?.failed ?? [] {
                     logger.warning("retention could not remove a file", metadata: ["storage.file": "\(name)"])
                 }
                 do { try await Task.sleep(for: interval) } catch { return }
