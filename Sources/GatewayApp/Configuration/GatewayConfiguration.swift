@@ -109,6 +109,10 @@ public struct GatewayConfiguration: Sendable {
             allowPrivate: try environment.boolean("INPUT_URL_ALLOW_PRIVATE", default: false)
         )
         pingInterval = try environment.duration("WS_PING_INTERVAL", default: .seconds(20))
+        // nginx ends a proxied WebSocket after 120 s without a frame (nginx/snippets/websocket-proxy.conf).
+        guard pingInterval <= .seconds(60) else {
+            throw ConfigurationError(variable: "WS_PING_INTERVAL", problem: "at most 60s: nginx closes a WebSocket that is silent for 120 s")
+        }
         maxSessions = try environment.integer("MAX_SESSIONS", default: 10_000, range: 1...1_000_000)
         drawingOrigins = try environment.origins("ALLOWED_ORIGINS", publicBaseURL: serverBaseURL)
         apiOrigins = try environment.origins("CORS_ALLOW_ORIGINS", publicBaseURL: serverBaseURL)
