@@ -5,10 +5,17 @@ import Foundation
 public struct Environment: Sendable {
     private var values: [String: String]
 
-    /// The process environment over `dotEnvPath` when that file exists; a malformed file stops start-up.
+    /// The process environment over `dotEnvPath` when that file exists; a file that cannot be
+    /// read (no permission, not UTF-8) or is malformed stops start-up, rather than be ignored.
     public init(processEnvironment: [String: String] = ProcessInfo.processInfo.environment, dotEnvPath: String = ".env") throws {
         var values: [String: String] = [:]
-        if let text = try? String(contentsOfFile: dotEnvPath, encoding: .utf8) {
+        if FileManager.default.fileExists(atPath: dotEnvPath) {
+            let text: String
+            do {
+                text = try String(contentsOfFile: dotEnvPath, encoding: .utf8)
+            } catch {
+                throw ConfigurationError(variable: dotEnvPath, problem: "cannot be read as UTF-8 text: \(error.localizedDescription)")
+            }
             do {
                 values = try DotEnv.parse(text, environment: processEnvironment)
             } catch {
