@@ -4,7 +4,7 @@ import Testing
 /// How the curl client reads a response's header lines (libcurl hands them over one by one).
 struct CurlResponseSinkTests {
     @Test func headerLinesAreSplitAtTheFirstColonAndTrimmedAndANewResponseStartsAfresh() {
-        let sink = ResponseSink(limit: 1 << 20, isCancelled: { false })
+        let sink = CurlResponseSink(limit: 1 << 20, isCancelled: { false })
         let lines = [
             "HTTP/1.1 100 Continue\r\n", "Server: interim\r\n", "\r\n",
             "HTTP/1.1 200 OK\r\n", "Content-Type:  application/json \r\n", "X-Empty:\r\n", "X-Time: 12:30:00\r\n",

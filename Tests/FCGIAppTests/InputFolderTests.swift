@@ -90,7 +90,7 @@ struct InputFolderTests {
         let directory = try TestPaths.makeTemporaryDirectory("input-missing")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let environment = ["FCGI_SOCKET": "\(directory)/fcgi.sock", "COMFYUI_SERVER": "http://127.0.0.1:9", "COMFYUI_INPUT_DIR": "\(directory)/nowhere"]
-        let app = try ChildProcess(TestPaths.gatewayBinary, [], environment: environment, logPath: "\(directory)/app.log")
+        let app = try ChildProcess(TestPaths.gatewayBinary, [], environment: environment, directory: directory, logPath: "\(directory)/app.log")
         #expect(app.stop(0) == 78)
         #expect(app.log.hasPrefix("invalid configuration: COMFYUI_INPUT_DIR: \(directory)/nowhere is not a folder"), "\(app.log)")
     }

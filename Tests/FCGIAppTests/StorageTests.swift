@@ -206,7 +206,8 @@ struct StorageTests {
             var env = environment
             env["FCGI_SOCKET"] = "\(directory)/fcgi-\(index).sock"
             env["COMFYUI_SERVER"] = "http://127.0.0.1:9"
-            let app = try ChildProcess(TestPaths.gatewayBinary, [], environment: env, logPath: "\(directory)/app-\(index).log")
+            // In its own folder: a developer's ./.env must not add to (or fix) the settings under test.
+            let app = try ChildProcess(TestPaths.gatewayBinary, [], environment: env, directory: directory, logPath: "\(directory)/app-\(index).log")
             #expect(app.stop(0) == 78, "\(environment)")
             let lines = app.log.split(separator: "\n")
             #expect(lines.count == 1 && lines[0].hasPrefix(expected), "\(app.log)")

@@ -26,7 +26,7 @@ final class CurlEasyHandle: @unchecked Sendable {
     func perform(_ request: CurlRequest, isCancelled: @escaping @Sendable () -> Bool) -> Result<CurlResponse, CurlError> {
         curl_easy_reset(handle)
         let limit = min(maxResponseBytes, request.maxResponseBytes ?? .max)
-        let sink = ResponseSink(limit: limit, isCancelled: isCancelled)
+        let sink = CurlResponseSink(limit: limit, isCancelled: isCancelled)
         let context = Unmanaged.passUnretained(sink).toOpaque()
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
         // curl adds "Expect: 100-continue" to large POSTs; ComfyUI (aiohttp) and nginx don't need the extra round trip.
@@ -52,19 +52,19 @@ final class CurlEasyHandle: @unchecked Sendable {
         ccurl_setopt_slist(handle, CURLOPT_HTTPHEADER, headerList)
         ccurl_setopt_pointer(handle, CURLOPT_WRITEDATA, context)
         ccurl_setopt_callback(handle, CURLOPT_WRITEFUNCTION) { data, size, count, context in
-            let sink = Unmanaged<ResponseSink>.fromOpaque(context!).takeUnretainedValue()
+            let sink = Unmanaged<CurlResponseSink>.fromOpaque(context!).takeUnretainedValue()
             return sink.appendBody(UnsafeRawBufferPointer(start: data, count: size * count)) ? size * count : 0
         }
         ccurl_setopt_pointer(handle, CURLOPT_HEADERDATA, context)
         ccurl_setopt_callback(handle, CURLOPT_HEADERFUNCTION) { data, size, count, context in
-            let sink = Unmanaged<ResponseSink>.fromOpaque(context!).takeUnretainedValue()
+            let sink = Unmanaged<CurlResponseSink>.fromOpaque(context!).takeUnretainedValue()
             sink.appendHeaderLine(UnsafeRawBufferPointer(start: data, count: size * count))
             return size * count
         }
         ccurl_setopt_long(handle, CURLOPT_NOPROGRESS, 0)
         ccurl_setopt_pointer(handle, CURLOPT_XFERINFODATA, context)
         ccurl_setopt_xferinfo(handle) { context, _, _, _, _ in
-            Unmanaged<ResponseSink>.fromOpaque(context!).takeUnretainedValue().isCancelled() ? 1 : 0
+            Unmanaged<CurlResponseSink>.fromOpaque(context!).takeUnretainedValue().isCancelled() ? 1 : 0
         }
 
         let code: CURLcode = {
@@ -106,7 +106,7 @@ final class CurlEasyHandle: @unchecked Sendable {
 }
 
 /// Collects what libcurl's callbacks hand over during one `perform`.
-final class ResponseSink {
+final class CurlResponseSink {
     var body: [UInt8] = []
     var headers: [(String, String)] = []
     var overflowed = false

@@ -26,7 +26,7 @@ public final class CurlHTTPClient: Service, Sendable {
 
     /// Performs one exchange. Task cancellation aborts it, whether queued or on the wire.
     public func execute(_ request: CurlRequest) async throws -> CurlResponse {
-        let flag = CancellationFlag()
+        let flag = CurlCancellationFlag()
         return try await withTaskCancellationHandler {
             let result: Result<CurlResponse, CurlError>
             do {
@@ -61,7 +61,7 @@ public final class CurlHTTPClient: Service, Sendable {
 }
 
 /// A one-way flag shared between a task's cancellation handler and a curl thread.
-final class CancellationFlag: Sendable {
+final class CurlCancellationFlag: Sendable {
     private let value = Atomic<Bool>(false)
     var isSet: Bool { value.load(ordering: .acquiring) }
     func set() { value.store(true, ordering: .releasing) }
