@@ -46,6 +46,27 @@ struct DrawingAuthTests {
         }
     }
 
+    @Test func aSessionBelongsToTheKeyThatStartedItAndAnotherKeyGetsNoTokenForIt() async throws {
+        try await withGateway("drawing-owner", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let alice = try KeyTests.createKey(gateway, ["alice"])
+            let mallory = try KeyTests.createKey(gateway, ["mallory"])
+            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
+            func sketch(_ session: String, by secret: String, seed: Int) async throws -> CurlResponse {
+                let form = sketchForm(file: Sketches.png(seed: seed), fields: ["session_id": session])
+                return try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
+            }
+            #expect(try await sketch("alices", by: alice, seed: 1).status == 200)
+            let taken = try await sketch("alices", by: mallory, seed: 2)
+            #expect(taken.status == 403, "\(taken.bodyText)")
+            let error = try JSONValue.parse(taken.body)["error"]
+            #expect(error?["code"] == "forbidden")
+            #expect(!taken.bodyText.contains("session_token"))
+            #expect(try await sketch("alices", by: alice, seed: 3).status == 200, "its own key goes on")
+            #expect(try await sketch("malloys", by: mallory, seed: 4).status == 200, "a session of one's own")
+        }
+    }
+
     @Test func withoutDrawingAuthTheDrawingAPINeedsNoToken() async throws {
         try await withGateway("drawing-open") { gateway, _ in
             try Sketches.install(Sketches.style(), as: "realistic", in: gateway)

@@ -2,6 +2,8 @@
 public struct DrawingError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Code: Sendable, Equatable {
         case invalidSessionID, unknownStyle, invalidImage, invalidRequest, noStyles, busy
+        /// The session belongs to another API key (`DRAWING_AUTH`).
+        case notYours
     }
 
     public var code: Code

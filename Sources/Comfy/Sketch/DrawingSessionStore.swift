@@ -6,12 +6,15 @@ public struct DrawingSessionState: Sendable, Equatable {
     public var style: String?
     public var prompt: String?
     public var latestResult: StoredImage?
+    /// The API key the session belongs to (`DRAWING_AUTH`).
+    public var owner: String?
 
-    public init(seed: UInt64, style: String?, prompt: String?, latestResult: StoredImage?) {
+    public init(seed: UInt64, style: String?, prompt: String?, latestResult: StoredImage?, owner: String? = nil) {
         self.seed = seed
         self.style = style
         self.prompt = prompt
         self.latestResult = latestResult
+        self.owner = owner
     }
 }
 

@@ -86,12 +86,22 @@ public actor DrawingSessions {
         }
         await restoreIfNew(id)
         var session = sessions[id] ?? SketchSession(id: id, seed: Self.randomSeed(), now: .now)
+        let claimed = session.owner == nil && update.owner != nil
+        if let owner = update.owner {
+            // Else another key could take over the session: its sketches, socket and results.
+            guard session.owner == nil || session.owner == owner else {
+                throw DrawingError(.notYours, "session \(id) belongs to another API key; start a session of your own")
+            }
+            session.owner = owner
+        }
         if let style = update.style { session.style = style }
         if let prompt = update.prompt { session.prompt = prompt.isEmpty ? nil : prompt }
         session.lastActivity = .now
         let action = session.submit(update)
         sessions[id] = session
         if action == .start { start(update, in: id) }
+        // The other instances learn whose it is before any result of it.
+        if claimed { await save(id) }
     }
 
     /// Opens a subscription for a WebSocket; the session is created if new.
@@ -135,12 +145,15 @@ public actor DrawingSessions {
         session.style = state.style
         session.prompt = state.prompt
         session.latestResult = state.latestResult
+        session.owner = state.owner
         sessions[id] = session
     }
 
     private func save(_ id: String) async {
         guard let persistence, let session = sessions[id] else { return }
-        await persistence.saveDrawingSession(id, DrawingSessionState(seed: session.seed, style: session.style, prompt: session.prompt, latestResult: session.latestResult))
+        await persistence.saveDrawingSession(
+            id, DrawingSessionState(seed: session.seed, style: session.style, prompt: session.prompt, latestResult: session.latestResult, owner: session.owner)
+        )
     }
 
     /// The file names of every session's latest result (retention keeps them).

@@ -18,6 +18,8 @@ struct SketchSession: Sendable {
     /// A sketch came (it may have failed); a session that never took one has nothing to keep.
     private(set) var tookSketch = false
     var latestResult: StoredImage?
+    /// The API key the session belongs to (`SketchUpdate.owner`); `nil`: nobody's yet.
+    var owner: String?
     var lastActivity: ContinuousClock.Instant
     let broadcaster = SessionBroadcaster()
 

@@ -26,7 +26,12 @@ struct SketchRoute: Sendable {
         let prompt = form.text("prompt")
         do throws(DrawingError) {
             let probe = try limits.check(file.body)
-            try await sessions.submit(SketchUpdate(image: file.body, mimeType: probe.mimeType, style: style, prompt: prompt, clientAddress: request.remoteAddress), to: sessionID)
+            // With DRAWING_AUTH a session is its first key's: another key gets no token for it.
+            let update = SketchUpdate(
+                image: file.body, mimeType: probe.mimeType, style: style, prompt: prompt, clientAddress: request.remoteAddress,
+                owner: tokens == nil ? nil : request.apiKey?.name
+            )
+            try await sessions.submit(update, to: sessionID)
         } catch {
             throw APIError(error)
         }
@@ -70,6 +75,7 @@ extension APIError {
         switch error.code {
         case .invalidSessionID, .unknownStyle, .invalidImage, .invalidRequest: self.init(.invalidRequest, error.message)
         case .noStyles: self.init(.notFound, error.message)
+        case .notYours: self.init(.forbidden, error.message)
         case .busy:
             self.init(.busy, error.message)
             headers.append(("Retry-After", "5"))

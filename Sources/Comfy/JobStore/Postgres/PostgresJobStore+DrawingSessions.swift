@@ -3,13 +3,14 @@ import PostgresNIO
 
 extension PostgresJobStore: DrawingSessionStore {
     public func drawingSession(_ id: String) async -> DrawingSessionState? {
-        guard let row = try? await rows("SELECT seed, style, prompt, result FROM drawing_sessions WHERE id = \(id)").first,
+        guard let row = try? await rows("SELECT seed, style, prompt, result, owner FROM drawing_sessions WHERE id = \(id)").first,
             let seed = row.integer("seed")
         else { return nil }
         let result = row.text("result").flatMap(JobResult.init(storedText:))
         return DrawingSessionState(
             seed: UInt64(max(0, seed)), style: row.text("style"), prompt: row.text("prompt"),
-            latestResult: result.map { StoredImage(filename: $0.filename, url: $0.url, mimeType: $0.contentType, expiresAt: $0.expiresAt) }
+            latestResult: result.map { StoredImage(filename: $0.filename, url: $0.url, mimeType: $0.contentType, expiresAt: $0.expiresAt) },
+            owner: row.text("owner")
         )
     }
 
@@ -20,10 +21,10 @@ extension PostgresJobStore: DrawingSessionStore {
         do {
             try await execute(
                 """
-                INSERT INTO drawing_sessions (id, seed, style, prompt, result, updated_at)
-                VALUES (\(id), \(seed), \(state.style), \(state.prompt), \(result), \(Date().milliseconds))
+                INSERT INTO drawing_sessions (id, seed, style, prompt, result, owner, updated_at)
+                VALUES (\(id), \(seed), \(state.style), \(state.prompt), \(result), \(state.owner), \(Date().milliseconds))
                 ON CONFLICT (id) DO UPDATE SET seed = EXCLUDED.seed, style = EXCLUDED.style, prompt = EXCLUDED.prompt,
-                    result = EXCLUDED.result, updated_at = EXCLUDED.updated_at
+                    result = EXCLUDED.result, owner = EXCLUDED.owner, updated_at = EXCLUDED.updated_at
                 """
             )
         } catch {

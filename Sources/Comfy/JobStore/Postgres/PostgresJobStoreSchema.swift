@@ -146,6 +146,10 @@ enum PostgresJobStoreSchema {
             "ALTER TABLE slot_waiters ADD COLUMN batch BOOLEAN NOT NULL DEFAULT false",
             "ALTER TABLE jobs ADD COLUMN webhook_claimed_by TEXT",
         ],
+        // 5: the API key a drawing session belongs to (DRAWING_AUTH).
+        [
+            "ALTER TABLE drawing_sessions ADD COLUMN owner TEXT",
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }
