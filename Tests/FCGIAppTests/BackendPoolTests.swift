@@ -352,11 +352,21 @@ struct BackendPoolTests {
         #expect(gateway.app.log.contains("drain time is up"), "\(gateway.app.log)")
     }
 
-    @Test func metricsAreRefusedToAddressesOutsideMetricsAllow() async throws {
-        try await withGateway("metrics-deny", environment: ["METRICS_ALLOW": "10.9.9.9, 192.0.2.0/24"]) { gateway, _ in
+    @Test func metricsAndHealthDetailsAreForAddressesInMetricsAllowOnly() async throws {
+        try await withGateway("metrics-deny", environment: ["METRICS_ALLOW": "10.9.9.9, 192.0.2.0/24"]) { gateway, emulator in
             let refused = try await gateway.get("/metrics")
             #expect(refused.status == 403)
             #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "forbidden")
+            // A load balancer's answer: the status, not the backends' addresses, errors and models.
+            let health = try await gateway.get("/healthz", headers: [("Operator-Client", "1"), ("X-Forwarded-For", "10.9.9.9")])
+            #expect(health.status == 200)
+            #expect(try JSONValue.parse(health.body) == .object(["status": "ok"]), "\(health.bodyText)")
+            #expect(!health.bodyText.contains(emulator.url))
+        }
+        try await withGateway("metrics-allow") { gateway, emulator in
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+            #expect(health["status"] == "ok")
+            #expect(health["backends"]?.arrayValue?.first?["url"] == .string(emulator.url), "this host is in the default METRICS_ALLOW")
         }
     }
 

@@ -11,12 +11,12 @@ struct FastCGIExchange {
 
     /// The FastCGI parameters the gateway reads besides the `HTTP_*` headers.
     private struct Parameters {
-        var method, path, scriptName, query, contentType, contentLength, remoteAddress, scheme, https, clientHost: String?
+        var method, path, scriptName, query, contentType, contentLength, remoteAddress, scheme, https, clientHost, operatorClient: String?
 
         static let names: [(StaticString, any WritableKeyPath<Parameters, String?> & Sendable)] = [
             ("REQUEST_METHOD", \.method), ("DOCUMENT_URI", \.path), ("SCRIPT_NAME", \.scriptName), ("QUERY_STRING", \.query),
             ("CONTENT_TYPE", \.contentType), ("CONTENT_LENGTH", \.contentLength), ("REMOTE_ADDR", \.remoteAddress),
-            ("REQUEST_SCHEME", \.scheme), ("HTTPS", \.https), ("CLIENT_HOST", \.clientHost),
+            ("REQUEST_SCHEME", \.scheme), ("HTTPS", \.https), ("CLIENT_HOST", \.clientHost), ("OPERATOR_CLIENT", \.operatorClient),
         ]
     }
 
@@ -76,7 +76,8 @@ struct FastCGIExchange {
             body: body,
             remoteAddress: parameters.remoteAddress ?? "",
             scheme: parameters.scheme ?? (parameters.https == "on" ? "https" : "http"),
-            host: parameters.clientHost.flatMap { $0.isEmpty ? nil : $0 }
+            host: parameters.clientHost.flatMap { $0.isEmpty ? nil : $0 },
+            isOperator: parameters.operatorClient == "1"
         ))
     }
 

@@ -15,12 +15,15 @@ public struct GatewayRequest: Sendable {
     public var scheme: String
     /// The `Host` header with its port, as the client sent it (`CLIENT_HOST`).
     public var host: String?
+    /// Whether nginx found the client among `METRICS_ALLOW`'s addresses (`OPERATOR_CLIENT`, a
+    /// parameter no request header can set): it may see the gateway's internals.
+    public var isOperator: Bool
     /// The API key the router verified for a keyed route; `nil` when keys are off.
     public var apiKey: APIKey?
 
     public init(
         method: String, path: String, query: String = "", headers: [String: String] = [:], body: [UInt8] = [],
-        remoteAddress: String = "", scheme: String = "http", host: String? = nil
+        remoteAddress: String = "", scheme: String = "http", host: String? = nil, isOperator: Bool = false
     ) {
         self.method = method
         self.path = path
@@ -30,6 +33,7 @@ public struct GatewayRequest: Sendable {
         self.remoteAddress = remoteAddress
         self.scheme = scheme
         self.host = host
+        self.isOperator = isOperator
     }
 
     /// A header by its lowercase name (as the FastCGI exchange stores them): asked several

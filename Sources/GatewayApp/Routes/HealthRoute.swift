@@ -1,6 +1,8 @@
 import Comfy
 
-/// `GET /healthz`: each backend's state; 200 while at least one can take work, else 503.
+/// `GET /healthz`: 200 while at least one backend can take work, else 503. Operators
+/// (`METRICS_ALLOW`) also see each backend's state, URL, last error and models, the queue, the
+/// job store and the styles; anyone else only the status, which is what a load balancer needs.
 /// A probe every second from each load balancer finds the same state almost every time: the
 /// answer is made again only when what it shows changed.
 struct HealthRoute: Sendable {
@@ -8,6 +10,7 @@ struct HealthRoute: Sendable {
     let styles: StyleLibrary
     let jobs: JobStoreStats
     let memo = ResponseMemo<Inputs>()
+    let publicMemo = ResponseMemo<Bool>()
 
     struct Inputs: Equatable, Sendable {
         struct Broken: Equatable, Sendable {
@@ -24,6 +27,11 @@ struct HealthRoute: Sendable {
     }
 
     func health(_ request: GatewayRequest) async -> GatewayResponse {
+        guard request.isOperator else {
+            return publicMemo.response(for: pool.status().contains(where: \.isUp)) { usable in
+                .json(.object(["status": .string(usable ? "ok" : "unavailable")]), status: usable ? 200 : 503)
+            }
+        }
         let stats = await jobs.snapshot()
         let catalogue = await styles.catalogue()
         let inputs = Inputs(

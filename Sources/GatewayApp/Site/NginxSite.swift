@@ -56,6 +56,7 @@ public struct NginxSite: Sendable {
                 "server { listen \(redirect); server_name _; return 308 https://$host\(site.port == 443 ? "" : ":\(site.port)")$request_uri; }"
             } ?? "",
             "METRICS_ALLOW": site.metricsAllow.map { "allow \($0);" }.joined(separator: " "),
+            "OPERATOR_ADDRESSES": site.metricsAllow.map { "\($0) 1;" }.joined(separator: " "),
             "FCGI_SERVER": ListenAddress(configuration.socketPath).nginxServer,
             "WS_SERVER": ListenAddress(configuration.webSocketPath).nginxServer,
             "OUTPUT_DIR": SiteConfiguration.absolute(configuration.outputDirectory),
