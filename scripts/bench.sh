@@ -139,7 +139,7 @@ start_gateway() {
     [ -z "${3:-}" ] || export COMFYUI_INPUT_DIR=$3
     export PORT=$port RUN_DIR=$run_dir OUTPUT_DIR=$output_dir WORKFLOW_DIR=$workflow_dir COMFYUI_SERVER=$2 \
       FCGI_THREADS=$FCGI_THREADS LOG_LEVEL=warning STATIC_DIR=$here/static NGINX_TEMPLATE_DIR=$here/nginx \
-      DRAWING_RATE=0 DRAWING_CONNECTIONS=0 \
+      DRAWING_RATE=0 DRAWING_CONNECTIONS=0 MAX_SESSIONS_PER_CLIENT=0 \
       INPUT_URL_ALLOW_PRIVATE=${INPUT_URL_ALLOW_PRIVATE:-false}   # one client address opening thousands of sessions; loopback image URLs in 7
     exec "$app_binary" run
   ) >"$dir/app.log" 2>&1 &

@@ -93,7 +93,10 @@ struct GatewayParts: Sendable {
             pool: pool,
             styles: styles,
             store: store,
-            configuration: .init(jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout, maxSessions: configuration.maxSessions),
+            configuration: .init(
+                jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout, maxSessions: configuration.maxSessions,
+                maxSessionsPerClient: configuration.maxSessionsPerClient
+            ),
             persistence: jobStore as? any DrawingSessionStore,
             logger: logger
         )

@@ -187,6 +187,32 @@ struct DrawingTests {
         }
     }
 
+    @Test func oneClientAddressCannotFillMaxSessionsAndLockOthersOut() async throws {
+        try await withGateway("draw-per-client", environment: ["MAX_SESSIONS": "10", "MAX_SESSIONS_PER_CLIENT": "2"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            // Two client addresses, as nginx sees them: loopback is all of 127.0.0.0/8.
+            func sketch(_ session: String, from address: String) throws -> RawAnswer {
+                let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": session])
+                let head = "POST /api/sketch HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nContent-Type: \(form.contentType)\r\n"
+                    + "Content-Length: \(form.body.count)\r\nConnection: close\r\n\r\n"
+                return try RawAnswer(port: gateway.port, request: Array(head.utf8) + form.body, from: address)
+            }
+            #expect(try sketch("one", from: "127.0.0.2").status == 200)
+            #expect(try sketch("two", from: "127.0.0.2").status == 200)
+            let third = try sketch("three", from: "127.0.0.2")
+            #expect(third.status == 429, "\(String(decoding: third.body, as: UTF8.self))")
+            #expect(try JSONValue.parse(third.body)["error"]?["message"]?.stringValue?.contains("from your address") == true)
+            #expect(try sketch("one", from: "127.0.0.2").status == 200, "its open sessions still take sketches")
+            // Another address still gets in, with 3 of MAX_SESSIONS' 10 places taken.
+            #expect(try sketch("three", from: "127.0.0.3").status == 200)
+            let painter = try await DrawingClient.connect(port: gateway.port, sessionID: "painter")
+            await painter.sendSketch(Sketches.png(seed: 2))
+            let completed = try await painter.next(status: "completed", "error")
+            #expect(completed["status"] == "completed", "\(completed)")
+            await painter.close()
+        }
+    }
+
     @Test func socketsOpenedAndClosedWithoutASketchLeaveNoSessionBehindUnderMaxSessions() async throws {
         try await withGateway("draw-blank", environment: ["MAX_SESSIONS": "2"]) { gateway, _ in
             try Sketches.install(Sketches.style(), as: "realistic", in: gateway)

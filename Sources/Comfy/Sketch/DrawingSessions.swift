@@ -4,7 +4,10 @@ import Logging
 /// Every painter's session: turns sketches into generations, latest sketch first, and tells
 /// the session's WebSockets how each one goes.
 public actor DrawingSessions {
+    /// Changed only through `add` and `drop`, which keep `openedBy` in step.
     private var sessions: [String: SketchSession] = [:]
+    /// Sessions open by client address (`SketchSession.client`).
+    private var openedBy: [String: Int] = [:]
     private let pool: BackendPool
     private let styles: StyleLibrary
     private let store: any ImageStore
@@ -26,9 +29,16 @@ public actor DrawingSessions {
         public var uploadSubfolder: String
         /// Sessions open at once at most.
         public var maxSessions: Int
+        /// Sessions one client address may have open at once (0: no limit): else one address
+        /// could fill `maxSessions` and lock every other painter out for the idle timeout.
+        public var maxSessionsPerClient: Int
 
-        public init(jobTimeout: Duration = .seconds(120), idleTimeout: Duration = .seconds(1800), uploadSubfolder: String = "gateway", maxSessions: Int = 10_000) {
+        public init(
+            jobTimeout: Duration = .seconds(120), idleTimeout: Duration = .seconds(1800), uploadSubfolder: String = "gateway", maxSessions: Int = 10_000,
+            maxSessionsPerClient: Int = 100
+        ) {
             self.maxSessions = maxSessions
+            self.maxSessionsPerClient = maxSessionsPerClient
             self.jobTimeout = jobTimeout
             self.idleTimeout = idleTimeout
             self.uploadSubfolder = uploadSubfolder
@@ -63,12 +73,33 @@ public actor DrawingSessions {
     /// The longest `prompt` a session takes.
     public static let maxPromptCharacters = 4000
 
-    /// A new session only while there is room: each may hold sketches and a result.
-    private func checkRoom(for id: String) throws(DrawingError) {
-        guard sessions[id] == nil, sessions.count >= configuration.maxSessions else { return }
+    /// A new session only while there is room, in all and for its client: each may hold
+    /// sketches and a result.
+    private func checkRoom(for id: String, client: String) throws(DrawingError) {
+        guard sessions[id] == nil else { return }
+        let perClient = configuration.maxSessionsPerClient
+        func clientIsFull() -> Bool { perClient > 0 && !client.isEmpty && openedBy[client, default: 0] >= perClient }
+        guard sessions.count >= configuration.maxSessions || clientIsFull() else { return }
         sweepIdle()
-        guard sessions.count >= configuration.maxSessions else { return }
-        throw DrawingError(.busy, "the service is busy: \(configuration.maxSessions) drawing sessions are open; try again shortly")
+        if sessions.count >= configuration.maxSessions {
+            throw DrawingError(.busy, "the service is busy: \(configuration.maxSessions) drawing sessions are open; try again shortly")
+        }
+        if clientIsFull() {
+            throw DrawingError(.busy, "\(perClient) drawing sessions are open from your address; close one or let it go idle")
+        }
+    }
+
+    private func add(_ session: SketchSession) {
+        sessions[session.id] = session
+        if !session.client.isEmpty { openedBy[session.client, default: 0] += 1 }
+    }
+
+    private func drop(_ id: String) {
+        guard let session = sessions.removeValue(forKey: id) else { return }
+        session.broadcaster.finishAll()
+        guard !session.client.isEmpty else { return }
+        openedBy[session.client, default: 1] -= 1
+        if openedBy[session.client] == 0 { openedBy[session.client] = nil }
     }
 
     /// Takes a sketch for the session (created if new); its generation starts now or after the running one.
@@ -77,15 +108,16 @@ public actor DrawingSessions {
         if let prompt = update.prompt, prompt.count > Self.maxPromptCharacters {
             throw DrawingError(.invalidRequest, "the prompt is longer than \(Self.maxPromptCharacters) characters")
         }
-        try checkRoom(for: id)
+        try checkRoom(for: id, client: update.clientAddress)
         if let style = update.style, !StyleWorkflow.isValidName(style) {
             throw DrawingError(.unknownStyle, "style names are letters, digits, '-' and '_'")
         }
         if let style = update.style, await styles.style(style) == nil {
             throw DrawingError(.unknownStyle, "unknown style \"\(style.prefix(64))\"; GET /api/styles lists them")
         }
-        await restoreIfNew(id)
-        var session = sessions[id] ?? SketchSession(id: id, seed: Self.randomSeed(), now: .now)
+        await restoreIfNew(id, client: update.clientAddress)
+        let isNew = sessions[id] == nil
+        var session = sessions[id] ?? SketchSession(id: id, client: update.clientAddress, seed: Self.randomSeed(), now: .now)
         let claimed = session.owner == nil && update.owner != nil
         if let owner = update.owner {
             // Else another key could take over the session: its sketches, socket and results.
@@ -98,18 +130,18 @@ public actor DrawingSessions {
         if let prompt = update.prompt { session.prompt = prompt.isEmpty ? nil : prompt }
         session.lastActivity = .now
         let action = session.submit(update)
-        sessions[id] = session
+        if isNew { add(session) } else { sessions[id] = session }
         if action == .start { start(update, in: id) }
         // The other instances learn whose it is before any result of it.
         if claimed { await save(id) }
     }
 
-    /// Opens a subscription for a WebSocket; the session is created if new.
-    public func subscribe(_ id: String) async throws(DrawingError) -> (token: UInt64, messages: AsyncStream<SessionMessage>) {
+    /// Opens a subscription for a WebSocket from `client` (its address); the session is created if new.
+    public func subscribe(_ id: String, client: String = "") async throws(DrawingError) -> (token: UInt64, messages: AsyncStream<SessionMessage>) {
         try DrawingError.checkSessionID(id)
-        try checkRoom(for: id)
-        await restoreIfNew(id)
-        if sessions[id] == nil { sessions[id] = SketchSession(id: id, seed: Self.randomSeed(), now: .now) }
+        try checkRoom(for: id, client: client)
+        await restoreIfNew(id, client: client)
+        if sessions[id] == nil { add(SketchSession(id: id, client: client, seed: Self.randomSeed(), now: .now)) }
         sessions[id]?.lastActivity = .now
         return sessions[id]!.broadcaster.add()
     }
@@ -121,8 +153,7 @@ public actor DrawingSessions {
         guard let session = sessions[id] else { return }
         session.broadcaster.remove(token)
         if session.isBlank {
-            session.broadcaster.finishAll()
-            sessions[id] = nil
+            drop(id)
         } else {
             sessions[id]?.lastActivity = .now
         }
@@ -139,14 +170,14 @@ public actor DrawingSessions {
     }
 
     /// A session this instance does not have, as another one saved it (its instance died).
-    private func restoreIfNew(_ id: String) async {
+    private func restoreIfNew(_ id: String, client: String) async {
         guard sessions[id] == nil, let persistence, let state = await persistence.drawingSession(id), sessions[id] == nil else { return }
-        var session = SketchSession(id: id, seed: state.seed, now: .now)
+        var session = SketchSession(id: id, client: client, seed: state.seed, now: .now)
         session.style = state.style
         session.prompt = state.prompt
         session.latestResult = state.latestResult
         session.owner = state.owner
-        sessions[id] = session
+        add(session)
     }
 
     private func save(_ id: String) async {
@@ -171,10 +202,7 @@ public actor DrawingSessions {
     @discardableResult
     public func sweepIdle(now: ContinuousClock.Instant = .now) -> [String] {
         let expired = sessions.values.filter { $0.isIdle && now - $0.lastActivity > configuration.idleTimeout }.map(\.id)
-        for id in expired {
-            sessions[id]?.broadcaster.finishAll()
-            sessions[id] = nil
-        }
+        for id in expired { drop(id) }
         if !expired.isEmpty { logger.info("idle drawing sessions dropped", metadata: ["sessions.dropped": "\(expired.count)"]) }
         return expired
     }

@@ -10,6 +10,8 @@ struct SketchSession: Sendable {
     }
 
     let id: String
+    /// The client address that opened it ("" when unknown): `MAX_SESSIONS_PER_CLIENT` counts by it.
+    let client: String
     var seed: UInt64
     var style: String?
     var prompt: String?
@@ -23,8 +25,9 @@ struct SketchSession: Sendable {
     var lastActivity: ContinuousClock.Instant
     let broadcaster = SessionBroadcaster()
 
-    init(id: String, seed: UInt64, now: ContinuousClock.Instant) {
+    init(id: String, client: String = "", seed: UInt64, now: ContinuousClock.Instant) {
         self.id = id
+        self.client = client
         self.seed = seed
         self.lastActivity = now
     }

@@ -11,7 +11,8 @@ import Logging
 /// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_BODY_BYTES`
 /// (`MAX_BODY`), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`RUN_DIR/ws.sock`),
 /// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
-/// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `MAX_SESSIONS` (10,000), `ALLOWED_ORIGINS` (other sites' pages
+/// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `MAX_SESSIONS` (10,000),
+/// `MAX_SESSIONS_PER_CLIENT` (100), `ALLOWED_ORIGINS` (other sites' pages
 /// that may open drawing WebSockets; `*` for any); for browsers and workflows `CORS_ALLOW_ORIGINS`
 /// (other sites' pages that may call the HTTP API), `NODE_POLICY` (`deny`, the default, or
 /// `allow`), `NODE_DENY` (classes denied besides the built-in list), `NODE_ALLOW` (the classes
@@ -45,6 +46,7 @@ public struct GatewayConfiguration: Sendable {
     var maxSketchPixels: Int
     var pingInterval: Duration
     var maxSessions: Int
+    var maxSessionsPerClient: Int
     /// What an input image may be, and how it is fetched.
     var inputLimits: InputImages.Limits
     /// Pages that may open drawing WebSockets.
@@ -114,6 +116,7 @@ public struct GatewayConfiguration: Sendable {
             throw ConfigurationError(variable: "WS_PING_INTERVAL", problem: "at most 60s: nginx closes a WebSocket that is silent for 120 s")
         }
         maxSessions = try environment.integer("MAX_SESSIONS", default: 10_000, range: 1...1_000_000)
+        maxSessionsPerClient = try environment.integer("MAX_SESSIONS_PER_CLIENT", default: 100, range: 0...1_000_000)
         drawingOrigins = try environment.origins("ALLOWED_ORIGINS", publicBaseURL: serverBaseURL)
         apiOrigins = try environment.origins("CORS_ALLOW_ORIGINS", publicBaseURL: serverBaseURL)
         nodePolicy = try environment.nodePolicy()

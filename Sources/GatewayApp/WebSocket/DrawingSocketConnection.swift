@@ -19,7 +19,7 @@ struct DrawingSocketConnection: Sendable {
         let token: UInt64
         let messages: AsyncStream<SessionMessage>
         do throws(DrawingError) {
-            (token, messages) = try await sessions.subscribe(sessionID)
+            (token, messages) = try await sessions.subscribe(sessionID, client: clientAddress)
         } catch {
             // No room for another session: the painter hears why, then the socket closes
             // (1013, try again later) instead of staying open unanswered.

@@ -4,11 +4,25 @@ import Foundation
 final class RawConnection {
     let fd: Int32
 
-    init(port: Int, timeoutSeconds: Int = 10) throws {
+    /// - Parameter source: the loopback address to connect from (any of 127.0.0.0/8): another
+    ///   client address, as nginx sees it.
+    init(port: Int, timeoutSeconds: Int = 10, from source: String? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket() failed") }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else {
+                close(fd)
+                throw TestFailure("bind to \(source) failed")
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -90,7 +104,11 @@ struct RawAnswer {
     var body: [UInt8]
 
     init(port: Int, request: String) throws {
-        let connection = try RawConnection(port: port)
+        try self.init(port: port, request: Array(request.utf8))
+    }
+
+    init(port: Int, request: [UInt8], from source: String? = nil) throws {
+        let connection = try RawConnection(port: port, from: source)
         try connection.send(request)
         let bytes = connection.receiveAll()
         guard let split = find([13, 10, 13, 10], in: bytes, from: 0) else { throw TestFailure("no HTTP head in \(String(decoding: bytes, as: UTF8.self))") }
