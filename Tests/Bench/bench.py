@@ -65,7 +65,7 @@ def write_json(path: str, data: dict) -> None:
 
 
 def txt2img(seed: int, text: str = "a lighthouse at dusk", steps: int = 2) -> dict:
-    """The seed 004 txt2img graph the tests use, output node 9 = SaveImageWebsocket."""
+    """The original generate API's txt2img graph the tests use, output node 9 = SaveImageWebsocket."""
     def link(node: str, slot: int) -> list:
         return [node, slot]
     return {

@@ -1,7 +1,7 @@
 import Comfy
 import Foundation
 
-/// The transcripts recorded from a real ComfyUI 0.3.64 (shared/comfyui-captures), bundled as fixtures.
+/// The transcripts recorded from a real ComfyUI 0.3.64 (under Fixtures/), bundled as fixtures.
 struct Transcript {
     let scenario: String
     let json: JSONValue

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ComfyUI 0.3.64 emulator for the Comfy Gateway tests and benchmarks.
 
-It speaks the wire protocol described in shared/comfyui-protocol.md (HTTP API,
+It speaks the wire protocol of ComfyUI's own server.py and execution.py (HTTP API,
 WebSocket events, binary frames, validation errors, queue/history semantics),
 but "executes" a small fixed set of nodes without any model: every node is a
 no-op except the ones that produce observable effects (sampler progress, files,

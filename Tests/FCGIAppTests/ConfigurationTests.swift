@@ -2,12 +2,12 @@ import Comfy
 import Foundation
 import Testing
 
-/// `FCGIApp run` (what `make run` starts) with a `.env` written as seed 004 tells its users to:
+/// `FCGIApp run` (what `make run` starts) with a `.env` written as the original generate API tells its users to:
 /// one reader for the app and nginx, Chinese comments and placeholders included.
 @Suite(.serialized)
 struct ConfigurationTests {
-    /// Seed 004's `.env.example`, verbatim.
-    static let seedDotEnv = """
+    /// The original generate API's `.env.example`, verbatim.
+    static let originalDotEnv = """
     # ComfyUI服务器配置
     COMFYUI_SERVER=your_comfyui_server_address
 
@@ -32,10 +32,10 @@ struct ConfigurationTests {
         ]
     }
 
-    @Test func seedDotEnvVerbatimStopsWithOneLineNamingThePlaceholder() throws {
+    @Test func originalDotEnvVerbatimStopsWithOneLineNamingThePlaceholder() throws {
         let directory = try TestPaths.makeTemporaryDirectory("dotenv-seed")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try Self.seedDotEnv.write(toFile: "\(directory)/.env", atomically: true, encoding: .utf8)
+        try Self.originalDotEnv.write(toFile: "\(directory)/.env", atomically: true, encoding: .utf8)
         let run = try ChildProcess(TestPaths.gatewayBinary, ["run"], environment: environment(directory), directory: directory, logPath: "\(directory)/run.log")
         // EX_CONFIG: systemd's RestartPreventExitStatus=78 does not retry it.
         #expect(run.stop(0, grace: .seconds(30)) == 78)
@@ -43,14 +43,14 @@ struct ConfigurationTests {
         #expect(lines == [#"invalid configuration: COMFYUI_SERVER: "your_comfyui_server_address" is not an http://host:port URL"#], "\(run.log)")
     }
 
-    @Test func seedDotEnvWithARealServerServesWithItsCommentedValues() async throws {
+    @Test func originalDotEnvWithARealServerServesWithItsCommentedValues() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("dotenv-run")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let emulator = try Emulator(directory: directory, http: testHTTP)
         defer { emulator.stop() }
         // The newcomer fills in the server, turns OSS off the way
         // the seed's comment says, and comments a timeout.
-        let dotEnv = Self.seedDotEnv
+        let dotEnv = Self.originalDotEnv
             .replacingOccurrences(of: "your_comfyui_server_address", with: "http://127.0.0.1:\(emulator.port)")
             .replacingOccurrences(of: "ENABLE_OSS=true", with: "ENABLE_OSS=false")
             + "GENERATE_TIMEOUT=600 # ten minutes\nexport OUTPUT_DIR='./images'\n"

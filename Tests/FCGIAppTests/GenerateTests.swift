@@ -72,7 +72,7 @@ struct GenerateTests {
                 #expect(metadata?["node"] == .string(wanted))
                 #expect(metadata?["class_type"] == .string(classType))
             }
-            // A number works as well as a string (seed 004 sends 277).
+            // A number works as well as a string (the original generate API's example sends 277).
             let numeric = try await gateway.post("/api/generate_file", json: Workflows.body(workflow, output: 10))
             #expect(emulatorMetadata(ofPNG: numeric.body)?["node"] == "10")
         }

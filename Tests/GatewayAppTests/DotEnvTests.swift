@@ -1,9 +1,9 @@
 @testable import GatewayApp
 import Testing
 
-/// `.env` files as python-dotenv and docker compose read them, seed 004's own included.
+/// `.env` files as python-dotenv and docker compose read them, the original generate API's `.env.example` included.
 struct DotEnvTests {
-    @Test func seed004ExampleReadsAsItsAuthorMeantIt() throws {
+    @Test func theGenerateAPIsExampleReadsAsItsAuthorMeantIt() throws {
         let text = """
         # ComfyUI服务器配置
         COMFYUI_SERVER=your_comfyui_server_address

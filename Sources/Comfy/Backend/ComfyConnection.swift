@@ -4,7 +4,7 @@ import Foundation
 /// Everything it hears leaves through `events`, in order.
 ///
 /// Each (re)connection gets a fresh `clientId`: ComfyUI keeps one socket per id, and an old
-/// socket's cleanup would silently orphan a new one with the same id (protocol notes §5b).
+/// socket's cleanup would silently orphan a new one with the same id (server.py's `websocket_handler` drops the id's socket when its old connection closes).
 struct ComfyConnection: Sendable {
     enum Event: Sendable {
         /// Upgraded: prompts may be submitted under this client id.

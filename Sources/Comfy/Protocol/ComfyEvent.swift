@@ -1,6 +1,6 @@
 /// One JSON text message from ComfyUI's `/ws`, decoded to what the gateway acts on.
 ///
-/// The set and fields follow ComfyUI 0.3.x `server.py` / `execution.py` (see shared/comfyui-protocol.md §4).
+/// The set and fields follow ComfyUI 0.3.x `server.py` / `execution.py` (the messages its `send_sync` calls send).
 public enum ComfyEvent: Sendable, Equatable {
     case executionStart(promptID: String)
     case executionCached(promptID: String, nodes: [String])

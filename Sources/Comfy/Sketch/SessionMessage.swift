@@ -1,6 +1,6 @@
 import Foundation
 
-/// What a drawing session tells its painters' WebSockets (seed 000's server messages).
+/// What a drawing session tells its painters' WebSockets (the original drawing API's server messages).
 public enum SessionMessage: Sendable, Equatable {
     case processing(progress: Double)
     case completed(resultURL: String, imageURL: String)

@@ -2,12 +2,12 @@ import Foundation
 import Logging
 
 /// Images in an Aliyun OSS bucket, uploaded with OSS's V1 header signature and handed out
-/// as signed GET URLs (30 days by default, as seed 004 does).
+/// as signed GET URLs (30 days by default, as the original generate API does).
 ///
 /// Every image is first written to local storage, so a failed upload loses nothing: the
 /// error then says where the local copy is.
 public struct OSSImageStore: ImageStore {
-    /// Seed 004's settings: `OSS_ACCESS_KEY_ID`, `OSS_ACCESS_KEY_SECRET`, `OSS_ENDPOINT`,
+    /// The original generate API's settings: `OSS_ACCESS_KEY_ID`, `OSS_ACCESS_KEY_SECRET`, `OSS_ENDPOINT`,
     /// `OSS_BUCKET_NAME`, `OSS_BASE_PATH`.
     public struct Configuration: Sendable, CustomStringConvertible {
         /// `oss-cn-hangzhou.aliyuncs.com`, with or without `https://`; the bucket becomes a subdomain.

@@ -10,7 +10,7 @@ import Logging
 /// `S3_ENDPOINT` (`https://s3.<region>.amazonaws.com`), `S3_PREFIX`, `S3_FORCE_PATH_STYLE`
 /// (false), `S3_PUBLIC_BASE_URL`; and `OUTPUT_RETENTION` (none: images are kept forever).
 ///
-/// An incomplete OSS configuration falls back to local storage, as seed 004 says, and
+/// An incomplete OSS configuration falls back to local storage, as the original generate API did, and
 /// start-up logs which variable is missing; an incomplete S3 configuration stops start-up.
 struct StorageConfiguration {
     /// The store behind `ImageStore`.

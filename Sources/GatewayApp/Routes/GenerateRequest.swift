@@ -1,6 +1,6 @@
 import Comfy
 
-/// The body of `/api/generate` and `/api/generate_file`, validated (seed 004 as NOTES.md settles it).
+/// The body of `/api/generate` and `/api/generate_file`, validated (as the original generate API defines it).
 struct GenerateRequest: Sendable {
     enum ResponseType: String, Sendable { case url, file }
 

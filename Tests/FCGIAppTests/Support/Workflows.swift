@@ -2,7 +2,7 @@ import Comfy
 
 /// ComfyUI API-format workflows the tests send (the seed's txt2img graph, with variations).
 enum Workflows {
-    /// Seed 004's example: checkpoint → prompts → KSampler → VAEDecode → output node "9".
+    /// The original generate API's example: checkpoint → prompts → KSampler → VAEDecode → output node "9".
     static func txt2img(text: String, seed: Int = 42, output: String = "SaveImageWebsocket") -> [String: JSONValue] {
         var workflow: [String: JSONValue] = [
             "3": node("KSampler", [
