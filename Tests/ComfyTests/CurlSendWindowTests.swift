@@ -3,9 +3,10 @@ import Foundation
 import Synchronization
 import Testing
 
-/// `CurlRequest.sendBy` on a real loopback HTTP server: a request whose window closes while it
-/// waits for a free thread of the client is never sent (a prompt whose lease ran out meanwhile
-/// would run for an instance that no longer holds its job).
+/// `CurlRequest.sendBy` and `deadline` on a real loopback HTTP server: a request whose window
+/// closes while it waits for a free thread of the client is never sent (a prompt whose lease ran
+/// out meanwhile would run for an instance that no longer holds its job; an input image's fetch
+/// would outlast `INPUT_URL_TIMEOUT` by the time other callers' fetches held every thread).
 struct CurlSendWindowTests {
     @Test func aRequestWhoseWindowClosedWhileItWaitedForAThreadIsNeverSent() async throws {
         let server = try SlowLoopbackServer(answerAfter: .milliseconds(600))
@@ -26,6 +27,25 @@ struct CurlSendWindowTests {
         onTime.sendBy = .now + .seconds(5)
         #expect(try await http.execute(onTime).status == 200)
         #expect(server.paths == ["/slow", "/prompt"])
+        try await http.shutdown()
+    }
+
+    @Test func aDeadlineCountsTheWaitForAThreadAndWhatIsLeftBoundsTheExchange() async throws {
+        let server = try SlowLoopbackServer(answerAfter: .milliseconds(600))
+        defer { server.stop() }
+        let http = CurlHTTPClient(threads: 1)
+        async let slow = http.execute(CurlRequest(url: "\(server.url)/slow"))
+        try await Task.sleep(for: .milliseconds(150))
+        // Its whole time passes in the wait: never sent.
+        var queued = CurlRequest(url: "\(server.url)/queued", timeout: .seconds(30))
+        queued.deadline = .now + .milliseconds(100)
+        await #expect { try await http.execute(queued) } throws: { ($0 as? CurlError)?.message.hasPrefix("not sent") == true }
+        #expect(try await slow.status == 200)
+        // Sent with 300 ms left of a 30 s timeout: the server's 600 ms pause outlasts it.
+        var short = CurlRequest(url: "\(server.url)/short", timeout: .seconds(30))
+        short.deadline = .now + .milliseconds(300)
+        await #expect { try await http.execute(short) } throws: { ($0 as? CurlError)?.kind == .timedOut }
+        #expect(server.paths == ["/slow", "/short"])
         try await http.shutdown()
     }
 }

@@ -35,6 +35,14 @@ public final class CurlHTTPClient: Service, Sendable {
                     if let sendBy = request.sendBy, ContinuousClock.now > sendBy {
                         return .failure(CurlError(kind: .tooLate, message: "not sent: the time it could be sent in had passed"))
                     }
+                    var request = request
+                    if let deadline = request.deadline {
+                        let left = deadline - .now
+                        guard left > .milliseconds(1) else {
+                            return .failure(CurlError(kind: .timedOut, message: "not sent: its time ran out while it waited for a free connection"))
+                        }
+                        request.timeout = min(request.timeout, left)
+                    }
                     let handle = idle.withLock { $0.popLast() } ?? CurlEasyHandle(maxResponseBytes: maxResponseBytes)
                     defer { idle.withLock { $0.append(handle) } }
                     return handle.perform(request, isCancelled: { flag.isSet })

@@ -14,6 +14,9 @@ public struct CurlRequest: Sendable {
     /// Not sent at all past this instant (`tooLate`): checked on the thread that sends it, just
     /// before it does, not before a wait for a free thread (a lease's window to submit a prompt).
     public var sendBy: ContinuousClock.Instant?
+    /// The exchange ends by this instant, the wait for a free thread included: past it, it is
+    /// not sent (`timedOut`); sent, it has what is left (or `timeout`, if that is shorter).
+    public var deadline: ContinuousClock.Instant?
 
     public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [UInt8]? = nil, timeout: Duration = .seconds(30)) {
         self.method = method

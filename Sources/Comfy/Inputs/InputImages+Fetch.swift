@@ -16,6 +16,8 @@ extension InputImages {
             let remaining = deadline - .now
             guard remaining > .zero else { break }
             var request = CurlRequest(url: target.url, headers: [("Accept", "image/png, image/jpeg, image/webp")], timeout: remaining)
+            // Other callers' fetches may hold every thread: the wait for one counts too.
+            request.deadline = deadline
             request.resolve = target.resolve
             request.maxResponseBytes = limits.maxBytes
             let response: CurlResponse
