@@ -4,8 +4,9 @@
 /// Rules: a backend takes jobs only while `up` and below its capacity, and only jobs whose
 /// models it has; a job goes to the least-loaded such backend (ties: one that last ran the
 /// job's checkpoint, which it has loaded, then the one that started fewer jobs, so equal
-/// backends share evenly), preferring one it has not failed on; interactive jobs go first unless configured
-/// to take turns with batch jobs; within a priority, owners take turns; a job that failed on
+/// backends share evenly), preferring one it has not failed on; interactive jobs go first (at
+/// most `interactiveBurst` in a row while batch jobs wait) unless configured to take turns with
+/// batch jobs; within a priority, owners take turns; a job that failed on
 /// its backend goes back first in line until it has used its attempts.
 struct JobScheduler: Sendable {
     struct Backend: Sendable, Equatable {
@@ -46,6 +47,8 @@ struct JobScheduler: Sendable {
     private var queues: [JobPriority: OwnerQueue] = [.interactive: OwnerQueue(), .batch: OwnerQueue()]
     /// With `interactiveFirst` off: the priority whose turn is next.
     private var nextTurn = JobPriority.interactive
+    /// With `interactiveFirst`: interactive jobs started in a row while batch jobs waited.
+    private var interactiveRun = 0
 
     init(backendCount: Int, configuration: SchedulerConfiguration) {
         self.configuration = configuration
@@ -138,7 +141,7 @@ struct JobScheduler: Sendable {
     private mutating func nextJob(placeableOn free: [Int]) -> UInt64? {
         let order: [JobPriority]
         if configuration.interactiveFirst {
-            order = [.interactive, .batch]
+            order = interactiveRun >= configuration.interactiveBurst ? [.batch, .interactive] : [.interactive, .batch]
         } else {
             order = nextTurn == .interactive ? [.interactive, .batch] : [.batch, .interactive]
         }
@@ -158,6 +161,7 @@ struct JobScheduler: Sendable {
             queues[priority] = queue
             if let next {
                 nextTurn = priority == .interactive ? .batch : .interactive
+                interactiveRun = priority == .interactive && queues[.batch]!.count > 0 ? interactiveRun + 1 : 0
                 return next
             }
         }

@@ -7,13 +7,18 @@ public struct SchedulerConfiguration: Sendable {
     public var maxQueuedJobs: Int
     /// Drawing-session jobs go before generate jobs; when false the two take turns.
     public var interactiveFirst: Bool
+    /// With `interactiveFirst`, how many drawing jobs may start in a row while generate jobs
+    /// wait; then one generate job goes. The drawing API is public by default: without a bound,
+    /// anonymous painters keeping sketches queued would stop every keyed caller's job.
+    public var interactiveBurst: Int
     /// How many backends one job may be tried on (its first run included).
     public var maxAttempts: Int
 
-    public init(capacityPerBackend: Int = 2, maxQueuedJobs: Int = 500, interactiveFirst: Bool = true, maxAttempts: Int = 3) {
+    public init(capacityPerBackend: Int = 2, maxQueuedJobs: Int = 500, interactiveFirst: Bool = true, interactiveBurst: Int = 4, maxAttempts: Int = 3) {
         self.capacityPerBackend = max(1, capacityPerBackend)
         self.maxQueuedJobs = max(0, maxQueuedJobs)
         self.interactiveFirst = interactiveFirst
+        self.interactiveBurst = max(1, interactiveBurst)
         self.maxAttempts = max(1, maxAttempts)
     }
 }

@@ -18,7 +18,7 @@ import Logging
 /// `allow`), `NODE_DENY` (classes denied besides the built-in list), `NODE_ALLOW` (the classes
 /// `NODE_POLICY=allow` lets run); the backend pool
 /// `BACKEND_CAPACITY` (2 prompts each), `MAX_QUEUED_JOBS` (500; beyond: 429),
-/// `INTERACTIVE_FIRST` (true), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
+/// `INTERACTIVE_FIRST` (true), `INTERACTIVE_BURST` (4), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
 /// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `SHUTDOWN_DRAIN_TIMEOUT`
 /// (120 s for in-flight requests after SIGTERM); image storage as
 /// `StorageConfiguration` documents; input images of tool calls and `input_images`
@@ -125,6 +125,7 @@ public struct GatewayConfiguration: Sendable {
             capacityPerBackend: try environment.integer("BACKEND_CAPACITY", default: 2, range: 1...64),
             maxQueuedJobs: try environment.integer("MAX_QUEUED_JOBS", default: 500, range: 0...100_000),
             interactiveFirst: try environment.boolean("INTERACTIVE_FIRST", default: true),
+            interactiveBurst: try environment.integer("INTERACTIVE_BURST", default: 4, range: 1...1000),
             maxAttempts: try environment.integer("JOB_MAX_ATTEMPTS", default: 3, range: 1...10)
         )
         drainTimeout = try environment.duration("SHUTDOWN_DRAIN_TIMEOUT", default: .seconds(120))
