@@ -55,6 +55,21 @@ struct HardeningTests {
         }
     }
 
+    @Test func aFastCGIPeerSendingANegativeContentLengthGets400AndTheAppServesOn() async throws {
+        try await withGateway("fcgi-length") { gateway, _ in
+            let socket = "\(gateway.runDirectory)/fcgi.sock"
+            let base = [("REQUEST_METHOD", "POST"), ("DOCUMENT_URI", "/api/generate"), ("SCRIPT_NAME", "/api/generate"), ("REMOTE_ADDR", "127.0.0.1")]
+            let answer = try FastCGIClient.request(socketPath: socket, parameters: base + [("CONTENT_TYPE", "application/json"), ("CONTENT_LENGTH", "-1")])
+            #expect(answer.hasPrefix("Status: 400"), "\(answer)")
+            #expect(answer.contains("CONTENT_LENGTH is negative"), "\(answer)")
+            // The same process answers the next request.
+            let health = try FastCGIClient.request(socketPath: socket, parameters: [("REQUEST_METHOD", "GET"), ("DOCUMENT_URI", "/healthz"), ("SCRIPT_NAME", "/healthz")])
+            #expect(health.hasPrefix("Status: 200"), "\(health)")
+            #expect(gateway.app.isRunning)
+            #expect(try await gateway.get("/healthz").status == 200)
+        }
+    }
+
     @Test func nginxWorkersDoNotRunAsRoot() async throws {
         guard getuid() == 0 else { return }  // started as a user, the workers are that user
         try await withGateway("hard-workers") { gateway, _ in

@@ -53,6 +53,8 @@ struct FastCGIExchange {
         }
         if let contentType = parameters.contentType, !contentType.isEmpty { headers["content-type"] = contentType }
         let length = Int(parameters.contentLength ?? "") ?? 0
+        // nginx sends none below 0; a direct FastCGI peer (a TCP listener) might.
+        guard length >= 0 else { return .failure(APIError(.invalidRequest, "CONTENT_LENGTH is negative")) }
         guard length <= maxBodyBytes else {
             return .failure(APIError(.payloadTooLarge, "the request body is larger than \(maxBodyBytes) bytes"))
         }
