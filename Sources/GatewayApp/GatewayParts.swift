@@ -81,7 +81,8 @@ struct GatewayParts: Sendable {
             configuration: .init(
                 timeout: configuration.generateTimeout,
                 // Enough to keep every backend busy with a short queue behind; the rest wait in the store.
-                maxRunningAsync: max(1, min(scheduler.capacityPerBackend * configuration.comfyServers.count * 2, max(1, scheduler.maxQueuedJobs / 2)))
+                maxRunningAsync: max(1, min(scheduler.capacityPerBackend * configuration.comfyServers.count * 2, max(1, scheduler.maxQueuedJobs / 2))),
+                maxSyncPerOwner: configuration.maxSyncJobsPerCaller
             ),
             describe: { apiError(for: $0).jobFailure },
             webhookDue: { webhooks?.nudge() },

@@ -181,6 +181,30 @@ struct JobTests {
         }
     }
 
+    @Test func aCallerHangingUpOnKeyedGenerateCallsCannotFillTheQueue() async throws {
+        try await withGateway("jobs-sync-cap", environment: ["MAX_SYNC_JOBS_PER_CALLER": "2", "GENERATE_TIMEOUT": "3s"]) { gateway, emulator in
+            try await emulator.configure(["hang": true])
+            // With a key the job outlives the call: these two go on after their callers hang up.
+            for index in 0..<2 {
+                let body = Workflows.body(Workflows.txt2img(text: "held \(index)"))
+                _ = try? await gateway.post("/api/generate", json: body, headers: [("Idempotency-Key", "held-\(index)")], timeout: .milliseconds(500))
+            }
+            try await waitUntil { try await emulator.stats()["prompts_received"] == 2 }
+            let refused = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "third")), headers: [("Idempotency-Key", "third")])
+            #expect(refused.status == 429, "\(refused.bodyText)")
+            #expect(refused.header("Retry-After") == "5")
+            let error = try JSONValue.parse(refused.body)["error"]
+            #expect(error?["code"] == "busy")
+            #expect(error?["message"]?.stringValue?.contains("MAX_SYNC_JOBS_PER_CALLER") == true, "\(refused.bodyText)")
+            #expect(try await emulator.stats()["prompts_received"] == 2, "the refused call reached no backend")
+            // The held jobs end at GENERATE_TIMEOUT, and give their places back.
+            try await emulator.configure(["hang": false])
+            try await waitUntil(timeout: .seconds(20)) {
+                try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "after"))).status == 200
+            }
+        }
+    }
+
     @Test func idempotencyKeysMakeRetriesTheSameJobOnAllThreeEndpoints() async throws {
         try await withGateway("jobs-idem") { gateway, emulator in
             let body = Workflows.body(Workflows.txt2img(text: "once only"))

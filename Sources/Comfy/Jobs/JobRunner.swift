@@ -16,11 +16,16 @@ public actor JobRunner {
         public var maxRunningAsync: Int
         /// How long an idempotency key names its job.
         public var idempotencyWindow: Duration
+        /// Sync jobs (generate calls) one owner may have unfinished at once (0: no limit). One
+        /// with an idempotency key outlives its caller: without a bound, one caller could hang up
+        /// on hundreds and fill the queue every other caller and painter needs.
+        public var maxSyncPerOwner: Int
 
-        public init(timeout: Duration, maxRunningAsync: Int, idempotencyWindow: Duration = .seconds(24 * 3600)) {
+        public init(timeout: Duration, maxRunningAsync: Int, idempotencyWindow: Duration = .seconds(24 * 3600), maxSyncPerOwner: Int = 0) {
             self.timeout = timeout
             self.maxRunningAsync = maxRunningAsync
             self.idempotencyWindow = idempotencyWindow
+            self.maxSyncPerOwner = maxSyncPerOwner
         }
     }
 
@@ -76,6 +81,9 @@ public actor JobRunner {
     private var runningAsync: Int { startedByOwner.values.reduce(0, +) }
     /// Owners' caps of running prompts (API keys' `--max-running`), as their jobs came in.
     private var ownerCaps: [String: Int] = [:]
+    /// Sync jobs submitted here and not ended, by owner, and their ids (`maxSyncPerOwner`).
+    private var syncByOwner: [String: Int] = [:]
+    private var countedSync: [String: String] = [:]
     private var stopping = false
     /// The store, when several instances share it: leases, take-over, changes from the others.
     private nonisolated var shared: (any SharedJobStore)? { store as? any SharedJobStore }
@@ -303,19 +311,43 @@ public actor JobRunner {
         guard !stopping else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; try again shortly")
         }
-        let insertion = try await store.insert(
-            record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow, unfinishedLimit: maxUnfinished
-        )
-        guard case .created(let record) = insertion else { return insertion }
+        // Counted before the insert (it suspends): two calls at once cannot both take the last place.
+        let capped = record.kind == .sync && configuration.maxSyncPerOwner > 0
+        if capped {
+            guard syncByOwner[record.owner, default: 0] < configuration.maxSyncPerOwner else {
+                throw ComfyError(
+                    code: .busy,
+                    message: "\(configuration.maxSyncPerOwner) of your generate calls are unfinished (MAX_SYNC_JOBS_PER_CALLER); try again when one has ended"
+                )
+            }
+            syncByOwner[record.owner, default: 0] += 1
+        }
+        let insertion: JobInsertion
+        do {
+            insertion = try await store.insert(record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow, unfinishedLimit: maxUnfinished)
+        } catch {
+            if capped { uncount(owner: record.owner) }
+            throw error
+        }
+        guard case .created(let record) = insertion else {
+            if capped { uncount(owner: record.owner) }
+            return insertion
+        }
         ownerCaps[record.owner] = ownerMaxRunning
         live[record.id] = Live()
         if record.kind == .sync {
+            if capped { countedSync[record.id] = record.owner }
             starts.yield(.fresh(record))
         } else {
             waiting.append(record)
             startWaiting()
         }
         return insertion
+    }
+
+    private func uncount(owner: String) {
+        syncByOwner[owner, default: 1] -= 1
+        if syncByOwner[owner] == 0 { syncByOwner[owner] = nil }
     }
 
     // MARK: Watching
@@ -427,6 +459,7 @@ public actor JobRunner {
         }
         let id = record.id
         defer {
+            if let owner = countedSync.removeValue(forKey: id) { uncount(owner: owner) }
             if record.kind == .async {
                 startedByOwner[record.owner, default: 1] -= 1
                 if startedByOwner[record.owner] == 0 { startedByOwner[record.owner] = nil }
