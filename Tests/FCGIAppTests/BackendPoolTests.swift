@@ -363,6 +363,15 @@ struct BackendPoolTests {
             #expect(try JSONValue.parse(health.body) == .object(["status": "ok"]), "\(health.bodyText)")
             #expect(!health.bodyText.contains(emulator.url))
         }
+        // Behind a proxy on this host, the client is who its X-Forwarded-For names, not the proxy.
+        try await withGateway("metrics-proxied", environment: ["REAL_IP_FROM": "127.0.0.1"]) { gateway, emulator in
+            let forwarded = [("X-Forwarded-For", "198.51.100.7")]
+            #expect(try await gateway.get("/metrics", headers: forwarded).status == 403)
+            #expect(try JSONValue.parse(try await gateway.get("/healthz", headers: forwarded).body) == .object(["status": "ok"]))
+            #expect(try await gateway.get("/metrics").status == 200, "the proxy's own host is still an operator")
+            let logPath = "\(gateway.runDirectory)/logs/access.log"
+            try await waitUntil { try String(contentsOfFile: logPath, encoding: .utf8).contains("198.51.100.7 - - ") }
+        }
         try await withGateway("metrics-allow") { gateway, emulator in
             let health = try JSONValue.parse(try await gateway.get("/healthz").body)
             #expect(health["status"] == "ok")

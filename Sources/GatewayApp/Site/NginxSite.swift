@@ -57,6 +57,10 @@ public struct NginxSite: Sendable {
             } ?? "",
             "METRICS_ALLOW": site.metricsAllow.map { "allow \($0);" }.joined(separator: " "),
             "OPERATOR_ADDRESSES": site.metricsAllow.map { "\($0) 1;" }.joined(separator: " "),
+            // The client's address from a trusted proxy's X-Forwarded-For: the last entry not
+            // itself a trusted proxy (entries before it are the client's own claims).
+            "REAL_IP": site.realIPFrom.isEmpty ? "" : site.realIPFrom.map { "set_real_ip_from \($0);" }.joined(separator: " ")
+                + " real_ip_header X-Forwarded-For; real_ip_recursive on;",
             "FCGI_SERVER": ListenAddress(configuration.socketPath).nginxServer,
             "WS_SERVER": ListenAddress(configuration.webSocketPath).nginxServer,
             "OUTPUT_DIR": SiteConfiguration.absolute(configuration.outputDirectory),

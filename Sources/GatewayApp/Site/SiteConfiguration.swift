@@ -6,7 +6,7 @@ import Foundation
 /// Variables: `PORT` (8000), `RUN_DIR` (`./.run`), `MAX_BODY` (`32m`, nginx's
 /// `client_max_body_size`), `TLS_CERT` and `TLS_KEY` (PEM files; both or neither),
 /// `HTTP_REDIRECT_PORT` (with TLS: plain HTTP there is redirected to HTTPS),
-/// `METRICS_ALLOW` (`127.0.0.1 ::1`), `STATIC_DIR` (`./static`), `NGINX_TEMPLATE_DIR`
+/// `METRICS_ALLOW` (`127.0.0.1 ::1`), `REAL_IP_FROM` (none), `STATIC_DIR` (`./static`), `NGINX_TEMPLATE_DIR`
 /// (`./nginx`), plus the app's `FCGI_SOCKET`, `WS_SOCKET`, `OUTPUT_DIR` and `GENERATE_TIMEOUT`.
 public struct SiteConfiguration: Sendable {
     public var port: Int
@@ -21,6 +21,10 @@ public struct SiteConfiguration: Sendable {
     public var httpRedirectPort: Int?
     /// Addresses or CIDRs that may read `/metrics`.
     public var metricsAllow: [String]
+    /// Proxies in front of nginx whose `X-Forwarded-For` names the client (`REAL_IP_FROM`):
+    /// else every client behind them has their address, for the per-address limits and for
+    /// `METRICS_ALLOW`.
+    public var realIPFrom: [String]
     public var staticDirectory: String
     public var templateDirectory: String
     /// Anonymous painters, per client address: requests a second to `/api/sketch` and
@@ -54,6 +58,10 @@ public struct SiteConfiguration: Sendable {
             .split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
         for address in metricsAllow where !Self.isAddressOrCIDR(address) {
             throw ConfigurationError(variable: "METRICS_ALLOW", problem: "\"\(address)\" is not an address or CIDR")
+        }
+        realIPFrom = (environment["REAL_IP_FROM"] ?? "").split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
+        for address in realIPFrom where !Self.isAddressOrCIDR(address) {
+            throw ConfigurationError(variable: "REAL_IP_FROM", problem: "\"\(address)\" is not an address or CIDR")
         }
         staticDirectory = Self.absolute(environment["STATIC_DIR"] ?? "./static")
         templateDirectory = Self.absolute(environment["NGINX_TEMPLATE_DIR"] ?? "./nginx")
