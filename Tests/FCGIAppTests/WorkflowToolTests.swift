@@ -144,6 +144,29 @@ struct WorkflowToolTests {
         }
     }
 
+    @Test func aRequestsImageURLsAreFetchedSideBySideWithinOneTimeout() async throws {
+        let environment = Self.privateURLs.merging(["INPUT_URL_TIMEOUT": "2s"]) { $1 }
+        try await withGateway("input-together", environment: environment) { gateway, emulator in
+            let images = try ImageServer(directory: gateway.runDirectory, http: gateway.http)
+            defer { images.stop() }
+            var workflow = Sketches.style()
+            var given: [String: JSONValue] = [:]
+            for id in ["101", "102", "103"] {
+                workflow[id] = Workflows.node("LoadImage", ["image": "example.png"])
+                given[id] = .string(images.url("/slow"))
+            }
+            var body = Workflows.body(workflow, output: "8").objectValue!
+            body["input_images"] = .object(given)
+            let response = try await gateway.post("/api/generate", json: .object(body))
+            #expect(response.status == 400, "\(response.bodyText)")
+            #expect(try JSONValue.parse(response.body)["error"]?["code"] == "input_unavailable")
+            // All three were asked for within the one timeout; one after another, the first
+            // timeout would have ended the request before the others were asked for.
+            #expect(try await images.requests() == ["/slow", "/slow", "/slow"])
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+        }
+    }
+
     @Test func moreInputImagesThanAJobTakesAre413BeforeAnyIsFetched() async throws {
         try await withGateway("input-count") { gateway, emulator in
             var workflow = Sketches.style()

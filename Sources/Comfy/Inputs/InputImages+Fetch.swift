@@ -3,8 +3,7 @@ import Foundation
 /// Fetching an input image by URL: every hop checked against SSRF and pinned to the address
 /// checked, at most `maxRedirects` redirects, bounded in bytes and in time.
 extension InputImages {
-    func fetch(_ url: String, field: String) async throws -> [UInt8] {
-        let deadline = ContinuousClock.now + limits.fetchTimeout
+    func fetch(_ url: String, field: String, by deadline: ContinuousClock.Instant) async throws -> [UInt8] {
         var current = url
         for _ in 0...limits.maxRedirects {
             let target: OutboundURL

@@ -50,11 +50,14 @@ public struct InputImages: Sendable {
     }
 
     /// Takes one image argument (URL, data URL or base64) of `owner`'s and answers the
-    /// `LoadImage` value for it.
-    public func accept(_ value: String, field: String, owner: String) async throws -> String {
+    /// `LoadImage` value for it. A URL is fetched by `deadline` (`INPUT_URL_TIMEOUT` from now
+    /// when not given: a request's images share one).
+    public func accept(_ value: String, field: String, owner: String, by deadline: ContinuousClock.Instant? = nil) async throws -> String {
         switch try InputImageSource.parse(value, field: field, maxBytes: limits.maxBytes) {
         case .bytes(let bytes): return try await accept(bytes: bytes, field: field, owner: owner)
-        case .url(let url): return try await accept(bytes: try await fetch(url, field: field), field: field, owner: owner)
+        case .url(let url):
+            let bytes = try await fetch(url, field: field, by: deadline ?? .now + limits.fetchTimeout)
+            return try await accept(bytes: bytes, field: field, owner: owner)
         }
     }
 

@@ -30,12 +30,8 @@ struct JobAdmission: Sendable {
             throw APIError(.payloadTooLarge, "\(body.inputImages.count) input images; at most \(InputImages.maxPerJob) are accepted per job", details: ["parameter": "input_images"])
         }
         var workflow = body.workflow
-        for image in body.inputImages {
-            let name: String
-            switch image.given {
-            case .text(let value): name = try await inputs.accept(value, field: image.field, owner: request.owner)
-            case .bytes(let bytes): name = try await inputs.accept(bytes: bytes, field: image.field, owner: request.owner)
-            }
+        let names = try await accept(body.inputImages, owner: request.owner)
+        for (image, name) in zip(body.inputImages, names) {
             for target in image.targets {
                 workflow[target.nodeID] = workflow[target.nodeID]?.settingInput(target.input, .string(name))
             }
@@ -47,6 +43,37 @@ struct JobAdmission: Sendable {
         )
         return (record, idempotency?.requestHash(endpoint: endpoint, body: request.body))
     }
+
+    /// The request's input images, stored; their `LoadImage` values in order. Side by side, a
+    /// few at a time, within one `INPUT_URL_TIMEOUT` for all: one after another, 16 slow URLs
+    /// would hold the request, and its FastCGI thread, for 16 timeouts.
+    private func accept(_ images: [GenerateRequest.InputImage], owner: String) async throws -> [String] {
+        guard !images.isEmpty else { return [] }
+        let (inputs, deadline) = (self.inputs, ContinuousClock.now + inputs.limits.fetchTimeout)
+        return try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            var names = [String](repeating: "", count: images.count)
+            var next = 0
+            func start() {
+                let (index, image) = (next, images[next])
+                next += 1
+                group.addTask {
+                    switch image.given {
+                    case .text(let value): (index, try await inputs.accept(value, field: image.field, owner: owner, by: deadline))
+                    case .bytes(let bytes): (index, try await inputs.accept(bytes: bytes, field: image.field, owner: owner))
+                    }
+                }
+            }
+            while next < min(Self.fetchesAtOnce, images.count) { start() }
+            while let (index, name) = try await group.next() {
+                names[index] = name
+                if next < images.count { start() }
+            }
+            return names
+        }
+    }
+
+    /// A request's input images fetched at once at most (of the 8 outbound connections).
+    static let fetchesAtOnce = 4
 
     /// Whether the caller may see the job: its own key's jobs only (all jobs while keys are off).
     static func mayAccess(_ job: JobRecord, _ request: GatewayRequest) -> Bool {
