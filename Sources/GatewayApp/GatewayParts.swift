@@ -128,7 +128,7 @@ struct GatewayParts: Sendable {
         router.add("GET", "/openapi.json") { await openAPI.document($0) }
         let usage = UsageRoute(store: jobs.store)
         router.add("GET", "/api/usage", keyed: true) { try await usage.usage($0) }
-        let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits, tokens: sessionTokens)
+        let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits, tokens: sessionTokens, gate: gate)
         router.add("GET", "/api/styles") { await sketch.listStyles($0) }
         router.add("POST", "/api/sketch", body: .multipart, keyed: sessionTokens != nil) { try await sketch.upload($0) }
         router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }

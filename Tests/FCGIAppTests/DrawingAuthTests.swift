@@ -67,6 +67,22 @@ struct DrawingAuthTests {
         }
     }
 
+    @Test func sketchesAreChargedToTheKeysRateAsJobsAre() async throws {
+        try await withGateway("drawing-rate", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let secret = try KeyTests.createKey(gateway, ["slow-painter", "--rate", "2/min"])
+            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
+            var statuses: [Int] = []
+            for seed in 1...3 {
+                let form = sketchForm(file: Sketches.png(seed: seed), fields: ["session_id": "rated"])
+                let response = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
+                statuses.append(response.status)
+                if response.status == 429 { #expect(try JSONValue.parse(response.body)["error"]?["code"] == "rate_limited") }
+            }
+            #expect(statuses == [200, 200, 429])
+        }
+    }
+
     @Test func withoutDrawingAuthTheDrawingAPINeedsNoToken() async throws {
         try await withGateway("drawing-open") { gateway, _ in
             try Sketches.install(Sketches.style(), as: "realistic", in: gateway)

@@ -237,7 +237,8 @@ public actor DrawingSessions {
                 uploads: [upload],
                 events: continuation
             )
-            let owner = update.clientAddress.isEmpty ? "session:\(id)" : "address:\(update.clientAddress)"
+            // Painters take turns by API key where sessions belong to keys, else by address.
+            let owner = session.owner.map { "key:\($0)" } ?? (update.clientAddress.isEmpty ? "session:\(id)" : "address:\(update.clientAddress)")
             async let result = pool.run(job, priority: .interactive, owner: owner)
             // Ends when the job does: the pool finishes the stream.
             for await event in events {

@@ -8,6 +8,8 @@ struct SketchRoute: Sendable {
     let limits: SketchLimits
     /// With `DRAWING_AUTH`: the session's socket and result need its token.
     let tokens: SessionTokens?
+    /// With `DRAWING_AUTH`: each sketch is charged to its key's rate (`--rate`), as a job is.
+    let gate: APIKeyGate
 
     /// The style list, made again only when the names changed.
     let listed = ResponseMemo<[String]>()
@@ -24,6 +26,7 @@ struct SketchRoute: Sendable {
         let sessionID = form.text("session_id").flatMap { $0.isEmpty ? nil : $0 } ?? UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
         let style = form.text("style").flatMap { $0.isEmpty ? nil : $0 }
         let prompt = form.text("prompt")
+        if tokens != nil, let key = request.apiKey { try await gate.spend(key) }
         do throws(DrawingError) {
             let probe = try limits.check(file.body)
             // With DRAWING_AUTH a session is its first key's: another key gets no token for it.
