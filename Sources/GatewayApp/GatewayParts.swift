@@ -82,7 +82,7 @@ struct GatewayParts: Sendable {
                 timeout: configuration.generateTimeout,
                 // Enough to keep every backend busy with a short queue behind; the rest wait in the store.
                 maxRunningAsync: max(1, min(scheduler.capacityPerBackend * configuration.comfyServers.count * 2, max(1, scheduler.maxQueuedJobs / 2))),
-                maxSyncPerOwner: configuration.maxSyncJobsPerCaller
+                maxAbandonedPerOwner: configuration.maxAbandonedJobsPerCaller
             ),
             describe: { apiError(for: $0).jobFailure },
             webhookDue: { webhooks?.nudge() },

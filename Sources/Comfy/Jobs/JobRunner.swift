@@ -16,16 +16,17 @@ public actor JobRunner {
         public var maxRunningAsync: Int
         /// How long an idempotency key names its job.
         public var idempotencyWindow: Duration
-        /// Sync jobs (generate calls) one owner may have unfinished at once (0: no limit). One
-        /// with an idempotency key outlives its caller: without a bound, one caller could hang up
-        /// on hundreds and fill the queue every other caller and painter needs.
-        public var maxSyncPerOwner: Int
+        /// Sync jobs (generate calls) with an idempotency key one owner may hang up on and leave
+        /// running (0: no limit); past it, one hung up on is cancelled, as one without a key is.
+        /// Else one caller could hang up on hundreds and fill the queue every other caller and
+        /// painter needs, while a caller whose connection dropped can still pick up its result.
+        public var maxAbandonedPerOwner: Int
 
-        public init(timeout: Duration, maxRunningAsync: Int, idempotencyWindow: Duration = .seconds(24 * 3600), maxSyncPerOwner: Int = 0) {
+        public init(timeout: Duration, maxRunningAsync: Int, idempotencyWindow: Duration = .seconds(24 * 3600), maxAbandonedPerOwner: Int = 0) {
             self.timeout = timeout
             self.maxRunningAsync = maxRunningAsync
             self.idempotencyWindow = idempotencyWindow
-            self.maxSyncPerOwner = maxSyncPerOwner
+            self.maxAbandonedPerOwner = maxAbandonedPerOwner
         }
     }
 
@@ -81,9 +82,11 @@ public actor JobRunner {
     private var runningAsync: Int { startedByOwner.values.reduce(0, +) }
     /// Owners' caps of running prompts (API keys' `--max-running`), as their jobs came in.
     private var ownerCaps: [String: Int] = [:]
-    /// Sync jobs submitted here and not ended, by owner, and their ids (`maxSyncPerOwner`).
-    private var syncByOwner: [String: Int] = [:]
-    private var countedSync: [String: String] = [:]
+    /// Sync jobs submitted here and not ended: their owners, by job id.
+    private var syncOwners: [String: String] = [:]
+    /// Of those, the ones whose callers hung up and that run on (`maxAbandonedPerOwner`).
+    private var abandoned: Set<String> = []
+    private var abandonedByOwner: [String: Int] = [:]
     private var stopping = false
     /// The store, when several instances share it: leases, take-over, changes from the others.
     private nonisolated var shared: (any SharedJobStore)? { store as? any SharedJobStore }
@@ -311,32 +314,14 @@ public actor JobRunner {
         guard !stopping else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; try again shortly")
         }
-        // Counted before the insert (it suspends): two calls at once cannot both take the last place.
-        let capped = record.kind == .sync && configuration.maxSyncPerOwner > 0
-        if capped {
-            guard syncByOwner[record.owner, default: 0] < configuration.maxSyncPerOwner else {
-                throw ComfyError(
-                    code: .busy,
-                    message: "\(configuration.maxSyncPerOwner) of your generate calls are unfinished (MAX_SYNC_JOBS_PER_CALLER); try again when one has ended"
-                )
-            }
-            syncByOwner[record.owner, default: 0] += 1
-        }
-        let insertion: JobInsertion
-        do {
-            insertion = try await store.insert(record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow, unfinishedLimit: maxUnfinished)
-        } catch {
-            if capped { uncount(owner: record.owner) }
-            throw error
-        }
-        guard case .created(let record) = insertion else {
-            if capped { uncount(owner: record.owner) }
-            return insertion
-        }
+        let insertion = try await store.insert(
+            record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow, unfinishedLimit: maxUnfinished
+        )
+        guard case .created(let record) = insertion else { return insertion }
         ownerCaps[record.owner] = ownerMaxRunning
         live[record.id] = Live()
         if record.kind == .sync {
-            if capped { countedSync[record.id] = record.owner }
+            syncOwners[record.id] = record.owner
             starts.yield(.fresh(record))
         } else {
             waiting.append(record)
@@ -345,9 +330,14 @@ public actor JobRunner {
         return insertion
     }
 
-    private func uncount(owner: String) {
-        syncByOwner[owner, default: 1] -= 1
-        if syncByOwner[owner] == 0 { syncByOwner[owner] = nil }
+    /// The caller of a sync job with an idempotency key hung up: the job runs on for a retry to
+    /// find, unless its owner has `maxAbandonedPerOwner` such jobs running already.
+    private func keepsRunningAbandoned(_ id: String) -> Bool {
+        guard let owner = syncOwners[id] else { return true }
+        let cap = configuration.maxAbandonedPerOwner
+        guard cap == 0 || abandonedByOwner[owner, default: 0] < cap else { return false }
+        if abandoned.insert(id).inserted { abandonedByOwner[owner, default: 0] += 1 }
+        return true
     }
 
     // MARK: Watching
@@ -395,7 +385,8 @@ public actor JobRunner {
     }
 
     /// Waits for the job's end (a sync caller). When the caller goes away first and
-    /// `cancelIfAbandoned`, the job is cancelled; else it runs on for a retry to find.
+    /// `cancelIfAbandoned` (or its owner has `maxAbandonedPerOwner` abandoned jobs running), the
+    /// job is cancelled; else it runs on for a retry to find.
     public func result(of id: String, cancelIfAbandoned: Bool) async throws -> JobUpdate {
         // A job this process runs needs no read of the store: its end comes as an update.
         let updates: AsyncStream<JobUpdate>
@@ -415,7 +406,7 @@ public actor JobRunner {
         guard Task.isCancelled else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down")
         }
-        if cancelIfAbandoned { _ = try? await cancel(id) }
+        if cancelIfAbandoned || !keepsRunningAbandoned(id) { _ = try? await cancel(id) }
         throw ComfyError.cancelled
     }
 
@@ -459,7 +450,10 @@ public actor JobRunner {
         }
         let id = record.id
         defer {
-            if let owner = countedSync.removeValue(forKey: id) { uncount(owner: owner) }
+            if let owner = syncOwners.removeValue(forKey: id), abandoned.remove(id) != nil {
+                abandonedByOwner[owner, default: 1] -= 1
+                if abandonedByOwner[owner] == 0 { abandonedByOwner[owner] = nil }
+            }
             if record.kind == .async {
                 startedByOwner[record.owner, default: 1] -= 1
                 if startedByOwner[record.owner] == 0 { startedByOwner[record.owner] = nil }

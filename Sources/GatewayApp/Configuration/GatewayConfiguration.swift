@@ -8,7 +8,7 @@ import Logging
 /// `http://127.0.0.1:8188`), `COMFYUI_INPUT_DIR` (ComfyUI's input folder, when this machine shares
 /// it: images go straight into it in place of `POST /upload/image`), `FCGI_SOCKET` (default `RUN_DIR/fcgi.sock`), `FCGI_THREADS`
 /// (default 256), `WORKFLOW_DIR` (`./workflow`), `OUTPUT_DIR` (`./output_images`),
-/// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_SYNC_JOBS_PER_CALLER` (64), `MAX_BODY_BYTES`
+/// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_ABANDONED_JOBS_PER_CALLER` (64), `MAX_BODY_BYTES`
 /// (`MAX_BODY`), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`RUN_DIR/ws.sock`),
 /// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
 /// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `MAX_SESSIONS` (10,000),
@@ -36,7 +36,7 @@ public struct GatewayConfiguration: Sendable {
     var outputDirectory: String
     var serverBaseURL: String
     var generateTimeout: Duration
-    var maxSyncJobsPerCaller: Int
+    var maxAbandonedJobsPerCaller: Int
     public var maxBodyBytes: Int
     public var logLevel: Logger.Level
     var storage: StorageConfiguration
@@ -93,7 +93,7 @@ public struct GatewayConfiguration: Sendable {
             throw ConfigurationError(variable: "SERVER_BASE_URL", problem: "expected an http:// or https:// URL, got \"\(serverBaseURL)\"")
         }
         generateTimeout = try environment.duration("GENERATE_TIMEOUT", default: .seconds(600))
-        maxSyncJobsPerCaller = try environment.integer("MAX_SYNC_JOBS_PER_CALLER", default: 64, range: 0...100_000)
+        maxAbandonedJobsPerCaller = try environment.integer("MAX_ABANDONED_JOBS_PER_CALLER", default: 64, range: 0...100_000)
         // nginx refuses larger bodies first; the app's own limit defaults to the same size.
         maxBodyBytes = try environment.integer("MAX_BODY_BYTES", default: site.maxBodyBytes, range: 1024...(1 << 40))
         let level = environment["LOG_LEVEL"] ?? "info"
