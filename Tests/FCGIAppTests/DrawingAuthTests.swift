@@ -25,7 +25,7 @@ struct DrawingAuthTests {
             #expect(try upgradeStatus(port: gateway.port, path: "/api/ws/someone-else?token=\(token)", headers: host) == 401)
             let forged = String(token.dropLast()) + (token.hasSuffix("A") ? "B" : "A")
             #expect(try upgradeStatus(port: gateway.port, path: "/api/ws/authed?token=\(forged)", headers: host) == 401)
-            let expired = "1000000000." + token.split(separator: ".")[1]
+            let expired = "1000000000." + token.split(separator: ".", maxSplits: 1)[1]
             #expect(try upgradeStatus(port: gateway.port, path: "/api/ws/authed?token=\(expired)", headers: host) == 401)
 
             let client = try await DrawingClient.connect(port: gateway.port, path: socket)
@@ -64,6 +64,40 @@ struct DrawingAuthTests {
             #expect(!taken.bodyText.contains("session_token"))
             #expect(try await sketch("alices", by: alice, seed: 3).status == 200, "its own key goes on")
             #expect(try await sketch("malloys", by: mallory, seed: 4).status == 200, "a session of one's own")
+        }
+    }
+
+    @Test func revokingAKeyEndsItsSessionTokensAndItsOpenSocketsTakeNoMoreSketches() async throws {
+        try await withGateway("drawing-revoke", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let secret = try KeyTests.createKey(gateway, ["leaving"])
+            _ = try KeyTests.createKey(gateway, ["staying"])  // keys stay needed once this one is revoked
+            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "revoked"])
+            let created = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
+            #expect(created.status == 200, "\(created.bodyText)")
+            let answer = try JSONValue.parse(created.body)
+            let socketPath = try #require(answer["websocket_url"]?.stringValue)
+            let resultPath = try #require(answer["result_url"]?.stringValue)
+            let painter = try await DrawingClient.connect(port: gateway.port, path: socketPath)
+            _ = try await painter.next(status: "completed")
+            #expect(try await gateway.get(resultPath).status == 200)
+
+            #expect(try KeyTests.keys(gateway, ["revoke", "leaving"]).status == 0)
+            try await Task.sleep(for: .milliseconds(1200))
+            let result = try await gateway.get(resultPath)
+            #expect(result.status == 401)
+            #expect(try JSONValue.parse(result.body)["error"]?["message"]?.stringValue?.contains("revoked") == true, "\(result.bodyText)")
+            // A new socket with the token hears why, and is closed.
+            let late = try await DrawingClient.connect(port: gateway.port, path: socketPath)
+            let closed = try await late.next(status: "error")
+            #expect(closed["message"]?.stringValue?.contains("revoked") == true, "\(closed)")
+            await late.close()
+            // So does one opened before the revocation, at its next sketch.
+            await painter.sendSketch(Sketches.png(seed: 2))
+            let refused = try await painter.next(status: "error")
+            #expect(refused["message"]?.stringValue?.contains("revoked") == true, "\(refused)")
+            await painter.close()
         }
     }
 

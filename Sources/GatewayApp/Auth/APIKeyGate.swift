@@ -23,6 +23,7 @@ final class APIKeyGate: Sendable {
     private struct State {
         var keys: [String: Cached] = [:]
         var activeKeys: (count: Int, checkedAt: ContinuousClock.Instant)?
+        var activeNames: (names: Set<String>, checkedAt: ContinuousClock.Instant)?
         var buckets: [String: TokenBucket] = [:]
     }
 
@@ -59,6 +60,17 @@ final class APIKeyGate: Sendable {
         }
         guard let key else { throw Self.unauthorized("the API key is unknown or revoked") }
         return key
+    }
+
+    /// Whether the key of this name exists and is not revoked (read again after a second, as a
+    /// secret's check is): what a session token given to it is worth.
+    func isActive(name: String) async -> Bool {
+        let now = ContinuousClock.now
+        if let cached = state.withLockedValue({ $0.activeNames }), now - cached.checkedAt < maxAge { return cached.names.contains(name) }
+        guard let keys = try? await store.keys() else { return false }
+        let names = Set(keys.filter { $0.revokedAt == nil }.map(\.name))
+        state.withLockedValue { $0.activeNames = (names, now) }
+        return names.contains(name)
     }
 
     /// Takes one submission from the key's rate; throws 429 with the wait when it is spent.

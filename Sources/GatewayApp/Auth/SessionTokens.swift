@@ -4,8 +4,9 @@ import Foundation
 /// Short-lived signed tokens that let a browser act for the drawing session it created
 /// (`DRAWING_AUTH=true`): `/api/sketch` takes the API key and answers a token, which the page's
 /// WebSocket and result fetches carry in their query, since browsers cannot set headers on a
-/// WebSocket. A token is `<expiry unix seconds>.<base64url HMAC-SHA256(key, "session.expiry")>`;
-/// the key lives in `STATE_DIR/drawing-token.key` (on a shared store, in the store), so tokens
+/// WebSocket. A token is `<expiry unix seconds>.<base64url HMAC-SHA256(key, "session.expiry.name")>.<name>`,
+/// `name` the API key it was given to: revoking the key ends its tokens too (the gate checks it).
+/// The key lives in `STATE_DIR/drawing-token.key` (on a shared store, in the store), so tokens
 /// outlive an app restart (and open the session on any instance).
 struct SessionTokens: Sendable {
     private let key: [UInt8]
@@ -27,21 +28,25 @@ struct SessionTokens: Sendable {
         }
     }
 
-    func token(for sessionID: String, now: Date = Date()) -> String {
+    /// A token for the session, given to the API key named `keyName` ("" when keys are off).
+    func token(for sessionID: String, keyName: String, now: Date = Date()) -> String {
         let expiry = Int(now.timeIntervalSince1970 + lifetime.seconds)
-        return "\(expiry).\(signature(sessionID, expiry))"
+        return "\(expiry).\(signature(sessionID, expiry, keyName)).\(keyName)"
     }
 
-    /// Whether `token` was made for this session and has not expired.
-    func verify(_ token: String?, for sessionID: String, now: Date = Date()) -> Bool {
-        guard let token, token.utf8.count <= 128 else { return false }
-        let parts = token.split(separator: ".", maxSplits: 1)
-        guard parts.count == 2, let expiry = Int(parts[0]), Double(expiry) > now.timeIntervalSince1970 else { return false }
-        let expected = Array(signature(sessionID, expiry).utf8)
+    /// The name of the key `token` was given to ("" for none), if it was made for this session
+    /// and has not expired; else `nil`.
+    func verify(_ token: String?, for sessionID: String, now: Date = Date()) -> String? {
+        guard let token, token.utf8.count <= 200 else { return nil }
+        // Key names may hold dots; base64url never does.
+        let parts = token.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, let expiry = Int(parts[0]), Double(expiry) > now.timeIntervalSince1970 else { return nil }
+        let keyName = String(parts[2])
+        let expected = Array(signature(sessionID, expiry, keyName).utf8)
         let given = Array(parts[1].utf8)
         // Constant time: a timing difference must not reveal how much of a forgery was right.
-        guard given.count == expected.count else { return false }
-        return zip(given, expected).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
+        guard given.count == expected.count, zip(given, expected).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0 else { return nil }
+        return keyName
     }
 
     /// The `token` parameter of a request URI's query, if any.
@@ -50,7 +55,7 @@ struct SessionTokens: Sendable {
         return GatewayRequest.value(of: "token", inQuery: query)
     }
 
-    private func signature(_ sessionID: String, _ expiry: Int) -> String {
-        Digest.hmacSHA256(key: key, message: Array("\(sessionID).\(expiry)".utf8)).base64URL
+    private func signature(_ sessionID: String, _ expiry: Int, _ keyName: String) -> String {
+        Digest.hmacSHA256(key: key, message: Array("\(sessionID).\(expiry).\(keyName)".utf8)).base64URL
     }
 }

@@ -46,7 +46,7 @@ struct SketchRoute: Sendable {
             "result_url": .string("/api/result/\(sessionID)"),
         ]
         if let tokens {
-            let token = tokens.token(for: sessionID)
+            let token = tokens.token(for: sessionID, keyName: request.apiKey?.name ?? "")
             answer["session_token"] = .string(token)
             answer["websocket_url"] = .string("/api/ws/\(sessionID)?token=\(token)")
             answer["result_url"] = .string("/api/result/\(sessionID)?token=\(token)")
@@ -62,8 +62,11 @@ struct SketchRoute: Sendable {
         } catch {
             throw APIError(error)
         }
-        if let tokens, !tokens.verify(request.queryValue("token"), for: sessionID) {
-            throw APIError(.unauthorized, "this session's result needs its session_token (DRAWING_AUTH): use the result_url /api/sketch answered")
+        if let tokens {
+            guard let keyName = tokens.verify(request.queryValue("token"), for: sessionID) else {
+                throw APIError(.unauthorized, "this session's result needs its session_token (DRAWING_AUTH): use the result_url /api/sketch answered")
+            }
+            if !keyName.isEmpty, !(await gate.isActive(name: keyName)) { throw APIError.revokedSessionKey }
         }
         guard let image = await sessions.latestResult(sessionID) else {
             throw APIError(.notFound, "session \(sessionID) has no result yet")
@@ -73,6 +76,9 @@ struct SketchRoute: Sendable {
 }
 
 extension APIError {
+    /// A session token whose API key was revoked since it was given.
+    static let revokedSessionKey = APIError(.unauthorized, "the API key this session's token was given to is revoked")
+
     /// The API's view of a refused drawing request.
     init(_ error: DrawingError) {
         switch error.code {

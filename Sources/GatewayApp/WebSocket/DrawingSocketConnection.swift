@@ -10,29 +10,27 @@ struct DrawingSocketConnection: Sendable {
     let sessionID: String
     /// The painter's address as nginx saw it (the last `X-Forwarded-For` entry).
     let clientAddress: String
+    /// The API key the session's token was given to (`DRAWING_AUTH`): its sketches stop being
+    /// taken once the key is revoked.
+    let keyName: String?
+    let gate: APIKeyGate
     let sessions: DrawingSessions
     let limits: SketchLimits
     let pingInterval: Duration
     let logger: Logger
 
     func serve(_ channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>) async {
+        if let keyName, !(await gate.isActive(name: keyName)) {
+            await refuse(channel, APIError.revokedSessionKey.message, code: .policyViolation)
+            return
+        }
         let token: UInt64
         let messages: AsyncStream<SessionMessage>
         do throws(DrawingError) {
             (token, messages) = try await sessions.subscribe(sessionID, client: clientAddress)
         } catch {
-            // No room for another session: the painter hears why, then the socket closes
-            // (1013, try again later) instead of staying open unanswered.
-            try? await channel.executeThenClose { inbound, outbound in
-                let socket = WebSocketSession(inbound: inbound, outbound: outbound, masksFrames: false)
-                try await socket.send(.text(String(decoding: SessionMessage.error(message: error.message).json.encoded(), as: UTF8.self)))
-                try await socket.close(code: error.code == .busy ? .unknown(1013) : .policyViolation)
-                // The close handshake: the painter's reply (at most 2 s) before the connection
-                // ends, so the message and the close frame are read, not cut off with the socket.
-                try? await withDeadline(.now + .seconds(2), timeout: { CancellationError() }) {
-                    for try await _ in socket.messages {}
-                }
-            }
+            // No room for another session: try again later (1013).
+            await refuse(channel, error.message, code: error.code == .busy ? .unknown(1013) : .policyViolation)
             return
         }
         let connections = Meter(label: "comfy_gateway_websocket_connections")
@@ -55,6 +53,13 @@ struct DrawingSocketConnection: Sendable {
                 }
                 group.addTask {
                     for try await message in socket.messages {
+                        // Checked at each message (the gate reads keys again after a second):
+                        // a socket opened before its key was revoked takes nothing after.
+                        if let keyName, !(await gate.isActive(name: keyName)) {
+                            try await socket.send(.text(String(decoding: SessionMessage.error(message: APIError.revokedSessionKey.message).json.encoded(), as: UTF8.self)))
+                            try await socket.close(code: .policyViolation)
+                            return
+                        }
                         if let reply = await handle(message, token: token) {
                             try await socket.send(.text(String(decoding: reply.json.encoded(), as: UTF8.self)))
                         }
@@ -66,6 +71,20 @@ struct DrawingSocketConnection: Sendable {
             }
         }
         await sessions.unsubscribe(sessionID, token: token)
+    }
+
+    /// The painter hears why, then the socket closes, instead of staying open unanswered.
+    private func refuse(_ channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, _ message: String, code: WebSocketErrorCode) async {
+        try? await channel.executeThenClose { inbound, outbound in
+            let socket = WebSocketSession(inbound: inbound, outbound: outbound, masksFrames: false)
+            try await socket.send(.text(String(decoding: SessionMessage.error(message: message).json.encoded(), as: UTF8.self)))
+            try await socket.close(code: code)
+            // The close handshake: the painter's reply (at most 2 s) before the connection
+            // ends, so the message and the close frame are read, not cut off with the socket.
+            try? await withDeadline(.now + .seconds(2), timeout: { CancellationError() }) {
+                for try await _ in socket.messages {}
+            }
+        }
     }
 
     /// Acts on one client message; returns an error for this client alone, if any.

@@ -26,12 +26,15 @@ final class DrawingSocketServer: Service {
         case foreignOrigin
         case noToken
     }
+    /// Whether a token's API key is still active.
+    private let gate: APIKeyGate
     private let logger: Logger
     /// Makes the socket reachable by nginx's workers only (`NginxSite.grantSocket`).
     private let grantSocket: @Sendable (String) -> Void
 
     private enum Upgrade: Sendable {
-        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String, clientAddress: String)
+        /// `keyName`: the API key the session's token was given to, if any.
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String, clientAddress: String, keyName: String?)
         case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, reason: Refusal?)
     }
 
@@ -43,6 +46,7 @@ final class DrawingSocketServer: Service {
         self.grantSocket = grantSocket
         self.origins = origins
         self.tokens = tokens
+        self.gate = gate
         self.socketPath = socketPath
         self.sessions = sessions
         jobEvents = JobEventStream(runner: jobs, gate: gate, heartbeat: pingInterval)
@@ -91,11 +95,12 @@ final class DrawingSocketServer: Service {
                             var refusal: Refusal?
                             if !Self.originAllowed(head.headers, policy: origins) {
                                 refusal = .foreignOrigin
-                            } else if let tokens, let sessionID, !tokens.verify(SessionTokens.token(inURI: head.uri), for: sessionID) {
+                            } else if let tokens, let sessionID, tokens.verify(SessionTokens.token(inURI: head.uri), for: sessionID) == nil {
                                 refusal = .noToken
                             }
                             if let refusal { refusals.withLock { $0[ObjectIdentifier(channel)] = refusal } }
                             let acceptable = sessionID != nil && refusal == nil
+                            // Whether the token's key is still active is asked once the socket is up (`DrawingSocketConnection`).
                             return channel.eventLoop.makeSucceededFuture(acceptable ? HTTPHeaders() : nil)
                         },
                         upgradePipelineHandler: { channel, head in
@@ -106,9 +111,11 @@ final class DrawingSocketServer: Service {
                                     maxAccumulatedFrameCount: 4096,
                                     maxAccumulatedFrameSize: maxMessageBytes
                                 ))
+                                let sessionID = Self.sessionID(of: head.uri) ?? ""
+                                let keyName = tokens?.verify(SessionTokens.token(inURI: head.uri), for: sessionID).flatMap { $0.isEmpty ? nil : $0 }
                                 return .websocket(
-                                    try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: Self.sessionID(of: head.uri) ?? "",
-                                    clientAddress: Self.clientAddress(head.headers)
+                                    try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: sessionID,
+                                    clientAddress: Self.clientAddress(head.headers), keyName: keyName
                                 )
                             }
                         }
@@ -173,8 +180,11 @@ final class DrawingSocketServer: Service {
 
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
         switch try? await upgrade.get() {
-        case .websocket(let channel, let sessionID, let clientAddress):
-            await DrawingSocketConnection(sessionID: sessionID, clientAddress: clientAddress, sessions: sessions, limits: limits, pingInterval: pingInterval, logger: logger).serve(channel)
+        case .websocket(let channel, let sessionID, let clientAddress, let keyName):
+            await DrawingSocketConnection(
+                sessionID: sessionID, clientAddress: clientAddress, keyName: keyName, gate: gate, sessions: sessions, limits: limits,
+                pingInterval: pingInterval, logger: logger
+            ).serve(channel)
         case .refused(let channel, let reason):
             await answer(channel, refusal: reason)
         case nil:
