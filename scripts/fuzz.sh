@@ -13,7 +13,7 @@ json="Sources/Comfy/Support/JSONParser.swift Sources/Comfy/Support/JSONValue.swi
 declare -A sources=(
   [json]="$json"
   [multipart]="Sources/GatewayApp/HTTP/MultipartForm.swift Tests/Fuzz/Targets/APIErrorStub.swift"
-  [image_probe]="Sources/Comfy/Sketch/ImageProbe.swift"
+  [image_probe]="Sources/Comfy/Sketch/ImageProbe.swift Sources/Comfy/Sketch/ImageProbe+FirstPicture.swift"
   [dotenv]="Sources/GatewayApp/Configuration/DotEnv.swift"
   [comfy_event]="Sources/Comfy/Protocol/ComfyEvent.swift Sources/Comfy/Protocol/ComfyBinaryFrame.swift $json"
 )

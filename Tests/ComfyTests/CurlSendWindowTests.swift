@@ -34,13 +34,19 @@ struct CurlSendWindowTests {
         let server = try SlowLoopbackServer(answerAfter: .milliseconds(600))
         defer { server.stop() }
         let http = CurlHTTPClient(threads: 1)
-        async let slow = http.execute(CurlRequest(url: "\(server.url)/slow"))
+        let slowEnded = Mutex(false)
+        let slow = Task {
+            defer { slowEnded.withLock { $0 = true } }
+            return try await http.execute(CurlRequest(url: "\(server.url)/slow"))
+        }
         try await Task.sleep(for: .milliseconds(150))
-        // Its whole time passes in the wait: never sent.
+        // Its whole time passes in the wait: its caller hears so at the deadline, while the slow
+        // exchange still holds the thread, and it is never sent.
         var queued = CurlRequest(url: "\(server.url)/queued", timeout: .seconds(30))
         queued.deadline = .now + .milliseconds(100)
         await #expect { try await http.execute(queued) } throws: { ($0 as? CurlError)?.message.hasPrefix("not sent") == true }
-        #expect(try await slow.status == 200)
+        #expect(!slowEnded.withLock { $0 }, "the caller did not wait for the thread to be free")
+        #expect(try await slow.value.status == 200)
         // Sent with 300 ms left of a 30 s timeout: the server's 600 ms pause outlasts it.
         var short = CurlRequest(url: "\(server.url)/short", timeout: .seconds(30))
         short.deadline = .now + .milliseconds(300)

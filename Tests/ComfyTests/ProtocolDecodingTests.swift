@@ -162,10 +162,19 @@ struct ImageProbeTests {
         #expect(throws: ImageProbe.Rejection.self) { try ImageProbe.probe(jpeg) }
     }
 
-    @Test func aMultiPictureJPEGIsRefusedAsPillowWouldOpenEachOfItsFrames() throws {
+    @Test func aMultiPictureJPEGIsCutToItsFirstPictureWhichPillowOpensAsOneFrame() throws {
         // Made by Pillow 13 (`save(..., "MPO", save_all=True, append_images=[second])`); it opens it as MPO, n_frames 2.
         let mpo = try Transcript.fixtureBytes("images/two-frames.mpo")
         #expect(throws: ImageProbe.Rejection(description: "multi-picture JPEGs (MPO) are not accepted")) { try ImageProbe.probe(mpo) }
+        // Cut: no MPF segment, one picture to its EOI (Pillow 13 opens this as JPEG, n_frames 1).
+        let first = ImageProbe.firstPicture(mpo)
+        #expect(first.count == 633, "the 633 bytes that Pillow 13 opens as one 16×16 JPEG frame, of \(mpo.count)")
+        #expect(first.suffix(2) == [0xFF, 0xD9])
+        #expect(!first.indices.dropLast(3).contains { Array(first[$0..<$0 + 4]) == Array("MPF\u{0}".utf8) })
+        #expect(try ImageProbe.probe(first) == ImageProbe(mimeType: "image/jpeg", width: 16, height: 16))
+        // Anything else comes back as it is.
+        let single: [UInt8] = [0xFF, 0xD8] + Self.frame(width: 64, height: 64) + [0xFF, 0xD9]
+        #expect(ImageProbe.firstPicture(single) == single)
         let app2: [UInt8] = [0xFF, 0xE2, 0x00, 0x0A] + Array("MPF".utf8) + [0, 0x4D, 0x4D, 0, 0x2A]
         let built: [UInt8] = [0xFF, 0xD8] + app2 + Self.frame(width: 64, height: 64) + [0xFF, 0xD9]
         #expect(throws: ImageProbe.Rejection.self) { try ImageProbe.probe(built) }

@@ -80,6 +80,7 @@ struct DrawingAuthTests {
             let socketPath = try #require(answer["websocket_url"]?.stringValue)
             let resultPath = try #require(answer["result_url"]?.stringValue)
             let painter = try await DrawingClient.connect(port: gateway.port, path: socketPath)
+            await painter.sendSketch(Sketches.png(seed: 5))
             _ = try await painter.next(status: "completed")
             #expect(try await gateway.get(resultPath).status == 200)
 
@@ -97,6 +98,48 @@ struct DrawingAuthTests {
             await painter.sendSketch(Sketches.png(seed: 2))
             let refused = try await painter.next(status: "error")
             #expect(refused["message"]?.stringValue?.contains("revoked") == true, "\(refused)")
+            await painter.close()
+        }
+    }
+
+    @Test func aSessionMadeAgainByItsTokensSocketAfterARestartIsStillItsKeys() async throws {
+        try await withGateway("drawing-owner-restart", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let alice = try KeyTests.createKey(gateway, ["alice"])
+            let mallory = try KeyTests.createKey(gateway, ["mallory"])
+            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "kept"])
+            let created = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(alice))
+            let socketPath = try #require(try JSONValue.parse(created.body)["websocket_url"]?.stringValue)
+            // The app dies and comes back (sessions live in its memory; the token outlives it).
+            kill(try gateway.appPID(), SIGKILL)
+            try await Task.sleep(for: .milliseconds(300))
+            try await gateway.waitUntilHealthy()
+            let painter = try await DrawingClient.connect(port: gateway.port, path: socketPath)
+            await painter.sendSketch(Sketches.png(seed: 2))
+            _ = try await painter.next(status: "completed")
+            // The session the socket made again is alice's: mallory gets no token for it.
+            let taken = sketchForm(file: Sketches.png(seed: 3), fields: ["session_id": "kept"])
+            let refused = try await gateway.post("/api/sketch", body: taken.body, contentType: taken.contentType, headers: KeyTests.bearer(mallory))
+            #expect(refused.status == 403, "\(refused.bodyText)")
+            await painter.close()
+        }
+    }
+
+    @Test func sketchesOverTheSocketAreChargedToTheKeysRateToo() async throws {
+        try await withGateway("drawing-rate-socket", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let secret = try KeyTests.createKey(gateway, ["socket-painter", "--rate", "2/min"])
+            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "rated-socket"])
+            let created = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
+            let socketPath = try #require(try JSONValue.parse(created.body)["websocket_url"]?.stringValue)
+            let painter = try await DrawingClient.connect(port: gateway.port, path: socketPath)
+            await painter.sendSketch(Sketches.png(seed: 2))  // the second of 2 a minute
+            _ = try await painter.next(status: "completed")
+            await painter.sendSketch(Sketches.png(seed: 3))  // the third
+            let refused = try await painter.next(status: "error")
+            #expect(refused["message"]?.stringValue?.contains("2 jobs a minute") == true, "\(refused)")
             await painter.close()
         }
     }

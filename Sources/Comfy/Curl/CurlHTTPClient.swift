@@ -26,6 +26,15 @@ public final class CurlHTTPClient: Service, Sendable {
 
     /// Performs one exchange. Task cancellation aborts it, whether queued or on the wire.
     public func execute(_ request: CurlRequest) async throws -> CurlResponse {
+        guard let deadline = request.deadline else { return try await perform(request) }
+        // The caller waits no longer than the deadline, also while every thread is busy: the
+        // exchange, cancelled, is then dropped unsent when a thread takes it.
+        return try await withAbandonableDeadline(deadline, timeout: {
+            CurlError(kind: .timedOut, message: "not sent: its time ran out while it waited for a free connection")
+        }) { try await self.perform(request) }
+    }
+
+    private func perform(_ request: CurlRequest) async throws -> CurlResponse {
         let flag = CurlCancellationFlag()
         return try await withTaskCancellationHandler {
             let result: Result<CurlResponse, CurlError>

@@ -62,7 +62,8 @@ public struct InputImages: Sendable {
     }
 
     /// Takes an image's bytes (an upload, or what a URL gave) and answers the `LoadImage` value for it.
-    public func accept(bytes: [UInt8], field: String, owner: String) async throws -> String {
+    public func accept(bytes given: [UInt8], field: String, owner: String) async throws -> String {
+        let bytes = ImageProbe.firstPicture(given)
         guard bytes.count <= limits.maxBytes else { throw InputImageError(.tooLarge, field: field, "\(field) is larger than \(limits.maxBytes) bytes") }
         let probe: ImageProbe
         do {

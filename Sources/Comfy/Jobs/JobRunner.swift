@@ -333,10 +333,12 @@ public actor JobRunner {
     /// The caller of a sync job with an idempotency key hung up: the job runs on for a retry to
     /// find, unless its owner has `maxAbandonedPerOwner` such jobs running already.
     private func keepsRunningAbandoned(_ id: String) -> Bool {
-        guard let owner = syncOwners[id] else { return true }
+        // Already kept (its retry hung up too): it stays kept.
+        guard !abandoned.contains(id), let owner = syncOwners[id] else { return true }
         let cap = configuration.maxAbandonedPerOwner
         guard cap == 0 || abandonedByOwner[owner, default: 0] < cap else { return false }
-        if abandoned.insert(id).inserted { abandonedByOwner[owner, default: 0] += 1 }
+        abandoned.insert(id)
+        abandonedByOwner[owner, default: 0] += 1
         return true
     }
 

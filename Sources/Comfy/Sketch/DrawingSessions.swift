@@ -117,6 +117,8 @@ public actor DrawingSessions {
         }
         await restoreIfNew(id, client: update.clientAddress)
         let isNew = sessions[id] == nil
+        // Again with no suspension before the session is added: calls at once all passed the first check.
+        if isNew { try checkRoom(for: id, client: update.clientAddress) }
         var session = sessions[id] ?? SketchSession(id: id, client: update.clientAddress, seed: Self.randomSeed(), now: .now)
         let claimed = session.owner == nil && update.owner != nil
         if let owner = update.owner {
@@ -136,14 +138,32 @@ public actor DrawingSessions {
         if claimed { await save(id) }
     }
 
-    /// Opens a subscription for a WebSocket from `client` (its address); the session is created if new.
-    public func subscribe(_ id: String, client: String = "") async throws(DrawingError) -> (token: UInt64, messages: AsyncStream<SessionMessage>) {
+    /// Opens a subscription for a WebSocket from `client` (its address); the session is created
+    /// if new. `owner`: the API key the socket's session token was given to (`DRAWING_AUTH`): a
+    /// session without one becomes that key's (it may be new, or made again after a restart),
+    /// and another key's session is refused.
+    public func subscribe(_ id: String, client: String = "", owner: String? = nil) async throws(DrawingError) -> (
+        token: UInt64, messages: AsyncStream<SessionMessage>
+    ) {
         try DrawingError.checkSessionID(id)
         try checkRoom(for: id, client: client)
         await restoreIfNew(id, client: client)
-        if sessions[id] == nil { add(SketchSession(id: id, client: client, seed: Self.randomSeed(), now: .now)) }
+        if sessions[id] == nil {
+            try checkRoom(for: id, client: client)
+            add(SketchSession(id: id, client: client, seed: Self.randomSeed(), now: .now))
+        }
+        if let owner {
+            guard sessions[id]?.owner == nil || sessions[id]?.owner == owner else {
+                throw DrawingError(.notYours, "session \(id) belongs to another API key; start a session of your own")
+            }
+            if sessions[id]?.owner == nil {
+                sessions[id]?.owner = owner
+                await save(id)
+            }
+        }
         sessions[id]?.lastActivity = .now
-        return sessions[id]!.broadcaster.add()
+        guard let session = sessions[id] else { throw DrawingError(.busy, "session \(id) was dropped meanwhile; connect again") }
+        return session.broadcaster.add()
     }
 
     /// A socket closed. A session left blank goes at once: sockets opened and closed under

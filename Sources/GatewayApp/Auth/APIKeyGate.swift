@@ -23,7 +23,7 @@ final class APIKeyGate: Sendable {
     private struct State {
         var keys: [String: Cached] = [:]
         var activeKeys: (count: Int, checkedAt: ContinuousClock.Instant)?
-        var activeNames: (names: Set<String>, checkedAt: ContinuousClock.Instant)?
+        var activeByName: (keys: [String: APIKey], checkedAt: ContinuousClock.Instant)?
         var buckets: [String: TokenBucket] = [:]
     }
 
@@ -62,15 +62,23 @@ final class APIKeyGate: Sendable {
         return key
     }
 
-    /// Whether the key of this name exists and is not revoked (read again after a second, as a
-    /// secret's check is): what a session token given to it is worth.
+    /// Whether the key of this name exists and is not revoked: what a session token given to it
+    /// is worth.
     func isActive(name: String) async -> Bool {
+        await activeKey(named: name) != nil
+    }
+
+    /// The key of this name unless it is revoked, read again after a second as a secret's check
+    /// is. While the store cannot be read, the last list read stands: a database hiccup is not
+    /// a revocation of every key.
+    func activeKey(named name: String) async -> APIKey? {
         let now = ContinuousClock.now
-        if let cached = state.withLockedValue({ $0.activeNames }), now - cached.checkedAt < maxAge { return cached.names.contains(name) }
-        guard let keys = try? await store.keys() else { return false }
-        let names = Set(keys.filter { $0.revokedAt == nil }.map(\.name))
-        state.withLockedValue { $0.activeNames = (names, now) }
-        return names.contains(name)
+        let cached = state.withLockedValue { $0.activeByName }
+        if let cached, now - cached.checkedAt < maxAge { return cached.keys[name] }
+        guard let keys = try? await store.keys() else { return cached?.keys[name] }
+        let active = Dictionary(keys.filter { $0.revokedAt == nil }.map { ($0.name, $0) }) { first, _ in first }
+        state.withLockedValue { $0.activeByName = (active, now) }
+        return active[name]
     }
 
     /// Takes one submission from the key's rate; throws 429 with the wait when it is spent.

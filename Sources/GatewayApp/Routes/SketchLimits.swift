@@ -6,9 +6,11 @@ struct SketchLimits: Sendable {
     var maxPixels: Int
 
     /// Checks format, completeness and size; the pixel count comes from the header alone, so a
-    /// decompression bomb is refused before any decoder sees it.
-    func check(_ bytes: [UInt8]) throws(DrawingError) -> ImageProbe {
-        guard bytes.count <= maxBytes else { throw DrawingError(.invalidImage, "the sketch is larger than \(maxBytes) bytes") }
+    /// decompression bomb is refused before any decoder sees it. Returns the image to use (a
+    /// multi-picture JPEG's first picture) and what it is.
+    func check(_ given: [UInt8]) throws(DrawingError) -> (image: [UInt8], probe: ImageProbe) {
+        guard given.count <= maxBytes else { throw DrawingError(.invalidImage, "the sketch is larger than \(maxBytes) bytes") }
+        let bytes = ImageProbe.firstPicture(given)
         let probe: ImageProbe
         do {
             probe = try ImageProbe.probe(bytes)
@@ -19,6 +21,6 @@ struct SketchLimits: Sendable {
         guard let pixels = probe.pixels, pixels <= maxPixels else {
             throw DrawingError(.invalidImage, "the sketch is \(probe.width)×\(probe.height) pixels; at most \(maxPixels) pixels are accepted")
         }
-        return probe
+        return (bytes, probe)
     }
 }

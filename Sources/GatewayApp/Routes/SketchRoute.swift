@@ -26,18 +26,15 @@ struct SketchRoute: Sendable {
         let sessionID = form.text("session_id").flatMap { $0.isEmpty ? nil : $0 } ?? UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
         let style = form.text("style").flatMap { $0.isEmpty ? nil : $0 }
         let prompt = form.text("prompt")
+        let checked: (image: [UInt8], probe: ImageProbe)
+        do throws(DrawingError) { checked = try limits.check(file.body) } catch { throw APIError(error) }
         if tokens != nil, let key = request.apiKey { try await gate.spend(key) }
-        do throws(DrawingError) {
-            let probe = try limits.check(file.body)
-            // With DRAWING_AUTH a session is its first key's: another key gets no token for it.
-            let update = SketchUpdate(
-                image: file.body, mimeType: probe.mimeType, style: style, prompt: prompt, clientAddress: request.remoteAddress,
-                owner: tokens == nil ? nil : request.apiKey?.name
-            )
-            try await sessions.submit(update, to: sessionID)
-        } catch {
-            throw APIError(error)
-        }
+        // With DRAWING_AUTH a session is its first key's: another key gets no token for it.
+        let update = SketchUpdate(
+            image: checked.image, mimeType: checked.probe.mimeType, style: style, prompt: prompt, clientAddress: request.remoteAddress,
+            owner: tokens == nil ? nil : request.apiKey?.name
+        )
+        do throws(DrawingError) { try await sessions.submit(update, to: sessionID) } catch { throw APIError(error) }
         var answer: [String: JSONValue] = [
             "session_id": .string(sessionID),
             "status": "uploaded",

@@ -27,7 +27,7 @@ struct DrawingSocketConnection: Sendable {
         let token: UInt64
         let messages: AsyncStream<SessionMessage>
         do throws(DrawingError) {
-            (token, messages) = try await sessions.subscribe(sessionID, client: clientAddress)
+            (token, messages) = try await sessions.subscribe(sessionID, client: clientAddress, owner: keyName)
         } catch {
             // No room for another session: try again later (1013).
             await refuse(channel, error.message, code: error.code == .busy ? .unknown(1013) : .policyViolation)
@@ -48,6 +48,11 @@ struct DrawingSocketConnection: Sendable {
                     // nginx drops proxied WebSockets that stay silent for proxy_read_timeout.
                     while true {
                         try await Task.sleep(for: pingInterval)
+                        // A socket that only listens is closed too once its key is revoked.
+                        if let keyName, !(await gate.isActive(name: keyName)) {
+                            try await closeAsRevoked(socket)
+                            return
+                        }
                         try await socket.sendPing()
                     }
                 }
@@ -56,8 +61,7 @@ struct DrawingSocketConnection: Sendable {
                         // Checked at each message (the gate reads keys again after a second):
                         // a socket opened before its key was revoked takes nothing after.
                         if let keyName, !(await gate.isActive(name: keyName)) {
-                            try await socket.send(.text(String(decoding: SessionMessage.error(message: APIError.revokedSessionKey.message).json.encoded(), as: UTF8.self)))
-                            try await socket.close(code: .policyViolation)
+                            try await closeAsRevoked(socket)
                             return
                         }
                         if let reply = await handle(message, token: token) {
@@ -71,6 +75,11 @@ struct DrawingSocketConnection: Sendable {
             }
         }
         await sessions.unsubscribe(sessionID, token: token)
+    }
+
+    private func closeAsRevoked(_ socket: WebSocketSession) async throws {
+        try await socket.send(.text(String(decoding: SessionMessage.error(message: APIError.revokedSessionKey.message).json.encoded(), as: UTF8.self)))
+        try await socket.close(code: .policyViolation)
     }
 
     /// The painter hears why, then the socket closes, instead of staying open unanswered.
@@ -99,11 +108,15 @@ struct DrawingSocketConnection: Sendable {
                 guard let data = object["sketch_data"]?.stringValue else {
                     return .error(message: "sketch_update needs sketch_data (base64 or a data URL)")
                 }
-                let image = try Self.decodeSketch(data)
-                let probe = try limits.check(image)
+                let (image, probe) = try limits.check(try Self.decodeSketch(data))
+                // A keyed session's sketches are charged to its key's rate here too, as over HTTP.
+                if let keyName, let key = await gate.activeKey(named: keyName) {
+                    do { try await gate.spend(key) } catch { return .error(message: apiError(for: error).message) }
+                }
                 let style = object["style"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
                 let prompt = object["prompt"]?.stringValue
-                try await sessions.submit(SketchUpdate(image: image, mimeType: probe.mimeType, style: style, prompt: prompt, clientAddress: clientAddress), to: sessionID)
+                let update = SketchUpdate(image: image, mimeType: probe.mimeType, style: style, prompt: prompt, clientAddress: clientAddress, owner: keyName)
+                try await sessions.submit(update, to: sessionID)
                 return nil
             } catch {
                 return .error(message: error.message)
