@@ -52,6 +52,7 @@ public struct GatewayApplication: Sendable {
             // base64 makes a sketch 4/3 larger; the JSON around it is small.
             maxMessageBytes: configuration.maxSketchBytes * 4 / 3 + 64 * 1024,
             pingInterval: configuration.pingInterval,
+            peers: configuration.listenerPeers,
             origins: configuration.drawingOrigins,
             tokens: parts.sessionTokens,
             logger: logger,

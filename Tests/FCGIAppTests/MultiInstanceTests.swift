@@ -437,6 +437,24 @@ struct TCPListenerTests {
             let url = try #require(events.last?.data["result"]?["url"]?.stringValue)
             #expect(emulatorMetadata(ofPNG: try await gateway.get(url).body)?["texts"]?.arrayValue?.first == "over tcp")
             #expect(!FileManager.default.fileExists(atPath: "\(gateway.runDirectory)/fcgi.sock"))
+            // The streaming listener answers only FCGI_WEB_SERVER_ADDRS: another peer is hung up on.
+            let upgrade = "GET /api/ws/direct HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                + "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+            let stranger = try RawConnection(port: streaming, from: "127.0.0.2")
+            try stranger.send(upgrade)
+            #expect(stranger.receiveAll().isEmpty, "no answer to a peer the list leaves out")
+            let listed = try RawConnection(port: streaming)
+            try listed.send(upgrade)
+            #expect(try listed.receiveHead().status == 101)
         }
+    }
+
+    @Test func aTCPListenerWithoutTheNginxHostsListedStopsStartUp() throws {
+        let directory = try TestPaths.makeTemporaryDirectory("tcp-unlisted")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let environment = ["FCGI_SOCKET": "127.0.0.1:\(TestPaths.freePort())", "COMFYUI_SERVER": "http://127.0.0.1:9", "FCGI_WEB_SERVER_ADDRS": ""]
+        let app = try ChildProcess(TestPaths.gatewayBinary, [], environment: environment, directory: directory, logPath: "\(directory)/app.log")
+        #expect(app.stop(0) == 78)
+        #expect(app.log.hasPrefix("invalid configuration: FCGI_WEB_SERVER_ADDRS: FCGI_SOCKET or WS_SOCKET listens on TCP"), "\(app.log)")
     }
 }

@@ -41,6 +41,9 @@ public struct GatewayConfiguration: Sendable {
     public var logLevel: Logger.Level
     var storage: StorageConfiguration
     public var webSocketPath: String
+    /// The nginx hosts that may connect to a TCP listener (`FCGI_WEB_SERVER_ADDRS`); `nil` on
+    /// Unix sockets, where the socket file's permissions decide.
+    public var listenerPeers: Set<String>?
     var sketchTimeout: Duration
     var sessionIdleTimeout: Duration
     var maxSketchBytes: Int
@@ -102,6 +105,18 @@ public struct GatewayConfiguration: Sendable {
         }
         self.logLevel = logLevel
         webSocketPath = environment["WS_SOCKET"] ?? "\(site.runDirectory)/ws.sock"
+        // Both listeners believe what nginx says of the client (its address, Host, scheme): on
+        // TCP, anyone else who reaches them could claim any address and pass every per-address limit.
+        if ListenAddress(socketPath).isTCP || ListenAddress(webSocketPath).isTCP {
+            let peers = (environment["FCGI_WEB_SERVER_ADDRS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !peers.isEmpty else {
+                throw ConfigurationError(
+                    variable: "FCGI_WEB_SERVER_ADDRS",
+                    problem: "FCGI_SOCKET or WS_SOCKET listens on TCP: list the nginx hosts' addresses that may connect (comma-separated)"
+                )
+            }
+            listenerPeers = Set(peers)
+        }
         sketchTimeout = try environment.duration("SKETCH_TIMEOUT", default: .seconds(120))
         sessionIdleTimeout = try environment.duration("SESSION_IDLE_TIMEOUT", default: .seconds(1800))
         maxSketchBytes = try environment.integer("MAX_SKETCH_BYTES", default: 10 << 20, range: 1024...(256 << 20))

@@ -28,6 +28,8 @@ final class DrawingSocketServer: Service {
     }
     /// Whether a token's API key is still active.
     private let gate: APIKeyGate
+    /// On TCP: the nginx hosts that may connect (`FCGI_WEB_SERVER_ADDRS`); anyone else is hung up on.
+    private let peers: Set<String>?
     private let logger: Logger
     /// Makes the socket reachable by nginx's workers only (`NginxSite.grantSocket`).
     private let grantSocket: @Sendable (String) -> Void
@@ -41,8 +43,9 @@ final class DrawingSocketServer: Service {
     /// - Parameter origins: the browser pages that may open a session's socket.
     init(
         socketPath: String, sessions: DrawingSessions, jobs: JobRunner, gate: APIKeyGate, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
-        origins: OriginPolicy, tokens: SessionTokens? = nil, logger: Logger, grantSocket: @escaping @Sendable (String) -> Void
+        peers: Set<String>? = nil, origins: OriginPolicy, tokens: SessionTokens? = nil, logger: Logger, grantSocket: @escaping @Sendable (String) -> Void
     ) {
+        self.peers = peers
         self.grantSocket = grantSocket
         self.origins = origins
         self.tokens = tokens
@@ -81,13 +84,19 @@ final class DrawingSocketServer: Service {
     func run() async throws {
         let maxMessageBytes = self.maxMessageBytes
         let origins = self.origins
-        let tokens = self.tokens
+        let (tokens, peers) = (self.tokens, self.peers)
         // Channels whose upgrade was refused for their Origin or token, from `shouldUpgrade` to the refusal.
         let refusals = Mutex([ObjectIdentifier: Refusal]())
         let address = ListenAddress(socketPath)
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).serverChannelOption(.backlog, value: 1024)
         let server = try await Self.bind(bootstrap, to: address) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Another peer than nginx is hung up on at once (nothing of it is read).
+                if let peers, !peers.contains(channel.remoteAddress?.ipAddress ?? "") {
+                    channel.close(promise: nil)
+                    let never: EventLoopFuture<Upgrade> = channel.eventLoop.makeFailedFuture(ChannelError.inputClosed)
+                    return channel.eventLoop.makeSucceededFuture(never)
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
                         maxFrameSize: maxMessageBytes,
                         shouldUpgrade: { channel, head in
