@@ -46,9 +46,11 @@ public struct OutboundURL: Sendable {
 
 extension OutboundURL {
     /// Lookups of callers' host names: their own threads, so that a slow DNS server holds none
-    /// of NIO's, and a deadline, so that it holds no request longer than `timeout`.
+    /// of NIO's, and a deadline, so that it holds no request longer than `timeout`. A lookup
+    /// that never answers holds its thread for the resolver's own time (`getaddrinfo` cannot be
+    /// interrupted): 16 of them take a caller's domains timing out many times a second to fill.
     static let resolverPool: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: 4)
+        let pool = NIOThreadPool(numberOfThreads: 16)
         pool.start()
         return pool
     }()
