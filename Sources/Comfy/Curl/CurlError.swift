@@ -6,3 +6,8 @@ public struct CurlError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 }
+
+extension CurlError {
+    /// A request whose `deadline` passed while it waited for a free thread: not sent.
+    static let outwaited = CurlError(kind: .timedOut, message: "not sent: its time ran out while it waited for a free connection")
+}

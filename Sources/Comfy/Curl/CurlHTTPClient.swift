@@ -29,9 +29,7 @@ public final class CurlHTTPClient: Service, Sendable {
         guard let deadline = request.deadline else { return try await perform(request) }
         // The caller waits no longer than the deadline, also while every thread is busy: the
         // exchange, cancelled, is then dropped unsent when a thread takes it.
-        return try await withAbandonableDeadline(deadline, timeout: {
-            CurlError(kind: .timedOut, message: "not sent: its time ran out while it waited for a free connection")
-        }) { try await self.perform(request) }
+        return try await withAbandonableDeadline(deadline, timeout: { CurlError.outwaited }) { try await self.perform(request) }
     }
 
     private func perform(_ request: CurlRequest) async throws -> CurlResponse {
@@ -47,9 +45,7 @@ public final class CurlHTTPClient: Service, Sendable {
                     var request = request
                     if let deadline = request.deadline {
                         let left = deadline - .now
-                        guard left > .milliseconds(1) else {
-                            return .failure(CurlError(kind: .timedOut, message: "not sent: its time ran out while it waited for a free connection"))
-                        }
+                        guard left > .milliseconds(1) else { return .failure(CurlError.outwaited) }
                         request.timeout = min(request.timeout, left)
                     }
                     let handle = idle.withLock { $0.popLast() } ?? CurlEasyHandle(maxResponseBytes: maxResponseBytes)

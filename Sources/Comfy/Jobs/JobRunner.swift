@@ -86,7 +86,6 @@ public actor JobRunner {
     private var syncOwners: [String: String] = [:]
     /// Of those, the ones whose callers hung up and that run on (`maxAbandonedPerOwner`).
     private var abandoned: Set<String> = []
-    private var abandonedByOwner: [String: Int] = [:]
     private var stopping = false
     /// The store, when several instances share it: leases, take-over, changes from the others.
     private nonisolated var shared: (any SharedJobStore)? { store as? any SharedJobStore }
@@ -336,9 +335,9 @@ public actor JobRunner {
         // Already kept (its retry hung up too): it stays kept.
         guard !abandoned.contains(id), let owner = syncOwners[id] else { return true }
         let cap = configuration.maxAbandonedPerOwner
-        guard cap == 0 || abandonedByOwner[owner, default: 0] < cap else { return false }
+        // Counted when a caller hangs up (rare), not kept per owner by hand; the set is small.
+        guard cap == 0 || abandoned.count(where: { syncOwners[$0] == owner }) < cap else { return false }
         abandoned.insert(id)
-        abandonedByOwner[owner, default: 0] += 1
         return true
     }
 
@@ -452,10 +451,8 @@ public actor JobRunner {
         }
         let id = record.id
         defer {
-            if let owner = syncOwners.removeValue(forKey: id), abandoned.remove(id) != nil {
-                abandonedByOwner[owner, default: 1] -= 1
-                if abandonedByOwner[owner] == 0 { abandonedByOwner[owner] = nil }
-            }
+            syncOwners[id] = nil
+            abandoned.remove(id)
             if record.kind == .async {
                 startedByOwner[record.owner, default: 1] -= 1
                 if startedByOwner[record.owner] == 0 { startedByOwner[record.owner] = nil }

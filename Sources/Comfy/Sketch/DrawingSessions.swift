@@ -89,6 +89,33 @@ public actor DrawingSessions {
         }
     }
 
+    /// Makes sure the session exists: as it was, as another instance saved it, or new while
+    /// there is room.
+    private func open(_ id: String, client: String) async throws(DrawingError) {
+        try checkRoom(for: id, client: client)
+        await restoreIfNew(id, client: client)
+        guard sessions[id] == nil else { return }
+        // Again with no suspension before it is added: calls at once all passed the first check.
+        try checkRoom(for: id, client: client)
+        add(SketchSession(id: id, client: client, seed: Self.randomSeed(), now: .now))
+    }
+
+    /// Makes the session `owner`'s (an API key's, `DRAWING_AUTH`) if it is nobody's yet, and
+    /// refuses another key, which could otherwise take over its sketches, socket and results.
+    /// Returns whether it became `owner`'s now (to be saved for the other instances).
+    private func claim(_ id: String, for owner: String?) throws(DrawingError) -> Bool {
+        guard let owner else { return false }
+        switch sessions[id]?.owner {
+        case owner?:
+            return false
+        case nil:
+            sessions[id]?.owner = owner
+            return true
+        case _?:
+            throw DrawingError(.notYours, "session \(id) belongs to another API key; start a session of your own")
+        }
+    }
+
     private func add(_ session: SketchSession) {
         sessions[session.id] = session
         if !session.client.isEmpty { openedBy[session.client, default: 0] += 1 }
@@ -108,31 +135,20 @@ public actor DrawingSessions {
         if let prompt = update.prompt, prompt.count > Self.maxPromptCharacters {
             throw DrawingError(.invalidRequest, "the prompt is longer than \(Self.maxPromptCharacters) characters")
         }
-        try checkRoom(for: id, client: update.clientAddress)
         if let style = update.style, !StyleWorkflow.isValidName(style) {
             throw DrawingError(.unknownStyle, "style names are letters, digits, '-' and '_'")
         }
         if let style = update.style, await styles.style(style) == nil {
             throw DrawingError(.unknownStyle, "unknown style \"\(style.prefix(64))\"; GET /api/styles lists them")
         }
-        await restoreIfNew(id, client: update.clientAddress)
-        let isNew = sessions[id] == nil
-        // Again with no suspension before the session is added: calls at once all passed the first check.
-        if isNew { try checkRoom(for: id, client: update.clientAddress) }
-        var session = sessions[id] ?? SketchSession(id: id, client: update.clientAddress, seed: Self.randomSeed(), now: .now)
-        let claimed = session.owner == nil && update.owner != nil
-        if let owner = update.owner {
-            // Else another key could take over the session: its sketches, socket and results.
-            guard session.owner == nil || session.owner == owner else {
-                throw DrawingError(.notYours, "session \(id) belongs to another API key; start a session of your own")
-            }
-            session.owner = owner
-        }
+        try await open(id, client: update.clientAddress)
+        let claimed = try claim(id, for: update.owner)
+        guard var session = sessions[id] else { return }
         if let style = update.style { session.style = style }
         if let prompt = update.prompt { session.prompt = prompt.isEmpty ? nil : prompt }
         session.lastActivity = .now
         let action = session.submit(update)
-        if isNew { add(session) } else { sessions[id] = session }
+        sessions[id] = session
         if action == .start { start(update, in: id) }
         // The other instances learn whose it is before any result of it.
         if claimed { await save(id) }
@@ -146,21 +162,8 @@ public actor DrawingSessions {
         token: UInt64, messages: AsyncStream<SessionMessage>
     ) {
         try DrawingError.checkSessionID(id)
-        try checkRoom(for: id, client: client)
-        await restoreIfNew(id, client: client)
-        if sessions[id] == nil {
-            try checkRoom(for: id, client: client)
-            add(SketchSession(id: id, client: client, seed: Self.randomSeed(), now: .now))
-        }
-        if let owner {
-            guard sessions[id]?.owner == nil || sessions[id]?.owner == owner else {
-                throw DrawingError(.notYours, "session \(id) belongs to another API key; start a session of your own")
-            }
-            if sessions[id]?.owner == nil {
-                sessions[id]?.owner = owner
-                await save(id)
-            }
-        }
+        try await open(id, client: client)
+        if try claim(id, for: owner) { await save(id) }
         sessions[id]?.lastActivity = .now
         guard let session = sessions[id] else { throw DrawingError(.busy, "session \(id) was dropped meanwhile; connect again") }
         return session.broadcaster.add()

@@ -16,12 +16,19 @@ extension ImageProbe {
             if marker == 0xFF { offset += 1; continue }
             let length = Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
             guard length >= 2, offset + 2 + length <= bytes.count else { return bytes }
-            if marker == 0xE2, length >= 6, Array(bytes[offset + 4..<offset + 8]) == Array("MPF\u{0}".utf8) { mpf = offset..<offset + 2 + length }
+            if isMultiPictureIndex(bytes, at: offset) { mpf = offset..<offset + 2 + length }
             offset += 2 + length
             if marker == 0xDA { break }
         }
         guard let mpf, let end = endOfFirstPicture(bytes, scanFrom: offset) else { return bytes }
         return Array(bytes[..<mpf.lowerBound]) + Array(bytes[mpf.upperBound..<end])
+    }
+
+    /// Whether the segment at `offset` (its length checked to lie within `bytes`) is the APP2
+    /// `MPF` index that makes a JPEG a multi-picture one.
+    static func isMultiPictureIndex(_ bytes: [UInt8], at offset: Int) -> Bool {
+        bytes[offset + 1] == 0xE2 && (Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])) >= 6
+            && bytes[offset + 4..<offset + 8].elementsEqual("MPF\u{0}".utf8)
     }
 
     /// Just past the first picture's EOI, reading entropy-coded data from `offset` (after the

@@ -72,7 +72,7 @@ public struct ImageProbe: Sendable, Equatable {
             let length = bigEndian(bytes, offset + 2, 2)
             guard length >= 2, offset + 2 + length <= bytes.count else { throw Rejection(description: "corrupt JPEG") }
             // SOF0...SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
-            if marker == 0xE2, length >= 6, Array(bytes[offset + 4..<offset + 8]) == Array("MPF\u{0}".utf8) {
+            if isMultiPictureIndex(bytes, at: offset) {
                 throw Rejection(description: "multi-picture JPEGs (MPO) are not accepted")
             }
             if (0xC0...0xCF).contains(marker), ![0xC4, 0xC8, 0xCC].contains(marker) {

@@ -54,15 +54,8 @@ public struct SiteConfiguration: Sendable {
         case (_, nil):
             throw ConfigurationError(variable: "TLS_KEY", problem: "TLS_CERT is set, so TLS_KEY must be too")
         }
-        metricsAllow = (environment["METRICS_ALLOW"] ?? "127.0.0.1 ::1")
-            .split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
-        for address in metricsAllow where !Self.isAddressOrCIDR(address) {
-            throw ConfigurationError(variable: "METRICS_ALLOW", problem: "\"\(address)\" is not an address or CIDR")
-        }
-        realIPFrom = (environment["REAL_IP_FROM"] ?? "").split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
-        for address in realIPFrom where !Self.isAddressOrCIDR(address) {
-            throw ConfigurationError(variable: "REAL_IP_FROM", problem: "\"\(address)\" is not an address or CIDR")
-        }
+        metricsAllow = try Self.addresses(environment, "METRICS_ALLOW", default: "127.0.0.1 ::1")
+        realIPFrom = try Self.addresses(environment, "REAL_IP_FROM", default: "")
         staticDirectory = Self.absolute(environment["STATIC_DIR"] ?? "./static")
         templateDirectory = Self.absolute(environment["NGINX_TEMPLATE_DIR"] ?? "./nginx")
         if environment["HTTP_REDIRECT_PORT"].map({ !$0.isEmpty }) == true {
@@ -73,6 +66,15 @@ public struct SiteConfiguration: Sendable {
         }
         drawingRate = try environment.integer("DRAWING_RATE", default: 20, range: 0...100_000)
         drawingConnections = try environment.integer("DRAWING_CONNECTIONS", default: 100, range: 0...1_000_000)
+    }
+
+    /// A list of addresses or CIDRs, separated by spaces or commas.
+    static func addresses(_ environment: Environment, _ name: String, default fallback: String) throws -> [String] {
+        let addresses = (environment[name] ?? fallback).split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)
+        for address in addresses where !isAddressOrCIDR(address) {
+            throw ConfigurationError(variable: name, problem: "\"\(address)\" is not an address or CIDR")
+        }
+        return addresses
     }
 
     /// `path` made absolute against the working directory (nginx needs absolute paths).

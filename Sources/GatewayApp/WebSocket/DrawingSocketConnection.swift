@@ -20,7 +20,7 @@ struct DrawingSocketConnection: Sendable {
     let logger: Logger
 
     func serve(_ channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>) async {
-        if let keyName, !(await gate.isActive(name: keyName)) {
+        if await keyRevoked() {
             await refuse(channel, APIError.revokedSessionKey.message, code: .policyViolation)
             return
         }
@@ -41,7 +41,7 @@ struct DrawingSocketConnection: Sendable {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await message in messages {
-                        try await socket.send(.text(String(decoding: message.json.encoded(), as: UTF8.self)))
+                        try await socket.send(message)
                     }
                 }
                 group.addTask {
@@ -49,7 +49,7 @@ struct DrawingSocketConnection: Sendable {
                     while true {
                         try await Task.sleep(for: pingInterval)
                         // A socket that only listens is closed too once its key is revoked.
-                        if let keyName, !(await gate.isActive(name: keyName)) {
+                        if await keyRevoked() {
                             try await closeAsRevoked(socket)
                             return
                         }
@@ -60,12 +60,12 @@ struct DrawingSocketConnection: Sendable {
                     for try await message in socket.messages {
                         // Checked at each message (the gate reads keys again after a second):
                         // a socket opened before its key was revoked takes nothing after.
-                        if let keyName, !(await gate.isActive(name: keyName)) {
+                        if await keyRevoked() {
                             try await closeAsRevoked(socket)
                             return
                         }
                         if let reply = await handle(message, token: token) {
-                            try await socket.send(.text(String(decoding: reply.json.encoded(), as: UTF8.self)))
+                            try await socket.send(reply)
                         }
                     }
                 }
@@ -77,8 +77,15 @@ struct DrawingSocketConnection: Sendable {
         await sessions.unsubscribe(sessionID, token: token)
     }
 
+    /// Whether the session token's API key (`DRAWING_AUTH`) was revoked since (the gate reads
+    /// keys again after a second).
+    private func keyRevoked() async -> Bool {
+        guard let keyName else { return false }
+        return !(await gate.isActive(name: keyName))
+    }
+
     private func closeAsRevoked(_ socket: WebSocketSession) async throws {
-        try await socket.send(.text(String(decoding: SessionMessage.error(message: APIError.revokedSessionKey.message).json.encoded(), as: UTF8.self)))
+        try await socket.send(.error(message: APIError.revokedSessionKey.message))
         try await socket.close(code: .policyViolation)
     }
 
@@ -86,7 +93,7 @@ struct DrawingSocketConnection: Sendable {
     private func refuse(_ channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, _ message: String, code: WebSocketErrorCode) async {
         try? await channel.executeThenClose { inbound, outbound in
             let socket = WebSocketSession(inbound: inbound, outbound: outbound, masksFrames: false)
-            try await socket.send(.text(String(decoding: SessionMessage.error(message: message).json.encoded(), as: UTF8.self)))
+            try await socket.send(.error(message: message))
             try await socket.close(code: code)
             // The close handshake: the painter's reply (at most 2 s) before the connection
             // ends, so the message and the close frame are read, not cut off with the socket.
@@ -148,5 +155,12 @@ struct DrawingSocketConnection: Sendable {
             throw DrawingError(.invalidImage, "sketch_data is not valid base64")
         }
         return Array(data)
+    }
+}
+
+extension WebSocketSession {
+    /// A session message, as the JSON text frame painters read.
+    fileprivate func send(_ message: SessionMessage) async throws {
+        try await send(.text(String(decoding: message.json.encoded(), as: UTF8.self)))
     }
 }
