@@ -6,11 +6,26 @@ import Testing
 /// signed token, through real nginx and the app's WebSocket listener.
 @Suite(.serialized)
 struct DrawingAuthTests {
-    @Test func theSketchNeedsAKeyAndTheSocketAndResultTheSessionsToken() async throws {
-        try await withGateway("drawing-auth", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
+    /// A gateway with `DRAWING_AUTH`, a style, and a key made for each `keys create` argument
+    /// list, once the gate reads them; `body` gets their secrets in order.
+    func withKeyedDrawing(_ label: String, keys: [[String]], _ body: (Gateway, [String]) async throws -> Void) async throws {
+        try await withGateway(label, environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
             try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
-            let secret = try KeyTests.createKey(gateway, ["painter"])
+            let secrets = try keys.map { try KeyTests.createKey(gateway, $0) }
             try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
+            try await body(gateway, secrets)
+        }
+    }
+
+    /// `POST /api/sketch` of a fresh PNG for `session`, with the key `secret`.
+    func sketch(_ gateway: Gateway, _ session: String, by secret: String, seed: Int) async throws -> CurlResponse {
+        let form = sketchForm(file: Sketches.png(seed: seed), fields: ["session_id": session])
+        return try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
+    }
+
+    @Test func theSketchNeedsAKeyAndTheSocketAndResultTheSessionsToken() async throws {
+        try await withKeyedDrawing("drawing-auth", keys: [["painter"]]) { gateway, secrets in
+            let secret = secrets[0]
             let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "authed"])
             let anonymous = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType)
             #expect(anonymous.status == 401)
@@ -47,34 +62,24 @@ struct DrawingAuthTests {
     }
 
     @Test func aSessionBelongsToTheKeyThatStartedItAndAnotherKeyGetsNoTokenForIt() async throws {
-        try await withGateway("drawing-owner", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
-            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
-            let alice = try KeyTests.createKey(gateway, ["alice"])
-            let mallory = try KeyTests.createKey(gateway, ["mallory"])
-            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
-            func sketch(_ session: String, by secret: String, seed: Int) async throws -> CurlResponse {
-                let form = sketchForm(file: Sketches.png(seed: seed), fields: ["session_id": session])
-                return try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
-            }
-            #expect(try await sketch("alices", by: alice, seed: 1).status == 200)
-            let taken = try await sketch("alices", by: mallory, seed: 2)
+        try await withKeyedDrawing("drawing-owner", keys: [["alice"], ["mallory"]]) { gateway, secrets in
+            let (alice, mallory) = (secrets[0], secrets[1])
+            #expect(try await sketch(gateway, "alices", by: alice, seed: 1).status == 200)
+            let taken = try await sketch(gateway, "alices", by: mallory, seed: 2)
             #expect(taken.status == 403, "\(taken.bodyText)")
             let error = try JSONValue.parse(taken.body)["error"]
             #expect(error?["code"] == "forbidden")
             #expect(!taken.bodyText.contains("session_token"))
-            #expect(try await sketch("alices", by: alice, seed: 3).status == 200, "its own key goes on")
-            #expect(try await sketch("malloys", by: mallory, seed: 4).status == 200, "a session of one's own")
+            #expect(try await sketch(gateway, "alices", by: alice, seed: 3).status == 200, "its own key goes on")
+            #expect(try await sketch(gateway, "malloys", by: mallory, seed: 4).status == 200, "a session of one's own")
         }
     }
 
     @Test func revokingAKeyEndsItsSessionTokensAndItsOpenSocketsTakeNoMoreSketches() async throws {
-        try await withGateway("drawing-revoke", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
-            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
-            let secret = try KeyTests.createKey(gateway, ["leaving"])
-            _ = try KeyTests.createKey(gateway, ["staying"])  // keys stay needed once this one is revoked
-            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
-            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "revoked"])
-            let created = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
+        // "staying": keys stay needed once "leaving" is revoked.
+        try await withKeyedDrawing("drawing-revoke", keys: [["leaving"], ["staying"]]) { gateway, secrets in
+            let secret = secrets[0]
+            let created = try await sketch(gateway, "revoked", by: secret, seed: 1)
             #expect(created.status == 200, "\(created.bodyText)")
             let answer = try JSONValue.parse(created.body)
             let socketPath = try #require(answer["websocket_url"]?.stringValue)
@@ -103,13 +108,9 @@ struct DrawingAuthTests {
     }
 
     @Test func aSessionMadeAgainByItsTokensSocketAfterARestartIsStillItsKeys() async throws {
-        try await withGateway("drawing-owner-restart", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
-            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
-            let alice = try KeyTests.createKey(gateway, ["alice"])
-            let mallory = try KeyTests.createKey(gateway, ["mallory"])
-            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
-            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "kept"])
-            let created = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(alice))
+        try await withKeyedDrawing("drawing-owner-restart", keys: [["alice"], ["mallory"]]) { gateway, secrets in
+            let (alice, mallory) = (secrets[0], secrets[1])
+            let created = try await sketch(gateway, "kept", by: alice, seed: 1)
             let socketPath = try #require(try JSONValue.parse(created.body)["websocket_url"]?.stringValue)
             // The app dies and comes back (sessions live in its memory; the token outlives it).
             kill(try gateway.appPID(), SIGKILL)
@@ -119,20 +120,16 @@ struct DrawingAuthTests {
             await painter.sendSketch(Sketches.png(seed: 2))
             _ = try await painter.next(status: "completed")
             // The session the socket made again is alice's: mallory gets no token for it.
-            let taken = sketchForm(file: Sketches.png(seed: 3), fields: ["session_id": "kept"])
-            let refused = try await gateway.post("/api/sketch", body: taken.body, contentType: taken.contentType, headers: KeyTests.bearer(mallory))
+            let refused = try await sketch(gateway, "kept", by: mallory, seed: 3)
             #expect(refused.status == 403, "\(refused.bodyText)")
             await painter.close()
         }
     }
 
     @Test func sketchesOverTheSocketAreChargedToTheKeysRateToo() async throws {
-        try await withGateway("drawing-rate-socket", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
-            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
-            let secret = try KeyTests.createKey(gateway, ["socket-painter", "--rate", "2/min"])
-            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
-            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "rated-socket"])
-            let created = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
+        try await withKeyedDrawing("drawing-rate-socket", keys: [["socket-painter", "--rate", "2/min"]]) { gateway, secrets in
+            let secret = secrets[0]
+            let created = try await sketch(gateway, "rated-socket", by: secret, seed: 1)
             let socketPath = try #require(try JSONValue.parse(created.body)["websocket_url"]?.stringValue)
             let painter = try await DrawingClient.connect(port: gateway.port, path: socketPath)
             await painter.sendSketch(Sketches.png(seed: 2))  // the second of 2 a minute
@@ -145,14 +142,11 @@ struct DrawingAuthTests {
     }
 
     @Test func sketchesAreChargedToTheKeysRateAsJobsAre() async throws {
-        try await withGateway("drawing-rate", environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
-            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
-            let secret = try KeyTests.createKey(gateway, ["slow-painter", "--rate", "2/min"])
-            try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
+        try await withKeyedDrawing("drawing-rate", keys: [["slow-painter", "--rate", "2/min"]]) { gateway, secrets in
+            let secret = secrets[0]
             var statuses: [Int] = []
             for seed in 1...3 {
-                let form = sketchForm(file: Sketches.png(seed: seed), fields: ["session_id": "rated"])
-                let response = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
+                let response = try await sketch(gateway, "rated", by: secret, seed: seed)
                 statuses.append(response.status)
                 if response.status == 429 { #expect(try JSONValue.parse(response.body)["error"]?["code"] == "rate_limited") }
             }

@@ -89,9 +89,8 @@ struct InputFolderTests {
     @Test func aMissingInputFolderStopsStartUpNamingTheVariable() throws {
         let directory = try TestPaths.makeTemporaryDirectory("input-missing")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let environment = ["FCGI_SOCKET": "\(directory)/fcgi.sock", "COMFYUI_SERVER": "http://127.0.0.1:9", "COMFYUI_INPUT_DIR": "\(directory)/nowhere"]
-        let app = try ChildProcess(TestPaths.gatewayBinary, [], environment: environment, directory: directory, logPath: "\(directory)/app.log")
-        #expect(app.stop(0) == 78)
+        let app = try appRefusal(in: directory, ["COMFYUI_INPUT_DIR": "\(directory)/nowhere"])
+        #expect(app.status == 78)
         #expect(app.log.hasPrefix("invalid configuration: COMFYUI_INPUT_DIR: \(directory)/nowhere is not a folder"), "\(app.log)")
     }
 }

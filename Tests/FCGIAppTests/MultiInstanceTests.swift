@@ -452,9 +452,8 @@ struct TCPListenerTests {
     @Test func aTCPListenerWithoutTheNginxHostsListedStopsStartUp() throws {
         let directory = try TestPaths.makeTemporaryDirectory("tcp-unlisted")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let environment = ["FCGI_SOCKET": "127.0.0.1:\(TestPaths.freePort())", "COMFYUI_SERVER": "http://127.0.0.1:9", "FCGI_WEB_SERVER_ADDRS": ""]
-        let app = try ChildProcess(TestPaths.gatewayBinary, [], environment: environment, directory: directory, logPath: "\(directory)/app.log")
-        #expect(app.stop(0) == 78)
+        let app = try appRefusal(in: directory, ["FCGI_SOCKET": "127.0.0.1:\(TestPaths.freePort())", "FCGI_WEB_SERVER_ADDRS": ""])
+        #expect(app.status == 78)
         #expect(app.log.hasPrefix("invalid configuration: FCGI_WEB_SERVER_ADDRS: FCGI_SOCKET or WS_SOCKET listens on TCP"), "\(app.log)")
     }
 }

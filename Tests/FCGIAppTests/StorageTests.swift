@@ -203,12 +203,8 @@ struct StorageTests {
             (["OUTPUT_RETENTION": "a week"], "invalid configuration: OUTPUT_RETENTION"),
         ]
         for (index, (environment, expected)) in cases.enumerated() {
-            var env = environment
-            env["FCGI_SOCKET"] = "\(directory)/fcgi-\(index).sock"
-            env["COMFYUI_SERVER"] = "http://127.0.0.1:9"
-            // In its own folder: a developer's ./.env must not add to (or fix) the settings under test.
-            let app = try ChildProcess(TestPaths.gatewayBinary, [], environment: env, directory: directory, logPath: "\(directory)/app-\(index).log")
-            #expect(app.stop(0) == 78, "\(environment)")
+            let app = try appRefusal(in: directory, environment, log: "app-\(index)")
+            #expect(app.status == 78, "\(environment)")
             let lines = app.log.split(separator: "\n")
             #expect(lines.count == 1 && lines[0].hasPrefix(expected), "\(app.log)")
             #expect(!app.log.contains("config-secret"))

@@ -84,3 +84,13 @@ final class ChildProcess: @unchecked Sendable {
         return port
     }
 }
+
+/// The app started with `environment` (over a socket in `directory` and a ComfyUI nobody listens
+/// on) until it stops by itself: its exit status and its log. It runs in `directory`, so a
+/// developer's ./.env cannot add to (or fix) the settings under test.
+func appRefusal(in directory: String, _ environment: [String: String], log name: String = "app") throws -> (status: Int32, log: String) {
+    var merged = ["FCGI_SOCKET": "\(directory)/\(name).sock", "COMFYUI_SERVER": "http://127.0.0.1:9"]
+    merged.merge(environment) { _, given in given }
+    let app = try ChildProcess(TestPaths.gatewayBinary, [], environment: merged, directory: directory, logPath: "\(directory)/\(name).log")
+    return (app.stop(0), app.log)
+}
