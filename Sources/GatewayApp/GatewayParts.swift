@@ -128,6 +128,8 @@ struct GatewayParts: Sendable {
         router.add("GET", "/openapi.json") { await openAPI.document($0) }
         let usage = UsageRoute(store: jobs.store)
         router.add("GET", "/api/usage", keyed: true) { try await usage.usage($0) }
+        let webhookSecret = WebhookSecretRoute(signer: configuration.jobs.webhookSigner)
+        router.add("GET", "/api/webhook_secret", keyed: true) { try webhookSecret.secret($0) }
         let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits, tokens: sessionTokens, gate: gate)
         router.add("GET", "/api/styles") { await sketch.listStyles($0) }
         router.add("POST", "/api/sketch", body: .multipart, keyed: sessionTokens != nil) { try await sketch.upload($0) }

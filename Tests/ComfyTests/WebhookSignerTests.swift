@@ -12,6 +12,20 @@ struct WebhookSignerTests {
         #expect(headers.first { $0.0 == "webhook-timestamp" }?.1 == "1614265330")
     }
 
+    /// The value is Python's `hmac` over the same label, so a receiver's operator can derive it too.
+    @Test func eachKeyHasItsOwnSecretDerivedFromTheGatewaysAndItsName() throws {
+        let gateway = try #require(WebhookSigner(secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+        let studio = gateway.forKey(named: "studio-a")
+        #expect(studio.secret == "whsec_Zk8EY/HxUo6EBtR9OAFa61qtd20FJmDBuz5aHzMNmNg=")
+        #expect(gateway.forKey(named: "studio-b").secret != studio.secret)
+        #expect(gateway.secret == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        // What a receiver builds from the secret it was given signs as the gateway does.
+        let body = Array(#"{"id":"x"}"#.utf8)
+        let received = try #require(WebhookSigner(secret: studio.secret))
+        #expect(received.signature(id: "j1", timestamp: 1, body: body) == studio.signature(id: "j1", timestamp: 1, body: body))
+        #expect(gateway.signature(id: "j1", timestamp: 1, body: body) != studio.signature(id: "j1", timestamp: 1, body: body))
+    }
+
     @Test func refusesSecretsThatAreNotBase64OrTooShort() {
         #expect(WebhookSigner(secret: "whsec_not base64!") == nil)
         #expect(WebhookSigner(secret: "whsec_" + Data("short".utf8).base64EncodedString()) == nil)

@@ -162,4 +162,42 @@ struct KeyTests {
             #expect(metrics.contains("comfy_gateway_key_image_bytes_total"))
         }
     }
+
+    /// One `WEBHOOK_SECRET` for all keys would let a tenant who verifies its own deliveries sign
+    /// one for another tenant's receiver: each key's deliveries carry a secret of its own.
+    @Test func eachKeysWebhooksAreSignedWithASecretOnlyThatKeyIsGiven() async throws {
+        try await withGateway("keys-webhooks", environment: JobTests.webhookSettings) { gateway, _ in
+            let alice = try Self.createKey(gateway, ["alice"])
+            let bob = try Self.createKey(gateway, ["bob"])
+            try await waitUntil { try await gateway.get("/api/webhook_secret").status == 401 }
+            let answer = try await gateway.get("/api/webhook_secret", headers: Self.bearer(alice))
+            #expect(answer.status == 200, "\(answer.bodyText)")
+            #expect(answer.header("Cache-Control") == "no-store")
+            let aliceSecret = try #require(try JSONValue.parse(answer.body)["secret"]?.stringValue)
+            let bobSecret = try #require(try JSONValue.parse(try await gateway.get("/api/webhook_secret", headers: Self.bearer(bob)).body)["secret"]?.stringValue)
+            #expect(Set([aliceSecret, bobSecret, WebhookReceiver.secret]).count == 3)
+            let printed = try Self.keys(gateway, ["webhook-secret", "alice"], environment: JobTests.webhookSettings)
+            #expect(printed.status == 0)
+            #expect(printed.output.split(separator: "\n").last.map(String.init) == aliceSecret, "the operator gets the same secret: \(printed.output)")
+            #expect(try Self.keys(gateway, ["webhook-secret", "carol"], environment: JobTests.webhookSettings).status == 1)
+
+            // Alice's receiver knows only her secret; Bob sends his job's webhook there too.
+            let directory = (gateway.runDirectory as NSString).deletingLastPathComponent
+            let receiver = try WebhookReceiver(directory: directory, http: testHTTP, secret: aliceSecret)
+            defer { receiver.stop() }
+            var owners: [String: String] = [:]
+            for (secret, name) in [(alice, "alice"), (bob, "bob")] {
+                let body = JSONValue.object([
+                    "workflow_data": .object(Workflows.txt2img(text: name)), "output_node_id": "9", "webhook_url": .string(receiver.url("/ok")),
+                ])
+                let queued = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(secret))
+                owners[try #require(try JSONValue.parse(queued.body)["id"]?.stringValue, "\(queued.status) \(queued.bodyText)")] = name
+            }
+            try await waitUntil(timeout: .seconds(20)) { try await receiver.deliveries().count == 2 }
+            let deliveries = try await receiver.deliveries()
+            let verified = Dictionary(uniqueKeysWithValues: deliveries.map { (owners[$0["id"]?.stringValue ?? ""] ?? "?", $0["verified"] == true) })
+            #expect(verified == ["alice": true, "bob": false], "\(deliveries)")
+            #expect(!gateway.app.log.contains(aliceSecret) && !gateway.app.log.contains(bobSecret), "no secret in a log line")
+        }
+    }
 }

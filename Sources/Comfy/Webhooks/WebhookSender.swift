@@ -93,6 +93,11 @@ public final class WebhookSender: Sendable {
 
     private var shared: (any SharedJobStore)? { store as? any SharedJobStore }
 
+    /// A keyed job's webhook is signed with its key's own secret, others with the gateway's.
+    private func signer(of record: JobRecord) -> WebhookSigner {
+        record.keyName.map { configuration.signer.forKey(named: $0) } ?? configuration.signer
+    }
+
     private func deliver(_ record: JobRecord, sendBy: ContinuousClock.Instant?) async {
         guard let url = record.webhookURL else { return }
         let attempt = record.webhook.attempts + 1
@@ -105,7 +110,7 @@ public final class WebhookSender: Sendable {
             var request = CurlRequest(
                 method: "POST", url: target.url,
                 headers: [("Content-Type", "application/json"), ("User-Agent", "comfy-gateway-webhooks")]
-                    + configuration.signer.headers(id: record.id, timestamp: Int(Date().timeIntervalSince1970), body: body),
+                    + signer(of: record).headers(id: record.id, timestamp: Int(Date().timeIntervalSince1970), body: body),
                 body: body, timeout: configuration.timeout
             )
             request.resolve = target.resolve

@@ -12,6 +12,20 @@ public struct WebhookSigner: Sendable {
         self.key = Array(key)
     }
 
+    private init(key: [UInt8]) {
+        self.key = key
+    }
+
+    /// The secret in Standard Webhooks' form, for a receiver to verify with.
+    public var secret: String { "whsec_" + Data(key).base64EncodedString() }
+
+    /// The signer of one API key's deliveries: its own secret, derived from this one and the
+    /// key's name (names are never reused), so that a tenant who can verify its webhooks cannot
+    /// sign one that another tenant's receiver would take.
+    public func forKey(named name: String) -> WebhookSigner {
+        WebhookSigner(key: Digest.hmacSHA256(key: key, message: Array("comfy-gateway webhook secret of API key \(name)".utf8)))
+    }
+
     /// The three headers of one delivery attempt.
     public func headers(id: String, timestamp: Int, body: [UInt8]) -> [(String, String)] {
         [

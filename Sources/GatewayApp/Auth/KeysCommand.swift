@@ -3,10 +3,11 @@ import Foundation
 import Logging
 
 /// `FCGIApp keys create NAME [--max-running N] [--max-queued N] [--rate N/min]`, `keys list`,
-/// `keys revoke NAME`: API keys in `STATE_DIR/jobs.sqlite`, also while the gateway runs (it
-/// sees a new or revoked key within a second). `create` prints the secret once, on its last line.
+/// `keys revoke NAME`, `keys webhook-secret NAME`: API keys in `STATE_DIR/jobs.sqlite`, also
+/// while the gateway runs (it sees a new or revoked key within a second). `create` prints the
+/// secret once, on its last line; `webhook-secret` prints the key's webhook secret.
 public enum KeysCommand {
-    public static let usage = "usage: FCGIApp keys create NAME [--max-running N] [--max-queued N] [--rate N/min] | keys list | keys revoke NAME"
+    public static let usage = "usage: FCGIApp keys create NAME [--max-running N] [--max-queued N] [--rate N/min] | keys list | keys revoke NAME | keys webhook-secret NAME"
 
     /// Runs the command; returns the exit status.
     public static func run(_ arguments: [String], configuration: GatewayConfiguration) async -> Int32 {
@@ -18,7 +19,7 @@ public enum KeysCommand {
             return 2
         }
         do {
-            let status = try await execute(arguments, store: store)
+            let status = try await execute(arguments, store: store, webhookSigner: configuration.jobs.webhookSigner)
             await store.close()
             return status
         } catch {
@@ -28,7 +29,7 @@ public enum KeysCommand {
         }
     }
 
-    static func execute(_ arguments: [String], store: any JobStore) async throws -> Int32 {
+    static func execute(_ arguments: [String], store: any JobStore, webhookSigner: WebhookSigner?) async throws -> Int32 {
         switch arguments.first {
         case "create":
             guard arguments.count >= 2, APIKey.isValidName(arguments[1]) else {
@@ -80,6 +81,21 @@ public enum KeysCommand {
                 return 1
             }
             print("revoked key \(arguments[1]); the gateway refuses it within a second")
+            return 0
+        case "webhook-secret":
+            guard arguments.count == 2 else {
+                fail(usage)
+                return 64
+            }
+            guard let webhookSigner else {
+                fail("this gateway sends no webhooks: WEBHOOK_SECRET is not set")
+                return 1
+            }
+            guard try await store.keys().contains(where: { $0.name == arguments[1] }) else {
+                fail("no key named \(arguments[1])")
+                return 1
+            }
+            print(webhookSigner.forKey(named: arguments[1]).secret)
             return 0
         default:
             fail(usage)

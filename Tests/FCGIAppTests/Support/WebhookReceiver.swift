@@ -12,12 +12,13 @@ final class WebhookReceiver: Sendable {
     let http: CurlHTTPClient
     let host: String
 
-    init(directory: String, http: CurlHTTPClient, host: String = "127.0.0.1") throws {
+    /// - Parameter secret: what it verifies with (`secret`, the gateway's own, unless told).
+    init(directory: String, http: CurlHTTPClient, host: String = "127.0.0.1", secret: String = WebhookReceiver.secret) throws {
         self.http = http
         self.host = host
         let pipe = Pipe()
         process = try ChildProcess(
-            "/usr/bin/env", ["python3", "\(TestPaths.packageRoot)/Tests/Webhooks/webhook_receiver.py", "--secret", Self.secret, "--host", host],
+            "/usr/bin/env", ["python3", "\(TestPaths.packageRoot)/Tests/Webhooks/webhook_receiver.py", "--secret", secret, "--host", host],
             logPath: "\(directory)/webhooks.log", stdout: pipe
         )
         port = try process.readyPort(from: pipe)
