@@ -270,6 +270,35 @@ struct PostgresJobStoreTests {
         }
     }
 
+    /// Anonymous painters on one instance must not stop every keyed job of another: after
+    /// `interactiveBurst` interactive takes in a row while batch work waits, the batch job goes.
+    @Test func interactiveWorkOfAnotherInstanceGoesFirstOnlyForItsBurstWhileBatchWorkWaits() async throws {
+        try await withInstances(2, lease: .seconds(5)) { stores, _ in
+            let (batchSide, interactiveSide) = (stores[0], stores[1])
+            let held = try await batchSide.acquireSlot(backend: "http://b1", capacity: 1, job: nil, deadline: .now + .seconds(5))
+            let order = OrderLog()
+            func claim(_ store: PostgresJobStore, _ priority: JobPriority, _ name: String) async throws {
+                let ticket = try await store.acquireSlot(
+                    backend: "http://b1", capacity: 1, job: nil, priority: priority, owner: name, ownerMaxRunning: nil, interactiveBurst: 2,
+                    deadline: .now + .seconds(20)
+                )
+                await order.append(priority == .interactive ? "interactive" : "batch")
+                try await Task.sleep(for: .milliseconds(100))
+                await store.releaseSlot(ticket)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for painter in 0..<4 { group.addTask { try await claim(interactiveSide, .interactive, "painter-\(painter)") } }
+                // The painters wait before the batch job asks.
+                try await Task.sleep(for: .milliseconds(300))
+                group.addTask { try await claim(batchSide, .batch, "key:studio") }
+                try await Task.sleep(for: .milliseconds(300))
+                await batchSide.releaseSlot(held)
+                try await group.waitForAll()
+            }
+            #expect(await order.entries == ["interactive", "interactive", "batch", "interactive", "interactive"])
+        }
+    }
+
     @Test func ownersTakeTurnsForAFreedSlotAcrossInstancesAndAnOwnersCapCountsEveryBackend() async throws {
         try await withInstances(2, lease: .seconds(5)) { stores, _ in
             let (a, b) = (stores[0], stores[1])

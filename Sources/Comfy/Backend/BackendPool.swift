@@ -183,7 +183,7 @@ public final class BackendPool: Sendable {
             do {
                 ticket = try await ledger?.acquireSlot(
                     backend: backend.url.description, capacity: configuration.capacityPerBackend, job: job.jobID, priority: priority, owner: owner,
-                    ownerMaxRunning: ownerMaxRunning, deadline: deadline
+                    ownerMaxRunning: ownerMaxRunning, interactiveBurst: configuration.sharedInteractiveBurst, deadline: deadline
                 )
             } catch {
                 await dispatcher.finish(id)

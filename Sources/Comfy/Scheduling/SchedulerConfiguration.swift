@@ -21,4 +21,8 @@ public struct SchedulerConfiguration: Sendable {
         self.interactiveBurst = max(1, interactiveBurst)
         self.maxAttempts = max(1, maxAttempts)
     }
+
+    /// The run of interactive slots across instances before a waiting batch job's: taking
+    /// turns is a run of one.
+    var sharedInteractiveBurst: Int { interactiveFirst ? interactiveBurst : 1 }
 }

@@ -150,6 +150,10 @@ enum PostgresJobStoreSchema {
         [
             "ALTER TABLE drawing_sessions ADD COLUMN owner TEXT",
         ],
+        // 6: how many slots in a row each backend gave interactive work while batch work waited.
+        [
+            "CREATE TABLE backend_turns (backend TEXT PRIMARY KEY, interactive_run BIGINT NOT NULL DEFAULT 0)",
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }
