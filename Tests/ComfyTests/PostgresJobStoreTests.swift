@@ -46,9 +46,11 @@ struct PostgresJobStoreTests {
         return await inUse.peak
     }
 
-    func job(_ text: String = "x", kind: JobKind = .async, key: String? = nil, webhook: String? = nil, at date: Date = Date()) -> JobRecord {
+    func job(
+        _ text: String = "x", kind: JobKind = .async, key: String? = nil, webhook: String? = nil, owner: String = "10.0.0.1", at date: Date = Date()
+    ) -> JobRecord {
         JobRecord(
-            id: JobRecord.newID(), kind: kind, workflow: ["1": .object(["class_type": .string(text)])], outputNodeID: "1", owner: "10.0.0.1",
+            id: JobRecord.newID(), kind: kind, workflow: ["1": .object(["class_type": .string(text)])], outputNodeID: "1", owner: owner,
             webhookURL: webhook, idempotencyKey: key, createdAt: date
         )
     }
@@ -188,6 +190,29 @@ struct PostgresJobStoreTests {
             #expect(try await sending.job(lost)?.webhook.state == .pending)
             try await sending.recordWebhookAttempt(of: lost, status: 200, delivered: true, nextAttemptAt: nil, at: Date())
             #expect(try await sending.job(lost)?.webhook.state == .delivered)
+        }
+    }
+
+    @Test func anOwnersWebhooksUnderWayOnAnyInstanceCountTowardItsShare() async throws {
+        try await withInstances(2, lease: .seconds(5)) { stores, _ in
+            var owners: [String: String] = [:]
+            for (owner, count) in [("key:noisy", 10), ("key:quiet", 2)] {
+                for index in 0..<count {
+                    let record = job("\(owner) \(index)", webhook: "https://example.com/hook", owner: owner)
+                    _ = try await stores[0].insert(record, requestHash: nil, keyWindow: .seconds(60))
+                    _ = try await stores[0].finish(record.id, status: .completed, result: nil, failure: nil, at: Date())
+                    owners[record.id] = owner
+                }
+            }
+            func claimed(_ store: PostgresJobStore) async throws -> [String] {
+                try await store.dueWebhooks(at: Date(), limit: 50, perOwner: 4).map { owners[$0.id] ?? "?" }.sorted()
+            }
+            let first = try await stores[0].dueWebhooks(at: Date(), limit: 50, perOwner: 4)
+            #expect(first.map { owners[$0.id] ?? "?" }.sorted() == ["key:noisy", "key:noisy", "key:noisy", "key:noisy", "key:quiet", "key:quiet"])
+            #expect(try await claimed(stores[1]).isEmpty, "the noisy owner's four under way on the other instance count")
+            let sent = try #require(first.first { owners[$0.id] == "key:noisy" })
+            try await stores[0].recordWebhookAttempt(of: sent.id, status: 200, delivered: true, nextAttemptAt: nil, at: Date())
+            #expect(try await claimed(stores[1]) == ["key:noisy"], "one ended, one more")
         }
     }
 

@@ -162,20 +162,28 @@ struct JobTests {
         var settings = Self.webhookSettings
         settings["WEBHOOK_TIMEOUT"] = "30s"
         try await withGateway("jobs-hang-many", environment: settings) { gateway, _ in
-            // More hanging deliveries than the 32 threads that call ComfyUI.
-            var ids: [String] = []
+            // More hanging deliveries than the 32 threads that call ComfyUI, from ten keys: one
+            // owner's deliveries take at most half of the webhook connections.
+            var secrets: [String] = []
+            for index in 0..<10 { secrets.append(try KeyTests.createKey(gateway, ["hanging-\(index)"])) }
+            try await waitUntil { try await gateway.post("/api/jobs", json: .object([:])).status == 401 }
+            var ids: [(String, String)] = []
             for index in 0..<40 {
+                let secret = secrets[index % secrets.count]
                 let body = JSONValue.object(["workflow_data": .object(Workflows.txt2img(text: "hang \(index)")), "webhook_url": .string(receiver.url("/hang"))])
-                ids.append(try #require(try JSONValue.parse(try await gateway.post("/api/jobs", json: body).body)["id"]?.stringValue))
+                let answer = try await gateway.post("/api/jobs", json: body, headers: KeyTests.bearer(secret))
+                ids.append((try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.status) \(answer.bodyText)"), secret))
             }
             try await waitUntil(timeout: .seconds(30)) { try await receiver.deliveries().count >= 8 }
             // ComfyUI is still reached while every webhook thread waits on the receiver...
-            let generated = try await gateway.post("/api/generate_file", json: Workflows.body(Workflows.txt2img(text: "not held up")))
+            let generated = try await gateway.post(
+                "/api/generate_file", json: Workflows.body(Workflows.txt2img(text: "not held up")), headers: KeyTests.bearer(secrets[0])
+            )
             #expect(generated.status == 200, "\(generated.bodyText)")
             #expect(emulatorMetadata(ofPNG: generated.body)?["texts"] == .array(["not held up", "text, watermark"]))
             // ... and before any of them ended: none waited for a delivery to time out.
-            for id in ids {
-                #expect(try await gateway.job(id)["webhook"]?["attempts"] == 0, "\(id)")
+            for (id, secret) in ids {
+                #expect(try await gateway.job(id, headers: KeyTests.bearer(secret))["webhook"]?["attempts"] == 0, "\(id)")
             }
             #expect(try await receiver.deliveries().count == 8, "8 deliveries at once, the rest wait their turn")
         }

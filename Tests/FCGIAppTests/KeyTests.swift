@@ -200,4 +200,40 @@ struct KeyTests {
             #expect(!gateway.app.log.contains(aliceSecret) && !gateway.app.log.contains(bobSecret), "no secret in a log line")
         }
     }
+
+    /// Deliveries share 8 connections: a key whose receivers never answer holds half of them,
+    /// so another key's webhook goes out while all of the first key's still hang.
+    @Test func aKeyWhoseWebhookReceiversHangHoldsOnlyItsShareOfTheDeliveryConnections() async throws {
+        let settings = JobTests.webhookSettings.merging(["WEBHOOK_TIMEOUT": "30s"]) { $1 }
+        try await withGateway("keys-webhook-share", environment: settings) { gateway, _ in
+            let alice = try Self.createKey(gateway, ["alice"])
+            let bob = try Self.createKey(gateway, ["bob"])
+            try await waitUntil { try await gateway.post("/api/jobs", json: .object([:])).status == 401 }
+            let directory = (gateway.runDirectory as NSString).deletingLastPathComponent
+            let receiver = try WebhookReceiver(directory: directory, http: testHTTP)
+            defer { receiver.stop() }
+            func submit(_ secret: String, _ text: String, webhook: String) async throws -> String {
+                let body = JSONValue.object([
+                    "workflow_data": .object(Workflows.txt2img(text: text)), "output_node_id": "9", "webhook_url": .string(receiver.url(webhook)),
+                ])
+                let answer = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(secret))
+                return try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.status) \(answer.bodyText)")
+            }
+            var hanging: [String] = []
+            for index in 0..<12 { hanging.append(try await submit(alice, "hang \(index)", webhook: "/hang")) }
+            try await waitUntil(timeout: .seconds(30)) {
+                for id in hanging where try await gateway.job(id, headers: Self.bearer(alice))["status"] != "completed" { return false }
+                return true
+            }
+            try await waitUntil { try await receiver.deliveries().count >= 4 }
+
+            let delivered = try await submit(bob, "answered", webhook: "/ok")
+            try await waitUntil(timeout: .seconds(20)) { try await receiver.deliveries().contains { $0["id"]?.stringValue == delivered } }
+            for id in hanging {
+                #expect(try await gateway.job(id, headers: Self.bearer(alice))["webhook"]?["attempts"] == 0, "bob's went while all of alice's hung")
+            }
+            let arrived = try await receiver.deliveries()
+            #expect(arrived.filter { $0["path"] == "/hang" }.count == 4, "alice holds her share, no more: \(arrived.map { $0["path"] ?? .null })")
+        }
+    }
 }

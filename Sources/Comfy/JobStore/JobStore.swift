@@ -37,8 +37,10 @@ public protocol JobStore: Sendable {
     /// How many queued jobs are ahead of this one; `nil` unless it is queued.
     func queuePosition(of id: String) async throws -> Int?
 
-    /// Jobs whose webhook is due at `now`, oldest first.
-    func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord]
+    /// Jobs whose webhook is due at `now`, oldest first, and at most `perOwner` of one owner's
+    /// counting those being sent: one tenant whose receivers hang keeps the others' waiting no
+    /// longer than its share of the connections.
+    func dueWebhooks(at now: Date, limit: Int, perOwner: Int) async throws -> [JobRecord]
 
     /// When the next pending webhook not due yet at `now` becomes due.
     func nextWebhookDue(after now: Date) async throws -> Date?
@@ -86,6 +88,11 @@ extension JobStore {
     /// Ends a job that used nothing worth counting (it failed or was cancelled).
     public func finish(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, at date: Date) async throws -> JobRecord? {
         try await finish(id, status: status, result: result, failure: failure, gpuMilliseconds: nil, imageBytes: nil, at: date)
+    }
+
+    /// Due webhooks with no share per owner.
+    public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
+        try await dueWebhooks(at: now, limit: limit, perOwner: .max)
     }
 
     public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {

@@ -211,11 +211,20 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
+    /// Those being sent stay due until their attempt is recorded, and are an owner's oldest, so
+    /// they count toward its share.
+    public func dueWebhooks(at now: Date, limit: Int, perOwner: Int) async throws -> [JobRecord] {
         try await guarded {
             try await connection.query(
-                "SELECT * FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ? ORDER BY webhook_next_at LIMIT ?",
-                [.integer(now.milliseconds), .integer(limit)]
+                """
+                SELECT * FROM jobs WHERE seq IN (
+                    SELECT seq FROM (
+                        SELECT seq, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at, seq) AS turn
+                        FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ?
+                    ) WHERE turn <= ?
+                ) ORDER BY webhook_next_at LIMIT ?
+                """,
+                [.integer(now.milliseconds), .integer(perOwner), .integer(limit)]
             ).map(Self.record)
         }
     }

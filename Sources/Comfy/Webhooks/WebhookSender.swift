@@ -18,13 +18,17 @@ public final class WebhookSender: Sendable {
         public var retryBase: Duration
         public var timeout: Duration
         public var allowPrivate: Bool
+        /// Deliveries of one owner (an API key, or an address) under way at once: with half the
+        /// connections, an owner whose receivers hang leaves the other half to everyone else.
+        public var perOwner: Int
 
-        public init(signer: WebhookSigner, maxAttempts: Int, retryBase: Duration, timeout: Duration, allowPrivate: Bool) {
+        public init(signer: WebhookSigner, maxAttempts: Int, retryBase: Duration, timeout: Duration, allowPrivate: Bool, perOwner: Int = 4) {
             self.signer = signer
             self.maxAttempts = maxAttempts
             self.retryBase = retryBase
             self.timeout = timeout
             self.allowPrivate = allowPrivate
+            self.perOwner = max(1, perOwner)
         }
     }
 
@@ -62,7 +66,7 @@ public final class WebhookSender: Sendable {
                     // Read before the store: a delivery that ends after it was read as due is
                     // not started again (SQLite's due webhooks are not claimed).
                     let busy = inFlight.withLockedValue { $0 }
-                    let due = try await store.dueWebhooks(at: now, limit: Self.batch)
+                    let due = try await store.dueWebhooks(at: now, limit: Self.batch, perOwner: configuration.perOwner)
                     var started = 0
                     for record in due where !busy.contains(record.id) && inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
                         started += 1

@@ -262,13 +262,23 @@ public final class PostgresJobStore: SharedJobStore {
     /// was held up past its lease is claimed again. Webhook times are the database's clock,
     /// as the leases (`now` is this instance's: not used here), so that an instance whose
     /// clock is ahead does not take a claim another still holds.
-    public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
+    /// Those being sent by any instance (claimed, the claim not run out) count toward an
+    /// owner's share.
+    public func dueWebhooks(at now: Date, limit: Int, perOwner: Int) async throws -> [JobRecord] {
         try await guarded {
             let claimed = try await rows(
                 """
                 UPDATE jobs SET webhook_next_at = gateway_now_ms() + \(leaseTimeout.milliseconds), webhook_claimed_by = \(instanceID)
                 WHERE seq IN (
-                    SELECT seq FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= gateway_now_ms()
+                    SELECT seq FROM jobs WHERE seq IN (
+                        SELECT seq FROM (
+                            SELECT seq, webhook_next_at <= gateway_now_ms() AS due, ROW_NUMBER() OVER (
+                                PARTITION BY owner ORDER BY webhook_next_at > gateway_now_ms() DESC, webhook_next_at, seq
+                            ) AS turn
+                            FROM jobs WHERE webhook_state = 'pending'
+                                AND (webhook_next_at <= gateway_now_ms() OR webhook_claimed_by IS NOT NULL)
+                        ) AS ranked WHERE due AND turn <= \(perOwner)
+                    )
                     ORDER BY webhook_next_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
                 )
                 RETURNING *
