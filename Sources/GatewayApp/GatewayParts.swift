@@ -119,7 +119,7 @@ struct GatewayParts: Sendable {
         router.add("GET", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.show($0) }
         router.add("DELETE", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.cancel($0) }
         let workflows = WorkflowsRoute(library: styles, generate: generate, jobs: jobsRoute)
-        let openAPI = OpenAPIRoute(staticDirectory: configuration.site.staticDirectory, library: styles, serverBaseURL: configuration.serverBaseURL)
+        let openAPI = OpenAPIRoute(staticDirectory: configuration.site.staticDirectory, library: styles, serverBaseURL: configuration.serverBaseURL, gate: gate)
         router.add("GET", "/api/workflows", keyed: true) { await workflows.list($0) }
         // Public like /openapi.json: Dify's import-from-URL fetch carries no credentials.
         router.add("GET", "/api/workflows/openapi.json") { await openAPI.toolDocument($0) }

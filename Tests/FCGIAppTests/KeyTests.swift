@@ -236,4 +236,30 @@ struct KeyTests {
             #expect(arrived.filter { $0["path"] == "/hang" }.count == 4, "alice holds her share, no more: \(arrived.map { $0["path"] ?? .null })")
         }
     }
+
+    /// The tool documents stay public for Dify's import, but a workflow's default values are
+    /// its operator's prompts and settings: only a request with a key sees them once keys exist.
+    @Test func publicToolDocumentsLeaveWorkflowDefaultsOutUnlessTheRequestHasAKey() async throws {
+        try await withGateway("keys-tool-defaults") { gateway, _ in
+            try Sketches.install(Workflows.txt2img(text: "the operator's own prompt"), as: "poster", in: gateway)
+            func defaults(_ path: String, _ headers: [(String, String)] = []) async throws -> [String: JSONValue] {
+                let answer = try await gateway.get(path, headers: headers)
+                #expect(answer.status == 200)
+                #expect(answer.header("Vary")?.contains("Authorization") == true)
+                let properties = try JSONValue.parse(answer.body)["paths"]?["/api/workflows/poster/run"]?["post"]?["requestBody"]?["content"]?["application/json"]?["schema"]?["properties"]?.objectValue ?? [:]
+                #expect(!properties.isEmpty, "\(path) lists the tool")
+                return properties.filter { !["response_type", "output_format", "quality"].contains($0.key) }.compactMapValues { $0["default"] }
+            }
+            let open = try await defaults("/api/workflows/openapi.json")
+            #expect(open.values.contains(.string("the operator's own prompt")), "no keys: nothing to withhold: \(open)")
+
+            let secret = try Self.createKey(gateway, ["dify"])
+            try await waitUntil { try await gateway.post("/api/jobs", json: .object([:])).status == 401 }
+            for path in ["/api/workflows/openapi.json", "/openapi.json"] {
+                #expect(try await defaults(path).isEmpty, "\(path) without a key")
+                #expect(try await defaults(path, [("Authorization", "Bearer cgw_wrong")]).isEmpty, "\(path) with a wrong key")
+                #expect(try await defaults(path, Self.bearer(secret)) == open, "\(path) with the key")
+            }
+        }
+    }
 }

@@ -8,31 +8,37 @@ import Foundation
 /// Dify's "custom tool → import from URL" reads (its parser takes every operation of a document
 /// as a tool and fails on 3.1's `type: [..., "null"]`): each workflow one tool, ranges and
 /// choices in the descriptions, which are all its model sees.
+///
+/// Both are public (Dify's import fetch carries no credentials), so while keys are needed a
+/// request without a valid one gets the tools without their default values: those are the
+/// workflows' own prompts and settings, which are the operator's.
 struct OpenAPIRoute: Sendable {
     let base: [String: JSONValue]
     let library: StyleLibrary
     /// `SERVER_BASE_URL`; empty: the request's own scheme and host.
     let serverBaseURL: String
+    let gate: APIKeyGate
 
     /// Reads the reference document; a missing or broken one leaves only the workflow tools.
-    init(staticDirectory: String, library: StyleLibrary, serverBaseURL: String) {
+    init(staticDirectory: String, library: StyleLibrary, serverBaseURL: String, gate: APIKeyGate) {
         let data = FileManager.default.contents(atPath: "\(staticDirectory)/openapi.json").map { Array($0) } ?? []
         base = (try? JSONValue.parse(data))?.objectValue ?? [
             "openapi": "3.1.0", "info": .object(["title": "Comfy Gateway", "version": "1"]), "paths": .object([:]),
         ]
         self.library = library
         self.serverBaseURL = serverBaseURL
+        self.gate = gate
     }
 
     func document(_ request: GatewayRequest) async -> GatewayResponse {
         var document = base
         document["servers"] = .array([.object(["url": .string(serverURL(for: request))])])
-        document["paths"] = .object((document["paths"]?.objectValue ?? [:]).merging(await toolPaths()) { $1 })
-        return .json(.object(document), headers: [("Vary", "Host")])
+        document["paths"] = .object((document["paths"]?.objectValue ?? [:]).merging(await toolPaths(request)) { $1 })
+        return .json(.object(document), headers: [("Vary", "Host, Authorization")])
     }
 
     func toolDocument(_ request: GatewayRequest) async -> GatewayResponse {
-        let paths = await toolPaths()
+        let paths = await toolPaths(request)
         let document: JSONValue = .object([
             "openapi": "3.0.3",
             "info": .object([
@@ -45,14 +51,22 @@ struct OpenAPIRoute: Sendable {
             "components": .object(["securitySchemes": .object(["bearer": .object(["type": "http", "scheme": "bearer"])])]),
             "security": .array([.object(["bearer": .array([])])]),
         ])
-        return .json(document, headers: [("Vary", "Host")])
+        return .json(document, headers: [("Vary", "Host, Authorization")])
     }
 
     /// One path per workflow tool, `/api/workflows/{name}/run`.
-    private func toolPaths() async -> [String: JSONValue] {
+    private func toolPaths(_ request: GatewayRequest) async -> [String: JSONValue] {
+        // Without keys there is nothing to withhold; with them, a request that is not the gate's is refused defaults.
+        let withDefaults: Bool
+        do {
+            _ = try await gate.authenticate(authorization: request.header("authorization"))
+            withDefaults = true
+        } catch {
+            withDefaults = false
+        }
         var paths: [String: JSONValue] = [:]
         for tool in await library.tools() {
-            paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool)])
+            paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool, withDefaults: withDefaults)])
         }
         return paths
     }
@@ -88,8 +102,9 @@ struct OpenAPIRoute: Sendable {
         return parts.count == 1 || (!parts[1].isEmpty && parts[1].utf8.count <= 5 && parts[1].utf8.allSatisfy { (0x30...0x39).contains($0) })
     }
 
-    /// One tool as one operation: `run_<name>`, its parameters as the body's properties.
-    static func operation(_ tool: WorkflowTool) -> JSONValue {
+    /// One tool as one operation: `run_<name>`, its parameters as the body's properties (with
+    /// their default values when `withDefaults`).
+    static func operation(_ tool: WorkflowTool, withDefaults: Bool = true) -> JSONValue {
         var properties: [String: JSONValue] = [:]
         for parameter in tool.parameters {
             var description = parameter.description
@@ -103,7 +118,7 @@ struct OpenAPIRoute: Sendable {
                 "type": .string(parameter.kind == .image ? "string" : parameter.kind.rawValue),
                 "description": .string(description),
             ]
-            schema["default"] = parameter.defaultValue
+            if withDefaults { schema["default"] = parameter.defaultValue }
             schema["minimum"] = parameter.minimum.map(JSONValue.number)
             schema["maximum"] = parameter.maximum.map(JSONValue.number)
             properties[parameter.name] = .object(schema)
