@@ -49,8 +49,8 @@ public struct GatewayApplication: Sendable {
             jobs: jobs,
             gate: parts.gate,
             limits: limits,
-            // base64 makes a sketch 4/3 larger; the JSON around it is small.
-            maxMessageBytes: configuration.maxSketchBytes * 4 / 3 + 64 * 1024,
+            maxMessageBytes: configuration.maxSocketMessageBytes,
+            receiveBudget: ReceiveBudget(limit: configuration.webSocketReceiveBudget),
             pingInterval: configuration.pingInterval,
             peers: configuration.listenerPeers,
             origins: configuration.drawingOrigins,

@@ -180,6 +180,47 @@ struct HardeningTests {
     }
 }
 
+extension HardeningTests {
+    /// A message is buffered whole, and nginx lets one address hold `DRAWING_CONNECTIONS` sockets:
+    /// the bytes of messages still arriving are bounded for all sockets together.
+    @Test func messagesStillArrivingShareOneBudgetAndASocketBeyondItIsClosedWith1013() async throws {
+        // Sketches up to 600 kB make a message of at most 865 kB; all sockets together may be receiving 1 MB.
+        try await withGateway("hard-ws-budget", environment: ["MAX_SKETCH_BYTES": "600000", "WS_RECEIVE_BUDGET": "1000000"]) { gateway, _ in
+            func open(_ session: String) throws -> RawConnection {
+                let connection = try RawConnection(port: gateway.port)
+                try connection.send("GET /api/ws/\(session) HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                #expect(try connection.receiveHead().status == 101)
+                return connection
+            }
+            func receiving() async throws -> Double {
+                let metrics = try await gateway.get("/metrics").bodyText
+                let line = metrics.split(separator: "\n").first { $0.hasPrefix("comfy_gateway_websocket_receiving_bytes ") }
+                return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+            }
+            // Not JSON: answered with an error once it is whole.
+            let frame = webSocketFrame(opcode: 0x1, payload: Array(repeating: UInt8(ascii: "x"), count: 800_000))
+            let slow = try open("budget-slow")
+            try slow.send(Array(frame[..<600_000]))
+            try await waitUntil { try await receiving() == 600_000 }
+
+            let greedy = try open("budget-greedy")
+            try greedy.send(Array(frame[..<500_000]))
+            #expect(try greedy.closeCode() == 1013, "its bytes do not fit beside the first socket's")
+
+            // The first socket was not cut: its message arrives whole and is answered.
+            try slow.send(Array(frame[600_000...]))
+            #expect(try slow.nextText().contains("messages must be JSON objects"))
+            try await waitUntil { try await receiving() == 0 }
+            // And what it held is free again.
+            let later = try open("budget-later")
+            try later.send(frame)
+            #expect(try later.nextText().contains("messages must be JSON objects"))
+            let refusals = try await gateway.get("/metrics").bodyText
+            #expect(refusals.contains("comfy_gateway_websocket_budget_refusals_total 1"), "\(refusals)")
+        }
+    }
+}
+
 /// The processes whose parent is `parent`.
 func processChildren(of parent: Int32) -> [Int32] {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []

@@ -10,6 +10,15 @@ struct GatewayConfigurationTests {
         return try GatewayConfiguration(Environment(values))
     }
 
+    @Test func theSocketReceiveBudgetHoldsAtLeastTheLargestMessage() throws {
+        #expect(try configuration([:]).webSocketReceiveBudget == 256 << 20)
+        #expect(try configuration(["MAX_SKETCH_BYTES": "\(100 << 20)"]).webSocketReceiveBudget == 4 * ((100 << 20) * 4 / 3 + 65536))
+        #expect(try configuration(["MAX_SKETCH_BYTES": "600000", "WS_RECEIVE_BUDGET": "1000000"]).webSocketReceiveBudget == 1_000_000)
+        #expect(throws: ConfigurationError.self, "a full-size sketch could never arrive") {
+            try configuration(["MAX_SKETCH_BYTES": "600000", "WS_RECEIVE_BUDGET": "800000"])
+        }
+    }
+
     @Test func aPingIntervalThatNginxWouldOutwaitIsRefused() throws {
         #expect(try configuration(["WS_PING_INTERVAL": "60s"]).pingInterval == .seconds(60))
         do {

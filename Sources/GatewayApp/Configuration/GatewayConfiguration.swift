@@ -11,7 +11,8 @@ import Logging
 /// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_ABANDONED_JOBS_PER_CALLER` (64), `MAX_BODY_BYTES`
 /// (`MAX_BODY`), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`RUN_DIR/ws.sock`),
 /// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
-/// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `MAX_SESSIONS` (10,000),
+/// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `WS_RECEIVE_BUDGET` (256 MiB, or four
+/// of the largest messages: bytes of messages still arriving on all sockets), `MAX_SESSIONS` (10,000),
 /// `MAX_SESSIONS_PER_CLIENT` (100), `ALLOWED_ORIGINS` (other sites' pages
 /// that may open drawing WebSockets; `*` for any); for browsers and workflows `CORS_ALLOW_ORIGINS`
 /// (other sites' pages that may call the HTTP API), `NODE_POLICY` (`deny`, the default, or
@@ -49,6 +50,12 @@ public struct GatewayConfiguration: Sendable {
     var maxSketchBytes: Int
     var maxSketchPixels: Int
     var pingInterval: Duration
+    /// Bytes of drawing-socket messages still arriving, all sockets together.
+    var webSocketReceiveBudget: Int
+    var maxSocketMessageBytes: Int { Self.maxSocketMessageBytes(sketchBytes: maxSketchBytes) }
+
+    /// The largest drawing-socket message: a sketch in base64 (4/3 larger) and the JSON around it.
+    static func maxSocketMessageBytes(sketchBytes: Int) -> Int { sketchBytes * 4 / 3 + 64 * 1024 }
     var maxSessions: Int
     var maxSessionsPerClient: Int
     /// What an input image may be, and how it is fetched.
@@ -158,5 +165,7 @@ public struct GatewayConfiguration: Sendable {
             probeInterval: try environment.duration("BACKEND_PROBE_INTERVAL", default: .seconds(5)),
             stallTimeout: try environment.duration("BACKEND_STALL_TIMEOUT", default: .seconds(180))
         )
+        let largest = Self.maxSocketMessageBytes(sketchBytes: maxSketchBytes)
+        webSocketReceiveBudget = try environment.integer("WS_RECEIVE_BUDGET", default: max(256 << 20, 4 * largest), range: largest...(1 << 40))
     }
 }

@@ -16,6 +16,7 @@ final class DrawingSocketServer: Service {
     private let jobEvents: JobEventStream
     private let limits: SketchLimits
     private let maxMessageBytes: Int
+    private let receiveBudget: ReceiveBudget
     private let pingInterval: Duration
     private let origins: OriginPolicy
     /// With `DRAWING_AUTH`: an upgrade needs the session's token in its query.
@@ -42,7 +43,8 @@ final class DrawingSocketServer: Service {
 
     /// - Parameter origins: the browser pages that may open a session's socket.
     init(
-        socketPath: String, sessions: DrawingSessions, jobs: JobRunner, gate: APIKeyGate, limits: SketchLimits, maxMessageBytes: Int, pingInterval: Duration,
+        socketPath: String, sessions: DrawingSessions, jobs: JobRunner, gate: APIKeyGate, limits: SketchLimits, maxMessageBytes: Int, receiveBudget: ReceiveBudget,
+        pingInterval: Duration,
         peers: Set<String>? = nil, origins: OriginPolicy, tokens: SessionTokens? = nil, logger: Logger, grantSocket: @escaping @Sendable (String) -> Void
     ) {
         self.peers = peers
@@ -55,6 +57,7 @@ final class DrawingSocketServer: Service {
         jobEvents = JobEventStream(runner: jobs, gate: gate, heartbeat: pingInterval)
         self.limits = limits
         self.maxMessageBytes = maxMessageBytes
+        self.receiveBudget = receiveBudget
         self.pingInterval = pingInterval
         self.logger = logger
     }
@@ -82,7 +85,7 @@ final class DrawingSocketServer: Service {
     }
 
     func run() async throws {
-        let maxMessageBytes = self.maxMessageBytes
+        let (maxMessageBytes, receiveBudget) = (self.maxMessageBytes, self.receiveBudget)
         let origins = self.origins
         let (tokens, peers) = (self.tokens, self.peers)
         // Channels whose upgrade was refused for their Origin or token, from `shouldUpgrade` to the refusal.
@@ -114,6 +117,9 @@ final class DrawingSocketServer: Service {
                         },
                         upgradePipelineHandler: { channel, head in
                             channel.eventLoop.makeCompletedFuture {
+                                // Before the frame decoder, which keeps a partial frame (also the bytes the upgrade replays).
+                                let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+                                try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(budget: receiveBudget), position: .before(decoder))
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
                                 try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
                                     minNonFinalFragmentSize: 0,
@@ -122,8 +128,12 @@ final class DrawingSocketServer: Service {
                                 ))
                                 let sessionID = Self.sessionID(of: head.uri) ?? ""
                                 let keyName = tokens?.verify(SessionTokens.token(inURI: head.uri), for: sessionID).flatMap { $0.isEmpty ? nil : $0 }
+                                // Whole messages wait for the reader at most two deep: reading stops past that.
+                                let buffering = NIOAsyncChannel<WebSocketFrame, WebSocketFrame>.Configuration(
+                                    backPressureStrategy: .init(lowWatermark: 1, highWatermark: 2)
+                                )
                                 return .websocket(
-                                    try NIOAsyncChannel(wrappingChannelSynchronously: channel), sessionID: sessionID,
+                                    try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: buffering), sessionID: sessionID,
                                     clientAddress: Self.clientAddress(head.headers), keyName: keyName
                                 )
                             }

@@ -144,9 +144,12 @@ func webSocketFrame(opcode: UInt8, payload: [UInt8], fin: Bool = true, rsv: UInt
     let maskBit: UInt8 = masked ? 0x80 : 0
     if payload.count < 126 {
         frame.append(maskBit | UInt8(payload.count))
-    } else {
+    } else if payload.count <= 0xFFFF {
         frame.append(maskBit | 126)
         frame += [UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+    } else {
+        frame.append(maskBit | 127)
+        frame += (0..<8).reversed().map { UInt8(truncatingIfNeeded: payload.count >> ($0 * 8)) }
     }
     if masked {
         let key: [UInt8] = [0x12, 0x34, 0x56, 0x78]
@@ -163,15 +166,30 @@ extension RawConnection {
     /// without one, and throws when the connection ended with no close frame at all.
     func closeCode() throws -> UInt16? {
         while true {
-            guard let header = receiveExactly(2) else { throw TestFailure("the connection ended without a close frame") }
-            var length = Int(header[1] & 0x7F)
-            if length == 126, let extended = receiveExactly(2) { length = Int(extended[0]) << 8 | Int(extended[1]) }
-            if length == 127, let extended = receiveExactly(8) { length = extended.reduce(0) { $0 << 8 | Int($1) } }
-            guard let payload = receiveExactly(length) else { throw TestFailure("the connection ended inside a frame") }
-            if header[0] & 0x0F == 0x8 {
+            let (opcode, payload) = try nextFrame()
+            if opcode == 0x8 {
                 return payload.count >= 2 ? UInt16(payload[0]) << 8 | UInt16(payload[1]) : nil
             }
         }
+    }
+
+    /// The next text frame's text, skipping pings; throws at a close frame or the end.
+    func nextText() throws -> String {
+        while true {
+            let (opcode, payload) = try nextFrame()
+            if opcode == 0x1 { return String(decoding: payload, as: UTF8.self) }
+            if opcode == 0x8 { throw TestFailure("closed instead: \(payload.prefix(2).map { $0 })") }
+        }
+    }
+
+    /// One server frame (unmasked): its opcode and payload.
+    private func nextFrame() throws -> (opcode: UInt8, payload: [UInt8]) {
+        guard let header = receiveExactly(2) else { throw TestFailure("the connection ended without a close frame") }
+        var length = Int(header[1] & 0x7F)
+        if length == 126, let extended = receiveExactly(2) { length = Int(extended[0]) << 8 | Int(extended[1]) }
+        if length == 127, let extended = receiveExactly(8) { length = extended.reduce(0) { $0 << 8 | Int($1) } }
+        guard let payload = receiveExactly(length) else { throw TestFailure("the connection ended inside a frame") }
+        return (header[0] & 0x0F, payload)
     }
 }
 

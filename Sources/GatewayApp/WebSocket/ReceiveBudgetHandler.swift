@@ -1,0 +1,95 @@
+import Metrics
+import NIOCore
+import NIOWebSocket
+
+/// Charges the bytes of each data message to the shared `ReceiveBudget` as they arrive, and
+/// gives them back once the message is whole (it then goes to the socket's reader, which takes
+/// one at a time). It reads frame headers itself, since the frame decoder after it keeps a
+/// partial frame out of sight. Bytes that do not fit close the socket with 1013 (try again
+/// later). Control frames are small and not charged.
+final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = WebSocketFrame
+
+    private let budget: ReceiveBudget
+    /// The header being read (2 to 14 bytes).
+    private var header: [UInt8] = []
+    /// Payload bytes of the current frame not read yet; `nil` while a header is read.
+    private var remaining: UInt64?
+    private var frameIsControl = false
+    private var frameIsFinal = false
+    /// What the message being received holds of the budget.
+    private var charged = 0
+    private var refused = false
+
+    init(budget: ReceiveBudget) {
+        self.budget = budget
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused else { return }
+        let buffer = unwrapInboundIn(data)
+        var index = buffer.readerIndex
+        let end = buffer.writerIndex
+        while index < end {
+            if let left = remaining {
+                let count = Int(min(left, UInt64(end - index)))
+                guard frameIsControl || charge(count) else { return refuse(context) }
+                index += count
+                remaining = left - UInt64(count)
+            } else {
+                header.append(buffer.getInteger(at: index, as: UInt8.self)!)
+                index += 1
+                guard let length = Self.payloadLength(header) else { continue }
+                frameIsControl = header[0] & 0x08 != 0
+                frameIsFinal = header[0] & 0x80 != 0
+                guard frameIsControl || charge(header.count) else { return refuse(context) }
+                header.removeAll(keepingCapacity: true)
+                remaining = length
+            }
+            if remaining == 0 {
+                remaining = nil
+                if frameIsFinal && !frameIsControl {
+                    budget.give(charged)
+                    charged = 0
+                }
+            }
+        }
+        context.fireChannelRead(data)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        budget.give(charged)
+        charged = 0
+    }
+
+    /// A frame's payload length once `header` is complete (RFC 6455 §5.2), else `nil`.
+    static func payloadLength(_ header: [UInt8]) -> UInt64? {
+        guard header.count >= 2 else { return nil }
+        let short = header[1] & 0x7F
+        let extended = short == 126 ? 2 : short == 127 ? 8 : 0
+        let masked = header[1] & 0x80 != 0
+        guard header.count == 2 + extended + (masked ? 4 : 0) else { return nil }
+        guard extended > 0 else { return UInt64(short) }
+        return header[2..<(2 + extended)].reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    private func charge(_ count: Int) -> Bool {
+        guard budget.take(count) else { return false }
+        charged += count
+        return true
+    }
+
+    private func refuse(_ context: ChannelHandlerContext) {
+        refused = true
+        budget.give(charged)
+        charged = 0
+        Counter(label: "comfy_gateway_websocket_budget_refusals_total").increment()
+        var reason = context.channel.allocator.buffer(capacity: 64)
+        reason.write(webSocketErrorCode: .unknown(1013))
+        reason.writeString("the gateway is receiving too much at once; send again shortly")
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reason)), promise: nil)
+        context.close(promise: nil)
+    }
+}
