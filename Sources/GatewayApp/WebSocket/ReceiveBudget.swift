@@ -14,6 +14,9 @@ final class ReceiveBudget: Sendable {
         self.limit = limit
     }
 
+    /// What is taken now.
+    var taken: Int { held.withLock { $0 } }
+
     /// Takes `count` bytes if they fit.
     func take(_ count: Int) -> Bool {
         let now: Int? = held.withLock { held in
