@@ -16,6 +16,7 @@ struct GatewayParts: Sendable {
     let jobs: JobRunner
     /// `nil` without `WEBHOOK_SECRET`.
     let webhooks: WebhookSender?
+    let webhookKeyring: WebhookKeyring?
     /// Who may call the keyed endpoints.
     let gate: APIKeyGate
     /// Input images of calls, kept under `STATE_DIR/inputs`.
@@ -39,11 +40,12 @@ struct GatewayParts: Sendable {
         }
         local = LocalImageStore(directory: configuration.outputDirectory, baseURL: configuration.serverBaseURL)
         store = try configuration.storage.makeStore(local: local, http: http, logger: logger)
-        let webhooks = configuration.jobs.webhookSigner.map { signer in
+        webhookKeyring = try configuration.jobs.webhookKeyring(store: jobStore)
+        let webhooks = webhookKeyring.map { keyring in
             WebhookSender(
                 store: jobStore, http: webhookHTTP ?? http,
                 configuration: .init(
-                    signer: signer, maxAttempts: configuration.jobs.webhookMaxAttempts, retryBase: configuration.jobs.webhookRetryBase,
+                    keyring: keyring, maxAttempts: configuration.jobs.webhookMaxAttempts, retryBase: configuration.jobs.webhookRetryBase,
                     timeout: configuration.jobs.webhookTimeout, allowPrivate: configuration.jobs.webhookAllowPrivate
                 ),
                 logger: logger
@@ -61,16 +63,7 @@ struct GatewayParts: Sendable {
         let secrets = jobStore as? any SharedSecrets
         sessionTokens = configuration.drawingAuth ? try SessionTokens.load(stateDirectory: configuration.jobs.stateDirectory, shared: secrets) : nil
         // Shared, the same image gets the same name on every instance.
-        let namingKey: [UInt8]
-        if let shared = secrets?.secret(named: "input-names") {
-            namingKey = shared
-        } else {
-            do {
-                namingKey = try RandomSecret.loadOrCreate(at: "\(configuration.jobs.stateDirectory)/input-names.key")
-            } catch {
-                throw ConfigurationError(variable: "STATE_DIR", problem: error.description)
-            }
-        }
+        let namingKey = try StateSecret.load("input-names", stateDirectory: configuration.jobs.stateDirectory, shared: secrets)
         inputs = InputImages(
             directory: inputDirectory, http: outbound ?? http, limits: configuration.inputLimits, folder: configuration.nodePolicy.uploadFolder,
             namingKey: namingKey, shared: jobStore as? any SharedInputStore
@@ -128,7 +121,7 @@ struct GatewayParts: Sendable {
         router.add("GET", "/openapi.json") { await openAPI.document($0) }
         let usage = UsageRoute(store: jobs.store)
         router.add("GET", "/api/usage", keyed: true) { try await usage.usage($0) }
-        let webhookSecret = WebhookSecretRoute(signer: configuration.jobs.webhookSigner)
+        let webhookSecret = WebhookSecretRoute(keyring: webhookKeyring)
         router.add("GET", "/api/webhook_secret", keyed: true) { try webhookSecret.secret($0) }
         let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits, tokens: sessionTokens, gate: gate)
         router.add("GET", "/api/styles") { await sketch.listStyles($0) }

@@ -12,12 +12,15 @@ struct WebhookSignerTests {
         #expect(headers.first { $0.0 == "webhook-timestamp" }?.1 == "1614265330")
     }
 
-    /// The value is Python's `hmac` over the same label, so a receiver's operator can derive it too.
-    @Test func eachKeyHasItsOwnSecretDerivedFromTheGatewaysAndItsName() throws {
+    /// The value is Python's `hmac` over the same labels: a key's secret is derived from the
+    /// gateway's secret, a root the gateway keeps to itself, and the key's name.
+    @Test func eachKeyHasItsOwnSecretThatTheGatewaysSecretAloneDoesNotGive() throws {
         let gateway = try #require(WebhookSigner(secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
-        let studio = gateway.forKey(named: "studio-a")
-        #expect(studio.secret == "whsec_Zk8EY/HxUo6EBtR9OAFa61qtd20FJmDBuz5aHzMNmNg=")
-        #expect(gateway.forKey(named: "studio-b").secret != studio.secret)
+        let keyring = WebhookKeyring(gateway: gateway, root: [UInt8](repeating: 7, count: 32))
+        let studio = keyring.signer(forKey: "studio-a")
+        #expect(studio.secret == "whsec_3aeKo6yqttsZH5b193SVKe6Cz0p8YCBpJ7u/F10Qr8w=")
+        #expect(keyring.signer(forKey: "studio-b").secret != studio.secret)
+        #expect(WebhookKeyring(gateway: gateway, root: [UInt8](repeating: 8, count: 32)).signer(forKey: "studio-a").secret != studio.secret)
         #expect(gateway.secret == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         // What a receiver builds from the secret it was given signs as the gateway does.
         let body = Array(#"{"id":"x"}"#.utf8)

@@ -11,7 +11,7 @@ import NIOConcurrencyHelpers
 /// another instance when its sender died or was held up before recording it.
 public final class WebhookSender: Sendable {
     public struct Configuration: Sendable {
-        public var signer: WebhookSigner
+        public var keyring: WebhookKeyring
         public var maxAttempts: Int
         /// The first pause; later ones follow Standard Webhooks' schedule, scaled by it
         /// (5 s → 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, ...).
@@ -22,8 +22,8 @@ public final class WebhookSender: Sendable {
         /// connections, an owner whose receivers hang leaves the other half to everyone else.
         public var perOwner: Int
 
-        public init(signer: WebhookSigner, maxAttempts: Int, retryBase: Duration, timeout: Duration, allowPrivate: Bool, perOwner: Int = 4) {
-            self.signer = signer
+        public init(keyring: WebhookKeyring, maxAttempts: Int, retryBase: Duration, timeout: Duration, allowPrivate: Bool, perOwner: Int = 4) {
+            self.keyring = keyring
             self.maxAttempts = maxAttempts
             self.retryBase = retryBase
             self.timeout = timeout
@@ -97,11 +97,6 @@ public final class WebhookSender: Sendable {
 
     private var shared: (any SharedJobStore)? { store as? any SharedJobStore }
 
-    /// A keyed job's webhook is signed with its key's own secret, others with the gateway's.
-    private func signer(of record: JobRecord) -> WebhookSigner {
-        record.keyName.map { configuration.signer.forKey(named: $0) } ?? configuration.signer
-    }
-
     private func deliver(_ record: JobRecord, sendBy: ContinuousClock.Instant?) async {
         guard let url = record.webhookURL else { return }
         let attempt = record.webhook.attempts + 1
@@ -114,7 +109,7 @@ public final class WebhookSender: Sendable {
             var request = CurlRequest(
                 method: "POST", url: target.url,
                 headers: [("Content-Type", "application/json"), ("User-Agent", "comfy-gateway-webhooks")]
-                    + signer(of: record).headers(id: record.id, timestamp: Int(Date().timeIntervalSince1970), body: body),
+                    + configuration.keyring.signer(for: record).headers(id: record.id, timestamp: Int(Date().timeIntervalSince1970), body: body),
                 body: body, timeout: configuration.timeout
             )
             request.resolve = target.resolve

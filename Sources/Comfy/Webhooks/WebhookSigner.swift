@@ -19,11 +19,9 @@ public struct WebhookSigner: Sendable {
     /// The secret in Standard Webhooks' form, for a receiver to verify with.
     public var secret: String { "whsec_" + Data(key).base64EncodedString() }
 
-    /// The signer of one API key's deliveries: its own secret, derived from this one and the
-    /// key's name (names are never reused), so that a tenant who can verify its webhooks cannot
-    /// sign one that another tenant's receiver would take.
-    public func forKey(named name: String) -> WebhookSigner {
-        WebhookSigner(key: Digest.hmacSHA256(key: key, message: Array("comfy-gateway webhook secret of API key \(name)".utf8)))
+    /// A signer whose key is HMAC-SHA256 of this one's over `label`.
+    func derived(_ label: [UInt8]) -> WebhookSigner {
+        WebhookSigner(key: Digest.hmacSHA256(key: key, message: label))
     }
 
     /// The three headers of one delivery attempt.

@@ -19,7 +19,7 @@ public enum KeysCommand {
             return 2
         }
         do {
-            let status = try await execute(arguments, store: store, webhookSigner: configuration.jobs.webhookSigner)
+            let status = try await execute(arguments, store: store, webhooks: try configuration.jobs.webhookKeyring(store: store))
             await store.close()
             return status
         } catch {
@@ -29,7 +29,7 @@ public enum KeysCommand {
         }
     }
 
-    static func execute(_ arguments: [String], store: any JobStore, webhookSigner: WebhookSigner?) async throws -> Int32 {
+    static func execute(_ arguments: [String], store: any JobStore, webhooks: WebhookKeyring?) async throws -> Int32 {
         switch arguments.first {
         case "create":
             guard arguments.count >= 2, APIKey.isValidName(arguments[1]) else {
@@ -87,7 +87,7 @@ public enum KeysCommand {
                 fail(usage)
                 return 64
             }
-            guard let webhookSigner else {
+            guard let webhooks else {
                 fail("this gateway sends no webhooks: WEBHOOK_SECRET is not set")
                 return 1
             }
@@ -95,7 +95,7 @@ public enum KeysCommand {
                 fail("no key named \(arguments[1])")
                 return 1
             }
-            print(webhookSigner.forKey(named: arguments[1]).secret)
+            print(webhooks.signer(forKey: arguments[1]).secret)
             return 0
         default:
             fail(usage)

@@ -20,12 +20,9 @@ struct SessionTokens: Sendable {
     /// Signed with `STATE_DIR/drawing-token.key`, made the first time, or with the key every
     /// instance on a shared store signs with.
     static func load(stateDirectory: String, shared: (any SharedSecrets)? = nil, lifetime: Duration = .seconds(12 * 3600)) throws -> SessionTokens {
-        if let key = shared?.secret(named: "drawing-token") { return SessionTokens(key: key, lifetime: lifetime) }
-        do {
-            return SessionTokens(key: try RandomSecret.loadOrCreate(at: "\(stateDirectory)/drawing-token.key"), lifetime: lifetime)
-        } catch {
-            throw ConfigurationError(variable: "STATE_DIR", problem: "\(error.description) (DRAWING_AUTH needs it)")
-        }
+        SessionTokens(
+            key: try StateSecret.load("drawing-token", stateDirectory: stateDirectory, shared: shared, neededBy: "DRAWING_AUTH"), lifetime: lifetime
+        )
     }
 
     /// A token for the session, given to the API key named `keyName` ("" when keys are off).

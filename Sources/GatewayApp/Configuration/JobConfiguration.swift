@@ -60,3 +60,13 @@ struct JobConfiguration: Sendable {
         webhookAllowPrivate = try environment.boolean("WEBHOOK_ALLOW_PRIVATE", default: false)
     }
 }
+
+extension JobConfiguration {
+    /// Who signs webhooks; `nil` without `WEBHOOK_SECRET`. The root of the keys' secrets is in
+    /// the shared store, else in `STATE_DIR/webhook-keys.key`.
+    func webhookKeyring(store: any JobStore) throws -> WebhookKeyring? {
+        guard let webhookSigner else { return nil }
+        let root = try StateSecret.load("webhook-keys", stateDirectory: stateDirectory, shared: store as? any SharedSecrets, neededBy: "WEBHOOK_SECRET")
+        return WebhookKeyring(gateway: webhookSigner, root: root)
+    }
+}

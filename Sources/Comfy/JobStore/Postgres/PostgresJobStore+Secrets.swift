@@ -4,8 +4,9 @@ import PostgresNIO
 /// The instances' common keys in `gateway_secrets`: the first instance to start makes each,
 /// the others read it, all at open.
 extension PostgresJobStore: SharedSecrets {
-    /// What the store keeps: the drawing tokens' key and the input images' naming key.
-    public static let secretNames = ["drawing-token", "input-names"]
+    /// What the store keeps: the drawing tokens' key, the input images' naming key and the
+    /// root of API keys' webhook secrets.
+    public static let secretNames = ["drawing-token", "input-names", "webhook-keys"]
 
     public func secret(named name: String) -> [UInt8]? {
         secrets.withLockedValue { $0[name] }

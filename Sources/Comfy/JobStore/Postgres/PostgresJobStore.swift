@@ -279,6 +279,9 @@ public final class PostgresJobStore: SharedJobStore {
                                 AND (webhook_next_at <= gateway_now_ms() OR webhook_claimed_by IS NOT NULL)
                         ) AS ranked WHERE due AND turn <= \(perOwner)
                     )
+                    -- Checked again on the row as locked: one another instance claimed after this
+                    -- statement's snapshot is no longer due.
+                    AND webhook_state = 'pending' AND webhook_next_at <= gateway_now_ms()
                     ORDER BY webhook_next_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
                 )
                 RETURNING *
