@@ -324,6 +324,36 @@ struct PostgresJobStoreTests {
         }
     }
 
+    /// Instances configured apart (a burst of 1 on one, 4 on the other) go by the interactive
+    /// side's burst both ways: neither waits for the other's waiter while the slot stays free.
+    @Test func instancesWithDifferentBurstsDoNotWaitForEachOther() async throws {
+        // Waiters' rows outlive the test (nothing renews them here, and a minute is longer than the claims' deadlines).
+        try await withInstances(2, lease: .seconds(60)) { stores, _ in
+            let (painting, batchSide) = (stores[0], stores[1])
+            let held = try await batchSide.acquireSlot(backend: "http://b1", capacity: 1, job: nil, deadline: .now + .seconds(5))
+            let order = OrderLog()
+            func claim(_ store: PostgresJobStore, _ priority: JobPriority, burst: Int) async throws {
+                let ticket = try await store.acquireSlot(
+                    backend: "http://b1", capacity: 1, job: nil, priority: priority, owner: "\(priority)", ownerMaxRunning: nil,
+                    interactiveBurst: burst, deadline: .now + .seconds(20)
+                )
+                await order.append(priority == .interactive ? "interactive" : "batch")
+                try await Task.sleep(for: .milliseconds(100))
+                await store.releaseSlot(ticket)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await claim(batchSide, .batch, burst: 4) }
+                try await Task.sleep(for: .milliseconds(300))
+                for _ in 0..<2 { group.addTask { try await claim(painting, .interactive, burst: 1) } }
+                try await Task.sleep(for: .milliseconds(300))
+                // Waiting for each other, the claims would run out their deadlines and throw here.
+                await batchSide.releaseSlot(held)
+                try await group.waitForAll()
+            }
+            #expect(await order.entries == ["interactive", "batch", "interactive"])
+        }
+    }
+
     @Test func ownersTakeTurnsForAFreedSlotAcrossInstancesAndAnOwnersCapCountsEveryBackend() async throws {
         try await withInstances(2, lease: .seconds(5)) { stores, _ in
             let (a, b) = (stores[0], stores[1])

@@ -61,9 +61,9 @@ extension PostgresJobStore {
         try await guarded {
             try await execute(
                 """
-                INSERT INTO slot_waiters (ticket, backend, holder, lease_until, owner, owner_cap, batch)
+                INSERT INTO slot_waiters (ticket, backend, holder, lease_until, owner, owner_cap, batch, burst)
                 VALUES (\(waiter), \(claim.backend), \(instanceID), gateway_now_ms() + \(leaseTimeout.milliseconds), \(claim.owner), \(claim.ownerCap),
-                    \(claim.batch))
+                    \(claim.batch), \(claim.interactiveBurst))
                 """
             )
         }
@@ -111,10 +111,13 @@ extension PostgresJobStore {
     }
 
     /// Takes a free slot if the claim's turn has come: no interactive waiter before a batch
-    /// claim unless the backend's last `interactiveBurst` slots went to interactive work while
-    /// batch work waited (then a batch waiter goes before an interactive claim), no waiting
-    /// owner of its kind who holds fewer slots, and its owner under its cap. Waiters at their
-    /// own cap wait without holding the turn. Among owners who hold as many,
+    /// claim unless the backend's last slots went to interactive work while batch work waited,
+    /// as many as the interactive side's `INTERACTIVE_BURST` (then a batch waiter goes before an
+    /// interactive claim; the burst of the interactive side decides both ways, so instances
+    /// configured apart cannot each wait for the other, and a waiter of a version without
+    /// bursts is never waited for by interactive work), no waiting owner of its kind who holds
+    /// fewer slots, and its owner under its cap. Waiters at their own cap wait without holding
+    /// the turn. Among owners who hold as many,
     /// whoever looks first takes it: a strict order would leave the slot idle until the one
     /// waiter whose turn it is woke up (measured: 109 jobs/s fell to 63 on two instances).
     private func takeSlot(_ claim: SlotClaim) async throws -> BackendSlotTicket? {
@@ -164,8 +167,8 @@ extension PostgresJobStore {
                     SELECT 1 FROM slot_waiters AS w
                     WHERE w.backend = s.backend AND w.lease_until >= gateway_now_ms() AND w.ticket IS DISTINCT FROM \(claim.waiter)
                     AND (
-                        (\(claim.batch) AND NOT w.batch AND (SELECT n FROM run) < \(claim.interactiveBurst))
-                        OR (NOT \(claim.batch) AND w.batch AND (SELECT n FROM run) >= \(claim.interactiveBurst)
+                        (\(claim.batch) AND NOT w.batch AND (w.burst IS NULL OR (SELECT n FROM run) < w.burst))
+                        OR (NOT \(claim.batch) AND w.batch AND w.burst IS NOT NULL AND (SELECT n FROM run) >= \(claim.interactiveBurst)
                             AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap))
                         OR (w.batch = \(claim.batch)
                             AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap)

@@ -150,9 +150,11 @@ enum PostgresJobStoreSchema {
         [
             "ALTER TABLE drawing_sessions ADD COLUMN owner TEXT",
         ],
-        // 6: how many slots in a row each backend gave interactive work while batch work waited.
+        // 6: how many slots in a row each backend gave interactive work while batch work waited,
+        // and each waiter's instance's INTERACTIVE_BURST.
         [
             "CREATE TABLE backend_turns (backend TEXT PRIMARY KEY, interactive_run BIGINT NOT NULL DEFAULT 0)",
+            "ALTER TABLE slot_waiters ADD COLUMN burst BIGINT",
         ],
     ]
 
