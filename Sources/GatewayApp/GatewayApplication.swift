@@ -50,7 +50,7 @@ public struct GatewayApplication: Sendable {
             gate: parts.gate,
             limits: limits,
             maxMessageBytes: configuration.maxSocketMessageBytes,
-            receiveBudget: ReceiveBudget(limit: configuration.webSocketReceiveBudget),
+            receiveBudget: ReceiveBudget(limit: configuration.webSocketReceiveBudget, largestMessage: configuration.maxSocketMessageBytes),
             pingInterval: configuration.pingInterval,
             peers: configuration.listenerPeers,
             origins: configuration.drawingOrigins,

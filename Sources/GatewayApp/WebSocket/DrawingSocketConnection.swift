@@ -16,6 +16,8 @@ struct DrawingSocketConnection: Sendable {
     let gate: APIKeyGate
     let sessions: DrawingSessions
     let limits: SketchLimits
+    /// What the socket's messages hold of the shared receive budget, until each is handled.
+    let receiving: ReceiveBudget.Account
     let pingInterval: Duration
     let logger: Logger
 
@@ -67,6 +69,7 @@ struct DrawingSocketConnection: Sendable {
                         if let reply = await handle(message, token: token) {
                             try await socket.send(reply)
                         }
+                        receiving.messageDone()
                     }
                 }
                 // The reader ends when the client closes; then the others stop too.

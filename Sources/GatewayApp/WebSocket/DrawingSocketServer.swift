@@ -37,7 +37,9 @@ final class DrawingSocketServer: Service {
 
     private enum Upgrade: Sendable {
         /// `keyName`: the API key the session's token was given to, if any.
-        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String, clientAddress: String, keyName: String?)
+        case websocket(
+            NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, sessionID: String, clientAddress: String, keyName: String?, receiving: ReceiveBudget.Account
+        )
         case refused(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, reason: Refusal?)
     }
 
@@ -117,9 +119,11 @@ final class DrawingSocketServer: Service {
                         },
                         upgradePipelineHandler: { channel, head in
                             channel.eventLoop.makeCompletedFuture {
+                                let clientAddress = Self.clientAddress(head.headers)
+                                let receiving = ReceiveBudget.Account(budget: receiveBudget, address: clientAddress)
                                 // Before the frame decoder, which keeps a partial frame (also the bytes the upgrade replays).
                                 let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-                                try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(budget: receiveBudget), position: .before(decoder))
+                                try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(account: receiving), position: .before(decoder))
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
                                 try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
                                     minNonFinalFragmentSize: 0,
@@ -134,7 +138,7 @@ final class DrawingSocketServer: Service {
                                 )
                                 return .websocket(
                                     try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: buffering), sessionID: sessionID,
-                                    clientAddress: Self.clientAddress(head.headers), keyName: keyName
+                                    clientAddress: clientAddress, keyName: keyName, receiving: receiving
                                 )
                             }
                         }
@@ -199,10 +203,10 @@ final class DrawingSocketServer: Service {
 
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
         switch try? await upgrade.get() {
-        case .websocket(let channel, let sessionID, let clientAddress, let keyName):
+        case .websocket(let channel, let sessionID, let clientAddress, let keyName, let receiving):
             await DrawingSocketConnection(
                 sessionID: sessionID, clientAddress: clientAddress, keyName: keyName, gate: gate, sessions: sessions, limits: limits,
-                pingInterval: pingInterval, logger: logger
+                receiving: receiving, pingInterval: pingInterval, logger: logger
             ).serve(channel)
         case .refused(let channel, let reason):
             await answer(channel, refusal: reason)

@@ -2,29 +2,29 @@ import Metrics
 import NIOCore
 import NIOWebSocket
 
-/// Charges the bytes of each data message to the shared `ReceiveBudget` as they arrive, and
-/// gives them back once the message is whole (it then goes to the socket's reader, which takes
-/// one at a time). It reads frame headers itself, since the frame decoder after it keeps a
-/// partial frame out of sight. Bytes that do not fit close the socket with 1013 (try again
-/// later). Control frames are small and not charged.
+/// Charges the bytes of each data message to the socket's `ReceiveBudget.Account` as they
+/// arrive; the socket's reader gives them back once it is done with the whole message. It reads
+/// frame headers itself, since the frame decoder after it keeps a partial frame out of sight.
+/// Bytes that do not fit close the socket with 1013 (try again later). Control frames are small
+/// (at most 125 bytes, which the decoder enforces) and not charged.
 final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundOut = WebSocketFrame
 
-    private let budget: ReceiveBudget
+    private let account: ReceiveBudget.Account
     /// The header being read (2 to 14 bytes).
     private var header: [UInt8] = []
     /// Payload bytes of the current frame not read yet; `nil` while a header is read.
     private var remaining: UInt64?
     private var frameIsControl = false
     private var frameIsFinal = false
-    /// What the message being received holds of the budget.
-    private var charged = 0
+    /// Bytes of the data message arriving so far, headers included.
+    private var messageSoFar = 0
     private var refused = false
 
-    init(budget: ReceiveBudget) {
-        self.budget = budget
+    init(account: ReceiveBudget.Account) {
+        self.account = account
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -51,8 +51,8 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
             if remaining == 0 {
                 remaining = nil
                 if frameIsFinal && !frameIsControl {
-                    budget.give(charged)
-                    charged = 0
+                    account.messageArrived()
+                    messageSoFar = 0
                 }
             }
         }
@@ -60,8 +60,7 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        budget.give(charged)
-        charged = 0
+        account.close()
     }
 
     /// A frame's payload length once `header` is complete (RFC 6455 §5.2), else `nil`.
@@ -76,15 +75,13 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     private func charge(_ count: Int) -> Bool {
-        guard budget.take(count) else { return false }
-        charged += count
-        return true
+        messageSoFar += count
+        return account.charge(count, messageSoFar: messageSoFar)
     }
 
     private func refuse(_ context: ChannelHandlerContext) {
         refused = true
-        budget.give(charged)
-        charged = 0
+        account.close()
         Counter(label: "comfy_gateway_websocket_budget_refusals_total").increment()
         var reason = context.channel.allocator.buffer(capacity: 64)
         reason.write(webSocketErrorCode: .unknown(1013))
