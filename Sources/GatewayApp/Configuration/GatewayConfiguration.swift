@@ -12,7 +12,7 @@ import Logging
 /// (`MAX_BODY`), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`RUN_DIR/ws.sock`),
 /// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
 /// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `WS_RECEIVE_BUDGET` (256 MiB, or four
-/// of the largest messages: bytes of messages still arriving on all sockets), `MAX_SESSIONS` (10,000),
+/// of the largest messages: bytes of messages received and not yet handled, all sockets together), `MAX_SESSIONS` (10,000),
 /// `MAX_SESSIONS_PER_CLIENT` (100), `ALLOWED_ORIGINS` (other sites' pages
 /// that may open drawing WebSockets; `*` for any); for browsers and workflows `CORS_ALLOW_ORIGINS`
 /// (other sites' pages that may call the HTTP API), `NODE_POLICY` (`deny`, the default, or
@@ -50,7 +50,7 @@ public struct GatewayConfiguration: Sendable {
     var maxSketchBytes: Int
     var maxSketchPixels: Int
     var pingInterval: Duration
-    /// Bytes of drawing-socket messages still arriving, all sockets together.
+    /// Bytes of drawing-socket messages received and not yet handled, all sockets together.
     var webSocketReceiveBudget: Int
     var maxSocketMessageBytes: Int { Self.maxSocketMessageBytes(sketchBytes: maxSketchBytes) }
 
