@@ -32,7 +32,7 @@ public struct GatewayApplication: Sendable {
         let outbound = CurlHTTPClient(threads: 8, maxResponseBytes: configuration.inputLimits.maxBytes)
         // Webhooks go to callers' servers: one that never answers, or answers without end, holds
         // at most these threads for WEBHOOK_TIMEOUT (none ComfyUI calls need) and 64 KiB each.
-        let webhookHTTP = CurlHTTPClient(threads: 8, maxResponseBytes: 64 << 10)
+        let webhookHTTP = CurlHTTPClient(threads: WebhookSender.connections, maxResponseBytes: 64 << 10)
         let jobStore = try await Self.openJobStore(configuration.jobs, logger: logger)
         let parts = try GatewayParts(
             configuration: configuration, http: http, outbound: outbound, webhookHTTP: webhookHTTP, jobStore: jobStore, metrics: metricsRegistry,

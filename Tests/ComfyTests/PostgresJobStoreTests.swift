@@ -193,10 +193,10 @@ struct PostgresJobStoreTests {
         }
     }
 
-    @Test func anOwnersWebhooksUnderWayOnAnyInstanceCountTowardItsShare() async throws {
+    @Test func anOwnerHasEveryConnectionAloneAndItsShareBesideAnother() async throws {
         try await withInstances(2, lease: .seconds(5)) { stores, _ in
             var owners: [String: String] = [:]
-            for (owner, count) in [("key:noisy", 10), ("key:quiet", 2)] {
+            func add(_ owner: String, _ count: Int) async throws {
                 for index in 0..<count {
                     let record = job("\(owner) \(index)", webhook: "https://example.com/hook", owner: owner)
                     _ = try await stores[0].insert(record, requestHash: nil, keyWindow: .seconds(60))
@@ -204,15 +204,22 @@ struct PostgresJobStoreTests {
                     owners[record.id] = owner
                 }
             }
-            func claimed(_ store: PostgresJobStore) async throws -> [String] {
-                try await store.dueWebhooks(at: Date(), limit: 50, perOwner: 4).map { owners[$0.id] ?? "?" }.sorted()
+            func claim(_ store: PostgresJobStore) async throws -> [JobRecord] {
+                try await store.dueWebhooks(at: Date(), limit: 50, perOwner: 4, whenAlone: 8)
             }
-            let first = try await stores[0].dueWebhooks(at: Date(), limit: 50, perOwner: 4)
-            #expect(first.map { owners[$0.id] ?? "?" }.sorted() == ["key:noisy", "key:noisy", "key:noisy", "key:noisy", "key:quiet", "key:quiet"])
-            #expect(try await claimed(stores[1]).isEmpty, "the noisy owner's four under way on the other instance count")
-            let sent = try #require(first.first { owners[$0.id] == "key:noisy" })
-            try await stores[0].recordWebhookAttempt(of: sent.id, status: 200, delivered: true, nextAttemptAt: nil, at: Date())
-            #expect(try await claimed(stores[1]) == ["key:noisy"], "one ended, one more")
+            try await add("key:noisy", 10)
+            let alone = try await claim(stores[0])
+            #expect(alone.count == 8, "alone, an owner has every connection")
+            try await add("key:quiet", 2)
+            #expect(try await claim(stores[0]).map { owners[$0.id] ?? "?" } == ["key:quiet", "key:quiet"], "beside another, the noisy one has its share already")
+            for sent in alone.prefix(4) {
+                try await stores[0].recordWebhookAttempt(of: sent.id, status: 200, delivered: true, nextAttemptAt: nil, at: Date())
+            }
+            #expect(try await claim(stores[0]).isEmpty, "four under way: its share")
+            try await stores[0].recordWebhookAttempt(of: alone[4].id, status: 200, delivered: true, nextAttemptAt: nil, at: Date())
+            #expect(try await claim(stores[0]).map { owners[$0.id] ?? "?" } == ["key:noisy"], "one ended, one more")
+            // Another instance counts only what it sends itself: its connections are its own.
+            #expect(try await claim(stores[1]).map { owners[$0.id] ?? "?" } == ["key:noisy"])
         }
     }
 

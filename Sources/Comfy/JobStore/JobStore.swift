@@ -37,10 +37,11 @@ public protocol JobStore: Sendable {
     /// How many queued jobs are ahead of this one; `nil` unless it is queued.
     func queuePosition(of id: String) async throws -> Int?
 
-    /// Jobs whose webhook is due at `now`, oldest first, and at most `perOwner` of one owner's
-    /// counting those being sent: one tenant whose receivers hang keeps the others' waiting no
-    /// longer than its share of the connections.
-    func dueWebhooks(at now: Date, limit: Int, perOwner: Int) async throws -> [JobRecord]
+    /// Jobs whose webhook is due at `now`, oldest first: of one owner's, counting those this
+    /// instance is sending, at most `whenAlone` while no other owner has any due or being sent
+    /// here, else at most `perOwner`. One tenant then has every connection to itself, and one
+    /// whose receivers hang keeps another's webhook waiting for one attempt's timeout at most.
+    func dueWebhooks(at now: Date, limit: Int, perOwner: Int, whenAlone: Int) async throws -> [JobRecord]
 
     /// When the next pending webhook not due yet at `now` becomes due.
     func nextWebhookDue(after now: Date) async throws -> Date?
@@ -92,7 +93,7 @@ extension JobStore {
 
     /// Due webhooks with no share per owner.
     public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
-        try await dueWebhooks(at: now, limit: limit, perOwner: .max)
+        try await dueWebhooks(at: now, limit: limit, perOwner: .max, whenAlone: .max)
     }
 
     public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {

@@ -213,18 +213,20 @@ public final class SQLiteJobStore: JobStore {
 
     /// Those being sent stay due until their attempt is recorded, and are an owner's oldest, so
     /// they count toward its share.
-    public func dueWebhooks(at now: Date, limit: Int, perOwner: Int) async throws -> [JobRecord] {
+    public func dueWebhooks(at now: Date, limit: Int, perOwner: Int, whenAlone: Int) async throws -> [JobRecord] {
         try await guarded {
             try await connection.query(
                 """
+                WITH due AS (
+                    SELECT seq, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at, seq) AS turn, COUNT(*) OVER (PARTITION BY owner) AS own,
+                        COUNT(*) OVER () AS every
+                    FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ?1
+                )
                 SELECT * FROM jobs WHERE seq IN (
-                    SELECT seq FROM (
-                        SELECT seq, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at, seq) AS turn
-                        FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ?
-                    ) WHERE turn <= ?
-                ) ORDER BY webhook_next_at LIMIT ?
+                    SELECT seq FROM due WHERE turn <= CASE WHEN own = every THEN ?3 ELSE ?2 END
+                ) ORDER BY webhook_next_at LIMIT ?4
                 """,
-                [.integer(now.milliseconds), .integer(perOwner), .integer(limit)]
+                [.integer(now.milliseconds), .integer(perOwner), .integer(whenAlone), .integer(limit)]
             ).map(Self.record)
         }
     }

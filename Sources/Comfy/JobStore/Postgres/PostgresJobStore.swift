@@ -262,9 +262,9 @@ public final class PostgresJobStore: SharedJobStore {
     /// was held up past its lease is claimed again. Webhook times are the database's clock,
     /// as the leases (`now` is this instance's: not used here), so that an instance whose
     /// clock is ahead does not take a claim another still holds.
-    /// Those being sent by any instance (claimed, the claim not run out) count toward an
-    /// owner's share.
-    public func dueWebhooks(at now: Date, limit: Int, perOwner: Int) async throws -> [JobRecord] {
+    /// Those this instance is sending (claimed, the claim not run out) count toward an owner's
+    /// share of its connections.
+    public func dueWebhooks(at now: Date, limit: Int, perOwner: Int, whenAlone: Int) async throws -> [JobRecord] {
         try await guarded {
             let claimed = try await rows(
                 """
@@ -272,12 +272,12 @@ public final class PostgresJobStore: SharedJobStore {
                 WHERE seq IN (
                     SELECT seq FROM jobs WHERE seq IN (
                         SELECT seq FROM (
-                            SELECT seq, webhook_next_at <= gateway_now_ms() AS due, ROW_NUMBER() OVER (
-                                PARTITION BY owner ORDER BY webhook_next_at > gateway_now_ms() DESC, webhook_next_at, seq
-                            ) AS turn
+                            SELECT seq, webhook_next_at <= gateway_now_ms() AS due,
+                                ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at > gateway_now_ms() DESC, webhook_next_at, seq) AS turn,
+                                COUNT(*) OVER (PARTITION BY owner) AS own, COUNT(*) OVER () AS every
                             FROM jobs WHERE webhook_state = 'pending'
-                                AND (webhook_next_at <= gateway_now_ms() OR webhook_claimed_by IS NOT NULL)
-                        ) AS ranked WHERE due AND turn <= \(perOwner)
+                                AND (webhook_next_at <= gateway_now_ms() OR webhook_claimed_by = \(instanceID))
+                        ) AS ranked WHERE due AND turn <= CASE WHEN own = every THEN \(whenAlone)::BIGINT ELSE \(perOwner)::BIGINT END
                     )
                     -- Checked again on the row as locked: one another instance claimed after this
                     -- statement's snapshot is no longer due.
