@@ -51,6 +51,7 @@ public struct GatewayApplication: Sendable {
             limits: limits,
             maxMessageBytes: configuration.maxSocketMessageBytes,
             receiveBudget: ReceiveBudget(limit: configuration.webSocketReceiveBudget, largestMessage: configuration.maxSocketMessageBytes),
+            messageTimeout: configuration.webSocketMessageTimeout,
             pingInterval: configuration.pingInterval,
             peers: configuration.listenerPeers,
             origins: configuration.drawingOrigins,

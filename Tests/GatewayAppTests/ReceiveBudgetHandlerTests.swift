@@ -20,10 +20,10 @@ struct ReceiveBudgetHandlerTests {
         return bytes + (masked ? [1, 2, 3, 4] : []) + payload
     }
 
-    func socket(_ budget: ReceiveBudget, from address: String = "10.0.0.1") throws -> (EmbeddedChannel, ReceiveBudget.Account) {
+    func socket(_ budget: ReceiveBudget, from address: String = "10.0.0.1", messageTimeout: TimeAmount = .seconds(60)) throws -> (EmbeddedChannel, ReceiveBudget.Account) {
         let account = ReceiveBudget.Account(budget: budget, address: address)
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(account: account))
+        try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(account: account, messageTimeout: messageTimeout))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8000)).wait()
         return (channel, account)
     }
@@ -62,40 +62,81 @@ struct ReceiveBudgetHandlerTests {
         let small = frame(0x1, [0x7B, 0x7D], longForm: true)
         let big = frame(0x2, Array(repeating: 0, count: 30_000), masked: false)
         try feed(channel, small + big.prefix(20_000))
-        #expect(budget.taken == 20_000 - ReceiveBudget.freeBytes, "the small message is whole and free; the big one is held past its free bytes")
+        #expect(budget.taken == 20_000, "the small message is whole and free; behind it, waiting for the reader, the big one has no free bytes")
         _ = try channel.finish()
-        #expect(budget.taken == 0, "a closed socket gives back all it held")
+        #expect(budget.taken == 0, "the closed socket gave up the message arriving")
+        account.close()
         account.messageDone()
         #expect(budget.taken == 0, "and nothing twice")
     }
 
-    @Test func oneAddressHoldsAtMostItsShareAndASocketBeyondItIsClosedWith1013() throws {
-        // A quarter of 100 kB, but at least one largest message: 30,014 bytes for each address.
-        let budget = ReceiveBudget(limit: 100_000, largestMessage: 30_000)
-        #expect(budget.perAddress == 30_014)
-        let message = frame(0x2, Array(repeating: 0, count: 60_000))
-        let (first, _) = try socket(budget)
-        try feed(first, message.prefix(40_000))
-        #expect(budget.taken == 40_000 - ReceiveBudget.freeBytes)
-        let (greedy, _) = try socket(budget)
-        try feed(greedy, message.prefix(20_000))
-        #expect(budget.taken == 60_000 - 2 * ReceiveBudget.freeBytes)
-        try feed(greedy, message[20_000..<30_000])
-        let close = try #require(try greedy.readOutbound(as: WebSocketFrame.self))
-        #expect(close.opcode == WebSocketOpcode.connectionClose)
-        var data = close.data
-        #expect(data.readWebSocketErrorCode() == .unknown(1013))
-        #expect(!greedy.isActive)
-        #expect(budget.taken == 40_000 - ReceiveBudget.freeBytes, "the refused socket gave back what it held; the other keeps its part")
-
-        // Another address has a share of its own.
-        let (other, _) = try socket(budget, from: "10.0.0.2")
-        try feed(other, message.prefix(40_000))
-        #expect(other.isActive)
-        #expect(budget.taken == 2 * (40_000 - ReceiveBudget.freeBytes))
-        _ = try first.finish()
-        _ = try other.finish()
+    @Test func aWholeMessageWaitingForTheReaderStaysHeldAfterTheSocketClosesUntilTheReaderIsGone() throws {
+        let budget = ReceiveBudget(limit: 1 << 20, largestMessage: 100_000)
+        let (channel, account) = try socket(budget)
+        try feed(channel, frame(0x2, Array(repeating: 0, count: 50_000)))
+        #expect(budget.taken == 50_008 - ReceiveBudget.freeBytes)
+        _ = try channel.finish()
+        #expect(budget.taken == 50_008 - ReceiveBudget.freeBytes, "the reader may still be handling it")
+        account.close()
         #expect(budget.taken == 0)
+        account.messageArrived()
+        #expect(budget.taken == 0, "nothing arrives for a closed account")
+    }
+
+    @Test func aMessageNotWholeInTimeClosesTheSocketWith1008() throws {
+        let budget = ReceiveBudget(limit: 1 << 20, largestMessage: 100_000)
+        let (prompt, _) = try socket(budget, messageTimeout: .seconds(5))
+        try feed(prompt, frame(0x2, Array(repeating: 0, count: 40_000)))
+        prompt.embeddedEventLoop.advanceTime(by: .seconds(6))
+        #expect(prompt.isActive, "a whole message has no deadline")
+        let (trickle, _) = try socket(budget, from: "10.0.0.2", messageTimeout: .seconds(5))
+        try feed(trickle, frame(0x2, Array(repeating: 0, count: 40_000)).prefix(30_000))
+        trickle.embeddedEventLoop.advanceTime(by: .seconds(4))
+        try feed(trickle, [0])
+        #expect(trickle.isActive)
+        trickle.embeddedEventLoop.advanceTime(by: .seconds(2))
+        let close = try #require(try trickle.readOutbound(as: WebSocketFrame.self))
+        var data = close.data
+        #expect(data.readWebSocketErrorCode() == .policyViolation)
+        #expect(!trickle.isActive)
+        #expect(budget.taken == 40_008 - ReceiveBudget.freeBytes, "the trickling socket gave its bytes back; the other's whole message waits for its reader")
+    }
+
+    @Test func anAddressOrAnIPv6NetworkHoldsAtMostItsShareAndTheBudgetBoundsThemAll() throws {
+        // A sixteenth of 100 kB, but at least two largest messages: 40,028 bytes for each address.
+        let budget = ReceiveBudget(limit: 100_000, largestMessage: 20_000)
+        #expect(budget.perAddress == 40_028)
+        let message = frame(0x2, Array(repeating: 0, count: 60_000))
+        let held = 40_000 - ReceiveBudget.freeBytes
+        var open: [EmbeddedChannel] = []
+        func send(_ count: Int, from address: String) throws -> EmbeddedChannel {
+            let (channel, _) = try socket(budget, from: address)
+            try feed(channel, message.prefix(count))
+            open.append(channel)
+            return channel
+        }
+        func refused(_ channel: EmbeddedChannel) throws -> Bool {
+            guard let close = try channel.readOutbound(as: WebSocketFrame.self), close.opcode == .connectionClose else { return false }
+            var data = close.data
+            return data.readWebSocketErrorCode() == .unknown(1013) && !channel.isActive
+        }
+        _ = try send(40_000, from: "10.0.0.1")
+        let greedy = try send(20_000, from: "10.0.0.1")
+        #expect(budget.taken == held + 20_000 - ReceiveBudget.freeBytes)
+        try feed(greedy, message[20_000..<35_000])
+        #expect(try refused(greedy), "beyond its address's share")
+        #expect(budget.taken == held, "the refused socket gave back what it held; the other keeps its part")
+
+        #expect(try !refused(send(40_000, from: "10.0.0.2")), "another address has a share of its own")
+        #expect(try !refused(send(40_000, from: "2001:db8:0:1::1")))
+        #expect(try refused(send(40_000, from: "2001:db8:0:1:ffff::2")), "one IPv6 /64 is one share")
+        #expect(try !refused(send(40_000, from: "2001:db8:0:2::1")))
+        #expect(budget.taken == 4 * held)
+        #expect(try refused(send(40_000, from: "10.0.0.3")), "beyond the budget of all")
+        for channel in open where channel.isActive { _ = try channel.finish() }
+        #expect(budget.taken == 0)
+        #expect(ReceiveBudget.shareName(of: "2001:DB8::7") == "20010db800000000/64")
+        #expect(ReceiveBudget.shareName(of: "192.0.2.7") == "192.0.2.7")
     }
 }
 

@@ -12,7 +12,8 @@ import Logging
 /// (`MAX_BODY`), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`RUN_DIR/ws.sock`),
 /// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
 /// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `WS_RECEIVE_BUDGET` (256 MiB, or four
-/// of the largest messages: bytes of messages received and not yet handled, all sockets together), `MAX_SESSIONS` (10,000),
+/// of the largest messages: bytes of messages received and not yet handled, all sockets together),
+/// `WS_MESSAGE_TIMEOUT` (60 s for a message to arrive whole), `MAX_SESSIONS` (10,000),
 /// `MAX_SESSIONS_PER_CLIENT` (100), `ALLOWED_ORIGINS` (other sites' pages
 /// that may open drawing WebSockets; `*` for any); for browsers and workflows `CORS_ALLOW_ORIGINS`
 /// (other sites' pages that may call the HTTP API), `NODE_POLICY` (`deny`, the default, or
@@ -52,6 +53,8 @@ public struct GatewayConfiguration: Sendable {
     var pingInterval: Duration
     /// Bytes of drawing-socket messages received and not yet handled, all sockets together.
     var webSocketReceiveBudget: Int
+    /// How long a drawing-socket message may take to arrive whole.
+    var webSocketMessageTimeout: Duration
     var maxSocketMessageBytes: Int { Self.maxSocketMessageBytes(sketchBytes: maxSketchBytes) }
 
     /// The largest drawing-socket message: a sketch in base64 (4/3 larger) and the JSON around it.
@@ -135,6 +138,7 @@ public struct GatewayConfiguration: Sendable {
             allowPrivate: try environment.boolean("INPUT_URL_ALLOW_PRIVATE", default: false)
         )
         pingInterval = try environment.duration("WS_PING_INTERVAL", default: .seconds(20))
+        webSocketMessageTimeout = try environment.duration("WS_MESSAGE_TIMEOUT", default: .seconds(60))
         // nginx ends a proxied WebSocket after 120 s without a frame (nginx/snippets/websocket-proxy.conf).
         guard pingInterval <= .seconds(60) else {
             throw ConfigurationError(variable: "WS_PING_INTERVAL", problem: "at most 60s: nginx closes a WebSocket that is silent for 120 s")

@@ -66,10 +66,10 @@ struct DrawingSocketConnection: Sendable {
                             try await closeAsRevoked(socket)
                             return
                         }
-                        if let reply = await handle(message, token: token) {
-                            try await socket.send(reply)
-                        }
+                        let reply = await handle(message, token: token)
+                        // Handled: a painter that stops reading our replies holds no budget with them.
                         receiving.messageDone()
+                        if let reply { try await socket.send(reply) }
                     }
                 }
                 // The reader ends when the client closes; then the others stop too.

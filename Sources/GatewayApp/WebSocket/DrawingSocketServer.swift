@@ -17,6 +17,7 @@ final class DrawingSocketServer: Service {
     private let limits: SketchLimits
     private let maxMessageBytes: Int
     private let receiveBudget: ReceiveBudget
+    private let messageTimeout: TimeAmount
     private let pingInterval: Duration
     private let origins: OriginPolicy
     /// With `DRAWING_AUTH`: an upgrade needs the session's token in its query.
@@ -46,7 +47,7 @@ final class DrawingSocketServer: Service {
     /// - Parameter origins: the browser pages that may open a session's socket.
     init(
         socketPath: String, sessions: DrawingSessions, jobs: JobRunner, gate: APIKeyGate, limits: SketchLimits, maxMessageBytes: Int, receiveBudget: ReceiveBudget,
-        pingInterval: Duration,
+        messageTimeout: Duration, pingInterval: Duration,
         peers: Set<String>? = nil, origins: OriginPolicy, tokens: SessionTokens? = nil, logger: Logger, grantSocket: @escaping @Sendable (String) -> Void
     ) {
         self.peers = peers
@@ -60,6 +61,7 @@ final class DrawingSocketServer: Service {
         self.limits = limits
         self.maxMessageBytes = maxMessageBytes
         self.receiveBudget = receiveBudget
+        self.messageTimeout = .milliseconds(Int64(messageTimeout.seconds * 1000))
         self.pingInterval = pingInterval
         self.logger = logger
     }
@@ -87,7 +89,7 @@ final class DrawingSocketServer: Service {
     }
 
     func run() async throws {
-        let (maxMessageBytes, receiveBudget) = (self.maxMessageBytes, self.receiveBudget)
+        let (maxMessageBytes, receiveBudget, messageTimeout) = (self.maxMessageBytes, self.receiveBudget, self.messageTimeout)
         let origins = self.origins
         let (tokens, peers) = (self.tokens, self.peers)
         // Channels whose upgrade was refused for their Origin or token, from `shouldUpgrade` to the refusal.
@@ -123,7 +125,7 @@ final class DrawingSocketServer: Service {
                                 let receiving = ReceiveBudget.Account(budget: receiveBudget, address: clientAddress)
                                 // Before the frame decoder, which keeps a partial frame (also the bytes the upgrade replays).
                                 let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-                                try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(account: receiving), position: .before(decoder))
+                                try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(account: receiving, messageTimeout: messageTimeout), position: .before(decoder))
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
                                 try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
                                     minNonFinalFragmentSize: 0,
@@ -208,6 +210,8 @@ final class DrawingSocketServer: Service {
                 sessionID: sessionID, clientAddress: clientAddress, keyName: keyName, gate: gate, sessions: sessions, limits: limits,
                 receiving: receiving, pingInterval: pingInterval, logger: logger
             ).serve(channel)
+            // The channel is closed: what its reader left unhandled is free.
+            receiving.close()
         case .refused(let channel, let reason):
             await answer(channel, refusal: reason)
         case nil:

@@ -1,13 +1,16 @@
+import Foundation
 import Metrics
 import Synchronization
 
-/// The bytes of drawing-socket messages received and not yet done with, all sockets together. A
+/// The bytes of drawing-socket messages received and not yet handled, all sockets together. A
 /// message is buffered whole (a sketch of up to `MAX_SKETCH_BYTES`, base64), and nginx lets each
 /// address hold `DRAWING_CONNECTIONS` sockets: without a shared bound, a few addresses sending
-/// large messages slowly would hold gigabytes. One address may hold a quarter of the budget
-/// (at least one largest message), so a few cannot shut every painter out; a message's first
-/// `freeBytes` are not counted, so small messages (`new_seed`, `previews`) always get through.
-/// A socket whose next bytes do not fit is closed (1013).
+/// large messages slowly would hold gigabytes.
+///
+/// One address (an IPv6 address's /64) may hold a sixteenth of the budget, but at least two
+/// largest messages, so a few cannot shut every painter out. A socket's first 16 KiB are free
+/// while it has no whole message waiting, so small messages (`new_seed`, `previews`) always get
+/// through. A socket whose next bytes do not fit is closed (1013).
 final class ReceiveBudget: Sendable {
     let limit: Int
     let perAddress: Int
@@ -21,10 +24,10 @@ final class ReceiveBudget: Sendable {
     private let held = Mutex(Held())
     private let gauge = Gauge(label: "comfy_gateway_websocket_receiving_bytes")
 
-    /// - Parameter largestMessage: what one address must be able to send at once.
+    /// - Parameter largestMessage: the largest message a socket takes.
     init(limit: Int, largestMessage: Int) {
         self.limit = limit
-        perAddress = min(limit, max(limit / 4, largestMessage + 14))
+        perAddress = min(limit, max(limit / 16, 2 * (largestMessage + 14)))
     }
 
     /// What is held now.
@@ -52,55 +55,76 @@ final class ReceiveBudget: Sendable {
         }
     }
 
+    /// Whose share a client's bytes count toward: the address, or an IPv6 address's /64 (one
+    /// subscriber's whole network, which one attacker has).
+    static func shareName(of address: String) -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        guard address.contains(":"), inet_pton(AF_INET6, address, &bytes) == 1 else { return address }
+        return bytes.prefix(8).map { String(format: "%02x", $0) }.joined() + "/64"
+    }
+
     /// One socket's part: what its message still arriving holds, then each whole message until
     /// the socket's reader is done with it.
     final class Account: Sendable {
         private struct State {
             var arriving = 0
-            /// Whole messages not yet done with, oldest first.
+            /// Whole messages not yet handled, oldest first.
             var whole: [Int] = []
             var closed = false
         }
 
         private let budget: ReceiveBudget
-        private let address: String
+        private let share: String
         private let state = Mutex(State())
 
         init(budget: ReceiveBudget, address: String) {
             self.budget = budget
-            self.address = address
+            share = ReceiveBudget.shareName(of: address)
         }
 
         /// Counts `count` more bytes of the message arriving, of which `total` have come so far.
         func charge(_ count: Int, messageSoFar total: Int) -> Bool {
-            let counted = max(0, total - ReceiveBudget.freeBytes) - max(0, total - count - ReceiveBudget.freeBytes)
+            let free = state.withLock { $0.whole.isEmpty } ? ReceiveBudget.freeBytes : 0
+            let counted = max(0, total - free) - max(0, total - count - free)
             guard counted > 0 else { return true }
-            guard budget.take(counted, for: address) else { return false }
+            guard budget.take(counted, for: share) else { return false }
             state.withLock { $0.arriving += counted }
             return true
         }
 
         /// The message is whole; it waits for the reader.
         func messageArrived() {
-            state.withLock { state in
+            let orphaned: Int = state.withLock { state in
+                defer { state.arriving = 0 }
+                guard !state.closed else { return state.arriving }
                 state.whole.append(state.arriving)
-                state.arriving = 0
+                return 0
             }
+            budget.give(orphaned, for: share)
         }
 
-        /// The reader is done with the oldest whole message.
+        /// The reader has handled the oldest whole message.
         func messageDone() {
             let freed = state.withLock { state in state.whole.isEmpty ? 0 : state.whole.removeFirst() }
-            budget.give(freed, for: address)
+            budget.give(freed, for: share)
         }
 
-        /// The socket is gone: all it held is free.
+        /// The socket stopped reading: the message still arriving is given up.
+        func stopArriving() {
+            let freed = state.withLock { state in
+                defer { state.arriving = 0 }
+                return state.arriving
+            }
+            budget.give(freed, for: share)
+        }
+
+        /// The reader is gone: all the socket held is free.
         func close() {
             let freed = state.withLock { state in
                 defer { state = State(closed: true) }
-                return state.closed ? 0 : state.arriving + state.whole.reduce(0, +)
+                return state.arriving + state.whole.reduce(0, +)
             }
-            budget.give(freed, for: address)
+            budget.give(freed, for: share)
         }
     }
 }

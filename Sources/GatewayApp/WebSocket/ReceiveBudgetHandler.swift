@@ -3,16 +3,19 @@ import NIOCore
 import NIOWebSocket
 
 /// Charges the bytes of each data message to the socket's `ReceiveBudget.Account` as they
-/// arrive; the socket's reader gives them back once it is done with the whole message. It reads
+/// arrive; the socket's reader gives them back once it has handled the whole message. It reads
 /// frame headers itself, since the frame decoder after it keeps a partial frame out of sight.
-/// Bytes that do not fit close the socket with 1013 (try again later). Control frames are small
-/// (at most 125 bytes, which the decoder enforces) and not charged.
+/// Bytes that do not fit close the socket with 1013 (try again later), and so does a message
+/// not whole within `messageTimeout` of its first byte (1008): held open by a trickle, a share
+/// of the budget would stay taken for as long as the socket lives. Control frames are small (at
+/// most 125 bytes, which the decoder enforces) and not charged.
 final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundOut = WebSocketFrame
 
     private let account: ReceiveBudget.Account
+    private let messageTimeout: TimeAmount
     /// The header being read (2 to 14 bytes).
     private var header: [UInt8] = []
     /// Payload bytes of the current frame not read yet; `nil` while a header is read.
@@ -21,10 +24,13 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
     private var frameIsFinal = false
     /// Bytes of the data message arriving so far, headers included.
     private var messageSoFar = 0
+    /// Ends the socket if the message arriving is not whole in time.
+    private var deadline: Scheduled<Void>?
     private var refused = false
 
-    init(account: ReceiveBudget.Account) {
+    init(account: ReceiveBudget.Account, messageTimeout: TimeAmount) {
         self.account = account
+        self.messageTimeout = messageTimeout
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -35,7 +41,7 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
         while index < end {
             if let left = remaining {
                 let count = Int(min(left, UInt64(end - index)))
-                guard frameIsControl || charge(count) else { return refuse(context) }
+                guard frameIsControl || charge(count, context: context) else { return refuse(context, .unknown(1013), Self.busy) }
                 index += count
                 remaining = left - UInt64(count)
             } else {
@@ -44,7 +50,7 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
                 guard let length = Self.payloadLength(header) else { continue }
                 frameIsControl = header[0] & 0x08 != 0
                 frameIsFinal = header[0] & 0x80 != 0
-                guard frameIsControl || charge(header.count) else { return refuse(context) }
+                guard frameIsControl || charge(header.count, context: context) else { return refuse(context, .unknown(1013), Self.busy) }
                 header.removeAll(keepingCapacity: true)
                 remaining = length
             }
@@ -53,6 +59,8 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
                 if frameIsFinal && !frameIsControl {
                     account.messageArrived()
                     messageSoFar = 0
+                    deadline?.cancel()
+                    deadline = nil
                 }
             }
         }
@@ -60,7 +68,8 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        account.close()
+        deadline?.cancel()
+        account.stopArriving()
     }
 
     /// A frame's payload length once `header` is complete (RFC 6455 §5.2), else `nil`.
@@ -74,19 +83,29 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
         return header[2..<(2 + extended)].reduce(0) { $0 << 8 | UInt64($1) }
     }
 
-    private func charge(_ count: Int) -> Bool {
+    private static let busy = "the gateway is receiving too much at once; send again shortly"
+
+    private func charge(_ count: Int, context: ChannelHandlerContext) -> Bool {
+        if messageSoFar == 0 {
+            let seconds = messageTimeout.nanoseconds / 1_000_000_000
+            deadline = context.eventLoop.assumeIsolated().scheduleTask(in: messageTimeout) { [self] in
+                refuse(context, .policyViolation, "a message must arrive whole within \(seconds) s of its first byte")
+            }
+        }
         messageSoFar += count
         return account.charge(count, messageSoFar: messageSoFar)
     }
 
-    private func refuse(_ context: ChannelHandlerContext) {
+    private func refuse(_ context: ChannelHandlerContext, _ code: WebSocketErrorCode, _ reason: String) {
+        guard !refused else { return }
         refused = true
-        account.close()
-        Counter(label: "comfy_gateway_websocket_budget_refusals_total").increment()
-        var reason = context.channel.allocator.buffer(capacity: 64)
-        reason.write(webSocketErrorCode: .unknown(1013))
-        reason.writeString("the gateway is receiving too much at once; send again shortly")
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reason)), promise: nil)
+        deadline?.cancel()
+        account.stopArriving()
+        Counter(label: "comfy_gateway_websocket_budget_refusals_total", dimensions: [("reason", code == .policyViolation ? "slow" : "full")]).increment()
+        var payload = context.channel.allocator.buffer(capacity: 80)
+        payload.write(webSocketErrorCode: code)
+        payload.writeString(reason)
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)), promise: nil)
         context.close(promise: nil)
     }
 }
