@@ -361,6 +361,31 @@ struct PostgresJobStoreTests {
         }
     }
 
+    /// A painter at its cap of running prompts cannot take the free slot, so it does not hold
+    /// batch work back from it either.
+    @Test func anInteractiveWaiterAtItsCapDoesNotHoldBatchWorkBack() async throws {
+        // Waiters' rows outlive the test (nothing renews them here, and a minute is longer than the claims' deadlines).
+        try await withInstances(2, lease: .seconds(60)) { stores, _ in
+            let (painting, batchSide) = (stores[0], stores[1])
+            func paint(_ backend: String) async throws -> BackendSlotTicket {
+                try await painting.acquireSlot(
+                    backend: backend, capacity: 1, job: nil, priority: .interactive, owner: "painter", ownerMaxRunning: 1, interactiveBurst: 4,
+                    deadline: .now + .seconds(20)
+                )
+            }
+            let elsewhere = try await paint("http://b2")
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await painting.releaseSlot(try await paint("http://b1")) }
+                try await Task.sleep(for: .milliseconds(300))
+                // Held back, it would wait out its deadline and throw.
+                let batch = try await batchSide.acquireSlot(backend: "http://b1", capacity: 1, job: nil, priority: .batch, deadline: .now + .seconds(5))
+                await batchSide.releaseSlot(batch)
+                await painting.releaseSlot(elsewhere)
+                try await group.waitForAll()
+            }
+        }
+    }
+
     @Test func ownersTakeTurnsForAFreedSlotAcrossInstancesAndAnOwnersCapCountsEveryBackend() async throws {
         try await withInstances(2, lease: .seconds(5)) { stores, _ in
             let (a, b) = (stores[0], stores[1])

@@ -167,7 +167,8 @@ extension PostgresJobStore {
                     SELECT 1 FROM slot_waiters AS w
                     WHERE w.backend = s.backend AND w.lease_until >= gateway_now_ms() AND w.ticket IS DISTINCT FROM \(claim.waiter)
                     AND (
-                        (\(claim.batch) AND NOT w.batch AND (w.burst IS NULL OR (SELECT n FROM run) < w.burst))
+                        (\(claim.batch) AND NOT w.batch AND (w.burst IS NULL OR (SELECT n FROM run) < w.burst)
+                            AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap))
                         OR (NOT \(claim.batch) AND w.batch AND w.burst IS NOT NULL AND (SELECT n FROM run) >= \(claim.interactiveBurst)
                             AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap))
                         OR (w.batch = \(claim.batch)
