@@ -31,5 +31,10 @@ struct InputImagesTests {
         #expect(try RandomSecret.loadOrCreate(at: path) == first)
         let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
+        // A damaged key is refused, not silently replaced by a new one.
+        try Data("short".utf8).write(to: URL(fileURLWithPath: path))
+        #expect(throws: RandomSecret.Failure.self) { try RandomSecret.loadOrCreate(at: path) }
+        #expect(FileManager.default.contents(atPath: path) == Data("short".utf8))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory()).filter { $0.hasPrefix((path as NSString).lastPathComponent + ".") }.isEmpty, "no draft left")
     }
 }

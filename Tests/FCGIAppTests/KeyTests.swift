@@ -205,7 +205,8 @@ struct KeyTests {
     /// due, each holds at most half, so the other's goes out at the first free connection
     /// instead of after every waiting delivery of the first.
     @Test func anotherKeysWebhookTakesTheFirstFreeConnectionFromAKeyWhoseReceiversHang() async throws {
-        let settings = JobTests.webhookSettings.merging(["WEBHOOK_TIMEOUT": "2s"]) { $1 }
+        // Long enough for bob's job to run and its webhook to wait its turn while alice's hang.
+        let settings = JobTests.webhookSettings.merging(["WEBHOOK_TIMEOUT": "6s"]) { $1 }
         try await withGateway("keys-webhook-share", environment: settings) { gateway, _ in
             let alice = try Self.createKey(gateway, ["alice"])
             let bob = try Self.createKey(gateway, ["bob"])

@@ -19,7 +19,7 @@ public enum KeysCommand {
             return 2
         }
         do {
-            let status = try await execute(arguments, store: store, webhooks: try configuration.jobs.webhookKeyring(store: store))
+            let status = try await execute(arguments, store: store, jobs: configuration.jobs)
             await store.close()
             return status
         } catch {
@@ -29,7 +29,7 @@ public enum KeysCommand {
         }
     }
 
-    static func execute(_ arguments: [String], store: any JobStore, webhooks: WebhookKeyring?) async throws -> Int32 {
+    static func execute(_ arguments: [String], store: any JobStore, jobs: JobConfiguration) async throws -> Int32 {
         switch arguments.first {
         case "create":
             guard arguments.count >= 2, APIKey.isValidName(arguments[1]) else {
@@ -87,7 +87,8 @@ public enum KeysCommand {
                 fail(usage)
                 return 64
             }
-            guard let webhooks else {
+            // Read only here: revoking a key must not depend on the webhook root.
+            guard let webhooks = try jobs.webhookKeyring(store: store) else {
                 fail("this gateway sends no webhooks: WEBHOOK_SECRET is not set")
                 return 1
             }
