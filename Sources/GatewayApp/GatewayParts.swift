@@ -103,7 +103,10 @@ struct GatewayParts: Sendable {
         var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins), gate: gate)
         // Keep FastCGI threads for everything else while generate calls wait on the GPUs.
         let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
-        let admission = JobAdmission(gate: gate, store: jobs.store, policy: configuration.nodePolicy, inputs: inputs, pool: pool)
+        let admission = JobAdmission(
+            gate: gate, store: jobs.store, policy: configuration.nodePolicy, inputs: inputs, pool: pool,
+            idempotencyWindow: jobs.configuration.idempotencyWindow
+        )
         let generate = GenerateRoute(runner: jobs, local: local, limit: generateLimit, admission: admission)
         router.add("POST", "/api/generate", body: .jsonOrMultipart, keyed: true) { try await generate.generate($0, forceFile: false) }
         router.add("POST", "/api/generate_file", body: .jsonOrMultipart, keyed: true) { try await generate.generate($0, forceFile: true) }

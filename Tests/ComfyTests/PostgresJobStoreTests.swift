@@ -119,6 +119,10 @@ struct PostgresJobStoreTests {
             #expect(retry == .existing(retry.record))
             #expect(retry.record.id == first.id)
             await #expect(throws: JobStoreError.self) { try await stores[1].insert(job("b", key: "k-1"), requestHash: "hash-b", keyWindow: .seconds(60)) }
+            // What the early quota check asks: a replay's key names a stored job, within the window only.
+            #expect(try await stores[1].holdsIdempotencyKey("k-1", within: .seconds(60), at: Date()))
+            #expect(try await !stores[1].holdsIdempotencyKey("k-1", within: .seconds(60), at: Date().addingTimeInterval(120)))
+            #expect(try await !stores[1].holdsIdempotencyKey("k-2", within: .seconds(60), at: Date()))
         }
     }
 

@@ -104,6 +104,10 @@ struct SQLiteJobStoreTests {
             #expect(retry.record.id == first.id)
             #expect(retry == .existing(retry.record))
             await #expect(throws: JobStoreError.self) { try await store.insert(job("b", key: "k-1"), requestHash: "hash-b", keyWindow: .seconds(60)) }
+            // What the early quota check asks: a replay's key names a stored job, within the window only.
+            #expect(try await store.holdsIdempotencyKey("k-1", within: .seconds(60), at: Date()))
+            #expect(try await !store.holdsIdempotencyKey("k-1", within: .seconds(60), at: Date().addingTimeInterval(120)))
+            #expect(try await !store.holdsIdempotencyKey("k-2", within: .seconds(60), at: Date()))
             // Past its window the key names nothing: a new job.
             let later = job("b", key: "k-1", at: Date().addingTimeInterval(120))
             #expect(try await store.insert(later, requestHash: "hash-b", keyWindow: .seconds(60)) == .created(later))

@@ -79,8 +79,10 @@ struct KeyTests {
     }
 
     @Test func perKeyQueueLimitsAndRatesAnswer429WithRetryAfter() async throws {
-        try await withGateway("keys-limits") { gateway, emulator in
+        try await withGateway("keys-limits", environment: ["INPUT_URL_ALLOW_PRIVATE": "true"]) { gateway, emulator in
             try await emulator.configure(["hang": true])
+            let images = try ImageServer(directory: gateway.runDirectory, http: gateway.http)
+            defer { images.stop() }
             let queued = try Self.createKey(gateway, ["queued", "--max-queued", "2"])
             let rated = try Self.createKey(gateway, ["rated", "--rate", "3/min"])
             let body = Workflows.body(Workflows.txt2img(text: "limited"))
@@ -91,10 +93,16 @@ struct KeyTests {
             #expect(full.status == 429)
             #expect(full.header("Retry-After") != nil)
             #expect(try JSONValue.parse(full.body)["error"]?["code"] == "quota_exceeded")
-            // A new job with a key of its own is refused too; a replay of a stored one is that job.
-            let fresh = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued) + [("Idempotency-Key", "queued-2")])
+            // A new job with a key of its own is refused too, before its input image is fetched;
+            // a replay of a stored one is that job.
+            var withImage = Workflows.txt2img(text: "limited")
+            withImage["101"] = Workflows.node("LoadImage", ["image": "example.png"])
+            var freshBody = Workflows.body(withImage).objectValue!
+            freshBody["input_images"] = .object(["101": .string(images.url("/slow"))])
+            let fresh = try await gateway.post("/api/jobs", json: .object(freshBody), headers: Self.bearer(queued) + [("Idempotency-Key", "queued-2")])
             #expect(fresh.status == 429)
             #expect(try JSONValue.parse(fresh.body)["error"]?["code"] == "quota_exceeded")
+            #expect(try await images.requests().isEmpty, "refused before its image was fetched")
             let replay = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(queued) + [("Idempotency-Key", "queued-1")])
             #expect(replay.status == 202)
             #expect(replay.header("Idempotent-Replayed") == "true")

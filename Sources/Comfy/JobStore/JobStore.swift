@@ -28,6 +28,9 @@ public protocol JobStore: Sendable {
     /// The idempotency key no longer names this job (it never started: a retry makes a new one).
     func releaseIdempotencyKey(of id: String) async throws
 
+    /// Whether a job made within `window` before `now` holds this (scoped) idempotency key.
+    func holdsIdempotencyKey(_ key: String, within window: Duration, at now: Date) async throws -> Bool
+
     /// Jobs not final yet, oldest first: what a start-up resumes.
     func unfinished() async throws -> [JobRecord]
 

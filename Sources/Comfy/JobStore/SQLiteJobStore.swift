@@ -179,6 +179,15 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    public func holdsIdempotencyKey(_ key: String, within window: Duration, at now: Date) async throws -> Bool {
+        try await guarded {
+            let since = now.addingTimeInterval(-window.seconds)
+            return try await !connection.query(
+                "SELECT 1 FROM jobs WHERE idempotency_key = ? AND created_at >= ? LIMIT 1", [.text(key), .integer(since.milliseconds)]
+            ).isEmpty
+        }
+    }
+
     public func releaseIdempotencyKey(of id: String) async throws {
         try await guarded {
             _ = try await connection.query("UPDATE jobs SET idempotency_key = NULL WHERE id = ?", [.text(id)])

@@ -64,7 +64,7 @@ public actor JobRunner {
     private let images: any ImageStore
     /// Input images the jobs' workflows name, uploaded to the backend each attempt lands on.
     private let inputs: InputImages?
-    private let configuration: Configuration
+    public nonisolated let configuration: Configuration
     /// The API's error answer for a failed job (status and body), as the sync endpoints give it.
     private let describe: @Sendable (any Error) -> JobFailure
     /// Wakes the webhook sender when a job with a webhook ended.

@@ -1,4 +1,5 @@
 import Comfy
+import Foundation
 
 /// What every job submission goes through, whichever endpoint takes it: the node policy, the
 /// key's rate and quota, and the idempotency key (scoped to the API key, so two keys never
@@ -11,6 +12,8 @@ struct JobAdmission: Sendable {
     let inputs: InputImages
     /// Whose model lists say whether a workflow can run anywhere.
     let pool: BackendPool
+    /// How long an idempotency key names its job.
+    let idempotencyWindow: Duration
 
     /// The new job's record and its request hash; throws the request's refusal. Input images
     /// are fetched only for a caller whose key, rate and workflow passed.
@@ -18,12 +21,15 @@ struct JobAdmission: Sendable {
         try policy.check(body.workflow)
         if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw pool.modelNotFound(missing) }
         let idempotency = try IdempotencyKey.of(request)
+        let scopedKey = idempotency.map { key in request.apiKey.map { "\($0.name)\u{0}\(key.value)" } ?? key.value }
         if let key = request.apiKey {
             try await gate.spend(key)
-            // Refused early, before any input image is fetched; the insert counts again, exactly,
-            // and lets a replay of a stored job by its Idempotency-Key through.
-            if let limit = key.maxQueued, idempotency == nil, try await store.unfinishedJobCount(key: key.name) >= limit {
-                throw JobStoreError.unfinishedLimitReached(key: key.name, limit: limit)
+            // Refused early, before any input image is fetched, unless the Idempotency-Key names a
+            // stored job (a replay is that job); the insert counts again, exactly.
+            if let limit = key.maxQueued, try await store.unfinishedJobCount(key: key.name) >= limit {
+                guard let scopedKey, try await store.holdsIdempotencyKey(scopedKey, within: idempotencyWindow, at: Date()) else {
+                    throw JobStoreError.unfinishedLimitReached(key: key.name, limit: limit)
+                }
             }
         }
         guard body.inputImages.count <= InputImages.maxPerJob else {
@@ -36,7 +42,6 @@ struct JobAdmission: Sendable {
                 workflow[target.nodeID] = workflow[target.nodeID]?.settingInput(target.input, .string(name))
             }
         }
-        let scopedKey = idempotency.map { key in request.apiKey.map { "\($0.name)\u{0}\(key.value)" } ?? key.value }
         let record = JobRecord(
             id: JobRecord.newID(), kind: kind, workflow: workflow, outputNodeID: body.outputNodeID, owner: request.owner,
             keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey, outputFormat: body.outputFormat

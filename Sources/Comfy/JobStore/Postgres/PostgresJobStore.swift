@@ -230,6 +230,13 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
+    public func holdsIdempotencyKey(_ key: String, within window: Duration, at now: Date) async throws -> Bool {
+        let since = now.addingTimeInterval(-window.seconds).milliseconds
+        return try await guarded {
+            try await !rows("SELECT 1 FROM jobs WHERE idempotency_key = \(key) AND created_at >= \(since) LIMIT 1").isEmpty
+        }
+    }
+
     public func releaseIdempotencyKey(of id: String) async throws {
         try await guarded { try await execute("UPDATE jobs SET idempotency_key = NULL WHERE id = \(id)") }
     }
