@@ -18,18 +18,13 @@ public final class WebhookSender: Sendable {
         public var retryBase: Duration
         public var timeout: Duration
         public var allowPrivate: Bool
-        /// Deliveries of one owner (an API key, or an address) under way at once while another
-        /// owner's are due or under way: with half the connections, an owner whose receivers
-        /// hang leaves the other half to everyone else. Alone, an owner has all of them.
-        public var perOwner: Int
 
-        public init(keyring: WebhookKeyring, maxAttempts: Int, retryBase: Duration, timeout: Duration, allowPrivate: Bool, perOwner: Int = 4) {
+        public init(keyring: WebhookKeyring, maxAttempts: Int, retryBase: Duration, timeout: Duration, allowPrivate: Bool) {
             self.keyring = keyring
             self.maxAttempts = maxAttempts
             self.retryBase = retryBase
             self.timeout = timeout
             self.allowPrivate = allowPrivate
-            self.perOwner = max(1, perOwner)
         }
     }
 
@@ -42,6 +37,10 @@ public final class WebhookSender: Sendable {
     private static let batch = 64
     /// Deliveries at once: the threads of the client it is given.
     public static let connections = 8
+    /// Deliveries of one owner (an API key, or an address) under way at once while another
+    /// owner's are due or under way: with half the connections, an owner whose receivers hang
+    /// leaves the other half to everyone else. Alone, an owner has all of them.
+    static let perOwner = connections / 2
     /// Jobs whose delivery is under way, so the next scan does not start it twice.
     private let inFlight = NIOLockedValueBox(Set<String>())
 
@@ -69,7 +68,7 @@ public final class WebhookSender: Sendable {
                     // Read before the store: a delivery that ends after it was read as due is
                     // not started again (SQLite's due webhooks are not claimed).
                     let busy = inFlight.withLockedValue { $0 }
-                    let due = try await store.dueWebhooks(at: now, limit: Self.batch, perOwner: configuration.perOwner, whenAlone: Self.connections)
+                    let due = try await store.dueWebhooks(at: now, limit: Self.batch, perOwner: Self.perOwner, whenAlone: Self.connections)
                     var started = 0
                     for record in due where !busy.contains(record.id) && inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
                         started += 1

@@ -118,7 +118,7 @@ public struct GatewayConfiguration: Sendable {
         // Both listeners believe what nginx says of the client (its address, Host, scheme): on
         // TCP, anyone else who reaches them could claim any address and pass every per-address limit.
         if ListenAddress(socketPath).isTCP || ListenAddress(webSocketPath).isTCP {
-            let peers = (environment["FCGI_WEB_SERVER_ADDRS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            let peers = environment.list("FCGI_WEB_SERVER_ADDRS")
             guard !peers.isEmpty else {
                 throw ConfigurationError(
                     variable: "FCGI_WEB_SERVER_ADDRS",

@@ -166,14 +166,12 @@ extension PostgresJobStore {
                 AND NOT EXISTS (
                     SELECT 1 FROM slot_waiters AS w
                     WHERE w.backend = s.backend AND w.lease_until >= gateway_now_ms() AND w.ticket IS DISTINCT FROM \(claim.waiter)
+                    -- A waiter at its own cap cannot take the slot, so it holds nobody back.
+                    AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap)
                     AND (
-                        (\(claim.batch) AND NOT w.batch AND (w.burst IS NULL OR (SELECT n FROM run) < w.burst)
-                            AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap))
-                        OR (NOT \(claim.batch) AND w.batch AND w.burst IS NOT NULL AND (SELECT n FROM run) >= \(claim.interactiveBurst)
-                            AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap))
-                        OR (w.batch = \(claim.batch)
-                            AND (w.owner_cap IS NULL OR COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < w.owner_cap)
-                            AND COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < (SELECT n FROM mine))
+                        (\(claim.batch) AND NOT w.batch AND (w.burst IS NULL OR (SELECT n FROM run) < w.burst))
+                        OR (NOT \(claim.batch) AND w.batch AND w.burst IS NOT NULL AND (SELECT n FROM run) >= \(claim.interactiveBurst))
+                        OR (w.batch = \(claim.batch) AND COALESCE((SELECT n FROM holding WHERE holding.owner = w.owner), 0) < (SELECT n FROM mine))
                     )
                 )
                 ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED
