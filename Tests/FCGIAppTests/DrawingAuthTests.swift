@@ -8,8 +8,10 @@ import Testing
 struct DrawingAuthTests {
     /// A gateway with `DRAWING_AUTH`, a style, and a key made for each `keys create` argument
     /// list, once the gate reads them; `body` gets their secrets in order.
-    func withKeyedDrawing(_ label: String, keys: [[String]], _ body: (Gateway, [String]) async throws -> Void) async throws {
-        try await withGateway(label, environment: ["DRAWING_AUTH": "true"]) { gateway, _ in
+    func withKeyedDrawing(
+        _ label: String, keys: [[String]], environment: [String: String] = [:], _ body: (Gateway, [String]) async throws -> Void
+    ) async throws {
+        try await withGateway(label, environment: environment.merging(["DRAWING_AUTH": "true"]) { $1 }) { gateway, _ in
             try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
             let secrets = try keys.map { try KeyTests.createKey(gateway, $0) }
             try await Task.sleep(for: .milliseconds(1200))  // the gate reads new keys within a second
@@ -104,6 +106,30 @@ struct DrawingAuthTests {
             let refused = try await painter.next(status: "error")
             #expect(refused["message"]?.stringValue?.contains("revoked") == true, "\(refused)")
             await painter.close()
+        }
+    }
+
+    @Test func aSocketThatOnlyListensIsPingedAndClosedAtItsNextPingOnceItsKeyIsRevoked() async throws {
+        try await withKeyedDrawing("drawing-revoke-listener", keys: [["leaving"], ["staying"]], environment: ["WS_PING_INTERVAL": "300ms"]) { gateway, secrets in
+            let created = try await sketch(gateway, "listened", by: secrets[0], seed: 1)
+            let socketPath = try #require(try JSONValue.parse(created.body)["websocket_url"]?.stringValue)
+            let listener = try RawConnection(port: gateway.port)
+            try listener.send("GET \(socketPath) HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            #expect(try listener.receiveHead().status == 101)
+            // Silent, it is pinged (nginx would drop it otherwise): before the sketch's answers and after.
+            var opcodes: [UInt8] = []
+            while opcodes.filter({ $0 == 0x9 }).count < 3 { opcodes.append(try listener.nextFrame().opcode) }
+            #expect(opcodes.allSatisfy { $0 == 0x9 || $0 == 0x1 }, "\(opcodes)")
+
+            #expect(try KeyTests.keys(gateway, ["revoke", "leaving"]).status == 0)
+            // It never sends: it hears why at a keep-alive tick, then the close (pings until then).
+            var frames: [(opcode: UInt8, payload: [UInt8])] = []
+            while frames.count < 100, frames.last?.opcode != 0x8 { frames.append(try listener.nextFrame()) }
+            let told = frames.filter { $0.opcode != 0x9 }
+            #expect(told.count == 2, "\(told.map(\.opcode)) after \(frames.count) frames")
+            let text = String(decoding: told.first?.payload ?? [], as: UTF8.self)
+            #expect(told.first?.opcode == 0x1 && text.contains(#""status":"error""#) && text.contains("revoked"), "\(text)")
+            #expect(told.last?.opcode == 0x8 && told.last?.payload.prefix(2).elementsEqual([0x03, 0xF0]) == true, "closed with 1008")
         }
     }
 

@@ -28,10 +28,6 @@ public struct WebSocketSession: Sendable {
         }
     }
 
-    public func sendPing() async throws {
-        try await write(opcode: .ping, data: ByteBuffer())
-    }
-
     /// Sends a close frame; the peer's answer then ends `messages`.
     public func close(code: WebSocketErrorCode = .normalClosure) async throws {
         var data = ByteBuffer()

@@ -81,6 +81,17 @@ final class APIKeyGate: Sendable {
         return active[name]
     }
 
+    /// Whether the key of this name was revoked (or is unknown) as of the last read of the keys;
+    /// `false` before any. For checks that cannot wait for the store (event loops).
+    func wasRevoked(name: String) -> Bool {
+        state.withLockedValue { $0.activeByName.map { $0.keys[name] == nil } ?? false }
+    }
+
+    /// Reads the keys again unless they were read within the last second.
+    func readKeys() async {
+        _ = await activeKey(named: "")
+    }
+
     /// Takes one submission from the key's rate; throws 429 with the wait when it is spent.
     /// Several instances on one store spend from one bucket, kept there.
     func spend(_ key: APIKey) async throws {

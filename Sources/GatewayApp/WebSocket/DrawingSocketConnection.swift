@@ -5,7 +5,7 @@ import Metrics
 import NIOCore
 import NIOWebSocket
 
-/// One painter's WebSocket: reads sketch updates, writes the session's messages, pings.
+/// One painter's WebSocket: reads sketch updates, writes the session's messages.
 struct DrawingSocketConnection: Sendable {
     let sessionID: String
     /// The painter's address as nginx saw it (the last `X-Forwarded-For` entry).
@@ -18,7 +18,6 @@ struct DrawingSocketConnection: Sendable {
     let limits: SketchLimits
     /// What the socket's messages hold of the shared receive budget, until each is handled.
     let receiving: ReceiveBudget.Account
-    let pingInterval: Duration
     let logger: Logger
 
     func serve(_ channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>) async {
@@ -40,41 +39,29 @@ struct DrawingSocketConnection: Sendable {
         defer { connections.decrement() }
         try? await channel.executeThenClose { inbound, outbound in
             let socket = WebSocketSession(inbound: inbound, outbound: outbound, masksFrames: false)
+            // Pings and the revocation check of a socket that only listens run on its event loop
+            // (`WebSocketKeepAlive`), and the reader is this task: an idle socket keeps one other
+            // task suspended, the sender.
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     for await message in messages {
                         try await socket.send(message)
                     }
                 }
-                group.addTask {
-                    // nginx drops proxied WebSockets that stay silent for proxy_read_timeout.
-                    while true {
-                        try await Task.sleep(for: pingInterval)
-                        // A socket that only listens is closed too once its key is revoked.
-                        if await keyRevoked() {
-                            try await closeAsRevoked(socket)
-                            return
-                        }
-                        try await socket.sendPing()
+                defer { group.cancelAll() }
+                // It ends when the client closes; then the sender stops too.
+                for try await message in socket.messages {
+                    // Checked at each message (the gate reads keys again after a second):
+                    // a socket opened before its key was revoked takes nothing after.
+                    if await keyRevoked() {
+                        try await closeAsRevoked(socket)
+                        return
                     }
+                    let reply = await handle(message, token: token)
+                    // Handled: a painter that stops reading our replies holds no budget with them.
+                    receiving.messageDone()
+                    if let reply { try await socket.send(reply) }
                 }
-                group.addTask {
-                    for try await message in socket.messages {
-                        // Checked at each message (the gate reads keys again after a second):
-                        // a socket opened before its key was revoked takes nothing after.
-                        if await keyRevoked() {
-                            try await closeAsRevoked(socket)
-                            return
-                        }
-                        let reply = await handle(message, token: token)
-                        // Handled: a painter that stops reading our replies holds no budget with them.
-                        receiving.messageDone()
-                        if let reply { try await socket.send(reply) }
-                    }
-                }
-                // The reader ends when the client closes; then the others stop too.
-                _ = try await group.next()
-                group.cancelAll()
             }
         }
         await sessions.unsubscribe(sessionID, token: token)
@@ -82,9 +69,9 @@ struct DrawingSocketConnection: Sendable {
 
     /// Whether the session token's API key (`DRAWING_AUTH`) was revoked since (the gate reads
     /// keys again after a second).
-    // Not inlined, nor are `closeAsRevoked` and `handle`: the reader and ping loops stay
-    // suspended for the socket's life, and inlined bodies made the frames every idle socket
-    // holds about 1 KiB larger (10,000 idle sockets: 289.2 MiB of app memory, 279.6 MiB without).
+    // Not inlined, nor are `closeAsRevoked` and `handle`: the reader loop stays suspended for
+    // the socket's life, and inlined bodies made the frames every idle socket holds about 1 KiB
+    // larger (10,000 idle sockets: 289.2 MiB of app memory, 279.6 MiB without).
     @inline(never)
     private func keyRevoked() async -> Bool {
         guard let keyName else { return false }

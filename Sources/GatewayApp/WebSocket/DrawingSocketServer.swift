@@ -18,7 +18,7 @@ final class DrawingSocketServer: Service {
     private let maxMessageBytes: Int
     private let receiveBudget: ReceiveBudget
     private let messageTimeout: TimeAmount
-    private let pingInterval: Duration
+    private let pingInterval: TimeAmount
     private let origins: OriginPolicy
     /// With `DRAWING_AUTH`: an upgrade needs the session's token in its query.
     private let tokens: SessionTokens?
@@ -30,6 +30,9 @@ final class DrawingSocketServer: Service {
     }
     /// Whether a token's API key is still active.
     private let gate: APIKeyGate
+    /// Open sockets whose session token names an API key: while there are any, the gate reads
+    /// the keys each second, for their keep-alive ticks to see a revocation.
+    private let keyedSockets = Atomic<Int>(0)
     /// On TCP: the nginx hosts that may connect (`FCGI_WEB_SERVER_ADDRS`); anyone else is hung up on.
     private let peers: Set<String>?
     private let logger: Logger
@@ -62,7 +65,7 @@ final class DrawingSocketServer: Service {
         self.maxMessageBytes = maxMessageBytes
         self.receiveBudget = receiveBudget
         self.messageTimeout = .milliseconds(Int64(messageTimeout.seconds * 1000))
-        self.pingInterval = pingInterval
+        self.pingInterval = .milliseconds(Int64(pingInterval.seconds * 1000))
         self.logger = logger
     }
 
@@ -89,7 +92,8 @@ final class DrawingSocketServer: Service {
     }
 
     func run() async throws {
-        let (maxMessageBytes, receiveBudget, messageTimeout) = (self.maxMessageBytes, self.receiveBudget, self.messageTimeout)
+        let (maxMessageBytes, receiveBudget, messageTimeout, pingInterval) = (self.maxMessageBytes, self.receiveBudget, self.messageTimeout, self.pingInterval)
+        let gate = self.gate
         let origins = self.origins
         let (tokens, peers) = (self.tokens, self.peers)
         // Channels whose upgrade was refused for their Origin or token, from `shouldUpgrade` to the refusal.
@@ -134,6 +138,11 @@ final class DrawingSocketServer: Service {
                                 ))
                                 let sessionID = Self.sessionID(of: head.uri) ?? ""
                                 let keyName = tokens?.verify(SessionTokens.token(inURI: head.uri), for: sessionID).flatMap { $0.isEmpty ? nil : $0 }
+                                try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(
+                                    interval: pingInterval,
+                                    keyRevoked: Self.revocationCheck(keyName, gate: gate),
+                                    revokedMessage: Self.revokedMessage
+                                ))
                                 // Whole messages wait for the reader at most two deep: reading stops past that.
                                 let buffering = NIOAsyncChannel<WebSocketFrame, WebSocketFrame>.Configuration(
                                     backPressureStrategy: .init(lowWatermark: 1, highWatermark: 2)
@@ -164,6 +173,7 @@ final class DrawingSocketServer: Service {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { await Self.returnMemory(after: closed) }
+                group.addTask { await self.keepKeysRead() }
                 try? await server.executeThenClose { inbound in
                     for try await upgrade in inbound {
                         group.addTask {
@@ -203,13 +213,32 @@ final class DrawingSocketServer: Service {
         }
     }
 
+    /// Has the gate read the keys each second while keyed sockets are open: their keep-alive
+    /// ticks, on event loops, check the last list read (`APIKeyGate.wasRevoked`).
+    private func keepKeysRead() async {
+        while (try? await Task.sleep(for: .seconds(1))) != nil {
+            if keyedSockets.load(ordering: .relaxed) > 0 { await gate.readKeys() }
+        }
+    }
+
+    /// A keyed socket's check at each keep-alive tick; `nil` for a socket without a key.
+    private static func revocationCheck(_ keyName: String?, gate: APIKeyGate) -> (@Sendable () -> Bool)? {
+        guard let keyName else { return nil }
+        return { gate.wasRevoked(name: keyName) }
+    }
+
+    /// What a socket whose key was revoked hears before it closes.
+    static let revokedMessage = String(decoding: SessionMessage.error(message: APIError.revokedSessionKey.message).json.encoded(), as: UTF8.self)
+
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
         switch try? await upgrade.get() {
         case .websocket(let channel, let sessionID, let clientAddress, let keyName, let receiving):
+            if keyName != nil { keyedSockets.add(1, ordering: .relaxed) }
             await DrawingSocketConnection(
                 sessionID: sessionID, clientAddress: clientAddress, keyName: keyName, gate: gate, sessions: sessions, limits: limits,
-                receiving: receiving, pingInterval: pingInterval, logger: logger
+                receiving: receiving, logger: logger
             ).serve(channel)
+            if keyName != nil { keyedSockets.subtract(1, ordering: .relaxed) }
             // The channel is closed: what its reader left unhandled is free.
             receiving.close()
         case .refused(let channel, let reason):

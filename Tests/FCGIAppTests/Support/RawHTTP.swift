@@ -183,7 +183,7 @@ extension RawConnection {
     }
 
     /// One server frame (unmasked): its opcode and payload.
-    private func nextFrame() throws -> (opcode: UInt8, payload: [UInt8]) {
+    func nextFrame() throws -> (opcode: UInt8, payload: [UInt8]) {
         guard let header = receiveExactly(2) else { throw TestFailure("the connection ended without a close frame") }
         var length = Int(header[1] & 0x7F)
         if length == 126, let extended = receiveExactly(2) { length = Int(extended[0]) << 8 | Int(extended[1]) }

@@ -1,0 +1,62 @@
+@testable import GatewayApp
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import Synchronization
+import Testing
+
+/// The drawing sockets' pings and revocation checks, on an event loop whose clock the test moves.
+struct WebSocketKeepAliveTests {
+    final class Revocation: Sendable {
+        let revoked = Atomic(false)
+    }
+
+    func socket(_ revocation: Revocation? = nil) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        var check: (@Sendable () -> Bool)?
+        if let revocation { check = { revocation.revoked.load(ordering: .relaxed) } }
+        try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(interval: .seconds(20), keyRevoked: check, revokedMessage: #"{"status":"error"}"#))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8000)).wait()
+        return channel
+    }
+
+    func written(_ channel: EmbeddedChannel) throws -> [WebSocketOpcode] {
+        var opcodes: [WebSocketOpcode] = []
+        while let frame = try channel.readOutbound(as: WebSocketFrame.self) { opcodes.append(frame.opcode) }
+        return opcodes
+    }
+
+    @Test func aSocketIsPingedEveryIntervalAndNotBefore() throws {
+        let channel = try socket()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(19))
+        #expect(try written(channel) == [])
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(try written(channel) == [.ping])
+        channel.embeddedEventLoop.advanceTime(by: .seconds(40))
+        #expect(try written(channel) == [.ping, .ping])
+        #expect(channel.isActive)
+    }
+
+    @Test func aRevokedKeysSocketHearsWhyAtTheNextTickAndIsClosedWith1008() throws {
+        let revocation = Revocation()
+        let channel = try socket(revocation)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+        #expect(try written(channel) == [.ping])
+        revocation.revoked.store(true, ordering: .relaxed)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+        let text = try #require(try channel.readOutbound(as: WebSocketFrame.self))
+        #expect(text.opcode == .text && String(buffer: text.data) == #"{"status":"error"}"#)
+        var close = try #require(try channel.readOutbound(as: WebSocketFrame.self)).data
+        #expect(close.readWebSocketErrorCode() == .policyViolation)
+        #expect(!channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(60))
+        #expect(try written(channel) == [], "no tick after the close")
+    }
+
+    @Test func aClosedSocketIsNotPingedAgain() throws {
+        let channel = try socket()
+        try channel.close().wait()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(60))
+        #expect(try written(channel) == [])
+    }
+}
