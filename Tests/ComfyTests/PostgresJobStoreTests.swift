@@ -197,7 +197,7 @@ struct PostgresJobStoreTests {
         }
     }
 
-    @Test func anOwnerHasEveryConnectionAloneAndItsShareBesideAnother() async throws {
+    @Test func anOwnerHasEveryConnectionAloneAndAnEvenShareBesideOthers() async throws {
         try await withInstances(2, lease: .seconds(5)) { stores, _ in
             var owners: [String: String] = [:]
             func add(_ owner: String, _ count: Int) async throws {
@@ -209,7 +209,7 @@ struct PostgresJobStoreTests {
                 }
             }
             func claim(_ store: PostgresJobStore) async throws -> [JobRecord] {
-                try await store.dueWebhooks(at: Date(), limit: 50, perOwner: 4, whenAlone: 8)
+                try await store.dueWebhooks(at: Date(), limit: 50, connections: 8)
             }
             try await add("key:noisy", 10)
             let alone = try await claim(stores[0])
@@ -224,6 +224,11 @@ struct PostgresJobStoreTests {
             #expect(try await claim(stores[0]).map { owners[$0.id] ?? "?" } == ["key:noisy"], "one ended, one more")
             // Another instance counts only what it sends itself: its connections are its own.
             #expect(try await claim(stores[1]).map { owners[$0.id] ?? "?" } == ["key:noisy"])
+            // Three owners: each has 8 / 3 = 2 here. Noisy (4 under way) and quiet (2) hold theirs
+            // already; the third takes 2 of its 3, and quiet's new ones wait.
+            try await add("key:third", 3)
+            try await add("key:quiet", 3)
+            #expect(try await claim(stores[0]).map { owners[$0.id] ?? "?" } == ["key:third", "key:third"])
         }
     }
 

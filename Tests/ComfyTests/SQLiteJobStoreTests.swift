@@ -118,6 +118,30 @@ struct SQLiteJobStoreTests {
         try await withStore { store, _ in try await expectUnfinishedLimitHoldsUnderRacingInserts([store]) }
     }
 
+    @Test func dueWebhooksGiveEachOwnerAnEvenShareOfTheConnections() async throws {
+        try await withStore { store, _ in
+            func add(_ owner: String, _ count: Int) async throws {
+                for index in 0..<count {
+                    var record = job("\(owner) \(index)", webhook: "https://example.com/hook")
+                    record.owner = owner
+                    _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60))
+                    _ = try await store.finish(record.id, status: .completed, result: nil, failure: nil, at: Date())
+                }
+            }
+            func shares() async throws -> [String: Int] {
+                try await store.dueWebhooks(at: Date(), limit: 64, connections: 8).reduce(into: [:]) { $0[$1.owner, default: 0] += 1 }
+            }
+            try await add("key:a", 10)
+            #expect(try await shares() == ["key:a": 8], "alone, every connection")
+            try await add("key:b", 10)
+            #expect(try await shares() == ["key:a": 4, "key:b": 4])
+            try await add("key:c", 10)
+            #expect(try await shares() == ["key:a": 2, "key:b": 2, "key:c": 2], "two that hang leave the third 2")
+            for owner in 0..<7 { try await add("key:more\(owner)", 1) }
+            #expect(try await shares().values.allSatisfy { $0 == 1 }, "past eight owners, one each")
+        }
+    }
+
     @Test func aJobEndsOnceAndItsWebhookBecomesDue() async throws {
         try await withStore { store, _ in
             let record = job(webhook: "https://example.com/hook")

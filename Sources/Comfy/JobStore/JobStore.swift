@@ -41,10 +41,11 @@ public protocol JobStore: Sendable {
     func queuePosition(of id: String) async throws -> Int?
 
     /// Jobs whose webhook is due at `now`, oldest first: of one owner's, counting those this
-    /// instance is sending, at most `whenAlone` while no other owner has any due or being sent
-    /// here, else at most `perOwner`. One tenant then has every connection to itself, and one
-    /// whose receivers hang keeps another's webhook waiting for one attempt's timeout at most.
-    func dueWebhooks(at now: Date, limit: Int, perOwner: Int, whenAlone: Int) async throws -> [JobRecord]
+    /// instance is sending, at most an even share of the `connections` among the owners with
+    /// webhooks due or being sent here (at least one). One tenant alone has every connection,
+    /// and tenants whose receivers hang hold only their shares: the others' webhooks still go
+    /// out (with 8 connections, two hanging of three owners leave the third 2).
+    func dueWebhooks(at now: Date, limit: Int, connections: Int) async throws -> [JobRecord]
 
     /// When the next pending webhook not due yet at `now` becomes due.
     func nextWebhookDue(after now: Date) async throws -> Date?
@@ -96,7 +97,7 @@ extension JobStore {
 
     /// Due webhooks with no share per owner.
     public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
-        try await dueWebhooks(at: now, limit: limit, perOwner: .max, whenAlone: .max)
+        try await dueWebhooks(at: now, limit: limit, connections: .max)
     }
 
     public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {

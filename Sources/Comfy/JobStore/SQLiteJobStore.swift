@@ -222,20 +222,22 @@ public final class SQLiteJobStore: JobStore {
 
     /// Those being sent stay due until their attempt is recorded, and are an owner's oldest, so
     /// they count toward its share.
-    public func dueWebhooks(at now: Date, limit: Int, perOwner: Int, whenAlone: Int) async throws -> [JobRecord] {
+    public func dueWebhooks(at now: Date, limit: Int, connections: Int) async throws -> [JobRecord] {
         try await guarded {
             try await connection.query(
                 """
                 WITH due AS (
-                    SELECT seq, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at, seq) AS turn, COUNT(*) OVER (PARTITION BY owner) AS own,
-                        COUNT(*) OVER () AS every
+                    SELECT seq, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at, seq) AS turn,
+                        DENSE_RANK() OVER (ORDER BY owner) AS owner_rank
                     FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ?1
+                ), shared AS (
+                    SELECT seq, turn, MAX(owner_rank) OVER () AS owners FROM due
                 )
                 SELECT * FROM jobs WHERE seq IN (
-                    SELECT seq FROM due WHERE turn <= CASE WHEN own = every THEN ?3 ELSE ?2 END
-                ) ORDER BY webhook_next_at LIMIT ?4
+                    SELECT seq FROM shared WHERE turn <= MAX(1, ?2 / owners)
+                ) ORDER BY webhook_next_at LIMIT ?3
                 """,
-                [.integer(now.milliseconds), .integer(perOwner), .integer(whenAlone), .integer(limit)]
+                [.integer(now.milliseconds), .integer(connections), .integer(limit)]
             ).map(Self.record)
         }
     }

@@ -35,12 +35,10 @@ public final class WebhookSender: Sendable {
     private let nudges = WaiterTable<Int, Void>()
     /// Due webhooks read from the store at a time.
     private static let batch = 64
-    /// Deliveries at once: the threads of the client it is given.
+    /// Deliveries at once: the threads of the client it is given. Each owner (an API key, or an
+    /// address) with deliveries due or under way has an even share of them
+    /// (`JobStore.dueWebhooks`): one whose receivers hang leaves the others theirs.
     public static let connections = 8
-    /// Deliveries of one owner (an API key, or an address) under way at once while another
-    /// owner's are due or under way: with half the connections, an owner whose receivers hang
-    /// leaves the other half to everyone else. Alone, an owner has all of them.
-    static let perOwner = connections / 2
     /// Jobs whose delivery is under way, so the next scan does not start it twice.
     private let inFlight = NIOLockedValueBox(Set<String>())
 
@@ -68,7 +66,7 @@ public final class WebhookSender: Sendable {
                     // Read before the store: a delivery that ends after it was read as due is
                     // not started again (SQLite's due webhooks are not claimed).
                     let busy = inFlight.withLockedValue { $0 }
-                    let due = try await store.dueWebhooks(at: now, limit: Self.batch, perOwner: Self.perOwner, whenAlone: Self.connections)
+                    let due = try await store.dueWebhooks(at: now, limit: Self.batch, connections: Self.connections)
                     var started = 0
                     for record in due where !busy.contains(record.id) && inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
                         started += 1

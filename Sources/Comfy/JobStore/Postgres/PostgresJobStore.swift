@@ -271,7 +271,7 @@ public final class PostgresJobStore: SharedJobStore {
     /// clock is ahead does not take a claim another still holds.
     /// Those this instance is sending (claimed, the claim not run out) count toward an owner's
     /// share of its connections.
-    public func dueWebhooks(at now: Date, limit: Int, perOwner: Int, whenAlone: Int) async throws -> [JobRecord] {
+    public func dueWebhooks(at now: Date, limit: Int, connections: Int) async throws -> [JobRecord] {
         try await guarded {
             let claimed = try await rows(
                 """
@@ -279,12 +279,14 @@ public final class PostgresJobStore: SharedJobStore {
                 WHERE seq IN (
                     SELECT seq FROM jobs WHERE seq IN (
                         SELECT seq FROM (
-                            SELECT seq, webhook_next_at <= gateway_now_ms() AS due,
-                                ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at > gateway_now_ms() DESC, webhook_next_at, seq) AS turn,
-                                COUNT(*) OVER (PARTITION BY owner) AS own, COUNT(*) OVER () AS every
-                            FROM jobs WHERE webhook_state = 'pending'
-                                AND (webhook_next_at <= gateway_now_ms() OR webhook_claimed_by = \(instanceID))
-                        ) AS ranked WHERE due AND turn <= CASE WHEN own = every THEN \(whenAlone)::BIGINT ELSE \(perOwner)::BIGINT END
+                            SELECT seq, due, turn, MAX(owner_rank) OVER () AS owners FROM (
+                                SELECT seq, webhook_next_at <= gateway_now_ms() AS due,
+                                    ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at > gateway_now_ms() DESC, webhook_next_at, seq) AS turn,
+                                    DENSE_RANK() OVER (ORDER BY owner) AS owner_rank
+                                FROM jobs WHERE webhook_state = 'pending'
+                                    AND (webhook_next_at <= gateway_now_ms() OR webhook_claimed_by = \(instanceID))
+                            ) AS ranked
+                        ) AS shared WHERE due AND turn <= GREATEST(1, \(connections)::BIGINT / owners)
                     )
                     -- Checked again on the row as locked: one another instance claimed after this
                     -- statement's snapshot is no longer due.
