@@ -63,6 +63,34 @@ struct DrawingAuthTests {
         }
     }
 
+    @Test func whileTheAppIsDownNginxsErrorLogQuotesNoSessionToken() async throws {
+        try await withKeyedDrawing("drawing-token-error-log", keys: [["painter"]]) { gateway, secrets in
+            let created = try await sketch(gateway, "down", by: secrets[0], seed: 1)
+            let answer = try JSONValue.parse(created.body)
+            let token = try #require(answer["session_token"]?.stringValue)
+            let socketPath = try #require(answer["websocket_url"]?.stringValue)
+            let resultPath = try #require(answer["result_url"]?.stringValue)
+            #expect(socketPath.contains(token) && resultPath.contains(token))
+            // The supervisor is held still: the app stays down while nginx is asked.
+            let app = try String(contentsOfFile: "\(gateway.runDirectory)/app.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            kill(gateway.app.pid, SIGSTOP)
+            kill(try #require(Int32(app)), SIGKILL)
+            try await Task.sleep(for: .milliseconds(200))
+            let host = [("Host", "127.0.0.1:\(gateway.port)")]
+            #expect(try upgradeStatus(port: gateway.port, path: socketPath, headers: host) >= 500)
+            #expect(try await gateway.get(resultPath).status == 503)
+            // Asked of an API path, nginx logs the failed connection too: its line is the mark
+            // that the lines of the two requests before would be written by now.
+            #expect(try await gateway.get("/api/styles?marker=1").status == 503)
+            let errorLog = "\(gateway.runDirectory)/logs/error.log"
+            try await waitUntil { try String(contentsOfFile: errorLog, encoding: .utf8).contains("marker=1") }
+            kill(gateway.app.pid, SIGCONT)
+            let lines = try String(contentsOfFile: errorLog, encoding: .utf8)
+            #expect(!lines.contains(token.split(separator: ".")[1]), "\(lines)")
+            try await gateway.waitUntilHealthy()
+        }
+    }
+
     @Test func aSessionBelongsToTheKeyThatStartedItAndAnotherKeyGetsNoTokenForIt() async throws {
         try await withKeyedDrawing("drawing-owner", keys: [["alice"], ["mallory"]]) { gateway, secrets in
             let (alice, mallory) = (secrets[0], secrets[1])

@@ -71,6 +71,9 @@ public struct NginxSite: Sendable {
             "DRAWING_RATE": "\(max(site.drawingRate, 1))",
             "DRAWING_REQUEST_LIMIT": site.drawingRate == 0 ? "" : "limit_req zone=drawing_requests burst=\(site.drawingRate * 2) nodelay;",
             "DRAWING_CONNECTION_LIMIT": site.drawingConnections == 0 ? "" : "limit_conn drawing_connections \(site.drawingConnections);",
+            // With DRAWING_AUTH, a line of /api/ws/ or /api/result/ would quote the request, and so
+            // the session token in its query (a 502 while the app is down): only critical ones.
+            "DRAWING_TOKEN_ERROR_LOG": configuration.drawingAuth ? "error_log \(site.runDirectory)/logs/error.log crit;" : "",
         ]
     }
 
