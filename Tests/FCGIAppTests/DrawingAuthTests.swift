@@ -139,25 +139,39 @@ struct DrawingAuthTests {
 
     @Test func aSocketThatOnlyListensIsPingedAndClosedAtItsNextPingOnceItsKeyIsRevoked() async throws {
         try await withKeyedDrawing("drawing-revoke-listener", keys: [["leaving"], ["staying"]], environment: ["WS_PING_INTERVAL": "300ms"]) { gateway, secrets in
-            let created = try await sketch(gateway, "listened", by: secrets[0], seed: 1)
-            let socketPath = try #require(try JSONValue.parse(created.body)["websocket_url"]?.stringValue)
-            let listener = try RawConnection(port: gateway.port)
-            try listener.send("GET \(socketPath) HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-            #expect(try listener.receiveHead().status == 101)
-            // Silent, it is pinged (nginx would drop it otherwise): before the sketch's answers and after.
-            var opcodes: [UInt8] = []
-            while opcodes.filter({ $0 == 0x9 }).count < 3 { opcodes.append(try listener.nextFrame().opcode) }
-            #expect(opcodes.allSatisfy { $0 == 0x9 || $0 == 0x1 }, "\(opcodes)")
+            func listen(by secret: String, _ session: String) async throws -> RawConnection {
+                let created = try await sketch(gateway, session, by: secret, seed: 1)
+                let socketPath = try #require(try JSONValue.parse(created.body)["websocket_url"]?.stringValue)
+                let listener = try RawConnection(port: gateway.port)
+                try listener.send("GET \(socketPath) HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                #expect(try listener.receiveHead().status == 101)
+                return listener
+            }
+            /// Frames up to and with the close frame, or the next `count` pings.
+            func frames(of listener: RawConnection, pings count: Int = .max) throws -> [(opcode: UInt8, payload: [UInt8])] {
+                var frames: [(opcode: UInt8, payload: [UInt8])] = []
+                while frames.count < 100, frames.last?.opcode != 0x8, frames.filter({ $0.opcode == 0x9 }).count < count { frames.append(try listener.nextFrame()) }
+                return frames
+            }
+            let leaving = try await listen(by: secrets[0], "listened")
+            let staying = try await listen(by: secrets[1], "stays")
+            // Silent, each is pinged (nginx would drop it otherwise), between its sketch's messages.
+            for listener in [leaving, staying] {
+                let opcodes = try frames(of: listener, pings: 3).map(\.opcode)
+                #expect(opcodes.filter { $0 == 0x9 }.count == 3 && opcodes.allSatisfy { $0 == 0x9 || $0 == 0x1 }, "\(opcodes)")
+            }
 
             #expect(try KeyTests.keys(gateway, ["revoke", "leaving"]).status == 0)
             // It never sends: it hears why at a keep-alive tick, then the close (pings until then).
-            var frames: [(opcode: UInt8, payload: [UInt8])] = []
-            while frames.count < 100, frames.last?.opcode != 0x8 { frames.append(try listener.nextFrame()) }
-            let told = frames.filter { $0.opcode != 0x9 }
-            #expect(told.count == 2, "\(told.map(\.opcode)) after \(frames.count) frames")
-            let text = String(decoding: told.first?.payload ?? [], as: UTF8.self)
-            #expect(told.first?.opcode == 0x1 && text.contains(#""status":"error""#) && text.contains("revoked"), "\(text)")
+            let told = try frames(of: leaving).filter { $0.opcode != 0x9 }
+            let texts = told.filter { $0.opcode == 0x1 }.map { String(decoding: $0.payload, as: UTF8.self) }
+            #expect(texts.last?.contains(#""status":"error""#) == true && texts.last?.contains("revoked") == true, "\(texts)")
             #expect(told.last?.opcode == 0x8 && told.last?.payload.prefix(2).elementsEqual([0x03, 0xF0]) == true, "closed with 1008")
+            #expect(throws: (any Error).self, "and the connection ends") { try leaving.nextFrame() }
+            // The other key's socket goes on being pinged, told nothing.
+            let after = try frames(of: staying, pings: 3)
+            #expect(after.filter { $0.opcode == 0x9 }.count == 3 && !after.contains { $0.opcode == 0x8 }, "\(after.map(\.opcode))")
+            #expect(!after.contains { String(decoding: $0.payload, as: UTF8.self).contains("revoked") })
         }
     }
 

@@ -9,12 +9,19 @@ import Testing
 struct WebSocketKeepAliveTests {
     final class Revocation: Sendable {
         let revoked = Atomic(false)
+        /// How many ticks asked.
+        let checks = Atomic(0)
     }
 
     func socket(_ revocation: Revocation? = nil) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         var check: (@Sendable () -> Bool)?
-        if let revocation { check = { revocation.revoked.load(ordering: .relaxed) } }
+        if let revocation {
+            check = {
+                revocation.checks.add(1, ordering: .relaxed)
+                return revocation.revoked.load(ordering: .relaxed)
+            }
+        }
         try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(interval: .seconds(20), keyRevoked: check, revokedMessage: #"{"status":"error"}"#))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8000)).wait()
         return channel
@@ -48,15 +55,31 @@ struct WebSocketKeepAliveTests {
         #expect(text.opcode == .text && String(buffer: text.data) == #"{"status":"error"}"#)
         var close = try #require(try channel.readOutbound(as: WebSocketFrame.self)).data
         #expect(close.readWebSocketErrorCode() == .policyViolation)
-        #expect(!channel.isActive)
+        #expect(!channel.isActive, "closed once the close frame is written")
+        let checks = revocation.checks.load(ordering: .relaxed)
         channel.embeddedEventLoop.advanceTime(by: .seconds(60))
-        #expect(try written(channel) == [], "no tick after the close")
+        #expect(revocation.checks.load(ordering: .relaxed) == checks, "no tick after the close")
     }
 
-    @Test func aClosedSocketIsNotPingedAgain() throws {
-        let channel = try socket()
+    @Test func aClosedSocketTicksNoMore() throws {
+        let revocation = Revocation()
+        let channel = try socket(revocation)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+        #expect(revocation.checks.load(ordering: .relaxed) == 1)
         try channel.close().wait()
         channel.embeddedEventLoop.advanceTime(by: .seconds(60))
-        #expect(try written(channel) == [])
+        #expect(revocation.checks.load(ordering: .relaxed) == 1)
+    }
+
+    @Test func afterACloseFrameGoesOutNoPingFollows() throws {
+        let revocation = Revocation()
+        let channel = try socket(revocation)
+        // The reader answers the painter's close: the connection stays until the painter ends it.
+        var code = channel.allocator.buffer(capacity: 2)
+        code.write(webSocketErrorCode: .normalClosure)
+        try channel.writeOutbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: code))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(60))
+        #expect(try written(channel) == [.connectionClose])
+        #expect(revocation.checks.load(ordering: .relaxed) == 0)
     }
 }

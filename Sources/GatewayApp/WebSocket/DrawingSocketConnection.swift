@@ -44,6 +44,8 @@ struct DrawingSocketConnection: Sendable {
             // task suspended, the sender.
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
+                    // Its end (the session's stream finished, or a write failed) ends the socket too.
+                    defer { channel.channel.close(promise: nil) }
                     for await message in messages {
                         try await socket.send(message)
                     }

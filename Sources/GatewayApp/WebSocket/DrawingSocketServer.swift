@@ -183,6 +183,8 @@ final class DrawingSocketServer: Service {
                     }
                 }
                 closing.finish()
+                // The listener ended: so do the memory and key rounds, and the sockets still open.
+                group.cancelAll()
             }
         }
         if !address.isTCP { unlink(socketPath) }
