@@ -118,7 +118,7 @@ struct SQLiteJobStoreTests {
         try await withStore { store, _ in try await expectUnfinishedLimitHoldsUnderRacingInserts([store]) }
     }
 
-    @Test func dueWebhooksGiveEachOwnerAnEvenShareOfTheConnections() async throws {
+    @Test func dueWebhooksDealTheConnectionsToTheOwnersInTurn() async throws {
         try await withStore { store, _ in
             func add(_ owner: String, _ count: Int) async throws {
                 for index in 0..<count {
@@ -133,12 +133,15 @@ struct SQLiteJobStoreTests {
             }
             try await add("key:a", 10)
             #expect(try await shares() == ["key:a": 8], "alone, every connection")
-            try await add("key:b", 10)
-            #expect(try await shares() == ["key:a": 4, "key:b": 4])
-            try await add("key:c", 10)
-            #expect(try await shares() == ["key:a": 2, "key:b": 2, "key:c": 2], "two that hang leave the third 2")
+            try await add("key:b", 1)
+            try await add("key:c", 1)
+            #expect(try await shares() == ["key:a": 6, "key:b": 1, "key:c": 1], "what b and c do not need is a's")
+            try await add("key:b", 9)
+            try await add("key:c", 9)
+            #expect(try await shares() == ["key:a": 3, "key:b": 3, "key:c": 2], "dealt in turn, the oldest first")
             for owner in 0..<7 { try await add("key:more\(owner)", 1) }
-            #expect(try await shares().values.allSatisfy { $0 == 1 }, "past eight owners, one each")
+            let many = try await shares()
+            #expect(many.values.reduce(0, +) == 8 && many.values.allSatisfy { $0 == 1 }, "past eight owners, one each: \(many)")
         }
     }
 

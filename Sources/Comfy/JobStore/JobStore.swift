@@ -40,11 +40,12 @@ public protocol JobStore: Sendable {
     /// How many queued jobs are ahead of this one; `nil` unless it is queued.
     func queuePosition(of id: String) async throws -> Int?
 
-    /// Jobs whose webhook is due at `now`, oldest first: of one owner's, counting those this
-    /// instance is sending, at most an even share of the `connections` among the owners with
-    /// webhooks due or being sent here (at least one). One tenant alone has every connection,
-    /// and tenants whose receivers hang hold only their shares: the others' webhooks still go
-    /// out (with 8 connections, two hanging of three owners leave the third 2).
+    /// Jobs whose webhook is due at `now`, oldest first: the `connections` are dealt to the owners
+    /// with webhooks due or being sent here in turn, one each round, those being sent first (they
+    /// hold a connection). One tenant alone has every connection; one that needs fewer than an
+    /// even share leaves the rest to the others; and tenants whose receivers hang hold about an
+    /// even share, so the others' webhooks still go out (two hanging of three owners leave the
+    /// third at least 2 of 8).
     func dueWebhooks(at now: Date, limit: Int, connections: Int) async throws -> [JobRecord]
 
     /// When the next pending webhook not due yet at `now` becomes due.

@@ -227,14 +227,13 @@ public final class SQLiteJobStore: JobStore {
             try await connection.query(
                 """
                 WITH due AS (
-                    SELECT seq, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at, seq) AS turn,
-                        DENSE_RANK() OVER (ORDER BY owner) AS owner_rank
+                    SELECT seq, webhook_next_at, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at, seq) AS turn
                     FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ?1
-                ), shared AS (
-                    SELECT seq, turn, MAX(owner_rank) OVER () AS owners FROM due
+                ), dealt AS (
+                    SELECT seq, ROW_NUMBER() OVER (ORDER BY turn, webhook_next_at, seq) AS place FROM due
                 )
                 SELECT * FROM jobs WHERE seq IN (
-                    SELECT seq FROM shared WHERE turn <= MAX(1, ?2 / owners)
+                    SELECT seq FROM dealt WHERE place <= ?2
                 ) ORDER BY webhook_next_at LIMIT ?3
                 """,
                 [.integer(now.milliseconds), .integer(connections), .integer(limit)]

@@ -35,9 +35,9 @@ public final class WebhookSender: Sendable {
     private let nudges = WaiterTable<Int, Void>()
     /// Due webhooks read from the store at a time.
     private static let batch = 64
-    /// Deliveries at once: the threads of the client it is given. Each owner (an API key, or an
-    /// address) with deliveries due or under way has an even share of them
-    /// (`JobStore.dueWebhooks`): one whose receivers hang leaves the others theirs.
+    /// Deliveries at once: the threads of the client it is given. They are dealt in turn to the
+    /// owners (API keys, or addresses) with deliveries due or under way (`JobStore.dueWebhooks`):
+    /// one whose receivers hang leaves the others theirs.
     public static let connections = 8
     /// Jobs whose delivery is under way, so the next scan does not start it twice.
     private let inFlight = NIOLockedValueBox(Set<String>())

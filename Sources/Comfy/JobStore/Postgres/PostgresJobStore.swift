@@ -279,14 +279,13 @@ public final class PostgresJobStore: SharedJobStore {
                 WHERE seq IN (
                     SELECT seq FROM jobs WHERE seq IN (
                         SELECT seq FROM (
-                            SELECT seq, due, turn, MAX(owner_rank) OVER () AS owners FROM (
-                                SELECT seq, webhook_next_at <= gateway_now_ms() AS due,
-                                    ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at > gateway_now_ms() DESC, webhook_next_at, seq) AS turn,
-                                    DENSE_RANK() OVER (ORDER BY owner) AS owner_rank
+                            SELECT seq, due, ROW_NUMBER() OVER (ORDER BY turn, webhook_next_at, seq) AS place FROM (
+                                SELECT seq, webhook_next_at, webhook_next_at <= gateway_now_ms() AS due,
+                                    ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at > gateway_now_ms() DESC, webhook_next_at, seq) AS turn
                                 FROM jobs WHERE webhook_state = 'pending'
                                     AND (webhook_next_at <= gateway_now_ms() OR webhook_claimed_by = \(instanceID))
                             ) AS ranked
-                        ) AS shared WHERE due AND turn <= GREATEST(1, \(connections)::BIGINT / owners)
+                        ) AS dealt WHERE due AND place <= \(connections)::BIGINT
                     )
                     -- Checked again on the row as locked: one another instance claimed after this
                     -- statement's snapshot is no longer due.
