@@ -74,7 +74,7 @@ let package = Package(
         .target(name: "PostgresCluster", path: "Tests/Support/PostgresCluster"),
         .testTarget(
             name: "ComfyTests",
-            dependencies: ["Comfy", "PostgresCluster"],
+            dependencies: ["Comfy", "PostgresCluster", .product(name: "PostgresNIO", package: "postgres-nio")],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

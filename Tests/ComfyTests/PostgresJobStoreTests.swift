@@ -2,6 +2,7 @@
 import Foundation
 import Logging
 import PostgresCluster
+import PostgresNIO
 import Testing
 
 /// The shared job store on a real PostgreSQL server, with several "instances" (stores) on it.
@@ -474,6 +475,32 @@ struct PostgresJobStoreTests {
             await alive.releaseSlot(adopted)
             await alive.releaseSlot(free)
             #expect(try await alive.slotsInUse() == [:])
+        }
+    }
+
+    @Test func aTransactionLeftOpenByAnInstanceThatWentSilentEndsWithinALeaseAndHoldsUpNoTakeOver() async throws {
+        try await withInstances(2) { stores, _ in
+            let (silent, taker) = (stores[0], stores[1])
+            let record = job()
+            _ = try await silent.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            _ = try await silent.acquireSlot(backend: "http://b1", capacity: 2, job: record.id, deadline: .now + .seconds(1))
+            // Its network goes while a transaction of its holds the job's slot locked: the server
+            // waits for a next statement that never comes.
+            let (locked, lockHeld) = AsyncStream.makeStream(of: Void.self)
+            let stuck = Task {
+                try await silent.client.withTransaction(logger: Logger(label: "test")) { connection in
+                    _ = try await connection.query("SELECT * FROM backend_slots WHERE job_id = \(record.id) FOR UPDATE", logger: Logger(label: "test")).collect()
+                    lockHeld.yield()
+                    try await Task.sleep(for: .seconds(60))
+                }
+            }
+            defer { stuck.cancel() }
+            for await _ in locked { break }
+            try await Task.sleep(for: .milliseconds(1300))
+            // Its lease ran out, and so did the transaction: taking the job over moves its slot
+            // along, which waited for that lock for as long as the transaction lived.
+            #expect(try await taker.takeOverExpired(limit: 10).map(\.id) == [record.id])
+            #expect(await taker.adoptSlot(of: record.id) != nil)
         }
     }
 

@@ -67,6 +67,11 @@ public final class PostgresJobStore: SharedJobStore {
         )
         configuration.options.connectTimeout = .seconds(5)
         configuration.options.maximumConnections = 16
+        // A transaction here is a few statements sent back to back. One left open longer than a
+        // lease belongs to an instance that went silent in it (its network cut, or paused): the
+        // server ends it, with the locks it holds, which would otherwise stop the take-over of
+        // that instance's jobs until the server noticed the dead connection (hours, by TCP).
+        configuration.options.additionalStartupParameters = [("idle_in_transaction_session_timeout", "\(max(leaseTimeout.milliseconds, 1))")]
         // The pool logs each failed connection attempt at info: an outage would flood the log.
         var background = logger
         background.logLevel = max(logger.logLevel, .warning)
