@@ -71,16 +71,27 @@ struct DrawingAuthTests {
             let socketPath = try #require(answer["websocket_url"]?.stringValue)
             let resultPath = try #require(answer["result_url"]?.stringValue)
             #expect(socketPath.contains(token) && resultPath.contains(token))
+            // A result whose file is gone (retention) is nginx's 404, without a line.
+            try await waitUntil { try await gateway.get(resultPath).status == 200 }
+            for file in try gateway.storedFiles() { try FileManager.default.removeItem(atPath: "\(gateway.outputDirectory)/\(file)") }
+            #expect(try await gateway.get(resultPath).status == 404)
             // The supervisor is held still: the app stays down while nginx is asked.
             let app = try String(contentsOfFile: "\(gateway.runDirectory)/app.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             kill(gateway.app.pid, SIGSTOP)
             kill(try #require(Int32(app)), SIGKILL)
             try await Task.sleep(for: .milliseconds(200))
             let host = [("Host", "127.0.0.1:\(gateway.port)")]
-            #expect(try upgradeStatus(port: gateway.port, path: socketPath, headers: host) >= 500)
-            #expect(try await gateway.get(resultPath).status == 503)
+            // Its sockets refuse (nginx logs that at error level), then they are not there (crit),
+            // as while the supervisor starts it again.
+            for socketsGone in [false, true] {
+                if socketsGone {
+                    for socket in ["fcgi.sock", "ws.sock"] { unlink("\(gateway.runDirectory)/\(socket)") }
+                }
+                #expect(try upgradeStatus(port: gateway.port, path: socketPath, headers: host) >= 500)
+                #expect(try await gateway.get(resultPath).status == 503)
+            }
             // Asked of an API path, nginx logs the failed connection too: its line is the mark
-            // that the lines of the two requests before would be written by now.
+            // that the lines of the requests before would be written by now.
             #expect(try await gateway.get("/api/styles?marker=1").status == 503)
             let errorLog = "\(gateway.runDirectory)/logs/error.log"
             try await waitUntil { try String(contentsOfFile: errorLog, encoding: .utf8).contains("marker=1") }
