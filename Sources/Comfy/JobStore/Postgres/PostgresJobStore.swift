@@ -67,11 +67,6 @@ public final class PostgresJobStore: SharedJobStore {
         )
         configuration.options.connectTimeout = .seconds(5)
         configuration.options.maximumConnections = 16
-        // A transaction here is a few statements sent back to back. One left open longer than a
-        // lease belongs to an instance that went silent in it (its network cut, or paused): the
-        // server ends it, with the locks it holds, which would otherwise stop the take-over of
-        // that instance's jobs until the server noticed the dead connection (hours, by TCP).
-        configuration.options.additionalStartupParameters = [("idle_in_transaction_session_timeout", "\(max(leaseTimeout.milliseconds, 1))")]
         // The pool logs each failed connection attempt at info: an outage would flood the log.
         var background = logger
         background.logLevel = max(logger.logLevel, .warning)
@@ -127,7 +122,8 @@ public final class PostgresJobStore: SharedJobStore {
                     throw JobStoreError(.newerSchema, "the job database has schema version \(version), newer than this gateway's \(latest): run the newer gateway")
                 }
                 if version < target {
-                    try await connection.withTransaction(logger: logger) { connection in
+                    try await connection.withTransaction(logger: logger) { [idleLimit = transactionIdleLimit] connection in
+                        _ = try await connection.query("SELECT set_config('idle_in_transaction_session_timeout', \(idleLimit), true)", logger: logger)
                         for next in (version + 1)...target {
                             for statement in PostgresJobStoreSchema.migrations[next - 1] {
                                 _ = try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
@@ -284,7 +280,7 @@ public final class PostgresJobStore: SharedJobStore {
                 WHERE seq IN (
                     SELECT seq FROM jobs WHERE seq IN (
                         SELECT seq FROM (
-                            SELECT seq, due, ROW_NUMBER() OVER (ORDER BY turn, webhook_next_at, seq) AS place FROM (
+                            SELECT seq, due, ROW_NUMBER() OVER (ORDER BY turn, due, webhook_next_at, seq) AS place FROM (
                                 SELECT seq, webhook_next_at, webhook_next_at <= gateway_now_ms() AS due,
                                     ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at > gateway_now_ms() DESC, webhook_next_at, seq) AS turn
                                 FROM jobs WHERE webhook_state = 'pending'
@@ -442,11 +438,32 @@ public final class PostgresJobStore: SharedJobStore {
         let rows = try await withAbandonableDeadline(.now + Self.callTimeout, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
             guard let lock else { return try await client.query(query, logger: logger).collect() }
             return try await client.withTransaction(logger: logger) { connection in
-                _ = try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresJobStoreSchema.serializingLocks), hashtext(\(lock)))", logger: logger)
+                try await self.startTransaction(on: connection, serializedBy: lock)
                 return try await connection.query(query, logger: logger).collect()
             }
         }
         return rows.map { $0.makeRandomAccess() }
+    }
+
+    /// The first statement of a serialized transaction: takes the advisory lock, and lets the
+    /// server end the transaction, with its locks, once it sits between statements for longer
+    /// than `transactionIdleLimit`.
+    func startTransaction(on connection: PostgresConnection, serializedBy lock: String) async throws {
+        _ = try await connection.query(
+            "SELECT set_config('idle_in_transaction_session_timeout', \(transactionIdleLimit), true), pg_advisory_xact_lock(\(PostgresJobStoreSchema.serializingLocks), hashtext(\(lock)))",
+            logger: logger
+        )
+    }
+
+    /// `idle_in_transaction_session_timeout` of this instance's transactions, in milliseconds (set
+    /// per transaction: PgBouncer refuses it at connection start). Their statements go back to
+    /// back; one left open longer belongs to an instance that went silent in it (its network
+    /// cut, or paused), whose locks would hold up the take-over of its jobs until the server
+    /// noticed the dead connection, hours later by TCP. At least 1 s, at most a third of a lease
+    /// (the take-over comes a lease after the last renewal, which came at most a third of a lease
+    /// before) and 2 s (under `callTimeout`).
+    var transactionIdleLimit: String {
+        "\(max(1000, min(leaseTimeout.milliseconds / 3, 2000)))"
     }
 
     /// Runs a statement whose rows are not needed.
