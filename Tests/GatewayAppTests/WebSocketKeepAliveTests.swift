@@ -71,13 +71,15 @@ struct WebSocketKeepAliveTests {
         #expect(revocation.checks.load(ordering: .relaxed) == 1)
     }
 
-    @Test func afterACloseFrameGoesOutNoPingFollows() throws {
+    @Test func afterACloseFrameGoesOutNoPingNorOtherFrameFollows() throws {
         let revocation = Revocation()
         let channel = try socket(revocation)
         // The reader answers the painter's close: the connection stays until the painter ends it.
         var code = channel.allocator.buffer(capacity: 2)
         code.write(webSocketErrorCode: .normalClosure)
         try channel.writeOutbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: code))
+        // Nor any other frame: RFC 6455 allows none after the close.
+        _ = try? channel.writeOutbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "late")))
         channel.embeddedEventLoop.advanceTime(by: .seconds(60))
         #expect(try written(channel) == [.connectionClose])
         #expect(revocation.checks.load(ordering: .relaxed) == 0)
