@@ -61,6 +61,16 @@ struct WebSocketKeepAliveTests {
         #expect(revocation.checks.load(ordering: .relaxed) == checks, "no tick after the close")
     }
 
+    @Test func theReaderFindingTheKeyRevokedClosesTheSocketTheSameWay() throws {
+        let channel = try socket(Revocation())
+        try channel.triggerUserOutboundEvent(WebSocketKeepAlive.KeyRevoked()).wait()
+        let text = try #require(try channel.readOutbound(as: WebSocketFrame.self))
+        #expect(text.opcode == .text && String(buffer: text.data) == #"{"status":"error"}"#)
+        var close = try #require(try channel.readOutbound(as: WebSocketFrame.self)).data
+        #expect(close.readWebSocketErrorCode() == .policyViolation)
+        #expect(!channel.isActive)
+    }
+
     @Test func aClosedSocketTicksNoMore() throws {
         let revocation = Revocation()
         let channel = try socket(revocation)

@@ -56,7 +56,7 @@ struct DrawingSocketConnection: Sendable {
                     // Checked at each message (the gate reads keys again after a second):
                     // a socket opened before its key was revoked takes nothing after.
                     if await keyRevoked() {
-                        try await closeAsRevoked(socket)
+                        try? await channel.channel.triggerUserOutboundEvent(WebSocketKeepAlive.KeyRevoked()).get()
                         return
                     }
                     let reply = await handle(message, token: token)
@@ -71,19 +71,13 @@ struct DrawingSocketConnection: Sendable {
 
     /// Whether the session token's API key (`DRAWING_AUTH`) was revoked since (the gate reads
     /// keys again after a second).
-    // Not inlined, nor are `closeAsRevoked` and `handle`: the reader loop stays suspended for
-    // the socket's life, and inlined bodies made the frames every idle socket holds about 1 KiB
-    // larger (10,000 idle sockets: 289.2 MiB of app memory, 279.6 MiB without).
+    // Not inlined, nor is `handle`: the reader loop stays suspended for the socket's life, and
+    // inlined bodies made the frames every idle socket holds about 1 KiB larger (10,000 idle
+    // sockets: 289.2 MiB of app memory, 279.6 MiB without).
     @inline(never)
     private func keyRevoked() async -> Bool {
         guard let keyName else { return false }
         return !(await gate.isActive(name: keyName))
-    }
-
-    @inline(never)
-    private func closeAsRevoked(_ socket: WebSocketSession) async throws {
-        try await socket.send(.error(message: APIError.revokedSessionKey.message))
-        try await socket.close(code: .policyViolation)
     }
 
     /// The painter hears why, then the socket closes, instead of staying open unanswered.

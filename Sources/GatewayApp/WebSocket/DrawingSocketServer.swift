@@ -30,9 +30,6 @@ final class DrawingSocketServer: Service {
     }
     /// Whether a token's API key is still active.
     private let gate: APIKeyGate
-    /// Open sockets whose session token names an API key: while there are any, the gate reads
-    /// the keys each second, for their keep-alive ticks to see a revocation.
-    private let keyedSockets = Atomic<Int>(0)
     /// On TCP: the nginx hosts that may connect (`FCGI_WEB_SERVER_ADDRS`); anyone else is hung up on.
     private let peers: Set<String>?
     private let logger: Logger
@@ -64,8 +61,8 @@ final class DrawingSocketServer: Service {
         self.limits = limits
         self.maxMessageBytes = maxMessageBytes
         self.receiveBudget = receiveBudget
-        self.messageTimeout = .milliseconds(Int64(messageTimeout.seconds * 1000))
-        self.pingInterval = .milliseconds(Int64(pingInterval.seconds * 1000))
+        self.messageTimeout = TimeAmount(messageTimeout)
+        self.pingInterval = TimeAmount(pingInterval)
         self.logger = logger
     }
 
@@ -173,7 +170,7 @@ final class DrawingSocketServer: Service {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { await Self.returnMemory(after: closed) }
-                group.addTask { await self.keepKeysRead() }
+                if tokens != nil { group.addTask { await self.keepKeysRead() } }
                 try? await server.executeThenClose { inbound in
                     for try await upgrade in inbound {
                         group.addTask {
@@ -215,11 +212,11 @@ final class DrawingSocketServer: Service {
         }
     }
 
-    /// Has the gate read the keys each second while keyed sockets are open: their keep-alive
+    /// With session tokens, has the gate read the keys each second: the sockets' keep-alive
     /// ticks, on event loops, check the last list read (`APIKeyGate.wasRevoked`).
     private func keepKeysRead() async {
         while (try? await Task.sleep(for: .seconds(1))) != nil {
-            if keyedSockets.load(ordering: .relaxed) > 0 { await gate.readKeys() }
+            await gate.readKeys()
         }
     }
 
@@ -235,12 +232,10 @@ final class DrawingSocketServer: Service {
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
         switch try? await upgrade.get() {
         case .websocket(let channel, let sessionID, let clientAddress, let keyName, let receiving):
-            if keyName != nil { keyedSockets.add(1, ordering: .relaxed) }
             await DrawingSocketConnection(
                 sessionID: sessionID, clientAddress: clientAddress, keyName: keyName, gate: gate, sessions: sessions, limits: limits,
                 receiving: receiving, logger: logger
             ).serve(channel)
-            if keyName != nil { keyedSockets.subtract(1, ordering: .relaxed) }
             // The channel is closed: what its reader left unhandled is free.
             receiving.close()
         case .refused(let channel, let reason):

@@ -21,6 +21,10 @@ final class WebSocketKeepAlive: ChannelDuplexHandler, RemovableChannelHandler {
     private var tick: Scheduled<Void>?
     private var closing = false
 
+    /// Sent down the pipeline by the socket's reader when it finds the key revoked at a message:
+    /// the painter hears it the same way as at a tick.
+    struct KeyRevoked: Sendable {}
+
     /// How long a revoked key's painter has to read the close before the connection is cut.
     static let closeGrace: TimeAmount = .seconds(2)
 
@@ -48,6 +52,12 @@ final class WebSocketKeepAlive: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(data, promise: promise)
     }
 
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is KeyRevoked else { return context.triggerUserOutboundEvent(event, promise: promise) }
+        closeAsRevoked(context)
+        promise?.succeed(())
+    }
+
     private func stopTicking() {
         closing = true
         tick?.cancel()
@@ -69,6 +79,8 @@ final class WebSocketKeepAlive: ChannelDuplexHandler, RemovableChannelHandler {
     /// The painter hears why, then the close; the connection ends once they are written, or
     /// after `closeGrace` for a painter that does not read them.
     private func closeAsRevoked(_ context: ChannelHandlerContext) {
+        // A close frame went out already: nothing may follow it.
+        guard !closing else { return context.close(promise: nil) }
         stopTicking()
         context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: revokedMessage))), promise: nil)
         var code = context.channel.allocator.buffer(capacity: 2)

@@ -122,8 +122,8 @@ public final class PostgresJobStore: SharedJobStore {
                     throw JobStoreError(.newerSchema, "the job database has schema version \(version), newer than this gateway's \(latest): run the newer gateway")
                 }
                 if version < target {
-                    try await connection.withTransaction(logger: logger) { [idleLimit = transactionIdleLimit] connection in
-                        _ = try await connection.query("SELECT set_config('idle_in_transaction_session_timeout', \(idleLimit), true)", logger: logger)
+                    try await connection.withTransaction(logger: logger) { connection in
+                        try await self.startTransaction(on: connection, serializedBy: "migration")
                         for next in (version + 1)...target {
                             for statement in PostgresJobStoreSchema.migrations[next - 1] {
                                 _ = try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
