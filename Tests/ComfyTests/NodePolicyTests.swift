@@ -60,6 +60,10 @@ struct NodePolicyTests {
         Case(classType: "LoadImagesFromFolder", input: "folder", value: "output", refusal: "folder"),
         Case(classType: "SomeLoader", input: "image_url", value: "http://169.254.169.254/latest", refusal: "URL"),
         Case(classType: "SomeLoader", input: "filepath", value: "/etc/shadow", refusal: "absolute"),
+        // Inputs are judged by their name whatever its case.
+        Case(classType: "SomeLoader", input: "Path", value: "/etc/shadow", refusal: "absolute"),
+        Case(classType: "SomeLoader", input: "Image_URL", value: "http://169.254.169.254/latest", refusal: "URL"),
+        Case(classType: "SomeLoader", input: "Output_Dir", value: "../../models", refusal: "folder"),
     ]
 
     @Test(arguments: cases)
@@ -83,7 +87,7 @@ struct NodePolicyTests {
     @Test func linksCarryImagesButNoFileNamesIntoLoaders() throws {
         let invert: [String: JSONValue] = ["2": .object(["class_type": "ImageInvert", "inputs": .object(["image": .array(["1", 0])])])]
         try NodePolicy().check(invert)
-        for (classType, input) in [("LoadImage", "image"), ("LoadLatent", "latent"), ("AnyNode", "file_path"), ("AnyNode", "folder")] {
+        for (classType, input) in [("LoadImage", "image"), ("WebcamCapture", "image"), ("LoadLatent", "latent"), ("AnyNode", "file_path"), ("AnyNode", "folder")] {
             let computed: [String: JSONValue] = ["2": .object(["class_type": .string(classType), "inputs": .object([input: .array(["1", 0])])])]
             #expect(throws: WorkflowRejection.self, "\(classType).\(input)") { try NodePolicy(classes: .deny([])).check(computed) }
         }
@@ -96,6 +100,13 @@ struct NodePolicyTests {
         #expect(throws: WorkflowRejection.self) { try NodePolicy().check(odd) }
         let fine: [String: JSONValue] = ["1": .object(["class_type": "LoadImage", "inputs": .object(["image": .object(["__value__": .string(Self.handedOut)])])])]
         try NodePolicy().check(fine)
+    }
+
+    /// ComfyUI's own class ids (comfy_extras/nodes_train.py), under both names LoRA saving has had.
+    @Test(arguments: ["SaveLoRA", "SaveLoRANode", "TrainLoraNode", "CheckpointSave", "LoadImageOutput"])
+    func coreNodesThatWriteModelsTrainOrReadOutputsAreRefusedByDefault(_ classType: String) {
+        let workflow: [String: JSONValue] = ["3": .object(["class_type": .string(classType), "inputs": .object(["prefix": "loras/x"])])]
+        #expect(throws: WorkflowRejection.self) { try NodePolicy().check(workflow) }
     }
 
     @Test func deniedClassesAreRefusedByDefaultAndAnAllowListAdmitsOnlyItsOwn() throws {

@@ -28,7 +28,10 @@ public struct NodePolicy: Sendable {
     /// URLs on the GPU server, or run code: none belongs in a workflow from the network.
     public static let defaultDenied: Set<String> = [
         // Core: multi-gigabyte model writes, and reads of ComfyUI's output folder (other callers' images).
-        "CheckpointSave", "ImageOnlyCheckpointSave", "CLIPSave", "VAESave", "ModelSave", "LoraSave", "SaveLora",
+        // LoRA saving is `SaveLoRANode` in older ComfyUI and `SaveLoRA` in newer (nodes_train.py);
+        // training holds the GPU for up to 100,000 steps with every model forced in.
+        "CheckpointSave", "ImageOnlyCheckpointSave", "CLIPSave", "VAESave", "ModelSave", "LoraSave", "SaveLoRA", "SaveLoRANode",
+        "TrainLoraNode",
         "LoadImageOutput", "LoadImageSetFromFolderNode", "LoadImageTextSetFromFolderNode",
         // WAS Node Suite: paths and URLs chosen by the caller.
         "Image Save", "Image Load", "Load Image Batch", "Load Text File", "Save Text File", "Text Load Line From File",
@@ -58,7 +61,7 @@ public struct NodePolicy: Sendable {
     /// computed by another node) is refused, since it cannot be checked.
     public static let loaderClasses: Set<String> = [
         "LoadImage", "LoadImageMask", "LoadImageOutput", "LoadAudio", "LoadVideo", "VHS_LoadVideo", "VHS_LoadAudioUpload",
-        "VHS_LoadVideoFFmpeg", "VHS_LoadImages",
+        "VHS_LoadVideoFFmpeg", "VHS_LoadImages", "WebcamCapture",
     ]
 
     /// Loaders of other files of the input folder by name (no input image goes to them): their
@@ -111,7 +114,9 @@ public struct NodePolicy: Sendable {
     /// What an input holds, judged by its name.
     enum InputKind { case upload, path, folder, url, other }
 
-    static func kind(of input: String) -> InputKind {
+    static func kind(of name: String) -> InputKind {
+        // A custom node's `Path` or `Image_URL` is a path or URL too.
+        let input = name.lowercased()
         if uploadInputs.contains(input) { return .upload }
         if ["url", "uri", "link"].contains(input) || input.hasSuffix("_url") || input.hasSuffix("_uri") { return .url }
         if ["directory", "folder", "dir", "folder_path", "directory_path", "root_dir", "output_dir", "input_dir"].contains(input)
