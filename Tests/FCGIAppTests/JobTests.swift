@@ -257,6 +257,32 @@ struct JobTests {
         }
     }
 
+    @Test func aFormRetriedUnderItsIdempotencyKeyWithAnotherBoundaryIsTheSameJob() async throws {
+        try await withGateway("jobs-idem-form") { gateway, emulator in
+            let workflow = String(decoding: JSONValue.object(Sketches.style(text: "a form, once")).encoded(), as: UTF8.self)
+            let fields = ["workflow_data": workflow, "output_node_id": "8"]
+            // Each form gets a boundary of its own, as curl, requests and Dify give each call.
+            let first = sketchForm(file: Sketches.png(seed: 41), fields: fields, fileField: "4")
+            let retry = sketchForm(file: Sketches.png(seed: 41), fields: fields, fileField: "4")
+            #expect(first.contentType != retry.contentType)
+            let a = try await gateway.post("/api/generate", body: first.body, contentType: first.contentType, headers: [("Idempotency-Key", "form-1")])
+            let b = try await gateway.post("/api/generate", body: retry.body, contentType: retry.contentType, headers: [("Idempotency-Key", "form-1")])
+            #expect(a.status == 200, "\(a.bodyText)")
+            #expect(b.status == 200, "\(b.bodyText)")
+            #expect(b.header("Idempotent-Replayed") == "true")
+            #expect(a.header("X-Job-Id") != nil)
+            #expect(a.header("X-Job-Id") == b.header("X-Job-Id"))
+            #expect(a.body == b.body)
+
+            // Another file under the same key is another request.
+            let other = sketchForm(file: Sketches.png(seed: 42), fields: fields, fileField: "4")
+            let reused = try await gateway.post("/api/generate", body: other.body, contentType: other.contentType, headers: [("Idempotency-Key", "form-1")])
+            #expect(reused.status == 422)
+            #expect(try JSONValue.parse(reused.body)["error"]?["code"] == "idempotency_key_reused")
+            #expect(try await emulator.stats()["prompts_received"] == 1, "one prompt for the key")
+        }
+    }
+
     @Test func aSyncCallerWithAKeyWhoseClientGaveUpGetsTheSameJobOnRetry() async throws {
         try await withGateway("jobs-idem-retry", emulatorArguments: ["--node-delay-ms", "250"]) { gateway, emulator in
             let body = Workflows.body(Workflows.txt2img(text: "slow but kept"))

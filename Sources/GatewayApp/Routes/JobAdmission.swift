@@ -46,7 +46,7 @@ struct JobAdmission: Sendable {
             id: JobRecord.newID(), kind: kind, workflow: workflow, outputNodeID: body.outputNodeID, owner: request.owner,
             keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey, outputFormat: body.outputFormat
         )
-        return (record, idempotency?.requestHash(endpoint: endpoint, body: request.body))
+        return (record, idempotency?.requestHash(endpoint: endpoint, body: request.body, contentType: request.header("content-type")))
     }
 
     /// The request's input images, stored; their `LoadImage` values in order. Side by side, a
