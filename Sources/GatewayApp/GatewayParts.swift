@@ -101,7 +101,9 @@ struct GatewayParts: Sendable {
     /// Every HTTP endpoint the app answers (nginx serves the static ones itself).
     func router(_ configuration: GatewayConfiguration) -> Router {
         var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins), gate: gate)
-        // Keep FastCGI threads for everything else while generate calls wait on the GPUs.
+        // Keep FastCGI threads for everything else while generate calls wait on the GPUs, and
+        // while job submissions wait on their input images' servers (one that trickles its answer
+        // holds a thread for INPUT_URL_TIMEOUT).
         let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
         let admission = JobAdmission(
             gate: gate, store: jobs.store, policy: configuration.nodePolicy, inputs: inputs, pool: pool,
@@ -110,7 +112,7 @@ struct GatewayParts: Sendable {
         let generate = GenerateRoute(runner: jobs, local: local, limit: generateLimit, admission: admission)
         router.add("POST", "/api/generate", body: .jsonOrMultipart, keyed: true) { try await generate.generate($0, forceFile: false) }
         router.add("POST", "/api/generate_file", body: .jsonOrMultipart, keyed: true) { try await generate.generate($0, forceFile: true) }
-        let jobsRoute = JobsRoute(runner: jobs, admission: admission, webhooks: configuration.jobs)
+        let jobsRoute = JobsRoute(runner: jobs, admission: admission, webhooks: configuration.jobs, limit: generateLimit)
         router.add("POST", "/api/jobs", body: .jsonOrMultipart, keyed: true) { try await jobsRoute.submit($0) }
         router.add("GET", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.show($0) }
         router.add("DELETE", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.cancel($0) }

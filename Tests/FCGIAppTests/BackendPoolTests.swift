@@ -267,11 +267,16 @@ struct BackendPoolTests {
         // While a generate call holds its thread, the rest of the API answers at once.
         #expect(try await gateway.get("/healthz").status == 200)
         #expect(try await gateway.get("/api/styles").status == 200)
+        // A job submission takes a thread of the same count: one that waits on slow input-image
+        // URLs cannot take the threads the rest of the API needs either.
+        let submission = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "queued")))
+        #expect(submission.status == 429, "\(submission.bodyText)")
+        #expect(try JSONValue.parse(submission.body)["error"]?["code"] == "busy")
         let results = try await calls.value
         let refused = results.filter { $0.status == 429 }
         #expect(results.filter { $0.status == 200 }.count >= 1)
         #expect(refused.count >= 1)
-        #expect(refused.allSatisfy { $0.body.contains("generate calls are in progress") })
+        #expect(refused.allSatisfy { $0.body.contains("generate calls and job submissions are in progress") })
     }
 
     @Test func paintersAreToldWhenTheServiceIsBusy() async throws {

@@ -18,7 +18,7 @@ final class ConcurrencyLimit: Sendable {
             return true
         }
         guard admitted else {
-            var error = APIError(.busy, "the service is busy: \(limit) generate calls are in progress; try again shortly")
+            var error = APIError(.busy, "the service is busy: \(limit) generate calls and job submissions are in progress; try again shortly")
             error.headers.append(("Retry-After", "5"))
             throw error
         }

@@ -7,6 +7,8 @@ struct JobsRoute: Sendable {
     let runner: JobRunner
     let admission: JobAdmission
     let webhooks: JobConfiguration
+    /// Shared with the generate calls: a submission may wait on slow input-image URLs.
+    let limit: ConcurrencyLimit
 
     func submit(_ request: GatewayRequest) async throws -> GatewayResponse {
         try await submit(try GenerateRequest(body: request.body, contentType: request.header("content-type")), request, endpoint: "jobs")
@@ -14,6 +16,10 @@ struct JobsRoute: Sendable {
 
     /// Queues an already read request (a workflow tool's async call, too).
     func submit(_ body: GenerateRequest, _ request: GatewayRequest, endpoint: String) async throws -> GatewayResponse {
+        try await limit.run { try await queue(body, request, endpoint: endpoint) }
+    }
+
+    private func queue(_ body: GenerateRequest, _ request: GatewayRequest, endpoint: String) async throws -> GatewayResponse {
         var webhookURL: String?
         if let url = body.webhookURL {
             guard webhooks.webhookSigner != nil else {
