@@ -41,6 +41,9 @@ public final class WebhookSender: Sendable {
     public static let connections = 8
     /// Jobs whose delivery is under way, so the next scan does not start it twice.
     private let inFlight = NIOLockedValueBox(Set<String>())
+    /// Deliveries whose attempt the store would not record (a full disk), with when they may go
+    /// again: the store still holds them as due, and the next scan would send them at once.
+    private let heldBack = NIOLockedValueBox([String: ContinuousClock.Instant]())
 
     public init(store: any JobStore, http: CurlHTTPClient, configuration: Configuration, logger: Logger) {
         self.store = store
@@ -66,9 +69,13 @@ public final class WebhookSender: Sendable {
                     // Read before the store: a delivery that ends after it was read as due is
                     // not started again (SQLite's due webhooks are not claimed).
                     let busy = inFlight.withLockedValue { $0 }
+                    let held = heldBack.withLockedValue { held in
+                        held = held.filter { $0.value > .now }
+                        return held
+                    }
                     let due = try await store.dueWebhooks(at: now, limit: Self.batch, connections: Self.connections)
                     var started = 0
-                    for record in due where !busy.contains(record.id) && inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
+                    for record in due where held[record.id] == nil && !busy.contains(record.id) && inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
                         started += 1
                         group.addTask {
                             await self.deliver(record, sendBy: sendBy)
@@ -79,7 +86,8 @@ public final class WebhookSender: Sendable {
                     // A full batch may hide more that are due; deliveries under way nudge when they end.
                     if started > 0, due.count == Self.batch { continue }
                     let next = try await store.nextWebhookDue(after: now)
-                    let wake = ContinuousClock.now + .seconds(min(60, max(0, next?.timeIntervalSinceNow ?? 60)))
+                    var wake = ContinuousClock.now + .seconds(min(60, max(0, next?.timeIntervalSinceNow ?? 60)))
+                    if let ends = held.values.min() { wake = min(wake, ends) }
                     _ = await nudges.wait(for: 0, until: wake)
                 } catch {
                     logger.warning("cannot read due webhooks from the job store", metadata: ["error": "\(error)"])
@@ -113,14 +121,16 @@ public final class WebhookSender: Sendable {
                 body: body, timeout: configuration.timeout
             )
             request.resolve = target.resolve
-            if let sendBy, ContinuousClock.now > sendBy {
-                logger.notice("webhook not sent: this instance was held up past its claim, which runs out for another to send", metadata: ["job.id": "\(record.id)"])
-                shared?.letWebhookGo(record.id)
-                return
-            }
+            // Checked by the thread that sends it, after the wait for one of the connections:
+            // an instance held up in that wait does not send what another may have claimed since.
+            request.sendBy = sendBy
             let response = try await http.execute(request)
             status = response.status
             if !(200..<300).contains(response.status) { problem = "HTTP \(response.status)" }
+        } catch let error as CurlError where error.kind == .tooLate {
+            logger.notice("webhook not sent: this instance was held up past its claim, which runs out for another to send", metadata: ["job.id": "\(record.id)"])
+            shared?.letWebhookGo(record.id)
+            return
         } catch {
             problem = "\(error)"
         }
@@ -135,7 +145,8 @@ public final class WebhookSender: Sendable {
         do {
             try await store.recordWebhookAttempt(of: record.id, status: status, delivered: delivered, nextAttemptAt: next, at: Date())
         } catch {
-            logger.error("cannot record a webhook attempt", metadata: ["job.id": "\(record.id)", "error": "\(error)"])
+            logger.error("cannot record a webhook attempt; it goes again after its pause", metadata: ["job.id": "\(record.id)", "error": "\(error)"])
+            heldBack.withLockedValue { $0[record.id] = .now + max(.seconds(1), pause(after: attempt)) }
         }
     }
 }

@@ -1,0 +1,54 @@
+@testable import Comfy
+import Foundation
+import Logging
+import Testing
+
+/// The webhook sender against a real SQLite store and a real loopback receiver.
+struct WebhookSenderTests {
+    @Test func aDeliveryTheStoreWillNotRecordWaitsItsPauseInsteadOfGoingAgainAtOnce() async throws {
+        try await withTemporaryFolder("webhooks") { directory in
+            let receiver = try SlowLoopbackServer(answerAfter: .zero)
+            defer { receiver.stop() }
+            let path = "\(directory)/jobs.sqlite"
+            let store = try await SQLiteJobStore.open(path: path, logger: Logger(label: "test"))
+            let record = JobRecord(
+                id: JobRecord.newID(), kind: .async, workflow: ["1": .object(["class_type": "EmptyImage"])], outputNodeID: "1",
+                owner: "10.0.0.1", webhookURL: "\(receiver.url)/hook", idempotencyKey: nil
+            )
+            _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            _ = try await store.finish(record.id, status: .failed, result: nil, failure: nil, at: Date())
+            // The store refuses the write that records an attempt, as a full disk would.
+            let other = try await SQLiteDatabase.open(path: path)
+            _ = try await other.query(
+                "CREATE TRIGGER no_room BEFORE UPDATE OF webhook_attempts ON jobs BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
+            let http = CurlHTTPClient(threads: 2)
+            let sender = WebhookSender(
+                store: store, http: http,
+                configuration: .init(
+                    keyring: WebhookKeyring(gateway: try #require(WebhookSigner(secret: "whsec_" + Data(repeating: 7, count: 24).base64EncodedString())), root: [1, 2, 3]),
+                    maxAttempts: 5, retryBase: .seconds(1), timeout: .seconds(5), allowPrivate: true
+                ),
+                logger: Logger(label: "test")
+            )
+            let sending = Task { await sender.run() }
+            try await Task.sleep(for: .milliseconds(700))
+            // Sent once, then held for its pause (1 s), not sent again at each scan.
+            #expect(receiver.paths.count == 1, "sent \(receiver.paths.count) times")
+            _ = try await other.query("DROP TRIGGER no_room")
+            // After the pause it goes again, and this time the store records it.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while try await store.job(record.id)?.webhook.state != .delivered, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await store.job(record.id)?.webhook.state == .delivered)
+            #expect(receiver.paths.count == 2, "sent \(receiver.paths.count) times")
+            #expect(try await store.job(record.id)?.webhook.attempts == 1)
+            sending.cancel()
+            await sending.value
+            await other.close()
+            try await http.shutdown()
+            await store.close()
+        }
+    }
+}
