@@ -190,17 +190,20 @@ public actor JobRunner {
     private func keepLeases(_ shared: any SharedJobStore) async {
         while !Task.isCancelled {
             do {
-                let lost = try await shared.renewLeases()
-                if !lost.isEmpty {
-                    logger.warning("another gateway instance took over jobs this one ran (this one was paused or cut off)", metadata: ["jobs": "\(lost.count)"])
-                    await stopElsewhere(lost)
-                }
-                if !stopping {
-                    while case let taken = try await shared.takeOverExpired(limit: 64), !taken.isEmpty {
-                        logger.notice("took over jobs whose gateway instance stopped renewing their lease", metadata: ["jobs": "\(taken.count)"])
-                        await adopt(taken)
-                        if taken.count < 64 { break }
+                // Renewed again after each full batch taken over: taking over thousands must not
+                // let this instance's own leases run out meanwhile (it would take its own jobs).
+                while true {
+                    let lost = try await shared.renewLeases()
+                    if !lost.isEmpty {
+                        logger.warning("another gateway instance took over jobs this one ran (this one was paused or cut off)", metadata: ["jobs": "\(lost.count)"])
+                        await stopElsewhere(lost)
                     }
+                    guard !stopping else { break }
+                    let taken = try await shared.takeOverExpired(limit: 64)
+                    guard !taken.isEmpty else { break }
+                    logger.notice("took over jobs whose gateway instance stopped renewing their lease", metadata: ["jobs": "\(taken.count)"])
+                    await adopt(taken)
+                    if taken.count < 64 { break }
                 }
             } catch {
                 logger.warning("cannot renew the job leases", metadata: ["error": "\(error)"])
@@ -503,6 +506,10 @@ public actor JobRunner {
                 return
             }
             let failure = describe(error)
+            if let error = error as? ComfyError, let backend = error.backend {
+                // The caller's answer does not name the backend; the operator's log does.
+                logger.notice("a job failed on a backend", metadata: ["job.id": "\(id)", "comfy.backend": "\(backend)", "error": "\(error.message)"])
+            }
             if (error as? ComfyError)?.code == .busy {
                 // It never started: a retry with the same key makes a new job.
                 try? await store.releaseIdempotencyKey(of: id)
