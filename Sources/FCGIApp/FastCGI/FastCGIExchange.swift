@@ -62,7 +62,8 @@ struct FastCGIExchange {
         var received = 0
         while received < length {
             let count = body.withUnsafeMutableBytes { buffer in
-                FCGX_GetStr(buffer.baseAddress!.advanced(by: received).assumingMemoryBound(to: CChar.self), Int32(length - received), request.pointee.in)
+                // libfcgi takes an Int32 count: a body over 2 GiB (MAX_BODY_BYTES allows it) is read in parts.
+                FCGX_GetStr(buffer.baseAddress!.advanced(by: received).assumingMemoryBound(to: CChar.self), Int32(min(length - received, 1 << 30)), request.pointee.in)
             }
             if count <= 0 { break }
             received += Int(count)
