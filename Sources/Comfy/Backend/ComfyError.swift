@@ -42,6 +42,18 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 
+    /// The message as callers and painters read it: without the backend's URL, or its host
+    /// (curl's reasons name it). Operators read those in /healthz and the log.
+    public var callerMessage: String {
+        guard let backend else { return message }
+        var text = message.replacingOccurrences(of: "ComfyUI at \(backend)", with: "a ComfyUI backend")
+            .replacingOccurrences(of: backend, with: "a ComfyUI backend")
+        if let host = ComfyServerURL(backend)?.host, !host.isEmpty {
+            text = text.replacingOccurrences(of: host, with: "the backend")
+        }
+        return text
+    }
+
     static func unavailable(_ backend: ComfyServerURL, _ reason: String) -> ComfyError {
         ComfyError(code: .backendUnavailable, message: "ComfyUI at \(backend) is unavailable: \(reason)", backend: backend.description)
     }

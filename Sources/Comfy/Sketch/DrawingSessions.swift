@@ -288,7 +288,7 @@ public actor DrawingSessions {
 
     private static func message(for error: Error) -> String {
         switch error {
-        case let error as ComfyError: error.message
+        case let error as ComfyError: error.callerMessage
         case let error as DrawingError: error.message
         case let error as StorageError: "storing the image failed: \(error)"
         default: "generation failed"

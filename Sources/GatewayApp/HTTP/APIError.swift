@@ -98,38 +98,37 @@ public struct APIError: Error, Sendable {
 }
 
 extension APIError {
-    /// The API's view of a backend failure.
+    /// The API's view of a backend failure; its message does not name the backend (`callerMessage`).
     init(_ error: ComfyError) {
         switch error.code {
         case .workflowInvalid:
-            self.init(.workflowInvalid, error.message)
+            self.init(.workflowInvalid, error.callerMessage)
             if let comfy = error.comfyError { details["comfy"] = comfy }
             topLevel["node_errors"] = error.nodeErrors ?? .object([:])
         case .executionFailed:
-            self.init(.executionFailed, error.message)
+            self.init(.executionFailed, error.callerMessage)
             details["node_id"] = error.failure?.nodeID.map(JSONValue.string) ?? .null
             details["node_type"] = error.failure?.nodeType.map(JSONValue.string) ?? .null
             details["exception_type"] = error.failure?.exceptionType.map(JSONValue.string) ?? .null
         case .interrupted, .noImage, .badResponse:
-            self.init(.executionFailed, error.message)
+            self.init(.executionFailed, error.callerMessage)
         case .backendUnavailable, .promptLost:
-            self.init(.backendUnavailable, error.message)
+            self.init(.backendUnavailable, error.callerMessage)
         case .timedOut:
-            self.init(.timeout, error.message)
+            self.init(.timeout, error.callerMessage)
         case .busy:
-            self.init(.busy, error.message)
+            self.init(.busy, error.callerMessage)
             headers.append(("Retry-After", "5"))
         case .cancelled:
-            self.init(.internalError, error.message)
+            self.init(.internalError, error.callerMessage)
         case .modelNotFound:
-            self.init(.modelNotFound, error.message)
+            self.init(.modelNotFound, error.callerMessage)
             if let model = error.model {
                 details["model"] = .string(model.name)
                 details["folder"] = .string(model.folder)
                 details["available"] = .array(error.availableModels.map(JSONValue.string))
             }
         }
-        if let backend = error.backend { details["backend"] = .string(backend) }
         if let node = error.nodeID, details["node_id"] == nil { details["node_id"] = .string(node) }
     }
 }

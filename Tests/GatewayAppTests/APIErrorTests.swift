@@ -1,0 +1,22 @@
+import Comfy
+@testable import GatewayApp
+import Testing
+
+/// What a caller reads of a backend's failure.
+struct APIErrorTests {
+    @Test func aBackendFailureDoesNotTellTheCallerTheGPUServersAddress() {
+        let backend = "http://10.1.2.3:8188"
+        let down = APIError(ComfyError(
+            code: .backendUnavailable, message: "ComfyUI at \(backend) is unavailable: Failed to connect to 10.1.2.3 port 8188: Connection refused",
+            backend: backend
+        ))
+        #expect(down.code == .backendUnavailable)
+        #expect(down.message == "a ComfyUI backend is unavailable: Failed to connect to the backend port 8188: Connection refused")
+        #expect(down.details["backend"] == nil)
+        let body = String(decoding: down.response.body, as: UTF8.self)
+        #expect(!body.contains("10.1.2.3"), "\(body)")
+
+        let named = APIError(ComfyError(code: .promptLost, message: "ComfyUI at http://gpu-7.internal:8188/comfy lost the prompt: reset", backend: "http://gpu-7.internal:8188/comfy"))
+        #expect(named.message == "a ComfyUI backend lost the prompt: reset")
+    }
+}
