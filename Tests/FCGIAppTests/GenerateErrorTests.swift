@@ -100,7 +100,7 @@ struct GenerateErrorTests {
         }
     }
 
-    @Test func unreachableComfyIsServiceUnavailableNamingTheBackend() async throws {
+    @Test func unreachableComfyIsServiceUnavailableAndOnlyOperatorsLearnWhichBackend() async throws {
         try await withGateway("err-down") { gateway, emulator in
             emulator.stop()
             try await gateway.waitUntilHealthy(503)
@@ -108,10 +108,15 @@ struct GenerateErrorTests {
             #expect(response.status == 503)
             let error = try error(of: response)
             #expect(error["code"] == "backend_unavailable")
-            #expect(error["message"]?.stringValue?.contains(emulator.url) == true)
+            // A caller does not learn the GPU servers' addresses; operators read them in /healthz.
+            let address = try #require(URLComponents(string: emulator.url))
+            #expect(!response.bodyText.contains(address.host ?? "?"), "\(response.bodyText)")
+            #expect(!response.bodyText.contains(":\(address.port ?? 0)"), "\(response.bodyText)")
+            #expect(response.bodyText.contains("ComfyUI backend"), "\(response.bodyText)")
             let health = try JSONValue.parse(try await gateway.get("/healthz").body)
             #expect(health["status"] == "unavailable")
             #expect(health["backends"]?.arrayValue?.first?["state"] == "down")
+            #expect(health["backends"]?.arrayValue?.first?["url"]?.stringValue == emulator.url)
         }
     }
 

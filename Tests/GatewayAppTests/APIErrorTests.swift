@@ -16,6 +16,13 @@ struct APIErrorTests {
         let body = String(decoding: down.response.body, as: UTF8.self)
         #expect(!body.contains("10.1.2.3"), "\(body)")
 
+        let pool = APIError(ComfyError(
+            code: .backendUnavailable,
+            message: "no ComfyUI backend is reachable (http://10.1.2.3:8188: WebSocket: [IPv4]10.1.2.3/10.1.2.3:8188 refused; http://10.1.2.4:8188: not connected)",
+            backend: "http://10.1.2.3:8188,http://10.1.2.4:8188"
+        ))
+        #expect(pool.message == "no ComfyUI backend is reachable (ComfyUI backend 1: WebSocket: [IPv4]the backend/the backend refused; ComfyUI backend 2: not connected)")
+
         let named = APIError(ComfyError(code: .promptLost, message: "ComfyUI at http://gpu-7.internal:8188/comfy lost the prompt: reset", backend: "http://gpu-7.internal:8188/comfy"))
         #expect(named.message == "a ComfyUI backend lost the prompt: reset")
     }

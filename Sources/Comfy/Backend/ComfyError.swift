@@ -42,14 +42,19 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 
-    /// The message as callers and painters read it: without the backend's URL, or its host
-    /// (curl's reasons name it). Operators read those in /healthz and the log.
+    /// The message as callers and painters read it: without the backends' URLs, or their
+    /// addresses (curl's and NIO's reasons name them). Operators read those in /healthz and the log.
     public var callerMessage: String {
         guard let backend else { return message }
-        var text = message.replacingOccurrences(of: "ComfyUI at \(backend)", with: "a ComfyUI backend")
-            .replacingOccurrences(of: backend, with: "a ComfyUI backend")
-        if let host = ComfyServerURL(backend)?.host, !host.isEmpty {
-            text = text.replacingOccurrences(of: host, with: "the backend")
+        var text = message
+        // One backend, or all of them (`BackendPool`'s "none is reachable"), comma-separated.
+        let urls = backend.split(separator: ",").map(String.init)
+        for (index, url) in urls.enumerated() {
+            let name = urls.count == 1 ? "a ComfyUI backend" : "ComfyUI backend \(index + 1)"
+            text = text.replacingOccurrences(of: "ComfyUI at \(url)", with: name).replacingOccurrences(of: url, with: name)
+            guard let address = ComfyServerURL(url) else { continue }
+            text = text.replacingOccurrences(of: "\(address.host):\(address.port)", with: "the backend")
+                .replacingOccurrences(of: address.host, with: "the backend")
         }
         return text
     }
