@@ -47,7 +47,7 @@ struct JobTests {
     }
 
     @Test func eventsArriveThroughNginxAsTheyHappenWithHeartbeats() async throws {
-        try await withGateway("jobs-stream", emulatorArguments: ["--node-delay-ms", "200"], environment: ["WS_PING_INTERVAL": "250ms"]) { gateway, _ in
+        try await withGateway("jobs-stream", emulatorArguments: ["--node-delay-ms", "400"], environment: ["WS_PING_INTERVAL": "250ms"]) { gateway, _ in
             let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "streamed")))
             let id = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
             let port = gateway.port
@@ -330,6 +330,23 @@ struct JobTests {
             #expect(try JSONValue.parse(again.body)["error"]?["code"] == "job_finished")
             let events = ServerSentEvents.parse(try await gateway.get("/api/jobs/\(ids[0])/events").bodyText)
             #expect(events.map(\.name) == ["cancelled"])
+        }
+    }
+
+    @Test func asyncJobsPastMaxWaitingJobsAre429BeforeAnyIsStored() async throws {
+        let environment = ["BACKEND_CAPACITY": "1", "MAX_WAITING_JOBS": "1"]
+        try await withGateway("jobs-waiting", emulatorArguments: ["--node-delay-ms", "400"], environment: environment) { gateway, emulator in
+            // Two go to the backend's queue at once (twice its capacity), the third waits in the gateway.
+            for index in 0..<3 {
+                let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "wait \(index)", seed: index)))
+                #expect(answer.status == 202, "\(answer.bodyText)")
+            }
+            let refused = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "one too many", seed: 9)))
+            #expect(refused.status == 429, "\(refused.bodyText)")
+            #expect(refused.header("Retry-After") == "5")
+            #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "busy")
+            #expect(refused.bodyText.contains("MAX_WAITING_JOBS"))
+            #expect(refused.header("Location") == nil, "no job was made")
         }
     }
 

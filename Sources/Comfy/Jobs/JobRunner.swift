@@ -21,12 +21,19 @@ public actor JobRunner {
         /// Else one caller could hang up on hundreds and fill the queue every other caller and
         /// painter needs, while a caller whose connection dropped can still pick up its result.
         public var maxAbandonedPerOwner: Int
+        /// Async jobs that may wait here to start (0: no limit); past it a submission is refused
+        /// (`busy`) before it is stored. Each holds its workflow in memory while it waits.
+        public var maxWaiting: Int
 
-        public init(timeout: Duration, maxRunningAsync: Int, idempotencyWindow: Duration = .seconds(24 * 3600), maxAbandonedPerOwner: Int = 0) {
+        public init(
+            timeout: Duration, maxRunningAsync: Int, idempotencyWindow: Duration = .seconds(24 * 3600), maxAbandonedPerOwner: Int = 0,
+            maxWaiting: Int = 0
+        ) {
             self.timeout = timeout
             self.maxRunningAsync = maxRunningAsync
             self.idempotencyWindow = idempotencyWindow
             self.maxAbandonedPerOwner = maxAbandonedPerOwner
+            self.maxWaiting = maxWaiting
         }
     }
 
@@ -315,6 +322,9 @@ public actor JobRunner {
     public func submit(_ record: JobRecord, requestHash: String?, ownerMaxRunning: Int? = nil, maxUnfinished: Int? = nil) async throws -> JobInsertion {
         guard !stopping else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; try again shortly")
+        }
+        if record.kind == .async, configuration.maxWaiting > 0, waiting.count >= configuration.maxWaiting {
+            throw ComfyError(code: .busy, message: "\(waiting.count) jobs wait to start on this gateway (MAX_WAITING_JOBS); try again later")
         }
         let insertion = try await store.insert(
             record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow, unfinishedLimit: maxUnfinished

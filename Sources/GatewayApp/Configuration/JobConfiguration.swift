@@ -10,7 +10,8 @@ import Comfy
 /// `JOB_STORE`: unset (or `sqlite`) keeps jobs in `STATE_DIR/jobs.sqlite`, for one instance;
 /// `postgres://user:password@host:port/database[?sslmode=require]` puts every instance that
 /// names it on one queue. `LEASE_TIMEOUT` (15 s): how long a shared store waits for a silent
-/// instance before another takes its jobs over.
+/// instance before another takes its jobs over. `MAX_WAITING_JOBS` (10,000): async jobs that may
+/// wait to start on an instance; beyond, `POST /api/jobs` is 429 `busy` (0: no limit).
 struct JobConfiguration: Sendable {
     enum Store: Sendable, Equatable {
         case sqlite
@@ -26,6 +27,7 @@ struct JobConfiguration: Sendable {
     var webhookRetryBase: Duration
     var webhookTimeout: Duration
     var webhookAllowPrivate: Bool
+    var maxWaiting: Int
 
     var databasePath: String { "\(stateDirectory)/jobs.sqlite" }
 
@@ -58,6 +60,7 @@ struct JobConfiguration: Sendable {
         webhookRetryBase = try environment.duration("WEBHOOK_RETRY_BASE", default: .seconds(5))
         webhookTimeout = try environment.duration("WEBHOOK_TIMEOUT", default: .seconds(10))
         webhookAllowPrivate = try environment.boolean("WEBHOOK_ALLOW_PRIVATE", default: false)
+        maxWaiting = try environment.integer("MAX_WAITING_JOBS", default: 10_000, range: 0...10_000_000)
     }
 }
 
