@@ -27,17 +27,19 @@ struct WebhookSenderTests {
                 store: store, http: http,
                 configuration: .init(
                     keyring: WebhookKeyring(gateway: try #require(WebhookSigner(secret: "whsec_" + Data(repeating: 7, count: 24).base64EncodedString())), root: [1, 2, 3]),
-                    maxAttempts: 5, retryBase: .seconds(1), timeout: .seconds(5), allowPrivate: true
+                    maxAttempts: 5, retryBase: .seconds(5), timeout: .seconds(5), allowPrivate: true
                 ),
                 logger: Logger(label: "test")
             )
             let sending = Task { await sender.run() }
-            try await Task.sleep(for: .milliseconds(700))
-            // Sent once, then held for its pause (1 s), not sent again at each scan.
+            let first = ContinuousClock.now + .seconds(10)
+            while receiver.paths.isEmpty, ContinuousClock.now < first { try await Task.sleep(for: .milliseconds(20)) }
+            try await Task.sleep(for: .milliseconds(500))
+            // Sent once, then held for its pause (5 s), not sent again at each scan.
             #expect(receiver.paths.count == 1, "sent \(receiver.paths.count) times")
             _ = try await other.query("DROP TRIGGER no_room")
             // After the pause it goes again, and this time the store records it.
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(20)
             while try await store.job(record.id)?.webhook.state != .delivered, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
