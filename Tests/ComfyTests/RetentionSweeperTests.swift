@@ -82,6 +82,28 @@ struct RetentionSweeperTests {
         #expect(FileManager.default.fileExists(atPath: store.path(for: stored.filename)))
     }
 
+    @Test func anImageStoredAgainBetweenTheSweepsLookAndItsRemovalIsKept() async throws {
+        let directory = try makeDirectory([:])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = LocalImageStore(directory: directory, baseURL: "")
+        let stored = try await store.store([4, 5, 6], mimeType: "image/png")
+        let path = store.path(for: stored.filename)
+        try setAge(30 * Self.day, of: path)
+        let sweeper = RetentionSweeper(directory: directory, retention: .seconds(86_400))
+        // The sweep has seen the image as due; the same image is stored again at that moment.
+        let report = sweeper.sweep(now: Self.now, keep: []) { name in
+            guard name == stored.filename else { return }
+            #expect(throws: Never.self) { try store.write([4, 5, 6], to: stored.filename) }
+        }
+        #expect(!report.removed.contains(stored.filename))
+        #expect(FileManager.default.contents(atPath: path) == Data([4, 5, 6]), "the caller's URL still serves its image")
+        // Nothing was left aside, and an image not stored again goes at the next sweep.
+        try setAge(30 * Self.day, of: path)
+        #expect(sweeper.sweep(now: Self.now).removed == [stored.filename])
+        let left = try FileManager.default.contentsOfDirectory(atPath: directory)
+        #expect(left.filter { $0.hasPrefix(".tmp-sweep-") || RetentionSweeper.isImageFileName($0) }.isEmpty, "\(left)")
+    }
+
     @Test func imageNamesAreExactlyWhatTheStoresWrite() {
         #expect(RetentionSweeper.isImageFileName(Digest.hex(Digest.sha256([1])) + ".png"))
         #expect(RetentionSweeper.isImageFileName(Self.image("0", "webp")))

@@ -63,9 +63,9 @@ public struct LocalImageStore: ImageStore {
     func write(_ bytes: [UInt8], to filename: String) throws {
         let target = path(for: filename)
         var existing = stat()
-        if stat(target, &existing) == 0, existing.st_size == off_t(bytes.count) {
-            // An equal image is already there: refresh its mtime, so retention counts from this use.
-            _ = utimensat(AT_FDCWD, target, nil, 0)
+        // An equal image is already there: its mtime is refreshed, so that retention counts from
+        // this use. Gone meanwhile (a sweep moved it aside to look again), it is written anew.
+        if stat(target, &existing) == 0, existing.st_size == off_t(bytes.count), utimensat(AT_FDCWD, target, nil, 0) == 0 {
             return
         }
         // Not there, or not whole (a damaged or cut file under the name): written anew, and renamed over it.

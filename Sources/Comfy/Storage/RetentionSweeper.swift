@@ -26,6 +26,12 @@ public struct RetentionSweeper: Sendable {
 
     /// Removes what is due at `now`, except the file names in `keep` (results still referenced).
     public func sweep(now: Date, keep: Set<String> = []) -> Report {
+        sweep(now: now, keep: keep, afterLooking: { _ in })
+    }
+
+    /// `afterLooking` runs between a due file's look and its removal (for tests: an image stored
+    /// again just then).
+    func sweep(now: Date, keep: Set<String>, afterLooking: (String) -> Void) -> Report {
         var report = Report()
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return report }
         for name in names.sorted() where !keep.contains(name) {
@@ -43,13 +49,29 @@ public struct RetentionSweeper: Sendable {
             guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { continue }
             let modified = Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9
             guard now.timeIntervalSince1970 - modified > Self.seconds(limit) else { continue }
-            if unlink(path) == 0 || errno == ENOENT {
-                report.removed.append(name)
-            } else {
-                report.failed.append(name)
+            afterLooking(name)
+            switch Self.isImageFileName(name) ? removeUnlessRefreshed(path, since: status) : (unlink(path) == 0 || errno == ENOENT) {
+            case true: report.removed.append(name)
+            case false: report.failed.append(name)
+            case nil: break
             }
         }
         return report
+    }
+
+    /// An image's removal: an equal image stored since the look refreshed its time instead of
+    /// writing it again (`LocalImageStore`), and its caller has its URL. Moved aside first, it is
+    /// looked at again where no store finds it; refreshed, it goes back. `nil`: it was kept.
+    private func removeUnlessRefreshed(_ path: String, since looked: stat) -> Bool? {
+        // A `.tmp-` name: should the gateway stop right here, the next sweeps take it within the hour.
+        let aside = "\(directory)/.tmp-sweep-\(UUID().uuidString)"
+        guard rename(path, aside) == 0 else { return errno == ENOENT }
+        var now = stat()
+        if lstat(aside, &now) == 0, now.st_mtim.tv_sec != looked.st_mtim.tv_sec || now.st_mtim.tv_nsec != looked.st_mtim.tv_nsec {
+            // Over any copy written meanwhile: the name is the content's hash, the bytes are the same.
+            return rename(aside, path) == 0 ? nil : false
+        }
+        return unlink(aside) == 0 || errno == ENOENT
     }
 
     /// `<64 lower-case hex>.png|jpg|webp|gif`: the names the image stores write (and nginx serves).
