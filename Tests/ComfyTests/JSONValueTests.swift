@@ -61,6 +61,23 @@ struct JSONValueTests {
         #expect(JSONValue.number(.nan).encoded() == Array("null".utf8))
     }
 
+    /// ComfyUI's seeds go to 2^64 - 1; a double holds whole numbers exactly only to 2^53.
+    @Test(arguments: ["12345678901234567", "18446744073709551615", "-9223372036854775808", "9007199254740993"])
+    func aWholeNumberPast2To53ReachesComfyUIAsItWasSent(_ literal: String) throws {
+        let workflow = try JSONValue.parse(Array(#"{"3": {"class_type": "KSampler", "inputs": {"seed": \#(literal)}}}"#.utf8))
+        #expect(workflow["3"]?["inputs"]?["seed"] == .largeInteger(literal))
+        #expect(String(decoding: workflow.encoded(), as: UTF8.self) == #"{"3":{"class_type":"KSampler","inputs":{"seed":\#(literal)}}}"#)
+        #expect(workflow["3"]?["inputs"]?["seed"]?.doubleValue == Double(literal))
+    }
+
+    @Test func numbersADoubleHoldsStayNumbers() throws {
+        // 2^53 - 1 is exact; a fraction or an exponent is a float's anyway; past 64 bits, a float's too.
+        #expect(try JSONValue.parse(Array("9007199254740991".utf8)) == .number(9_007_199_254_740_991))
+        #expect(try JSONValue.parse(Array("1e17".utf8)) == .number(1e17))
+        #expect(try JSONValue.parse(Array("12345678901234567.0".utf8)) == .number(12_345_678_901_234_567.0))
+        #expect(try JSONValue.parse(Array("123456789012345678901".utf8)) == .number(123_456_789_012_345_678_901.0))
+    }
+
     @Test func agreesWithFoundationOnTheCapturedComfyUIMessages() throws {
         let directory = try #require(Bundle.module.resourceURL?.appendingPathComponent("Fixtures"))
         var checked = 0

@@ -39,6 +39,18 @@ struct GenerateTests {
         }
     }
 
+    @Test func aSeedPast2To53ReachesComfyUIAsSent() async throws {
+        try await withGateway("gen-seed") { gateway, _ in
+            // ComfyUI's seeds go to 2^64 - 1; as a double this one would be 2^64, over its maximum.
+            let body = #"{"output_node_id": "9", "workflow_data": "# + String(decoding: JSONValue.object(Workflows.txt2img(text: "exact seed")).encoded(), as: UTF8.self)
+                .replacingOccurrences(of: #""seed":42"#, with: #""seed":18446744073709551615"#) + "}"
+            #expect(body.contains("18446744073709551615"))
+            let response = try await gateway.post("/api/generate_file", body: Array(body.utf8))
+            #expect(response.status == 200, "\(response.bodyText)")
+            #expect(emulatorMetadata(ofPNG: response.body)?["seeds"] == .array([.largeInteger("18446744073709551615")]))
+        }
+    }
+
     @Test func responseTypeFileOnGenerateAnswersBytes() async throws {
         try await withGateway("gen-type-file") { gateway, _ in
             let response = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "file please"), responseType: "file"))

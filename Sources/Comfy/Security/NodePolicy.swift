@@ -106,7 +106,7 @@ public struct NodePolicy: Sendable {
             let computed = kind == .path || kind == .folder || kind == .url || Self.loaderClasses.contains(classType)
                 || Self.otherFileLoaderClasses.contains(classType)
             return computed ? "a file name must be given as it is, not computed by another node" : nil
-        case .null, .bool, .number:
+        case .null, .bool, .number, .largeInteger:
             return nil
         }
     }

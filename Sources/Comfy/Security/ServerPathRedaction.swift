@@ -37,7 +37,7 @@ public enum ServerPathRedaction {
         case .array(let items): .array(items.map(redact))
         case .object(let members):
             .object(members.filter { !internalKeys.contains($0.key) }.mapValues(redact))
-        case .null, .bool, .number: value
+        case .null, .bool, .number, .largeInteger: value
         }
     }
 

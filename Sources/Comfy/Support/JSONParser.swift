@@ -65,7 +65,7 @@ public struct JSONParser {
         case UInt8(ascii: "t"): try literal("true"); return .bool(true)
         case UInt8(ascii: "f"): try literal("false"); return .bool(false)
         case UInt8(ascii: "n"): try literal("null"); return .null
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try number())
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
         default: throw failure("unexpected character")
         }
     }
@@ -130,8 +130,9 @@ public struct JSONParser {
         }
     }
 
-    private mutating func number() throws -> Double {
+    private mutating func number() throws -> JSONValue {
         let start = index
+        var whole = true
         if current == UInt8(ascii: "-") { index += 1 }
         guard let first = current, isDigit(first) else { throw failure("expected a digit") }
         if first == UInt8(ascii: "0") {
@@ -140,11 +141,13 @@ public struct JSONParser {
             while let byte = current, isDigit(byte) { index += 1 }
         }
         if current == UInt8(ascii: ".") {
+            whole = false
             index += 1
             guard let byte = current, isDigit(byte) else { throw failure("expected a digit after '.'") }
             while let byte = current, isDigit(byte) { index += 1 }
         }
         if current == UInt8(ascii: "e") || current == UInt8(ascii: "E") {
+            whole = false
             index += 1
             if current == UInt8(ascii: "+") || current == UInt8(ascii: "-") { index += 1 }
             guard let byte = current, isDigit(byte) else { throw failure("expected a digit in the exponent") }
@@ -154,7 +157,12 @@ public struct JSONParser {
         guard let value = Double(text), value.isFinite else {
             throw Failure(message: "the number \(text.prefix(32))\(text.count > 32 ? "…" : "") is out of a 64-bit float's range", offset: start, kind: .numberOutOfRange)
         }
-        return value
+        // Past 2^53 a double rounds a whole number (a seed 12345678901234567 would reach ComfyUI
+        // as 12345678901234568): one that fits 64 bits is kept as written.
+        if whole, abs(value) >= 9_007_199_254_740_992, Int64(text) != nil || UInt64(text) != nil {
+            return .largeInteger(text)
+        }
+        return .number(value)
     }
 
     private func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }

@@ -5,6 +5,9 @@ public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
     case number(Double)
+    /// A whole number a double cannot hold exactly (beyond 2^53, to 64 bits: ComfyUI's seeds
+    /// go to 2^64 - 1), kept as written so that it reaches ComfyUI as it was sent.
+    case largeInteger(String)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
@@ -40,8 +43,11 @@ extension JSONValue {
     }
 
     public var doubleValue: Double? {
-        if case .number(let value) = self { return value }
-        return nil
+        switch self {
+        case .number(let value): value
+        case .largeInteger(let text): Double(text)
+        default: nil
+        }
     }
 
     public var intValue: Int? {

@@ -8,6 +8,7 @@ struct JSONWriter {
         case .null: output += Array("null".utf8)
         case .bool(let flag): output += Array((flag ? "true" : "false").utf8)
         case .number(let number): writeNumber(number)
+        case .largeInteger(let text): output += Array(text.utf8)
         case .string(let text): writeString(text)
         case .array(let elements):
             output.append(UInt8(ascii: "["))

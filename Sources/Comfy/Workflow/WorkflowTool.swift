@@ -85,7 +85,7 @@ public struct WorkflowTool: Sendable, Equatable {
 
     /// ComfyUI's own limits for common inputs (`nodes.py`), unless the workflow declares others.
     static let knownRanges: [String: ClosedRange<Double>] = [
-        // JSON numbers are doubles: a seed above 2^53 would not arrive as sent.
+        // Dify and JavaScript hold numbers as doubles: a tool's seed past 2^53 would not be the one sent.
         "seed": 0...9_007_199_254_740_991, "noise_seed": 0...9_007_199_254_740_991,
         "steps": 1...10_000, "width": 16...16_384, "height": 16...16_384, "batch_size": 1...64,
         "cfg": 0...100, "denoise": 0...1,
@@ -139,6 +139,7 @@ public struct WorkflowTool: Sendable, Equatable {
         switch value {
         case .bool: return .boolean
         case .number(let number): return number.rounded() == number && !["cfg", "denoise"].contains(input) ? .integer : .number
+        case .largeInteger: return .integer
         default: return .string
         }
     }
