@@ -236,6 +236,26 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func aHeldBackWebhookIsNotClaimedAndTakesNoPlace() async throws {
+        try await withInstances(1, lease: .seconds(5)) { stores, _ in
+            var ids: [String] = []
+            for index in 0..<9 {
+                let record = job("held \(index)", webhook: "https://example.com/hook")
+                _ = try await stores[0].insert(record, requestHash: nil, keyWindow: .seconds(60))
+                _ = try await stores[0].finish(record.id, status: .completed, result: nil, failure: nil, at: Date())
+                ids.append(record.id)
+            }
+            let claimed = try await stores[0].dueWebhooks(at: Date(), limit: 50, connections: 8, excluding: [ids[0]])
+            #expect(claimed.count == 8)
+            #expect(!claimed.map(\.id).contains(ids[0]), "held back: not claimed")
+            // Still due, unclaimed: once the others are sent and it is no longer held back, it is claimed.
+            for sent in claimed {
+                try await stores[0].recordWebhookAttempt(of: sent.id, status: 200, delivered: true, nextAttemptAt: nil, at: Date())
+            }
+            #expect(try await stores[0].dueWebhooks(at: Date(), limit: 50, connections: 8, excluding: []).map(\.id) == [ids[0]])
+        }
+    }
+
     @Test func webhookClaimsAndRetriesKeepTheDatabasesClockNotAnInstancesOwn() async throws {
         try await withInstances(2, lease: .seconds(5)) { stores, _ in
             let (sending, ahead) = (stores[0], stores[1])

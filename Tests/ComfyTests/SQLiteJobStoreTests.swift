@@ -145,6 +145,23 @@ struct SQLiteJobStoreTests {
         }
     }
 
+    @Test func heldBackWebhooksTakeNoneOfTheConnections() async throws {
+        try await withStore { store, _ in
+            var ids: [String] = []
+            for index in 0..<10 {
+                let record = job("held \(index)", webhook: "https://example.com/hook")
+                _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60))
+                _ = try await store.finish(record.id, status: .completed, result: nil, failure: nil, at: Date())
+                ids.append(record.id)
+            }
+            // The first eight (the oldest) are held back by the sender: the other two go.
+            let held = Set(ids.prefix(8))
+            let due = try await store.dueWebhooks(at: Date(), limit: 64, connections: 8, excluding: held)
+            #expect(Set(due.map(\.id)) == Set(ids.suffix(2)))
+            #expect(try await store.dueWebhooks(at: Date(), limit: 64, connections: 8, excluding: []).count == 8)
+        }
+    }
+
     @Test func aJobEndsOnceAndItsWebhookBecomesDue() async throws {
         try await withStore { store, _ in
             let record = job(webhook: "https://example.com/hook")

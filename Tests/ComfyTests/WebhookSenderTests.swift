@@ -32,10 +32,12 @@ struct WebhookSenderTests {
                 logger: Logger(label: "test")
             )
             let sending = Task { await sender.run() }
+            // Sent, its attempt refused by the store, and held back for its pause (5 s).
             let first = ContinuousClock.now + .seconds(10)
-            while receiver.paths.isEmpty, ContinuousClock.now < first { try await Task.sleep(for: .milliseconds(20)) }
-            try await Task.sleep(for: .milliseconds(500))
-            // Sent once, then held for its pause (5 s), not sent again at each scan.
+            while sender.heldBackCount == 0, ContinuousClock.now < first { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(sender.heldBackCount == 1)
+            // Meanwhile the scans that its end and the pause's timer start do not send it again.
+            try await Task.sleep(for: .milliseconds(300))
             #expect(receiver.paths.count == 1, "sent \(receiver.paths.count) times")
             _ = try await other.query("DROP TRIGGER no_room")
             // After the pause it goes again, and this time the store records it.

@@ -45,8 +45,9 @@ public protocol JobStore: Sendable {
     /// hold a connection). One tenant alone has every connection; one that needs fewer than an
     /// even share leaves the rest to the others; and tenants whose receivers hang hold about an
     /// even share, so the others' webhooks still go out (two hanging of three owners leave the
-    /// third at least 2 of 8).
-    func dueWebhooks(at now: Date, limit: Int, connections: Int) async throws -> [JobRecord]
+    /// third at least 2 of 8). The `excluded` jobs are neither returned nor dealt a connection
+    /// (nor claimed): the sender holds them back.
+    func dueWebhooks(at now: Date, limit: Int, connections: Int, excluding excluded: Set<String>) async throws -> [JobRecord]
 
     /// When the next pending webhook not due yet at `now` becomes due.
     func nextWebhookDue(after now: Date) async throws -> Date?
@@ -98,7 +99,11 @@ extension JobStore {
 
     /// Due webhooks with no share per owner.
     public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
-        try await dueWebhooks(at: now, limit: limit, connections: .max)
+        try await dueWebhooks(at: now, limit: limit, connections: .max, excluding: [])
+    }
+
+    public func dueWebhooks(at now: Date, limit: Int, connections: Int) async throws -> [JobRecord] {
+        try await dueWebhooks(at: now, limit: limit, connections: connections, excluding: [])
     }
 
     public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {

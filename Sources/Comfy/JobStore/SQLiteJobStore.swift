@@ -222,13 +222,15 @@ public final class SQLiteJobStore: JobStore {
 
     /// Those being sent stay due until their attempt is recorded, and are an owner's oldest, so
     /// they count toward its share.
-    public func dueWebhooks(at now: Date, limit: Int, connections: Int) async throws -> [JobRecord] {
-        try await guarded {
+    public func dueWebhooks(at now: Date, limit: Int, connections: Int, excluding excluded: Set<String>) async throws -> [JobRecord] {
+        // One statement whatever the count: the ids as a JSON array.
+        let excludedIDs = String(decoding: JSONValue.array(excluded.sorted().map(JSONValue.string)).encoded(), as: UTF8.self)
+        return try await guarded {
             try await connection.query(
                 """
                 WITH due AS (
                     SELECT seq, webhook_next_at, ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at, seq) AS turn
-                    FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ?1
+                    FROM jobs WHERE webhook_state = 'pending' AND webhook_next_at <= ?1 AND id NOT IN (SELECT value FROM json_each(?4))
                 ), dealt AS (
                     SELECT seq, ROW_NUMBER() OVER (ORDER BY turn, webhook_next_at, seq) AS place FROM due
                 )
@@ -236,7 +238,7 @@ public final class SQLiteJobStore: JobStore {
                     SELECT seq FROM dealt WHERE place <= ?2
                 ) ORDER BY webhook_next_at LIMIT ?3
                 """,
-                [.integer(now.milliseconds), .integer(connections), .integer(limit)]
+                [.integer(now.milliseconds), .integer(connections), .integer(limit), .text(excludedIDs)]
             ).map(Self.record)
         }
     }

@@ -44,6 +44,8 @@ public final class WebhookSender: Sendable {
     /// Deliveries whose attempt the store would not record (a full disk), with when they may go
     /// again: the store still holds them as due, and the next scan would send them at once.
     private let heldBack = NIOLockedValueBox([String: ContinuousClock.Instant]())
+    /// How many are held back now.
+    var heldBackCount: Int { heldBack.withLockedValue { $0.count } }
 
     public init(store: any JobStore, http: CurlHTTPClient, configuration: Configuration, logger: Logger) {
         self.store = store
@@ -73,9 +75,11 @@ public final class WebhookSender: Sendable {
                         held = held.filter { $0.value > .now }
                         return held
                     }
-                    let due = try await store.dueWebhooks(at: now, limit: Self.batch, connections: Self.connections)
+                    // Held back ones are left out of the store's dealing: they take no connection's place from
+                    // the others, and a shared store does not claim them for this instance meanwhile.
+                    let due = try await store.dueWebhooks(at: now, limit: Self.batch, connections: Self.connections, excluding: Set(held.keys))
                     var started = 0
-                    for record in due where held[record.id] == nil && !busy.contains(record.id) && inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
+                    for record in due where !busy.contains(record.id) && inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
                         started += 1
                         group.addTask {
                             await self.deliver(record, sendBy: sendBy)

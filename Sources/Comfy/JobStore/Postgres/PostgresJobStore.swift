@@ -272,8 +272,9 @@ public final class PostgresJobStore: SharedJobStore {
     /// clock is ahead does not take a claim another still holds.
     /// Those this instance is sending (claimed, the claim not run out) count toward an owner's
     /// share of its connections.
-    public func dueWebhooks(at now: Date, limit: Int, connections: Int) async throws -> [JobRecord] {
-        try await guarded {
+    public func dueWebhooks(at now: Date, limit: Int, connections: Int, excluding excluded: Set<String>) async throws -> [JobRecord] {
+        let excludedIDs = excluded.sorted()
+        return try await guarded {
             let claimed = try await rows(
                 """
                 UPDATE jobs SET webhook_next_at = gateway_now_ms() + \(leaseTimeout.milliseconds), webhook_claimed_by = \(instanceID)
@@ -283,7 +284,7 @@ public final class PostgresJobStore: SharedJobStore {
                             SELECT seq, due, ROW_NUMBER() OVER (ORDER BY turn, due, webhook_next_at, seq) AS place FROM (
                                 SELECT seq, webhook_next_at, webhook_next_at <= gateway_now_ms() AS due,
                                     ROW_NUMBER() OVER (PARTITION BY owner ORDER BY webhook_next_at > gateway_now_ms() DESC, webhook_next_at, seq) AS turn
-                                FROM jobs WHERE webhook_state = 'pending'
+                                FROM jobs WHERE webhook_state = 'pending' AND NOT (id = ANY(\(excludedIDs)))
                                     AND (webhook_next_at <= gateway_now_ms() OR webhook_claimed_by = \(instanceID))
                             ) AS ranked
                         ) AS dealt WHERE due AND place <= \(connections)::BIGINT
