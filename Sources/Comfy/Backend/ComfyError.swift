@@ -42,8 +42,10 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 
-    /// The message as callers and painters read it: without the backends' URLs, or their
-    /// addresses (curl's and NIO's reasons name them). Operators read those in /healthz and the log.
+    /// The message as callers and painters read it: the GPU servers' addresses are operators'
+    /// (/healthz, the log). Where the reason comes from curl, NIO or the socket (unreachable,
+    /// lost, an odd answer), it names hosts, resolved addresses and ports in forms of its own:
+    /// only the sentence before it is kept. Elsewhere (ComfyUI's own words) the URLs are replaced.
     public var callerMessage: String {
         guard let backend else { return message }
         var text = message
@@ -52,11 +54,18 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
         for (index, url) in urls.enumerated() {
             let name = urls.count == 1 ? "a ComfyUI backend" : "ComfyUI backend \(index + 1)"
             text = text.replacingOccurrences(of: "ComfyUI at \(url)", with: name).replacingOccurrences(of: url, with: name)
-            guard let address = ComfyServerURL(url) else { continue }
-            text = text.replacingOccurrences(of: "\(address.host):\(address.port)", with: "the backend")
-                .replacingOccurrences(of: address.host, with: "the backend")
         }
-        return text
+        switch code {
+        case .backendUnavailable, .promptLost, .badResponse:
+            let end = [text.range(of: ": "), text.range(of: " (")].compactMap { $0?.lowerBound }.min() ?? text.endIndex
+            return String(text[..<end])
+        default:
+            // After every URL: a host is part of the next URL too.
+            for address in urls.compactMap({ ComfyServerURL($0) }) {
+                text = text.replacingOccurrences(of: address.host, with: "the backend")
+            }
+            return text
+        }
     }
 
     static func unavailable(_ backend: ComfyServerURL, _ reason: String) -> ComfyError {

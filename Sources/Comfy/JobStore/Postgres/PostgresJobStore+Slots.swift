@@ -35,7 +35,7 @@ extension PostgresJobStore {
             let taken: BackendSlotTicket? = try await withChanges { freed in
                 if let ticket = try await takeSlot(claim) { return ticket }
                 guard ContinuousClock.now < deadline else {
-                    throw ComfyError(code: .timedOut, message: "no ComfyUI backend was free within the job's time (every instance's slots on \(backend) are taken)")
+                    throw ComfyError(code: .timedOut, message: "no ComfyUI backend was free within the job's time (every instance's slots on \(backend) are taken)", backend: backend)
                 }
                 // Not free at once: waiting, where the other instances' batch work sees whose turn it is.
                 if claim.waiter == nil { try await wait(as: &claim) }
