@@ -324,7 +324,16 @@ public actor JobRunner {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; try again shortly")
         }
         if record.kind == .async, configuration.maxWaiting > 0, waiting.count >= configuration.maxWaiting {
-            throw ComfyError(code: .busy, message: "\(waiting.count) jobs wait to start on this gateway (MAX_WAITING_JOBS); try again later")
+            // A retry whose Idempotency-Key names a stored job is that job (the insert finds it), as
+            // with a key's own limit; anything else is not stored.
+            let replays = if let key = record.idempotencyKey {
+                try await store.holdsIdempotencyKey(key, within: configuration.idempotencyWindow, at: Date())
+            } else {
+                false
+            }
+            guard replays else {
+                throw ComfyError(code: .busy, message: "\(waiting.count) jobs wait to start on this gateway (MAX_WAITING_JOBS); try again later")
+            }
         }
         let insertion = try await store.insert(
             record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow, unfinishedLimit: maxUnfinished

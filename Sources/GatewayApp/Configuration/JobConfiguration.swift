@@ -11,7 +11,7 @@ import Comfy
 /// `postgres://user:password@host:port/database[?sslmode=require]` puts every instance that
 /// names it on one queue. `LEASE_TIMEOUT` (15 s): how long a shared store waits for a silent
 /// instance before another takes its jobs over. `MAX_WAITING_JOBS` (10,000): async jobs that may
-/// wait to start on an instance; beyond, `POST /api/jobs` is 429 `busy` (0: no limit).
+/// wait to start on an instance; beyond, `POST /api/jobs` is 429 `busy` and stores nothing (0: no limit).
 struct JobConfiguration: Sendable {
     enum Store: Sendable, Equatable {
         case sqlite
