@@ -267,16 +267,29 @@ struct BackendPoolTests {
         // While a generate call holds its thread, the rest of the API answers at once.
         #expect(try await gateway.get("/healthz").status == 200)
         #expect(try await gateway.get("/api/styles").status == 200)
-        // A job submission takes a thread of the same count: one that waits on slow input-image
-        // URLs cannot take the threads the rest of the API needs either.
-        let submission = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "queued")))
-        #expect(submission.status == 429, "\(submission.bodyText)")
-        #expect(try JSONValue.parse(submission.body)["error"]?["code"] == "busy")
         let results = try await calls.value
         let refused = results.filter { $0.status == 429 }
         #expect(results.filter { $0.status == 200 }.count >= 1)
         #expect(refused.count >= 1)
         #expect(refused.allSatisfy { $0.body.contains("generate calls and job submissions are in progress") })
+    }
+
+    @Test func jobSubmissionsShareTheGenerateCallsThreadsSoSlowOnesCannotTakeTheRest() async throws {
+        // 9 threads: 8 stay free for other requests, one for a generate call or a job submission.
+        let cluster = try await startCluster("pool-threads-jobs", backends: 1, environment: ["FCGI_THREADS": "9"])
+        defer { cluster.stop() }
+        try await cluster.emulators[0].configure(["hang": true])
+        let gateway = cluster.gateway
+        // ComfyUI never runs it: the call holds its place until its client gives up.
+        let held = Task { try? await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "held")), timeout: .seconds(20)) }
+        defer { held.cancel() }
+        try await waitUntil { try await cluster.emulators[0].stats()["prompts_received"]?.intValue ?? 0 >= 1 }
+        // A submission (one whose input-image URLs trickle would hold a thread that long) is refused.
+        let submission = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "queued")))
+        #expect(submission.status == 429, "\(submission.bodyText)")
+        #expect(try JSONValue.parse(submission.body)["error"]?["code"] == "busy")
+        #expect(submission.bodyText.contains("generate calls and job submissions"))
+        #expect(try await gateway.get("/healthz").status == 200)
     }
 
     @Test func paintersAreToldWhenTheServiceIsBusy() async throws {
