@@ -34,7 +34,8 @@ struct JSONWriter {
             output += Array("null".utf8)
             return
         }
-        if number.rounded() == number, abs(number) < 9.0e15 {
+        // Every whole double below 2^53 is exact as an Int64: written as digits, not 1e+15.
+        if number.rounded() == number, abs(number) < 9_007_199_254_740_992 {
             output += Array(String(Int64(number)).utf8)
         } else {
             output += Array("\(number)".utf8)

@@ -1,7 +1,8 @@
 import Synchronization
 
-/// How many requests of one kind may be in progress at once: long generate calls must not
-/// take every FastCGI thread, or health checks, uploads and results would wait behind them.
+/// How many requests that may wait long (generate calls, job submissions fetching input images)
+/// are in progress at once: they must not take every FastCGI thread, or health checks, uploads
+/// and results would wait behind them.
 final class ConcurrencyLimit: Sendable {
     private let limit: Int
     private let current = Mutex(0)
