@@ -130,8 +130,37 @@ struct ProtocolDecodingTests {
     }
 }
 
-/// The sketch probe's refusals that fuzzing found.
+/// The sketch probe's refusals that fuzzing and reviews found.
 struct ImageProbeTests {
+    /// A PNG's chunks: the signature, then each chunk as length, type, data and a CRC (not checked here).
+    static func png(_ chunks: [(String, [UInt8])]) -> [UInt8] {
+        var bytes: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
+        for (type, data) in chunks {
+            bytes += withUnsafeBytes(of: UInt32(data.count).bigEndian) { Array($0) }
+            bytes += Array(type.utf8) + data + [0, 0, 0, 0]
+        }
+        return bytes
+    }
+
+    /// IHDR's 13 bytes: width, height, 8-bit RGBA.
+    static func header(_ width: UInt32, _ height: UInt32) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for value in [width, height] {
+            bytes += withUnsafeBytes(of: value.bigEndian) { Array($0) }
+        }
+        return bytes + [8, 6, 0, 0, 0]
+    }
+
+    @Test func aSecondHeaderChunkCannotHideAHugeCanvasBehindASmallOne() throws {
+        // Pillow takes the last IHDR before the image data: 12000×12000, not 1×1.
+        let hidden = Self.png([("IHDR", Self.header(1, 1)), ("IHDR", Self.header(12000, 12000)), ("IDAT", []), ("IEND", [])])
+        #expect(throws: ImageProbe.Rejection(description: "a PNG with two header chunks is not accepted")) { try ImageProbe.probe(hidden) }
+        let short = Self.png([("IHDR", Array(Self.header(1, 1).prefix(12))), ("IDAT", []), ("IEND", [])])
+        #expect(throws: ImageProbe.Rejection.self) { try ImageProbe.probe(short) }
+        let plain = Self.png([("IHDR", Self.header(64, 48)), ("tEXt", Array("a\u{0}b".utf8)), ("IDAT", []), ("IEND", [])])
+        #expect(try ImageProbe.probe(plain) == ImageProbe(mimeType: "image/png", width: 64, height: 48))
+    }
+
     @Test func aJPEGWhoseHeightComesLaterIsRefusedBeforeAnyDecoder() throws {
         // SOF0 declaring 4×0 (the height left to a DNL marker): 0 pixels would pass every limit.
         let jpeg: [UInt8] = [

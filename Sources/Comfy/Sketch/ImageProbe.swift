@@ -41,11 +41,15 @@ public struct ImageProbe: Sendable, Equatable {
         guard bytes.suffix(12).starts(with: [0, 0, 0, 0]) && Array(bytes.suffix(8).prefix(4)) == Array("IEND".utf8) else {
             throw Rejection(description: "truncated PNG (no IEND chunk)")
         }
+        guard bigEndian(bytes, 8, 4) == 13 else { throw Rejection(description: "corrupt PNG (its header chunk is not 13 bytes)") }
         // ComfyUI's LoadImage decodes every frame of an APNG: the pixel limit would hold per frame only.
-        var offset = 8
+        // A second IHDR is refused: Pillow takes the size of the last one before the image data,
+        // so a small first header would hide a huge canvas from this probe.
+        var offset = 8 + 12 + 13
         while offset + 8 <= bytes.count {
             let type = Array(bytes[offset + 4..<offset + 8])
             if type == Array("acTL".utf8) { throw Rejection(description: "animated PNGs are not accepted") }
+            if type == Array("IHDR".utf8) { throw Rejection(description: "a PNG with two header chunks is not accepted") }
             if type == Array("IDAT".utf8) { break }
             offset += 12 + bigEndian(bytes, offset, 4)
         }
