@@ -33,6 +33,16 @@ struct WorkflowToolTests {
         #expect(try tool.call(["seed": .null]).workflow["2"]?["inputs"]?["seed"] == 5)
     }
 
+    @Test func aStringArgumentIsMeasuredInCodePointsSoCombiningMarksCountEach() throws {
+        let tool = try Self.tool(Self.twoSamplers)
+        // One Character: "e" and as many combining accents as the limit allows, plus one.
+        let stacked = "e" + String(repeating: "\u{301}", count: WorkflowTool.maxStringLength)
+        #expect(stacked.count == 1)
+        #expect(throws: WorkflowTool.CallError.self) { try tool.call(["prompt": .string(stacked)]) }
+        let long = String(repeating: "中", count: WorkflowTool.maxStringLength)
+        #expect(try tool.call(["prompt": .string(long)]).workflow["1"]?["inputs"]?["text"] == .string(long))
+    }
+
     @Test func declaredParametersTakeTypeRangeAndWidgetFromMeta() throws {
         var workflow = Self.twoSamplers
         workflow["2"] = Self.node("KSampler", ["seed": 5, "steps": 20, "cfg": .number(7.5)], title: "input:guidance", meta: ["widget": "cfg", "minimum": 1, "maximum": 12, "type": "number"])

@@ -152,6 +152,11 @@ struct DrawingTests {
             let tooLong = try await gateway.post("/api/sketch", body: wordy.body, contentType: wordy.contentType)
             #expect(tooLong.status == 400)
             #expect(tooLong.bodyText.contains("4000 characters"))
+            // One Character ("e" and 5,000 combining accents) is 5,001 code points: refused too.
+            let stacked = sketchForm(file: Sketches.png(seed: 2), fields: ["session_id": "crafted", "prompt": "e" + String(repeating: "\u{301}", count: 5000)])
+            let stackedAnswer = try await gateway.post("/api/sketch", body: stacked.body, contentType: stacked.contentType)
+            #expect(stackedAnswer.status == 400)
+            #expect(stackedAnswer.bodyText.contains("4000 characters"))
             // Another site's page may not drive a painter's session (cross-site WebSocket hijacking).
             let upgrade = [("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]
             let foreign = try await gateway.get("/api/ws/crafted", headers: upgrade + [("Origin", "https://evil.example")])

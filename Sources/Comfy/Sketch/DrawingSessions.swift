@@ -132,7 +132,9 @@ public actor DrawingSessions {
     /// Takes a sketch for the session (created if new); its generation starts now or after the running one.
     public func submit(_ update: SketchUpdate, to id: String) async throws(DrawingError) {
         try DrawingError.checkSessionID(id)
-        if let prompt = update.prompt, prompt.count > Self.maxPromptCharacters {
+        // Counted in code points: a Character may hold any number of combining marks ("e" and
+        // 200,000 of U+0301 is one), and the whole prompt stays with the session and its prompts.
+        if let prompt = update.prompt, prompt.unicodeScalars.count > Self.maxPromptCharacters {
             throw DrawingError(.invalidRequest, "the prompt is longer than \(Self.maxPromptCharacters) characters")
         }
         if let style = update.style, !StyleWorkflow.isValidName(style) {

@@ -47,7 +47,8 @@ extension WorkflowTool {
         switch parameter.kind {
         case .string, .image:
             guard let text = value.stringValue else { throw refuse("must be a string") }
-            guard parameter.kind == .image || text.count <= Self.maxStringLength else { throw refuse("is longer than \(Self.maxStringLength) characters") }
+            // Code points, not Characters: one Character may carry any number of combining marks.
+            guard parameter.kind == .image || text.unicodeScalars.count <= Self.maxStringLength else { throw refuse("is longer than \(Self.maxStringLength) characters") }
             return value
         case .boolean:
             guard value.boolValue != nil else { throw refuse("must be true or false") }
