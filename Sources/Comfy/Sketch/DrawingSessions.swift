@@ -292,7 +292,8 @@ public actor DrawingSessions {
         switch error {
         case let error as ComfyError: error.callerMessage
         case let error as DrawingError: error.message
-        case let error as StorageError: "storing the image failed: \(error)"
+        // The store's own words name buckets, keys and its answer: the log has them.
+        case is StorageError: "storing the image failed"
         default: "generation failed"
         }
     }
