@@ -128,6 +128,16 @@ struct JobSchedulerTests {
             .finish(1), .dispatch([(2, 0)]),
             .submit(4, owner: "c", .batch),
         ]),
+        Scenario(name: "painters' jobs fill half the waiting line at most; callers' take the rest", backends: 1, configuration: .init(capacityPerBackend: 1, maxQueuedJobs: 4), steps: [
+            .health(0, .up),
+            .submit(1, owner: "painter-1", .interactive), .dispatch([(1, 0)]),
+            .submit(2, owner: "painter-2", .interactive), .submit(3, owner: "painter-3", .interactive),
+            .refused(4, owner: "painter-4", .interactive),
+            .submit(5, owner: "caller-1", .batch), .submit(6, owner: "caller-2", .batch),
+            .refused(7, owner: "caller-3", .batch),
+            .finish(1), .dispatch([(2, 0)]),
+            .submit(8, owner: "painter-4", .interactive),
+        ]),
         Scenario(name: "with no waiting line allowed, only jobs a free backend takes are admitted", backends: 1, configuration: .init(capacityPerBackend: 1, maxQueuedJobs: 0), steps: [
             .health(0, .up),
             .submit(1, owner: "a", .batch), .dispatch([(1, 0)]),

@@ -63,7 +63,13 @@ struct JobScheduler: Sendable {
         _ id: UInt64, owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil, eligible: Set<Int>? = nil, checkpoint: String? = nil
     ) -> Admission {
         // A job that a free backend takes at once does not wait: only the waiting line is bounded.
-        guard queued < configuration.maxQueuedJobs || (queued == 0 && freeBackends() != nil) else { return .busy(queued: queued) }
+        let takenAtOnce = queued == 0 && freeBackends() != nil
+        guard queued < configuration.maxQueuedJobs || takenAtOnce else { return .busy(queued: queued) }
+        // Painters (the drawing API is public by default) fill half the line at most: a few
+        // addresses' sessions cannot leave keyed callers no room.
+        if priority == .interactive, queues[.interactive]!.count >= (configuration.maxQueuedJobs + 1) / 2, !takenAtOnce {
+            return .busy(queued: queued)
+        }
         jobs[id] = Job(owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligible, checkpoint: checkpoint)
         queues[priority]!.append(id, owner: owner)
         return .queued
