@@ -83,7 +83,7 @@ struct GatewayParts: Sendable {
             maxRunning: { name in try? await jobStore.keys().first { $0.name == name }?.maxRunning },
             logger: logger
         )
-        styles = StyleLibrary(directory: configuration.workflowDirectory, logger: logger)
+        styles = StyleLibrary(directory: configuration.workflowDirectory, policy: configuration.nodePolicy, logger: logger)
         sessions = DrawingSessions(
             pool: pool,
             styles: styles,

@@ -98,6 +98,13 @@ struct SecurityTests {
             #expect(error["node_id"] == "9")
             #expect(error["message"]?.stringValue?.contains("NODE_ALLOW") == true)
             #expect(try await emulator.stats()["prompts_received"] == 1)
+            // A style runs for anonymous painters: one with classes outside the list is left out.
+            try Sketches.install(Sketches.style(), as: "outside", in: gateway)
+            #expect(try JSONValue.parse(try await gateway.get("/api/styles").body)["styles"] == .array([]))
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+            let broken = health["styles"]?["broken"]?.arrayValue?.first
+            #expect(broken?["file"] == "outside.json", "\(health)")
+            #expect(broken?["reason"]?.stringValue?.contains("node policy") == true, "\(health)")
         }
     }
 

@@ -14,6 +14,9 @@ import NIOPosix
 /// the next request without a restart.
 public final class StyleLibrary: Sendable {
     public let directory: String
+    /// Checked when a file is loaded: a style runs for anonymous painters without the checks a
+    /// caller's workflow gets, so one the policy refuses (an `NODE_ALLOW` list) is left out.
+    private let policy: NodePolicy?
     private let logger: Logger
     /// The loaded set; replaced whole when something changed, so a lookup holds the lock only
     /// to take a reference.
@@ -74,8 +77,9 @@ public final class StyleLibrary: Sendable {
         var reloaded: [String: Result<StyleWorkflow, StyleWorkflow.Problem>] = [:]
     }
 
-    public init(directory: String, logger: Logger) {
+    public init(directory: String, policy: NodePolicy? = nil, logger: Logger) {
         self.directory = directory
+        self.policy = policy
         self.logger = logger
         watch = FolderWatch(directory: directory)
     }
@@ -133,8 +137,8 @@ public final class StyleLibrary: Sendable {
         let known = snapshot.loaded.mapValues(\.stamp)
         // With a watch the folder is listed again after any change; without one only when its stamp moved.
         let listed = watch == nil ? snapshot.listed : nil
-        guard let scan = try? await NIOThreadPool.singleton.runIfActive({ [directory] in
-            Self.scan(directory, known: known, listed: listed)
+        guard let scan = try? await NIOThreadPool.singleton.runIfActive({ [directory, policy] in
+            Self.scan(directory, known: known, listed: listed, policy: policy)
         }) else { return snapshot }
         // Two lookups may scan the same change at once: the second finds nothing left to do.
         let (next, events) = current.withLockedValue { whole -> (Snapshot, [(name: String, loaded: Bool?, problem: String?)]) in
@@ -168,7 +172,7 @@ public final class StyleLibrary: Sendable {
     }
 
     /// Stats the folder; lists it only when it changed since `listed`, else stats the known files.
-    static func scan(_ directory: String, known: [String: FileStamp], listed: FileStamp?) -> Scan {
+    static func scan(_ directory: String, known: [String: FileStamp], listed: FileStamp?, policy: NodePolicy?) -> Scan {
         var scan = Scan(directory: FileStamp(path: directory))
         let names: [String]
         if let stamp = scan.directory, stamp == listed {
@@ -186,7 +190,15 @@ public final class StyleLibrary: Sendable {
             if info.st_size > 8 << 20 {
                 scan.reloaded[name] = .failure(StyleWorkflow.Problem(description: "larger than 8 MiB"))
             } else if let data = FileManager.default.contents(atPath: path) {
-                scan.reloaded[name] = Result { () throws(StyleWorkflow.Problem) in try StyleWorkflow(name: name, bytes: Array(data)) }
+                scan.reloaded[name] = Result { () throws(StyleWorkflow.Problem) in
+                    let style = try StyleWorkflow(name: name, bytes: Array(data))
+                    do throws(WorkflowRejection) {
+                        try policy?.check(style.workflow)
+                    } catch {
+                        throw StyleWorkflow.Problem(description: "refused by the node policy: \(error.message)")
+                    }
+                    return style
+                }
             } else {
                 scan.reloaded[name] = .failure(StyleWorkflow.Problem(description: "unreadable"))
             }
