@@ -21,8 +21,8 @@ public actor JobRunner {
         /// Else one caller could hang up on hundreds and fill the queue every other caller and
         /// painter needs, while a caller whose connection dropped can still pick up its result.
         public var maxAbandonedPerOwner: Int
-        /// Async jobs that may wait here to start (0: no limit); past it a submission is refused
-        /// (`busy`) before it is stored. Each holds its workflow in memory while it waits.
+        /// Async jobs that may wait here to start (0: no limit); past it a new submission is
+        /// refused (`waitingAtLimit`). Each holds its workflow in memory while it waits.
         public var maxWaiting: Int
 
         public init(
@@ -314,6 +314,11 @@ public actor JobRunner {
 
     // MARK: Submitting
 
+    /// How many async jobs wait here to start, once that is `maxWaiting` or more: no new one is taken.
+    public var waitingAtLimit: Int? {
+        configuration.maxWaiting > 0 && waiting.count >= configuration.maxWaiting ? waiting.count : nil
+    }
+
     /// Stores a new job and starts it (sync) or queues it (async). With an idempotency key
     /// already used for the same request, returns that job and starts nothing.
     /// - Parameters:
@@ -322,18 +327,6 @@ public actor JobRunner {
     public func submit(_ record: JobRecord, requestHash: String?, ownerMaxRunning: Int? = nil, maxUnfinished: Int? = nil) async throws -> JobInsertion {
         guard !stopping else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; try again shortly")
-        }
-        if record.kind == .async, configuration.maxWaiting > 0, waiting.count >= configuration.maxWaiting {
-            // A retry whose Idempotency-Key names a stored job is that job (the insert finds it), as
-            // with a key's own limit; anything else is not stored.
-            let replays = if let key = record.idempotencyKey {
-                try await store.holdsIdempotencyKey(key, within: configuration.idempotencyWindow, at: Date())
-            } else {
-                false
-            }
-            guard replays else {
-                throw ComfyError(code: .busy, message: "\(waiting.count) jobs wait to start on this gateway (MAX_WAITING_JOBS); try again later")
-            }
         }
         let insertion = try await store.insert(
             record, requestHash: requestHash, keyWindow: configuration.idempotencyWindow, unfinishedLimit: maxUnfinished

@@ -7,6 +7,8 @@ import Foundation
 struct JobAdmission: Sendable {
     let gate: APIKeyGate
     let store: any JobStore
+    /// Whose async jobs wait in memory to start (`MAX_WAITING_JOBS`).
+    let runner: JobRunner
     let policy: NodePolicy
     /// Where input images are fetched, checked and kept.
     let inputs: InputImages
@@ -22,15 +24,23 @@ struct JobAdmission: Sendable {
         if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw pool.modelNotFound(missing) }
         let idempotency = try IdempotencyKey.of(request)
         let scopedKey = idempotency.map { key in request.apiKey.map { "\($0.name)\u{0}\(key.value)" } ?? key.value }
+        // The limits below refuse early, before any input image is fetched, unless the
+        // Idempotency-Key names a stored job: a replay is that job, not a new one.
+        func replaysStoredJob() async throws -> Bool {
+            guard let scopedKey else { return false }
+            return try await store.holdsIdempotencyKey(scopedKey, within: idempotencyWindow, at: Date())
+        }
         if let key = request.apiKey {
             try await gate.spend(key)
-            // Refused early, before any input image is fetched, unless the Idempotency-Key names a
-            // stored job (a replay is that job); the insert counts again, exactly.
-            if let limit = key.maxQueued, try await store.unfinishedJobCount(key: key.name) >= limit {
-                guard let scopedKey, try await store.holdsIdempotencyKey(scopedKey, within: idempotencyWindow, at: Date()) else {
-                    throw JobStoreError.unfinishedLimitReached(key: key.name, limit: limit)
-                }
+            // The insert counts again, exactly.
+            if let limit = key.maxQueued, try await store.unfinishedJobCount(key: key.name) >= limit, !(try await replaysStoredJob()) {
+                throw JobStoreError.unfinishedLimitReached(key: key.name, limit: limit)
             }
+        }
+        if kind == .async, let waiting = await runner.waitingAtLimit, !(try await replaysStoredJob()) {
+            var error = APIError(.busy, "\(waiting) jobs wait to start on this gateway (MAX_WAITING_JOBS); try again later")
+            error.headers.append(("Retry-After", "5"))
+            throw error
         }
         guard body.inputImages.count <= InputImages.maxPerJob else {
             throw APIError(.payloadTooLarge, "\(body.inputImages.count) input images; at most \(InputImages.maxPerJob) are accepted per job", details: ["parameter": "input_images"])
