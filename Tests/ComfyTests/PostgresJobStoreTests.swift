@@ -210,7 +210,7 @@ struct PostgresJobStoreTests {
                 }
             }
             func claim(_ store: PostgresJobStore) async throws -> [JobRecord] {
-                try await store.dueWebhooks(at: Date(), limit: 50, connections: 8)
+                try await store.dueWebhooks(at: Date(), limit: 50, connections: 8, excluding: [])
             }
             try await add("key:noisy", 10)
             let alone = try await claim(stores[0])

@@ -102,10 +102,6 @@ extension JobStore {
         try await dueWebhooks(at: now, limit: limit, connections: .max, excluding: [])
     }
 
-    public func dueWebhooks(at now: Date, limit: Int, connections: Int) async throws -> [JobRecord] {
-        try await dueWebhooks(at: now, limit: limit, connections: connections, excluding: [])
-    }
-
     public func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration) async throws -> JobInsertion {
         try await insert(job, requestHash: requestHash, keyWindow: keyWindow, unfinishedLimit: nil)
     }
