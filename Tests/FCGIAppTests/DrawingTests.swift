@@ -20,6 +20,13 @@ struct DrawingTests {
     }
 
     /// The session's latest result, or `nil` while it has none (for polling).
+    /// The sessions open, as `/metrics` tells.
+    func drawingSessions(_ gateway: Gateway) async throws -> Double? {
+        let metrics = try await gateway.get("/metrics").bodyText
+        let line = metrics.split(separator: "\n").first { $0.hasPrefix("comfy_gateway_drawing_sessions ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+    }
+
     func latestResult(_ gateway: Gateway, _ session: String) async throws -> JSONValue? {
         let response = try await gateway.get("/api/result/\(session)")
         return response.status == 200 ? emulatorMetadata(ofPNG: response.body) : nil
@@ -221,11 +228,7 @@ struct DrawingTests {
     @Test func socketsOpenedAndClosedWithoutASketchLeaveNoSessionBehindUnderMaxSessions() async throws {
         try await withGateway("draw-blank", environment: ["MAX_SESSIONS": "2"]) { gateway, _ in
             try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
-            func sessionCount() async throws -> Double? {
-                let metrics = try await gateway.get("/metrics").bodyText
-                let line = metrics.split(separator: "\n").first { $0.hasPrefix("comfy_gateway_drawing_sessions ") }
-                return line.flatMap { Double($0.split(separator: " ").last ?? "") }
-            }
+            func sessionCount() async throws -> Double? { try await drawingSessions(gateway) }
             let painter = try await DrawingClient.connect(port: gateway.port, sessionID: "painter")
             await painter.sendSketch(Sketches.png(seed: 1))
             _ = try await painter.next(status: "completed")
@@ -247,6 +250,40 @@ struct DrawingTests {
             await newcomer.close()
             let third = sketchForm(file: Sketches.png(seed: 3), fields: ["session_id": "third"])
             #expect(try await gateway.post("/api/sketch", body: third.body, contentType: third.contentType).status == 429)
+        }
+    }
+
+    @Test func sessionsUnderEverNewIdsReuseOneSketchFileInComfyUIsInputFolder() async throws {
+        // ComfyUI has no delete for uploads: a file per session id a client picks would fill its disk.
+        try await withGateway("draw-slots", environment: ["SESSION_IDLE_TIMEOUT": "1s"]) { gateway, emulator in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let uploads = "\(emulator.directory)/comfy/input/gateway"
+            for (index, session) in ["first", "second", "third"].enumerated() {
+                let painter = try await DrawingClient.connect(port: gateway.port, sessionID: session)
+                await painter.sendSketch(Sketches.png(seed: 30 + index))
+                let completed = try await painter.next(status: "completed", "error")
+                #expect(completed["status"] == "completed", "\(completed)")
+                // ComfyUI's LoadImage read this session's sketch.
+                #expect(try await latestResult(gateway, session)?["image_sha256"] == .string(Digest.hex(Digest.sha256(Sketches.png(seed: 30 + index)))))
+                await painter.close()
+                // Dropped once idle; its result stays readable.
+                try await waitUntil { try await drawingSessions(gateway) == 0 }
+            }
+            let files = try FileManager.default.contentsOfDirectory(atPath: uploads)
+            #expect(files.count == 1 && files[0].hasPrefix("sketch-") && files[0].hasSuffix("-0.png"), "\(files)")
+            #expect(FileManager.default.contents(atPath: "\(uploads)/\(files.first ?? "")").map(Array.init) == Sketches.png(seed: 32))
+            // Two sessions open at once write two files, each its own sketch.
+            let alice = try await DrawingClient.connect(port: gateway.port, sessionID: "alice")
+            let bob = try await DrawingClient.connect(port: gateway.port, sessionID: "bob")
+            await alice.sendSketch(Sketches.png(seed: 40))
+            await bob.sendSketch(Sketches.png(seed: 41))
+            #expect(try await alice.next(status: "completed", "error")["status"] == "completed")
+            #expect(try await bob.next(status: "completed", "error")["status"] == "completed")
+            #expect(try await latestResult(gateway, "alice")?["image_sha256"] == .string(Digest.hex(Digest.sha256(Sketches.png(seed: 40)))))
+            #expect(try await latestResult(gateway, "bob")?["image_sha256"] == .string(Digest.hex(Digest.sha256(Sketches.png(seed: 41)))))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: uploads).count == 2)
+            await alice.close()
+            await bob.close()
         }
     }
 

@@ -8,6 +8,8 @@ public actor DrawingSessions {
     private var sessions: [String: SketchSession] = [:]
     /// Sessions open by client address (`SketchSession.client`).
     private var openedBy: [String: Int] = [:]
+    /// The sketch file each session writes, by `SketchSession.sketchSlot`.
+    private var sketchSlots = SketchSlots(prefix: Digest.hex(RandomSecret.bytes(6)))
     private let pool: BackendPool
     private let styles: StyleLibrary
     private let store: any ImageStore
@@ -25,7 +27,7 @@ public actor DrawingSessions {
         public var jobTimeout: Duration
         /// A session without sockets, jobs or sketches for this long is dropped.
         public var idleTimeout: Duration
-        /// ComfyUI's input subfolder for sketches (one file per session, overwritten).
+        /// ComfyUI's input subfolder for sketches (one file per open session, overwritten; `SketchSlots`).
         public var uploadSubfolder: String
         /// Sessions open at once at most.
         public var maxSessions: Int
@@ -70,6 +72,9 @@ public actor DrawingSessions {
     /// How many sessions exist.
     public var count: Int { sessions.count }
 
+    /// How many sketch file names this instance has used in ComfyUI's input folder (per type).
+    public var sketchFilesMade: Int { sketchSlots.made }
+
     /// The longest `prompt` a session takes.
     public static let maxPromptCharacters = 4000
 
@@ -97,7 +102,7 @@ public actor DrawingSessions {
         guard sessions[id] == nil else { return }
         // Again with no suspension before it is added: calls at once all passed the first check.
         try checkRoom(for: id, client: client)
-        add(SketchSession(id: id, client: client, seed: Self.randomSeed(), now: .now))
+        add(SketchSession(id: id, client: client, seed: Self.randomSeed(), now: .now, sketchSlot: sketchSlots.take()))
     }
 
     /// Makes the session `owner`'s (an API key's, `DRAWING_AUTH`) if it is nobody's yet, and
@@ -124,6 +129,7 @@ public actor DrawingSessions {
     private func drop(_ id: String) {
         guard let session = sessions.removeValue(forKey: id) else { return }
         session.broadcaster.finishAll()
+        sketchSlots.giveBack(session.sketchSlot)
         guard !session.client.isEmpty else { return }
         openedBy[session.client, default: 1] -= 1
         if openedBy[session.client] == 0 { openedBy[session.client] = nil }
@@ -197,7 +203,7 @@ public actor DrawingSessions {
     /// A session this instance does not have, as another one saved it (its instance died).
     private func restoreIfNew(_ id: String, client: String) async {
         guard sessions[id] == nil, let persistence, let state = await persistence.drawingSession(id), sessions[id] == nil else { return }
-        var session = SketchSession(id: id, client: client, seed: state.seed, now: .now)
+        var session = SketchSession(id: id, client: client, seed: state.seed, now: .now, sketchSlot: sketchSlots.take())
         session.style = state.style
         session.prompt = state.prompt
         session.latestResult = state.latestResult
@@ -250,7 +256,7 @@ public actor DrawingSessions {
             }
             let upload = PromptUpload(
                 subfolder: configuration.uploadSubfolder,
-                filename: "session-\(id).\(fileExtension(forMimeType: update.mimeType))",
+                filename: sketchSlots.filename(session.sketchSlot, mimeType: update.mimeType),
                 bytes: update.image,
                 mimeType: update.mimeType
             )

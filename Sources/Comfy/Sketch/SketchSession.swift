@@ -24,9 +24,12 @@ struct SketchSession: Sendable {
     var owner: String?
     var lastActivity: ContinuousClock.Instant
     let broadcaster = SessionBroadcaster()
+    /// Names the file its sketches go to in ComfyUI's input folder (`SketchSlots`).
+    let sketchSlot: Int
 
-    init(id: String, client: String = "", seed: UInt64, now: ContinuousClock.Instant) {
+    init(id: String, client: String = "", seed: UInt64, now: ContinuousClock.Instant, sketchSlot: Int) {
         self.id = id
+        self.sketchSlot = sketchSlot
         self.client = client
         self.seed = seed
         self.lastActivity = now

@@ -1,0 +1,44 @@
+import NIOCore
+
+/// The file names sketches are written under in ComfyUI's input folder: one slot per open
+/// session, given to a new session once its holder is dropped.
+///
+/// ComfyUI has no delete for uploads, and session ids are the client's to pick: named after them,
+/// sketch files would pile up in ComfyUI's input folder, one per id ever used, until its disk is
+/// full. Slots bound them to the most sessions ever open at once (`MAX_SESSIONS`), times the
+/// three sketch types.
+///
+/// A session is dropped only when idle (no generation running or waiting), so no prompt of its
+/// still loads the file when another session takes it. The least recently freed slot goes first,
+/// which leaves the longest time for a prompt ComfyUI still held after its job gave up.
+struct SketchSlots: Sendable {
+    /// Sets this process's names apart from another gateway's on the same ComfyUI: two that
+    /// shared a name would each load the other's painter's sketch.
+    let prefix: String
+    private var free = CircularBuffer<Int>()
+    private var next = 0
+
+    init(prefix: String) {
+        self.prefix = prefix
+    }
+
+    /// A slot nobody holds.
+    mutating func take() -> Int {
+        if let slot = free.popFirst() { return slot }
+        defer { next += 1 }
+        return next
+    }
+
+    /// Its session was dropped: the slot may be taken again.
+    mutating func giveBack(_ slot: Int) {
+        free.append(slot)
+    }
+
+    /// The file a slot's sketch of this type is written under.
+    func filename(_ slot: Int, mimeType: String) -> String {
+        "sketch-\(prefix)-\(slot).\(fileExtension(forMimeType: mimeType))"
+    }
+
+    /// How many slots were ever made: at most this many names (per type) exist.
+    var made: Int { next }
+}
