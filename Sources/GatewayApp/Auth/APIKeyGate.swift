@@ -21,7 +21,11 @@ final class APIKeyGate: Sendable {
     }
 
     private struct State {
+        /// Secrets' hashes that named a key, and those that named none: kept apart, so unknown
+        /// secrets sent by the thousand (which clear theirs past `maxUnknown`) never push the
+        /// real keys out.
         var keys: [String: Cached] = [:]
+        var unknown: [String: ContinuousClock.Instant] = [:]
         var activeKeys: (count: Int, checkedAt: ContinuousClock.Instant)?
         var activeByName: (keys: [String: APIKey], checkedAt: ContinuousClock.Instant)?
         var buckets: [String: TokenBucket] = [:]
@@ -31,6 +35,9 @@ final class APIKeyGate: Sendable {
     private let mode: Mode
     private let maxAge: Duration
     private let state = NIOLockedValueBox(State())
+
+    /// Unknown secrets remembered at most.
+    static let maxUnknown = 10_000
 
     init(store: any JobStore, mode: Mode, maxAge: Duration = .seconds(1)) {
         self.store = store
@@ -47,15 +54,25 @@ final class APIKeyGate: Sendable {
         let secret = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
         let hash = APIKey.hash(of: secret)
         let now = ContinuousClock.now
-        let cached = state.withLockedValue { state in state.keys[hash].flatMap { now - $0.checkedAt < maxAge ? $0 : nil } }
+        let cached: Cached? = state.withLockedValue { state in
+            if let known = state.keys[hash], now - known.checkedAt < maxAge { return known }
+            if let checkedAt = state.unknown[hash], now - checkedAt < maxAge { return Cached(key: nil, checkedAt: checkedAt) }
+            return nil
+        }
         let key: APIKey?
         if let cached {
             key = cached.key
         } else {
             key = try await store.activeKey(hash: hash)
             state.withLockedValue { state in
-                if state.keys.count > 10_000 { state.keys.removeAll() }  // unknown secrets must not grow it without bound
-                state.keys[hash] = Cached(key: key, checkedAt: now)
+                if let key {
+                    // At most one entry per key ever made: a revoked one stays until read again.
+                    state.keys[hash] = Cached(key: key, checkedAt: now)
+                } else {
+                    state.keys[hash] = nil
+                    if state.unknown.count >= Self.maxUnknown { state.unknown.removeAll() }
+                    state.unknown[hash] = now
+                }
             }
         }
         guard let key else { throw Self.unauthorized("the API key is unknown or revoked") }
