@@ -56,6 +56,40 @@ struct KeyTests {
         }
     }
 
+    @Test func revokingAKeyWithCancelEndsItsAcceptedJobsAndTheWaitingOnesNeverReachComfyUI() async throws {
+        try await withGateway("keys-cancel") { gateway, emulator in
+            // Its first job's prompt sits in ComfyUI's queue; the two others wait their turn here.
+            try await emulator.configure(["hang": true])
+            let alice = try Self.createKey(gateway, ["alice", "--max-running", "1"])
+            try await waitUntil { try await gateway.post("/api/jobs", json: .object([:])).status == 401 }
+            var ids: [String] = []
+            for index in 0..<3 {
+                let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "queued \(index)")), headers: Self.bearer(alice))
+                #expect(answer.status == 202, "\(answer.bodyText)")
+                ids.append(try #require(try JSONValue.parse(answer.body)["id"]?.stringValue))
+            }
+            try await waitUntil { try await emulator.stats()["prompts_received"] == 1 }
+
+            let revoked = try Self.keys(gateway, ["revoke", "alice", "--cancel"])
+            #expect(revoked.status == 0, "\(revoked.output)")
+            #expect(revoked.output.contains("cancelled 3 of its queued and running jobs"), "\(revoked.output)")
+            try await emulator.configure(["hang": false])
+            try await waitUntil { try await emulator.stats()["prompts_executed"] == 1 }
+            // The waiting ones start once the first ends, and stop before their prompt is sent.
+            try await Task.sleep(for: .seconds(1))
+            #expect(try await emulator.stats()["prompts_received"] == 1)
+            let directory = (gateway.runDirectory as NSString).deletingLastPathComponent
+            let stored = try ChildProcess(
+                "/usr/bin/env", ["python3", "-c", "import sqlite3; print('\\n'.join(f'{s} {e}' for (s, e) in sqlite3.connect('\(directory)/state/jobs.sqlite').execute('SELECT status, error FROM jobs ORDER BY seq')))"],
+                logPath: "\(directory)/jobs-cancelled.log"
+            )
+            #expect(stored.stop(0, grace: .seconds(10)) == 0)
+            let lines = stored.log.split(separator: "\n")
+            #expect(lines.count == 3 && lines.allSatisfy { $0.hasPrefix("cancelled ") && $0.contains("API key was revoked") }, "\(stored.log)")
+            #expect(try Self.keys(gateway, ["revoke", "alice", "--cancel"]).status == 1, "revoked once")
+        }
+    }
+
     @Test func aKeySeesOnlyItsOwnJobs() async throws {
         try await withGateway("keys-own", emulatorArguments: ["--node-delay-ms", "100"]) { gateway, _ in
             let alice = try Self.createKey(gateway, ["alice"])

@@ -3,11 +3,11 @@ import Foundation
 import Logging
 
 /// `FCGIApp keys create NAME [--max-running N] [--max-queued N] [--rate N/min]`, `keys list`,
-/// `keys revoke NAME`, `keys webhook-secret NAME`: API keys in `STATE_DIR/jobs.sqlite`, also
+/// `keys revoke NAME [--cancel]`, `keys webhook-secret NAME`: API keys in `STATE_DIR/jobs.sqlite`, also
 /// while the gateway runs (it sees a new or revoked key within a second). `create` prints the
 /// secret once, on its last line; `webhook-secret` prints the key's webhook secret.
 public enum KeysCommand {
-    public static let usage = "usage: FCGIApp keys create NAME [--max-running N] [--max-queued N] [--rate N/min] | keys list | keys revoke NAME | keys webhook-secret NAME"
+    public static let usage = "usage: FCGIApp keys create NAME [--max-running N] [--max-queued N] [--rate N/min] | keys list | keys revoke NAME [--cancel] | keys webhook-secret NAME"
 
     /// Runs the command; returns the exit status.
     public static func run(_ arguments: [String], configuration: GatewayConfiguration) async -> Int32 {
@@ -72,7 +72,7 @@ public enum KeysCommand {
             }
             return 0
         case "revoke":
-            guard arguments.count == 2 else {
+            guard arguments.count == 2 || (arguments.count == 3 && arguments[2] == "--cancel") else {
                 fail(usage)
                 return 64
             }
@@ -81,6 +81,10 @@ public enum KeysCommand {
                 return 1
             }
             print("revoked key \(arguments[1]); the gateway refuses it within a second")
+            if arguments.count == 3 {
+                let cancelled = try await cancelUnfinishedJobs(ofKey: arguments[1], store: store)
+                print("cancelled \(cancelled) of its queued and running jobs")
+            }
             return 0
         case "webhook-secret":
             guard arguments.count == 2 else {
@@ -102,6 +106,22 @@ public enum KeysCommand {
             fail(usage)
             return 64
         }
+    }
+
+    /// Ends the key's queued and running jobs as cancelled: revoking stops new ones, and without
+    /// this a key revoked for abuse would still have its accepted queue run, up to
+    /// `MAX_WAITING_JOBS` of them. Each ends as the gateway ends a cancelled job (its webhook
+    /// fires). A gateway instance finds it ended before it sends the prompt; one sharing the
+    /// store through PostgreSQL hears of it and takes a running prompt off its backend.
+    static func cancelUnfinishedJobs(ofKey name: String, store: any JobStore) async throws -> Int {
+        let failure = JobFailure(
+            status: 401, body: .object(["error": .object(["code": "unauthorized", "message": "the job's API key was revoked, and its unfinished jobs cancelled"])])
+        )
+        var cancelled = 0
+        for job in try await store.unfinished() where job.keyName == name {
+            if try await store.finish(job.id, status: .cancelled, result: nil, failure: failure, at: Date()) != nil { cancelled += 1 }
+        }
+        return cancelled
     }
 
     static func describeLimits(_ key: APIKey) -> String {
