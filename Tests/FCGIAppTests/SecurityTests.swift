@@ -203,6 +203,28 @@ struct SecurityTests {
         }
     }
 
+    @Test func theAPIAnswersOnlyUnderAddressesLocalhostAndConfiguredNames() async throws {
+        // DNS rebinding: a same-origin GET from a page at evil.example carries no Origin, only its Host.
+        try await withGateway("sec-hosts", environment: ["ALLOWED_HOSTS": "gateway,.corp.example"]) { gateway, _ in
+            let job = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "private")))
+            let id = try #require(try JSONValue.parse(job.body)["id"]?.stringValue)
+            for host in ["evil.example:\(gateway.port)", "evil.example", "gateway.evil.example"] {
+                let refused = try await gateway.get("/api/jobs/\(id)", headers: [("Host", host)])
+                #expect(refused.status == 421, "\(host)")
+                #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "unknown_host")
+                #expect(!refused.bodyText.contains("private"))
+            }
+            for host in ["127.0.0.1:\(gateway.port)", "localhost:\(gateway.port)", "gateway:\(gateway.port)", "gpu.corp.example"] {
+                #expect(try await gateway.get("/api/jobs/\(id)", headers: [("Host", host)]).status == 200, "\(host)")
+            }
+        }
+        let directory = try TestPaths.makeTemporaryDirectory("sec-hosts-bad")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let app = try appRefusal(in: directory, ["ALLOWED_HOSTS": "gateway,evil.example/x"])
+        #expect(app.status == 78)
+        #expect(app.log.hasPrefix("invalid configuration: ALLOWED_HOSTS: \"evil.example/x\" is not a host name"), "\(app.log)")
+    }
+
     @Test func drawingSocketOriginsMustMatchSchemeHostAndPort() async throws {
         try await withGateway("sec-ws-default") { gateway, _ in
             let port = gateway.port

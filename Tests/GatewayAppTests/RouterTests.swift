@@ -110,8 +110,30 @@ struct RouterTests {
         }
     }
 
-    @Test func theOpenAPIServerURLEchoesOnlyAPlainHost() async throws {
+    @Test func requestsToANameThatIsNotConfiguredAreRefusedWith421() async throws {
+        // A page whose name DNS now points here (rebinding) reads same-origin GETs, which carry no Origin.
         try await withRouter { router in
+            for path in ["/api/workflows", "/api/jobs/0123456789abcdef", "/api/result/s", "/metrics"] {
+                let response = await router.respond(to: GatewayRequest(method: "GET", path: path, host: "evil.example:8000"))
+                #expect(response.status == 421, "\(path)")
+                #expect(response.error?["code"] == "unknown_host")
+                #expect(response.error?["message"]?.stringValue?.contains("\"evil.example\"") == true)
+                #expect(response.error?["message"]?.stringValue?.contains("ALLOWED_HOSTS") == true)
+            }
+            for host in ["127.0.0.1:8000", "localhost:8000", "[::1]:8000"] {
+                #expect(await router.respond(to: GatewayRequest(method: "GET", path: "/api/workflows", host: host)).status == 200, "\(host)")
+            }
+        }
+        try await withRouter(["SERVER_BASE_URL": "https://img.example.com", "ALLOWED_HOSTS": "gateway"]) { router in
+            for host in ["img.example.com", "gateway:8000"] {
+                #expect(await router.respond(to: GatewayRequest(method: "GET", path: "/api/workflows", host: host)).status == 200, "\(host)")
+            }
+            #expect(await router.respond(to: GatewayRequest(method: "GET", path: "/api/workflows", host: "evil.example")).status == 421)
+        }
+    }
+
+    @Test func theOpenAPIServerURLEchoesOnlyAPlainHost() async throws {
+        try await withRouter(["ALLOWED_HOSTS": "*"]) { router in
             for (host, expected) in [
                 ("gw.example:8000", "http://gw.example:8000"), ("[::1]:8000", "http://[::1]:8000"),
                 ("evil.example/#", "http://localhost"), ("a\"b", "http://localhost"), ("x:99999999", "http://localhost"),

@@ -16,7 +16,9 @@ import Logging
 /// `WS_MESSAGE_TIMEOUT` (60 s for a message to arrive whole), `MAX_SESSIONS` (10,000),
 /// `MAX_SESSIONS_PER_CLIENT` (100), `ALLOWED_ORIGINS` (other sites' pages
 /// that may open drawing WebSockets; `*` for any); for browsers and workflows `CORS_ALLOW_ORIGINS`
-/// (other sites' pages that may call the HTTP API), `NODE_POLICY` (`deny`, the default, or
+/// (other sites' pages that may call the HTTP API), `ALLOWED_HOSTS` (names the API answers under
+/// besides IP addresses, `localhost` and the allowed origins' hosts; `.example.com` for a domain,
+/// `*` for any), `NODE_POLICY` (`deny`, the default, or
 /// `allow`), `NODE_DENY` (classes denied besides the built-in list), `NODE_ALLOW` (the classes
 /// `NODE_POLICY=allow` lets run); the backend pool
 /// `BACKEND_CAPACITY` (2 prompts each), `MAX_QUEUED_JOBS` (500; beyond: 429),
@@ -67,6 +69,8 @@ public struct GatewayConfiguration: Sendable {
     var drawingOrigins: OriginPolicy
     /// Pages that may call the HTTP API.
     var apiOrigins: OriginPolicy
+    /// Names the HTTP API answers under.
+    var hosts: HostPolicy
     var nodePolicy: NodePolicy
     var scheduler: SchedulerConfiguration
     var backendTiming: BackendTiming
@@ -147,6 +151,11 @@ public struct GatewayConfiguration: Sendable {
         maxSessionsPerClient = try environment.integer("MAX_SESSIONS_PER_CLIENT", default: 100, range: 0...1_000_000)
         drawingOrigins = try environment.origins("ALLOWED_ORIGINS", publicBaseURL: serverBaseURL)
         apiOrigins = try environment.origins("CORS_ALLOW_ORIGINS", publicBaseURL: serverBaseURL)
+        do {
+            hosts = try HostPolicy(allowed: environment.list("ALLOWED_HOSTS"), origins: [drawingOrigins, apiOrigins])
+        } catch {
+            throw ConfigurationError(variable: "ALLOWED_HOSTS", problem: "\"\(error.text)\" is not a host name like gateway or img.example.com, or a domain like .example.com")
+        }
         nodePolicy = try environment.nodePolicy()
         storage = try StorageConfiguration(environment)
         scheduler = SchedulerConfiguration(

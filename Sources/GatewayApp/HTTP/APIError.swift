@@ -34,6 +34,8 @@ public struct APIError: Error, Sendable {
         case unauthorized
         case rateLimited = "rate_limited"
         case quotaExceeded = "quota_exceeded"
+        /// A `Host` the gateway is not configured under (`HostPolicy`).
+        case unknownHost = "unknown_host"
 
         public var status: Int {
             switch self {
@@ -44,6 +46,7 @@ public struct APIError: Error, Sendable {
             case .methodNotAllowed: 405
             case .jobFinished, .jobCancelled: 409
             case .resultGone: 410
+            case .unknownHost: 421
             case .idempotencyKeyReused: 422
             case .payloadTooLarge: 413
             case .unsupportedMediaType: 415

@@ -1,0 +1,74 @@
+import Foundation
+
+/// The names the gateway answers its API under (the `Host` a request was sent to): IP
+/// addresses, `localhost`, the host of `SERVER_BASE_URL` and of every origin allowed to call
+/// it, and `ALLOWED_HOSTS`.
+///
+/// Another name can be another site's. A page at `evil.example` whose DNS answer then moves to
+/// this machine (DNS rebinding) calls the API as its own origin: a browser sends no `Origin`
+/// with a same-origin `GET`, so the origin checks never see it, and the gateway's answers (jobs,
+/// results, workflows and their defaults, usage) are that page's to read. With keys on, the
+/// page has no key; with them off, only the name it had to send gives it away.
+public struct HostPolicy: Sendable, Equatable {
+    private var names: Set<String>
+    /// `.example.com` entries, kept with their dot: the name itself and every name below it.
+    private var domains: [String]
+    private var allowsAny: Bool
+
+    /// Why an `ALLOWED_HOSTS` entry was not understood.
+    public struct InvalidHost: Error, Sendable, Equatable {
+        public var text: String
+    }
+
+    /// - Parameters:
+    ///   - allowed: names (`gateway`, `img.example.com`), domains (`.example.com`), or `*`.
+    ///   - origins: the allowed origins (`SERVER_BASE_URL`'s too): their hosts are allowed; one
+    ///     that allows any origin allows any name, which then gives a page nothing it lacked.
+    public init(allowed: [String] = [], origins: [OriginPolicy] = []) throws(InvalidHost) {
+        names = []
+        domains = []
+        allowsAny = origins.contains { $0.allowsAny }
+        for entry in allowed {
+            if entry == "*" {
+                allowsAny = true
+                continue
+            }
+            let name = Self.normalized(entry)
+            guard let name, !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_") }) else {
+                throw InvalidHost(text: entry)
+            }
+            if name.hasPrefix(".") { domains.append(name) } else { names.insert(name) }
+        }
+        for policy in origins {
+            for origin in policy.allowed.union(policy.publicOrigin.map { [$0] } ?? []) {
+                if let host = URLComponents(string: origin)?.host { names.insert(host.lowercased()) }
+            }
+        }
+    }
+
+    /// Whether a request sent to `host` (the `Host` header, with or without a port) is answered.
+    /// One without `Host` is (HTTP/1.0, no browser).
+    public func allows(host: String?) -> Bool {
+        guard let host, !allowsAny else { return true }
+        guard let name = Self.normalized(Self.withoutPort(host)) else { return false }
+        if OriginPolicy.isAddressOrLocalhost(name) || names.contains(name) { return true }
+        return domains.contains { name.hasSuffix($0) || name == $0.dropFirst() }
+    }
+
+    /// The name of a `Host` value: `[::1]:8000` → `[::1]`, `gw.example:8000` → `gw.example`.
+    public static func withoutPort(_ host: String) -> String {
+        if host.hasPrefix("[") {
+            guard let end = host.firstIndex(of: "]") else { return host }
+            return String(host[...end])
+        }
+        guard let colon = host.lastIndex(of: ":") else { return host }
+        return String(host[..<colon])
+    }
+
+    /// Lower-cased, without the root's trailing dot (`example.com.` is `example.com`).
+    private static func normalized(_ name: String) -> String? {
+        var name = name.trimmingCharacters(in: .whitespaces).lowercased()
+        if name.hasSuffix("."), name.count > 1 { name.removeLast() }
+        return name.isEmpty ? nil : name
+    }
+}
