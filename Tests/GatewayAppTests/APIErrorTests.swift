@@ -1,4 +1,5 @@
 import Comfy
+import Foundation
 @testable import GatewayApp
 import Testing
 
@@ -36,5 +37,17 @@ struct APIErrorTests {
             backend: "http://10.1.2.3:8188"
         ))
         #expect(slotTimeout.message == "no ComfyUI backend was free within the job's time (every instance's slots on a ComfyUI backend are taken)")
+    }
+
+    @Test func everyErrorCodeIsInThePublishedAPIDocumentWithItsStatus() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let document = try JSONValue.parse(Array(try Data(contentsOf: root.appendingPathComponent("static/openapi.json"))))
+        let schema = document["components"]?["schemas"]?["ErrorCode"]
+        let listed = Set(schema?["enum"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+        let described = schema?["description"]?.stringValue ?? ""
+        for code in APIError.Code.allCases {
+            #expect(listed.contains(code.rawValue), "\(code.rawValue) is not in ErrorCode's enum")
+            #expect(described.contains("\(code.rawValue) \(code.status)"), "\(code.rawValue) \(code.status) is not in ErrorCode's description")
+        }
     }
 }

@@ -3,7 +3,7 @@ import Comfy
 /// An error answer of the API: `{"error": {"code", "message", ...}}` with its HTTP status.
 public struct APIError: Error, Sendable {
     /// The error kinds; `status` maps each to its HTTP status, in this one place.
-    public enum Code: String, Sendable {
+    public enum Code: String, Sendable, CaseIterable {
         case invalidJSON = "invalid_json"
         case invalidRequest = "invalid_request"
         case unknownOutputNode = "unknown_output_node"
