@@ -55,6 +55,7 @@ public struct GatewayApplication: Sendable {
             pingInterval: configuration.pingInterval,
             peers: configuration.listenerPeers,
             origins: configuration.drawingOrigins,
+            hosts: configuration.hosts,
             tokens: parts.sessionTokens,
             logger: logger,
             grantSocket: { [site = NginxSite(configuration: configuration)] in site.grantSocket($0) }

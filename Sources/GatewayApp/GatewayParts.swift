@@ -46,7 +46,8 @@ struct GatewayParts: Sendable {
                 store: jobStore, http: webhookHTTP ?? http,
                 configuration: .init(
                     keyring: keyring, maxAttempts: configuration.jobs.webhookMaxAttempts, retryBase: configuration.jobs.webhookRetryBase,
-                    timeout: configuration.jobs.webhookTimeout, allowPrivate: configuration.jobs.webhookAllowPrivate
+                    timeout: configuration.jobs.webhookTimeout, allowPrivate: configuration.jobs.webhookAllowPrivate,
+                    protected: configuration.protectedEndpoints
                 ),
                 logger: logger
             )
@@ -66,7 +67,7 @@ struct GatewayParts: Sendable {
         let namingKey = try StateSecret.load("input-names", stateDirectory: configuration.jobs.stateDirectory, shared: secrets)
         inputs = InputImages(
             directory: inputDirectory, http: outbound ?? http, limits: configuration.inputLimits, folder: configuration.nodePolicy.uploadFolder,
-            namingKey: namingKey, shared: jobStore as? any SharedInputStore
+            namingKey: namingKey, shared: jobStore as? any SharedInputStore, comfyInputFolder: configuration.comfyInputFolder
         )
         let scheduler = configuration.scheduler
         jobs = JobRunner(
@@ -113,7 +114,9 @@ struct GatewayParts: Sendable {
         let generate = GenerateRoute(runner: jobs, local: local, limit: generateLimit, admission: admission)
         router.add("POST", "/api/generate", body: .jsonOrMultipart, keyed: true) { try await generate.generate($0, forceFile: false) }
         router.add("POST", "/api/generate_file", body: .jsonOrMultipart, keyed: true) { try await generate.generate($0, forceFile: true) }
-        let jobsRoute = JobsRoute(runner: jobs, admission: admission, webhooks: configuration.jobs, limit: generateLimit)
+        let jobsRoute = JobsRoute(
+            runner: jobs, admission: admission, webhooks: configuration.jobs, protected: configuration.protectedEndpoints, limit: generateLimit
+        )
         router.add("POST", "/api/jobs", body: .jsonOrMultipart, keyed: true) { try await jobsRoute.submit($0) }
         router.add("GET", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.show($0) }
         router.add("DELETE", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.cancel($0) }

@@ -46,6 +46,7 @@ struct OutboundURLTests {
         ("2002:7f00:1::", false), ("2002:a9fe:a9fe::1", false), ("2002:808:808::1", true),
         ("2001::1", false), ("2001:0:4136:e378:8000:63bf:3fff:fdd2", false), ("2001:2::1", false), ("2001:4860:4860::8888", true),
         ("64:ff9b::127.0.0.1", false), ("64:ff9b::8.8.8.8", true), ("64:ff9b:1::8.8.8.8", false), ("100::1", false),
+        ("fec0::1", false), ("192.88.99.1", false), ("168.63.129.16", false), ("168.63.129.17", true),
     ])
     func addressesArePublicOnlyWhenGloballyRoutable(_ address: String, _ isPublic: Bool) throws {
         let resolved = try #require(resolveAddresses(address, port: 80).first)
@@ -61,9 +62,30 @@ struct OutboundURLTests {
         await #expect(throws: OutboundURL.Refusal.self) { try await OutboundURL.check(url, allowPrivate: false) }
     }
 
+    @Test(arguments: [
+        "http://127.0.0.1:9999/view?filename=a.png&type=output", "http://127.0.0.2:9999/interrupt", "http://localhost:9999/x", "http://0.0.0.0:9999/x",
+        "http://[::ffff:127.0.0.1]:9999/x", "http://[::1]:9999/x", "http://127.0.0.1:8000/api/jobs",
+    ])
+    func theGatewaysOwnComfyUIAndPortAreNeverCalledEvenWhenPrivateAddressesAre(_ url: String) async {
+        let protected = ProtectedEndpoints(backends: [ComfyServerURL("http://127.0.0.1:9999")!], ownPort: 8000)
+        await #expect(throws: OutboundURL.Refusal.self) { try await OutboundURL.check(url, allowPrivate: true, protected: protected) }
+    }
+
+    @Test func anotherPortOnTheSameAddressIsCalledAndAnAddressLiteralNeedsNoPin() async throws {
+        let protected = ProtectedEndpoints(backends: [ComfyServerURL("http://127.0.0.1:9999")!], ownPort: 8000)
+        let other = try await OutboundURL.check("http://127.0.0.1:9998/hook", allowPrivate: true, protected: protected)
+        #expect(other.resolve.isEmpty, "curl looks no address literal up")
+        // An IPv6 literal's pin would be malformed (curl reads a pin's host up to its first colon).
+        let v6 = try await OutboundURL.check("http://[2606:4700:4700::1111]/hook", allowPrivate: false, protected: protected)
+        #expect(v6.resolve.isEmpty)
+        var request = CurlRequest(url: v6.url)
+        v6.pin(&request)
+        #expect(request.direct, "no proxy from the environment, pinned or not")
+    }
+
     @Test func privateTargetsAreAllowedWhenConfiguredAndThePinnedAddressIsTheResolvedOne() async throws {
-        let target = try await OutboundURL.check("http://127.0.0.1:9999/hook", allowPrivate: true)
-        #expect(target.resolve == ["127.0.0.1:9999:127.0.0.1"])
+        let target = try await OutboundURL.check("http://localhost:9999/hook", allowPrivate: true)
+        #expect(target.resolve == ["localhost:9999:127.0.0.1"] || target.resolve == ["localhost:9999:[::1]"], "\(target.resolve)")
         let long = "https://example.com/" + String(repeating: "a", count: OutboundURL.maxLength)
         await #expect(throws: OutboundURL.Refusal.self) { try await OutboundURL.check(long, allowPrivate: true) }
     }

@@ -62,7 +62,7 @@ struct DrawingTests {
             let image = try await gateway.get("/api/result/painter-1")
             #expect(image.status == 200)
             #expect(image.header("Content-Type") == "image/png")
-            #expect(image.header("Cache-Control") == "no-cache")
+            #expect(image.header("Cache-Control") == "private, no-cache", "its URL may carry a session token: no shared cache")
             let metadata = try #require(emulatorMetadata(ofPNG: image.body))
             #expect(metadata["image_sha256"] == .string(Digest.hex(Digest.sha256(sketch))))
             #expect(metadata["texts"]?.arrayValue?.first == "a house on a hill")

@@ -124,7 +124,7 @@ struct HardeningTests {
 
         func handshake(_ arguments: [String]) throws -> (status: Int32, output: String) {
             let process = try ChildProcess(
-                "/bin/sh", ["-c", "printf 'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n' | openssl s_client -connect 127.0.0.1:\(gateway.port) -quiet " + arguments.joined(separator: " ")],
+                "/bin/sh", ["-c", "printf 'GET /healthz HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n' | openssl s_client -connect 127.0.0.1:\(gateway.port) -quiet " + arguments.joined(separator: " ")],
                 logPath: "\(directory)/s_client-\(UUID().uuidString.prefix(6)).log"
             )
             let status = process.stop(0, grace: .seconds(15))

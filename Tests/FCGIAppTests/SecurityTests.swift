@@ -203,19 +203,47 @@ struct SecurityTests {
         }
     }
 
+    @Test func callersURLsNeverReachTheGatewaysOwnComfyUIEvenWhereLocalAddressesAreAllowed() async throws {
+        let environment = ["INPUT_URL_ALLOW_PRIVATE": "true", "WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_SECRET": WebhookReceiver.secret]
+        try await withGateway("sec-own-backend", environment: environment) { gateway, emulator in
+            try Sketches.install(Sketches.style(), as: "paint", in: gateway)
+            let port = emulator.port
+            // Another caller's image, read as the trusted client; a global interrupt as a webhook.
+            for target in [
+                "\(emulator.url)/view?filename=ComfyUI_00001_.png&type=output", "http://127.0.0.2:\(port)/view?filename=a.png&type=output",
+                "http://localhost:\(port)/view?filename=a.png", "http://[::ffff:127.0.0.1]:\(port)/view?filename=a.png",
+            ] {
+                let response = try await gateway.post("/api/workflows/paint/run", json: .object(["image": .string(target)]))
+                #expect(response.status == 400, "\(target): \(response.bodyText)")
+                #expect(try JSONValue.parse(response.body)["error"]?["parameter"] == "image")
+                #expect(response.bodyText.contains("never its own ComfyUI servers"))
+            }
+            let hook = try await gateway.post(
+                "/api/jobs", json: .object(["workflow_data": .object(Workflows.txt2img(text: "x")), "webhook_url": .string("\(emulator.url)/interrupt")])
+            )
+            #expect(hook.status == 400, "\(hook.bodyText)")
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+            #expect(try await emulator.stats()["interrupts"]?.arrayValue?.isEmpty == true)
+        }
+    }
+
     @Test func theAPIAnswersOnlyUnderAddressesLocalhostAndConfiguredNames() async throws {
         // DNS rebinding: a same-origin GET from a page at evil.example carries no Origin, only its Host.
         try await withGateway("sec-hosts", environment: ["ALLOWED_HOSTS": "gateway,.corp.example"]) { gateway, _ in
             let job = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "private")))
             let id = try #require(try JSONValue.parse(job.body)["id"]?.stringValue)
             for host in ["evil.example:\(gateway.port)", "evil.example", "gateway.evil.example"] {
-                let refused = try await gateway.get("/api/jobs/\(id)", headers: [("Host", host)])
-                #expect(refused.status == 421, "\(host)")
-                #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "unknown_host")
-                #expect(!refused.bodyText.contains("private"))
+                // The event stream too, which the streaming listener answers, not the router.
+                for path in ["/api/jobs/\(id)", "/api/jobs/\(id)/events"] {
+                    let refused = try await gateway.get(path, headers: [("Host", host)])
+                    #expect(refused.status == 421, "\(host) \(path)")
+                    #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "unknown_host")
+                    #expect(!refused.bodyText.contains("private"))
+                }
             }
             for host in ["127.0.0.1:\(gateway.port)", "localhost:\(gateway.port)", "gateway:\(gateway.port)", "gpu.corp.example"] {
                 #expect(try await gateway.get("/api/jobs/\(id)", headers: [("Host", host)]).status == 200, "\(host)")
+                #expect(try await gateway.get("/api/jobs/\(id)/events", headers: [("Host", host)]).status == 200, "\(host)")
             }
         }
         let directory = try TestPaths.makeTemporaryDirectory("sec-hosts-bad")

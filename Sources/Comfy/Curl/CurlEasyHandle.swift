@@ -37,10 +37,12 @@ final class CurlEasyHandle: @unchecked Sendable {
         var resolveList: UnsafeMutablePointer<curl_slist>? = nil
         for entry in request.resolve { resolveList = curl_slist_append(resolveList, entry) }
         defer { curl_slist_free_all(resolveList) }
-        if resolveList != nil {
-            ccurl_setopt_slist(handle, CURLOPT_RESOLVE, resolveList)
-            // A proxy from the environment would resolve the name again: the checked address would not be the one reached.
-            ccurl_setopt_string(handle, CURLOPT_PROXY, "")
+        if resolveList != nil { ccurl_setopt_slist(handle, CURLOPT_RESOLVE, resolveList) }
+        // A proxy from the environment would resolve the name again: the checked address would not be the one reached.
+        if request.direct { ccurl_setopt_string(handle, CURLOPT_PROXY, "") }
+        if let minimum = request.minimumSpeed {
+            ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, minimum.bytesPerSecond)
+            ccurl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, max(1, Int(minimum.over.components.seconds)))
         }
 
         ccurl_setopt_string(handle, CURLOPT_URL, request.url)

@@ -9,6 +9,11 @@ public struct CurlRequest: Sendable {
     /// `host:port:address` entries curl uses instead of resolving (`CURLOPT_RESOLVE`): the
     /// address a check approved is the one connected to.
     public var resolve: [String] = []
+    /// No proxy from the environment (`http_proxy`): the address checked is the one reached.
+    public var direct = false
+    /// Given up when slower than this for this long (`CURLOPT_LOW_SPEED_*`): a trickle holds
+    /// its thread no longer.
+    public var minimumSpeed: (bytesPerSecond: Int, over: Duration)?
     /// A larger body fails the request (below the client's own limit).
     public var maxResponseBytes: Int?
     /// Not sent at all past this instant (`tooLate`): checked on the thread that sends it, just

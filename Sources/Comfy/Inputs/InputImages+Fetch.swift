@@ -8,7 +8,9 @@ extension InputImages {
         for _ in 0...limits.maxRedirects {
             let target: OutboundURL
             do {
-                target = try await OutboundURL.check(current, allowPrivate: limits.allowPrivate, field: field, allowVariable: "INPUT_URL_ALLOW_PRIVATE")
+                target = try await OutboundURL.check(
+                    current, allowPrivate: limits.allowPrivate, protected: limits.protected, field: field, allowVariable: "INPUT_URL_ALLOW_PRIVATE"
+                )
             } catch let refusal as OutboundURL.Refusal {
                 throw InputImageError(.refused, field: field, refusal.description)
             }
@@ -17,15 +19,18 @@ extension InputImages {
             var request = CurlRequest(url: target.url, headers: [("Accept", "image/png, image/jpeg, image/webp")], timeout: remaining)
             // Other callers' fetches may hold every thread: the wait for one counts too.
             request.deadline = deadline
-            request.resolve = target.resolve
+            target.pin(&request)
             request.maxResponseBytes = limits.maxBytes
+            // A server trickling its answer gives up its thread well before the fetch's time is out.
+            request.minimumSpeed = (bytesPerSecond: 1024, over: .seconds(5))
             let response: CurlResponse
             do {
                 response = try await http.execute(request)
             } catch let error as CurlError {
                 switch error.kind {
                 case .responseTooLarge: throw InputImageError(.tooLarge, field: field, "\(field)'s URL gave more than \(limits.maxBytes) bytes")
-                case .timedOut: throw InputImageError(.unreachable, field: field, "\(field)'s URL did not answer within \(limits.fetchTimeout)")
+                case .timedOut:
+                    throw InputImageError(.unreachable, field: field, "\(field)'s URL did not send its image in time (within \(limits.fetchTimeout), at 1 KiB/s or more)")
                 default: throw InputImageError(.unreachable, field: field, "\(field)'s URL could not be fetched: \(error.message)")
                 }
             }

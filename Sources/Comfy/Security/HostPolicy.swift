@@ -1,8 +1,8 @@
 import Foundation
 
 /// The names the gateway answers its API under (the `Host` a request was sent to): IP
-/// addresses, `localhost`, the host of `SERVER_BASE_URL` and of every origin allowed to call
-/// it, and `ALLOWED_HOSTS`.
+/// addresses, `localhost`, the host of `SERVER_BASE_URL`, and `ALLOWED_HOSTS`. The origins
+/// allowed to call it are other sites, not names of the gateway: their hosts are not.
 ///
 /// Another name can be another site's. A page at `evil.example` whose DNS answer then moves to
 /// this machine (DNS rebinding) calls the API as its own origin: a browser sends no `Origin`
@@ -22,12 +22,12 @@ public struct HostPolicy: Sendable, Equatable {
 
     /// - Parameters:
     ///   - allowed: names (`gateway`, `img.example.com`), domains (`.example.com`), or `*`.
-    ///   - origins: the allowed origins (`SERVER_BASE_URL`'s too): their hosts are allowed; one
-    ///     that allows any origin allows any name, which then gives a page nothing it lacked.
-    public init(allowed: [String] = [], origins: [OriginPolicy] = []) throws(InvalidHost) {
+    ///   - api: the origins whose pages may call the API: `SERVER_BASE_URL`'s host is allowed,
+    ///     and any name when any page may read the API anyway (CORS `*`).
+    public init(allowed: [String] = [], api: OriginPolicy? = nil) throws(InvalidHost) {
         names = []
         domains = []
-        allowsAny = origins.contains { $0.allowsAny }
+        allowsAny = api?.allowsAny ?? false
         for entry in allowed {
             if entry == "*" {
                 allowsAny = true
@@ -39,10 +39,8 @@ public struct HostPolicy: Sendable, Equatable {
             }
             if name.hasPrefix(".") { domains.append(name) } else { names.insert(name) }
         }
-        for policy in origins {
-            for origin in policy.allowed.union(policy.publicOrigin.map { [$0] } ?? []) {
-                if let host = URLComponents(string: origin)?.host { names.insert(host.lowercased()) }
-            }
+        if let origin = api?.publicOrigin, let host = URLComponents(string: origin)?.host {
+            names.insert(host.lowercased())
         }
     }
 

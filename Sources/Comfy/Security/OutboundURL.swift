@@ -2,14 +2,15 @@ import Foundation
 import NIOPosix
 
 /// A URL the gateway itself will call (a webhook, an input image), checked against server-side
-/// request forgery: http(s) only, no credentials, and by default no loopback, private,
-/// link-local or other non-public address, whatever name it is reached by. The address
-/// approved is the one curl connects to (`resolve`).
+/// request forgery: http(s) only, no credentials, by default no loopback, private, link-local
+/// or other non-public address, whatever name it is reached by, and never the gateway's own
+/// ComfyUI servers (`ProtectedEndpoints`). The address approved is the one curl connects to
+/// (`resolve`), without a proxy.
 public struct OutboundURL: Sendable {
     public static let maxLength = 2048
 
     public let url: String
-    /// `host:port:address` for `CurlRequest.resolve`.
+    /// `host:port:address` for `CurlRequest.resolve` (none for an address literal, which curl does not look up).
     public let resolve: [String]
 
     /// Why a URL may not be called.
@@ -22,7 +23,8 @@ public struct OutboundURL: Sendable {
     /// Parses and checks `url`; resolves its host (off the cooperative pool). `field` and
     /// `allowVariable` name the request field and the setting in refusals.
     public static func check(
-        _ url: String, allowPrivate: Bool, field: String = "webhook_url", allowVariable: String = "WEBHOOK_ALLOW_PRIVATE", resolveTimeout: Duration = .seconds(5)
+        _ url: String, allowPrivate: Bool, protected: ProtectedEndpoints = .none, field: String = "webhook_url", allowVariable: String = "WEBHOOK_ALLOW_PRIVATE",
+        resolveTimeout: Duration = .seconds(5)
     ) async throws -> OutboundURL {
         guard url.utf8.count <= maxLength else { throw Refusal(field: field, description: "\(field) is longer than \(maxLength) bytes") }
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
@@ -36,11 +38,35 @@ public struct OutboundURL: Sendable {
         let addresses = await resolve(bareHost, port: port, timeout: resolveTimeout)
         // One answer for a name that does not resolve and one that is private: the refusal must
         // not map the internal network for the caller.
-        let refusal = Refusal(field: field, description: "\(field)'s host \(host) does not resolve to a public address (loopback, private and link-local ones need \(allowVariable)=true)")
+        let refusal = Refusal(
+            field: field,
+            description: "\(field)'s host \(host) does not resolve to an address the gateway calls (a public one: loopback, private and link-local ones need \(allowVariable)=true; never its own ComfyUI servers)"
+        )
         guard let first = addresses.first else { throw refusal }
         if !allowPrivate, addresses.contains(where: { !$0.isPublic }) { throw refusal }
+        if protected.guards(port: port) {
+            let covered = { @Sendable in try await resolverPool.runIfActive { protected.covers(addresses, port: port) } }
+            // Not told in time: not called.
+            guard try await withAbandonableDeadline(.now + resolveTimeout, timeout: { refusal }, covered) == false else { throw refusal }
+        }
+        if isAddressLiteral(bareHost) { return OutboundURL(url: url, resolve: []) }
         let pinned = first.family == AF_INET6 ? "[\(first.text)]" : first.text
         return OutboundURL(url: url, resolve: ["\(bareHost):\(port):\(pinned)"])
+    }
+
+    /// Sets the request up to reach what was checked: the approved address, and no proxy from
+    /// the environment (it would look the name up again).
+    public func pin(_ request: inout CurlRequest) {
+        request.resolve = resolve
+        request.direct = true
+    }
+
+    /// An IPv4 or IPv6 address: curl connects to it without a lookup (and takes no pin for it:
+    /// `CURLOPT_RESOLVE` reads a host only up to its first colon).
+    static func isAddressLiteral(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
     }
 }
 
@@ -79,6 +105,7 @@ struct ResolvedAddress: Sendable {
             if bytes[0..<12].allSatisfy({ $0 == 0 }) { return false }
             if bytes[0..<8].allSatisfy({ $0 == 0 }) && bytes[8] == 0xFF && bytes[9] == 0xFF && bytes[10] == 0 && bytes[11] == 0 { return false }
             if bytes[0] == 0xFE && bytes[1] & 0xC0 == 0x80 { return false }  // fe80::/10 link-local
+            if bytes[0] == 0xFE && bytes[1] & 0xC0 == 0xC0 { return false }  // fec0::/10 site-local (deprecated, still routed where set up)
             if bytes[0] & 0xFE == 0xFC { return false }  // fc00::/7 unique local
             if bytes[0] == 0xFF { return false }  // multicast
             if bytes[0] == 0x01 && bytes[1] == 0x00 && bytes[2..<8].allSatisfy({ $0 == 0 }) { return false }  // 100::/64 discard
@@ -105,6 +132,8 @@ struct ResolvedAddress: Sendable {
         case (172, 16...31): return false
         case (192, 168): return false
         case (192, 0) where b[2] == 0 || b[2] == 2: return false
+        case (192, 88) where b[2] == 99: return false  // 6to4 relay anycast
+        case (168, 63) where b[2] == 129 && b[3] == 16: return false  // Azure's host services (WireServer)
         case (198, 18...19): return false
         case (198, 51) where b[2] == 100: return false
         case (203, 0) where b[2] == 113: return false

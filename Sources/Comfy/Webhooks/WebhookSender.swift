@@ -18,8 +18,13 @@ public final class WebhookSender: Sendable {
         public var retryBase: Duration
         public var timeout: Duration
         public var allowPrivate: Bool
+        /// Never sent to, whatever `allowPrivate` says.
+        public var protected: ProtectedEndpoints
 
-        public init(keyring: WebhookKeyring, maxAttempts: Int, retryBase: Duration, timeout: Duration, allowPrivate: Bool) {
+        public init(
+            keyring: WebhookKeyring, maxAttempts: Int, retryBase: Duration, timeout: Duration, allowPrivate: Bool, protected: ProtectedEndpoints = .none
+        ) {
+            self.protected = protected
             self.keyring = keyring
             self.maxAttempts = maxAttempts
             self.retryBase = retryBase
@@ -117,14 +122,14 @@ public final class WebhookSender: Sendable {
         var problem: String?
         do {
             // Checked again at each attempt: the name may point elsewhere by now.
-            let target = try await OutboundURL.check(url, allowPrivate: configuration.allowPrivate)
+            let target = try await OutboundURL.check(url, allowPrivate: configuration.allowPrivate, protected: configuration.protected)
             var request = CurlRequest(
                 method: "POST", url: target.url,
                 headers: [("Content-Type", "application/json"), ("User-Agent", "comfy-gateway-webhooks")]
                     + configuration.keyring.signer(for: record).headers(id: record.id, timestamp: Int(Date().timeIntervalSince1970), body: body),
                 body: body, timeout: configuration.timeout
             )
-            request.resolve = target.resolve
+            target.pin(&request)
             // Checked by the thread that sends it, after the wait for one of the connections:
             // an instance held up in that wait does not send what another may have claimed since.
             request.sendBy = sendBy

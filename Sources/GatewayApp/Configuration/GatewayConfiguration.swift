@@ -17,7 +17,7 @@ import Logging
 /// `MAX_SESSIONS_PER_CLIENT` (100), `ALLOWED_ORIGINS` (other sites' pages
 /// that may open drawing WebSockets; `*` for any); for browsers and workflows `CORS_ALLOW_ORIGINS`
 /// (other sites' pages that may call the HTTP API), `ALLOWED_HOSTS` (names the API answers under
-/// besides IP addresses, `localhost` and the allowed origins' hosts; `.example.com` for a domain,
+/// besides IP addresses, `localhost` and `SERVER_BASE_URL`'s host; `.example.com` for a domain,
 /// `*` for any), `NODE_POLICY` (`deny`, the default, or
 /// `allow`), `NODE_DENY` (classes denied besides the built-in list), `NODE_ALLOW` (the classes
 /// `NODE_POLICY=allow` lets run); the backend pool
@@ -77,6 +77,11 @@ public struct GatewayConfiguration: Sendable {
     public var drainTimeout: Duration
     /// nginx's side: port, run folder, TLS, body size.
     public var site: SiteConfiguration
+
+    /// What callers' URLs (input images, webhooks) may never reach: the ComfyUI servers and this gateway's own port.
+    var protectedEndpoints: ProtectedEndpoints {
+        ProtectedEndpoints(backends: comfyServers, ownPort: site.port)
+    }
     /// The job store and webhooks.
     var jobs: JobConfiguration
     /// Whether the keyed endpoints need an API key (`AUTH`: `auto`, once a key exists; `required`; `off`).
@@ -141,6 +146,7 @@ public struct GatewayConfiguration: Sendable {
             fetchTimeout: try environment.duration("INPUT_URL_TIMEOUT", default: .seconds(20)),
             allowPrivate: try environment.boolean("INPUT_URL_ALLOW_PRIVATE", default: false)
         )
+        inputLimits.protected = ProtectedEndpoints(backends: comfyServers, ownPort: site.port)
         pingInterval = try environment.duration("WS_PING_INTERVAL", default: .seconds(20))
         webSocketMessageTimeout = try environment.duration("WS_MESSAGE_TIMEOUT", default: .seconds(60))
         // nginx ends a proxied WebSocket after 120 s without a frame (nginx/snippets/websocket-proxy.conf).
@@ -152,7 +158,7 @@ public struct GatewayConfiguration: Sendable {
         drawingOrigins = try environment.origins("ALLOWED_ORIGINS", publicBaseURL: serverBaseURL)
         apiOrigins = try environment.origins("CORS_ALLOW_ORIGINS", publicBaseURL: serverBaseURL)
         do {
-            hosts = try HostPolicy(allowed: environment.list("ALLOWED_HOSTS"), origins: [drawingOrigins, apiOrigins])
+            hosts = try HostPolicy(allowed: environment.list("ALLOWED_HOSTS"), api: apiOrigins)
         } catch {
             throw ConfigurationError(variable: "ALLOWED_HOSTS", problem: "\"\(error.text)\" is not a host name like gateway or img.example.com, or a domain like .example.com")
         }

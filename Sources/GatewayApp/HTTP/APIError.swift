@@ -73,6 +73,12 @@ public struct APIError: Error, Sendable {
         self.details = details
     }
 
+    /// A request sent to a name the gateway is not configured under (`HostPolicy`).
+    static func unknownHost(_ host: String?) -> APIError {
+        let name = String(HostPolicy.withoutPort(host ?? "").prefix(100))
+        return APIError(.unknownHost, "this gateway does not answer under the name \"\(name)\": set SERVER_BASE_URL to its public URL, or list the name in ALLOWED_HOSTS")
+    }
+
     public var response: GatewayResponse {
         .json(body, status: code.status, headers: headers)
     }

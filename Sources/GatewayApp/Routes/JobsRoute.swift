@@ -7,6 +7,8 @@ struct JobsRoute: Sendable {
     let runner: JobRunner
     let admission: JobAdmission
     let webhooks: JobConfiguration
+    /// What a webhook may never be sent to.
+    let protected: ProtectedEndpoints
     /// Shared with the generate calls: a submission may wait on slow input-image URLs.
     let limit: ConcurrencyLimit
 
@@ -25,7 +27,7 @@ struct JobsRoute: Sendable {
             guard webhooks.webhookSigner != nil else {
                 throw APIError(.invalidRequest, "this gateway sends no webhooks: WEBHOOK_SECRET is not set", details: ["field": "webhook_url"])
             }
-            webhookURL = try await OutboundURL.check(url, allowPrivate: webhooks.webhookAllowPrivate).url
+            webhookURL = try await OutboundURL.check(url, allowPrivate: webhooks.webhookAllowPrivate, protected: protected).url
         }
         let (record, requestHash) = try await admission.admit(body, request, kind: .async, endpoint: endpoint, webhookURL: webhookURL)
         let insertion = try await runner.submit(

@@ -44,10 +44,7 @@ struct Router: Sendable {
 
     /// Answers the request; every thrown error becomes a JSON error body.
     func respond(to request: GatewayRequest) async -> GatewayResponse {
-        guard hosts.allows(host: request.host) else {
-            let name = String(HostPolicy.withoutPort(request.host ?? "").prefix(100))
-            return APIError(.unknownHost, "this gateway does not answer under the name \"\(name)\": set SERVER_BASE_URL to its public URL, or list the name in ALLOWED_HOSTS").response
-        }
+        guard hosts.allows(host: request.host) else { return APIError.unknownHost(request.host).response }
         // The exact paths first: the prefixed ones are compared one by one.
         guard let methods = routes[request.path] ?? prefixRoutes.first(where: { route in
             request.path.utf8.count > route.prefix.utf8.count + route.suffix.utf8.count && request.path.hasPrefix(route.prefix) && request.path.hasSuffix(route.suffix)

@@ -20,6 +20,8 @@ final class DrawingSocketServer: Service {
     private let messageTimeout: TimeAmount
     private let pingInterval: TimeAmount
     private let origins: OriginPolicy
+    /// The names a job's event stream is answered under, as the HTTP API's (`HostPolicy`).
+    private let hosts: HostPolicy
     /// With `DRAWING_AUTH`: an upgrade needs the session's token in its query.
     private let tokens: SessionTokens?
 
@@ -48,9 +50,11 @@ final class DrawingSocketServer: Service {
     init(
         socketPath: String, sessions: DrawingSessions, jobs: JobRunner, gate: APIKeyGate, limits: SketchLimits, maxMessageBytes: Int, receiveBudget: ReceiveBudget,
         messageTimeout: Duration, pingInterval: Duration,
-        peers: Set<String>? = nil, origins: OriginPolicy, tokens: SessionTokens? = nil, logger: Logger, grantSocket: @escaping @Sendable (String) -> Void
+        peers: Set<String>? = nil, origins: OriginPolicy, hosts: HostPolicy, tokens: SessionTokens? = nil, logger: Logger,
+        grantSocket: @escaping @Sendable (String) -> Void
     ) {
         self.peers = peers
+        self.hosts = hosts
         self.grantSocket = grantSocket
         self.origins = origins
         self.tokens = tokens
@@ -247,13 +251,17 @@ final class DrawingSocketServer: Service {
 
     /// Answers a request that is not a WebSocket upgrade: a job's event stream, else a JSON error.
     private func answer(_ channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, refusal: Refusal?) async {
-        let jobEvents = self.jobEvents
+        let (jobEvents, hosts) = (self.jobEvents, self.hosts)
         try? await channel.executeThenClose { inbound, outbound in
             var head: HTTPRequestHead?
             for try await part in inbound {
                 if case .head(let requestHead) = part { head = requestHead }
                 guard case .end = part else { continue }
                 if let head, head.method == .GET, let id = JobEventStream.jobID(of: head.uri) {
+                    guard hosts.allows(host: head.headers.first(name: "Host")) else {
+                        try await outbound.writeJSONError(APIError.unknownHost(head.headers.first(name: "Host")))
+                        return
+                    }
                     try await jobEvents.serve(id, authorization: head.headers.first(name: "Authorization"), to: outbound)
                     return
                 }
