@@ -38,3 +38,33 @@ struct InputImagesTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory()).filter { $0.hasPrefix((path as NSString).lastPathComponent + ".") }.isEmpty, "no draft left")
     }
 }
+
+/// Input images' copies in a shared ComfyUI input folder go with the gateway's own.
+struct InputImagesRetentionTests {
+    @Test func copiesInASharedComfyInputFolderGoPastRetentionUnlessPlacedSinceAndNothingElseThere() async throws {
+        try await withTemporaryFolder("input-retention") { path in
+            let comfy = ComfyInputFolder(path: "\(path)/comfy/input")
+            let inputs = InputImages(
+                directory: "\(path)/state/inputs", http: CurlHTTPClient(threads: 1),
+                limits: .init(maxBytes: 1 << 20, maxPixels: 1 << 20, fetchTimeout: .seconds(1), allowPrivate: false), folder: "gateway",
+                namingKey: Array(repeating: 7, count: 32), comfyInputFolder: comfy
+            )
+            try FileManager.default.createDirectory(atPath: "\(path)/state/inputs", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: "\(path)/comfy/input", withIntermediateDirectories: true)
+            let (old, reused, young) = (String(repeating: "a", count: 64) + ".png", String(repeating: "b", count: 64) + ".png", String(repeating: "c", count: 64) + ".webp")
+            for name in [old, reused, young, "sketch-abc-0.png"] {
+                try await comfy.write(PromptUpload(subfolder: "gateway", filename: name, bytes: Array("bytes of \(name)".utf8), mimeType: "image/png"))
+            }
+            let dayAgo = Date().addingTimeInterval(-86_400)
+            for name in [old, reused, "sketch-abc-0.png"] {
+                try FileManager.default.setAttributes([.modificationDate: dayAgo], ofItemAtPath: "\(path)/comfy/input/gateway/\(name)")
+            }
+            // Placed again for a job now: the same bytes stay, and their time is now.
+            try await comfy.write(PromptUpload(subfolder: "gateway", filename: reused, bytes: Array("bytes of \(reused)".utf8), mimeType: "image/png"))
+
+            _ = await inputs.removeUnused(before: Date().addingTimeInterval(-3600))
+            let left = try FileManager.default.contentsOfDirectory(atPath: "\(path)/comfy/input/gateway").sorted()
+            #expect(left == [reused, young, "sketch-abc-0.png"].sorted(), "\(left)")
+        }
+    }
+}

@@ -20,8 +20,9 @@ public struct ComfyInputFolder: Sendable, Equatable {
 
     /// Writes the upload under its name.
     ///
-    /// - The same bytes already there are left as they are: an input image's name is its
-    ///   content's, and ComfyUI may be reading it for another job.
+    /// - The same bytes already there are left as they are, with their time refreshed: an input
+    ///   image's name is its content's, ComfyUI may be reading it for another job, and the
+    ///   retention sweep (`InputImages.removeUnused`) keeps what was placed since its cutoff.
     /// - Other bytes in a plain file (one link, no symbolic link) are written over in place, as
     ///   `POST /upload/image` with `overwrite` does: that is a session's sketch, whose next prompt
     ///   goes only after this write, its last one having ended. A new file would cost a new inode
@@ -102,7 +103,8 @@ public struct ComfyInputFolder: Sendable, Equatable {
             defer { close(existing) }
             var status = stat()
             if fstat(existing, &status) == 0, status.st_mode & S_IFMT == S_IFREG, status.st_nlink == 1 {
-                if status.st_size == off_t(upload.bytes.count), Self.holds(upload.bytes, existing) { return identity }
+                // Where the time cannot be set, the write below sets it.
+                if status.st_size == off_t(upload.bytes.count), Self.holds(upload.bytes, existing), futimens(existing, nil) == 0 { return identity }
                 // Just opened, and only read with pread: the offset is still 0.
                 guard ftruncate(existing, 0) == 0, writeAll(upload.bytes, to: existing) else {
                     throw ComfyInputFolderError(message: "cannot write \(target): \(String(cString: strerror(errno)))")
@@ -110,7 +112,8 @@ public struct ComfyInputFolder: Sendable, Equatable {
                 return identity
             }
         }
-        let temporary = ".gateway-\(UUID().uuidString).part"
+        // `.tmp-`: the retention sweep removes one a crash left, after an hour.
+        let temporary = ".tmp-gateway-\(UUID().uuidString).part"
         let fd = openat(folder, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ComfyInputFolderError(message: "cannot write next to \(target): \(String(cString: strerror(errno)))") }
         let written = writeAll(upload.bytes, to: fd)

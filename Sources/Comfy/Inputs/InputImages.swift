@@ -8,7 +8,9 @@ import NIOPosix
 /// learn that it exists) another owner's input.
 /// When the job runs, whichever backend it lands on gets them through `/upload/image`
 /// (`uploads(for:)`), so a job survives a restart and may move between backends. On a shared
-/// job store they are kept there too, for the instance that takes the job over.
+/// job store they are kept there too, for the instance that takes the job over. ComfyUI keeps
+/// what it was given until removed: in a shared input folder (`COMFYUI_INPUT_DIR`) the gateway
+/// removes its copies with its own; uploaded over HTTP, they stay (ComfyUI has no delete).
 public struct InputImages: Sendable {
     public struct Limits: Sendable {
         public var maxBytes: Int
@@ -16,6 +18,8 @@ public struct InputImages: Sendable {
         /// The whole fetch of one URL, redirects included.
         public var fetchTimeout: Duration
         public var allowPrivate: Bool
+        /// Never fetched from, whatever `allowPrivate` says.
+        public var protected = ProtectedEndpoints.none
         public var maxRedirects = 3
 
         public init(maxBytes: Int, maxPixels: Int, fetchTimeout: Duration, allowPrivate: Bool) {
@@ -39,9 +43,15 @@ public struct InputImages: Sendable {
     public let folder: String
     /// Where every instance finds them, when several share a job store.
     let shared: (any SharedInputStore)?
+    /// ComfyUI's input folder, when this machine shares it: the copies placed there.
+    let comfyInputFolder: ComfyInputFolder?
 
-    public init(directory: String, http: CurlHTTPClient, limits: Limits, folder: String, namingKey: [UInt8], shared: (any SharedInputStore)? = nil) {
+    public init(
+        directory: String, http: CurlHTTPClient, limits: Limits, folder: String, namingKey: [UInt8], shared: (any SharedInputStore)? = nil,
+        comfyInputFolder: ComfyInputFolder? = nil
+    ) {
         self.shared = shared
+        self.comfyInputFolder = comfyInputFolder
         store = LocalImageStore(directory: directory, baseURL: "")
         self.http = http
         self.namingKey = namingKey
@@ -119,14 +129,25 @@ public struct InputImages: Sendable {
         return bytes
     }
 
-    /// Removes inputs not used since `date` (a reused input's time is refreshed when it is stored again).
-    /// (The output folder's sweeper: the names and the writes are the same.)
+    /// Removes inputs not used since `date` (a reused input's time is refreshed when it is stored
+    /// again), and their copies in a shared ComfyUI input folder not placed since (placing one
+    /// refreshes its time too, so a job about to load it keeps it). Returns how many of the
+    /// gateway's own went. (The output folder's sweeper: the names and the writes are the same.)
     public func removeUnused(before date: Date) async -> Int {
         let now = Date()
-        let sweeper = RetentionSweeper(directory: store.directory, retention: .seconds(max(0, now.timeIntervalSince(date))))
-        let local = (try? await NIOThreadPool.singleton.runIfActive { sweeper.sweep(now: now).removed.count }) ?? 0
+        let retention = Duration.seconds(max(0, now.timeIntervalSince(date)))
+        let comfyCopies = comfyInputFolder.map { "\($0.path)/\(folder)" }
+        let removed: [Int] = (try? await NIOThreadPool.singleton.runIfActive { [store] () -> [Int] in
+            var sweepers = [RetentionSweeper(directory: store.directory, retention: retention)]
+            // Not through a link: the gateway writes there only through plain folders.
+            var status = stat()
+            if let comfyCopies, lstat(comfyCopies, &status) == 0, status.st_mode & S_IFMT == S_IFDIR {
+                sweepers.append(RetentionSweeper(directory: comfyCopies, retention: retention))
+            }
+            return sweepers.map { $0.sweep(now: now).removed.count }
+        }) ?? []
         let fromStore = (try? await shared?.removeInputs(unusedSince: date)) ?? 0
-        return local + fromStore
+        return (removed.first ?? 0) + fromStore
     }
 
     /// `folder/<64 hex>.<png|jpg|webp>` → the file name; anything else is not ours.
