@@ -97,6 +97,8 @@ struct StorageTests {
             #expect(message.contains("kept in local storage"))
             #expect(!message.contains(gateway.outputDirectory), "no server path reaches the client")
             #expect(!message.contains("closed-port-secret"))
+            #expect(!message.contains("\(closedPort)") && !message.contains("127.0.0.1"), "the store's address stays in the log: \(message)")
+            #expect(gateway.app.log.contains("object upload failed"))
             // The image is not lost: it is in OUTPUT_DIR, and nginx serves it where the error says.
             let localURL = try #require(error["local_url"]?.stringValue)
             let files = try gateway.storedFiles()

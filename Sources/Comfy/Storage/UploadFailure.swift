@@ -1,6 +1,9 @@
 /// Why one upload attempt to an object store failed, and whether another attempt may help.
 struct UploadFailure: Error, Sendable, CustomStringConvertible {
     var message: String
+    /// What a caller is told: the status and the store's error code, without the store's own
+    /// words (an access error's names the account and principal) or curl's (the endpoint).
+    var summary: String
     /// Network errors, timeouts, 429 and 5xx are worth retrying; other answers are not.
     var retryable: Bool
 
@@ -11,6 +14,7 @@ struct UploadFailure: Error, Sendable, CustomStringConvertible {
         let text = String(decoding: body.prefix(4096), as: UTF8.self)
         var message = "HTTP \(status)"
         if let code = Self.element("Code", in: text) { message += " \(code)" }
+        summary = message
         if let detail = Self.element("Message", in: text) { message += ": \(detail)" }
         self.message = message
         retryable = status == 429 || status >= 500
@@ -19,11 +23,13 @@ struct UploadFailure: Error, Sendable, CustomStringConvertible {
     /// No answer at all: connection refused, reset, timed out.
     init(_ error: CurlError) {
         message = error.message
+        summary = error.kind == .timedOut ? "no answer in time" : "no answer"
         retryable = error.kind != .cancelled && error.kind != .responseTooLarge
     }
 
-    init(message: String, retryable: Bool) {
+    init(message: String, retryable: Bool, summary: String? = nil) {
         self.message = message
+        self.summary = summary ?? message
         self.retryable = retryable
     }
 

@@ -22,7 +22,7 @@ public struct UploadRetry: Sendable {
             do {
                 try await Task.sleep(for: pause)
             } catch {
-                return (UploadFailure(message: "cancelled while retrying after: \(failure.message)", retryable: false), number)
+                return (UploadFailure(message: "cancelled while retrying after: \(failure.message)", retryable: false, summary: "cancelled"), number)
             }
             pause *= 2
         }
@@ -48,7 +48,8 @@ public struct UploadRetry: Sendable {
         guard let (failure, attempts) = outcome else { return }
         throw StorageError(
             store: store,
-            message: "uploading \(key) to bucket \(bucket) failed after \(attempts) attempt\(attempts == 1 ? "" : "s") (\(failure)); the image is kept in local storage, served at \(kept.url)",
+            // The bucket, the key and the store's words are in the log lines above, not for callers.
+            message: "uploading the image failed after \(attempts) attempt\(attempts == 1 ? "" : "s") (\(failure.summary)); the image is kept in local storage, served at \(kept.url)",
             localURL: kept.url
         )
     }
@@ -61,7 +62,7 @@ public struct UploadRetry: Sendable {
         } catch let error as CurlError {
             return UploadFailure(error)
         } catch {
-            return UploadFailure(message: "\(error)", retryable: false)
+            return UploadFailure(message: "\(error)", retryable: false, summary: "failed")
         }
     }
 }
