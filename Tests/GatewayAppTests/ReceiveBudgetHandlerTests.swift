@@ -28,6 +28,13 @@ struct ReceiveBudgetHandlerTests {
         return (channel, account)
     }
 
+    /// Whether the socket was closed with 1013 (try again later).
+    func refused(_ channel: EmbeddedChannel) throws -> Bool {
+        guard let close = try channel.readOutbound(as: WebSocketFrame.self), close.opcode == .connectionClose else { return false }
+        var data = close.data
+        return data.readWebSocketErrorCode() == .unknown(1013) && !channel.isActive
+    }
+
     func feed(_ channel: EmbeddedChannel, _ bytes: some Sequence<UInt8>) throws {
         try channel.writeInbound(channel.allocator.buffer(bytes: Array(bytes)))
     }
@@ -115,11 +122,6 @@ struct ReceiveBudgetHandlerTests {
             open.append(channel)
             return channel
         }
-        func refused(_ channel: EmbeddedChannel) throws -> Bool {
-            guard let close = try channel.readOutbound(as: WebSocketFrame.self), close.opcode == .connectionClose else { return false }
-            var data = close.data
-            return data.readWebSocketErrorCode() == .unknown(1013) && !channel.isActive
-        }
         _ = try send(40_000, from: "10.0.0.1")
         let greedy = try send(20_000, from: "10.0.0.1")
         #expect(budget.taken == held + 20_000 - ReceiveBudget.freeBytes)
@@ -137,6 +139,45 @@ struct ReceiveBudgetHandlerTests {
         #expect(budget.taken == 0)
         #expect(ReceiveBudget.shareName(of: "2001:DB8::7") == "20010db800000000/64")
         #expect(ReceiveBudget.shareName(of: "192.0.2.7") == "192.0.2.7")
+    }
+
+    @Test func aFullBudgetGivesUpTheRichestAddressesMessageArrivingForAnAddressHoldingLess() throws {
+        // 60 kB in all, 40,028 bytes for each address.
+        let budget = ReceiveBudget(limit: 60_000, largestMessage: 20_000)
+        let message = frame(0x2, Array(repeating: 0, count: 60_000))
+        func send(_ count: Int, from address: String) throws -> EmbeddedChannel {
+            let (channel, _) = try socket(budget, from: address)
+            try feed(channel, message.prefix(count))
+            return channel
+        }
+        // Two addresses trickle large messages until the budget is nearly full: one /64 holds
+        // 23,616 + 13,616 bytes, the other 21,616 (each socket's first 16 KiB are free).
+        let richest = try send(40_000, from: "2001:db8:0:1::1")
+        let sibling = try send(30_000, from: "2001:db8:0:1::2")
+        let other = try send(38_000, from: "10.0.0.2")
+        #expect(budget.taken == 58_848)
+
+        // A painter holding nothing: its sketch takes the place of the richest address's largest message.
+        let (painter, painterAccount) = try socket(budget, from: "10.0.0.3")
+        let sketch = frame(0x2, Array(repeating: 1, count: 20_000))
+        try feed(painter, sketch)
+        richest.embeddedEventLoop.run()
+        #expect(try refused(richest), "given up, with 1013")
+        #expect(painter.isActive && sibling.isActive && other.isActive)
+        var passed: [UInt8] = []
+        while var buffer = try painter.readInbound(as: ByteBuffer.self) { passed += buffer.readBytes(length: buffer.readableBytes) ?? [] }
+        #expect(passed == sketch, "the sketch passes whole")
+        #expect(budget.taken == 13_616 + 21_616 + 3_624)
+
+        // An address that would hold more than the richest one does gets no room.
+        let newcomer = try send(40_000, from: "10.0.0.4")
+        for channel in [sibling, other] { channel.embeddedEventLoop.run() }
+        #expect(try refused(newcomer))
+        #expect(sibling.isActive && other.isActive)
+
+        painterAccount.messageDone()
+        for channel in [sibling, other, painter] { _ = try channel.finish() }
+        #expect(budget.taken == 0, "and nothing given back twice")
     }
 }
 

@@ -8,17 +8,34 @@ import Synchronization
 /// large messages slowly would hold gigabytes.
 ///
 /// One address (an IPv6 address's /64) may hold a sixteenth of the budget, but at least two
-/// largest messages, so a few cannot shut every painter out. A socket's first 16 KiB are free
-/// while it has no whole message waiting, so small messages (`new_seed`, `previews`) always get
-/// through. A socket whose next bytes do not fit is closed (1013).
+/// largest messages. A socket's first 16 KiB are free while it has no whole message waiting, so
+/// small messages (`new_seed`, `previews`) always get through. When the budget is full, a
+/// message still arriving from the address that holds the most is given up (its socket closed
+/// with 1013) for an address that holds less: else about ten addresses (a home IPv6 network has
+/// 256 /64s) trickling large messages would shut every painter's sketch out. A socket whose next
+/// bytes still do not fit is closed (1013).
 final class ReceiveBudget: Sendable {
     let limit: Int
     let perAddress: Int
     static let freeBytes = 16 * 1024
 
+    /// A message still arriving: what its socket holds, and how to close the socket for it.
+    private struct Arriving {
+        var share: String
+        var bytes: Int
+        var account: Account
+    }
+
     private struct Held {
         var total = 0
         var byAddress: [String: Int] = [:]
+        var arriving: [ObjectIdentifier: Arriving] = [:]
+
+        mutating func remove(_ count: Int, of share: String) {
+            total = max(0, total - count)
+            let own = byAddress[share, default: 0] - count
+            byAddress[share] = own > 0 ? own : nil
+        }
     }
 
     private let held = Mutex(Held())
@@ -33,24 +50,57 @@ final class ReceiveBudget: Sendable {
     /// What is held now.
     var taken: Int { held.withLock { $0.total } }
 
-    /// Takes `count` bytes for `address` if they fit both the budget and the address's share.
-    func take(_ count: Int, for address: String) -> Bool {
-        held.withLock { held in
-            let own = held.byAddress[address, default: 0]
-            guard held.total + count <= limit, own + count <= perAddress else { return false }
+    /// Takes `count` bytes of `account`'s message arriving, if they fit its address's share and
+    /// the budget, making room in the budget from richer addresses' arriving messages.
+    fileprivate func take(_ count: Int, arriving account: Account) -> Bool {
+        let share = account.share
+        var evicted: [Account] = []
+        let taken = held.withLock { held in
+            guard !account.wasEvicted else { return false }
+            let own = held.byAddress[share, default: 0]
+            guard own + count <= perAddress else { return false }
+            while held.total + count > limit {
+                // The richest address's largest message arriving, if that address holds more
+                // than this one will.
+                let richest = held.arriving.max { left, right in
+                    let (a, b) = (held.byAddress[left.value.share, default: 0], held.byAddress[right.value.share, default: 0])
+                    return a != b ? a < b : left.value.bytes < right.value.bytes
+                }
+                guard let richest, richest.value.share != share, held.byAddress[richest.value.share, default: 0] > own + count else { return false }
+                held.arriving[richest.key] = nil
+                held.remove(richest.value.bytes, of: richest.value.share)
+                richest.value.account.markEvicted()
+                evicted.append(richest.value.account)
+            }
             held.total += count
-            held.byAddress[address] = own + count
+            held.byAddress[share] = own + count
+            held.arriving[ObjectIdentifier(account), default: Arriving(share: share, bytes: 0, account: account)].bytes += count
             gauge.record(held.total)
             return true
         }
+        for account in evicted { account.evict() }
+        return taken
     }
 
-    func give(_ count: Int, for address: String) {
+    /// The account's message arrived whole: its bytes stay held (for the reader), and can no
+    /// longer be given up for others. Returns them.
+    fileprivate func arrived(_ account: Account) -> Int {
+        held.withLock { $0.arriving.removeValue(forKey: ObjectIdentifier(account))?.bytes ?? 0 }
+    }
+
+    /// The account's message still arriving is given up.
+    fileprivate func dropArriving(_ account: Account) {
+        held.withLock { held in
+            guard let arriving = held.arriving.removeValue(forKey: ObjectIdentifier(account)) else { return }
+            held.remove(arriving.bytes, of: arriving.share)
+            gauge.record(held.total)
+        }
+    }
+
+    fileprivate func give(_ count: Int, for share: String) {
         guard count > 0 else { return }
         held.withLock { held in
-            held.total = max(0, held.total - count)
-            let own = held.byAddress[address, default: 0] - count
-            held.byAddress[address] = own > 0 ? own : nil
+            held.remove(count, of: share)
             gauge.record(held.total)
         }
     }
@@ -63,18 +113,21 @@ final class ReceiveBudget: Sendable {
         return bytes.prefix(8).map { String(format: "%02x", $0) }.joined() + "/64"
     }
 
-    /// One socket's part: what its message still arriving holds, then each whole message until
-    /// the socket's reader is done with it.
+    /// One socket's part: what its message still arriving holds (kept by the budget, which may
+    /// give it up for another address), then each whole message until the socket's reader is
+    /// done with it.
     final class Account: Sendable {
         private struct State {
-            var arriving = 0
             /// Whole messages not yet handled, oldest first.
             var whole: [Int] = []
             var closed = false
+            var evicted = false
+            /// Closes the socket when its message arriving was given up for another address.
+            var onEvicted: (@Sendable () -> Void)?
         }
 
         private let budget: ReceiveBudget
-        private let share: String
+        fileprivate let share: String
         private let state = Mutex(State())
 
         init(budget: ReceiveBudget, address: String) {
@@ -82,22 +135,26 @@ final class ReceiveBudget: Sendable {
             share = ReceiveBudget.shareName(of: address)
         }
 
+        /// What to do when the budget gives this socket's message up for another address's
+        /// (the socket's handler closes it).
+        func whenEvicted(_ action: (@Sendable () -> Void)?) {
+            state.withLock { $0.onEvicted = action }
+        }
+
         /// Counts `count` more bytes of the message arriving, of which `total` have come so far.
         func charge(_ count: Int, messageSoFar total: Int) -> Bool {
             let free = state.withLock { $0.whole.isEmpty } ? ReceiveBudget.freeBytes : 0
             let counted = max(0, total - free) - max(0, total - count - free)
-            guard counted > 0 else { return true }
-            guard budget.take(counted, for: share) else { return false }
-            state.withLock { $0.arriving += counted }
-            return true
+            guard counted > 0 else { return !wasEvicted }
+            return budget.take(counted, arriving: self)
         }
 
         /// The message is whole; it waits for the reader.
         func messageArrived() {
-            let orphaned: Int = state.withLock { state in
-                defer { state.arriving = 0 }
-                guard !state.closed else { return state.arriving }
-                state.whole.append(state.arriving)
+            let bytes = budget.arrived(self)
+            let orphaned = state.withLock { state in
+                guard !state.closed else { return bytes }
+                state.whole.append(bytes)
                 return 0
             }
             budget.give(orphaned, for: share)
@@ -111,20 +168,29 @@ final class ReceiveBudget: Sendable {
 
         /// The socket stopped reading: the message still arriving is given up.
         func stopArriving() {
-            let freed = state.withLock { state in
-                defer { state.arriving = 0 }
-                return state.arriving
-            }
-            budget.give(freed, for: share)
+            budget.dropArriving(self)
         }
 
         /// The reader is gone: all the socket held is free.
         func close() {
+            budget.dropArriving(self)
             let freed = state.withLock { state in
                 defer { state = State(closed: true) }
-                return state.arriving + state.whole.reduce(0, +)
+                return state.whole.reduce(0, +)
             }
             budget.give(freed, for: share)
+        }
+
+        fileprivate var wasEvicted: Bool { state.withLock { $0.evicted } }
+
+        /// Called with the budget locked: only this account's own state is touched.
+        fileprivate func markEvicted() {
+            state.withLock { $0.evicted = true }
+        }
+
+        fileprivate func evict() {
+            let action = state.withLock { $0.onEvicted }
+            action?()
         }
     }
 }

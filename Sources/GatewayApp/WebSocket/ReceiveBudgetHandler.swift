@@ -5,9 +5,10 @@ import NIOWebSocket
 /// Charges the bytes of each data message to the socket's `ReceiveBudget.Account` as they
 /// arrive; the socket's reader gives them back once it has handled the whole message. It reads
 /// frame headers itself, since the frame decoder after it keeps a partial frame out of sight.
-/// Bytes that do not fit close the socket with 1013 (try again later), and so does a message
-/// not whole within `messageTimeout` of its first byte (1008): held open by a trickle, a share
-/// of the budget would stay taken for as long as the socket lives. Control frames are small (at
+/// Bytes that do not fit close the socket with 1013 (try again later), as does a message the
+/// budget gives up for another address's, and a message not whole within `messageTimeout` of
+/// its first byte closes it with 1008: held open by a trickle, a share of the budget would stay
+/// taken for as long as the socket lives. Control frames are small (at
 /// most 125 bytes, which the decoder enforces) and not charged.
 final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
@@ -27,6 +28,7 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
     /// Ends the socket if the message arriving is not whole in time.
     private var deadline: Scheduled<Void>?
     private var refused = false
+    private var removed = false
 
     init(account: ReceiveBudget.Account, messageTimeout: TimeAmount) {
         self.account = account
@@ -67,8 +69,21 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
         context.fireChannelRead(data)
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        account.whenEvicted {
+            handler.eventLoop.execute {
+                guard !handler.value.removed else { return }
+                handler.value.refuse(bound.value, .unknown(1013), Self.busy, reason: "evicted")
+            }
+        }
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
+        removed = true
         deadline?.cancel()
+        account.whenEvicted(nil)
         account.stopArriving()
     }
 
@@ -96,15 +111,16 @@ final class ReceiveBudgetHandler: ChannelInboundHandler, RemovableChannelHandler
         return account.charge(count, messageSoFar: messageSoFar)
     }
 
-    private func refuse(_ context: ChannelHandlerContext, _ code: WebSocketErrorCode, _ reason: String) {
+    private func refuse(_ context: ChannelHandlerContext, _ code: WebSocketErrorCode, _ message: String, reason: String? = nil) {
         guard !refused else { return }
         refused = true
         deadline?.cancel()
         account.stopArriving()
-        Counter(label: "comfy_gateway_websocket_budget_refusals_total", dimensions: [("reason", code == .policyViolation ? "slow" : "full")]).increment()
+        let counted = reason ?? (code == .policyViolation ? "slow" : "full")
+        Counter(label: "comfy_gateway_websocket_budget_refusals_total", dimensions: [("reason", counted)]).increment()
         var payload = context.channel.allocator.buffer(capacity: 80)
         payload.write(webSocketErrorCode: code)
-        payload.writeString(reason)
+        payload.writeString(message)
         context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)), promise: nil)
         context.close(promise: nil)
     }
