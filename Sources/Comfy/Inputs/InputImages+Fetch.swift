@@ -3,13 +3,13 @@ import Foundation
 /// Fetching an input image by URL: every hop checked against SSRF and pinned to the address
 /// checked, at most `maxRedirects` redirects, bounded in bytes and in time.
 extension InputImages {
-    func fetch(_ url: String, field: String, by deadline: ContinuousClock.Instant) async throws -> [UInt8] {
+    func fetch(_ url: String, field: String, owner: String, by deadline: ContinuousClock.Instant) async throws -> [UInt8] {
         var current = url
         for _ in 0...limits.maxRedirects {
             let target: OutboundURL
             do {
                 target = try await OutboundURL.check(
-                    current, allowPrivate: limits.allowPrivate, protected: limits.protected, field: field, allowVariable: "INPUT_URL_ALLOW_PRIVATE"
+                    current, allowPrivate: limits.allowPrivate, protected: limits.protected, owner: owner, field: field, allowVariable: "INPUT_URL_ALLOW_PRIVATE"
                 )
             } catch let refusal as OutboundURL.Refusal {
                 throw InputImageError(.refused, field: field, refusal.description)

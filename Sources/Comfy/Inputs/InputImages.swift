@@ -66,7 +66,7 @@ public struct InputImages: Sendable {
         switch try InputImageSource.parse(value, field: field, maxBytes: limits.maxBytes) {
         case .bytes(let bytes): return try await accept(bytes: bytes, field: field, owner: owner)
         case .url(let url):
-            let bytes = try await fetch(url, field: field, by: deadline ?? .now + limits.fetchTimeout)
+            let bytes = try await fetch(url, field: field, owner: owner, by: deadline ?? .now + limits.fetchTimeout)
             return try await accept(bytes: bytes, field: field, owner: owner)
         }
     }

@@ -21,10 +21,11 @@ public struct OutboundURL: Sendable {
     }
 
     /// Parses and checks `url`; resolves its host (off the cooperative pool). `field` and
-    /// `allowVariable` name the request field and the setting in refusals.
+    /// `allowVariable` name the request field and the setting in refusals. `owner`: whose URL it
+    /// is (a key, a client address), for their share of the lookups (`LookupShares`).
     public static func check(
-        _ url: String, allowPrivate: Bool, protected: ProtectedEndpoints = .none, field: String = "webhook_url", allowVariable: String = "WEBHOOK_ALLOW_PRIVATE",
-        resolveTimeout: Duration = .seconds(5)
+        _ url: String, allowPrivate: Bool, protected: ProtectedEndpoints = .none, owner: String? = nil, field: String = "webhook_url",
+        allowVariable: String = "WEBHOOK_ALLOW_PRIVATE", resolveTimeout: Duration = .seconds(5)
     ) async throws -> OutboundURL {
         guard url.utf8.count <= maxLength else { throw Refusal(field: field, description: "\(field) is longer than \(maxLength) bytes") }
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https" else {
@@ -35,7 +36,9 @@ public struct OutboundURL: Sendable {
         guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw Refusal(field: field, description: "\(field) may hold only printable ASCII") }
         let port = components.port ?? (scheme == "https" ? 443 : 80)
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let addresses = await resolve(bareHost, port: port, timeout: resolveTimeout)
+        guard let addresses = await resolve(bareHost, port: port, timeout: resolveTimeout, owner: owner) else {
+            throw Refusal(field: field, description: "\(field)'s host \(host) waits for host lookups of yours still running; try again shortly")
+        }
         // One answer for a name that does not resolve and one that is private: the refusal must
         // not map the internal network for the caller.
         let refusal = Refusal(
@@ -74,17 +77,29 @@ extension OutboundURL {
     /// Lookups of callers' host names: their own threads, so that a slow DNS server holds none
     /// of NIO's, and a deadline, so that it holds no request longer than `timeout`. A lookup
     /// that never answers holds its thread for the resolver's own time (`getaddrinfo` cannot be
-    /// interrupted): 16 of them take a caller's domains timing out many times a second to fill.
+    /// interrupted), so one owner has at most `maxLookupsPerOwner` threads at once: else a
+    /// caller's domains timing out would fill them all, and every other caller's URLs and
+    /// webhooks would fail their checks.
     static let resolverPool: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: 16)
+        let pool = NIOThreadPool(numberOfThreads: 32)
         pool.start()
         return pool
     }()
 
+    static let lookups = LookupShares(perOwner: 4)
+
     /// Every address of `host`, or none when the lookup fails or outlasts `timeout` (the lookup
-    /// itself cannot be interrupted; it finishes on its thread and is dropped).
-    static func resolve(_ host: String, port: Int, timeout: Duration) async -> [ResolvedAddress] {
-        let lookup = { @Sendable in try await resolverPool.runIfActive { resolveAddresses(host, port: port) } }
+    /// itself cannot be interrupted; it finishes on its thread and is dropped); `nil` when
+    /// `owner` has its share of lookups running.
+    static func resolve(_ host: String, port: Int, timeout: Duration, owner: String? = nil) async -> [ResolvedAddress]? {
+        let owner = owner.map(AddressShare.name(of:))
+        if let owner, !lookups.admit(owner) { return nil }
+        let lookup = { @Sendable in
+            // Once its thread is done, or once it is sure not to take one (the pool drops a
+            // cancelled work item before it runs).
+            defer { if let owner { lookups.done(owner) } }
+            return try await resolverPool.runIfActive { resolveAddresses(host, port: port) }
+        }
         return (try? await withAbandonableDeadline(.now + timeout, timeout: { CancellationError() }, lookup)) ?? []
     }
 }

@@ -122,7 +122,7 @@ public final class WebhookSender: Sendable {
         var problem: String?
         do {
             // Checked again at each attempt: the name may point elsewhere by now.
-            let target = try await OutboundURL.check(url, allowPrivate: configuration.allowPrivate, protected: configuration.protected)
+            let target = try await OutboundURL.check(url, allowPrivate: configuration.allowPrivate, protected: configuration.protected, owner: record.owner)
             var request = CurlRequest(
                 method: "POST", url: target.url,
                 headers: [("Content-Type", "application/json"), ("User-Agent", "comfy-gateway-webhooks")]

@@ -27,7 +27,7 @@ struct JobsRoute: Sendable {
             guard webhooks.webhookSigner != nil else {
                 throw APIError(.invalidRequest, "this gateway sends no webhooks: WEBHOOK_SECRET is not set", details: ["field": "webhook_url"])
             }
-            webhookURL = try await OutboundURL.check(url, allowPrivate: webhooks.webhookAllowPrivate, protected: protected).url
+            webhookURL = try await OutboundURL.check(url, allowPrivate: webhooks.webhookAllowPrivate, protected: protected, owner: request.owner).url
         }
         let (record, requestHash) = try await admission.admit(body, request, kind: .async, endpoint: endpoint, webhookURL: webhookURL)
         let insertion = try await runner.submit(

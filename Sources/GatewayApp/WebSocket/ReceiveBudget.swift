@@ -1,3 +1,4 @@
+import Comfy
 import Foundation
 import Metrics
 import Synchronization
@@ -105,12 +106,9 @@ final class ReceiveBudget: Sendable {
         }
     }
 
-    /// Whose share a client's bytes count toward: the address, or an IPv6 address's /64 (one
-    /// subscriber's whole network, which one attacker has).
+    /// Whose share a client's bytes count toward (`AddressShare`).
     static func shareName(of address: String) -> String {
-        var bytes = [UInt8](repeating: 0, count: 16)
-        guard address.contains(":"), inet_pton(AF_INET6, address, &bytes) == 1 else { return address }
-        return bytes.prefix(8).map { String(format: "%02x", $0) }.joined() + "/64"
+        AddressShare.name(of: address)
     }
 
     /// One socket's part: what its message still arriving holds (kept by the budget, which may
