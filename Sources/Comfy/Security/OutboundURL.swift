@@ -37,7 +37,7 @@ public struct OutboundURL: Sendable {
         let port = components.port ?? (scheme == "https" ? 443 : 80)
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         guard let addresses = await resolve(bareHost, port: port, timeout: resolveTimeout, owner: owner) else {
-            throw Refusal(field: field, description: "\(field)'s host \(host) waits for host lookups of yours still running; try again shortly")
+            throw Refusal(field: field, description: "\(field)'s host \(host) could not be looked up in time: host lookups of yours, or of many callers, are still running; try again shortly")
         }
         // One answer for a name that does not resolve and one that is private: the refusal must
         // not map the internal network for the caller.
@@ -77,30 +77,33 @@ extension OutboundURL {
     /// Lookups of callers' host names: their own threads, so that a slow DNS server holds none
     /// of NIO's, and a deadline, so that it holds no request longer than `timeout`. A lookup
     /// that never answers holds its thread for the resolver's own time (`getaddrinfo` cannot be
-    /// interrupted), so one owner has at most `maxLookupsPerOwner` threads at once: else a
-    /// caller's domains timing out would fill them all, and every other caller's URLs and
-    /// webhooks would fail their checks.
+    /// interrupted), so callers' lookups are shared out (`lookups`): else one caller's domains
+    /// timing out would fill every thread, and every other caller's URLs and webhooks would
+    /// fail their checks. The threads `lookups` leaves look up the gateway's own backends' names
+    /// (`ProtectedEndpoints`).
     static let resolverPool: NIOThreadPool = {
         let pool = NIOThreadPool(numberOfThreads: 32)
         pool.start()
         return pool
     }()
 
-    static let lookups = LookupShares(perOwner: 4)
+    static let lookups = LookupShares(perOwner: 4, capacity: 24)
 
     /// Every address of `host`, or none when the lookup fails or outlasts `timeout` (the lookup
-    /// itself cannot be interrupted; it finishes on its thread and is dropped); `nil` when
-    /// `owner` has its share of lookups running.
+    /// itself cannot be interrupted; it finishes on its thread and is dropped); `nil` when no
+    /// place for `owner`'s lookup came within `timeout`.
     static func resolve(_ host: String, port: Int, timeout: Duration, owner: String? = nil) async -> [ResolvedAddress]? {
-        let owner = owner.map(AddressShare.name(of:))
-        if let owner, !lookups.admit(owner) { return nil }
+        let deadline = ContinuousClock.now + timeout
+        // An address literal asks no DNS server: no share of the threads it needs.
+        let owner = isAddressLiteral(host) ? nil : owner.map(AddressShare.name(of:))
+        if let owner, await !lookups.acquire(owner, by: deadline) { return nil }
         let lookup = { @Sendable in
             // Once its thread is done, or once it is sure not to take one (the pool drops a
             // cancelled work item before it runs).
             defer { if let owner { lookups.done(owner) } }
             return try await resolverPool.runIfActive { resolveAddresses(host, port: port) }
         }
-        return (try? await withAbandonableDeadline(.now + timeout, timeout: { CancellationError() }, lookup)) ?? []
+        return (try? await withAbandonableDeadline(deadline, timeout: { CancellationError() }, lookup)) ?? []
     }
 }
 
