@@ -65,6 +65,7 @@ struct OutboundURLTests {
     @Test(arguments: [
         "http://127.0.0.1:9999/view?filename=a.png&type=output", "http://127.0.0.2:9999/interrupt", "http://localhost:9999/x", "http://0.0.0.0:9999/x",
         "http://[::ffff:127.0.0.1]:9999/x", "http://[::1]:9999/x", "http://127.0.0.1:8000/api/jobs",
+        "http://[64:ff9b::7f00:1]:9999/x", "http://[2002:7f00:1::1]:9999/x",
     ])
     func theGatewaysOwnComfyUIAndPortAreNeverCalledEvenWhenPrivateAddressesAre(_ url: String) async {
         let protected = ProtectedEndpoints(backends: [ComfyServerURL("http://127.0.0.1:9999")!], ownPort: 8000)

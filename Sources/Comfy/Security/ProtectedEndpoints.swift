@@ -75,9 +75,13 @@ public struct ProtectedEndpoints: Sendable {
 }
 
 extension ResolvedAddress {
-    /// The bytes connected to: an IPv4-mapped IPv6 address is its IPv4 address.
+    /// The IPv4 address an IPv6 one stands for or leads to (IPv4-mapped, NAT64's 64:ff9b::/96,
+    /// 6to4's 2002::/16), else its own bytes.
     var comparable: [UInt8] {
-        if bytes.count == 16, bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF { return Array(bytes[12...]) }
+        guard bytes.count == 16 else { return bytes }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF { return Array(bytes[12...]) }
+        if bytes[0..<4] == [0x00, 0x64, 0xFF, 0x9B], bytes[4..<12].allSatisfy({ $0 == 0 }) { return Array(bytes[12...]) }
+        if bytes[0] == 0x20, bytes[1] == 0x02 { return Array(bytes[2..<6]) }
         return bytes
     }
 
