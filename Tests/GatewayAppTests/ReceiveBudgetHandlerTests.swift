@@ -179,6 +179,33 @@ struct ReceiveBudgetHandlerTests {
         for channel in [sibling, other, painter] { _ = try channel.finish() }
         #expect(budget.taken == 0, "and nothing given back twice")
     }
+
+    @Test func nothingIsGivenUpWhenGivingUpAllThatMayGoWouldNotMakeRoom() throws {
+        let budget = ReceiveBudget(limit: 60_000, largestMessage: 20_000)
+        let message = frame(0x2, Array(repeating: 0, count: 60_000))
+        var open: [EmbeddedChannel] = []
+        func send(_ bytes: some Sequence<UInt8>, from address: String) throws -> EmbeddedChannel {
+            let (channel, _) = try socket(budget, from: address)
+            try feed(channel, bytes)
+            open.append(channel)
+            return channel
+        }
+        // Whole messages waiting for their readers (20,000 and 25,000 bytes held), which cannot be
+        // given up; one address's two messages arriving (8,000 and 4,000).
+        _ = try send(frame(0x2, Array(repeating: 1, count: 36_376)), from: "10.0.0.11")
+        _ = try send(frame(0x2, Array(repeating: 2, count: 41_376)), from: "10.0.0.12")
+        let larger = try send(message.prefix(24_384), from: "10.0.0.13")
+        let smaller = try send(message.prefix(20_384), from: "10.0.0.13")
+        #expect(budget.taken == 57_000)
+        // 11,500 more need 8,500 freed: the larger message frees 8,000, and then its address
+        // holds less than the newcomer would.
+        let newcomer = try send(message.prefix(27_884), from: "10.0.0.14")
+        for channel in [larger, smaller] { channel.embeddedEventLoop.run() }
+        #expect(try refused(newcomer))
+        #expect(larger.isActive && smaller.isActive, "nobody closed for nothing")
+        #expect(budget.taken == 57_000)
+        for channel in open where channel.isActive { _ = try channel.finish() }
+    }
 }
 
 extension Array {

@@ -60,18 +60,15 @@ final class ReceiveBudget: Sendable {
             guard !account.wasEvicted else { return false }
             let own = held.byAddress[share, default: 0]
             guard own + count <= perAddress else { return false }
-            while held.total + count > limit {
-                // The richest address's largest message arriving, if that address holds more
-                // than this one will.
-                let richest = held.arriving.max { left, right in
-                    let (a, b) = (held.byAddress[left.value.share, default: 0], held.byAddress[right.value.share, default: 0])
-                    return a != b ? a < b : left.value.bytes < right.value.bytes
+            if held.total + count > limit {
+                // Chosen first, given up only if they make room: else nobody is closed for nothing.
+                guard let victims = Self.victims(in: held, freeing: held.total + count - limit, forShareHolding: own + count, share: share) else { return false }
+                for victim in victims {
+                    guard let arriving = held.arriving.removeValue(forKey: victim) else { continue }
+                    held.remove(arriving.bytes, of: arriving.share)
+                    arriving.account.markEvicted()
+                    evicted.append(arriving.account)
                 }
-                guard let richest, richest.value.share != share, held.byAddress[richest.value.share, default: 0] > own + count else { return false }
-                held.arriving[richest.key] = nil
-                held.remove(richest.value.bytes, of: richest.value.share)
-                richest.value.account.markEvicted()
-                evicted.append(richest.value.account)
             }
             held.total += count
             held.byAddress[share] = own + count
@@ -81,6 +78,28 @@ final class ReceiveBudget: Sendable {
         }
         for account in evicted { account.evict() }
         return taken
+    }
+
+    /// Messages arriving to give up for `needed` bytes: each time the richest address's largest,
+    /// while that address holds more than `holding` (what the share asking will hold); `nil`
+    /// when they do not free enough.
+    private static func victims(in held: Held, freeing needed: Int, forShareHolding holding: Int, share: String) -> [ObjectIdentifier]? {
+        var byAddress = held.byAddress
+        var candidates = held.arriving.filter { $0.value.share != share }
+        var chosen: [ObjectIdentifier] = []
+        var freed = 0
+        while freed < needed {
+            let richest = candidates.max { left, right in
+                let (a, b) = (byAddress[left.value.share, default: 0], byAddress[right.value.share, default: 0])
+                return a != b ? a < b : left.value.bytes < right.value.bytes
+            }
+            guard let richest, byAddress[richest.value.share, default: 0] > holding else { return nil }
+            chosen.append(richest.key)
+            candidates[richest.key] = nil
+            byAddress[richest.value.share, default: 0] -= richest.value.bytes
+            freed += richest.value.bytes
+        }
+        return chosen
     }
 
     /// The account's message arrived whole: its bytes stay held (for the reader), and can no
