@@ -91,7 +91,8 @@ struct GatewayParts: Sendable {
             store: store,
             configuration: .init(
                 jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout, maxSessions: configuration.maxSessions,
-                maxSessionsPerClient: configuration.maxSessionsPerClient
+                maxSessionsPerClient: configuration.maxSessionsPerClient,
+                sketchFilePrefix: SketchFilePrefix.claim(in: configuration.jobs.stateDirectory)
             ),
             persistence: jobStore as? any DrawingSessionStore,
             logger: logger

@@ -9,7 +9,7 @@ public actor DrawingSessions {
     /// Sessions open by client address (`SketchSession.client`).
     private var openedBy: [String: Int] = [:]
     /// The sketch file each session writes, by `SketchSession.sketchSlot`.
-    private var sketchSlots = SketchSlots(prefix: Digest.hex(RandomSecret.bytes(6)))
+    private var sketchSlots: SketchSlots
     private let pool: BackendPool
     private let styles: StyleLibrary
     private let store: any ImageStore
@@ -34,11 +34,14 @@ public actor DrawingSessions {
         /// Sessions one client address may have open at once (0: no limit): else one address
         /// could fill `maxSessions` and lock every other painter out for the idle timeout.
         public var maxSessionsPerClient: Int
+        /// Sets this instance's sketch file names apart (`SketchFilePrefix`).
+        public var sketchFilePrefix: String
 
         public init(
             jobTimeout: Duration = .seconds(120), idleTimeout: Duration = .seconds(1800), uploadSubfolder: String = "gateway", maxSessions: Int = 10_000,
-            maxSessionsPerClient: Int = 100
+            maxSessionsPerClient: Int = 100, sketchFilePrefix: String = Digest.hex(RandomSecret.bytes(6))
         ) {
+            self.sketchFilePrefix = sketchFilePrefix
             self.maxSessions = maxSessions
             self.maxSessionsPerClient = maxSessionsPerClient
             self.jobTimeout = jobTimeout
@@ -57,6 +60,7 @@ public actor DrawingSessions {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+        sketchSlots = SketchSlots(prefix: configuration.sketchFilePrefix)
         (generationStream, generations) = AsyncStream.makeStream()
     }
 
@@ -71,9 +75,6 @@ public actor DrawingSessions {
 
     /// How many sessions exist.
     public var count: Int { sessions.count }
-
-    /// How many sketch file names this instance has used in ComfyUI's input folder (per type).
-    public var sketchFilesMade: Int { sketchSlots.made }
 
     /// The longest `prompt` a session takes.
     public static let maxPromptCharacters = 4000
@@ -96,7 +97,9 @@ public actor DrawingSessions {
 
     /// Makes sure the session exists: as it was, as another instance saved it, or new while
     /// there is room.
-    private func open(_ id: String, client: String) async throws(DrawingError) {
+    private func open(_ id: String, client address: String) async throws(DrawingError) {
+        // An IPv6 client counts by its /64, whose addresses it can take in turn.
+        let client = AddressShare.name(of: address)
         try checkRoom(for: id, client: client)
         await restoreIfNew(id, client: client)
         guard sessions[id] == nil else { return }

@@ -10,7 +10,8 @@ struct SketchSession: Sendable {
     }
 
     let id: String
-    /// The client address that opened it ("" when unknown): `MAX_SESSIONS_PER_CLIENT` counts by it.
+    /// The client that opened it (its address, or its IPv6 /64: `AddressShare`; "" when
+    /// unknown): `MAX_SESSIONS_PER_CLIENT` counts by it.
     let client: String
     var seed: UInt64
     var style: String?

@@ -6,7 +6,7 @@ import NIOCore
 /// ComfyUI has no delete for uploads, and session ids are the client's to pick: named after them,
 /// sketch files would pile up in ComfyUI's input folder, one per id ever used, until its disk is
 /// full. Slots bound them to the most sessions ever open at once (`MAX_SESSIONS`), times the
-/// three sketch types.
+/// three sketch types, for each prefix (one per `STATE_DIR`: `SketchFilePrefix`).
 ///
 /// A session is dropped only when idle (no generation running or waiting), so no prompt of its
 /// still loads the file when another session takes it. The least recently freed slot goes first,
@@ -38,7 +38,4 @@ struct SketchSlots: Sendable {
     func filename(_ slot: Int, mimeType: String) -> String {
         "sketch-\(prefix)-\(slot).\(fileExtension(forMimeType: mimeType))"
     }
-
-    /// How many slots were ever made: at most this many names (per type) exist.
-    var made: Int { next }
 }
