@@ -52,6 +52,11 @@ struct JobAdmission: Sendable {
                 workflow[target.nodeID] = workflow[target.nodeID]?.settingInput(target.input, .string(name))
             }
         }
+        // The key again, as fresh as a second: fetching the inputs may have taken their whole
+        // time, and `keys revoke --cancel` cancels only the jobs stored by then.
+        if let key = request.apiKey, await gate.activeKey(named: key.name) == nil {
+            throw APIKeyGate.unauthorized("the API key is unknown or revoked")
+        }
         let record = JobRecord(
             id: JobRecord.newID(), kind: kind, workflow: workflow, outputNodeID: body.outputNodeID, owner: request.owner,
             keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey, outputFormat: body.outputFormat
