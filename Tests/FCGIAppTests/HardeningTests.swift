@@ -262,4 +262,19 @@ struct DrawingLimitTests {
             _ = held
         }
     }
+
+    @Test func theAddressesOfOneIPv6NetworkShareOneLimitBehindAProxy() async throws {
+        // A front proxy passes IPv6 clients on: one subscriber's /64 is one client, however its
+        // addresses are written.
+        try await withGateway("hard-limits-v6", environment: ["DRAWING_RATE": "2", "REAL_IP_FROM": "127.0.0.1"]) { gateway, _ in
+            var statuses: [Int] = []
+            for index in 0..<12 {
+                let address = index % 2 == 0 ? "2001:db8:0:1::\(index + 1)" : "2001:db8:0:1:\(index):ffff:1:2"
+                statuses.append(try await gateway.get("/api/result/painter-1", headers: [("X-Forwarded-For", address)]).status)
+            }
+            #expect(statuses.contains(429), "\(statuses)")
+            let neighbour = try await gateway.get("/api/result/painter-1", headers: [("X-Forwarded-For", "2001:db8:0:2::1")])
+            #expect(neighbour.status != 429, "another /64 is another client")
+        }
+    }
 }

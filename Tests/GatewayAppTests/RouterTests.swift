@@ -123,6 +123,12 @@ struct RouterTests {
             for host in ["127.0.0.1:8000", "localhost:8000", "[::1]:8000"] {
                 #expect(await router.respond(to: GatewayRequest(method: "GET", path: "/api/workflows", host: host)).status == 200, "\(host)")
             }
+            // A load balancer's health check by any name gets the status, not the operator's details.
+            let health = await router.respond(to: GatewayRequest(method: "GET", path: "/healthz", host: "gw.internal", isOperator: true))
+            #expect(health.status != 421)
+            #expect((try? JSONValue.parse(health.body))?["backends"] == nil, "\(String(decoding: health.body, as: UTF8.self))")
+            let detailed = await router.respond(to: GatewayRequest(method: "GET", path: "/healthz", host: "127.0.0.1:8000", isOperator: true))
+            #expect((try? JSONValue.parse(detailed.body))?["backends"] != nil)
         }
         try await withRouter(["SERVER_BASE_URL": "https://img.example.com", "ALLOWED_HOSTS": "gateway"]) { router in
             for host in ["img.example.com", "gateway:8000"] {

@@ -21,8 +21,9 @@ extension InputImages {
             request.deadline = deadline
             target.pin(&request)
             request.maxResponseBytes = limits.maxBytes
-            // A server trickling its answer gives up its thread well before the fetch's time is out.
-            request.minimumSpeed = (bytesPerSecond: 1024, over: .seconds(5))
+            // A server trickling its answer gives up its thread before the fetch's time is out.
+            // Half of it: curl counts the wait for the first byte too (a cold start, a render).
+            request.minimumSpeed = (bytesPerSecond: 1024, over: max(.seconds(5), limits.fetchTimeout / 2))
             let response: CurlResponse
             do {
                 response = try await http.execute(request)

@@ -39,8 +39,8 @@ public struct HostPolicy: Sendable, Equatable {
             }
             if name.hasPrefix(".") { domains.append(name) } else { names.insert(name) }
         }
-        if let origin = api?.publicOrigin, let host = URLComponents(string: origin)?.host {
-            names.insert(host.lowercased())
+        if let origin = api?.publicOrigin, let host = URLComponents(string: origin)?.host, let name = Self.normalized(host) {
+            names.insert(name)
         }
     }
 

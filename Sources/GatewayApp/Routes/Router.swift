@@ -44,7 +44,13 @@ struct Router: Sendable {
 
     /// Answers the request; every thrown error becomes a JSON error body.
     func respond(to request: GatewayRequest) async -> GatewayResponse {
-        guard hosts.allows(host: request.host) else { return APIError.unknownHost(request.host).response }
+        var request = request
+        if !hosts.allows(host: request.host) {
+            // A load balancer's health check may come by any name: it gets the status, and no
+            // operator's details (a rebinding page could be on an operator's machine).
+            guard request.path == "/healthz" else { return APIError.unknownHost(request.host).response }
+            request.isOperator = false
+        }
         // The exact paths first: the prefixed ones are compared one by one.
         guard let methods = routes[request.path] ?? prefixRoutes.first(where: { route in
             request.path.utf8.count > route.prefix.utf8.count + route.suffix.utf8.count && request.path.hasPrefix(route.prefix) && request.path.hasSuffix(route.suffix)

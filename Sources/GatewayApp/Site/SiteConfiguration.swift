@@ -27,11 +27,14 @@ public struct SiteConfiguration: Sendable {
     public var realIPFrom: [String]
     public var staticDirectory: String
     public var templateDirectory: String
-    /// Anonymous painters, per client address: requests a second to `/api/sketch` and
-    /// `/api/result/` (`DRAWING_RATE`, 20; 0 = no limit), drawing WebSockets at once
-    /// (`DRAWING_CONNECTIONS`, 100; 0 = no limit).
+    /// Anonymous painters, per client (an address, or an IPv6 /64): requests a second to
+    /// `/api/sketch` and `/api/result/` (`DRAWING_RATE`, 20; 0 = no limit), drawing WebSockets at
+    /// once (`DRAWING_CONNECTIONS`, 100; 0 = no limit).
     public var drawingRate: Int
     public var drawingConnections: Int
+    /// Job event streams (`/api/jobs/{id}/events`) one client holds at once (`EVENT_STREAMS`,
+    /// 1000; 0 = no limit): each holds connections for as long as its job runs.
+    public var eventStreams: Int
 
     init(_ environment: Environment) throws {
         port = try environment.integer("PORT", default: 8000, range: 1...65535)
@@ -66,6 +69,7 @@ public struct SiteConfiguration: Sendable {
         }
         drawingRate = try environment.integer("DRAWING_RATE", default: 20, range: 0...100_000)
         drawingConnections = try environment.integer("DRAWING_CONNECTIONS", default: 100, range: 0...1_000_000)
+        eventStreams = try environment.integer("EVENT_STREAMS", default: 1000, range: 0...1_000_000)
     }
 
     /// A list of addresses or CIDRs, separated by spaces or commas.
