@@ -131,6 +131,10 @@ struct PostgresJobStoreTests {
         try await withInstances(2) { stores, _ in try await expectUnfinishedLimitHoldsUnderRacingInserts(stores) }
     }
 
+    @Test func noJobOfARevokedKeyIsStoredByAnyInstance() async throws {
+        try await withInstances(2) { stores, _ in try await expectNoJobOfARevokedKeyIsStored(stores) }
+    }
+
     @Test func anExpiredLeaseIsTakenOverOnceAndTheOldHolderIsFencedOut() async throws {
         try await withInstances(3) { stores, _ in
             let (paused, taker, other) = (stores[0], stores[1], stores[2])

@@ -118,6 +118,10 @@ struct SQLiteJobStoreTests {
         try await withStore { store, _ in try await expectUnfinishedLimitHoldsUnderRacingInserts([store]) }
     }
 
+    @Test func noJobOfARevokedKeyIsStored() async throws {
+        try await withStore { store, _ in try await expectNoJobOfARevokedKeyIsStored([store]) }
+    }
+
     @Test func dueWebhooksDealTheConnectionsToTheOwnersInTurn() async throws {
         try await withStore { store, _ in
             func add(_ owner: String, _ count: Int) async throws {

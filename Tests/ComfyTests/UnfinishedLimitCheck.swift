@@ -49,3 +49,31 @@ func expectUnfinishedLimitHoldsUnderRacingInserts(_ stores: [any JobStore]) asyn
         try await stores[0].insert(job(key: "limited"), requestHash: nil, keyWindow: .seconds(60), unfinishedLimit: 3)
     }
 }
+
+/// What both job stores promise of a revoked key: no job of it is stored after the revocation
+/// (`keys revoke --cancel` then cancels every one), though a replay of one stored before is
+/// still that job, and other jobs are stored as ever.
+func expectNoJobOfARevokedKeyIsStored(_ stores: [any JobStore]) async throws {
+    func job(key name: String?, idempotencyKey: String? = nil) -> JobRecord {
+        JobRecord(
+            id: JobRecord.newID(), kind: .async, workflow: ["1": .object(["class_type": .string("x")])], outputNodeID: "1", owner: "10.0.0.1",
+            keyName: name, idempotencyKey: idempotencyKey
+        )
+    }
+    try await stores[0].createKey(APIKey(name: "gone"), hash: APIKey.hash(of: "gone-secret"))
+    let before = try await stores[0].insert(job(key: "gone", idempotencyKey: "before"), requestHash: "h", keyWindow: .seconds(60), unfinishedLimit: nil)
+    #expect(try await stores[0].revokeKey(named: "gone", at: Date()))
+    let last = stores[stores.count - 1]
+    for limit in [nil, 5] {
+        let refused = await #expect(throws: JobStoreError.self) {
+            try await last.insert(job(key: "gone"), requestHash: nil, keyWindow: .seconds(60), unfinishedLimit: limit)
+        }
+        #expect(refused?.kind == .keyRevoked, "\(String(describing: refused))")
+    }
+    let replay = try await last.insert(job(key: "gone", idempotencyKey: "before"), requestHash: "h", keyWindow: .seconds(60), unfinishedLimit: nil)
+    #expect(replay.record.id == before.record.id)
+    #expect(try await stores[0].unfinishedJobCount(key: "gone") == 1)
+    if case .created = try await last.insert(job(key: nil), requestHash: nil, keyWindow: .seconds(60), unfinishedLimit: nil) {} else {
+        Issue.record("a job without a key is stored")
+    }
+}

@@ -10,7 +10,8 @@ public protocol JobStore: Sendable {
     /// returned instead when its request hash is the same, else `idempotencyKeyReused`. With
     /// `unfinishedLimit`, a job of an API key that has that many queued or running already is
     /// refused (`unfinishedLimitReached`), counted and stored as one step, whoever else stores
-    /// a job of the key at the same moment.
+    /// a job of the key at the same moment. A job of a revoked key is refused (`keyRevoked`) in
+    /// the same step, so that none is stored after the revocation (`keys revoke --cancel`).
     func insert(_ job: JobRecord, requestHash: String?, keyWindow: Duration, unfinishedLimit: Int?) async throws -> JobInsertion
 
     func job(_ id: String) async throws -> JobRecord?
@@ -143,6 +144,8 @@ public struct JobStoreError: Error, Sendable, CustomStringConvertible {
         case keyExists
         /// The job's API key has as many jobs queued or running as it may.
         case unfinishedLimitReached
+        /// The job's API key was revoked.
+        case keyRevoked
     }
 
     public var kind: Kind
@@ -153,6 +156,8 @@ public struct JobStoreError: Error, Sendable, CustomStringConvertible {
         self.kind = kind
         self.message = message
     }
+
+    static let keyRevoked = JobStoreError(.keyRevoked, "the API key is unknown or revoked")
 
     public static func unfinishedLimitReached(key name: String, limit: Int) -> JobStoreError {
         JobStoreError(.unfinishedLimitReached, "key \(name) has \(limit) jobs queued or running, its limit; try again when one ends")

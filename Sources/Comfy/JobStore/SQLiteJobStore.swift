@@ -112,7 +112,8 @@ public final class SQLiteJobStore: JobStore {
                 """
                 INSERT INTO jobs (id, kind, status, workflow, output_node_id, owner, webhook_url, idempotency_key, request_hash, created_at, key_name, output_format)
                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-                WHERE ?13 IS NULL OR (SELECT COUNT(*) FROM jobs WHERE key_name = ?11 AND status IN ('queued', 'running')) < ?13
+                WHERE (?13 IS NULL OR (SELECT COUNT(*) FROM jobs WHERE key_name = ?11 AND status IN ('queued', 'running')) < ?13)
+                    AND NOT EXISTS (SELECT 1 FROM api_keys WHERE name = ?11 AND revoked_at IS NOT NULL)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING id
                 """,
@@ -127,6 +128,11 @@ public final class SQLiteJobStore: JobStore {
             guard let key = job.idempotencyKey,
                 let row = try await connection.query("SELECT * FROM jobs WHERE idempotency_key = ?", [.text(key)]).first
             else {
+                if let name = job.keyName,
+                    try await !connection.query("SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NOT NULL", [.text(name)]).isEmpty
+                {
+                    throw JobStoreError.keyRevoked
+                }
                 if let limit, let name = job.keyName { throw JobStoreError.unfinishedLimitReached(key: name, limit: limit) }
                 throw JobStoreError(.unavailable, "the job was not stored")
             }

@@ -87,10 +87,9 @@ public enum KeysCommand {
                 return 1
             }
             if cancel {
-                // A request that passed the key check just before the revocation may still be
-                // fetching its inputs; the gateway checks the key again, with what it read at most
-                // a second before, just before it stores a job. Past that, every job is stored.
-                try await Task.sleep(for: .seconds(2))
+                // No job of the key is stored after the revocation (the insert checks it); one
+                // whose insert began just before may commit a moment after (PostgreSQL).
+                try await Task.sleep(for: .seconds(1))
                 let cancelled = try await cancelUnfinishedJobs(ofKey: arguments[1], store: store)
                 print("cancelled \(cancelled) of its queued and running jobs")
             }

@@ -60,6 +60,8 @@ extension JobStoreError: APIErrorConvertible {
             var error = APIError(.quotaExceeded, message)
             error.headers = [("Retry-After", "5")]
             return error
+        case .keyRevoked:
+            return APIKeyGate.unauthorized(message)
         case .unavailable, .newerSchema:
             var error = APIError(.storeUnavailable, "the job store is unavailable; nothing was stored (\(message))")
             error.headers = [("Retry-After", "5")]

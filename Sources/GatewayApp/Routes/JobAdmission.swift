@@ -52,11 +52,6 @@ struct JobAdmission: Sendable {
                 workflow[target.nodeID] = workflow[target.nodeID]?.settingInput(target.input, .string(name))
             }
         }
-        // The key again, as fresh as a second: fetching the inputs may have taken their whole
-        // time, and `keys revoke --cancel` cancels only the jobs stored by then.
-        if let key = request.apiKey, await gate.activeKey(named: key.name) == nil {
-            throw APIKeyGate.unauthorized("the API key is unknown or revoked")
-        }
         let record = JobRecord(
             id: JobRecord.newID(), kind: kind, workflow: workflow, outputNodeID: body.outputNodeID, owner: request.owner,
             keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey, outputFormat: body.outputFormat
@@ -92,7 +87,7 @@ struct JobAdmission: Sendable {
         }
     }
 
-    /// A request's input images fetched at once at most (of the 8 outbound connections).
+    /// A request's input images fetched at once at most (a caller's share of the 16 outbound connections).
     static let fetchesAtOnce = 4
 
     /// Whether the caller may see the job: its own key's jobs only (all jobs while keys are off).

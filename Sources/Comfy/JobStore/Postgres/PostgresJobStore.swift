@@ -162,8 +162,9 @@ public final class PostgresJobStore: SharedJobStore {
                 SELECT \(job.id), \(job.kind.rawValue), \(job.status.rawValue), \(JSONValue.object(job.workflow).encodedText), \(job.outputNodeID),
                     \(job.owner), \(job.webhookURL), \(job.idempotencyKey), \(requestHash), \(job.createdAt.milliseconds), \(job.keyName),
                     \(job.storedOutputFormat), \(instanceID), gateway_now_ms() + \(leaseTimeout.milliseconds)
-                WHERE \(limit)::BIGINT IS NULL
-                    OR (SELECT COUNT(*) FROM jobs WHERE key_name = \(job.keyName) AND status IN ('queued', 'running')) < \(limit)::BIGINT
+                WHERE (\(limit)::BIGINT IS NULL
+                    OR (SELECT COUNT(*) FROM jobs WHERE key_name = \(job.keyName) AND status IN ('queued', 'running')) < \(limit)::BIGINT)
+                    AND NOT EXISTS (SELECT 1 FROM api_keys WHERE name = \(job.keyName) AND revoked_at IS NOT NULL)
                 ON CONFLICT (idempotency_key) DO NOTHING
                 RETURNING lease_generation
                 """
@@ -174,6 +175,9 @@ public final class PostgresJobStore: SharedJobStore {
                 return .created(job)
             }
             guard let key = job.idempotencyKey, let row = try await rows("SELECT * FROM jobs WHERE idempotency_key = \(key)").first else {
+                if let name = job.keyName, try await !rows("SELECT 1 FROM api_keys WHERE name = \(name) AND revoked_at IS NOT NULL").isEmpty {
+                    throw JobStoreError.keyRevoked
+                }
                 if let limit, let name = job.keyName { throw JobStoreError.unfinishedLimitReached(key: name, limit: limit) }
                 throw JobStoreError(.unavailable, "the job was not stored")
             }
