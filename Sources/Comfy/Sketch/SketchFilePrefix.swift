@@ -5,7 +5,9 @@ import Foundation
 ///
 /// Kept in `STATE_DIR/sketch-files`, so that a restart (a deploy, the supervisor after a crash)
 /// writes the files it wrote before instead of a new set each time, and locked (`flock`) for as
-/// long as this process lives: a second process on the same `STATE_DIR` makes a prefix of its own.
+/// long as this process lives: a second process on the same `STATE_DIR` makes a prefix of its
+/// own. The file names its host too: a `STATE_DIR` copied to another machine (a restored
+/// backup, a cloned volume), or shared where `flock` locks only locally, gets a prefix anew.
 public enum SketchFilePrefix {
     /// The prefix in `directory`'s file, made the first time; a fresh one when another process
     /// holds the file, or it cannot be used.
@@ -18,11 +20,20 @@ public enum SketchFilePrefix {
             close(fd)
             return fresh
         }
-        var buffer = [UInt8](repeating: 0, count: 64)
+        var buffer = [UInt8](repeating: 0, count: 512)
         let count = read(fd, &buffer, buffer.count)
-        let stored = count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : ""
-        if stored.count == 12, stored.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) { return stored }
-        guard ftruncate(fd, 0) == 0, pwrite(fd, fresh, fresh.utf8.count, 0) == fresh.utf8.count else { return fresh }
+        let stored = (count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : "").split(separator: " ", maxSplits: 1).map(String.init)
+        let host = hostName
+        if stored.count == 2, stored[1] == host, stored[0].count == 12, stored[0].allSatisfy({ $0.isHexDigit && !$0.isUppercase }) { return stored[0] }
+        let line = "\(fresh) \(host)"
+        guard ftruncate(fd, 0) == 0, pwrite(fd, line, line.utf8.count, 0) == line.utf8.count else { return fresh }
         return fresh
+    }
+
+    /// This machine's name (`gethostname`: no lookup).
+    static var hostName: String {
+        var name = [CChar](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0 else { return "" }
+        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
