@@ -28,8 +28,9 @@ public struct GatewayApplication: Sendable {
     public func run(makeFrontEnd: (FrontEnd) -> any Service) async throws {
         let metricsRegistry = MetricsRoute.bootstrap()
         let http = CurlHTTPClient(threads: 32)
-        // Input image URLs: at most 8 fetches at once, each bounded by INPUT_MAX_BYTES.
-        let outbound = CurlHTTPClient(threads: 8, maxResponseBytes: configuration.inputLimits.maxBytes)
+        // Input image URLs: at most 16 fetches at once, each bounded by INPUT_MAX_BYTES, and 4 of
+        // them one caller's (`InputImages.fetchShares`).
+        let outbound = CurlHTTPClient(threads: 16, maxResponseBytes: configuration.inputLimits.maxBytes)
         // Webhooks go to callers' servers: one that never answers, or answers without end, holds
         // at most these threads for WEBHOOK_TIMEOUT (none ComfyUI calls need) and 64 KiB each.
         let webhookHTTP = CurlHTTPClient(threads: WebhookSender.connections, maxResponseBytes: 64 << 10)

@@ -1,10 +1,10 @@
 @testable import Comfy
 import Testing
 
-/// Host lookups share the resolver's threads out among their owners.
-struct LookupSharesTests {
+/// Threads for callers' host lookups and fetches, shared out among their owners.
+struct OwnerSharesTests {
     @Test func anOwnerAtItsShareWaitsForItsOwnPlaceToFreeAndGivesUpAtItsDeadline() async {
-        let shares = LookupShares(perOwner: 2, capacity: 10)
+        let shares = OwnerShares(perOwner: 2, capacity: 10)
         #expect(await shares.acquire("key:a", by: .now + .seconds(5)))
         #expect(await shares.acquire("key:a", by: .now + .seconds(5)))
         #expect(await !shares.acquire("key:a", by: .now + .milliseconds(50)), "its share is running: it waits, and gives up")
@@ -19,7 +19,7 @@ struct LookupSharesTests {
 
     @Test func aFreedPlaceGoesToTheWaitingOwnerRunningTheFewest() async {
         // Every place is taken by one busy owner; a second asks before the busy one asks again.
-        let shares = LookupShares(perOwner: 3, capacity: 3)
+        let shares = OwnerShares(perOwner: 3, capacity: 3)
         for _ in 0..<3 { #expect(await shares.acquire("busy", by: .now + .seconds(1))) }
         async let busyAgain = shares.acquire("busy", by: .now + .seconds(10))
         try? await Task.sleep(for: .milliseconds(30))

@@ -11,6 +11,8 @@ import Synchronization
 /// threads when the service group ends.
 public final class CurlHTTPClient: Service, Sendable {
     private let threads: NIOThreadPool
+    /// How many exchanges may run at once.
+    public let threadCount: Int
     private let maxResponseBytes: Int
     /// Handles not in use; an exchange takes one (or makes one) and gives it back.
     private let idle = Mutex<[CurlEasyHandle]>([])
@@ -19,21 +21,28 @@ public final class CurlHTTPClient: Service, Sendable {
     ///   - threads: how many exchanges may run at once; later ones wait their turn.
     ///   - maxResponseBytes: a larger body fails the request instead of exhausting memory.
     public init(threads: Int = 16, maxResponseBytes: Int = 256 << 20) {
-        self.threads = NIOThreadPool(numberOfThreads: max(1, threads))
+        threadCount = max(1, threads)
+        self.threads = NIOThreadPool(numberOfThreads: threadCount)
         self.threads.start()
         self.maxResponseBytes = maxResponseBytes
     }
 
     /// Performs one exchange. Task cancellation aborts it, whether queued or on the wire.
-    public func execute(_ request: CurlRequest) async throws -> CurlResponse {
-        guard let deadline = request.deadline else { return try await perform(request) }
+    /// - Parameter whenThreadFree: called once the exchange holds no thread any more, which may
+    ///   be after this returns (an exchange given up at its deadline ends on its thread).
+    public func execute(_ request: CurlRequest, whenThreadFree: (@Sendable () -> Void)? = nil) async throws -> CurlResponse {
+        guard let deadline = request.deadline else { return try await perform(request, whenThreadFree: whenThreadFree) }
         // The caller waits no longer than the deadline, also while every thread is busy: the
         // exchange, cancelled, is then dropped unsent when a thread takes it.
-        return try await withAbandonableDeadline(deadline, timeout: { CurlError.outwaited }) { try await self.perform(request) }
+        return try await withAbandonableDeadline(deadline, timeout: { CurlError.outwaited }) {
+            try await self.perform(request, whenThreadFree: whenThreadFree)
+        }
     }
 
-    private func perform(_ request: CurlRequest) async throws -> CurlResponse {
+    private func perform(_ request: CurlRequest, whenThreadFree: (@Sendable () -> Void)?) async throws -> CurlResponse {
         let flag = CurlCancellationFlag()
+        // The pool hands back only once the work ran or was dropped unrun.
+        defer { whenThreadFree?() }
         return try await withTaskCancellationHandler {
             let result: Result<CurlResponse, CurlError>
             do {

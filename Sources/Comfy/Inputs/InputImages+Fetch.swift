@@ -17,16 +17,21 @@ extension InputImages {
             let remaining = deadline - .now
             guard remaining > .zero else { break }
             var request = CurlRequest(url: target.url, headers: [("Accept", "image/png, image/jpeg, image/webp")], timeout: remaining)
-            // Other callers' fetches may hold every thread: the wait for one counts too.
+            // The wait for a place and a thread counts too (`fetchShares`).
             request.deadline = deadline
             target.pin(&request)
             request.maxResponseBytes = limits.maxBytes
             // A server trickling its answer gives up its thread before the fetch's time is out.
             // Half of it: curl counts the wait for the first byte too (a cold start, a render).
             request.minimumSpeed = (bytesPerSecond: 1024, over: max(.seconds(5), limits.fetchTimeout / 2))
+            let share = AddressShare.name(of: owner)
+            guard await fetchShares.acquire(share, by: deadline) else {
+                throw InputImageError(.unreachable, field: field, "\(field)'s URL was not fetched in time: the gateway is fetching many images; try again shortly")
+            }
             let response: CurlResponse
             do {
-                response = try await http.execute(request)
+                // Given back when the thread is, not when this stops waiting for it.
+                response = try await http.execute(request, whenThreadFree: { [fetchShares] in fetchShares.done(share) })
             } catch let error as CurlError {
                 switch error.kind {
                 case .responseTooLarge: throw InputImageError(.tooLarge, field: field, "\(field)'s URL gave more than \(limits.maxBytes) bytes")

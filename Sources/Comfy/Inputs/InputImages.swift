@@ -45,11 +45,18 @@ public struct InputImages: Sendable {
     let shared: (any SharedInputStore)?
     /// ComfyUI's input folder, when this machine shares it: the copies placed there.
     let comfyInputFolder: ComfyInputFolder?
+    /// The fetch client's threads, shared out among callers: one caller's trickling servers
+    /// would otherwise hold them all for `fetchTimeout`, and fail everyone else's URLs.
+    let fetchShares: OwnerShares
 
     public init(
         directory: String, http: CurlHTTPClient, limits: Limits, folder: String, namingKey: [UInt8], shared: (any SharedInputStore)? = nil,
         comfyInputFolder: ComfyInputFolder? = nil
     ) {
+        // As many as one request fetches side by side (`JobAdmission`), and a quarter at most:
+        // four callers' trickling servers to fill them, each held back by the fetch's low-speed
+        // limit, and a freed place goes to a caller running fewer.
+        fetchShares = OwnerShares(perOwner: max(1, min(4, http.threadCount / 4)), capacity: http.threadCount)
         self.shared = shared
         self.comfyInputFolder = comfyInputFolder
         store = LocalImageStore(directory: directory, baseURL: "")

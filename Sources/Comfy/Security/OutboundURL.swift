@@ -22,7 +22,7 @@ public struct OutboundURL: Sendable {
 
     /// Parses and checks `url`; resolves its host (off the cooperative pool). `field` and
     /// `allowVariable` name the request field and the setting in refusals. `owner`: whose URL it
-    /// is (a key, a client address), for their share of the lookups (`LookupShares`).
+    /// is (a key, a client address), for their share of the lookups (`OwnerShares`).
     public static func check(
         _ url: String, allowPrivate: Bool, protected: ProtectedEndpoints = .none, owner: String? = nil, field: String = "webhook_url",
         allowVariable: String = "WEBHOOK_ALLOW_PRIVATE", resolveTimeout: Duration = .seconds(5)
@@ -87,7 +87,7 @@ extension OutboundURL {
         return pool
     }()
 
-    static let lookups = LookupShares(perOwner: 4, capacity: 24)
+    static let lookups = OwnerShares(perOwner: 4, capacity: 24)
 
     /// Every address of `host`, or none when the lookup fails or outlasts `timeout` (the lookup
     /// itself cannot be interrupted; it finishes on its thread and is dropped); `nil` when no

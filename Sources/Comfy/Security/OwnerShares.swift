@@ -1,14 +1,14 @@
 import NIOConcurrencyHelpers
 
-/// Places on the resolver's threads for host lookups, shared out among owners (an API key, a
-/// client address's share): a lookup that never answers holds its thread for the resolver's own
-/// time, past its deadline, and one owner's domains timing out must not hold them all.
+/// Places on a pool of threads shared out among their callers (an API key, a client address's
+/// share): host lookups of callers' URLs, whose thread a name that never answers holds for the
+/// resolver's own time, past their deadline; fetches of input image URLs, whose thread a
+/// trickling server holds. One caller's slow names or servers must not hold them all.
 ///
-/// An owner has at most `perOwner` lookups running, and all together at most `capacity`. A
-/// lookup without a place waits for one until its deadline; a freed place goes to the waiting
-/// owner with the fewest running, so an owner running none gets the next even while others
-/// keep asking.
-final class LookupShares: Sendable {
+/// An owner has at most `perOwner` places, and all together at most `capacity`. A call without
+/// a place waits for one until its deadline; a freed place goes to the waiting owner with the
+/// fewest running, so an owner running none gets the next even while others keep asking.
+final class OwnerShares: Sendable {
     let perOwner: Int
     let capacity: Int
 
@@ -45,15 +45,26 @@ final class LookupShares: Sendable {
     /// came in time (or the task was cancelled).
     func acquire(_ owner: String, by deadline: ContinuousClock.Instant) async -> Bool {
         let (perOwner, capacity) = (self.perOwner, self.capacity)
-        let id: UInt64? = state.withLockedValue { state in
+        enum Start {
+            case taken
+            case late
+            case waits(UInt64)
+        }
+        let start: Start = state.withLockedValue { state in
             if state.canTake(owner, perOwner: perOwner, capacity: capacity) {
                 state.take(owner)
-                return nil
+                return .taken
             }
+            guard ContinuousClock.now < deadline else { return .late }
             defer { state.nextID += 1 }
-            return state.nextID
+            return .waits(state.nextID)
         }
-        guard let id else { return true }
+        let id: UInt64
+        switch start {
+        case .taken: return true
+        case .late: return false
+        case .waits(let waiting): id = waiting
+        }
         return await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 try? await Task.sleep(until: deadline, tolerance: nil, clock: .continuous)
@@ -63,7 +74,8 @@ final class LookupShares: Sendable {
             return await withTaskCancellationHandler {
                 await withCheckedContinuation { continuation in
                     let now: Bool? = state.withLockedValue { state in
-                        if Task.isCancelled { return false }
+                        // Past the deadline, the timer may have withdrawn before this was added.
+                        if Task.isCancelled || ContinuousClock.now >= deadline { return false }
                         if state.canTake(owner, perOwner: perOwner, capacity: capacity) {
                             state.take(owner)
                             return true
@@ -83,6 +95,7 @@ final class LookupShares: Sendable {
     func done(_ owner: String) {
         let (perOwner, capacity) = (self.perOwner, self.capacity)
         let next: Waiter? = state.withLockedValue { state in
+            assert(state.running[owner] != nil, "a place given back that was not taken")
             state.running[owner, default: 1] -= 1
             if state.running[owner] == 0 { state.running[owner] = nil }
             state.total -= 1

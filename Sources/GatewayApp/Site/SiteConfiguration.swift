@@ -33,7 +33,7 @@ public struct SiteConfiguration: Sendable {
     public var drawingRate: Int
     public var drawingConnections: Int
     /// Job event streams (`/api/jobs/{id}/events`) one client holds at once (`EVENT_STREAMS`,
-    /// 1000; 0 = no limit): each holds connections for as long as its job runs.
+    /// 200; 0 = no limit): each holds two of nginx's connections for as long as its job runs.
     public var eventStreams: Int
 
     init(_ environment: Environment) throws {
@@ -69,7 +69,7 @@ public struct SiteConfiguration: Sendable {
         }
         drawingRate = try environment.integer("DRAWING_RATE", default: 20, range: 0...100_000)
         drawingConnections = try environment.integer("DRAWING_CONNECTIONS", default: 100, range: 0...1_000_000)
-        eventStreams = try environment.integer("EVENT_STREAMS", default: 1000, range: 0...1_000_000)
+        eventStreams = try environment.integer("EVENT_STREAMS", default: 200, range: 0...1_000_000)
     }
 
     /// A list of addresses or CIDRs, separated by spaces or commas.
