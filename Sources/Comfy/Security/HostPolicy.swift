@@ -48,23 +48,36 @@ public struct HostPolicy: Sendable, Equatable {
     /// One without `Host` is (HTTP/1.0, no browser).
     public func allows(host: String?) -> Bool {
         guard let host, !allowsAny else { return true }
-        guard let name = Self.normalized(Self.withoutPort(host)) else { return false }
+        // Every request asks: the common forms (an address, a configured name as sent) first,
+        // without the copies that normalizing makes.
+        let sent = Self.withoutPort(host)
+        if Self.isAddress(sent) || names.contains(String(sent)) { return true }
+        guard let name = Self.normalized(sent) else { return false }
         if OriginPolicy.isAddressOrLocalhost(name) || names.contains(name) { return true }
         return domains.contains { name.hasSuffix($0) || name == $0.dropFirst() }
     }
 
-    /// The name of a `Host` value: `[::1]:8000` → `[::1]`, `gw.example:8000` → `gw.example`.
-    public static func withoutPort(_ host: String) -> String {
-        if host.hasPrefix("[") {
-            guard let end = host.firstIndex(of: "]") else { return host }
-            return String(host[...end])
+    /// An IPv4 address, or a bracketed IPv6 one, as a `Host` holds it.
+    private static func isAddress(_ name: Substring) -> Bool {
+        var bytes = (UInt64(0), UInt64(0))
+        if name.first == "[", name.last == "]" {
+            return String(name.dropFirst().dropLast()).withCString { inet_pton(AF_INET6, $0, &bytes) } == 1
         }
-        guard let colon = host.lastIndex(of: ":") else { return host }
-        return String(host[..<colon])
+        return String(name).withCString { inet_pton(AF_INET, $0, &bytes) } == 1
+    }
+
+    /// The name of a `Host` value: `[::1]:8000` → `[::1]`, `gw.example:8000` → `gw.example`.
+    public static func withoutPort(_ host: String) -> Substring {
+        if host.hasPrefix("[") {
+            guard let end = host.firstIndex(of: "]") else { return host[...] }
+            return host[...end]
+        }
+        guard let colon = host.lastIndex(of: ":") else { return host[...] }
+        return host[..<colon]
     }
 
     /// Lower-cased, without the root's trailing dot (`example.com.` is `example.com`).
-    private static func normalized(_ name: String) -> String? {
+    private static func normalized(_ name: some StringProtocol) -> String? {
         var name = name.trimmingCharacters(in: .whitespaces).lowercased()
         if name.hasSuffix("."), name.count > 1 { name.removeLast() }
         return name.isEmpty ? nil : name
