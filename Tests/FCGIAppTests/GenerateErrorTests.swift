@@ -172,6 +172,7 @@ struct GenerateErrorTests {
         let emulator = try Emulator(directory: directory, http: testHTTP)
         defer { emulator.stop() }
         let gateway = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        defer { gateway.stop() }
         try await gateway.waitUntilHealthy()
         try await emulator.configure(["node_delay_ms": 150])
         let inFlight = Task { try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "in flight"))) }

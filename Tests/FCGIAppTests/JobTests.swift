@@ -406,6 +406,8 @@ struct JobDurabilityTests {
         defer { emulators.forEach { $0.stop() } }
         let environment = JobTests.webhookSettings
         let first = try Gateway(directory: directory, backends: emulators.map(\.url), http: testHTTP, environment: environment)
+        // Killed below; should the test fail before, it must not leave a gateway running.
+        defer { first.stop() }
         try await first.waitUntilHealthy()
 
         let receiverURL = receiver.url("/ok")
@@ -477,6 +479,7 @@ struct JobDurabilityTests {
         let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--node-delay-ms", "400"])
         defer { emulator.stop() }
         let first = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        defer { first.stop() }
         try await first.waitUntilHealthy()
         let body = JSONValue.object([
             "workflow_data": .object(Workflows.txt2img(text: "ran once", seed: 3, output: "SaveImage")), "output_node_id": "9",
@@ -505,6 +508,7 @@ struct JobDurabilityTests {
         let emulator = try Emulator(directory: directory, http: testHTTP)
         defer { emulator.stop() }
         let first = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        defer { first.stop() }
         try await first.waitUntilHealthy()
         let answer = try await first.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "old job")))
         let id = try #require(answer.header("X-Job-Id"))
