@@ -55,4 +55,51 @@ struct WebhookSenderTests {
             await store.close()
         }
     }
+
+    @Test func aDeliveryWhoseHostLookupFoundNoPlaceSpendsNoAttemptAndGoesAgainShortly() async throws {
+        try await withTemporaryFolder("webhooks-busy") { directory in
+            let receiver = try SlowLoopbackServer(answerAfter: .zero)
+            defer { receiver.stop() }
+            let store = try await SQLiteJobStore.open(path: "\(directory)/jobs.sqlite", logger: Logger(label: "test"))
+            // A name, not an address: its check takes a place among the owner's lookups.
+            let hook = receiver.url.replacingOccurrences(of: "127.0.0.1", with: "localhost") + "/hook"
+            let owner = "203.0.113.77"
+            let record = JobRecord(
+                id: JobRecord.newID(), kind: .async, workflow: ["1": .object(["class_type": "EmptyImage"])], outputNodeID: "1",
+                owner: owner, webhookURL: hook, idempotencyKey: nil
+            )
+            _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            _ = try await store.finish(record.id, status: .failed, result: nil, failure: nil, at: Date())
+            // The owner's lookups are all running (its other webhooks, its input URLs).
+            let lookups = OutboundURL.lookups
+            for _ in 0..<lookups.perOwner { #expect(await lookups.acquire(owner, by: .now + .seconds(60))) }
+            let http = CurlHTTPClient(threads: 2)
+            let sender = WebhookSender(
+                store: store, http: http,
+                configuration: .init(
+                    keyring: WebhookKeyring(gateway: try #require(WebhookSigner(secret: "whsec_" + Data(repeating: 7, count: 24).base64EncodedString())), root: [1, 2, 3]),
+                    maxAttempts: 2, retryBase: .seconds(1), timeout: .seconds(5), allowPrivate: true
+                ),
+                logger: Logger(label: "test")
+            )
+            let sending = Task { await sender.run() }
+            // Its check waits for a place (5 s), gives up, and the delivery is held back.
+            let first = ContinuousClock.now + .seconds(15)
+            while sender.heldBackCount == 0, ContinuousClock.now < first { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(sender.heldBackCount == 1)
+            #expect(receiver.paths.isEmpty)
+            #expect(try await store.job(record.id)?.webhook.attempts == 0, "no attempt spent")
+            for _ in 0..<lookups.perOwner { lookups.done(owner) }
+            let deadline = ContinuousClock.now + .seconds(20)
+            while try await store.job(record.id)?.webhook.state != .delivered, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(try await store.job(record.id)?.webhook.state == .delivered)
+            #expect(try await store.job(record.id)?.webhook.attempts == 1)
+            sending.cancel()
+            await sending.value
+            try await http.shutdown()
+            await store.close()
+        }
+    }
 }

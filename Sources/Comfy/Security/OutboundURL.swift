@@ -18,6 +18,8 @@ public struct OutboundURL: Sendable {
         /// The request field that held the URL.
         public var field: String
         public var description: String
+        /// Not the URL's fault: no place for its host's lookup came in time (`OwnerShares`).
+        public var busy = false
     }
 
     /// Parses and checks `url`; resolves its host (off the cooperative pool). `field` and
@@ -37,7 +39,10 @@ public struct OutboundURL: Sendable {
         let port = components.port ?? (scheme == "https" ? 443 : 80)
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         guard let addresses = await resolve(bareHost, port: port, timeout: resolveTimeout, owner: owner) else {
-            throw Refusal(field: field, description: "\(field)'s host \(host) could not be looked up in time: host lookups of yours, or of many callers, are still running; try again shortly")
+            throw Refusal(
+                field: field, description: "\(field)'s host \(host) could not be looked up in time: host lookups of yours, or of many callers, are still running; try again shortly",
+                busy: true
+            )
         }
         // One answer for a name that does not resolve and one that is private: the refusal must
         // not map the internal network for the caller.

@@ -140,6 +140,13 @@ public final class WebhookSender: Sendable {
             logger.notice("webhook not sent: this instance was held up past its claim, which runs out for another to send", metadata: ["job.id": "\(record.id)"])
             shared?.letWebhookGo(record.id)
             return
+        } catch let refusal as OutboundURL.Refusal where refusal.busy {
+            // The gateway's own lookups were full, not the receiver's fault: no attempt is spent
+            // (several of one owner's deliveries start at once, and each lookup takes a place).
+            logger.notice("webhook not sent yet: no place for its host's lookup came in time; it goes again shortly", metadata: ["job.id": "\(record.id)"])
+            heldBack.withLockedValue { $0[record.id] = .now + max(.seconds(1), configuration.retryBase) }
+            shared?.letWebhookGo(record.id)
+            return
         } catch {
             problem = "\(error)"
         }
