@@ -50,4 +50,13 @@ struct APIErrorTests {
             #expect(described.contains("\(code.rawValue) \(code.status)"), "\(code.rawValue) \(code.status) is not in ErrorCode's description")
         }
     }
+
+    @Test func noPlaceForALookupOrAFetchInTimeIsA429ToTryAgainNotA400() {
+        let lookup = apiError(for: OutboundURL.Refusal(field: "webhook_url", description: "could not be looked up in time", busy: true))
+        #expect(lookup.code == .busy && lookup.code.status == 429)
+        #expect(lookup.headers.contains { $0.0 == "Retry-After" })
+        let fetch = apiError(for: InputImageError(.busy, field: "image", "was not fetched in time"))
+        #expect(fetch.code == .busy && fetch.headers.contains { $0.0 == "Retry-After" })
+        #expect(apiError(for: OutboundURL.Refusal(field: "webhook_url", description: "not public")).code == .invalidRequest)
+    }
 }

@@ -9,6 +9,9 @@ public struct InputImageError: Error, Sendable, Equatable, CustomStringConvertib
         case refused
         /// The URL did not give an image: an HTTP error, a timeout, too many redirects.
         case unreachable
+        /// The gateway had no place to look its host up or fetch it in time (`OwnerShares`):
+        /// nothing wrong with the URL; the same call later may pass.
+        case busy
     }
 
     public var kind: Kind

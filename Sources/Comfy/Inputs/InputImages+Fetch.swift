@@ -12,7 +12,7 @@ extension InputImages {
                     current, allowPrivate: limits.allowPrivate, protected: limits.protected, owner: owner, field: field, allowVariable: "INPUT_URL_ALLOW_PRIVATE"
                 )
             } catch let refusal as OutboundURL.Refusal {
-                throw InputImageError(.refused, field: field, refusal.description)
+                throw InputImageError(refusal.busy ? .busy : .refused, field: field, refusal.description)
             }
             let remaining = deadline - .now
             guard remaining > .zero else { break }
@@ -26,7 +26,7 @@ extension InputImages {
             request.minimumSpeed = (bytesPerSecond: 1024, over: max(.seconds(5), limits.fetchTimeout / 2))
             let share = AddressShare.name(of: owner)
             guard await fetchShares.acquire(share, by: deadline) else {
-                throw InputImageError(.unreachable, field: field, "\(field)'s URL was not fetched in time: the gateway is fetching many images; try again shortly")
+                throw InputImageError(.busy, field: field, "\(field)'s URL was not fetched in time: the gateway is fetching many images; try again shortly")
             }
             let response: CurlResponse
             do {

@@ -19,7 +19,13 @@ public struct OutboundURL: Sendable {
         public var field: String
         public var description: String
         /// Not the URL's fault: no place for its host's lookup came in time (`OwnerShares`).
-        public var busy = false
+        public var busy: Bool
+
+        public init(field: String, description: String, busy: Bool = false) {
+            self.field = field
+            self.description = description
+            self.busy = busy
+        }
     }
 
     /// Parses and checks `url`; resolves its host (off the cooperative pool). `field` and

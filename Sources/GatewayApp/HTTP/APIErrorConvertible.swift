@@ -33,6 +33,10 @@ extension InputImageError: APIErrorConvertible {
         case .invalid, .refused: return APIError(.invalidParameter, message, details: details)
         case .tooLarge: return APIError(.payloadTooLarge, message, details: details)
         case .unreachable: return APIError(.inputUnavailable, message, details: details)
+        case .busy:
+            var error = APIError(.busy, message, details: details)
+            error.headers = [("Retry-After", "5")]
+            return error
         }
     }
 }
@@ -71,7 +75,12 @@ extension JobStoreError: APIErrorConvertible {
 }
 
 extension OutboundURL.Refusal: APIErrorConvertible {
-    var apiError: APIError { APIError(.invalidRequest, description, details: ["field": .string(field)]) }
+    var apiError: APIError {
+        guard busy else { return APIError(.invalidRequest, description, details: ["field": .string(field)]) }
+        var error = APIError(.busy, description, details: ["field": .string(field)])
+        error.headers = [("Retry-After", "5")]
+        return error
+    }
 }
 
 /// The API's error answer for anything a job can fail with.
