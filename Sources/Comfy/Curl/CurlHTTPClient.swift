@@ -46,7 +46,10 @@ public final class CurlHTTPClient: Service, Sendable {
         return try await withTaskCancellationHandler {
             let result: Result<CurlResponse, CurlError>
             do {
-                result = try await threads.runIfActive { [self] in
+                // The future form: the async one, cancelled while its work runs, keeps the work's
+                // id for good (swift-nio), one per exchange given up. Cancelling is `flag`'s job:
+                // a queued exchange then returns unsent, a running one stops at curl's next tick.
+                result = try await threads.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any()) { [self] in
                     guard !flag.isSet else { return .failure(CurlError(kind: .cancelled, message: "request cancelled")) }
                     if let sendBy = request.sendBy, ContinuousClock.now > sendBy {
                         return .failure(CurlError(kind: .tooLate, message: "not sent: the time it could be sent in had passed"))
@@ -60,7 +63,7 @@ public final class CurlHTTPClient: Service, Sendable {
                     let handle = idle.withLock { $0.popLast() } ?? CurlEasyHandle(maxResponseBytes: maxResponseBytes)
                     defer { idle.withLock { $0.append(handle) } }
                     return handle.perform(request, isCancelled: { flag.isSet })
-                }
+                }.get()
             } catch {
                 throw CurlError(kind: .other, message: "the HTTP client is shut down")
             }

@@ -59,7 +59,7 @@ public struct OutboundURL: Sendable {
         guard let first = addresses.first else { throw refusal }
         if !allowPrivate, addresses.contains(where: { !$0.isPublic }) { throw refusal }
         if protected.guards(port: port) {
-            let covered = { @Sendable in try await resolverPool.runIfActive { protected.covers(addresses, port: port) } }
+            let covered = { @Sendable in try await lookUp { protected.covers(addresses, port: port) } }
             // Not told in time: not called.
             guard try await withAbandonableDeadline(.now + resolveTimeout, timeout: { refusal }, covered) == false else { throw refusal }
         }
@@ -100,6 +100,13 @@ extension OutboundURL {
 
     static let lookups = OwnerShares(perOwner: 4, capacity: 24)
 
+    /// Runs a lookup on the resolver's threads, to its end: `getaddrinfo` cannot be interrupted,
+    /// and the pool's async form, cancelled while its work runs, keeps the work's id for good
+    /// (swift-nio), one per lookup given up at its deadline.
+    static func lookUp<T: Sendable>(_ body: @escaping @Sendable () -> T) async throws -> T {
+        try await resolverPool.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.any(), body).get()
+    }
+
     /// Every address of `host`, or none when the lookup fails or outlasts `timeout` (the lookup
     /// itself cannot be interrupted; it finishes on its thread and is dropped); `nil` when no
     /// place for `owner`'s lookup came within `timeout`.
@@ -109,10 +116,9 @@ extension OutboundURL {
         let owner = isAddressLiteral(host) ? nil : owner.map(AddressShare.name(of:))
         if let owner, await !lookups.acquire(owner, by: deadline) { return nil }
         let lookup = { @Sendable in
-            // Once its thread is done, or once it is sure not to take one (the pool drops a
-            // cancelled work item before it runs).
+            // Once its thread is done: past the deadline too.
             defer { if let owner { lookups.done(owner) } }
-            return try await resolverPool.runIfActive { resolveAddresses(host, port: port) }
+            return try await lookUp { resolveAddresses(host, port: port) }
         }
         return (try? await withAbandonableDeadline(deadline, timeout: { CancellationError() }, lookup)) ?? []
     }
