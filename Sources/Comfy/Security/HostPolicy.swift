@@ -51,19 +51,10 @@ public struct HostPolicy: Sendable, Equatable {
         // Every request asks: the common forms (an address, a configured name as sent) first,
         // without the copies that normalizing makes.
         let sent = Self.withoutPort(host)
-        if Self.isAddress(sent) || names.contains(String(sent)) { return true }
+        if isIPAddressLiteral(sent) || names.contains(String(sent)) { return true }
         guard let name = Self.normalized(sent) else { return false }
         if OriginPolicy.isAddressOrLocalhost(name) || names.contains(name) { return true }
         return domains.contains { name.hasSuffix($0) || name == $0.dropFirst() }
-    }
-
-    /// An IPv4 address, or a bracketed IPv6 one, as a `Host` holds it.
-    private static func isAddress(_ name: Substring) -> Bool {
-        var bytes = (UInt64(0), UInt64(0))
-        if name.first == "[", name.last == "]" {
-            return String(name.dropFirst().dropLast()).withCString { inet_pton(AF_INET6, $0, &bytes) } == 1
-        }
-        return String(name).withCString { inet_pton(AF_INET, $0, &bytes) } == 1
     }
 
     /// The name of a `Host` value: `[::1]:8000` → `[::1]`, `gw.example:8000` → `gw.example`.

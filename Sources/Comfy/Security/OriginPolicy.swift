@@ -79,12 +79,7 @@ public struct OriginPolicy: Sendable, Equatable {
     }
 
     /// An IPv4 or IPv6 literal, or `localhost`: names that DNS cannot point elsewhere.
-    static func isAddressOrLocalhost(_ host: String) -> Bool {
-        var name = host.lowercased()
-        if name == "localhost" { return true }
-        if name.hasPrefix("["), name.hasSuffix("]") { name = String(name.dropFirst().dropLast()) }
-        var v4 = in_addr()
-        var v6 = in6_addr()
-        return inet_pton(AF_INET, name, &v4) == 1 || inet_pton(AF_INET6, name, &v6) == 1
+    static func isAddressOrLocalhost(_ host: some StringProtocol) -> Bool {
+        isIPAddressLiteral(host) || host.lowercased() == "localhost"
     }
 }

@@ -44,7 +44,11 @@ public struct OutboundURL: Sendable {
         guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { throw Refusal(field: field, description: "\(field) may hold only printable ASCII") }
         let port = components.port ?? (scheme == "https" ? 443 : 80)
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        guard let addresses = await resolve(bareHost, port: port, timeout: resolveTimeout, owner: owner) else {
+        // An address literal asks no DNS server: it takes no share of the lookups, and no pin
+        // (curl connects to it without a lookup; `CURLOPT_RESOLVE` reads a host only up to its
+        // first colon).
+        let literal = isIPAddressLiteral(bareHost)
+        guard let addresses = await resolve(bareHost, port: port, timeout: resolveTimeout, owner: literal ? nil : owner) else {
             throw Refusal(
                 field: field, description: "\(field)'s host \(host) could not be looked up in time: host lookups of yours, or of many callers, are still running; try again shortly",
                 busy: true
@@ -63,7 +67,7 @@ public struct OutboundURL: Sendable {
             // Not told in time: not called.
             guard try await withAbandonableDeadline(.now + resolveTimeout, timeout: { refusal }, covered) == false else { throw refusal }
         }
-        if isAddressLiteral(bareHost) { return OutboundURL(url: url, resolve: []) }
+        if literal { return OutboundURL(url: url, resolve: []) }
         let pinned = first.family == AF_INET6 ? "[\(first.text)]" : first.text
         return OutboundURL(url: url, resolve: ["\(bareHost):\(port):\(pinned)"])
     }
@@ -75,13 +79,6 @@ public struct OutboundURL: Sendable {
         request.direct = true
     }
 
-    /// An IPv4 or IPv6 address: curl connects to it without a lookup (and takes no pin for it:
-    /// `CURLOPT_RESOLVE` reads a host only up to its first colon).
-    static func isAddressLiteral(_ host: String) -> Bool {
-        var v4 = in_addr()
-        var v6 = in6_addr()
-        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
-    }
 }
 
 extension OutboundURL {
@@ -109,11 +106,10 @@ extension OutboundURL {
 
     /// Every address of `host`, or none when the lookup fails or outlasts `timeout` (the lookup
     /// itself cannot be interrupted; it finishes on its thread and is dropped); `nil` when no
-    /// place for `owner`'s lookup came within `timeout`.
+    /// place for `owner`'s lookup came within `timeout` (no owner: no place taken).
     static func resolve(_ host: String, port: Int, timeout: Duration, owner: String? = nil) async -> [ResolvedAddress]? {
         let deadline = ContinuousClock.now + timeout
-        // An address literal asks no DNS server: no share of the threads it needs.
-        let owner = isAddressLiteral(host) ? nil : owner.map(AddressShare.name(of:))
+        let owner = owner.map(AddressShare.name(of:))
         if let owner, await !lookups.acquire(owner, by: deadline) { return nil }
         let lookup = { @Sendable in
             // Once its thread is done: past the deadline too.
