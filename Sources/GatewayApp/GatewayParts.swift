@@ -139,7 +139,7 @@ struct GatewayParts: Sendable {
         router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }
         let stats = JobStoreStats(store: jobs.store)
         let health = HealthRoute(pool: pool, styles: styles, jobs: stats)
-        router.add("GET", "/healthz") { await health.health($0) }
+        router.add("GET", "/healthz", anyHost: true) { await health.health($0) }
         let metricsRoute = MetricsRoute(registry: metrics, sessions: sessions, pool: pool, jobs: stats)
         router.add("GET", "/metrics") { await metricsRoute.metrics($0) }
         return router

@@ -10,6 +10,9 @@ struct Router: Sendable {
         var body: BodyKind?
         /// Needs an API key once keys are on (`APIKeyGate`).
         var keyed = false
+        /// Answered under any `Host` (a load balancer's health check comes by any name), as to a
+        /// client that is no operator: a rebinding page could be on an operator's machine.
+        var anyHost = false
     }
 
     private var routes: [String: [String: Route]] = [:]
@@ -26,8 +29,8 @@ struct Router: Sendable {
         self.gate = gate
     }
 
-    mutating func add(_ method: String, _ path: String, body: BodyKind? = nil, keyed: Bool = false, _ handler: @escaping Handler) {
-        routes[path, default: [:]][method] = Route(handler: handler, body: body, keyed: keyed)
+    mutating func add(_ method: String, _ path: String, body: BodyKind? = nil, keyed: Bool = false, anyHost: Bool = false, _ handler: @escaping Handler) {
+        routes[path, default: [:]][method] = Route(handler: handler, body: body, keyed: keyed, anyHost: anyHost)
     }
 
     /// A route for every path below `prefix` that ends with `suffix` (the handler reads the
@@ -44,17 +47,16 @@ struct Router: Sendable {
 
     /// Answers the request; every thrown error becomes a JSON error body.
     func respond(to request: GatewayRequest) async -> GatewayResponse {
+        // The exact paths first: the prefixed ones are compared one by one.
+        let methods = routes[request.path] ?? prefixRoutes.first(where: { route in
+            request.path.utf8.count > route.prefix.utf8.count + route.suffix.utf8.count && request.path.hasPrefix(route.prefix) && request.path.hasSuffix(route.suffix)
+        })?.methods
         var request = request
         if !hosts.allows(host: request.host) {
-            // A load balancer's health check may come by any name: it gets the status, and no
-            // operator's details (a rebinding page could be on an operator's machine).
-            guard request.path == "/healthz" else { return APIError.unknownHost(request.host).response }
+            guard methods?.values.contains(where: \.anyHost) == true else { return APIError.unknownHost(request.host).response }
             request.isOperator = false
         }
-        // The exact paths first: the prefixed ones are compared one by one.
-        guard let methods = routes[request.path] ?? prefixRoutes.first(where: { route in
-            request.path.utf8.count > route.prefix.utf8.count + route.suffix.utf8.count && request.path.hasPrefix(route.prefix) && request.path.hasSuffix(route.suffix)
-        })?.methods else {
+        guard let methods else {
             return APIError(.notFound, "no endpoint at \(request.path)").response
         }
         if request.method == "OPTIONS" {
