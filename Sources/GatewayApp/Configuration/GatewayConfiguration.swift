@@ -79,9 +79,7 @@ public struct GatewayConfiguration: Sendable {
     public var site: SiteConfiguration
 
     /// What callers' URLs (input images, webhooks) may never reach: the ComfyUI servers and this gateway's own port.
-    var protectedEndpoints: ProtectedEndpoints {
-        ProtectedEndpoints(backends: comfyServers, ownPort: site.port)
-    }
+    var protectedEndpoints: ProtectedEndpoints
     /// The job store and webhooks.
     var jobs: JobConfiguration
     /// Whether the keyed endpoints need an API key (`AUTH`: `auto`, once a key exists; `required`; `off`).
@@ -146,7 +144,8 @@ public struct GatewayConfiguration: Sendable {
             fetchTimeout: try environment.duration("INPUT_URL_TIMEOUT", default: .seconds(20)),
             allowPrivate: try environment.boolean("INPUT_URL_ALLOW_PRIVATE", default: false)
         )
-        inputLimits.protected = ProtectedEndpoints(backends: comfyServers, ownPort: site.port)
+        protectedEndpoints = ProtectedEndpoints(backends: comfyServers, ownPort: site.port)
+        inputLimits.protected = protectedEndpoints
         pingInterval = try environment.duration("WS_PING_INTERVAL", default: .seconds(20))
         webSocketMessageTimeout = try environment.duration("WS_MESSAGE_TIMEOUT", default: .seconds(60))
         // nginx ends a proxied WebSocket after 120 s without a frame (nginx/snippets/websocket-proxy.conf).
