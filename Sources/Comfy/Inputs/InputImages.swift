@@ -144,17 +144,16 @@ public struct InputImages: Sendable {
         let now = Date()
         let retention = Duration.seconds(max(0, now.timeIntervalSince(date)))
         let comfyCopies = comfyInputFolder.map { "\($0.path)/\(folder)" }
-        let removed: [Int] = (try? await NIOThreadPool.singleton.runIfActive { [store] () -> [Int] in
-            var sweepers = [RetentionSweeper(directory: store.directory, retention: retention)]
+        let local = (try? await NIOThreadPool.singleton.runIfActive { [store] in
             // Not through a link: the gateway writes there only through plain folders.
             var status = stat()
             if let comfyCopies, lstat(comfyCopies, &status) == 0, status.st_mode & S_IFMT == S_IFDIR {
-                sweepers.append(RetentionSweeper(directory: comfyCopies, retention: retention))
+                _ = RetentionSweeper(directory: comfyCopies, retention: retention).sweep(now: now)
             }
-            return sweepers.map { $0.sweep(now: now).removed.count }
-        }) ?? []
+            return RetentionSweeper(directory: store.directory, retention: retention).sweep(now: now).removed.count
+        }) ?? 0
         let fromStore = (try? await shared?.removeInputs(unusedSince: date)) ?? 0
-        return (removed.first ?? 0) + fromStore
+        return local + fromStore
     }
 
     /// `folder/<64 hex>.<png|jpg|webp>` → the file name; anything else is not ours.
