@@ -1,3 +1,4 @@
+import Comfy
 @testable import GatewayApp
 import NIOCore
 import NIOEmbedded
@@ -137,8 +138,8 @@ struct ReceiveBudgetHandlerTests {
         #expect(try refused(send(40_000, from: "10.0.0.3")), "beyond the budget of all")
         for channel in open where channel.isActive { _ = try channel.finish() }
         #expect(budget.taken == 0)
-        #expect(ReceiveBudget.shareName(of: "2001:DB8::7") == "20010db800000000/64")
-        #expect(ReceiveBudget.shareName(of: "192.0.2.7") == "192.0.2.7")
+        #expect(AddressShare.name(of: "2001:DB8::7") == "20010db800000000/64")
+        #expect(AddressShare.name(of: "192.0.2.7") == "192.0.2.7")
     }
 
     @Test func aFullBudgetGivesUpTheRichestAddressesMessageArrivingForAnAddressHoldingLess() throws {

@@ -125,10 +125,6 @@ final class ReceiveBudget: Sendable {
         }
     }
 
-    /// Whose share a client's bytes count toward (`AddressShare`).
-    static func shareName(of address: String) -> String {
-        AddressShare.name(of: address)
-    }
 
     /// One socket's part: what its message still arriving holds (kept by the budget, which may
     /// give it up for another address), then each whole message until the socket's reader is
@@ -149,7 +145,7 @@ final class ReceiveBudget: Sendable {
 
         init(budget: ReceiveBudget, address: String) {
             self.budget = budget
-            share = ReceiveBudget.shareName(of: address)
+            share = AddressShare.name(of: address)
         }
 
         /// What to do when the budget gives this socket's message up for another address's
