@@ -5,6 +5,18 @@ import Testing
 
 /// The webhook sender against a real SQLite store and a real loopback receiver.
 struct WebhookSenderTests {
+    /// A sender to loopback receivers (private addresses allowed).
+    func makeSender(_ store: any JobStore, _ http: CurlHTTPClient, maxAttempts: Int, retryBase: Duration) throws -> WebhookSender {
+        WebhookSender(
+            store: store, http: http,
+            configuration: .init(
+                keyring: WebhookKeyring(gateway: try #require(WebhookSigner(secret: "whsec_" + Data(repeating: 7, count: 24).base64EncodedString())), root: [1, 2, 3]),
+                maxAttempts: maxAttempts, retryBase: retryBase, timeout: .seconds(5), allowPrivate: true
+            ),
+            logger: Logger(label: "test")
+        )
+    }
+
     @Test func aDeliveryTheStoreWillNotRecordWaitsItsPauseInsteadOfGoingAgainAtOnce() async throws {
         try await withTemporaryFolder("webhooks") { directory in
             let receiver = try SlowLoopbackServer(answerAfter: .zero)
@@ -23,14 +35,7 @@ struct WebhookSenderTests {
                 "CREATE TRIGGER no_room BEFORE UPDATE OF webhook_attempts ON jobs BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
             )
             let http = CurlHTTPClient(threads: 2)
-            let sender = WebhookSender(
-                store: store, http: http,
-                configuration: .init(
-                    keyring: WebhookKeyring(gateway: try #require(WebhookSigner(secret: "whsec_" + Data(repeating: 7, count: 24).base64EncodedString())), root: [1, 2, 3]),
-                    maxAttempts: 5, retryBase: .seconds(5), timeout: .seconds(5), allowPrivate: true
-                ),
-                logger: Logger(label: "test")
-            )
+            let sender = try makeSender(store, http, maxAttempts: 5, retryBase: .seconds(5))
             let sending = Task { await sender.run() }
             // Sent, its attempt refused by the store, and held back for its pause (5 s).
             let first = ContinuousClock.now + .seconds(10)
@@ -74,14 +79,7 @@ struct WebhookSenderTests {
             let lookups = OutboundURL.lookups
             for _ in 0..<lookups.perOwner { #expect(await lookups.acquire(owner, by: .now + .seconds(60))) }
             let http = CurlHTTPClient(threads: 2)
-            let sender = WebhookSender(
-                store: store, http: http,
-                configuration: .init(
-                    keyring: WebhookKeyring(gateway: try #require(WebhookSigner(secret: "whsec_" + Data(repeating: 7, count: 24).base64EncodedString())), root: [1, 2, 3]),
-                    maxAttempts: 2, retryBase: .seconds(1), timeout: .seconds(5), allowPrivate: true
-                ),
-                logger: Logger(label: "test")
-            )
+            let sender = try makeSender(store, http, maxAttempts: 2, retryBase: .seconds(1))
             let sending = Task { await sender.run() }
             // Its check waits for a place (5 s), gives up, and the delivery is held back.
             let first = ContinuousClock.now + .seconds(15)

@@ -39,7 +39,7 @@ public actor DrawingSessions {
 
         public init(
             jobTimeout: Duration = .seconds(120), idleTimeout: Duration = .seconds(1800), uploadSubfolder: String = "gateway", maxSessions: Int = 10_000,
-            maxSessionsPerClient: Int = 100, sketchFilePrefix: String = Digest.hex(RandomSecret.bytes(6))
+            maxSessionsPerClient: Int = 100, sketchFilePrefix: String = SketchFilePrefix.fresh()
         ) {
             self.sketchFilePrefix = sketchFilePrefix
             self.maxSessions = maxSessions

@@ -12,7 +12,7 @@ public enum SketchFilePrefix {
     /// The prefix in `directory`'s file, made the first time; a fresh one when another process
     /// holds the file, or it cannot be used.
     public static func claim(in directory: String) -> String {
-        let fresh = Digest.hex(RandomSecret.bytes(6))
+        let fresh = self.fresh()
         let fd = open("\(directory)/sketch-files", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { return fresh }
         // Held until the process ends: the descriptor is never closed.
@@ -28,6 +28,11 @@ public enum SketchFilePrefix {
         let line = "\(fresh) \(host)"
         guard ftruncate(fd, 0) == 0, pwrite(fd, line, line.utf8.count, 0) == line.utf8.count else { return fresh }
         return fresh
+    }
+
+    /// A prefix of one's own, kept nowhere.
+    public static func fresh() -> String {
+        Digest.hex(RandomSecret.bytes(6))
     }
 
     /// This machine's name (`gethostname`: no lookup).
