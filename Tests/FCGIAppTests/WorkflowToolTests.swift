@@ -243,4 +243,25 @@ struct WorkflowToolTests {
             #expect(try await emulator.stats()["prompts_received"] == 1)
         }
     }
+
+    @Test func aURLWithoutAnHTTPAnswerGetsOneTextWhateverListensOnItsPort() async throws {
+        try await withGateway("input-no-http", environment: Self.privateURLs) { gateway, emulator in
+            try Sketches.install(Sketches.style(), as: "paint", in: gateway)
+            let images = try ImageServer(directory: gateway.runDirectory, http: gateway.http)
+            defer { images.stop() }
+            // Nothing listens on the first; something that is not HTTP answers on the second.
+            let urls = ["http://127.0.0.1:\(TestPaths.freePort())/a.png", images.url("/not-http")]
+            var messages: [String] = []
+            for url in urls {
+                let response = try await gateway.post("/api/workflows/paint/run", json: .object(["image": .string(url)]))
+                #expect(response.status == 400, "\(url): \(response.bodyText)")
+                let error = try JSONValue.parse(response.body)["error"]
+                #expect(error?["code"] == "input_unavailable")
+                messages.append(error?["message"]?.stringValue ?? "")
+            }
+            #expect(messages == Array(repeating: "image's URL could not be fetched: no HTTP answer came from its server", count: 2))
+            #expect(try await images.requests() == ["/not-http"])
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+        }
+    }
 }

@@ -6,6 +6,7 @@
   /big/BYTES           a PNG signature followed by BYTES filler bytes
   /status/CODE         answers CODE with a text body
   /slow                sends headers, then nothing for a minute
+  /not-http            answers like an SSH server (no HTTP) and closes
 
 GET /requests returns the paths asked for, in order. Prints "READY <port>" once listening.
 """
@@ -65,6 +66,11 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.flush()
             time.sleep(60)
+            return
+        if parts[0] == "not-http":
+            self.wfile.write(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+            self.wfile.flush()
+            self.close_connection = True
             return
         self.send(404, b"not found", "text/plain")
 

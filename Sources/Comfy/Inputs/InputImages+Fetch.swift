@@ -37,7 +37,11 @@ extension InputImages {
                 case .responseTooLarge: throw InputImageError(.tooLarge, field: field, "\(field)'s URL gave more than \(limits.maxBytes) bytes")
                 case .timedOut:
                     throw InputImageError(.unreachable, field: field, "\(field)'s URL did not send its image in time (within \(limits.fetchTimeout), at 1 KiB/s or more)")
-                default: throw InputImageError(.unreachable, field: field, "\(field)'s URL could not be fetched: \(error.message)")
+                default:
+                    // One text for every failure short of an HTTP answer: curl's reason (refused,
+                    // reset, not HTTP, TLS) would tell a caller what listens on a port that only
+                    // the gateway can reach.
+                    throw InputImageError(.unreachable, field: field, "\(field)'s URL could not be fetched: no HTTP answer came from its server")
                 }
             }
             switch response.status {
