@@ -82,6 +82,8 @@ struct WorkflowToolTests {
                 (.object(["image": image, "seed": .number(1.5)]), "seed", "whole number"),
                 (.object(["image": image, "steps": 0]), "steps", "at least 1"),
                 (.object(["image": image, "steps": 20000]), "steps", "at most 10000"),
+                (.object(["image": image, "seed": .largeInteger("12345678901234567")]), "seed", "at most 9007199254740991, got 12345678901234567"),
+                (.object(["image": image, "seed": .number(1e17)]), "seed", "at most 9007199254740991, got 100000000000000000"),
                 (.object(["image": image, "prompt": 3]), "prompt", "must be a string"),
                 (.object(["prompt": "no image"]), "image", "required"),
                 (.object(["image": "not base64 at all!"]), "image", "not an http(s) URL"),

@@ -56,14 +56,16 @@ extension WorkflowTool {
         case .integer, .number:
             guard let number = value.doubleValue, number.isFinite else { throw refuse("must be a number") }
             if parameter.kind == .integer, number.rounded() != number { throw refuse("must be a whole number, got \(number)") }
-            if let minimum = parameter.minimum, number < minimum { throw refuse("must be at least \(Self.format(minimum)), got \(Self.format(number))") }
-            if let maximum = parameter.maximum, number > maximum { throw refuse("must be at most \(Self.format(maximum)), got \(Self.format(number))") }
+            // A whole number past 2^53 is quoted as sent, not as the double nearest to it.
+            let sent = if case .largeInteger(let literal) = value { literal } else { Self.format(number) }
+            if let minimum = parameter.minimum, number < minimum { throw refuse("must be at least \(Self.format(minimum)), got \(sent)") }
+            if let maximum = parameter.maximum, number > maximum { throw refuse("must be at most \(Self.format(maximum)), got \(sent)") }
             return value
         }
     }
 
-    /// A number as people write it: `7`, not `7.0`.
+    /// A number as people write it: `7`, not `7.0`; a whole one in digits, not `1e+16`.
     public static func format(_ number: Double) -> String {
-        number.rounded() == number && abs(number) < 1e15 ? String(Int64(number)) : String(number)
+        number.rounded() == number && abs(number) < 9.2e18 ? String(Int64(number)) : String(number)
     }
 }
