@@ -64,6 +64,16 @@ struct NodePolicyTests {
         Case(classType: "SomeLoader", input: "Path", value: "/etc/shadow", refusal: "absolute"),
         Case(classType: "SomeLoader", input: "Image_URL", value: "http://169.254.169.254/latest", refusal: "URL"),
         Case(classType: "SomeLoader", input: "Output_Dir", value: "../../models", refusal: "folder"),
+        // Custom nodes resolve relative paths against ComfyUI's working directory, and some hand
+        // them to ffmpeg or OpenCV, which fetch URLs.
+        Case(classType: "Video Dump Frames2", input: "video_path", value: "http://169.254.169.254/latest", refusal: "URL"),
+        Case(classType: "Create Grid Image2", input: "images_path", value: ".", refusal: "own folders"),
+        Case(classType: "Create Grid Image2", input: "pattern_glob", value: "output/**/*.png", refusal: "own folders"),
+        Case(classType: "Create Grid Image2", input: "pattern_glob", value: "/**/*.png", refusal: "absolute"),
+        Case(classType: "SomeSaver", input: "output_path", value: "./input", refusal: "own folders"),
+        Case(classType: "SomeLoader", input: "file_path", value: "Temp/ComfyUI_temp_00001_.png", refusal: "own folders"),
+        Case(classType: "SomeLoader", input: "file_path", value: "user/default/comfy.settings.json", refusal: "own folders"),
+        Case(classType: "SaveImage", input: "filename_prefix", value: "outputs/run", refusal: nil),
     ]
 
     @Test(arguments: cases)
@@ -87,7 +97,10 @@ struct NodePolicyTests {
     @Test func linksCarryImagesButNoFileNamesIntoLoaders() throws {
         let invert: [String: JSONValue] = ["2": .object(["class_type": "ImageInvert", "inputs": .object(["image": .array(["1", 0])])])]
         try NodePolicy().check(invert)
-        for (classType, input) in [("LoadImage", "image"), ("WebcamCapture", "image"), ("LoadLatent", "latent"), ("AnyNode", "file_path"), ("AnyNode", "folder")] {
+        for (classType, input) in [
+            ("LoadImage", "image"), ("WebcamCapture", "image"), ("LoadLatent", "latent"), ("VHS_LoadImagePath", "image"), ("AnyNode", "file_path"),
+            ("AnyNode", "folder"),
+        ] {
             let computed: [String: JSONValue] = ["2": .object(["class_type": .string(classType), "inputs": .object([input: .array(["1", 0])])])]
             #expect(throws: WorkflowRejection.self, "\(classType).\(input)") { try NodePolicy(classes: .deny([])).check(computed) }
         }
@@ -105,6 +118,14 @@ struct NodePolicyTests {
     /// ComfyUI's own class ids (comfy_extras/nodes_train.py), under both names LoRA saving has had.
     @Test(arguments: ["SaveLoRA", "SaveLoRANode", "TrainLoraNode", "CheckpointSave", "LoadImageOutput"])
     func coreNodesThatWriteModelsTrainOrReadOutputsAreRefusedByDefault(_ classType: String) {
+        let workflow: [String: JSONValue] = ["3": .object(["class_type": .string(classType), "inputs": .object(["prefix": "loras/x"])])]
+        #expect(throws: WorkflowRejection.self) { try NodePolicy().check(workflow) }
+    }
+
+    /// Custom nodes (Video Helper Suite, WAS Node Suite) that read any file or URL from a string
+    /// another node computes, glob every caller's images into one, or download any model.
+    @Test(arguments: ["VHS_LoadImagePath", "Create Grid Image", "Create Morph Image from Path", "Video Dump Frames", "CLIPSeg Model Loader"])
+    func customNodesThatReadByComputedPathGlobOrDownloadAreRefusedByDefault(_ classType: String) {
         let workflow: [String: JSONValue] = ["3": .object(["class_type": .string(classType), "inputs": .object(["prefix": "loras/x"])])]
         #expect(throws: WorkflowRejection.self) { try NodePolicy().check(workflow) }
     }

@@ -37,10 +37,13 @@ public struct NodePolicy: Sendable {
         "Image Save", "Image Load", "Load Image Batch", "Load Text File", "Save Text File", "Text Load Line From File",
         "Text File History Loader", "Cache Node", "Load Cache", "Write to Video", "Write to GIF", "Create Video from Path",
         "Export API", "BLIP Model Loader",
+        // WAS: images read by a glob of the caller's (every caller's outputs, as one grid), frames
+        // and morphs written where the caller says, any Hugging Face repository downloaded.
+        "Create Grid Image", "Create Morph Image", "Create Morph Image from Path", "Video Dump Frames", "CLIPSeg Model Loader",
         // pysssss custom scripts: text files read and written by path.
         "SaveText|pysssss", "LoadText|pysssss",
         // Video Helper Suite loaders that take a path instead of an upload.
-        "VHS_LoadVideoPath", "VHS_LoadImagesPath", "VHS_LoadAudio", "VHS_LoadVideoFFmpegPath",
+        "VHS_LoadVideoPath", "VHS_LoadImagesPath", "VHS_LoadImagePath", "VHS_LoadAudio", "VHS_LoadVideoFFmpegPath",
         // Images fetched by the GPU server itself (server-side request forgery).
         "LoadImageFromUrl", "LoadImageFromPath", "Load Image From Url (mtb)",
         // Code evaluated from an input.
@@ -61,7 +64,7 @@ public struct NodePolicy: Sendable {
     /// computed by another node) is refused, since it cannot be checked.
     public static let loaderClasses: Set<String> = [
         "LoadImage", "LoadImageMask", "LoadImageOutput", "LoadAudio", "LoadVideo", "VHS_LoadVideo", "VHS_LoadAudioUpload",
-        "VHS_LoadVideoFFmpeg", "VHS_LoadImages", "WebcamCapture",
+        "VHS_LoadVideoFFmpeg", "VHS_LoadImages", "VHS_LoadImagePath", "WebcamCapture",
     ]
 
     /// Loaders of other files of the input folder by name (no input image goes to them): their
@@ -111,6 +114,10 @@ public struct NodePolicy: Sendable {
         }
     }
 
+    /// ComfyUI's working directory and the folders in it that hold callers' files, settings,
+    /// models and code.
+    static let comfyFolders: Set<String> = [".", "output", "temp", "input", "user", "models", "custom_nodes"]
+
     /// What an input holds, judged by its name.
     enum InputKind { case upload, path, folder, url, other }
 
@@ -123,8 +130,8 @@ public struct NodePolicy: Sendable {
             || input.hasSuffix("_dir") || input.hasSuffix("_directory") || input.hasSuffix("_folder") {
             return .folder
         }
-        if ["path", "filename", "filepath", "fullpath", "file_path", "filename_prefix", "output_path", "save_to"].contains(input)
-            || input.hasSuffix("_name") || input.hasSuffix("_path") || input.hasSuffix("_file") {
+        if ["path", "filename", "filepath", "fullpath", "file_path", "filename_prefix", "output_path", "save_to", "glob"].contains(input)
+            || input.hasSuffix("_name") || input.hasSuffix("_path") || input.hasSuffix("_file") || input.hasSuffix("_glob") {
             return .path
         }
         return .other
@@ -143,7 +150,10 @@ public struct NodePolicy: Sendable {
         case .folder:
             // Relative folders resolve against ComfyUI's working directory (`output`: every caller's images).
             return name.isEmpty ? nil : "folder inputs are not allowed"
-        case .upload, .path, .other:
+        case .path:
+            // A custom node may hand its path to ffmpeg or OpenCV, which fetch URLs.
+            if name.contains("://") { return "the GPU server may not fetch URLs; send images through the gateway" }
+        case .upload, .other:
             break
         }
         var path = scalars[...]
@@ -168,6 +178,11 @@ public struct NodePolicy: Sendable {
         let components = path.split(omittingEmptySubsequences: false) { $0 == slash || $0 == backslash }
         if components.contains(where: { $0.elementsEqual("..".unicodeScalars) }) {
             return "file names may not contain '..'"
+        }
+        // A custom node resolves a relative path against ComfyUI's working directory, where
+        // `output`, `temp`, `input` and `user` hold every caller's images and settings.
+        if kind == .path, let first = components.first.map({ String(String.UnicodeScalarView($0)).lowercased() }), Self.comfyFolders.contains(first) {
+            return "paths into ComfyUI's own folders (\(first)) are not allowed"
         }
         if kind == .upload {
             if path.contains(backslash) { return "file names may not contain '\\'" }
