@@ -31,6 +31,10 @@ struct ObjectEndpoint: Sendable, Equatable {
             hostName = String(authority.prefix { $0 != ":" })
         }
         guard !hostName.isEmpty else { return nil }
+        // The scheme's own port is left out, as curl and browsers leave it out of `Host`: a
+        // signature over `host:443` would not match what the store receives.
+        let port = authority.dropFirst(hostName.count)
+        if (scheme == "https" && port == ":443") || (scheme == "http" && port == ":80") { hostHeader = hostName }
         basePath = path
     }
 
