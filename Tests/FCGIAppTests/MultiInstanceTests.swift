@@ -344,6 +344,31 @@ struct MultiInstanceTests {
         }
     }
 
+    @Test func anAPIKeysIdempotencyKeyNamesOneJobOverEveryInstanceAndAnotherKeysIsItsOwn() async throws {
+        try await withCluster("multi-idempotent") { cluster in
+            let (a, b) = (cluster.gateways[0], cluster.gateways[1])
+            let store = ["JOB_STORE": cluster.database.url]
+            let alice = try KeyTests.createKey(a, ["alice"], environment: store)
+            let bob = try KeyTests.createKey(a, ["bob"], environment: store)
+            for gateway in [a, b] { try await waitUntil { try await gateway.post("/api/jobs", json: .object([:])).status == 401 } }
+            let body = Workflows.body(Workflows.txt2img(text: "once", seed: 7))
+            var ids: [String] = []
+            for (gateway, secret) in [(a, alice), (b, alice), (b, bob)] {
+                let answer = try await gateway.post("/api/jobs", json: body, headers: KeyTests.bearer(secret) + [("Idempotency-Key", "order-1")])
+                #expect([200, 202].contains(answer.status), "\(answer.bodyText)")
+                ids.append(try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.bodyText)"))
+            }
+            #expect(ids[0] == ids[1], "alice's key names her one job on either instance")
+            #expect(ids[2] != ids[0], "bob's same key names a job of his own")
+            for (id, secret) in [(ids[0], alice), (ids[2], bob)] {
+                try await waitUntil(timeout: .seconds(30)) { try await b.job(id, headers: KeyTests.bearer(secret))["status"] == "completed" }
+            }
+            var prompts = 0
+            for emulator in cluster.emulators { prompts += try await emulator.stats()["prompts_received"]?.intValue ?? 0 }
+            #expect(prompts == 2, "one prompt per job")
+        }
+    }
+
     @Test func aQueuedJobsInputImageReachesTheInstanceThatTakesItOver() async throws {
         try await withCluster("multi-inputs", emulatorArguments: ["--node-delay-ms", "600"], environment: ["BACKEND_CAPACITY": "1"]) { cluster in
             let (a, b) = (cluster.gateways[0], cluster.gateways[1])

@@ -23,7 +23,10 @@ struct JobAdmission: Sendable {
         try policy.check(body.workflow)
         if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw pool.modelNotFound(missing) }
         let idempotency = try IdempotencyKey.of(request)
-        let scopedKey = idempotency.map { key in request.apiKey.map { "\($0.name)\u{0}\(key.value)" } ?? key.value }
+        // A space is in no key name and no Idempotency-Key (printable ASCII without it), so the
+        // scoped keys of two API keys, or of a key and a caller without one, never meet.
+        // (PostgreSQL refuses text with a NUL byte, the separator once used.)
+        let scopedKey = idempotency.map { key in request.apiKey.map { "\($0.name) \(key.value)" } ?? key.value }
         // The limits below refuse early, before any input image is fetched, unless the
         // Idempotency-Key names a stored job: a replay is that job, not a new one.
         func replaysStoredJob() async throws -> Bool {
