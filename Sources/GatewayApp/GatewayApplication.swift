@@ -155,8 +155,10 @@ struct JobRetentionService: Service {
                     let cutoff = Date().addingTimeInterval(-retention.seconds)
                     let removed = try await store.deleteFinished(before: cutoff)
                     if removed > 0 { logger.info("removed jobs past JOB_RETENTION", metadata: ["jobs.removed": "\(removed)"]) }
-                    // A job still queued holds its inputs: only those older than every unfinished job go.
-                    let oldestUnfinished = try await store.oldestUnfinished() ?? cutoff
+                    // A job still queued holds its inputs: only those older than every unfinished job
+                    // go. A minute's margin: a file's time is the kernel's coarse clock, which may
+                    // trail `Date()` by a few milliseconds.
+                    let oldestUnfinished = try await store.oldestUnfinished().map { $0.addingTimeInterval(-60) } ?? cutoff
                     let images = await inputs.removeUnused(before: min(cutoff, oldestUnfinished))
                     if images > 0 { logger.info("removed input images past JOB_RETENTION", metadata: ["inputs.removed": "\(images)"]) }
                 } catch {

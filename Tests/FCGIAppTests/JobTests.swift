@@ -522,6 +522,37 @@ struct JobDurabilityTests {
         #expect(try second.storedFiles().filter { $0.hasSuffix(".png") }.count == 1, "images are OUTPUT_RETENTION's")
     }
 
+    @Test func aQueuedJobsInputImageIsKeptPastJobRetentionUntilTheJobRuns() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-retention-inputs")
+        let emulator = try Emulator(directory: directory, http: testHTTP)
+        defer { emulator.stop() }
+        // The backend is down: the job waits in the store.
+        try await emulator.configure(["http_status": 500, "refuse_ws": true])
+        let first = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        defer { first.stop() }
+        try await first.waitUntilHealthy(503)
+        let sketch = Sketches.png(seed: 78)
+        var body = Workflows.body(Sketches.style(text: "kept input"), output: "8").objectValue!
+        body["input_images"] = .object(["4": .string(Data(sketch).base64EncodedString())])
+        let answer = try await first.post("/api/jobs", json: .object(body))
+        let id = try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.bodyText)")
+        #expect(try await first.job(id)["status"] == "queued")
+        #expect(first.stop() == 0)
+
+        // Started again with a retention far shorter than the job's wait: the sweep at start
+        // must leave the input of the job still queued.
+        let second = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP, environment: ["JOB_RETENTION": "1ms"])
+        defer { second.stop() }
+        try await second.waitUntilHealthy(503)
+        try await Task.sleep(for: .seconds(1))
+        try await emulator.configure(["http_status": .null, "refuse_ws": false])
+        try await waitUntil(timeout: .seconds(30)) { try await second.job(id)["status"]?.stringValue.map { $0 != "queued" && $0 != "running" } ?? false }
+        let job = try await second.job(id)
+        #expect(job["status"] == "completed", "\(job)")
+        let url = try #require(job["result"]?["url"]?.stringValue, "\(job)")
+        #expect(emulatorMetadata(ofPNG: try await second.get(url).body)?["image_sha256"]?.stringValue == Digest.hex(Digest.sha256(sketch)))
+    }
+
     @Test func whileTheAppIsDownNginxAnswers503WithRetryAfterAndTheSupervisorStartsItAgain() async throws {
         try await withGateway("jobs-app-down") { gateway, _ in
             let before = try String(contentsOfFile: "\(gateway.runDirectory)/app.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)

@@ -49,6 +49,8 @@ struct JobAdmission: Sendable {
             throw APIError(.payloadTooLarge, "\(body.inputImages.count) input images; at most \(InputImages.maxPerJob) are accepted per job", details: ["parameter": "input_images"])
         }
         var workflow = body.workflow
+        // The job is as old as its inputs: retention keeps inputs younger than every unfinished job.
+        let admittedAt = Date()
         let names = try await accept(body.inputImages, owner: request.owner)
         for (image, name) in zip(body.inputImages, names) {
             for target in image.targets {
@@ -57,7 +59,7 @@ struct JobAdmission: Sendable {
         }
         let record = JobRecord(
             id: JobRecord.newID(), kind: kind, workflow: workflow, outputNodeID: body.outputNodeID, owner: request.owner,
-            keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey, outputFormat: body.outputFormat
+            keyName: request.apiKey?.name, webhookURL: webhookURL, idempotencyKey: scopedKey, createdAt: admittedAt, outputFormat: body.outputFormat
         )
         return (record, idempotency?.requestHash(endpoint: endpoint, body: request.body, contentType: request.header("content-type")))
     }
