@@ -131,6 +131,35 @@ struct StorageTests {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    @Test func aCancelWhileTheImageIsStoredAnswers409AndTheUploadIsNoGPUTime() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("oss-cancel-late")
+        let oss = try OSSServer(directory: directory, putDelayMilliseconds: 1500)
+        defer { oss.stop() }
+        let environment = [
+            "ENABLE_OSS": "true", "OSS_ENDPOINT": oss.endpoint, "OSS_BUCKET_NAME": "gw-bucket",
+            "OSS_ACCESS_KEY_ID": oss.accessKeyID, "OSS_ACCESS_KEY_SECRET": oss.accessKeySecret,
+        ]
+        try await withGateway("oss-cancel-late", emulatorArguments: ["--node-delay-ms", "50"], environment: environment) { gateway, _ in
+            let bearer = KeyTests.bearer(try KeyTests.createKey(gateway, ["metered"]))
+            try await waitUntil { try await gateway.post("/api/jobs", json: .object([:])).status == 401 }
+            let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "stored slowly")), headers: bearer)
+            let id = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue, "\(submitted.bodyText)")
+            // ComfyUI is done with it; its image is on the way to the store (held there 1.5 s).
+            try await waitUntil { try await oss.stats(http: testHTTP)["started"] == 1 }
+            let late = try await gateway.get("/api/jobs/\(id)", headers: bearer, method: "DELETE")
+            #expect(late.status == 409, "\(late.bodyText)")
+            let answer = try JSONValue.parse(late.body)
+            #expect(answer["error"]?["code"] == "job_finished")
+            #expect(answer["job"]?["status"] == "completed")
+            #expect(try await gateway.job(id, headers: bearer)["status"] == "completed")
+            // GPU time ends when the image arrives: the upload after it is the gateway's.
+            let usage = try JSONValue.parse(try await gateway.get("/api/usage", headers: bearer).body)
+            let gpu = try #require(usage["gpu_seconds"]?.doubleValue, "\(usage)")
+            #expect(gpu > 0.05 && gpu < 1, "three nodes of 50 ms, not the 1.5 s upload: \(usage)")
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
     @Test func ossUploadsAreSignedAndSignedURLsServeTheImageFor30Days() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("oss")
         // The first upload is answered 503: the bounded retry makes the second one count.

@@ -7,7 +7,9 @@ Buckets are virtual hosts (`<bucket>.localhost:<port>`), as on OSS. PUT needs
 here with Python's hmac/hashlib/base64: base64(HMAC-SHA1(secret, VERB\\nContent-MD5\\n
 Content-Type\\nDate-or-Expires\\nCanonicalizedOSSHeaders + /bucket/key)).
 
-Prints `READY <port>` once listening. `--fail-puts N` answers the first N uploads with 503.
+Prints `READY <port>` once listening. `--fail-puts N` answers the first N uploads with 503;
+`--put-delay-ms N` holds each signed upload that long before answering (`started` in the
+stats counts the uploads that arrived so far, `puts` those answered).
 """
 import argparse
 import base64
@@ -26,10 +28,12 @@ def sign(secret, verb, content_md5, content_type, date, headers, resource):
 
 
 class State:
-    def __init__(self, access_key_id, secret, fail_puts):
+    def __init__(self, access_key_id, secret, fail_puts, put_delay_ms=0):
         self.access_key_id = access_key_id
         self.secret = secret
         self.fail_puts = fail_puts
+        self.put_delay_ms = put_delay_ms
+        self.started = 0
         self.objects = {}
         self.puts = 0
         self.lock = threading.Lock()
@@ -77,6 +81,9 @@ def make_handler(state):
             if not self.header_signature_ok(bucket, key):
                 return self.error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.")
             with state.lock:
+                state.started += 1
+            time.sleep(state.put_delay_ms / 1000)
+            with state.lock:
                 state.puts += 1
                 if state.puts <= state.fail_puts:
                     return self.error(503, "ServiceUnavailable", "Please reduce your request rate.")
@@ -87,7 +94,8 @@ def make_handler(state):
             bucket, key, query = self.target()
             if bucket == "control" and key == "stats":
                 with state.lock:
-                    text = "{\"puts\": %d, \"objects\": [%s]}" % (state.puts, ",".join(f"\"{b}/{k}\"" for b, k in state.objects))
+                    text = "{\"started\": %d, \"puts\": %d, \"objects\": [%s]}" % (
+                        state.started, state.puts, ",".join(f"\"{b}/{k}\"" for b, k in state.objects))
                 return self.answer(200, text.encode(), "application/json")
             if "Signature" in query:
                 expected = sign(state.secret, "GET", "", "", query.get("Expires", ""), {}, f"/{bucket}/{key}")
@@ -114,8 +122,9 @@ def main():
     parser.add_argument("--access-key-id", required=True)
     parser.add_argument("--access-key-secret", required=True)
     parser.add_argument("--fail-puts", type=int, default=0)
+    parser.add_argument("--put-delay-ms", type=int, default=0)
     arguments = parser.parse_args()
-    state = State(arguments.access_key_id, arguments.access_key_secret, arguments.fail_puts)
+    state = State(arguments.access_key_id, arguments.access_key_secret, arguments.fail_puts, arguments.put_delay_ms)
     server = ThreadingHTTPServer(("127.0.0.1", arguments.port), make_handler(state))
     print(f"READY {server.server_address[1]}", flush=True)
     server.serve_forever()

@@ -468,6 +468,9 @@ public actor JobRunner {
         defer {
             syncOwners[id] = nil
             abandoned.remove(id)
+            // A cancel that came once the run was over (while its image was stored) is kept by
+            // `cancels` for a wait that never comes.
+            cancels.discard(id)
             if record.kind == .async {
                 startedByOwner[record.owner, default: 1] -= 1
                 if startedByOwner[record.owner] == 0 { startedByOwner[record.owner] = nil }
@@ -484,6 +487,8 @@ public actor JobRunner {
             }
             _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
         case .ran(.success(let image)):
+            // GPU time ends with the image's arrival: converting and storing it are the gateway's.
+            let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) }
             do {
                 var converted: [ImageData] = []
                 var stored: [StoredImage] = []
@@ -493,7 +498,6 @@ public actor JobRunner {
                     stored.append(try await images.store(image.bytes, mimeType: image.mimeType))
                 }
                 let imageBytes = converted.reduce(0) { $0 + $1.bytes.count }
-                let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) }
                 if let key = record.keyName {
                     Counter(label: "comfy_gateway_key_image_bytes_total", dimensions: [("key", key)]).increment(by: imageBytes)
                     if let gpu { FloatingPointCounter(label: "comfy_gateway_key_gpu_seconds_total", dimensions: [("key", key)]).increment(by: Double(gpu) / 1000) }

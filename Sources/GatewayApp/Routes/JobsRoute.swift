@@ -46,7 +46,8 @@ struct JobsRoute: Sendable {
 
     func cancel(_ request: GatewayRequest) async throws -> GatewayResponse {
         let job = try await find(request)
-        guard !job.status.isFinal, let cancelled = try await runner.cancel(job.id) else {
+        // A job whose image was being stored when the cancel came ends completed: that is no cancel.
+        guard !job.status.isFinal, let cancelled = try await runner.cancel(job.id), cancelled.status == .cancelled else {
             let now = try await runner.job(job.id) ?? job
             var error = APIError(.jobFinished, "job \(job.id) has ended (\(now.status.rawValue)); it is left as it is")
             error.topLevel["job"] = now.json()

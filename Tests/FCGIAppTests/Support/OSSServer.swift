@@ -12,12 +12,14 @@ final class OSSServer: Sendable {
     /// `http://localhost:<port>`: curl resolves `<bucket>.localhost` to the loopback address.
     var endpoint: String { "http://localhost:\(port)" }
 
-    /// Starts it and waits for its `READY <port>` line; `failPuts` uploads are first answered 503.
-    init(directory: String, failPuts: Int = 0) throws {
+    /// Starts it and waits for its `READY <port>` line; `failPuts` uploads are first answered
+    /// 503, and each upload is held `putDelayMilliseconds` before its answer.
+    init(directory: String, failPuts: Int = 0, putDelayMilliseconds: Int = 0) throws {
         let pipe = Pipe()
         process = try ChildProcess(
             "/usr/bin/env",
-            ["python3", "\(TestPaths.packageRoot)/Tests/StorageServers/oss_server.py", "--access-key-id", accessKeyID, "--access-key-secret", accessKeySecret, "--fail-puts", "\(failPuts)"],
+            ["python3", "\(TestPaths.packageRoot)/Tests/StorageServers/oss_server.py", "--access-key-id", accessKeyID, "--access-key-secret", accessKeySecret, "--fail-puts", "\(failPuts)",
+             "--put-delay-ms", "\(putDelayMilliseconds)"],
             logPath: "\(directory)/oss.log",
             stdout: pipe
         )
@@ -32,7 +34,7 @@ final class OSSServer: Sendable {
         port = ready
     }
 
-    /// Uploads seen (`puts`) and objects stored (`bucket/key`).
+    /// Uploads arrived (`started`), answered (`puts`), and objects stored (`bucket/key`).
     func stats(http: CurlHTTPClient) async throws -> JSONValue {
         try JSONValue.parse(try await http.execute(CurlRequest(url: "http://control.localhost:\(port)/stats")).body)
     }
