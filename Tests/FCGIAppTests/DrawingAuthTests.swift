@@ -186,6 +186,40 @@ struct DrawingAuthTests {
         }
     }
 
+    @Test func beforeTheFirstKeyExistsTheSketchIsRefusedAndNoTokenIsGiven() async throws {
+        try await withGateway("drawing-no-key", environment: ["DRAWING_AUTH": "true"]) { gateway, emulator in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "someones"])
+            let refused = try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType)
+            #expect(refused.status == 401, "\(refused.bodyText)")
+            #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "unauthorized")
+            #expect(refused.bodyText.contains("make keys"))
+            #expect(!refused.bodyText.contains("session_token"))
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+        }
+    }
+
+    @Test func aResultURLOfASessionAnotherKeyMadeAgainIsRefused() async throws {
+        try await withKeyedDrawing("drawing-result-owner", keys: [["alice"], ["mallory"]]) { gateway, secrets in
+            let (alice, mallory) = (secrets[0], secrets[1])
+            let alices = try await sketch(gateway, "swapped", by: alice, seed: 1)
+            let alicesResult = try #require(try JSONValue.parse(alices.body)["result_url"]?.stringValue)
+            try await waitUntil { try await gateway.get(alicesResult).status == 200 }
+            // The app restarts and forgets the session; mallory then makes one of the same id.
+            kill(try gateway.appPID(), SIGKILL)
+            try await Task.sleep(for: .milliseconds(300))
+            try await gateway.waitUntilHealthy()
+            let mallorys = try await sketch(gateway, "swapped", by: mallory, seed: 2)
+            #expect(mallorys.status == 200, "\(mallorys.bodyText)")
+            let mallorysResult = try #require(try JSONValue.parse(mallorys.body)["result_url"]?.stringValue)
+            try await waitUntil { try await gateway.get(mallorysResult).status == 200 }
+            // Alice's token is still signed for this id, but the session is mallory's now.
+            let refused = try await gateway.get(alicesResult)
+            #expect(refused.status == 403, "\(refused.bodyText)")
+            #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "forbidden")
+        }
+    }
+
     @Test func aSessionMadeAgainByItsTokensSocketAfterARestartIsStillItsKeys() async throws {
         try await withKeyedDrawing("drawing-owner-restart", keys: [["alice"], ["mallory"]]) { gateway, secrets in
             let (alice, mallory) = (secrets[0], secrets[1])

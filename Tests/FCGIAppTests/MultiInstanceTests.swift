@@ -400,8 +400,10 @@ struct MultiInstanceTests {
         try await withCluster("multi-draw", environment: ["DRAWING_AUTH": "true"]) { cluster in
             let (a, b) = (cluster.gateways[0], cluster.gateways[1])
             for gateway in cluster.gateways { try Sketches.install(Sketches.style(), as: "realistic", in: gateway) }
+            let painter = try KeyTests.createKey(a, ["painter"], environment: ["JOB_STORE": cluster.database.url])
+            for gateway in [a, b] { try await waitUntil { try await gateway.post("/api/jobs", json: .object([:])).status == 401 } }
             let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "wanderer"])
-            let uploaded = try await a.post("/api/sketch", body: form.body, contentType: form.contentType)
+            let uploaded = try await a.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(painter))
             #expect(uploaded.status == 200, "\(uploaded.bodyText)")
             let answer = try JSONValue.parse(uploaded.body)
             let (socketPath, resultPath) = (try #require(answer["websocket_url"]?.stringValue), try #require(answer["result_url"]?.stringValue))

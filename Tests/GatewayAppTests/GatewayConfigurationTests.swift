@@ -19,6 +19,17 @@ struct GatewayConfigurationTests {
         }
     }
 
+    @Test func drawingAuthWithKeysTurnedOffIsRefused() throws {
+        #expect(try configuration(["DRAWING_AUTH": "true"]).drawingAuth)
+        do {
+            _ = try configuration(["DRAWING_AUTH": "true", "AUTH": "off"])
+            Issue.record("DRAWING_AUTH without keys was taken; its tokens would go to whoever names a session first")
+        } catch let error as ConfigurationError {
+            #expect(error.variable == "DRAWING_AUTH")
+            #expect(error.problem.contains("AUTH=off"))
+        }
+    }
+
     @Test func aPingIntervalThatNginxWouldOutwaitIsRefused() throws {
         #expect(try configuration(["WS_PING_INTERVAL": "60s"]).pingInterval == .seconds(60))
         do {

@@ -197,10 +197,11 @@ public actor DrawingSessions {
         sessions[id]?.broadcaster.setPreviews(token, enabled: enabled)
     }
 
-    /// Rolls a new sampler seed: the next generation may look different.
-    public func rollSeed(_ id: String) async {
+    /// Rolls a new sampler seed: the next generation may look different. Not saved for the
+    /// other instances now (a socket could send it in a loop, a database write each); the next
+    /// result saves it.
+    public func rollSeed(_ id: String) {
         sessions[id]?.seed = Self.randomSeed()
-        await save(id)
     }
 
     /// A session this instance does not have, as another one saved it (its instance died).
@@ -226,10 +227,20 @@ public actor DrawingSessions {
         Set(sessions.values.compactMap { $0.latestResult?.filename })
     }
 
-    /// The latest finished image of the session, also one another instance made.
-    public func latestResult(_ id: String) async -> StoredImage? {
-        if let session = sessions[id] { return session.latestResult }
-        return await persistence?.drawingSession(id)?.latestResult
+    /// The latest finished image of the session, also one another instance made. `owner`: the
+    /// API key asking (`DRAWING_AUTH`); another key's session is refused, also when it took
+    /// over the id after the asker's session was dropped.
+    public func latestResult(_ id: String, owner: String? = nil) async throws(DrawingError) -> StoredImage? {
+        let state: (owner: String?, result: StoredImage?)? = if let session = sessions[id] {
+            (session.owner, session.latestResult)
+        } else {
+            await persistence?.drawingSession(id).map { ($0.owner, $0.latestResult) }
+        }
+        guard let state else { return nil }
+        if let owner, let holder = state.owner, holder != owner {
+            throw DrawingError(.notYours, "session \(id) belongs to another API key")
+        }
+        return state.result
     }
 
     /// Drops sessions idle for longer than the idle timeout; returns their ids.

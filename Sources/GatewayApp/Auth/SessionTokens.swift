@@ -25,20 +25,21 @@ struct SessionTokens: Sendable {
         )
     }
 
-    /// A token for the session, given to the API key named `keyName` ("" when keys are off).
+    /// A token for the session, given to the API key named `keyName`.
     func token(for sessionID: String, keyName: String, now: Date = Date()) -> String {
         let expiry = Int(now.timeIntervalSince1970 + lifetime.seconds)
         return "\(expiry).\(signature(sessionID, expiry, keyName)).\(keyName)"
     }
 
-    /// The name of the key `token` was given to ("" for none), if it was made for this session
-    /// and has not expired; else `nil`.
+    /// The name of the key `token` was given to, if it was made for this session and has not
+    /// expired; else `nil`. A token naming no key (made before keys were needed) is worth nothing.
     func verify(_ token: String?, for sessionID: String, now: Date = Date()) -> String? {
         guard let token, token.utf8.count <= 200 else { return nil }
         // Key names may hold dots; base64url never does.
         let parts = token.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count == 3, let expiry = Int(parts[0]), Double(expiry) > now.timeIntervalSince1970 else { return nil }
         let keyName = String(parts[2])
+        guard !keyName.isEmpty else { return nil }
         let expected = Array(signature(sessionID, expiry, keyName).utf8)
         let given = Array(parts[1].utf8)
         // Constant time: a timing difference must not reveal how much of a forgery was right.

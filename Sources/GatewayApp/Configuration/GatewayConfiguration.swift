@@ -178,6 +178,10 @@ public struct GatewayConfiguration: Sendable {
         }
         self.authMode = authMode
         drawingAuth = try environment.boolean("DRAWING_AUTH", default: false)
+        if drawingAuth, authMode == .off {
+            // Tokens without keys would be given to whoever names a session first: anyone.
+            throw ConfigurationError(variable: "DRAWING_AUTH", problem: "true needs API keys, which AUTH=off turns off")
+        }
         backendTiming = BackendTiming(
             failoverAfter: try environment.duration("BACKEND_FAILOVER_AFTER", default: .seconds(10)),
             probeInterval: try environment.duration("BACKEND_PROBE_INTERVAL", default: .seconds(5)),

@@ -28,11 +28,19 @@ struct SketchRoute: Sendable {
         let prompt = form.text("prompt")
         let checked: (image: [UInt8], probe: ImageProbe)
         do throws(DrawingError) { checked = try limits.check(file.body) } catch { throw APIError(error) }
-        if tokens != nil, let key = request.apiKey { try await gate.spend(key) }
         // With DRAWING_AUTH a session is its first key's: another key gets no token for it.
+        var owner: String?
+        if tokens != nil {
+            // AUTH=auto before the first key: the gate asks for none, but a token must name one,
+            // or it would go to whoever names a session first.
+            guard let key = request.apiKey else {
+                throw APIError(.unauthorized, "DRAWING_AUTH: the drawing API needs an API key, and none exists yet (make keys ARGS=\"create NAME\")")
+            }
+            try await gate.spend(key)
+            owner = key.name
+        }
         let update = SketchUpdate(
-            image: checked.image, mimeType: checked.probe.mimeType, style: style, prompt: prompt, clientAddress: request.remoteAddress,
-            owner: tokens == nil ? nil : request.apiKey?.name
+            image: checked.image, mimeType: checked.probe.mimeType, style: style, prompt: prompt, clientAddress: request.remoteAddress, owner: owner
         )
         do throws(DrawingError) { try await sessions.submit(update, to: sessionID) } catch { throw APIError(error) }
         var answer: [String: JSONValue] = [
@@ -42,8 +50,8 @@ struct SketchRoute: Sendable {
             "websocket_url": .string("/api/ws/\(sessionID)"),
             "result_url": .string("/api/result/\(sessionID)"),
         ]
-        if let tokens {
-            let token = tokens.token(for: sessionID, keyName: request.apiKey?.name ?? "")
+        if let tokens, let owner {
+            let token = tokens.token(for: sessionID, keyName: owner)
             answer["session_token"] = .string(token)
             answer["websocket_url"] = .string("/api/ws/\(sessionID)?token=\(token)")
             answer["result_url"] = .string("/api/result/\(sessionID)?token=\(token)")
@@ -59,13 +67,17 @@ struct SketchRoute: Sendable {
         } catch {
             throw APIError(error)
         }
+        var owner: String?
         if let tokens {
             guard let keyName = tokens.verify(request.queryValue("token"), for: sessionID) else {
                 throw APIError(.unauthorized, "this session's result needs its session_token (DRAWING_AUTH): use the result_url /api/sketch answered")
             }
-            if !keyName.isEmpty, !(await gate.isActive(name: keyName)) { throw APIError.revokedSessionKey }
+            guard await gate.isActive(name: keyName) else { throw APIError.revokedSessionKey }
+            owner = keyName
         }
-        guard let image = await sessions.latestResult(sessionID) else {
+        let found: StoredImage?
+        do throws(DrawingError) { found = try await sessions.latestResult(sessionID, owner: owner) } catch { throw APIError(error) }
+        guard let image = found else {
             throw APIError(.notFound, "session \(sessionID) has no result yet")
         }
         return GatewayResponse(status: 200, headers: [("X-Accel-Redirect", "/internal/output/\(image.filename)")])

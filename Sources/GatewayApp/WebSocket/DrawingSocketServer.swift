@@ -138,7 +138,7 @@ final class DrawingSocketServer: Service {
                                     maxAccumulatedFrameSize: maxMessageBytes
                                 ))
                                 let sessionID = Self.sessionID(of: head.uri) ?? ""
-                                let keyName = tokens?.verify(SessionTokens.token(inURI: head.uri), for: sessionID).flatMap { $0.isEmpty ? nil : $0 }
+                                let keyName = tokens?.verify(SessionTokens.token(inURI: head.uri), for: sessionID)
                                 try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(
                                     interval: pingInterval,
                                     keyRevoked: Self.revocationCheck(keyName, gate: gate),
