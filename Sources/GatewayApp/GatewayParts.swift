@@ -133,7 +133,11 @@ struct GatewayParts: Sendable {
         router.add("GET", "/api/usage", keyed: true) { try await usage.usage($0) }
         let webhookSecret = WebhookSecretRoute(keyring: webhookKeyring)
         router.add("GET", "/api/webhook_secret", keyed: true) { try webhookSecret.secret($0) }
-        let sketch = SketchRoute(sessions: sessions, styles: styles, limits: limits, tokens: sessionTokens, gate: gate)
+        let bucketStore = if case .local = configuration.storage.backend { false } else { true }
+        let sketch = SketchRoute(
+            sessions: sessions, styles: styles, limits: limits, tokens: sessionTokens, gate: gate, outputDirectory: configuration.outputDirectory,
+            bucketStore: bucketStore
+        )
         router.add("GET", "/api/styles") { await sketch.listStyles($0) }
         router.add("POST", "/api/sketch", body: .multipart, keyed: sessionTokens != nil) { try await sketch.upload($0) }
         router.add("GET", prefix: "/api/result/") { try await sketch.result($0) }

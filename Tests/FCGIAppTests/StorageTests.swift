@@ -131,6 +131,30 @@ struct StorageTests {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    @Test func aDrawingResultThisHostNoLongerHasIsSentToItsBucketCopy() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("s3-drawing")
+        let moto = try await MotoServer.start(directory: directory, http: testHTTP)
+        defer { moto.stop() }
+        #expect(try await moto.s3("PUT", path: "/drawings").status == 200)
+        try await withGateway("s3-drawing", environment: s3Environment(moto, bucket: "drawings")) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let form = sketchForm(file: Sketches.png(seed: 5), fields: ["session_id": "bucketed"])
+            #expect(try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType).status == 200)
+            try await waitUntil { try await gateway.get("/api/result/bucketed").status == 200 }
+            let local = try await gateway.get("/api/result/bucketed")
+            // OUTPUT_RETENTION took the local copy (or another instance with its own OUTPUT_DIR made it).
+            for file in try gateway.storedFiles() where file.hasSuffix(".png") { try FileManager.default.removeItem(atPath: "\(gateway.outputDirectory)/\(file)") }
+            let moved = try await gateway.get("/api/result/bucketed")
+            #expect(moved.status == 302, "\(moved.bodyText)")
+            let location = try #require(moved.header("Location"))
+            #expect(location.hasPrefix("\(moto.url)/drawings/renders/"), "\(location)")
+            #expect(try moto.verify(presignedURL: location) == "valid")
+            try await moto.checkSignatures(false)
+            #expect(try await testHTTP.execute(CurlRequest(url: location)).body == local.body)
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
     @Test func aCancelWhileTheImageIsStoredAnswers409AndTheUploadIsNoGPUTime() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("oss-cancel-late")
         let oss = try OSSServer(directory: directory, putDelayMilliseconds: 1500)

@@ -10,6 +10,11 @@ struct SketchRoute: Sendable {
     let tokens: SessionTokens?
     /// With `DRAWING_AUTH`: each sketch is charged to its key's rate (`--rate`), as a job is.
     let gate: APIKeyGate
+    /// `OUTPUT_DIR`, where nginx finds the results it hands over.
+    let outputDirectory: String
+    /// Whether results are in a bucket too (S3, OSS), whose URL serves one this host's
+    /// `OUTPUT_DIR` lacks.
+    let bucketStore: Bool
 
     /// The style list, made again only when the names changed.
     let listed = ResponseMemo<[String]>()
@@ -59,7 +64,9 @@ struct SketchRoute: Sendable {
         return .json(.object(answer))
     }
 
-    /// The latest finished image; nginx sends the bytes (`X-Accel-Redirect`), so no Content-Type here.
+    /// The latest finished image; nginx sends the bytes (`X-Accel-Redirect`), so no Content-Type
+    /// here. A bucket's copy is sent to instead when this host has none: it went with
+    /// `OUTPUT_RETENTION`, or another instance with its own `OUTPUT_DIR` made it.
     func result(_ request: GatewayRequest) async throws -> GatewayResponse {
         let sessionID = String(request.path.dropFirst("/api/result/".count))
         do throws(DrawingError) {
@@ -79,6 +86,10 @@ struct SketchRoute: Sendable {
         do throws(DrawingError) { found = try await sessions.latestResult(sessionID, owner: owner) } catch { throw APIError(error) }
         guard let image = found else {
             throw APIError(.notFound, "session \(sessionID) has no result yet")
+        }
+        if bucketStore, image.url.hasPrefix("https://") || image.url.hasPrefix("http://"), image.expiresAt.map({ $0 > Date() }) ?? true,
+            !FileManager.default.fileExists(atPath: "\(outputDirectory)/\(image.filename)") {
+            return GatewayResponse(status: 302, headers: [("Location", image.url), ("Cache-Control", "private, no-store")])
         }
         return GatewayResponse(status: 200, headers: [("X-Accel-Redirect", "/internal/output/\(image.filename)")])
     }
