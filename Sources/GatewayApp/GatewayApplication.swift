@@ -86,7 +86,7 @@ public struct GatewayApplication: Sendable {
                     .init(service: JobRetentionService(store: jobStore, inputs: parts.inputs, retention: configuration.jobs.retention, logger: logger)),
                     .init(service: drawingSockets),
                     .init(service: configuration.storage.retentionService(directory: configuration.outputDirectory, logger: logger) {
-                        await sessions.resultFilenames()
+                        try await sessions.resultFilenames()
                     }),
                     .init(service: frontEnd),
                 ],

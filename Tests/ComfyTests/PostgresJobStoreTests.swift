@@ -70,13 +70,16 @@ struct PostgresJobStoreTests {
         }
     }
 
-    @Test func aDrawingSessionSavedByOneInstanceIsReadWholeByAnother() async throws {
+    @Test func aDrawingSessionSavedByOneInstanceIsReadWholeByAnotherAndItsResultKept() async throws {
         try await withInstances(2) { stores, _ in
             let image = StoredImage(filename: "a.png", url: "/output_images/a.png", mimeType: "image/png")
             let state = DrawingSessionState(seed: 42, style: "realistic", prompt: "a hill", latestResult: image, owner: "painter")
             await stores[0].saveDrawingSession("s1", state)
             #expect(await stores[1].drawingSession("s1") == state, "its key too: else another key could claim it there")
             #expect(await stores[1].drawingSession("s2") == nil)
+            // Output retention on the other instance keeps its result: they may share OUTPUT_DIR.
+            await stores[0].saveDrawingSession("s3", DrawingSessionState(seed: 1, style: nil, prompt: nil, latestResult: nil))
+            #expect((try? await stores[1].drawingResultFilenames()) == ["a.png"])
         }
     }
 

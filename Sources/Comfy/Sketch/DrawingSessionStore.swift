@@ -23,4 +23,6 @@ public protocol DrawingSessionStore: Sendable {
     func drawingSession(_ id: String) async -> DrawingSessionState?
     /// Saves it; a failure is logged and forgotten (the session goes on in memory).
     func saveDrawingSession(_ id: String, _ state: DrawingSessionState) async
+    /// The file names of every saved session's latest result, whichever instance made it.
+    func drawingResultFilenames() async throws -> Set<String>
 }

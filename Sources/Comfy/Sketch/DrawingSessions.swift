@@ -222,9 +222,12 @@ public actor DrawingSessions {
         )
     }
 
-    /// The file names of every session's latest result (retention keeps them).
-    public func resultFilenames() -> Set<String> {
-        Set(sessions.values.compactMap { $0.latestResult?.filename })
+    /// The file names of every session's latest result (retention keeps them), also those of
+    /// the other instances' sessions on a shared store, which may share `OUTPUT_DIR`.
+    public func resultFilenames() async throws -> Set<String> {
+        let here = Set(sessions.values.compactMap { $0.latestResult?.filename })
+        guard let persistence else { return here }
+        return here.union(try await persistence.drawingResultFilenames())
     }
 
     /// The latest finished image of the session, also one another instance made. `owner`: the

@@ -100,7 +100,7 @@ struct StorageConfiguration {
 
     /// The retention sweeps of `directory`; idle until shutdown when `OUTPUT_RETENTION` is unset.
     /// `referenced`: file names still in use (drawing sessions' latest results), kept whatever their age.
-    func retentionService(directory: String, logger: Logger, referenced: @escaping @Sendable () async -> Set<String>) -> RetentionService {
+    func retentionService(directory: String, logger: Logger, referenced: @escaping @Sendable () async throws -> Set<String>) -> RetentionService {
         RetentionService(sweeper: retention.map { RetentionSweeper(directory: directory, retention: $0) }, logger: logger, referenced: referenced)
     }
 }

@@ -14,6 +14,13 @@ extension PostgresJobStore: DrawingSessionStore {
         )
     }
 
+    public func drawingResultFilenames() async throws -> Set<String> {
+        try await guarded {
+            let rows = try await rows("SELECT result FROM drawing_sessions WHERE result IS NOT NULL")
+            return Set(rows.compactMap { $0.text("result").flatMap(JobResult.init(storedText:))?.filename })
+        }
+    }
+
     public func saveDrawingSession(_ id: String, _ state: DrawingSessionState) async {
         let result = state.latestResult.map { JobResult($0).storedText }
         // Seeds stay below 2^53 (JSON numbers), well inside BIGINT.
