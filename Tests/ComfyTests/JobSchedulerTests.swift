@@ -13,6 +13,8 @@ struct JobSchedulerTests {
         case retry(UInt64, expect: Bool)
         case dispatch([(job: UInt64, backend: Int)])
         case refused(UInt64, owner: String, JobPriority)
+        /// A prompt an earlier process left on the backend, taken up.
+        case occupy(UInt64, owner: String, backend: Int)
 
         var description: String {
             switch self {
@@ -23,6 +25,7 @@ struct JobSchedulerTests {
             case .retry(let id, let expect): "retry \(id) → \(expect)"
             case .dispatch(let expected): "dispatch → \(expected.map { "\($0.job)@\($0.backend)" })"
             case .refused(let id, _, _): "submit \(id) refused"
+            case .occupy(let id, let owner, let backend): "\(owner)'s prompt \(id) taken up on backend \(backend)"
             }
         }
     }
@@ -163,6 +166,15 @@ struct JobSchedulerTests {
             .submit(3, owner: "c", .batch), .dispatch([(3, 0)]),
             .finish(1), .dispatch([(2, 1)]),
         ]),
+        Scenario(name: "prompts taken up after a restart fill their backend first; new jobs wait for them", backends: 2, configuration: .init(capacityPerBackend: 2), steps: [
+            .health(0, .up), .health(1, .up),
+            // Three were left on backend 0, one over its capacity: ComfyUI has them anyway.
+            .occupy(1, owner: "a", backend: 0), .occupy(2, owner: "a", backend: 0), .occupy(3, owner: "b", backend: 0),
+            .submit(4, owner: "c", .batch), .submit(5, owner: "c", .batch), .submit(6, owner: "c", .batch),
+            .dispatch([(4, 1), (5, 1)]),
+            .finish(1), .dispatch([]),
+            .finish(2), .dispatch([(6, 0)]),
+        ]),
         Scenario(name: "at equal load a backend that ran the checkpoint last wins; a busier one does not", backends: 2, steps: [
             .health(0, .up), .health(1, .up),
             .submitModel(1, eligible: nil, checkpoint: "x"), .dispatch([(1, 0)]), .finish(1),
@@ -188,6 +200,8 @@ struct JobSchedulerTests {
                 scheduler.setHealth(backend, health)
             case .finish(let id):
                 scheduler.finish(id)
+            case .occupy(let id, let owner, let backend):
+                scheduler.occupy(id, owner: owner, on: backend)
             case .retry(let id, let expect):
                 #expect(scheduler.retry(id) == expect, "step \(index): \(step)")
             case .dispatch(let expected):

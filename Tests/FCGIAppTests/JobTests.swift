@@ -503,6 +503,41 @@ struct JobDurabilityTests {
         #expect(!second.app.log.contains("a resumed job's prompt is gone"))
     }
 
+    /// A prompt the killed gateway left on a backend of capacity 1 holds that slot once taken
+    /// up again: the next job's prompt reaches ComfyUI only after it ended.
+    @Test func aPromptTakenUpAfterARestartHoldsItsSlotAndTheNextJobWaitsForIt() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-reattach-slot")
+        let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--node-delay-ms", "300"])
+        defer { emulator.stop() }
+        let environment = ["BACKEND_CAPACITY": "1"]
+        let first = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP, environment: environment)
+        defer { first.stop() }
+        try await first.waitUntilHealthy()
+        // SaveImage: its file is in ComfyUI's history for the restarted gateway to read.
+        func body(_ text: String, seed: Int) -> JSONValue {
+            .object(["workflow_data": .object(Workflows.txt2img(text: text, seed: seed, output: "SaveImage")), "output_node_id": "9"])
+        }
+        let left = try await first.post("/api/jobs", json: body("left running", seed: 1))
+        let leftID = try #require(try JSONValue.parse(left.body)["id"]?.stringValue, "\(left.bodyText)")
+        try await waitUntil(timeout: .seconds(20)) { try await emulator.stats()["running"]?.stringValue != nil }
+        first.killEverything()
+
+        let second = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP, environment: environment)
+        defer { second.stop() }
+        try await second.waitUntilHealthy()
+        // Taken up: the backend's one slot is in use.
+        try await waitUntil(timeout: .seconds(10)) {
+            try JSONValue.parse(try await second.get("/healthz").body)["backends"]?.arrayValue?.first?["in_flight"] == 1
+        }
+        let next = try await second.post("/api/jobs", json: body("next", seed: 2))
+        let nextID = try #require(try JSONValue.parse(next.body)["id"]?.stringValue, "\(next.bodyText)")
+        for id in [leftID, nextID] { try await waitUntil(timeout: .seconds(30)) { try await second.job(id)["status"] == "completed" } }
+        let executions = try JSONValue.parse(try await emulator.http.execute(CurlRequest(url: "\(emulator.url)/emulator/executions")).body)["executions"]?.arrayValue ?? []
+        #expect(executions.count == 2, "\(executions)")
+        let (leftEnd, nextArrival) = (try #require(executions.first?["end"]?.doubleValue), try #require(executions.last?["queued"]?.doubleValue))
+        #expect(nextArrival >= leftEnd, "the next prompt was sent while the slot's prompt still ran: \(executions)")
+    }
+
     @Test func jobsPastJobRetentionAreRemovedAndTheirImagesKept() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("jobs-retention")
         let emulator = try Emulator(directory: directory, http: testHTTP)

@@ -125,13 +125,17 @@ public final class BackendPool: Sendable {
     /// Takes up a job whose prompt an earlier process submitted to `backend`: its result if
     /// ComfyUI has it or still makes it, else the job runs again (`run`).
     ///
-    /// The wait for the old prompt holds no scheduler slot: ComfyUI's own queue orders it.
+    /// The old prompt is in ComfyUI's queue already: it takes a slot at once, over the
+    /// backend's capacity if need be, and new jobs wait for it.
     public func resume(
         _ job: PromptJob, promptID: String, backend url: String, priority: JobPriority = .batch, owner: String = "", ownerMaxRunning: Int? = nil
     ) async throws -> GeneratedImage {
-        if let backend = backends.first(where: { $0.url.description == url }) {
-            // A job taken over from another instance brings the slot its prompt holds.
+        if let index = backends.firstIndex(where: { $0.url.description == url }) {
+            let backend = backends[index]
+            // A job taken over from another instance brings the slot its prompt holds in the
+            // shared ledger; alone, the slot is this process's scheduler's.
             let adopted: BackendSlotTicket? = if let ledger, let jobID = job.jobID { await ledger.adoptSlot(of: jobID) } else { nil }
+            let occupied: UInt64? = ledger == nil ? await dispatcher.occupy(owner: owner, backend: index) : nil
             let reattached: Result<GeneratedImage, any Error>
             do {
                 reattached = .success(try await backend.reattach(job, promptID: promptID))
@@ -139,6 +143,7 @@ public final class BackendPool: Sendable {
                 reattached = .failure(error)
             }
             if let adopted { await ledger?.releaseSlot(adopted) }
+            if let occupied { await dispatcher.finish(occupied) }
             switch reattached {
             case .success(let image):
                 job.events?.finish()

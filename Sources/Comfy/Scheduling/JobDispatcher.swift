@@ -50,6 +50,15 @@ actor JobDispatcher {
         return nextID
     }
 
+    /// Counts a prompt already on `backend` (taken up after a restart) as running there until
+    /// `finish`, so that new jobs do not overfill it meanwhile.
+    func occupy(owner: String, backend: Int) -> UInt64 {
+        nextID += 1
+        scheduler.occupy(nextID, owner: owner, on: backend)
+        pump()
+        return nextID
+    }
+
     /// Waits for the job's backend slot until `deadline`; a timeout or cancellation removes it.
     func waitForSlot(_ id: UInt64, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Int {
         let slots = self.slots

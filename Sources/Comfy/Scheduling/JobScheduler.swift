@@ -75,6 +75,14 @@ struct JobScheduler: Sendable {
         return .queued
     }
 
+    /// A prompt already on `backend`, which an earlier process submitted and this one takes
+    /// up: it runs there from now on, whatever the backend's capacity (ComfyUI has it), and
+    /// counts against the capacity and its owner's cap until `finish`.
+    mutating func occupy(_ id: UInt64, owner: String, on backend: Int) {
+        jobs[id] = Job(owner: owner, priority: .batch, attempts: 1, backend: backend)
+        backends[backend].running.insert(id)
+    }
+
     mutating func setHealth(_ backend: Int, _ health: BackendHealth) {
         backends[backend].health = health
     }
