@@ -74,6 +74,15 @@ struct NodePolicyTests {
         Case(classType: "SomeLoader", input: "file_path", value: "Temp/ComfyUI_temp_00001_.png", refusal: "own folders"),
         Case(classType: "SomeLoader", input: "file_path", value: "user/default/comfy.settings.json", refusal: "own folders"),
         Case(classType: "SaveImage", input: "filename_prefix", value: "outputs/run", refusal: nil),
+        // ComfyUI's savers keep their prefix inside the output folder themselves.
+        Case(classType: "SaveImage", input: "filename_prefix", value: "output/run", refusal: nil),
+        Case(classType: "SaveImage", input: "filename_prefix", value: "http://x/run", refusal: "URL"),
+        // As a Windows GPU server reads them: trailing dots and spaces dropped, 8.3 short names.
+        Case(classType: "SomeLoader", input: "file_path", value: "output./ComfyUI_00001_.png", refusal: "own folders"),
+        Case(classType: "SomeLoader", input: "file_path", value: "Output /ComfyUI_00001_.png", refusal: "own folders"),
+        Case(classType: "SomeLoader", input: "file_path", value: "CUSTOM~1/pack/secret.py", refusal: "own folders"),
+        Case(classType: "SomeLoader", input: "file_path", value: ".../x.png", refusal: "own folders"),
+        Case(classType: "CheckpointLoaderSimple", input: "ckpt_name", value: "outputs~2/x.safetensors", refusal: nil),
     ]
 
     @Test(arguments: cases)

@@ -106,7 +106,7 @@ public struct NodePolicy: Sendable {
             return problem(with: wrapped, in: input, of: classType)
         case .array:
             // A link: another node's output. For a loader or a path input it is a computed name.
-            let computed = kind == .path || kind == .folder || kind == .url || Self.loaderClasses.contains(classType)
+            let computed = kind == .path || kind == .prefix || kind == .folder || kind == .url || Self.loaderClasses.contains(classType)
                 || Self.otherFileLoaderClasses.contains(classType)
             return computed ? "a file name must be given as it is, not computed by another node" : nil
         case .null, .bool, .number, .largeInteger:
@@ -118,8 +118,23 @@ public struct NodePolicy: Sendable {
     /// models and code.
     static let comfyFolders: Set<String> = [".", "output", "temp", "input", "user", "models", "custom_nodes"]
 
+    /// Whether a path's first component opens one of `comfyFolders`, also as Windows reads it:
+    /// trailing dots and spaces dropped, case ignored, or an 8.3 short name (`CUSTOM~1`).
+    static func namesComfyFolder(_ component: String) -> Bool {
+        var name = component.lowercased()
+        guard !name.isEmpty else { return false }
+        while name.hasSuffix(".") || name.hasSuffix(" ") { name.removeLast() }
+        // ".", "..." or " ": the working directory itself.
+        if name.isEmpty || comfyFolders.contains(name) { return true }
+        if let tilde = name.lastIndex(of: "~"), name.index(after: tilde) < name.endIndex, name[name.index(after: tilde)...].allSatisfy(\.isNumber) {
+            let stem = name[..<tilde]
+            return comfyFolders.contains { $0.count > 1 && $0.hasPrefix(stem) }
+        }
+        return false
+    }
+
     /// What an input holds, judged by its name.
-    enum InputKind { case upload, path, folder, url, other }
+    enum InputKind { case upload, path, prefix, folder, url, other }
 
     static func kind(of name: String) -> InputKind {
         // A custom node's `Path` or `Image_URL` is a path or URL too.
@@ -130,7 +145,9 @@ public struct NodePolicy: Sendable {
             || input.hasSuffix("_dir") || input.hasSuffix("_directory") || input.hasSuffix("_folder") {
             return .folder
         }
-        if ["path", "filename", "filepath", "fullpath", "file_path", "filename_prefix", "output_path", "save_to", "glob"].contains(input)
+        // ComfyUI's savers keep a prefix inside their output folder (`get_save_image_path`).
+        if input == "filename_prefix" { return .prefix }
+        if ["path", "filename", "filepath", "fullpath", "file_path", "output_path", "save_to", "glob"].contains(input)
             || input.hasSuffix("_name") || input.hasSuffix("_path") || input.hasSuffix("_file") || input.hasSuffix("_glob") {
             return .path
         }
@@ -150,7 +167,7 @@ public struct NodePolicy: Sendable {
         case .folder:
             // Relative folders resolve against ComfyUI's working directory (`output`: every caller's images).
             return name.isEmpty ? nil : "folder inputs are not allowed"
-        case .path:
+        case .path, .prefix:
             // A custom node may hand its path to ffmpeg or OpenCV, which fetch URLs.
             if name.contains("://") { return "the GPU server may not fetch URLs; send images through the gateway" }
         case .upload, .other:
@@ -181,8 +198,8 @@ public struct NodePolicy: Sendable {
         }
         // A custom node resolves a relative path against ComfyUI's working directory, where
         // `output`, `temp`, `input` and `user` hold every caller's images and settings.
-        if kind == .path, let first = components.first.map({ String(String.UnicodeScalarView($0)).lowercased() }), Self.comfyFolders.contains(first) {
-            return "paths into ComfyUI's own folders (\(first)) are not allowed"
+        if kind == .path, let first = components.first, Self.namesComfyFolder(String(String.UnicodeScalarView(first))) {
+            return "paths into ComfyUI's own folders (\(String(String.UnicodeScalarView(first)))) are not allowed"
         }
         if kind == .upload {
             if path.contains(backslash) { return "file names may not contain '\\'" }
