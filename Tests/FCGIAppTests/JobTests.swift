@@ -574,12 +574,19 @@ struct JobDurabilityTests {
         #expect(try await first.job(id)["status"] == "queued")
         #expect(first.stop() == 0)
 
+        // An input of no job, two hours old: the sweep's removing it shows that the sweep ran.
+        let inputs = "\(directory)/state/inputs"
+        let orphan = "\(inputs)/\(String(repeating: "ab", count: 32)).png"
+        try Data(Sketches.png(seed: 79)).write(to: URL(fileURLWithPath: orphan))
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-7200)], ofItemAtPath: orphan)
+
         // Started again with a retention far shorter than the job's wait: the sweep at start
         // must leave the input of the job still queued.
         let second = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP, environment: ["JOB_RETENTION": "1ms"])
         defer { second.stop() }
         try await second.waitUntilHealthy(503)
-        try await Task.sleep(for: .seconds(1))
+        try await waitUntil { !FileManager.default.fileExists(atPath: orphan) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: inputs).filter { $0.hasSuffix(".png") }.count == 1, "the queued job's input")
         try await emulator.configure(["http_status": .null, "refuse_ws": false])
         try await waitUntil(timeout: .seconds(30)) { try await second.job(id)["status"]?.stringValue.map { $0 != "queued" && $0 != "running" } ?? false }
         let job = try await second.job(id)
