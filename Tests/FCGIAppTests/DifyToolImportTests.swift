@@ -41,7 +41,10 @@ struct DifyToolImportTests {
                 #expect(call.status == 200, "\(path): \(call.bodyText)")
                 // Dify reads JSON only: the answer is an object with the image URL.
                 #expect(call.header("Content-Type") == "application/json")
-                #expect(try JSONValue.parse(call.body)["url"]?.stringValue?.hasPrefix("/output_images/") == true)
+                // Absolute: an agent or a chat has no page to resolve a path against.
+                let url = try #require(try JSONValue.parse(call.body)["url"]?.stringValue)
+                #expect(url.hasPrefix(gateway.baseURL + "/output_images/"), "\(url)")
+                #expect(try await gateway.http.execute(CurlRequest(url: url)).status == 200)
             }
 
             // The full reference has the same absolute server and lists the tools too.

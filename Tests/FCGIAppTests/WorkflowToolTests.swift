@@ -72,6 +72,35 @@ struct WorkflowToolTests {
         }
     }
 
+    @Test func aWorkflowsOwnValuesAreItsDefaultsEvenPastTheirRangesAndOnlyScalarsAreAdvertised() async throws {
+        try await withGateway("tool-defaults") { gateway, emulator in
+            var workflow = Workflows.txt2img(text: "a big seed")
+            // ComfyUI's largest seed, saved in the workflow: past 2^53, a caller could not send it.
+            workflow["3"] = workflow["3"]!.settingInput("seed", .largeInteger("18446744073709551615"))
+            workflow["5"] = .object([
+                "class_type": "EmptyLatentImage", "inputs": workflow["5"]!["inputs"]!,
+                "_meta": .object(["title": "input:size", "default": .array([64, 64]), "widget": "width"]),
+            ])
+            workflow["7"] = .object([
+                "class_type": "CLIPTextEncode", "inputs": workflow["7"]!["inputs"]!,
+                "_meta": .object(["title": "input:avoid", "default": .null]),
+            ])
+            try Sketches.install(workflow, as: "big-seed", in: gateway)
+            let document = try JSONValue.parse(try await gateway.get("/api/workflows/openapi.json").body)
+            let schema = try #require(document["paths"]?["/api/workflows/big-seed/run"]?["post"]?["requestBody"]?["content"]?["application/json"]?["schema"])
+            #expect(schema["properties"]?["size"]?["default"] == nil, "a list is no default Dify takes")
+            #expect(schema["required"]?.arrayValue?.contains("avoid") == true, "default null: none")
+
+            let missing = try await gateway.post("/api/workflows/big-seed/run", json: .object(["size": 64]))
+            #expect(missing.status == 400)
+            #expect(try JSONValue.parse(missing.body)["error"]?["parameter"] == "avoid")
+            let run = try await gateway.post("/api/workflows/big-seed/run", json: .object(["size": 64, "avoid": "blur", "response_type": "file"]))
+            #expect(run.status == 200, "\(run.bodyText)")
+            #expect(emulatorMetadata(ofPNG: run.body)?["seeds"] == .array([.largeInteger("18446744073709551615")]))
+            #expect(try await emulator.stats()["prompts_received"] == 1)
+        }
+    }
+
     @Test func wrongArgumentsAreRefusedNamingTheParameterBeforeComfyUISeesThem() async throws {
         try await withGateway("tool-bad") { gateway, emulator in
             try Sketches.install(Sketches.style(), as: "paint", in: gateway)

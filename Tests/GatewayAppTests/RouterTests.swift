@@ -141,7 +141,7 @@ struct RouterTests {
     @Test func theOpenAPIServerURLEchoesOnlyAPlainHost() async throws {
         try await withRouter(["ALLOWED_HOSTS": "*"]) { router in
             for (host, expected) in [
-                ("gw.example:8000", "http://gw.example:8000"), ("[::1]:8000", "http://[::1]:8000"),
+                ("gw.example:8000", "http://gw.example:8000"), ("[::1]:8000", "http://[::1]:8000"), ("comfy_gateway:8000", "http://comfy_gateway:8000"),
                 ("evil.example/#", "http://localhost"), ("a\"b", "http://localhost"), ("x:99999999", "http://localhost"),
             ] {
                 let response = await router.respond(to: GatewayRequest(method: "GET", path: "/api/workflows/openapi.json", host: host))
@@ -150,6 +150,19 @@ struct RouterTests {
                 #expect(response.header("Vary") == "Host, Authorization", "the document differs by host and by key")
             }
         }
+    }
+
+    @Test func everyToolGetsAnOperationIDOfItsOwnWithinSixtyFourCharacters() {
+        let long = String(repeating: "a", count: 64)
+        let names = ["paint", "foo-bar", "foo_bar", "poster-v2", long]
+        let ids = OpenAPIRoute.operationIDs(names)
+        #expect(ids["paint"] == "run_paint")
+        #expect(ids["poster-v2"] == "run_poster_v2", "alone, a dash becomes an underscore")
+        #expect(ids["foo_bar"] == "run_foo_bar", "the name without a dash keeps its id")
+        #expect(ids["foo-bar"]?.hasPrefix("run_foo_bar_") == true)
+        #expect(Set(ids.values).count == names.count, "\(ids)")
+        for id in ids.values { #expect((1...64).contains(id.utf8.count), "\(id)") }
+        #expect(OpenAPIRoute.operationIDs(names) == ids, "the same every time")
     }
 
     @Test func preflightsPassOnlyForListedOriginsAndRoutedMethods() async throws {

@@ -105,6 +105,15 @@ public struct JobResult: Sendable, Equatable {
         )
     }
 
+    /// With every root-relative URL (`/output_images/...`, stored without `SERVER_BASE_URL`)
+    /// made absolute on `base` (`scheme://host[:port]`).
+    public func resolved(against base: String) -> JobResult {
+        var resolved = self
+        if url.hasPrefix("/") { resolved.url = base + url }
+        resolved.others = others.map { $0.resolved(against: base) }
+        return resolved
+    }
+
     /// Every image, the first included.
     public var all: [JobResult] {
         var first = self

@@ -29,7 +29,10 @@ extension WorkflowTool {
             guard let value = argument ?? parameter.defaultValue else {
                 throw CallError(parameter: parameter.name, message: "\(parameter.name) is required (\(parameter.kind.rawValue))")
             }
-            let checked = try check(value, for: parameter)
+            // A default is the operator's own value (the workflow's, or `_meta.default`), written
+            // as it is: a saved seed past 2^53 must not refuse every call that leaves it out.
+            // (The node policy still reads the filled-in graph.)
+            let checked = argument == nil ? value : try check(value, for: parameter)
             if parameter.kind == .image, argument != nil {
                 images.append((parameter.name, checked.stringValue ?? "", parameter.targets))
                 continue

@@ -123,6 +123,8 @@ public struct WorkflowTool: Sendable, Equatable {
             kind = inferredKind(of: current, classType: classType, input: widget)
         }
         var defaultValue: JSONValue? = meta?["default"] ?? current
+        // `"default": null` says there is none: the caller must give it.
+        if defaultValue == .null { defaultValue = nil }
         // An image's own value is a file on the GPU server, not something a caller can pass.
         if kind == .image { defaultValue = meta?["default"] }
         if meta?["required"]?.boolValue == true { defaultValue = nil }

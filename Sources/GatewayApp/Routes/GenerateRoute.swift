@@ -15,12 +15,13 @@ struct GenerateRoute: Sendable {
         return try await generate(body, request, forceFile: forceFile, endpoint: "generate")
     }
 
-    /// Runs an already read request (a workflow tool's call, too); `endpoint` scopes its idempotency key.
-    func generate(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String) async throws -> GatewayResponse {
-        try await limit.run { try await run(body, request, forceFile: forceFile, endpoint: endpoint) }
+    /// Runs an already read request (a workflow tool's call, too); `endpoint` scopes its
+    /// idempotency key. `urlBase`: root-relative image URLs are answered absolute on it.
+    func generate(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String, urlBase: String? = nil) async throws -> GatewayResponse {
+        try await limit.run { try await run(body, request, forceFile: forceFile, endpoint: endpoint, urlBase: urlBase) }
     }
 
-    private func run(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String) async throws -> GatewayResponse {
+    private func run(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String, urlBase: String?) async throws -> GatewayResponse {
         let index = try Self.index(request)
         let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: endpoint)
         let insertion = try await runner.submit(
@@ -32,7 +33,7 @@ struct GenerateRoute: Sendable {
             // Without a key nobody can ask for the job again: it ends with its caller.
             switch try await runner.result(of: id, cancelIfAbandoned: record.idempotencyKey == nil) {
             case .finished(let job, let images):
-                response = try await answer(job, images: images, file: forceFile || body.responseType == .file, index: index)
+                response = try await answer(job, images: images, file: forceFile || body.responseType == .file, index: index, urlBase: urlBase)
             case .unstored(let error):
                 throw error
             case .stopped(let error):
@@ -57,7 +58,7 @@ struct GenerateRoute: Sendable {
         return index
     }
 
-    private func answer(_ job: JobRecord, images: [[UInt8]]?, file: Bool, index: Int) async throws -> GatewayResponse {
+    private func answer(_ job: JobRecord, images: [[UInt8]]?, file: Bool, index: Int, urlBase: String?) async throws -> GatewayResponse {
         switch job.status {
         case .completed:
             break
@@ -68,7 +69,8 @@ struct GenerateRoute: Sendable {
         case .queued, .running:
             throw APIError(.internalError, "job \(job.id) has not ended")
         }
-        guard let result = job.result else { throw APIError(.internalError, "job \(job.id) completed without a result") }
+        guard var result = job.result else { throw APIError(.internalError, "job \(job.id) completed without a result") }
+        if let urlBase { result = result.resolved(against: urlBase) }
         let all = result.all
         guard file else { return .json(result.json, headers: [("X-Image-Count", String(all.count))]) }
         guard index < all.count else {

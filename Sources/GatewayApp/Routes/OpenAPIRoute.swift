@@ -65,25 +65,30 @@ struct OpenAPIRoute: Sendable {
             withDefaults = false
         }
         var paths: [String: JSONValue] = [:]
-        for tool in await library.tools() {
-            paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool, withDefaults: withDefaults)])
+        let tools = await library.tools()
+        let ids = Self.operationIDs(tools.map(\.name))
+        for tool in tools {
+            paths["/api/workflows/\(tool.name)/run"] = .object(["post": Self.operation(tool, id: ids[tool.name] ?? Self.operationID(tool.name), withDefaults: withDefaults)])
         }
         return paths
     }
 
     /// The absolute base URL callers reach: Dify joins `servers[0].url` and the path as strings.
     func serverURL(for request: GatewayRequest) -> String {
-        var base = serverBaseURL
-        if base.isEmpty {
-            // Only a plain host[:port] is echoed back: the document is no place for a forged header.
-            let host = request.host.flatMap { Self.isPlainHost($0) ? $0 : nil } ?? "localhost"
-            base = "\(request.scheme == "https" ? "https" : "http")://\(host)"
-        }
+        var base = serverBaseURL.isEmpty ? Self.origin(of: request) : serverBaseURL
         while base.hasSuffix("/") { base.removeLast() }
         return base
     }
 
-    /// `name[:port]` of letters, digits, `.` and `-`, or a bracketed IPv6 literal with a port.
+    /// `scheme://host[:port]` the request came to. Only a plain host[:port] is echoed back: an
+    /// answer is no place for a forged header.
+    static func origin(of request: GatewayRequest) -> String {
+        let host = request.host.flatMap { isPlainHost($0) ? $0 : nil } ?? "localhost"
+        return "\(request.scheme == "https" ? "https" : "http")://\(host)"
+    }
+
+    /// `name[:port]` of letters, digits, `.`, `-` and `_` (a Compose service's name), or a
+    /// bracketed IPv6 literal with a port.
     static func isPlainHost(_ host: String) -> Bool {
         guard (1...255).contains(host.utf8.count) else { return false }
         var name = Substring(host)
@@ -97,14 +102,14 @@ struct OpenAPIRoute: Sendable {
         }
         let parts = name.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
         guard let label = parts.first, !label.isEmpty,
-            label.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) || (0x41...0x5A).contains($0) || $0 == 0x2E || $0 == 0x2D })
+            label.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) || (0x41...0x5A).contains($0) || $0 == 0x2E || $0 == 0x2D || $0 == 0x5F })
         else { return false }
         return parts.count == 1 || (!parts[1].isEmpty && parts[1].utf8.count <= 5 && parts[1].utf8.allSatisfy { (0x30...0x39).contains($0) })
     }
 
     /// One tool as one operation: `run_<name>`, its parameters as the body's properties (with
     /// their default values when `withDefaults`).
-    static func operation(_ tool: WorkflowTool, withDefaults: Bool = true) -> JSONValue {
+    static func operation(_ tool: WorkflowTool, id: String, withDefaults: Bool = true) -> JSONValue {
         var properties: [String: JSONValue] = [:]
         for parameter in tool.parameters {
             var description = parameter.description
@@ -118,7 +123,11 @@ struct OpenAPIRoute: Sendable {
                 "type": .string(parameter.kind == .image ? "string" : parameter.kind.rawValue),
                 "description": .string(description),
             ]
-            if withDefaults { schema["default"] = parameter.defaultValue }
+            // Dify's importer takes a number, a string or a boolean as a default; a list fails the whole import.
+            switch parameter.defaultValue {
+            case .string?, .number?, .largeInteger?, .bool?: if withDefaults { schema["default"] = parameter.defaultValue }
+            default: break
+            }
             schema["minimum"] = parameter.minimum.map(JSONValue.number)
             schema["maximum"] = parameter.maximum.map(JSONValue.number)
             properties[parameter.name] = .object(schema)
@@ -140,7 +149,7 @@ struct OpenAPIRoute: Sendable {
         if !required.isEmpty { body["required"] = .array(required) }
         let names = tool.parameters.map(\.name).joined(separator: ", ")
         return .object([
-            "operationId": .string(operationID(tool.name)),
+            "operationId": .string(id),
             "tags": .array(["workflows"]),
             "summary": .string("Run the \(tool.name) workflow"),
             "description": .string("Runs the \(tool.name) ComfyUI workflow and answers with its image\(names.isEmpty ? "." : "; parameters: \(names).")"),
@@ -168,5 +177,24 @@ struct OpenAPIRoute: Sendable {
     /// `run_` and the name with `-` as `_`: an identifier in every tool-calling format.
     static func operationID(_ name: String) -> String {
         "run_" + name.replacingOccurrences(of: "-", with: "_")
+    }
+
+    /// Each tool's `operationId`, unique and at most 64 characters (Dify's and the model APIs'
+    /// limit): `run_<name>`, or, where that is too long or another name's too (`a-b` and
+    /// `a_b`), a prefix of it and 8 hex digits of the name's SHA-256.
+    static func operationIDs(_ names: [String]) -> [String: String] {
+        let plain = Dictionary(grouping: names, by: operationID)
+        var ids: [String: String] = [:]
+        for name in names {
+            let id = operationID(name)
+            // A name without `-` is its own id's only owner among names without one.
+            let shared = (plain[id]?.count ?? 0) > 1 && name.contains("-")
+            guard id.utf8.count > 64 || shared else {
+                ids[name] = id
+                continue
+            }
+            ids[name] = String(id.prefix(55)) + "_" + String(Digest.hex(Digest.sha256(Array(name.utf8))).prefix(8))
+        }
+        return ids
     }
 }

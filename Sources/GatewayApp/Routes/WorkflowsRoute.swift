@@ -27,7 +27,8 @@ struct WorkflowsRoute: Sendable {
         let endpoint = "workflows/\(tool.name)"
         switch arguments["async"] {
         case nil, .null, .bool(false):
-            return try await generate.generate(body, request, forceFile: body.responseType == .file, endpoint: endpoint)
+            // A tool's caller (an agent, a chat) has no page to resolve `/output_images/...` against.
+            return try await generate.generate(body, request, forceFile: body.responseType == .file, endpoint: endpoint, urlBase: OpenAPIRoute.origin(of: request))
         case .bool(true):
             return try await jobs.submit(body, request, endpoint: endpoint)
         default:
