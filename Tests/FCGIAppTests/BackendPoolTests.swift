@@ -177,6 +177,25 @@ struct BackendPoolTests {
         #expect(cluster.gateway.app.log.contains("ComfyUI stalled"))
     }
 
+    /// A GPU server frozen mid-job (it lost power, a NAT forgot the flow): its socket stays open
+    /// and silent, and answers no ping. Its jobs move to the other backend once the ping goes
+    /// unanswered, long before the stall timeout (180 s here).
+    @Test func jobsOnABackendWhoseSocketAnswersNoPingMoveToAnother() async throws {
+        let cluster = try await startCluster("pool-frozen", backends: 2, environment: ["BACKEND_PING_INTERVAL": "500ms"])
+        defer { cluster.stop() }
+        let (frozen, healthy) = (cluster.emulators[0], cluster.emulators[1])
+        for emulator in cluster.emulators { try await emulator.configure(["node_delay_ms": 300]) }
+        let results = Task { try await generateConcurrently(cluster.gateway, count: 4, label: "frozen") }
+        try await waitUntil { try await frozen.stats()["running"]?.stringValue != nil }
+        kill(frozen.process.pid, SIGSTOP)
+        defer { kill(frozen.process.pid, SIGCONT) }
+        for (index, result) in try await results.value.enumerated() {
+            #expect(result.status == 200, "job \(index): \(result.body)")
+            #expect(result.text == "frozen-\(index)")
+        }
+        #expect(try await executed(healthy) >= 3, "the frozen backend's jobs ran on the other")
+    }
+
     @Test func aLongSilentNodeIsNotAStall() async throws {
         let cluster = try await startCluster("pool-slow-node", backends: 2, environment: ["BACKEND_STALL_TIMEOUT": "1s"])
         defer { cluster.stop() }

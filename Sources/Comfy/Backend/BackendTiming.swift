@@ -9,12 +9,16 @@ public struct BackendTiming: Sendable {
     public var stallTimeout: Duration
     /// No backend up for this long: jobs get a 503 at once instead of waiting their timeout.
     public var unavailableAfter: Duration
+    /// ComfyUI's WebSocket silent this long is pinged; silent as long again, it is taken for
+    /// dropped (a GPU server that lost power leaves no close behind) and opened anew.
+    public var pingInterval: Duration
 
     public init(
         failoverAfter: Duration = .seconds(10), probeInterval: Duration = .seconds(5), stallTimeout: Duration = .seconds(180),
-        unavailableAfter: Duration = .seconds(3)
+        unavailableAfter: Duration = .seconds(3), pingInterval: Duration = .seconds(15)
     ) {
         self.failoverAfter = failoverAfter
+        self.pingInterval = pingInterval
         self.unavailableAfter = unavailableAfter
         self.probeInterval = probeInterval
         self.stallTimeout = stallTimeout

@@ -78,7 +78,7 @@ public actor ComfyBackend {
         self.url = url
         self.inputFolder = inputFolder
         rest = ComfyRESTClient(url: url, http: http)
-        connection = ComfyConnection(url: url)
+        connection = ComfyConnection(url: url, silenceLimit: timing.pingInterval)
         self.timing = timing
         monitor = BackendHealthMonitor(timing: timing, now: .now)
         (healthChanges, healthContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))

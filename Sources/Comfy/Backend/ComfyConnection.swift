@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// The long-lived WebSocket to one ComfyUI, opened again with backoff whenever it drops.
 /// Everything it hears leaves through `events`, in order.
@@ -15,12 +16,15 @@ struct ComfyConnection: Sendable {
     }
 
     let url: ComfyServerURL
+    /// Silent this long, ComfyUI is pinged; silent as long again, the socket is opened anew.
+    let silenceLimit: Duration
     let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
     private let clientIDPrefix = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
 
-    init(url: ComfyServerURL) {
+    init(url: ComfyServerURL, silenceLimit: Duration) {
         self.url = url
+        self.silenceLimit = silenceLimit
         (events, continuation) = AsyncStream.makeStream()
     }
 
@@ -34,7 +38,9 @@ struct ComfyConnection: Sendable {
             var wasConnected = false
             let reason: String
             do {
-                try await WebSocketClient.connect(host: url.host, port: url.port, path: "\(url.basePath)/ws?clientId=\(id)") { session in
+                try await WebSocketClient.connect(
+                    host: url.host, port: url.port, path: "\(url.basePath)/ws?clientId=\(id)", silenceLimit: TimeAmount(silenceLimit)
+                ) { session in
                     // Connected once upgraded: ComfyUI's first `status` frame can arrive in the same read as
                     // the 101 answer and is not guaranteed to reach us, so nothing may wait for it.
                     wasConnected = true

@@ -19,6 +19,8 @@ public enum WebSocketClient {
     ///
     /// - Parameter maxMessageSize: a larger message closes the connection; ComfyUI's PNG frames and
     ///   base64 sketches are far above NIO's 16 KiB default.
+    /// - Parameter silenceLimit: a server silent this long is pinged, and the connection is
+    ///   closed when it stays silent as long again (`WebSocketSilenceCheck`); `nil`: never.
     public static func connect<Result: Sendable>(
         isolation: isolated (any Actor)? = #isolation,
         host: String,
@@ -26,6 +28,7 @@ public enum WebSocketClient {
         path: String,
         maxMessageSize: Int = 64 << 20,
         connectTimeout: TimeAmount = .seconds(5),
+        silenceLimit: TimeAmount? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         _ body: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
@@ -42,6 +45,7 @@ public enum WebSocketClient {
                                     maxAccumulatedFrameCount: 4096,
                                     maxAccumulatedFrameSize: maxMessageSize
                                 ))
+                                if let silenceLimit { try channel.pipeline.syncOperations.addHandler(WebSocketSilenceCheck(interval: silenceLimit)) }
                                 return .websocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
                             }
                         }
