@@ -116,6 +116,9 @@ def main() -> int:
     ap.add_argument("--screenshot", required=True, help="PNG file to write (also on failure)")
     ap.add_argument("--timeout", type=float, default=30.0, help="overall time budget in seconds")
     ap.add_argument("--previews", action="store_true", help="also tick 'live previews' (server must accept it)")
+    ap.add_argument("--key-declined", action="store_true",
+                    help="the server needs an API key (DRAWING_AUTH, none made): the painter cancels the key prompt; "
+                         "checks that the page asks once, says so, and stops trying")
     ap.add_argument("--chromium", default=os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium"))
     ap.add_argument("--chromedriver", default=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
     args = ap.parse_args()
@@ -213,6 +216,26 @@ def main() -> int:
             driver.find_element(By.ID, "previews").click()
 
         canvas = driver.find_element(By.ID, "canvas")
+        if args.key_declined:
+            # The painter cancels the key prompt. The page backs off 0.5, 1, 2 and 4 s between
+            # tries: 9 s would hold four more prompts if it went on asking.
+            driver.execute_script("window.__prompts = 0; window.prompt = () => { window.__prompts++; return null; };")
+            ActionChains(driver, duration=15).move_to_element_with_offset(canvas, 0, 0).click_and_hold() \
+                .move_by_offset(30, 20).pause(0.05).release().perform()
+            wait_for("the key prompt", lambda s: driver.execute_script("return window.__prompts") >= 1, budget=10)
+            time.sleep(9)
+            s = snap()
+            result = {
+                "ok": True,
+                "prompts": driver.execute_script("return window.__prompts"),
+                "error": s["error"],
+                "status": s["status"],
+                "sketch_posts": driver.execute_script(
+                    "return performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/api/sketch')).length"),
+                "page_errors": s["rec"]["pageErrors"],
+            }
+            return 0
+
         size = canvas.size
         if size["width"] < 100 or size["height"] < 100:
             raise Failure(f"canvas too small on screen: {size}")

@@ -74,6 +74,33 @@ struct BrowserTests {
     }
 }
 
+extension BrowserTests {
+    /// With DRAWING_AUTH and no key yet, the page asks for one; a painter who cancels is asked
+    /// once, told why, and the page stops posting sketches instead of asking every few seconds.
+    @Test func aPainterWhoCancelsTheKeyPromptIsAskedOnceAndToldToReload() async throws {
+        let artifacts = "\(TestPaths.packageRoot)/.build/test-artifacts"
+        try FileManager.default.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
+        try await withGateway("browser-key", environment: ["DRAWING_AUTH": "true"]) { gateway, emulator in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            let run = try await BoundedRun.start(
+                "/usr/bin/env",
+                ["python3", "\(TestPaths.packageRoot)/Tests/Browser/drawing_page_test.py", "--key-declined",
+                 "--url", gateway.baseURL + "/", "--screenshot", "\(artifacts)/drawing-page-key.png", "--timeout", "\(Self.scriptBudgetSeconds)"],
+                directory: gateway.runDirectory
+            ).finish(within: Self.runLimit)
+            let diagnostics = "exit \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)"
+            #expect(run.status == 0, "\(diagnostics)")
+            let verdict = try JSONValue.parse(Array(try #require(run.stdout.split(separator: "\n").last, "\(diagnostics)").utf8))
+            #expect(verdict["ok"] == true, "\(diagnostics)")
+            #expect(verdict["prompts"] == 1, "asked once: \(verdict)")
+            #expect(verdict["sketch_posts"] == 1, "no sketch posted after the refusal: \(verdict)")
+            #expect(verdict["error"]?.stringValue?.contains("Reload the page") == true, "\(verdict)")
+            #expect(verdict["page_errors"] == .array([]), "\(verdict)")
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+        }
+    }
+}
+
 /// A command whose stdout and stderr go to files, waited for with a hard time limit.
 struct BoundedRun {
     let process: Process
