@@ -129,6 +129,10 @@ POST /emulator/config  JSON object merged into the config; answers the full
                          large images; the tests' contract is 16)            [16]
     queue_delay_ms       int, GET /queue sleeps this long, then answers the
                          queue as it is then (a loaded server's late answer) [0]
+    drop_ws_on_upload_ms N: the next POST /upload/image aborts every WebSocket,
+                         then answers after N ms (a socket that dropped and was
+                         opened anew while an upload ran); then the key resets
+                         to null                                          [null]
 POST /emulator/restart Simulated restart: aborts every WebSocket, cancels the
                        running prompt (it gets no history), clears queue,
                        history, caches, the number counter, temp/ and the stats.
@@ -222,6 +226,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "checkpoints": list(CHECKPOINTS),
     "image_size": IMAGE_SIZE,
     "queue_delay_ms": 0,
+    "drop_ws_on_upload_ms": None,
 }
 
 # folder_paths.folder_names_and_paths keys (ComfyUI 0.3.64), for GET /models.
@@ -1636,6 +1641,12 @@ class Handlers:
 
     # -- files -------------------------------------------------------------------
     async def upload_image(self, request: web.Request) -> web.Response:
+        drop = self.emu.config.get("drop_ws_on_upload_ms")
+        if drop is not None:
+            self.emu.config["drop_ws_on_upload_ms"] = None
+            log.info("drop_ws_on_upload_ms: aborting %d sockets", len(self.emu.connections))
+            self.emu.abort_all_sockets()
+            await asyncio.sleep(drop / 1000)
         post = await request.post()
         image = post.get("image")
         overwrite = post.get("overwrite")

@@ -167,6 +167,21 @@ struct GenerateErrorTests {
         }
     }
 
+    @Test func aSocketOpenedAnewWhileTheInputUploadsIsTheOneThePromptGoesTo() async throws {
+        // A prompt sent under the dropped socket's id would hear nothing: with the stall check
+        // (60 s) past the call's 20 s, it would end in a 504.
+        try await withGateway("err-ws-upload", environment: ["BACKEND_STALL_TIMEOUT": "60s", "GENERATE_TIMEOUT": "20s"]) { gateway, emulator in
+            try await emulator.configure(["drop_ws_on_upload_ms": 1500])
+            let sketch = Sketches.png(seed: 33)
+            var body = Workflows.body(Sketches.style(text: "after the drop"), output: "8").objectValue!
+            body["input_images"] = .object(["4": .string(Data(sketch).base64EncodedString())])
+            let response = try await gateway.post("/api/generate_file", json: .object(body))
+            #expect(response.status == 200, "\(response.bodyText)")
+            #expect(emulatorMetadata(ofPNG: response.body)?["image_sha256"]?.stringValue == Digest.hex(Digest.sha256(sketch)))
+            #expect(try await emulator.stats()["prompts_received"] == 1)
+        }
+    }
+
     @Test func sigtermLetsTheAppExitCleanly() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("sigterm")
         let emulator = try Emulator(directory: directory, http: testHTTP)

@@ -11,7 +11,7 @@ extension ComfyBackend {
     /// scheduler decides whether it runs again, here or elsewhere.
     public func run(_ job: PromptJob) async throws -> GeneratedImage {
         let deadline = ContinuousClock.now + job.timeout
-        guard await waitUntilConnected(timeout: min(.seconds(5), deadline - .now)), let clientID = tracker.clientID else {
+        guard await waitUntilConnected(timeout: min(.seconds(5), deadline - .now)), tracker.isConnected else {
             throw ComfyError.unavailable(url, lastError ?? "no WebSocket connection")
         }
         var placedInFolder = false
@@ -20,6 +20,10 @@ extension ComfyBackend {
         }
         let promptID = UUID().uuidString.lowercased()
         let sendBy = try await job.willSubmit?(promptID, url.description) ?? nil
+        // The client id of the socket open now, not the one before the uploads: a socket opened
+        // anew meanwhile has settled its prompts already, and one under the old id would hear
+        // nothing until the stall timeout.
+        guard let clientID = tracker.clientID else { throw ComfyError.unavailable(url, lastError ?? "the WebSocket dropped") }
         track(PromptWatch(promptID: promptID, job: job), clientID: clientID)
         let receipt: ComfyPromptReceipt
         do {
