@@ -177,6 +177,36 @@ struct BackendPoolTests {
         #expect(cluster.gateway.app.log.contains("ComfyUI stalled"))
     }
 
+    /// The only backend with a job's checkpoint goes down while another stays up: the job is
+    /// answered 503 once the grace (3 s) is up, not after its whole timeout.
+    @Test func aJobWhoseOnlyBackendsAreDownIs503WhileAnotherBackendIsUp() async throws {
+        let cluster = try await startCluster(
+            "pool-stranded", backends: 2, emulatorArguments: [["--checkpoints", "anime.safetensors"], ["--checkpoints", "photo.safetensors"]]
+        )
+        defer { cluster.stop() }
+        let gateway = cluster.gateway
+        try await waitUntil {
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+            return health["backends"]?.arrayValue?.allSatisfy { $0["models"]?["checkpoints"]?.arrayValue?.count == 1 } == true
+        }
+        func workflow(_ checkpoint: String) -> JSONValue {
+            var graph = Workflows.txt2img(text: checkpoint)
+            graph["4"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": .string(checkpoint)])
+            return Workflows.body(graph)
+        }
+        try await cluster.emulators[0].configure(["http_status": 500, "refuse_ws": true])
+        _ = try await cluster.emulators[0].http.execute(CurlRequest(method: "POST", url: "\(cluster.emulators[0].url)/emulator/restart"))
+        try await waitUntil {
+            try JSONValue.parse(try await gateway.get("/healthz").body)["backends"]?.arrayValue?.first?["state"] == "down"
+        }
+        // Waiting before the grace is up, or arriving after it: both answered, neither for 600 s.
+        let stranded = try await gateway.post("/api/generate", json: workflow("anime.safetensors"), timeout: .seconds(60))
+        #expect(stranded.status == 503, "\(stranded.bodyText)")
+        #expect(try JSONValue.parse(stranded.body)["error"]?["code"] == "backend_unavailable")
+        #expect(try await gateway.post("/api/generate", json: workflow("photo.safetensors")).status == 200, "the other backend works on")
+        #expect(try await cluster.emulators[0].stats()["prompts_received"] == 0)
+    }
+
     /// A GPU server frozen mid-job (it lost power, a NAT forgot the flow): its socket stays open
     /// and silent, and answers no ping. Its jobs move to the other backend once the ping goes
     /// unanswered, long before the stall timeout (180 s here).

@@ -66,13 +66,11 @@ public final class BackendPool: Sendable {
                 }
             }
             group.addTask {
-                // Waiting is pointless when no backend is coming back soon: say so when the grace is up.
+                // Waiting is pointless when no backend a job may run on is coming back soon (all
+                // are down, or the only ones with its models): say so once the grace is up.
                 while !Task.isCancelled {
-                    let deadline = await self.dispatcher.allDownDeadline(grace: self.unavailableAfter)
-                    if let deadline, deadline <= .now {
-                        await self.dispatcher.failWaiting(with: await self.unavailableError())
-                    }
-                    let wake = deadline.map { $0 > .now ? $0 : .now + self.unavailableAfter } ?? .now + .seconds(3600)
+                    await self.dispatcher.failStranded(grace: self.unavailableAfter, with: await self.unavailableError())
+                    let wake: ContinuousClock.Instant = await self.dispatcher.anyDown ? .now + self.unavailableAfter : .now + .seconds(3600)
                     await self.dispatcher.waitForHealthChange(until: wake)
                 }
             }
@@ -173,11 +171,12 @@ public final class BackendPool: Sendable {
     private func schedule(
         _ job: PromptJob, priority: JobPriority, owner: String, ownerMaxRunning: Int?, acceptedBeforeDrain: Bool, deadline: ContinuousClock.Instant
     ) async throws -> GeneratedImage {
-        if let deadline = await dispatcher.allDownDeadline(grace: unavailableAfter), deadline < .now { throw await unavailableError() }
         let models = ModelReference.models(in: job.workflow)
         if let missing = missingModels(models).first { throw modelNotFound(missing) }
+        let eligible = eligibleBackends(for: models)
+        if await dispatcher.isStranded(eligible, grace: unavailableAfter) { throw await unavailableError() }
         let id = try await dispatcher.submit(
-            owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligibleBackends(for: models),
+            owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligible,
             checkpoint: ModelReference.checkpoint(of: job.workflow), acceptedBeforeDrain: acceptedBeforeDrain
         )
         while true {
@@ -255,7 +254,7 @@ public final class BackendPool: Sendable {
         for backend in backends {
             reasons.append("\(backend.url): \(backend.lastError ?? "not connected")")
         }
-        var error = ComfyError(code: .backendUnavailable, message: "no ComfyUI backend is reachable (\(reasons.joined(separator: "; ")))")
+        var error = ComfyError(code: .backendUnavailable, message: "no ComfyUI backend that can run this job is reachable (\(reasons.joined(separator: "; ")))")
         error.backend = backends.map(\.url.description).joined(separator: ",")
         return error
     }

@@ -13,12 +13,13 @@ actor JobDispatcher {
     /// Nothing more starts (`shutDown`).
     private var isShutDown = false
     private var isShuttingDown: Bool { isDraining || isShutDown }
-    /// Since when no backend has been up (`nil` while one is).
-    private var allDownSince: ContinuousClock.Instant? = .now
+    /// Since when each backend has not been up (`nil` while it is).
+    private var downSince: [ContinuousClock.Instant?]
     /// Wakes `waitForHealthChange` callers.
     private let healthChanges = WaiterTable<Int, Void>()
     init(backendCount: Int, configuration: SchedulerConfiguration) {
         scheduler = JobScheduler(backendCount: backendCount, configuration: configuration)
+        downSince = Array(repeating: .now, count: backendCount)
         published = NIOLockedValueBox(Snapshot(health: scheduler.backends.map(\.health), running: scheduler.backends.map(\.running.count), queued: 0))
     }
 
@@ -97,19 +98,24 @@ actor JobDispatcher {
     func setHealth(_ backend: Int, _ health: BackendHealth) {
         guard scheduler.backends[backend].health != health else { return }
         scheduler.setHealth(backend, isShuttingDown && health == .up ? .draining : health)
-        if scheduler.backends.contains(where: { $0.health == .up }) {
-            allDownSince = nil
-        } else if allDownSince == nil {
-            allDownSince = .now
+        if health == .up {
+            downSince[backend] = nil
+        } else if downSince[backend] == nil {
+            downSince[backend] = .now
         }
         healthChanges.resume(0, with: .success(()))
         pump()
     }
 
-    /// When no backend will have been up for `grace`; `nil` while one is up.
-    func allDownDeadline(grace: Duration) -> ContinuousClock.Instant? {
-        allDownSince.map { $0 + grace }
+    /// Whether every backend of `eligible` (`nil`: any backend) has not been up for `grace`:
+    /// a job that may run only there would wait for nothing.
+    func isStranded(_ eligible: Set<Int>?, grace: Duration, now: ContinuousClock.Instant = .now) -> Bool {
+        let backends = eligible.map { Array($0) } ?? Array(downSince.indices)
+        return backends.allSatisfy { index in downSince[index].map { now - $0 >= grace } ?? false }
     }
+
+    /// Whether a backend is not up now (then the stranded jobs are looked for every `grace`).
+    var anyDown: Bool { downSince.contains { $0 != nil } }
 
     /// Returns at `deadline`, or earlier when a backend's health changes.
     nonisolated func waitForHealthChange(until deadline: ContinuousClock.Instant) async {
@@ -117,9 +123,13 @@ actor JobDispatcher {
     }
 
 
-    /// Answers every waiting job with `error` (no backend is coming back soon).
-    func failWaiting(with error: Error) {
-        for id in slots.waitingKeys { abandon(id, with: error) }
+    /// Answers each waiting job whose backends have all not been up for `grace` with `error`
+    /// (no backend it may run on is coming back soon).
+    func failStranded(grace: Duration, with error: Error) {
+        let now = ContinuousClock.now
+        for id in slots.waitingKeys where isStranded(scheduler.eligibleBackends(of: id) ?? nil, grace: grace, now: now) {
+            abandon(id, with: error)
+        }
     }
 
     /// Takes no new jobs; those queued and running go on, and so do jobs accepted before.

@@ -83,6 +83,11 @@ struct JobScheduler: Sendable {
         backends[backend].running.insert(id)
     }
 
+    /// The backends a known job may run on (`.some(nil)`: any); `nil` for an unknown job.
+    func eligibleBackends(of id: UInt64) -> Set<Int>?? {
+        jobs[id].map { $0.eligible }
+    }
+
     mutating func setHealth(_ backend: Int, _ health: BackendHealth) {
         backends[backend].health = health
     }
