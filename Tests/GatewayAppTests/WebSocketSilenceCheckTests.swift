@@ -22,15 +22,16 @@ struct WebSocketSilenceCheckTests {
         return opcodes
     }
 
-    func hear(_ channel: EmbeddedChannel, _ opcode: WebSocketOpcode) throws {
-        try channel.writeInbound(WebSocketFrame(fin: true, opcode: opcode, data: ByteBuffer()))
-        _ = try channel.readInbound(as: WebSocketFrame.self)
+    /// Bytes arrive: a whole frame, or a piece of one.
+    func hear(_ channel: EmbeddedChannel, _ bytes: [UInt8]) throws {
+        try channel.writeInbound(ByteBuffer(bytes: bytes))
+        _ = try channel.readInbound(as: ByteBuffer.self)
     }
 
     @Test func aServerThatKeepsTalkingIsNeverPinged() throws {
         let channel = try socket()
         for _ in 0..<4 {
-            try hear(channel, .text)
+            try hear(channel, [0x81, 0x02, 0x7B, 0x7D])
             channel.embeddedEventLoop.advanceTime(by: .seconds(15))
         }
         #expect(try written(channel) == [])
@@ -41,12 +42,24 @@ struct WebSocketSilenceCheckTests {
         let channel = try socket()
         channel.embeddedEventLoop.advanceTime(by: .seconds(15))
         #expect(try written(channel) == [.ping])
-        try hear(channel, .pong)
+        try hear(channel, [0x8A, 0x00])
         channel.embeddedEventLoop.advanceTime(by: .seconds(15))
         #expect(try written(channel) == [], "it answered: no ping at this tick")
         channel.embeddedEventLoop.advanceTime(by: .seconds(15))
         #expect(try written(channel) == [.ping])
         #expect(channel.isActive)
+    }
+
+    @Test func aLargeFrameStillArrivingIsNoSilence() throws {
+        let channel = try socket()
+        // A 60 MB image: its header, then a piece every 10 s for a minute; no whole frame yet.
+        try hear(channel, [0x82, 0x7F, 0, 0, 0, 0, 0x03, 0x93, 0x87, 0x00])
+        for _ in 0..<6 {
+            channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+            try hear(channel, Array(repeating: 0, count: 1024))
+        }
+        #expect(channel.isActive)
+        #expect(try written(channel) == [])
     }
 
     @Test func aServerSilentThroughAPingIsClosedAtTheNextTick() throws {

@@ -45,7 +45,10 @@ public enum WebSocketClient {
                                     maxAccumulatedFrameCount: 4096,
                                     maxAccumulatedFrameSize: maxMessageSize
                                 ))
-                                if let silenceLimit { try channel.pipeline.syncOperations.addHandler(WebSocketSilenceCheck(interval: silenceLimit)) }
+                                // First, before the frame decoder: it counts bytes as they come.
+                                if let silenceLimit {
+                                    try channel.pipeline.syncOperations.addHandler(WebSocketSilenceCheck(interval: silenceLimit), position: .first)
+                                }
                                 return .websocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
                             }
                         }

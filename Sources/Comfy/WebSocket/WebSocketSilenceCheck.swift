@@ -1,20 +1,20 @@
 import NIOCore
 import NIOWebSocket
 
-/// Pings a peer that has been silent for `interval`, and closes the connection when it stays
+/// Pings a peer that has sent nothing for `interval`, and closes the connection when it stays
 /// silent for another `interval`. ComfyUI sends no heartbeat of its own: a GPU server that lost
 /// power, or a NAT that forgot the flow, leaves a socket that looks open and hears nothing
 /// ever again, and the gateway would neither fail its prompts over nor open a new one.
 ///
-/// A timer on the socket's event loop; any frame read (a pong, an event, an image) counts.
-final class WebSocketSilenceCheck: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias InboundOut = WebSocketFrame
-    typealias OutboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+/// It sits before the frame decoder and counts bytes, not frames: a 60 MB image arriving
+/// slowly is one frame, whose pong can only come after it, and it is no silence.
+/// A timer on the socket's event loop.
+final class WebSocketSilenceCheck: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
 
     private let interval: TimeAmount
-    /// Frames read since the last tick.
+    /// Bytes read since the last tick.
     private var heard = false
     /// A ping went out at the last tick, and nothing was read since.
     private var pinged = false
@@ -56,8 +56,8 @@ final class WebSocketSilenceCheck: ChannelDuplexHandler, RemovableChannelHandler
                 return
             } else {
                 pinged = true
-                // A client's frames are masked (RFC 6455 §5.3).
-                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, maskKey: .random(), data: ByteBuffer())), promise: nil)
+                // From the pipeline's end, through the frame encoder; a client's frames are masked (RFC 6455 §5.3).
+                context.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, maskKey: .random(), data: ByteBuffer()), promise: nil)
             }
             scheduleTick(context)
         }
