@@ -194,6 +194,14 @@ struct BackendPoolTests {
             graph["4"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": .string(checkpoint)])
             return Workflows.body(graph)
         }
+        // Models each on some backend, but on none together: no backend could ever run it.
+        var apart = Workflows.txt2img(text: "apart")
+        apart["4"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": "anime.safetensors"])
+        apart["10"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": "photo.safetensors"])
+        let refused = try await gateway.post("/api/generate", json: Workflows.body(apart), timeout: .seconds(60))
+        #expect(refused.status == 400, "\(refused.bodyText)")
+        #expect(try JSONValue.parse(refused.body)["error"]?["code"] == "model_not_found")
+
         try await cluster.emulators[0].configure(["http_status": 500, "refuse_ws": true])
         _ = try await cluster.emulators[0].http.execute(CurlRequest(method: "POST", url: "\(cluster.emulators[0].url)/emulator/restart"))
         try await waitUntil {
@@ -202,7 +210,9 @@ struct BackendPoolTests {
         // Waiting before the grace is up, or arriving after it: both answered, neither for 600 s.
         let stranded = try await gateway.post("/api/generate", json: workflow("anime.safetensors"), timeout: .seconds(60))
         #expect(stranded.status == 503, "\(stranded.bodyText)")
-        #expect(try JSONValue.parse(stranded.body)["error"]?["code"] == "backend_unavailable")
+        let error = try JSONValue.parse(stranded.body)["error"]
+        #expect(error?["code"] == "backend_unavailable")
+        #expect(error?["message"] == "no ComfyUI backend that can run this job is reachable", "no address, no reasons: \(stranded.bodyText)")
         #expect(try await gateway.post("/api/generate", json: workflow("photo.safetensors")).status == 200, "the other backend works on")
         #expect(try await cluster.emulators[0].stats()["prompts_received"] == 0)
     }
@@ -211,7 +221,7 @@ struct BackendPoolTests {
     /// and silent, and answers no ping. Its jobs move to the other backend once the ping goes
     /// unanswered, long before the stall timeout (180 s here).
     @Test func jobsOnABackendWhoseSocketAnswersNoPingMoveToAnother() async throws {
-        let cluster = try await startCluster("pool-frozen", backends: 2, environment: ["BACKEND_PING_INTERVAL": "500ms"])
+        let cluster = try await startCluster("pool-frozen", backends: 2, environment: ["BACKEND_PING_INTERVAL": "1s"])
         defer { cluster.stop() }
         let (frozen, healthy) = (cluster.emulators[0], cluster.emulators[1])
         for emulator in cluster.emulators { try await emulator.configure(["node_delay_ms": 300]) }

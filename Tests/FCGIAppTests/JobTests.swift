@@ -507,7 +507,8 @@ struct JobDurabilityTests {
     /// up again: the next job's prompt reaches ComfyUI only after it ended.
     @Test func aPromptTakenUpAfterARestartHoldsItsSlotAndTheNextJobWaitsForIt() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("jobs-reattach-slot")
-        let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--node-delay-ms", "300"])
+        // Slow nodes: the prompt must outlive the restart below by far on a loaded machine.
+        let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--node-delay-ms", "1500"])
         defer { emulator.stop() }
         let environment = ["BACKEND_CAPACITY": "1"]
         let first = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP, environment: environment)
@@ -529,6 +530,7 @@ struct JobDurabilityTests {
         try await waitUntil(timeout: .seconds(10)) {
             try JSONValue.parse(try await second.get("/healthz").body)["backends"]?.arrayValue?.first?["in_flight"] == 1
         }
+        try await emulator.configure(["node_delay_ms": 0])
         let next = try await second.post("/api/jobs", json: body("next", seed: 2))
         let nextID = try #require(try JSONValue.parse(next.body)["id"]?.stringValue, "\(next.bodyText)")
         for id in [leftID, nextID] { try await waitUntil(timeout: .seconds(30)) { try await second.job(id)["status"] == "completed" } }

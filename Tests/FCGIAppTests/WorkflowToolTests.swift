@@ -85,16 +85,24 @@ struct WorkflowToolTests {
                 "class_type": "CLIPTextEncode", "inputs": workflow["7"]!["inputs"]!,
                 "_meta": .object(["title": "input:avoid", "default": .null]),
             ])
+            workflow["20"] = .object([
+                "class_type": "LoadImage", "inputs": .object(["image": "example.png"]), "_meta": .object(["title": "input:photo", "default": .null]),
+            ])
             try Sketches.install(workflow, as: "big-seed", in: gateway)
+            let image = Data(Sketches.png(seed: 5)).base64EncodedString()
             let document = try JSONValue.parse(try await gateway.get("/api/workflows/openapi.json").body)
             let schema = try #require(document["paths"]?["/api/workflows/big-seed/run"]?["post"]?["requestBody"]?["content"]?["application/json"]?["schema"])
             #expect(schema["properties"]?["size"]?["default"] == nil, "a list is no default Dify takes")
             #expect(schema["required"]?.arrayValue?.contains("avoid") == true, "default null: none")
+            #expect(schema["required"]?.arrayValue?.contains("photo") == true, "an image's too")
 
-            let missing = try await gateway.post("/api/workflows/big-seed/run", json: .object(["size": 64]))
+            let missing = try await gateway.post("/api/workflows/big-seed/run", json: .object(["size": 64, "photo": .string(image)]))
             #expect(missing.status == 400)
             #expect(try JSONValue.parse(missing.body)["error"]?["parameter"] == "avoid")
-            let run = try await gateway.post("/api/workflows/big-seed/run", json: .object(["size": 64, "avoid": "blur", "response_type": "file"]))
+            let noPhoto = try await gateway.post("/api/workflows/big-seed/run", json: .object(["size": 64, "avoid": "blur"]))
+            #expect(noPhoto.status == 400)
+            #expect(try JSONValue.parse(noPhoto.body)["error"]?["parameter"] == "photo")
+            let run = try await gateway.post("/api/workflows/big-seed/run", json: .object(["size": 64, "avoid": "blur", "photo": .string(image), "response_type": "file"]))
             #expect(run.status == 200, "\(run.bodyText)")
             #expect(emulatorMetadata(ofPNG: run.body)?["seeds"] == .array([.largeInteger("18446744073709551615")]))
             #expect(try await emulator.stats()["prompts_received"] == 1)

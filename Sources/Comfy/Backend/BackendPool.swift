@@ -69,7 +69,7 @@ public final class BackendPool: Sendable {
                 // Waiting is pointless when no backend a job may run on is coming back soon (all
                 // are down, or the only ones with its models): say so once the grace is up.
                 while !Task.isCancelled {
-                    await self.dispatcher.failStranded(grace: self.unavailableAfter, with: await self.unavailableError())
+                    await self.dispatcher.failStranded(grace: self.unavailableAfter, with: self.unavailableError)
                     let wake: ContinuousClock.Instant = await self.dispatcher.anyDown ? .now + self.unavailableAfter : .now + .seconds(3600)
                     await self.dispatcher.waitForHealthChange(until: wake)
                 }
@@ -174,7 +174,13 @@ public final class BackendPool: Sendable {
         let models = ModelReference.models(in: job.workflow)
         if let missing = missingModels(models).first { throw modelNotFound(missing) }
         let eligible = eligibleBackends(for: models)
-        if await dispatcher.isStranded(eligible, grace: unavailableAfter) { throw await unavailableError() }
+        if eligible?.isEmpty == true {
+            throw ComfyError(
+                code: .modelNotFound,
+                message: "no ComfyUI backend has all the models this workflow names (each is on some backend, none has them together); /healthz lists each backend's models"
+            )
+        }
+        if await dispatcher.isStranded(eligible, grace: unavailableAfter) { throw unavailableError(eligible) }
         let id = try await dispatcher.submit(
             owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligible,
             checkpoint: ModelReference.checkpoint(of: job.workflow), acceptedBeforeDrain: acceptedBeforeDrain
@@ -248,14 +254,13 @@ public final class BackendPool: Sendable {
         return error
     }
 
-    /// Why no backend can take jobs, naming each with its last error.
-    private func unavailableError() async -> ComfyError {
-        var reasons: [String] = []
-        for backend in backends {
-            reasons.append("\(backend.url): \(backend.lastError ?? "not connected")")
-        }
+    /// Why no backend can take a job that may run on `eligible` (`nil`: any), naming each of
+    /// those with its last error.
+    @Sendable private func unavailableError(_ eligible: Set<Int>?) -> ComfyError {
+        let named = backends.indices.filter { eligible?.contains($0) ?? true }.map { backends[$0] }
+        let reasons = named.map { "\($0.url): \($0.lastError ?? "not connected")" }
         var error = ComfyError(code: .backendUnavailable, message: "no ComfyUI backend that can run this job is reachable (\(reasons.joined(separator: "; ")))")
-        error.backend = backends.map(\.url.description).joined(separator: ",")
+        error.backend = named.map(\.url.description).joined(separator: ",")
         return error
     }
 

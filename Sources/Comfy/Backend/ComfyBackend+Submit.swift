@@ -19,6 +19,8 @@ extension ComfyBackend {
             placedInFolder = try await place(upload) || placedInFolder
         }
         let promptID = UUID().uuidString.lowercased()
+        // Not stored as sent when it cannot be sent now.
+        guard tracker.isConnected else { throw ComfyError.unavailable(url, lastError ?? "the WebSocket dropped") }
         let sendBy = try await job.willSubmit?(promptID, url.description) ?? nil
         // The client id of the socket open now, not the one before the uploads: a socket opened
         // anew meanwhile has settled its prompts already, and one under the old id would hear

@@ -123,12 +123,13 @@ actor JobDispatcher {
     }
 
 
-    /// Answers each waiting job whose backends have all not been up for `grace` with `error`
-    /// (no backend it may run on is coming back soon).
-    func failStranded(grace: Duration, with error: Error) {
+    /// Answers each waiting job whose backends have all not been up for `grace` with the
+    /// error for those backends (none it may run on is coming back soon).
+    func failStranded(grace: Duration, with error: @Sendable (Set<Int>?) -> any Error) {
         let now = ContinuousClock.now
-        for id in slots.waitingKeys where isStranded(scheduler.eligibleBackends(of: id) ?? nil, grace: grace, now: now) {
-            abandon(id, with: error)
+        for id in slots.waitingKeys {
+            let eligible = scheduler.eligibleBackends(of: id) ?? nil
+            if isStranded(eligible, grace: grace, now: now) { abandon(id, with: error(eligible)) }
         }
     }
 

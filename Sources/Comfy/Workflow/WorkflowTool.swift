@@ -123,11 +123,10 @@ public struct WorkflowTool: Sendable, Equatable {
             kind = inferredKind(of: current, classType: classType, input: widget)
         }
         var defaultValue: JSONValue? = meta?["default"] ?? current
-        // `"default": null` says there is none: the caller must give it.
-        if defaultValue == .null { defaultValue = nil }
         // An image's own value is a file on the GPU server, not something a caller can pass.
         if kind == .image { defaultValue = meta?["default"] }
-        if meta?["required"]?.boolValue == true { defaultValue = nil }
+        // `"default": null` says there is none: the caller must give it.
+        if defaultValue == .null || meta?["required"]?.boolValue == true { defaultValue = nil }
         let range = knownRanges[widget]
         return Parameter(
             name: name, kind: kind, targets: [Target(nodeID: id, input: widget)], defaultValue: defaultValue,
