@@ -428,6 +428,28 @@ struct MultiInstanceTests {
         }
     }
 
+    /// Jobs waiting for a backend slot while the database is away for longer than a call's
+    /// limit (5 s) wait on; they do not end `failed` with `store_unavailable`.
+    @Test func jobsWaitingForASlotWhileTheDatabaseIsAwayWaitOnAndComplete() async throws {
+        try await withCluster("multi-pg-away", instances: 1, emulatorArguments: ["--node-delay-ms", "300"], environment: ["BACKEND_CAPACITY": "1"]) { cluster in
+            let gateway = cluster.gateways[0]
+            let jobs = try await submit(6, to: [gateway], webhook: cluster.receiver.url("/ok"), prefix: "waiting")
+            for emulator in cluster.emulators { try await waitUntil { try await emulator.stats()["prompts_received"]?.intValue ?? 0 >= 1 } }
+            try cluster.database.kill()
+            // Past one call's limit for the prompts that end meanwhile and for the slot waits behind them.
+            try await Task.sleep(for: .seconds(12))
+            try cluster.database.restart()
+            try await waitUntil(timeout: .seconds(90)) {
+                for id in jobs.keys where try await gateway.job(id)["status"]?.stringValue.map({ $0 == "queued" || $0 == "running" }) ?? true { return false }
+                return true
+            }
+            for id in jobs.keys.sorted() {
+                let job = try await gateway.job(id)
+                #expect(job["status"] == "completed", "\(job)")
+            }
+        }
+    }
+
     @Test func whileTheDatabaseIsDownCallsAnswer503AndAcceptedJobsCompleteAfter() async throws {
         try await withCluster("multi-pg-down", instances: 1, emulatorArguments: ["--node-delay-ms", "50"]) { cluster in
             let gateway = cluster.gateways[0]

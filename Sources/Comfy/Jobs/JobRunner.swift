@@ -525,6 +525,8 @@ public actor JobRunner {
             if let error = error as? ComfyError, let backend = error.backend {
                 // The caller's answer does not name the backend; the operator's log does.
                 logger.notice("a job failed on a backend", metadata: ["job.id": "\(id)", "comfy.backend": "\(backend)", "error": "\(error.message)"])
+            } else if let error = error as? JobStoreError {
+                logger.warning("a job failed: the job store did not answer", metadata: ["job.id": "\(id)", "error": "\(error)"])
             }
             if (error as? ComfyError)?.code == .busy {
                 // It never started: a retry with the same key makes a new job.

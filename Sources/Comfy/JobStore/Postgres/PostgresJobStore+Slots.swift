@@ -32,19 +32,28 @@ extension PostgresJobStore {
         let backend = claim.backend
         while true {
             // Listen before looking: a slot freed in between is not missed.
-            let taken: BackendSlotTicket? = try await withChanges { freed in
-                if let ticket = try await takeSlot(claim) { return ticket }
-                guard ContinuousClock.now < deadline else {
-                    throw ComfyError(code: .timedOut, message: "no ComfyUI backend was free within the job's time (every instance's slots on \(backend) are taken)", backend: backend)
+            let taken: BackendSlotTicket?
+            do {
+                taken = try await withChanges { freed in
+                    if let ticket = try await takeSlot(claim) { return ticket }
+                    guard ContinuousClock.now < deadline else {
+                        throw ComfyError(code: .timedOut, message: "no ComfyUI backend was free within the job's time (every instance's slots on \(backend) are taken)", backend: backend)
+                    }
+                    // Not free at once: waiting, where the other instances' batch work sees whose turn it is.
+                    if claim.waiter == nil { try await wait(as: &claim) }
+                    // A freed slot is announced; a holder that died announces nothing, so look again
+                    // within a fraction of the lease.
+                    _ = try? await withDeadline(min(deadline, .now + leaseTimeout / 5), timeout: { CancellationError() }) {
+                        for await change in freed where change == .slotFreed(backend) || change == .resync { return }
+                    }
+                    return nil
                 }
-                // Not free at once: waiting, where the other instances' batch work sees whose turn it is.
-                if claim.waiter == nil { try await wait(as: &claim) }
-                // A freed slot is announced; a holder that died announces nothing, so look again
-                // within a fraction of the lease.
-                _ = try? await withDeadline(min(deadline, .now + leaseTimeout / 5), timeout: { CancellationError() }) {
-                    for await change in freed where change == .slotFreed(backend) || change == .resync { return }
-                }
-                return nil
+            } catch let error as JobStoreError where error.kind == .unavailable {
+                // The database is away for a moment: no slot is known free, so the job waits as
+                // for one, within its own time, instead of failing for good.
+                guard ContinuousClock.now < deadline else { throw error }
+                try await Task.sleep(for: min(leaseTimeout / 5, deadline - .now))
+                continue
             }
             if let taken { return taken }
             try Task.checkCancellation()
