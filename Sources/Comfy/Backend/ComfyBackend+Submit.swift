@@ -11,7 +11,7 @@ extension ComfyBackend {
     /// scheduler decides whether it runs again, here or elsewhere.
     public func run(_ job: PromptJob) async throws -> GeneratedImage {
         let deadline = ContinuousClock.now + job.timeout
-        guard await waitUntilConnected(timeout: min(.seconds(5), deadline - .now)), tracker.isConnected else {
+        guard await waitUntilConnected(timeout: min(.seconds(5), deadline - .now)) else {
             throw ComfyError.unavailable(url, lastError ?? "no WebSocket connection")
         }
         var placedInFolder = false
@@ -20,12 +20,12 @@ extension ComfyBackend {
         }
         let promptID = UUID().uuidString.lowercased()
         // Not stored as sent when it cannot be sent now.
-        guard tracker.isConnected else { throw ComfyError.unavailable(url, lastError ?? "the WebSocket dropped") }
+        _ = try openClientID()
         let sendBy = try await job.willSubmit?(promptID, url.description) ?? nil
         // The client id of the socket open now, not the one before the uploads: a socket opened
         // anew meanwhile has settled its prompts already, and one under the old id would hear
         // nothing until the stall timeout.
-        guard let clientID = tracker.clientID else { throw ComfyError.unavailable(url, lastError ?? "the WebSocket dropped") }
+        let clientID = try openClientID()
         track(PromptWatch(promptID: promptID, job: job), clientID: clientID)
         let receipt: ComfyPromptReceipt
         do {
@@ -55,6 +55,12 @@ extension ComfyBackend {
             throw ComfyError.promptLost(url, "its image was lost with the WebSocket")
         }
         throw ComfyError(code: .noImage, message: "output node \(job.outputNodeID ?? "(any)") produced no image", backend: url.description)
+    }
+
+    /// The client id of the socket open now; `unavailable` while it is down.
+    private func openClientID() throws -> String {
+        guard let clientID = tracker.clientID else { throw ComfyError.unavailable(url, lastError ?? "the WebSocket dropped") }
+        return clientID
     }
 
     /// Takes up a prompt an earlier gateway process submitted here, by its id: its result comes

@@ -128,7 +128,7 @@ actor JobDispatcher {
     func failStranded(grace: Duration, with error: @Sendable (Set<Int>?) -> any Error) {
         let now = ContinuousClock.now
         for id in slots.waitingKeys {
-            let eligible = scheduler.eligibleBackends(of: id) ?? nil
+            let eligible = scheduler.eligibleBackends(of: id)
             if isStranded(eligible, grace: grace, now: now) { abandon(id, with: error(eligible)) }
         }
     }

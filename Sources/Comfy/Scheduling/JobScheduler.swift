@@ -83,9 +83,9 @@ struct JobScheduler: Sendable {
         backends[backend].running.insert(id)
     }
 
-    /// The backends a known job may run on (`.some(nil)`: any); `nil` for an unknown job.
-    func eligibleBackends(of id: UInt64) -> Set<Int>?? {
-        jobs[id].map { $0.eligible }
+    /// The backends a job may run on; `nil`: any.
+    func eligibleBackends(of id: UInt64) -> Set<Int>? {
+        jobs[id]?.eligible
     }
 
     mutating func setHealth(_ backend: Int, _ health: BackendHealth) {

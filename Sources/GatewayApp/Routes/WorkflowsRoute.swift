@@ -28,7 +28,7 @@ struct WorkflowsRoute: Sendable {
         switch arguments["async"] {
         case nil, .null, .bool(false):
             // A tool's caller (an agent, a chat) has no page to resolve `/output_images/...` against.
-            return try await generate.generate(body, request, forceFile: body.responseType == .file, endpoint: endpoint, urlBase: OpenAPIRoute.origin(of: request))
+            return try await generate.generate(body, request, forceFile: body.responseType == .file, endpoint: endpoint, urlBase: request.origin)
         case .bool(true):
             return try await jobs.submit(body, request, endpoint: endpoint)
         default:
