@@ -483,24 +483,31 @@ struct PostgresJobStoreTests {
         }
     }
 
-    @Test func aDeadInstancesSlotIsFreeAfterItsLeaseUnlessItsJobIsUnfinished() async throws {
+    @Test func aDeadInstancesSlotIsFreeAfterItsLeaseUnlessItsJobIsUnfinishedAndATakeOverMovesOnlyARunningPromptsSlot() async throws {
         try await withInstances(2, lease: .seconds(1)) { stores, _ in
             let (dead, alive) = (stores[0], stores[1])
-            let record = job()
-            _ = try await dead.insert(record, requestHash: nil, keyWindow: .seconds(60))
-            _ = try await dead.acquireSlot(backend: "http://b1", capacity: 2, job: record.id, deadline: .now + .seconds(1))
-            _ = try await dead.acquireSlot(backend: "http://b1", capacity: 2, job: nil, deadline: .now + .seconds(1))
+            let (queued, running) = (job(), job())
+            for record in [queued, running] { _ = try await dead.insert(record, requestHash: nil, keyWindow: .seconds(60)) }
+            // It had taken slots for both jobs and marked one running; a third slot was jobless.
+            _ = try await dead.acquireSlot(backend: "http://b1", capacity: 3, job: queued.id, deadline: .now + .seconds(1))
+            _ = try await dead.acquireSlot(backend: "http://b1", capacity: 3, job: running.id, deadline: .now + .seconds(1))
+            #expect(try await dead.markRunning(running.id, promptID: "p1", backend: "http://b1", at: Date()))
+            _ = try await dead.acquireSlot(backend: "http://b1", capacity: 3, job: nil, deadline: .now + .seconds(1))
             try await Task.sleep(for: .milliseconds(1300))
-            // The jobless slot is free again; the one whose job is unfinished is not.
-            let free = try await alive.acquireSlot(backend: "http://b1", capacity: 2, job: nil, deadline: .now + .seconds(1))
+            // The jobless slot is free again; the two whose jobs are unfinished are not.
+            let free = try await alive.acquireSlot(backend: "http://b1", capacity: 3, job: nil, deadline: .now + .seconds(1))
             await #expect(throws: ComfyError.self) {
-                try await alive.acquireSlot(backend: "http://b1", capacity: 2, job: nil, deadline: .now + .milliseconds(300))
+                try await alive.acquireSlot(backend: "http://b1", capacity: 3, job: nil, deadline: .now + .milliseconds(300))
             }
-            // Taking the job over moves its slot along: the new holder adopts it and gives it back.
-            #expect(try await alive.takeOverExpired(limit: 10).map(\.id) == [record.id])
-            let adopted = try #require(await alive.adoptSlot(of: record.id))
-            await alive.releaseSlot(adopted)
-            await alive.releaseSlot(free)
+            // Taking the jobs over moves the running prompt's slot along: the new holder adopts it
+            // and gives it back. The queued job starts afresh with a slot of its own: the one it
+            // held is free (moved, it would be renewed for as long as the new holder lived).
+            #expect(try await alive.takeOverExpired(limit: 10).map(\.id) == [queued.id, running.id])
+            #expect(await alive.adoptSlot(of: queued.id) == nil)
+            let adopted = try #require(await alive.adoptSlot(of: running.id))
+            #expect(try await alive.slotsInUse() == ["http://b1": 2])
+            let fresh = try await alive.acquireSlot(backend: "http://b1", capacity: 3, job: queued.id, deadline: .now + .seconds(1))
+            for ticket in [fresh, adopted, free] { await alive.releaseSlot(ticket) }
             #expect(try await alive.slotsInUse() == [:])
         }
     }
@@ -511,6 +518,7 @@ struct PostgresJobStoreTests {
             let record = job()
             _ = try await silent.insert(record, requestHash: nil, keyWindow: .seconds(60))
             _ = try await silent.acquireSlot(backend: "http://b1", capacity: 2, job: record.id, deadline: .now + .seconds(1))
+            #expect(try await silent.markRunning(record.id, promptID: "p1", backend: "http://b1", at: Date()))
             // Its network goes while a transaction of its holds the job's slot locked: the server
             // waits for a next statement that never comes.
             let (locked, lockHeld) = AsyncStream.makeStream(of: Void.self)

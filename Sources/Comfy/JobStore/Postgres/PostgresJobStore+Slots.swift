@@ -3,8 +3,8 @@ import PostgresNIO
 
 /// Backend slots shared by every instance: one row per slot, taken by an instance for a
 /// prompt and given back by its ticket. A slot whose holder stopped renewing is free again,
-/// unless the job it holds is still unfinished: that job's take-over moves the slot along, so
-/// its prompt, still on ComfyUI, stays counted.
+/// unless the job it holds is still unfinished: that job's take-over moves the slot along if the
+/// job is running, so its prompt, still on ComfyUI, stays counted (and frees it otherwise).
 extension PostgresJobStore {
     public func acquireSlot(
         backend: String, capacity: Int, job: String?, priority: JobPriority, owner: String, ownerMaxRunning: Int?, interactiveBurst: Int,
