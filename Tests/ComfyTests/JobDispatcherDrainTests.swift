@@ -32,6 +32,33 @@ struct JobDispatcherDrainTests {
         #expect(try await dispatcher.waitForSlot(id, deadline: .now - .seconds(1), timeout: .seconds(1)) == 0)
     }
 
+    @Test func aQueuedJobWhoseWaitHasNotBegunIsAnsweredAtShutdownNotLeftToItsDeadline() async throws {
+        let dispatcher = JobDispatcher(backendCount: 1, configuration: SchedulerConfiguration(capacityPerBackend: 1))
+        await dispatcher.setHealth(0, .up)
+        let running = try await dispatcher.submit(owner: "a", priority: .batch)
+        #expect(try await dispatcher.waitForSlot(running, deadline: .now + .seconds(5), timeout: .seconds(5)) == 0)
+        // Queued, and its caller not yet in `waitForSlot` when the gateway stops.
+        let queued = try await dispatcher.submit(owner: "b", priority: .batch)
+        await dispatcher.shutDown()
+        let answer = await #expect(throws: ComfyError.self) {
+            try await dispatcher.waitForSlot(queued, deadline: .now + .seconds(5), timeout: .seconds(5))
+        }
+        #expect(answer?.code == .backendUnavailable)
+        #expect(answer?.message == "the gateway is shutting down; the job was not started")
+        #expect(dispatcher.published.withLockedValue(\.queued) == 0)
+    }
+
+    @Test func aStrandedJobWhoseWaitHasNotBegunGetsTheStrandedError() async throws {
+        let dispatcher = JobDispatcher(backendCount: 1, configuration: SchedulerConfiguration(capacityPerBackend: 1))
+        let queued = try await dispatcher.submit(owner: "a", priority: .batch)
+        await dispatcher.failStranded(grace: .zero) { _ in ComfyError(code: .backendUnavailable, message: "stranded") }
+        let answer = await #expect(throws: ComfyError.self) {
+            try await dispatcher.waitForSlot(queued, deadline: .now + .seconds(5), timeout: .seconds(5))
+        }
+        #expect(answer?.message == "stranded")
+        #expect(dispatcher.published.withLockedValue(\.queued) == 0)
+    }
+
     @Test func onceTheDrainTimeIsUpNothingStartsAnyMore() async throws {
         let dispatcher = await upDispatcher()
         await dispatcher.stopAccepting()

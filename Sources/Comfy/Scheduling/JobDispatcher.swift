@@ -127,10 +127,11 @@ actor JobDispatcher {
     /// error for those backends (none it may run on is coming back soon).
     func failStranded(grace: Duration, with error: @Sendable (Set<Int>?) -> any Error) {
         let now = ContinuousClock.now
-        for id in slots.waitingKeys {
+        for id in scheduler.waitingJobs {
             let eligible = scheduler.eligibleBackends(of: id)
             if isStranded(eligible, grace: grace, now: now) { abandon(id, with: error(eligible)) }
         }
+        pump()
     }
 
     /// Takes no new jobs; those queued and running go on, and so do jobs accepted before.
@@ -143,16 +144,16 @@ actor JobDispatcher {
         isShutDown = true
         for backend in scheduler.backends.indices { scheduler.setHealth(backend, .draining) }
         defer { pump() }
-        for id in slots.waitingKeys {
+        for id in scheduler.waitingJobs {
             abandon(id, with: ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; the job was not started"))
         }
     }
 
-    /// Answers a waiting job with `error`; its wait's own clean-up takes it off the queue.
+    /// Takes a job off the queue and answers it with `error`, kept for it if its wait has not
+    /// begun yet (its caller is between `submit` or a retry and `waitForSlot`).
     private func abandon(_ id: UInt64, with error: Error) {
-        guard slots.resume(id, with: .failure(error), keep: false) else { return }
         scheduler.finish(id)
-        pump()
+        slots.resume(id, with: .failure(error))
     }
 
     private func pump() {

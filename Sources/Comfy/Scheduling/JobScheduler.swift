@@ -83,6 +83,9 @@ struct JobScheduler: Sendable {
         backends[backend].running.insert(id)
     }
 
+    /// The jobs not given a backend yet, whether or not their callers wait for it already.
+    var waitingJobs: [UInt64] { jobs.compactMap { $0.value.backend == nil ? $0.key : nil } }
+
     /// The backends a job may run on; `nil`: any.
     func eligibleBackends(of id: UInt64) -> Set<Int>? {
         jobs[id]?.eligible
