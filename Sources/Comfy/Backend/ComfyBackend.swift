@@ -31,8 +31,10 @@ public actor ComfyBackend {
     let endings = WaiterTable<String, PromptWatch>()
     /// Wakes `watchHealth` when its deadlines may have moved.
     let healthNudges = WaiterTable<Int, Void>()
-    /// Jobs waiting for the socket to come up.
+    /// Jobs waiting for the socket to come up, and their keys, named on the actor before their
+    /// wait begins (off it): a connection in between is kept for them, not missed.
     private let connectionWaiters = WaiterTable<UUID, Void>()
+    private var awaitingConnection: Set<UUID> = []
     /// Clean-ups on ComfyUI that must outlive the job that asks for them (a cancelled caller).
     private let chores: AsyncStream<Chore>.Continuation
     private let choreStream: AsyncStream<Chore>
@@ -145,7 +147,11 @@ public actor ComfyBackend {
     /// Waits until the socket is up, at most `timeout`. Returns whether it is.
     func waitUntilConnected(timeout: Duration) async -> Bool {
         if isConnected { return true }
-        _ = await connectionWaiters.wait(for: UUID(), until: .now + timeout)
+        let key = UUID()
+        awaitingConnection.insert(key)
+        _ = await connectionWaiters.wait(for: key, until: .now + timeout)
+        awaitingConnection.remove(key)
+        connectionWaiters.discard(key)
         return isConnected
     }
 
@@ -161,7 +167,8 @@ public actor ComfyBackend {
             publishHealth()
             execute(tracker.connected(clientID))
             schedule(.refreshModels)
-            for key in connectionWaiters.waitingKeys { connectionWaiters.resume(key, with: .success(()), keep: false) }
+            for key in awaitingConnection { connectionWaiters.resume(key, with: .success(())) }
+            awaitingConnection.removeAll()
         case .disconnected(let reason):
             record(error: reason)
             disconnected(reason: reason)
