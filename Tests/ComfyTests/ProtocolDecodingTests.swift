@@ -72,13 +72,14 @@ struct ProtocolDecodingTests {
         #expect(failure.nodeType == "ImageBlur")
     }
 
-    @Test func historyOfASuccessfulRunListsItsImages() throws {
+    @Test func historyOfASuccessfulRunListsItsImagesAndHowLongItRan() throws {
         let transcript = try Transcript.load("A1_invert_save_first")
         let body = transcript.json["history"]?["body"] ?? .null
         let promptID = try #require(transcript.promptID)
         let entry = try #require(ComfyHistoryEntry.decode(body.encoded(), promptID: promptID))
         #expect(entry.outcome == .success)
         #expect(entry.images.values.flatMap { $0 }.count == 1)
+        #expect(entry.executionMilliseconds == 13, "execution_start at ...675, execution_success at ...688")
         #expect(ComfyHistoryEntry.decode(Array("{}".utf8), promptID: "unknown") == nil)
     }
 

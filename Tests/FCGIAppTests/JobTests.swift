@@ -501,6 +501,15 @@ struct JobDurabilityTests {
         #expect(stats["prompts_received"] == 1, "the prompt was not submitted again")
         #expect(stats["prompts_executed"] == 1)
         #expect(!second.app.log.contains("a resumed job's prompt is gone"))
+        // Its events went to the killed process: its GPU time is read from ComfyUI's history
+        // (seven nodes of 400 ms).
+        let query = try ChildProcess(
+            "/usr/bin/env", ["python3", "-c", "import sqlite3; print(sqlite3.connect('\(directory)/state/jobs.sqlite').execute(\"SELECT gpu_ms FROM jobs WHERE id = '\(id)'\").fetchone()[0])"],
+            logPath: "\(directory)/gpu.log"
+        )
+        query.process.waitUntilExit()
+        let gpu = Int(query.log.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(gpu.map { $0 >= 2500 } == true, "gpu_ms: \(query.log)")
     }
 
     /// A prompt the killed gateway left on a backend of capacity 1 holds that slot once taken

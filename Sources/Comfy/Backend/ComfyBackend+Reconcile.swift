@@ -40,7 +40,7 @@ extension ComfyBackend {
     private func settle(_ promptID: String, from entry: ComfyHistoryEntry) {
         switch entry.outcome {
         case .success, .unknown:
-            execute(tracker.settle(promptID, .success, files: entry.images))
+            execute(tracker.settle(promptID, .success, files: entry.images, executionMilliseconds: entry.executionMilliseconds))
         case .failed(let failure):
             execute(tracker.settle(promptID, .failed(failure), files: [:]))
         case .interrupted:

@@ -140,7 +140,7 @@ extension ComfyBackend {
         guard let first = images.first else { return nil }
         return GeneratedImage(
             bytes: first.bytes, mimeType: first.mimeType, others: Array(images.dropFirst()), promptID: watch.promptID, backend: url.description,
-            nodeID: watch.wantedProduct?.node
+            nodeID: watch.wantedProduct?.node, executionMilliseconds: watch.executionMilliseconds
         )
     }
 }

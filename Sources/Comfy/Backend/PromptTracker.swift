@@ -96,9 +96,11 @@ struct PromptTracker: Sendable {
     }
 
     /// Ends the prompt from `/history` (after missed events).
-    mutating func settle(_ promptID: String, _ ending: PromptWatch.Ending, files: [String: [ComfyImageReference]]) -> [Effect] {
+    mutating func settle(
+        _ promptID: String, _ ending: PromptWatch.Ending, files: [String: [ComfyImageReference]], executionMilliseconds: Int? = nil
+    ) -> [Effect] {
         guard slots[promptID] != nil else { return [] }
-        slots[promptID]?.watch.settle(ending, files: files)
+        slots[promptID]?.watch.settle(ending, files: files, executionMilliseconds: executionMilliseconds)
         return [.ended(promptID: promptID)]
     }
 

@@ -488,7 +488,8 @@ public actor JobRunner {
             _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
         case .ran(.success(let image)):
             // GPU time ends with the image's arrival: converting and storing it are the gateway's.
-            let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) }
+            // A prompt taken up after a restart is timed by ComfyUI's history.
+            let gpu = live[id]?.executionStartedAt.map { Int(((ContinuousClock.now - $0).seconds * 1000).rounded()) } ?? image.executionMilliseconds
             do {
                 var converted: [ImageData] = []
                 var stored: [StoredImage] = []

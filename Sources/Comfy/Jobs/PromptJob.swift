@@ -91,14 +91,20 @@ public struct GeneratedImage: Sendable {
     public var promptID: String
     public var backend: String
     public var nodeID: String?
+    /// How long ComfyUI ran it by its own history, when the result was read from there (its
+    /// events, which time a run, went to another socket).
+    public var executionMilliseconds: Int?
 
-    public init(bytes: [UInt8], mimeType: String, others: [ImageData] = [], promptID: String, backend: String, nodeID: String?) {
+    public init(
+        bytes: [UInt8], mimeType: String, others: [ImageData] = [], promptID: String, backend: String, nodeID: String?, executionMilliseconds: Int? = nil
+    ) {
         self.bytes = bytes
         self.mimeType = mimeType
         self.others = others
         self.promptID = promptID
         self.backend = backend
         self.nodeID = nodeID
+        self.executionMilliseconds = executionMilliseconds
     }
 
     /// Every image, the first included.

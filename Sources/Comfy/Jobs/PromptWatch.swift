@@ -30,6 +30,8 @@ struct PromptWatch: Sendable {
     private(set) var currentNode: String?
     /// Set when the socket dropped while the prompt was in flight: events may be missing.
     var missedEvents = false
+    /// How long ComfyUI's history says it ran, when it was settled from there.
+    private(set) var executionMilliseconds: Int?
     private(set) var progress: Double = 0
     private var finishedNodes: Set<String> = []
     private var nodeFraction: Double = 0
@@ -87,7 +89,8 @@ struct PromptWatch: Sendable {
     }
 
     /// Ends the watch from `/history` after events were missed: its files and how it ended.
-    mutating func settle(_ ending: Ending, files: [String: [ComfyImageReference]]) {
+    mutating func settle(_ ending: Ending, files: [String: [ComfyImageReference]], executionMilliseconds: Int? = nil) {
+        self.executionMilliseconds = executionMilliseconds
         let known = Set(products.compactMap { if case .file(_, let reference) = $0 { reference.filename } else { nil } })
         for node in files.keys.sorted() {
             products += files[node, default: []].filter { !known.contains($0.filename) }.map { .file(node: node, $0) }

@@ -10,6 +10,9 @@ public struct ComfyHistoryEntry: Sendable, Equatable {
     public var outcome: Outcome
     /// Output node id → images it wrote. Empty for SaveImageWebsocket-only prompts.
     public var images: [String: [ComfyImageReference]]
+    /// How long it ran, by the timestamps of ComfyUI's `execution_start` and of its end message:
+    /// the GPU time of a prompt whose events went to another socket.
+    public var executionMilliseconds: Int?
 
     /// Decodes the body of `/history/{id}`; `nil` when ComfyUI does not know the prompt (`{}`).
     public static func decode(_ body: [UInt8], promptID: String) -> ComfyHistoryEntry? {
@@ -48,6 +51,17 @@ public struct ComfyHistoryEntry: Sendable, Equatable {
                 }
             }
         }
-        return ComfyHistoryEntry(outcome: outcome, images: images)
+        var started: Double?
+        var ended: Double?
+        for message in messages {
+            guard let pair = message.arrayValue, pair.count == 2, let name = pair[0].stringValue, let at = pair[1]["timestamp"]?.doubleValue else { continue }
+            if name == "execution_start" {
+                started = at
+            } else if ["execution_success", "execution_error", "execution_interrupted"].contains(name) {
+                ended = at
+            }
+        }
+        let ran = started.flatMap { start in ended.map { $0 - start } }.flatMap { $0 >= 0 && $0 < 1e12 ? Int($0) : nil }
+        return ComfyHistoryEntry(outcome: outcome, images: images, executionMilliseconds: ran)
     }
 }
