@@ -215,10 +215,16 @@ def main() -> int:
         if args.previews:
             driver.find_element(By.ID, "previews").click()
 
+        if args.key_declined:
+            # This browser kept a key that the gateway no longer takes (revoked, mistyped).
+            driver.execute_script("localStorage.setItem('comfy-gateway-key', 'cgw_refused');")
+            driver.refresh()
+            wait_for("the style list after a reload", lambda s: s["styles"] or s["error"], budget=10)
+            forget_shown_with_key = driver.find_element(By.ID, "forget-key").is_displayed()
         canvas = driver.find_element(By.ID, "canvas")
         if args.key_declined:
-            # The painter cancels the key prompt. The page backs off 0.5, 1, 2 and 4 s between
-            # tries: 9 s would hold four more prompts if it went on asking.
+            # Refused, then the painter cancels the key prompt. The page backs off 0.5, 1, 2 and
+            # 4 s between tries: 9 s would hold four more prompts if it went on asking.
             driver.execute_script("window.__prompts = 0; window.prompt = () => { window.__prompts++; return null; };")
             ActionChains(driver, duration=15).move_to_element_with_offset(canvas, 0, 0).click_and_hold() \
                 .move_by_offset(30, 20).pause(0.05).release().perform()
@@ -233,7 +239,20 @@ def main() -> int:
                 "sketch_posts": driver.execute_script(
                     "return performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/api/sketch')).length"),
                 "page_errors": s["rec"]["pageErrors"],
+                "refused_key_kept": driver.execute_script("return localStorage.getItem('comfy-gateway-key')"),
+                "forget_key_shown": {"with a key": forget_shown_with_key,
+                                     "after the refusal": driver.find_element(By.ID, "forget-key").is_displayed()},
             }
+            # The painter forgets a kept key with the header's button: gone, also after the reload.
+            driver.execute_script("localStorage.setItem('comfy-gateway-key', 'cgw_kept');")
+            driver.refresh()
+            wait_for("the style list after a reload", lambda s: s["styles"] or s["error"], budget=10)
+            driver.execute_script("window.__beforeForget = true;")
+            driver.find_element(By.ID, "forget-key").click()
+            wait_for("the reload after Forget key",
+                     lambda s: driver.execute_script("return window.__beforeForget === undefined && document.readyState === 'complete'"), budget=10)
+            result["forgotten_key"] = driver.execute_script("return localStorage.getItem('comfy-gateway-key')")
+            result["forget_key_shown"]["after forgetting"] = driver.find_element(By.ID, "forget-key").is_displayed()
             return 0
 
         size = canvas.size

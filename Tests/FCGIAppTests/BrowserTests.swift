@@ -75,9 +75,10 @@ struct BrowserTests {
 }
 
 extension BrowserTests {
-    /// With DRAWING_AUTH and no key yet, the page asks for one; a painter who cancels is asked
-    /// once, told why, and the page stops posting sketches instead of asking every few seconds.
-    @Test func aPainterWhoCancelsTheKeyPromptIsAskedOnceAndToldToReload() async throws {
+    /// With DRAWING_AUTH, a key this browser kept that the gateway refuses is dropped and the
+    /// page asks for one; a painter who cancels is asked once, told why, and the page stops
+    /// posting sketches instead of asking every few seconds. A kept key can be forgotten.
+    @Test func aRefusedKeyIsDroppedAPainterWhoCancelsIsAskedOnceAndToldToReloadAndAKeptKeyCanBeForgotten() async throws {
         let artifacts = "\(TestPaths.packageRoot)/.build/test-artifacts"
         try FileManager.default.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
         try await withGateway("browser-key", environment: ["DRAWING_AUTH": "true"]) { gateway, emulator in
@@ -96,6 +97,11 @@ extension BrowserTests {
             #expect(verdict["sketch_posts"] == 1, "no sketch posted after the refusal: \(verdict)")
             #expect(verdict["error"]?.stringValue?.contains("Reload the page") == true, "\(verdict)")
             #expect(verdict["page_errors"] == .array([]), "\(verdict)")
+            #expect(verdict["refused_key_kept"] == .null, "\(verdict)")
+            #expect(verdict["forgotten_key"] == .null, "\(verdict)")
+            #expect(
+                verdict["forget_key_shown"] == .object(["with a key": true, "after the refusal": false, "after forgetting": false]), "\(verdict)"
+            )
             #expect(try await emulator.stats()["prompts_received"] == 0)
         }
     }
