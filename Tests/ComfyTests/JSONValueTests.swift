@@ -33,8 +33,11 @@ struct JSONValueTests {
     @Test func refusesNestingDeeperThanTheLimitInsteadOfOverflowingTheStack() throws {
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
         #expect(throws: (any Error).self) { try JSONValue.parse(Array(deep.utf8)) }
-        let fine = String(repeating: "[", count: 500) + String(repeating: "]", count: 500)
+        let limit = JSONParser.maxDepth
+        let fine = String(repeating: "[", count: limit) + String(repeating: "]", count: limit)
         #expect(try JSONValue.parse(Array(fine.utf8)).arrayValue != nil)
+        let over = "[" + fine + "]"
+        #expect(throws: (any Error).self) { try JSONValue.parse(Array(over.utf8)) }
     }
 
     @Test func refusesMoreValuesThanTheBudgetInsteadOfExhaustingMemory() throws {

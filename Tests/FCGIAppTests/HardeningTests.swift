@@ -70,6 +70,32 @@ struct HardeningTests {
         }
     }
 
+    /// JSON nested as deep as the parser takes is parsed, checked and freed on a FastCGI
+    /// thread's own stack (a 256 KiB stack and a limit of 512 crashed the app): refused with
+    /// 400, and the same process answers on. Deeper is refused by the parser.
+    @Test func aBodyNestedAsDeepAsTheParserAllowsIsRefusedAndTheAppServesOn() async throws {
+        try await withGateway("hard-deep") { gateway, _ in
+            let pid = try gateway.appPID()
+            // The value of `image` is four levels down.
+            for depth in [JSONParser.maxDepth - 4, 500] {
+                let wrapped = String(repeating: #"{"__value__":"#, count: depth) + #""a.png""# + String(repeating: "}", count: depth)
+                let listed = String(repeating: "[", count: depth) + "1" + String(repeating: "]", count: depth)
+                for inner in [wrapped, listed] {
+                    let body = #"{"workflow_data":{"1":{"class_type":"LoadImage","inputs":{"image":"# + inner + "}}}}"
+                    // Twice: the second finds every cache warm and runs without a suspension.
+                    for _ in 0..<2 {
+                        let answer = try await gateway.post("/api/generate", body: Array(body.utf8), contentType: "application/json")
+                        #expect(answer.status == 400, "depth \(depth): \(answer.status) \(answer.bodyText.prefix(300))")
+                        #expect(answer.bodyText.contains("nested deeper") == (depth > JSONParser.maxDepth - 4), "\(answer.bodyText.prefix(300))")
+                    }
+                }
+            }
+            #expect(try gateway.appPID() == pid)
+            #expect(gateway.app.isRunning)
+            #expect(try await gateway.get("/healthz").status == 200)
+        }
+    }
+
     @Test func nginxWorkersDoNotRunAsRoot() async throws {
         guard getuid() == 0 else { return }  // started as a user, the workers are that user
         try await withGateway("hard-workers") { gateway, _ in

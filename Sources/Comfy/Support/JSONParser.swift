@@ -18,8 +18,10 @@ public struct JSONParser {
         public var description: String { "invalid JSON at byte \(offset): \(message)" }
     }
 
-    /// Deeper nesting than this is refused rather than recursed into.
-    static let maxDepth = 512
+    /// Deeper nesting than this is refused rather than recursed into: what parses is checked
+    /// and freed by recursion too, on a FastCGI thread's stack. A ComfyUI workflow nests about
+    /// six deep.
+    public static let maxDepth = 128
     /// More values than this are refused: `[[0],[0],...]` would cost ~80 bytes of heap per input byte.
     /// A 1000-node ComfyUI workflow has some 20,000.
     static let maxValues = 1_000_000

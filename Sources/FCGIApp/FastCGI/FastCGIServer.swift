@@ -65,7 +65,10 @@ final class FastCGIServer: Service {
                 finished.arrive()
             }
             thread.name = "fcgi-\(index)"
-            thread.stackSize = 256 << 10
+            // A handler runs on this stack until it first suspends: parsing, checking and freeing
+            // a body nested `JSONParser.maxDepth` deep recurse here (256 KiB overflowed at 500).
+            // Address space only: the pages a request does not touch cost no memory.
+            thread.stackSize = 1 << 20
             thread.start()
         }
 
