@@ -25,7 +25,7 @@ struct DrawingAuthTests {
         return try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType, headers: KeyTests.bearer(secret))
     }
 
-    @Test func theSketchNeedsAKeyAndTheSocketAndResultTheSessionsToken() async throws {
+    @Test func theSketchNeedsAKeyTheSocketAndResultTheSessionsTokenAndTheAccessLogQuotesNeither() async throws {
         try await withKeyedDrawing("drawing-auth", keys: [["painter"]]) { gateway, secrets in
             let secret = secrets[0]
             let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "authed"])
@@ -55,11 +55,18 @@ struct DrawingAuthTests {
             #expect(emulatorMetadata(ofPNG: result.body)?["texts"]?.arrayValue?.first == "a house on a hill")
             // nginx's access log names the requests, not the token that opened them. (It writes a
             // request's line once done with it, which may be after the client has the answer.)
+            // Nor a key a client sent as Basic credentials (nginx's combined format logs the user).
+            let basic = "Basic " + Data("cgw_sent_as_basic_user:".utf8).base64EncodedString()
+            #expect(try await gateway.get("/api/usage", headers: [("Authorization", basic)]).status == 401)
             let logPath = "\(gateway.runDirectory)/logs/access.log"
-            try await waitUntil { try String(contentsOfFile: logPath, encoding: .utf8).contains("\"GET /api/result/authed HTTP/1.1\" 200") }
+            try await waitUntil {
+                let text = try String(contentsOfFile: logPath, encoding: .utf8)
+                return text.contains("\"GET /api/result/authed HTTP/1.1\" 200") && text.contains("\"GET /api/usage HTTP/1.1\" 401")
+            }
             let accessLog = try String(contentsOfFile: logPath, encoding: .utf8)
             #expect(accessLog.contains("GET /api/ws/authed HTTP/1.1"), "\(accessLog)")
             #expect(!accessLog.contains(token.split(separator: ".")[1]), "\(accessLog)")
+            #expect(!accessLog.contains("cgw_sent_as_basic_user"), "\(accessLog)")
         }
     }
 
