@@ -96,6 +96,39 @@ struct HardeningTests {
         }
     }
 
+    /// Each request body still arriving holds an app thread's place and a temporary file: one
+    /// client has at most `API_CONNECTIONS` such requests at once, and routes that take no body
+    /// refuse one instead of buffering it.
+    @Test func oneClientTricklingBodiesHoldsAtMostAPIConnectionsAndRoutesWithoutABodyRefuseOne() async throws {
+        try await withGateway("hard-api-connections", environment: ["API_CONNECTIONS": "2"]) { gateway, _ in
+            let port = gateway.port
+            var trickles: [RawConnection] = []
+            for _ in 0..<2 {
+                let connection = try RawConnection(port: port)
+                try connection.send(
+                    "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"workflow_data\":"
+                )
+                trickles.append(connection)
+            }
+            // Counted from their headers on: the client's next request is refused.
+            try await waitUntil { try await gateway.get("/api/styles").status == 429 }
+            let refused = try await gateway.get("/api/styles")
+            #expect(refused.status == 429)
+            #expect(try JSONValue.parse(refused.body)["error"]?["code"] != nil, "\(refused.bodyText)")
+            // Another client is not.
+            let other = try RawAnswer(port: port, request: Array("GET /api/styles HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n".utf8), from: "127.0.0.2")
+            #expect(other.status == 200)
+            trickles.removeAll()
+            try await waitUntil { try await gateway.get("/api/styles").status == 200 }
+
+            for path in ["/healthz", "/openapi.json", "/api/jobs/00000000-0000-0000-0000-000000000000", "/api/result/some-session"] {
+                let answer = try await gateway.post(path, body: Array(repeating: UInt8(ascii: " "), count: 4096))
+                #expect(answer.status == 413, "\(path): \(answer.status)")
+                #expect(try JSONValue.parse(answer.body)["error"]?["code"] != nil, "\(path): \(answer.bodyText)")
+            }
+        }
+    }
+
     @Test func nginxWorkersDoNotRunAsRoot() async throws {
         guard getuid() == 0 else { return }  // started as a user, the workers are that user
         try await withGateway("hard-workers") { gateway, _ in

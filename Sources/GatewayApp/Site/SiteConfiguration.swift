@@ -35,6 +35,10 @@ public struct SiteConfiguration: Sendable {
     /// Job event streams (`/api/jobs/{id}/events`) one client holds at once (`EVENT_STREAMS`,
     /// 200; 0 = no limit): each holds two of nginx's connections for as long as its job runs.
     public var eventStreams: Int
+    /// FastCGI requests one client has in nginx at once (`API_CONNECTIONS`, 128; 0 = no limit):
+    /// each holds one of the app's threads, and its body a temporary file while it arrives, so a
+    /// client trickling bodies must not hold them all.
+    public var apiConnections: Int
 
     init(_ environment: Environment) throws {
         port = try environment.integer("PORT", default: 8000, range: 1...65535)
@@ -70,6 +74,7 @@ public struct SiteConfiguration: Sendable {
         drawingRate = try environment.integer("DRAWING_RATE", default: 20, range: 0...100_000)
         drawingConnections = try environment.integer("DRAWING_CONNECTIONS", default: 100, range: 0...1_000_000)
         eventStreams = try environment.integer("EVENT_STREAMS", default: 200, range: 0...1_000_000)
+        apiConnections = try environment.integer("API_CONNECTIONS", default: 128, range: 0...1_000_000)
     }
 
     /// A list of addresses or CIDRs, separated by spaces or commas.
