@@ -103,7 +103,9 @@ struct GatewayParts: Sendable {
 
     /// Every HTTP endpoint the app answers (nginx serves the static ones itself).
     func router(_ configuration: GatewayConfiguration) -> Router {
-        var router = Router(crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins), hosts: configuration.hosts, gate: gate)
+        var router = Router(
+            crossOrigin: CrossOriginPolicy(origins: configuration.apiOrigins), hosts: configuration.hosts, gate: gate, operatorToken: configuration.operatorToken
+        )
         // Keep FastCGI threads for everything else while generate calls wait on the GPUs, and
         // while job submissions wait on their input images' servers (one that trickles its answer
         // holds a thread for INPUT_URL_TIMEOUT).

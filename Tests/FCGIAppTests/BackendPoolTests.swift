@@ -454,6 +454,17 @@ struct BackendPoolTests {
             #expect(health["status"] == "ok")
             #expect(health["backends"]?.arrayValue?.first?["url"] == .string(emulator.url), "this host is in the default METRICS_ALLOW")
         }
+        // With METRICS_TOKEN, this host needs the token too; no log line quotes it.
+        let token = "metrics-token-\(UUID().uuidString)"
+        try await withGateway("metrics-token", environment: ["METRICS_TOKEN": token]) { gateway, emulator in
+            #expect(try await gateway.get("/metrics").status == 401)
+            #expect(try JSONValue.parse(try await gateway.get("/healthz").body) == .object(["status": "ok"]))
+            let bearer = [("Authorization", "Bearer \(token)")]
+            #expect(try await gateway.get("/metrics", headers: bearer).bodyText.contains("comfy_gateway_"))
+            #expect(try JSONValue.parse(try await gateway.get("/healthz", headers: bearer).body)["backends"]?.arrayValue?.first?["url"] == .string(emulator.url))
+            let logs = try ["access.log", "error.log"].map { try String(contentsOfFile: "\(gateway.runDirectory)/logs/\($0)", encoding: .utf8) }
+            #expect(!(logs + [gateway.app.log]).contains { $0.contains(token) })
+        }
     }
 
     @Test func metricsAndHealthReportJobsQueueAndBackends() async throws {

@@ -19,6 +19,15 @@ struct GatewayConfigurationTests {
         }
     }
 
+    @Test func aMetricsTokenThatIsShortOrHoldsSpacesIsRefused() throws {
+        #expect(try configuration([:]).operatorToken == nil)
+        #expect(try configuration(["METRICS_TOKEN": ""]).operatorToken == nil)
+        #expect(try configuration(["METRICS_TOKEN": String(repeating: "a", count: 16)]).operatorToken != nil)
+        for token in ["short", "sixteen chars ok?", String(repeating: "é", count: 20)] {
+            #expect(throws: ConfigurationError.self, "\(token)") { try configuration(["METRICS_TOKEN": token]) }
+        }
+    }
+
     @Test func drawingAuthWithKeysTurnedOffIsRefused() throws {
         #expect(try configuration(["DRAWING_AUTH": "true"]).drawingAuth)
         do {

@@ -138,6 +138,36 @@ struct RouterTests {
         }
     }
 
+    /// With METRICS_TOKEN, an address in METRICS_ALLOW is not enough (behind a proxy every
+    /// client may share one): metrics and health details need the token too.
+    @Test func withAMetricsTokenOperatorsAreThoseWhoSendIt() async throws {
+        let token = "0123456789abcdef-operators"
+        try await withRouter(["METRICS_TOKEN": token]) { router in
+            func ask(_ path: String, authorization: String?) async -> GatewayResponse {
+                await router.respond(to: GatewayRequest(
+                    method: "GET", path: path, headers: authorization.map { ["authorization": $0] } ?? [:], host: "127.0.0.1:8000", isOperator: true
+                ))
+            }
+            for authorization in [nil, "Bearer wrong", "Bearer \(token)x", "Basic \(token)", "Bearer \(token.dropLast())"] {
+                let metrics = await ask("/metrics", authorization: authorization)
+                #expect(metrics.status == 401, "\(authorization ?? "none")")
+                #expect(metrics.error?["code"] == "unauthorized")
+                #expect(metrics.header("WWW-Authenticate")?.hasPrefix("Bearer") == true)
+                let health = await ask("/healthz", authorization: authorization)
+                #expect((try? JSONValue.parse(health.body)) == .object(["status": "unavailable"]), "\(String(decoding: health.body, as: UTF8.self))")
+            }
+            for authorization in ["Bearer \(token)", "bearer \(token)"] {
+                #expect(await ask("/metrics", authorization: authorization).status == 200)
+                #expect((try? JSONValue.parse(await ask("/healthz", authorization: authorization).body))?["backends"] != nil)
+            }
+            // The token does not make an address outside METRICS_ALLOW an operator.
+            let outsider = await router.respond(to: GatewayRequest(
+                method: "GET", path: "/metrics", headers: ["authorization": "Bearer \(token)"], host: "127.0.0.1:8000", isOperator: false
+            ))
+            #expect(outsider.status == 401)
+        }
+    }
+
     @Test func theOpenAPIServerURLEchoesOnlyAPlainHost() async throws {
         try await withRouter(["ALLOWED_HOSTS": "*"]) { router in
             for (host, expected) in [

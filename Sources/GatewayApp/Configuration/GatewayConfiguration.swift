@@ -8,7 +8,7 @@ import Logging
 /// `http://127.0.0.1:8188`), `COMFYUI_INPUT_DIR` (ComfyUI's input folder, when this machine shares
 /// it: images go straight into it in place of `POST /upload/image`), `FCGI_SOCKET` (default `RUN_DIR/fcgi.sock`), `FCGI_THREADS`
 /// (default 256), `WORKFLOW_DIR` (`./workflow`), `OUTPUT_DIR` (`./output_images`),
-/// `SERVER_BASE_URL` (absolute image URLs), `GENERATE_TIMEOUT` (600 s), `MAX_ABANDONED_JOBS_PER_CALLER` (64), `MAX_BODY_BYTES`
+/// `SERVER_BASE_URL` (absolute image URLs), `METRICS_TOKEN` (operators' Bearer token), `GENERATE_TIMEOUT` (600 s), `MAX_ABANDONED_JOBS_PER_CALLER` (64), `MAX_BODY_BYTES`
 /// (`MAX_BODY`), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`RUN_DIR/ws.sock`),
 /// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
 /// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `WS_RECEIVE_BUDGET` (256 MiB, or four
@@ -71,6 +71,8 @@ public struct GatewayConfiguration: Sendable {
     var apiOrigins: OriginPolicy
     /// Names the HTTP API answers under.
     var hosts: HostPolicy
+    /// What operators send besides coming from `METRICS_ALLOW` (`METRICS_TOKEN`), if anything.
+    var operatorToken: OperatorToken?
     var nodePolicy: NodePolicy
     var scheduler: SchedulerConfiguration
     var backendTiming: BackendTiming
@@ -160,6 +162,14 @@ public struct GatewayConfiguration: Sendable {
             hosts = try HostPolicy(allowed: environment.list("ALLOWED_HOSTS"), api: apiOrigins)
         } catch {
             throw ConfigurationError(variable: "ALLOWED_HOSTS", problem: "\"\(error.text)\" is not a host name like gateway or img.example.com, or a domain like .example.com")
+        }
+        if let token = environment["METRICS_TOKEN"], !token.isEmpty {
+            guard token.count >= OperatorToken.minimumLength, token.allSatisfy({ $0.isASCII && !$0.isWhitespace && !$0.isNewline }) else {
+                throw ConfigurationError(
+                    variable: "METRICS_TOKEN", problem: "expected at least \(OperatorToken.minimumLength) characters without spaces (openssl rand -hex 32 makes one)"
+                )
+            }
+            operatorToken = OperatorToken(token)
         }
         nodePolicy = try environment.nodePolicy()
         storage = try StorageConfiguration(environment)

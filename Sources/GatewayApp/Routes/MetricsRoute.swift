@@ -2,8 +2,8 @@ import Comfy
 import Metrics
 import Prometheus
 
-/// `GET /metrics`: the gateway's metrics in Prometheus text format (nginx lets only private
-/// networks in).
+/// `GET /metrics`: the gateway's metrics in Prometheus text format, for operators: nginx lets
+/// only `METRICS_ALLOW` in, and the router checks `METRICS_TOKEN` when it is set.
 struct MetricsRoute: Sendable {
     let registry: PrometheusCollectorRegistry
     let sessions: DrawingSessions
@@ -21,6 +21,11 @@ struct MetricsRoute: Sendable {
     }
 
     func metrics(_ request: GatewayRequest) async -> GatewayResponse {
+        guard request.isOperator else {
+            var error = APIError(.unauthorized, "/metrics needs the operators' token (METRICS_TOKEN): send Authorization: Bearer <token>")
+            error.headers = [("WWW-Authenticate", #"Bearer realm="comfy-gateway-metrics""#)]
+            return error.response
+        }
         // Gauges of counts are read when scraped, not polled.
         Gauge(label: "comfy_gateway_drawing_sessions").record(await sessions.count)
         _ = pool.queued()

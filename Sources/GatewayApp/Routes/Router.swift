@@ -22,11 +22,13 @@ struct Router: Sendable {
     private let crossOrigin: CrossOriginPolicy
     private let hosts: HostPolicy
     private let gate: APIKeyGate
+    private let operatorToken: OperatorToken?
 
-    init(crossOrigin: CrossOriginPolicy, hosts: HostPolicy, gate: APIKeyGate) {
+    init(crossOrigin: CrossOriginPolicy, hosts: HostPolicy, gate: APIKeyGate, operatorToken: OperatorToken? = nil) {
         self.crossOrigin = crossOrigin
         self.hosts = hosts
         self.gate = gate
+        self.operatorToken = operatorToken
     }
 
     mutating func add(_ method: String, _ path: String, body: BodyKind? = nil, keyed: Bool = false, anyHost: Bool = false, _ handler: @escaping Handler) {
@@ -56,6 +58,7 @@ struct Router: Sendable {
             guard methods?.values.contains(where: \.anyHost) == true else { return APIError.unknownHost(request.host).response }
             request.isOperator = false
         }
+        if request.isOperator, let operatorToken, !operatorToken.admits(request) { request.isOperator = false }
         guard let methods else {
             return APIError(.notFound, "no endpoint at \(request.path)").response
         }
