@@ -129,6 +129,28 @@ struct HardeningTests {
         }
     }
 
+    /// `EVENT_STREAMS=0` means no limit on job event streams, not the API's limit, which their
+    /// location sits in.
+    @Test func eventStreamsWithoutALimitAreNotHeldToAPIConnections() async throws {
+        try await withGateway(
+            "hard-streams-unlimited", emulatorArguments: ["--node-delay-ms", "1000"], environment: ["API_CONNECTIONS": "1", "EVENT_STREAMS": "0"]
+        ) { gateway, _ in
+            let port = gateway.port
+            let accepted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "watched")))
+            let id = try #require(try JSONValue.parse(accepted.body)["id"]?.stringValue, "\(accepted.bodyText)")
+            var streams: [RawConnection] = []
+            for _ in 0..<3 {
+                let stream = try RawConnection(port: port)
+                try stream.send("GET /api/jobs/\(id)/events HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nAccept: text/event-stream\r\n\r\n")
+                let head = String(decoding: stream.receive(), as: UTF8.self)
+                #expect(head.hasPrefix("HTTP/1.1 200"), "\(head.prefix(200))")
+                streams.append(stream)
+            }
+            // While they are open, the client's API requests are its own budget's.
+            #expect(try await gateway.get("/api/styles").status == 200)
+        }
+    }
+
     @Test func nginxWorkersDoNotRunAsRoot() async throws {
         guard getuid() == 0 else { return }  // started as a user, the workers are that user
         try await withGateway("hard-workers") { gateway, _ in

@@ -71,7 +71,8 @@ public struct NginxSite: Sendable {
             "DRAWING_RATE": "\(max(site.drawingRate, 1))",
             "DRAWING_REQUEST_LIMIT": site.drawingRate == 0 ? "" : "limit_req zone=drawing_requests burst=\(site.drawingRate * 2) nodelay;",
             "DRAWING_CONNECTION_LIMIT": site.drawingConnections == 0 ? "" : "limit_conn drawing_connections \(site.drawingConnections);",
-            "EVENT_STREAM_LIMIT": site.eventStreams == 0 ? "" : "limit_conn event_streams \(site.eventStreams);",
+            // In /api/jobs/, whose API_CONNECTIONS it would inherit: "no limit" is a limit on nothing.
+            "EVENT_STREAM_LIMIT": site.eventStreams == 0 ? "limit_conn no_limit 1;" : "limit_conn event_streams \(site.eventStreams);",
             "API_CONNECTION_LIMIT": site.apiConnections == 0 ? "" : "limit_conn api_connections \(site.apiConnections);",
             // With DRAWING_AUTH, a line of /api/ws/ or /api/result/ would quote the request, and so
             // the session token in its query: a 502 while the app is down is written at error or

@@ -72,9 +72,10 @@ public struct SiteConfiguration: Sendable {
             httpRedirectPort = redirect
         }
         drawingRate = try environment.integer("DRAWING_RATE", default: 20, range: 0...100_000)
-        drawingConnections = try environment.integer("DRAWING_CONNECTIONS", default: 100, range: 0...1_000_000)
-        eventStreams = try environment.integer("EVENT_STREAMS", default: 200, range: 0...1_000_000)
-        apiConnections = try environment.integer("API_CONNECTIONS", default: 128, range: 0...1_000_000)
+        // nginx takes connection limits below 65536.
+        drawingConnections = try environment.integer("DRAWING_CONNECTIONS", default: 100, range: 0...65535)
+        eventStreams = try environment.integer("EVENT_STREAMS", default: 200, range: 0...65535)
+        apiConnections = try environment.integer("API_CONNECTIONS", default: 128, range: 0...65535)
     }
 
     /// A list of addresses or CIDRs, separated by spaces or commas.
