@@ -512,6 +512,31 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func aSlotTakenOverButNeverAdoptedIsNotRenewedAndIsFreeOnceItsJobEnds() async throws {
+        try await withInstances(2, lease: .seconds(1)) { stores, _ in
+            let (dead, alive) = (stores[0], stores[1])
+            let record = job()
+            _ = try await dead.insert(record, requestHash: nil, keyWindow: .seconds(60))
+            _ = try await dead.acquireSlot(backend: "http://b1", capacity: 1, job: record.id, deadline: .now + .seconds(1))
+            #expect(try await dead.markRunning(record.id, promptID: "p1", backend: "http://b1", at: Date()))
+            try await Task.sleep(for: .milliseconds(1300))
+            #expect(try await alive.takeOverExpired(limit: 10).map(\.id) == [record.id])
+            // Its run here never comes as far as adopting the slot (cancelled, or its inputs could
+            // not be read): the slot is not renewed, and counts only while its job is unfinished.
+            for _ in 0..<3 {
+                _ = try await alive.renewLeases()
+                try await Task.sleep(for: .milliseconds(450))
+            }
+            #expect(try await alive.slotsInUse() == [:])
+            await #expect(throws: ComfyError.self) {
+                try await alive.acquireSlot(backend: "http://b1", capacity: 1, job: nil, deadline: .now + .milliseconds(300))
+            }
+            _ = try await alive.finish(record.id, status: .failed, result: nil, failure: nil, gpuMilliseconds: nil, imageBytes: nil, at: Date())
+            let free = try await alive.acquireSlot(backend: "http://b1", capacity: 1, job: nil, deadline: .now + .seconds(1))
+            await alive.releaseSlot(free)
+        }
+    }
+
     @Test func aTransactionLeftOpenByAnInstanceThatWentSilentEndsWithinALeaseAndHoldsUpNoTakeOver() async throws {
         try await withInstances(2) { stores, _ in
             let (silent, taker) = (stores[0], stores[1])

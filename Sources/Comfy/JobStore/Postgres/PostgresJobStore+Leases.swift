@@ -60,7 +60,9 @@ extension PostgresJobStore {
             // The slots their prompts hold move with them, in the same statement (a take-over
             // that stored the jobs but not their slots would renew jobs nobody runs): they stay
             // taken while the prompts run. A new ticket each, so that the old holder, if it
-            // wakes, cannot give them back. A job not marked running starts afresh here, with a
+            // wakes, cannot give them back; renewed from `adoptSlot` on, so that one whose job
+            // never gets that far (cancelled, or failed before) only counts until its job ends.
+            // A job not marked running starts afresh here, with a
             // slot of its own: the one it held is freed (moved, it was renewed for as long as
             // this instance lived).
             let taken = try await rows(
@@ -76,26 +78,20 @@ extension PostgresJobStore {
                 ), moved AS (
                     UPDATE backend_slots SET holder = \(instanceID), ticket = gen_random_uuid()::text,
                         lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
-                    WHERE job_id IN (SELECT id FROM taken WHERE status = 'running' AND prompt_id IS NOT NULL) RETURNING job_id, ticket
+                    WHERE job_id IN (SELECT id FROM taken WHERE status = 'running' AND prompt_id IS NOT NULL)
                 ), freed AS (
                     UPDATE backend_slots SET holder = NULL, ticket = NULL, job_id = NULL, owner = NULL, lease_until = NULL
                     WHERE job_id IN (SELECT id FROM taken WHERE status <> 'running' OR prompt_id IS NULL) RETURNING backend
                 )
-                SELECT taken.*, moved.ticket AS moved_ticket,
+                SELECT taken.*,
                     (SELECT COUNT(pg_notify(\(Self.channel), 'slot ' || backend)) FROM (SELECT DISTINCT backend FROM freed) AS f) AS notified
-                FROM taken LEFT JOIN moved ON moved.job_id = taken.id ORDER BY taken.seq
+                FROM taken ORDER BY taken.seq
                 """
             )
-            var records: [JobRecord] = []
-            var seen: Set<String> = []
-            for row in taken where row.text("id").map({ seen.insert($0).inserted }) ?? false { records.append(JobRecord(row: row)) }
             held.withLockedValue { held in
                 for row in taken { if let id = row.text("id") { held[id] = row.integer("lease_generation") ?? 0 } }
             }
-            slotTickets.withLockedValue { tickets in
-                for row in taken { if let ticket = row.text("moved_ticket") { tickets.insert(ticket) } }
-            }
-            return records
+            return taken.map(JobRecord.init(row:))
         }
     }
 

@@ -93,6 +93,8 @@ extension PostgresJobStore {
     public func adoptSlot(of job: String) async -> BackendSlotTicket? {
         let rows = try? await rows("SELECT backend, ticket FROM backend_slots WHERE job_id = \(job) AND holder = \(instanceID) LIMIT 1")
         guard let row = rows?.first, let backend = row.text("backend"), let ticket = row.text("ticket") else { return nil }
+        // Renewed from now on, until its run gives it back.
+        slotTickets.withLockedValue { _ = $0.insert(ticket) }
         return BackendSlotTicket(backend: backend, ticket: ticket)
     }
 
