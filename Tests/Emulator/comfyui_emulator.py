@@ -155,7 +155,10 @@ GET  /emulator/stats   {"prompts_received": POST /prompt requests (any outcome),
                         "queue_pending": n, "running": prompt_id or null,
                         "uploads": successful uploads, "binary_frames": n,
                         "max_in_flight": the most prompts queued and running
-                                         at once}
+                                         at once,
+                        "ws_refusals": /ws upgrades refused (refuse_ws),
+                        "ws_refused_open": connections of those the client
+                                           has not closed}
 GET  /emulator/executions  {"executions": [{"prompt_id": id, "queued": tq,
                         "start": t0, "end": t1}, ...]}: when each prompt was
                         queued, when the worker took it from the queue and
@@ -1250,6 +1253,8 @@ class Emulator:
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.sockets_metadata: dict[str, dict] = {}
         self.connections: set[Connection] = set()
+        # Connections whose /ws upgrade was refused (refuse_ws): the client must close them.
+        self.refused_transports: list = []
         self.binary_budget_used = 0
         self._input_files_cache: tuple[int | None, list[str]] = (None, [])
         self._wake = asyncio.Event()
@@ -1787,6 +1792,8 @@ class Handlers:
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         emu = self.emu
         if emu.config.get("refuse_ws"):
+            emu.stats["ws_refusals"] = emu.stats.get("ws_refusals", 0) + 1
+            emu.refused_transports.append(request.transport)
             return text_error(503)
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -1860,7 +1867,13 @@ class Handlers:
                                   "sockets": list(emu.sockets),
                                   "open_sockets": [c.sid for c in emu.connections],
                                   "queue_pending": len(emu.queue),
-                                  "running": emu.running_prompt_id()})
+                                  "running": emu.running_prompt_id(),
+                                  "ws_refused_open": self._refused_still_open()})
+
+    def _refused_still_open(self) -> int:
+        emu = self.emu
+        emu.refused_transports = [t for t in emu.refused_transports if t is not None and not t.is_closing()]
+        return len(emu.refused_transports)
 
 
 def build_app(emu: Emulator) -> web.Application:

@@ -134,6 +134,21 @@ struct BackendPoolTests {
         #expect(counts.allSatisfy { (40...60).contains($0) }, "\(counts)")
     }
 
+    /// A backend (or a proxy before it) that answers the WebSocket upgrade with an error is
+    /// asked again every few seconds: each refused connection is closed, not left open.
+    @Test func aRefusedWebSocketUpgradeLeavesNoConnectionOpen() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("pool-ws-refused")
+        let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--refuse-ws"])
+        defer { emulator.stop() }
+        let gateway = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        defer { gateway.stop() }
+        try await gateway.waitUntilHealthy(503)
+        try await waitUntil(timeout: .seconds(30)) { try await emulator.stats()["ws_refusals"]?.intValue ?? 0 >= 4 }
+        // The last refusal may be a moment from its close.
+        try await waitUntil(timeout: .seconds(5)) { try await emulator.stats()["ws_refused_open"]?.intValue ?? 99 <= 1 }
+        #expect(gateway.app.isRunning)
+    }
+
     @Test func killingOneOfTwoBackendsMidLoadLosesNoJob() async throws {
         var cluster = try await startCluster("pool-kill", backends: 2)
         defer { cluster.stop() }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -32,10 +33,12 @@ public enum WebSocketClient {
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         _ body: (WebSocketSession) async throws -> Result
     ) async throws -> Result {
+        let connected = NIOLockedValueBox<(any Channel)?>(nil)
         let upgrade: EventLoopFuture<UpgradeResult> = try await ClientBootstrap(group: eventLoopGroup)
             .connectTimeout(connectTimeout)
             .connect(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                connected.withLockedValue { $0 = channel }
+                return channel.eventLoop.makeCompletedFuture {
                     let upgrader = NIOTypedWebSocketClientUpgrader<UpgradeResult>(
                         maxFrameSize: maxMessageSize,
                         upgradePipelineHandler: { channel, _ in
@@ -61,7 +64,10 @@ public enum WebSocketClient {
                         upgradeRequestHead: head,
                         upgraders: [upgrader],
                         notUpgradingCompletionHandler: { channel in
-                            channel.eventLoop.makeCompletedFuture { .notUpgraded }
+                            // Nobody reads or closes it after this: a server that answers every
+                            // upgrade with an error would otherwise keep one socket per retry.
+                            channel.close(promise: nil)
+                            return channel.eventLoop.makeSucceededFuture(.notUpgraded)
                         }
                     )
                     var pipeline = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: configuration)
@@ -71,7 +77,15 @@ public enum WebSocketClient {
                     return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: pipeline)
                 }
             }
-        switch try await upgrade.get() {
+        let upgraded: UpgradeResult
+        do {
+            upgraded = try await upgrade.get()
+        } catch {
+            // A failed upgrade (a bad answer, a broken connection) leaves its channel to us.
+            connected.withLockedValue { $0 }?.close(promise: nil)
+            throw error
+        }
+        switch upgraded {
         case .notUpgraded:
             throw ConnectError(description: "ws://\(host):\(port)\(path) refused the WebSocket upgrade")
         case .websocket(let channel):
