@@ -376,8 +376,18 @@ public actor JobRunner {
     /// The job now and, unless it is final, its updates until it is.
     public func watch(_ id: String) async throws -> (JobRecord, AsyncStream<JobUpdate>?)? {
         // Listen first: an end that comes while the store is read is not missed.
-        let stream = addWatcher(id)
-        guard let record = try await job(id) else {
+        let watcher = addWatcher(id)
+        let found: JobRecord?
+        do {
+            found = try await job(id)
+        } catch {
+            // Nobody will read it: kept, it would wait for an end that may never be announced.
+            if let watcher, let key = watcher.key { remoteWatchers[id]?.removeValue(forKey: key)?.finish() }
+            if remoteWatchers[id]?.isEmpty == true { remoteWatchers[id] = nil }
+            throw error
+        }
+        let stream = watcher?.updates
+        guard let record = found else {
             endRemoteWatchers(of: id)
             return nil
         }
@@ -388,16 +398,18 @@ public actor JobRunner {
     /// A stream of the job's updates, if this process runs it, or another instance of a shared
     /// store does (it announces the end). A watcher that goes away is dropped at the next update
     /// (`progressed`) or at the end.
-    private func addWatcher(_ id: String) -> AsyncStream<JobUpdate>? {
+    /// `key` names a remote watcher (another instance runs the job).
+    private func addWatcher(_ id: String) -> (updates: AsyncStream<JobUpdate>, key: UUID?)? {
         let (updates, continuation) = AsyncStream.makeStream(of: JobUpdate.self, bufferingPolicy: .bufferingNewest(64))
         if live[id] != nil {
             live[id]?.watchers[UUID()] = continuation
+            return (updates, nil)
         } else if shared != nil {
-            remoteWatchers[id, default: [:]][UUID()] = continuation
-        } else {
-            return nil
+            let key = UUID()
+            remoteWatchers[id, default: [:]][key] = continuation
+            return (updates, key)
         }
-        return updates
+        return nil
     }
 
     /// Waits for the job's end (a sync caller). When the caller goes away first and
@@ -406,7 +418,7 @@ public actor JobRunner {
     public func result(of id: String, cancelIfAbandoned: Bool) async throws -> JobUpdate {
         // A job this process runs needs no read of the store: its end comes as an update.
         let updates: AsyncStream<JobUpdate>
-        if live[id] != nil, let live = addWatcher(id) {
+        if live[id] != nil, let live = addWatcher(id)?.updates {
             updates = live
         } else {
             guard let (record, stream) = try await watch(id) else {
@@ -435,7 +447,7 @@ public actor JobRunner {
             return try await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
         }
         // Not waiting here but live: it runs.
-        if live[id] != nil, let updates = addWatcher(id) {
+        if live[id] != nil, let updates = addWatcher(id)?.updates {
             // Signalled before any suspension: a caller that went away (a cancelled task) still cancels.
             cancels.resume(id, with: .success(()))
             for await update in updates {
@@ -471,6 +483,8 @@ public actor JobRunner {
             // A cancel that came once the run was over (while its image was stored) is kept by
             // `cancels` for a wait that never comes.
             cancels.discard(id)
+            // Marked by a take-over that the run's own end (a closed submit window) got ahead of.
+            endedElsewhere.remove(id)
             if record.kind == .async {
                 startedByOwner[record.owner, default: 1] -= 1
                 if startedByOwner[record.owner] == 0 { startedByOwner[record.owner] = nil }
