@@ -86,7 +86,7 @@ struct OutboundURLTests {
 
     @Test func privateTargetsAreAllowedWhenConfiguredAndThePinnedAddressIsTheResolvedOne() async throws {
         let target = try await OutboundURL.check("http://localhost:9999/hook", allowPrivate: true)
-        #expect(target.resolve == ["localhost:9999:127.0.0.1"] || target.resolve == ["localhost:9999:[::1]"], "\(target.resolve)")
+        #expect(target.resolve == ["+localhost:9999:127.0.0.1"] || target.resolve == ["+localhost:9999:[::1]"], "\(target.resolve)")
         let long = "https://example.com/" + String(repeating: "a", count: OutboundURL.maxLength)
         await #expect(throws: OutboundURL.Refusal.self) { try await OutboundURL.check(long, allowPrivate: true) }
     }

@@ -10,7 +10,9 @@ public struct OutboundURL: Sendable {
     public static let maxLength = 2048
 
     public let url: String
-    /// `host:port:address` for `CurlRequest.resolve` (none for an address literal, which curl does not look up).
+    /// `+host:port:address` for `CurlRequest.resolve` (none for an address literal, which curl
+    /// does not look up). The `+` lets the entry age out of the reused curl handle's DNS cache:
+    /// without it, each host ever called stayed there for the process's life.
     public let resolve: [String]
 
     /// Why a URL may not be called.
@@ -69,7 +71,7 @@ public struct OutboundURL: Sendable {
         }
         if literal { return OutboundURL(url: url, resolve: []) }
         let pinned = first.family == AF_INET6 ? "[\(first.text)]" : first.text
-        return OutboundURL(url: url, resolve: ["\(bareHost):\(port):\(pinned)"])
+        return OutboundURL(url: url, resolve: ["+\(bareHost):\(port):\(pinned)"])
     }
 
     /// Sets the request up to reach what was checked: the approved address, and no proxy from
