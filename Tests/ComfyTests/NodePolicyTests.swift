@@ -124,6 +124,22 @@ struct NodePolicyTests {
         try NodePolicy().check(fine)
     }
 
+    /// ComfyUI quotes a workflow three levels deeper in `/history` and `/queue`: an input nested
+    /// as deep as the parser takes would make those answers unreadable (the prompt called lost,
+    /// the backend's queue unreadable for everyone's prompts).
+    @Test func anInputNestedDeeperThanTheLimitIsRefusedOfAnyClass() throws {
+        func nested(_ depth: Int) -> JSONValue { depth == 0 ? .number(1) : .array([nested(depth - 1)]) }
+        func workflow(_ depth: Int) -> [String: JSONValue] {
+            ["1": .object(["class_type": "SomeCustomNode", "inputs": .object(["points": nested(depth)])])]
+        }
+        try NodePolicy(classes: .deny([])).check(workflow(NodePolicy.maxInputDepth))
+        let refusal = #expect(throws: WorkflowRejection.self) { try NodePolicy(classes: .deny([])).check(workflow(NodePolicy.maxInputDepth + 1)) }
+        #expect(refusal?.input == "points")
+        #expect(refusal?.message.contains("nested deeper than \(NodePolicy.maxInputDepth) levels") == true)
+        // The whole request, quoted three levels deeper, still parses.
+        #expect(NodePolicy.maxInputDepth + 3 + 3 < JSONParser.maxDepth)
+    }
+
     /// ComfyUI's own class ids (comfy_extras/nodes_train.py), under both names LoRA saving has had.
     @Test(arguments: ["SaveLoRA", "SaveLoRANode", "TrainLoraNode", "CheckpointSave", "LoadImageOutput"])
     func coreNodesThatWriteModelsTrainOrReadOutputsAreRefusedByDefault(_ classType: String) {

@@ -72,7 +72,7 @@ struct HardeningTests {
 
     /// JSON nested as deep as the parser takes is parsed, checked and freed on a FastCGI
     /// thread's own stack (a 256 KiB stack and a limit of 512 crashed the app): refused with
-    /// 400, and the same process answers on. Deeper is refused by the parser.
+    /// 400 by the node policy, and the same process answers on. Deeper is refused by the parser.
     @Test func aBodyNestedAsDeepAsTheParserAllowsIsRefusedAndTheAppServesOn() async throws {
         try await withGateway("hard-deep") { gateway, _ in
             let pid = try gateway.appPID()
@@ -86,7 +86,9 @@ struct HardeningTests {
                     for _ in 0..<2 {
                         let answer = try await gateway.post("/api/generate", body: Array(body.utf8), contentType: "application/json")
                         #expect(answer.status == 400, "depth \(depth): \(answer.status) \(answer.bodyText.prefix(300))")
-                        #expect(answer.bodyText.contains("nested deeper") == (depth > JSONParser.maxDepth - 4), "\(answer.bodyText.prefix(300))")
+                        // Past the parser's limit, the parser refuses it; within, the node policy.
+                        let refusal = depth > JSONParser.maxDepth - 4 ? "nested deeper than \(JSONParser.maxDepth)" : "nested deeper than \(NodePolicy.maxInputDepth) levels"
+                        #expect(answer.bodyText.contains(refusal), "\(answer.bodyText.prefix(300))")
                     }
                 }
             }

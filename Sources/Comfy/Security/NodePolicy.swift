@@ -54,6 +54,9 @@ public struct NodePolicy: Sendable {
         "LoadImageListFromDir //Inspire", "LoadImagesFromURL", "Load Image From URL",
     ]
 
+    /// How deep an input's value may nest (a point list is two levels).
+    public static let maxInputDepth = 32
+
     /// Inputs holding the name of a file in ComfyUI's input folder (`image_upload`,
     /// `video_upload`, `audio_upload` combos, and `LoadLatent`'s list of `.latent` files): plain
     /// names, or names the gateway handed out in its folder. Their loaders check the name
@@ -84,6 +87,14 @@ public struct NodePolicy: Sendable {
                 break
             }
             for (input, value) in node["inputs"]?.objectValue ?? [:] {
+                // ComfyUI quotes the workflow back three levels deeper (`/history`, `/queue`):
+                // those answers must stay within what the gateway parses.
+                if value.nests(deeperThan: Self.maxInputDepth) {
+                    throw WorkflowRejection(
+                        nodeID: id, classType: classType, input: input,
+                        message: "node \"\(id)\" (\(classType)) input \(input): nested deeper than \(Self.maxInputDepth) levels"
+                    )
+                }
                 if let problem = problem(with: value, in: input, of: classType) {
                     throw WorkflowRejection(nodeID: id, classType: classType, input: input, message: "node \"\(id)\" (\(classType)) input \(input): \(problem)")
                 }

@@ -42,6 +42,16 @@ extension JSONValue {
         return nil
     }
 
+    /// Whether arrays and objects nest in it more than `limit` levels deep (a scalar is 0).
+    public func nests(deeperThan limit: Int) -> Bool {
+        guard limit >= 0 else { return true }
+        switch self {
+        case .array(let elements): return elements.contains { $0.nests(deeperThan: limit - 1) }
+        case .object(let members): return members.values.contains { $0.nests(deeperThan: limit - 1) }
+        default: return false
+        }
+    }
+
     public var doubleValue: Double? {
         switch self {
         case .number(let value): value
