@@ -40,6 +40,16 @@ struct JSONValueTests {
         #expect(throws: (any Error).self) { try JSONValue.parse(Array(over.utf8)) }
     }
 
+    @Test func aCallerMayOnlyLowerTheLimits() throws {
+        let swarm = Array(("[" + Array(repeating: "[0]", count: 100).joined(separator: ",") + "]").utf8)
+        #expect(try JSONValue.parse(swarm).arrayValue?.count == 100)
+        #expect(throws: (any Error).self) { try JSONValue.parse(swarm, maxValues: 64) }
+        #expect(throws: (any Error).self) { try JSONValue.parse(swarm, maxDepth: 1) }
+        #expect(try JSONValue.parse(Array(#"{"a":1}"#.utf8), maxDepth: 10_000, maxValues: .max).objectValue?.count == 1)
+        let deep = Array((String(repeating: "[", count: JSONParser.maxDepth + 1) + String(repeating: "]", count: JSONParser.maxDepth + 1)).utf8)
+        #expect(throws: (any Error).self, "a higher limit is not taken") { try JSONValue.parse(deep, maxDepth: 10_000) }
+    }
+
     @Test func refusesMoreValuesThanTheBudgetInsteadOfExhaustingMemory() throws {
         let many = "[" + Array(repeating: "[0]", count: 600_000).joined(separator: ",") + "]"
         #expect(throws: (any Error).self) { try JSONValue.parse(Array(many.utf8)) }

@@ -299,6 +299,10 @@ extension HardeningTests {
             let later = try open("budget-later")
             try later.send(frame)
             #expect(try later.nextText().contains("messages must be JSON objects"))
+            // Valid JSON of a hundred thousand tiny values is not parsed as a workflow would be.
+            let swarm = #"{"type":"sketch_update","sketch_data":"x","pad":["# + Array(repeating: "[0]", count: 100_000).joined(separator: ",") + "]}"
+            try later.send(webSocketFrame(opcode: 0x1, payload: Array(swarm.utf8)))
+            #expect(try later.nextText().contains("messages must be JSON objects of a few fields"))
             let refusals = try await gateway.get("/metrics").bodyText
             #expect(refusals.contains(#"comfy_gateway_websocket_budget_refusals_total{reason="full"} 1"#), "\(refusals)")
         }

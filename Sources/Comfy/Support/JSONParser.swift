@@ -24,18 +24,22 @@ public struct JSONParser {
     public static let maxDepth = 128
     /// More values than this are refused: `[[0],[0],...]` would cost ~80 bytes of heap per input byte.
     /// A 1000-node ComfyUI workflow has some 20,000.
-    static let maxValues = 1_000_000
+    public static let maxValues = 1_000_000
     private var values = 0
+    private let depthLimit: Int
+    private let valueLimit: Int
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private var index = 0
 
-    private init(_ bytes: UnsafeBufferPointer<UInt8>) {
+    private init(_ bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int, maxValues: Int) {
         self.bytes = bytes
+        depthLimit = min(maxDepth, Self.maxDepth)
+        valueLimit = min(maxValues, Self.maxValues)
     }
 
-    static func parse(_ buffer: UnsafeBufferPointer<UInt8>) throws -> JSONValue {
-        var parser = JSONParser(buffer)
+    static func parse(_ buffer: UnsafeBufferPointer<UInt8>, maxDepth: Int = maxDepth, maxValues: Int = maxValues) throws -> JSONValue {
+        var parser = JSONParser(buffer, maxDepth: maxDepth, maxValues: maxValues)
         parser.skipWhitespace()
         let value = try parser.value(depth: 0)
         parser.skipWhitespace()
@@ -58,7 +62,7 @@ public struct JSONParser {
 
     private mutating func value(depth: Int) throws -> JSONValue {
         values += 1
-        guard values <= Self.maxValues else { throw failure("more than \(Self.maxValues) values") }
+        guard values <= valueLimit else { throw failure("more than \(valueLimit) values") }
         guard let byte = current else { throw failure("unexpected end") }
         switch byte {
         case UInt8(ascii: "{"): return try object(depth: depth + 1)
@@ -82,7 +86,7 @@ public struct JSONParser {
     }
 
     private mutating func object(depth: Int) throws -> JSONValue {
-        guard depth <= Self.maxDepth else { throw failure("nested deeper than \(Self.maxDepth)") }
+        guard depth <= depthLimit else { throw failure("nested deeper than \(depthLimit)") }
         index += 1
         var members: [String: JSONValue] = [:]
         skipWhitespace()
@@ -112,7 +116,7 @@ public struct JSONParser {
     }
 
     private mutating func array(depth: Int) throws -> JSONValue {
-        guard depth <= Self.maxDepth else { throw failure("nested deeper than \(Self.maxDepth)") }
+        guard depth <= depthLimit else { throw failure("nested deeper than \(depthLimit)") }
         index += 1
         var elements: [JSONValue] = []
         skipWhitespace()

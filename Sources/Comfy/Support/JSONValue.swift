@@ -15,9 +15,13 @@ public enum JSONValue: Sendable, Hashable {
 
 extension JSONValue {
     /// Parses JSON bytes; throws on malformed input (or nesting deeper than 512).
-    public static func parse<Bytes: Collection>(_ bytes: Bytes) throws -> JSONValue where Bytes.Element == UInt8 {
-        if let parsed = try bytes.withContiguousStorageIfAvailable({ try JSONParser.parse($0) }) { return parsed }
-        return try Array(bytes).withUnsafeBufferPointer { try JSONParser.parse($0) }
+    /// Parses a JSON text; `maxDepth` and `maxValues` may only lower the parser's own limits
+    /// (a small message needs no room for a workflow's twenty thousand values).
+    public static func parse<Bytes: Collection>(
+        _ bytes: Bytes, maxDepth: Int = JSONParser.maxDepth, maxValues: Int = JSONParser.maxValues
+    ) throws -> JSONValue where Bytes.Element == UInt8 {
+        if let parsed = try bytes.withContiguousStorageIfAvailable({ try JSONParser.parse($0, maxDepth: maxDepth, maxValues: maxValues) }) { return parsed }
+        return try Array(bytes).withUnsafeBufferPointer { try JSONParser.parse($0, maxDepth: maxDepth, maxValues: maxValues) }
     }
 
     /// Serialises compactly with sorted keys, so equal values give equal bytes.
