@@ -485,6 +485,8 @@ public actor JobRunner {
             cancels.discard(id)
             // Marked by a take-over that the run's own end (a closed submit window) got ahead of.
             endedElsewhere.remove(id)
+            // Nothing more is written for it here: its lease (or the fence of one lost) goes.
+            shared?.forget(id)
             if record.kind == .async {
                 startedByOwner[record.owner, default: 1] -= 1
                 if startedByOwner[record.owner] == 0 { startedByOwner[record.owner] = nil }
