@@ -29,11 +29,20 @@ struct GatewaySupervisor {
 
         let site = NginxSite(configuration: configuration)
         do {
+            // Before anything in RUN_DIR is touched: a second run would take over the first's
+            // sockets and configuration, and leave it answering 503.
+            try lockRunDirectory()
             try site.render()
             var app = try startApp(signals: &signals)
-            let nginx = try SupervisedProcess.spawn(
-                "nginx", path: NginxSite.nginxPath, arguments: ["-e", site.errorLog, "-p", site.prefix, "-c", site.configPath], environment: environment
-            )
+            let nginx: SupervisedProcess
+            do {
+                nginx = try SupervisedProcess.spawn(
+                    "nginx", path: NginxSite.nginxPath, arguments: ["-e", site.errorLog, "-p", site.prefix, "-c", site.configPath], environment: environment
+                )
+            } catch {
+                stop(app)
+                throw error
+            }
             let scheme = configuration.site.tls == nil ? "http" : "https"
             let banner = "Comfy Gateway on \(scheme)://127.0.0.1:\(configuration.site.port) (ComfyUI: \(configuration.comfyServers.map(\.description).joined(separator: ", ")))\n"
             FileHandle.standardOutput.write(Data(banner.utf8))
@@ -66,12 +75,45 @@ struct GatewaySupervisor {
                     return status.shellStatus == 0 ? 1 : status.shellStatus
                 }
                 logger.error("the app stopped; starting it again", metadata: ["app.exit": "\(status)"])
-                app = try startApp(signals: &signals)
+                do {
+                    app = try startApp(signals: &signals)
+                } catch {
+                    // nginx must not outlive the supervisor, answering 503 on the port.
+                    nginx.signal(SIGQUIT)
+                    if nginx.wait(within: .seconds(10)) == nil { nginx.signal(SIGKILL) }
+                    throw error
+                }
             }
+        } catch is AppRefusedToStart {
+            return Self.refusedToStart
         } catch {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             return 2
         }
+    }
+
+    /// Holds `RUN_DIR/supervisor.lock` for the supervisor's life (not its children's: a lock
+    /// they inherited would outlive it).
+    private func lockRunDirectory() throws {
+        let path = "\(configuration.site.runDirectory)/supervisor.lock"
+        try FileManager.default.createDirectory(atPath: configuration.site.runDirectory, withIntermediateDirectories: true)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SupervisorError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            let pids = ["app.pid", "nginx.pid"].compactMap { name in
+                (try? String(contentsOfFile: "\(configuration.site.runDirectory)/\(name)", encoding: .utf8)).map { "\(name.dropLast(4)) \($0.trimmingCharacters(in: .whitespacesAndNewlines))" }
+            }
+            throw SupervisorError(
+                description: "another gateway runs in \(configuration.site.runDirectory) (\(pids.joined(separator: ", "))); stop it first, or give this one its own RUN_DIR and PORT"
+            )
+        }
+        // Kept open, and so locked, until the process exits.
+    }
+
+    private func stop(_ app: SupervisedProcess) {
+        app.signal(SIGTERM)
+        if app.wait(within: configuration.drainTimeout + .seconds(10)) == nil { app.signal(SIGKILL) }
     }
 
     /// Starts `FCGIApp serve` and returns once both its sockets listen. A stop asked meanwhile
@@ -85,7 +127,7 @@ struct GatewaySupervisor {
         let deadline = ContinuousClock.now + .seconds(60)
         while !listeners.allSatisfy(\.isListening) {
             if let status = app.poll() {
-                if status.shellStatus == Self.refusedToStart { exit(Self.refusedToStart) }
+                if status.shellStatus == Self.refusedToStart { throw AppRefusedToStart() }
                 throw SupervisorError(description: "the app \(status) before it listened")
             }
             guard ContinuousClock.now < deadline else {

@@ -17,7 +17,11 @@ struct SupervisedProcess {
         sigfillset(&all)
         posix_spawnattr_setsigmask(&attributes, &none)
         posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        // A process group of its own: Ctrl-C and a closed terminal signal the terminal's group,
+        // which would stop nginx at once (SIGINT) or reload it (SIGHUP) and kill the app
+        // undrained. The supervisor hears them and drains both.
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -75,3 +79,7 @@ struct ExitStatus: CustomStringConvertible {
 struct SupervisorError: Error, CustomStringConvertible {
     var description: String
 }
+
+/// The app exited with `GatewaySupervisor.refusedToStart`: its configuration or state forbids
+/// it to run, and it said why.
+struct AppRefusedToStart: Error {}
