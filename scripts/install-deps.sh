@@ -4,10 +4,17 @@
 # test, headless Chromium + chromedriver (Debian), Selenium, PyYAML and moto (PyPI), and
 # PostgreSQL for the shared job store's tests (a private cluster each). `bench`: also wrk.
 set -euo pipefail
+# Debian has no Swift package: say where it comes from instead of make's "No such file".
+if ! command -v "${SWIFT:-swift}" >/dev/null; then
+  echo "install-deps.sh: no Swift toolchain on PATH (the gateway needs Swift 6): install it from" >&2
+  echo "  https://www.swift.org/install/linux/ (swiftly, or the Debian 12 tarball), then run make again" >&2
+  exit 1
+fi
 # libpng, libwebp and libjpeg-turbo: output_format webp and jpeg.
 want=(libfcgi-dev libcurl4-openssl-dev libssl-dev libpng-dev libwebp-dev libturbojpeg0-dev nginx curl)
 case "${1:-system}" in
-  test) want+=(python3 python3-pip python3-venv chromium chromium-driver postgresql) ;;
+  # openssl: the tests' own TLS certificates; procps: pgrep, for the PostgreSQL clusters.
+  test) want+=(python3 python3-pip python3-venv chromium chromium-driver postgresql openssl procps) ;;
   bench) want+=(python3 python3-pip wrk postgresql) ;;
 esac
 
@@ -22,6 +29,11 @@ fi
 missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  if [ -n "$sudo" ] && ! command -v sudo >/dev/null; then
+    echo "install-deps.sh: missing Debian packages, and no sudo to install them; as root, run:" >&2
+    echo "  apt-get install --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
   echo "installing: ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
