@@ -22,6 +22,28 @@ struct SupervisorTests {
         #expect(first.app.isRunning)
     }
 
+    @Test func aPortTakenByAnotherProgramStopsTheStartWithAHintAtPORT() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("supervisor-port")
+        let emulator = try Emulator(directory: directory, http: testHTTP)
+        defer { emulator.stop() }
+        // Another program listens on the port.
+        let taken = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(taken) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = INADDR_ANY
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(taken, $0, length) == 0 && getsockname(taken, $0, &length) == 0 }
+        }
+        #expect(bound && listen(taken, 4) == 0)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let gateway = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP, environment: ["PORT": "\(port)"])
+        defer { gateway.stop() }
+        #expect(gateway.app.waitForExit(within: .seconds(60)) == 1)
+        #expect(gateway.app.log.contains("port \(port) is taken by another program: stop it, or set PORT to a free port"), "\(gateway.app.log)")
+    }
+
     /// Ctrl-C and a closed terminal signal the terminal's process group: nginx and the app are
     /// not in it, so only the supervisor hears them, and drains both.
     @Test func nginxAndTheAppRunInProcessGroupsOfTheirOwn() async throws {

@@ -55,6 +55,9 @@ struct GatewaySupervisor {
                 }
                 if let status = nginx.poll() {
                     logger.error("nginx stopped; stopping the app", metadata: ["nginx.exit": "\(status)"])
+                    if let log = try? String(contentsOfFile: site.errorLog, encoding: .utf8), log.contains("Address already in use") {
+                        FileHandle.standardError.write(Data("port \(configuration.site.port) is taken by another program: stop it, or set PORT to a free port\n".utf8))
+                    }
                     app.signal(SIGTERM)
                     _ = app.wait(within: configuration.drainTimeout + .seconds(10))
                     return 1
@@ -164,8 +167,8 @@ struct GatewaySupervisor {
         return appStatus?.shellStatus ?? 1
     }
 
-    /// This binary, to start it again as the app.
-    static var executablePath: String {
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    }
+    /// This binary, to start it again as the app: read once, at the first start. A rebuild
+    /// while the gateway runs (`make keys` builds) replaces the file, and /proc/self/exe then
+    /// names the old one "(deleted)"; the path itself holds the new binary.
+    static let executablePath: String = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
