@@ -102,6 +102,6 @@ struct SiteTests {
         )
         #expect(render.stop(0) == 0, "\(render.log)")
         let site = try String(contentsOfFile: "\(directory)/run/nginx/conf.d/gateway.conf", encoding: .utf8)
-        #expect(site.contains("ssl_certificate \(directory)/cert.pem;"))
+        #expect(site.contains("ssl_certificate \"\(directory)/cert.pem\";"))
     }
 }

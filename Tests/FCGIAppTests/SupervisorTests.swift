@@ -44,6 +44,28 @@ struct SupervisorTests {
         #expect(gateway.app.log.contains("port \(port) is taken by another program: stop it, or set PORT to a free port"), "\(gateway.app.log)")
     }
 
+    /// A clone under "My Projects" works: nginx's configuration quotes every path.
+    @Test func folderNamesWithSpacesServeTheAPIThePageAndTheImages() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("paths with spaces")
+        let emulator = try Emulator(directory: directory, http: testHTTP)
+        defer { emulator.stop() }
+        let statics = "\(directory)/static files"
+        try FileManager.default.copyItem(atPath: "\(TestPaths.packageRoot)/static", toPath: statics)
+        let gateway = try Gateway(
+            directory: directory, backends: [emulator.url], http: testHTTP,
+            environment: ["RUN_DIR": "\(directory)/run dir", "OUTPUT_DIR": "\(directory)/output images", "STATIC_DIR": statics,
+                          "FCGI_SOCKET": "\(directory)/run dir/fcgi.sock", "WS_SOCKET": "\(directory)/run dir/ws.sock"]
+        )
+        defer { gateway.stop() }
+        try await gateway.waitUntilHealthy()
+        let answer = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "spaced")))
+        #expect(answer.status == 200, "\(answer.bodyText)")
+        let image = try await gateway.get(try #require(try JSONValue.parse(answer.body)["url"]?.stringValue))
+        #expect(emulatorMetadata(ofPNG: image.body)?["texts"]?.arrayValue?.first == "spaced")
+        #expect(try await gateway.get("/").bodyText.contains("<canvas"))
+        #expect(FileManager.default.fileExists(atPath: "\(directory)/run dir/logs/access.log"))
+    }
+
     /// Ctrl-C and a closed terminal signal the terminal's process group: nginx and the app are
     /// not in it, so only the supervisor hears them, and drains both.
     @Test func nginxAndTheAppRunInProcessGroupsOfTheirOwn() async throws {

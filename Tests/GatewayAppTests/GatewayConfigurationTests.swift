@@ -28,6 +28,26 @@ struct GatewayConfigurationTests {
         }
     }
 
+    @Test func pathsNginxCannotQuoteAndSocketPathsPastTheirLimitAreRefused() throws {
+        #expect(try configuration(["RUN_DIR": "/tmp/with space"]).site.runDirectory == "/tmp/with space")
+        for (variable, path) in [("RUN_DIR", "/tmp/a\"b"), ("OUTPUT_DIR", "/tmp/$home"), ("STATIC_DIR", "/tmp/a\\b"), ("RUN_DIR", "/tmp/a\nb")] {
+            do {
+                _ = try configuration([variable: path])
+                Issue.record("\(variable)=\(path) was taken")
+            } catch let error as ConfigurationError {
+                #expect(error.variable == variable)
+            }
+        }
+        let long = "/tmp/" + String(repeating: "d", count: 100)
+        do {
+            _ = try configuration(["RUN_DIR": long])
+            Issue.record("a socket path past 107 bytes was taken")
+        } catch let error as ConfigurationError {
+            #expect(error.variable == "RUN_DIR")
+            #expect(error.problem.contains("at most 107"))
+        }
+    }
+
     @Test func drawingAuthWithKeysTurnedOffIsRefused() throws {
         #expect(try configuration(["DRAWING_AUTH": "true"]).drawingAuth)
         do {

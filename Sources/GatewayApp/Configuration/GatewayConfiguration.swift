@@ -124,6 +124,17 @@ public struct GatewayConfiguration: Sendable {
         }
         self.logLevel = logLevel
         webSocketPath = environment["WS_SOCKET"] ?? "\(site.runDirectory)/ws.sock"
+        try SiteConfiguration.checkQuotable(outputDirectory, variable: "OUTPUT_DIR")
+        for (variable, path) in [("FCGI_SOCKET", socketPath), ("WS_SOCKET", webSocketPath)] {
+            guard case .unix(let file) = ListenAddress(path) else { continue }
+            let named = environment[variable] == nil ? "RUN_DIR" : variable
+            try SiteConfiguration.checkQuotable(file, variable: named)
+            // sockaddr_un holds 108 bytes with the terminating NUL.
+            let length = SiteConfiguration.absolute(file).utf8.count
+            guard length <= 107 else {
+                throw ConfigurationError(variable: named, problem: "the socket \(SiteConfiguration.absolute(file)) is \(length) bytes long; a Unix socket's path takes at most 107 (choose a shorter folder)")
+            }
+        }
         // Both listeners believe what nginx says of the client (its address, Host, scheme): on
         // TCP, anyone else who reaches them could claim any address and pass every per-address limit.
         if ListenAddress(socketPath).isTCP || ListenAddress(webSocketPath).isTCP {

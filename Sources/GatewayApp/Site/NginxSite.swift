@@ -36,7 +36,7 @@ public struct NginxSite: Sendable {
             let old = nginxVersion.split(separator: ".").prefix(2).compactMap { Int($0) }.lexicographicallyPrecedes([1, 25])
             listen = old ? "\(site.port) ssl http2" : "\(site.port) ssl"
             // Mozilla's intermediate profile without DHE: TLS 1.3, and 1.2 with ECDHE and AEAD ciphers only.
-            tls = "ssl_certificate \(certificate); ssl_certificate_key \(key); ssl_protocols TLSv1.2 TLSv1.3; "
+            tls = "ssl_certificate \"\(certificate)\"; ssl_certificate_key \"\(key)\"; ssl_protocols TLSv1.2 TLSv1.3; "
                 + "ssl_ciphers \(Self.tls12Ciphers); ssl_prefer_server_ciphers off; ssl_session_timeout 1d; ssl_session_cache shared:gateway_tls:10m; "
                 + "ssl_session_tickets off;" + (old ? "" : " http2 on;")
         }
@@ -77,7 +77,7 @@ public struct NginxSite: Sendable {
             // With DRAWING_AUTH, a line of /api/ws/ or /api/result/ would quote the request, and so
             // the session token in its query: a 502 while the app is down is written at error or
             // crit (its socket refused or not there yet). None is written but emergencies.
-            "DRAWING_TOKEN_ERROR_LOG": configuration.drawingAuth ? "error_log \(site.runDirectory)/logs/error.log emerg;" : "",
+            "DRAWING_TOKEN_ERROR_LOG": configuration.drawingAuth ? "error_log \"\(site.runDirectory)/logs/error.log\" emerg;" : "",
         ]
     }
 

@@ -71,6 +71,9 @@ public struct SiteConfiguration: Sendable {
             guard redirect != port else { throw ConfigurationError(variable: "HTTP_REDIRECT_PORT", problem: "must differ from PORT (\(port))") }
             httpRedirectPort = redirect
         }
+        for (variable, path) in [("RUN_DIR", runDirectory), ("STATIC_DIR", staticDirectory)] + (tls.map { [("TLS_CERT", $0.certificate), ("TLS_KEY", $0.key)] } ?? []) {
+            try Self.checkQuotable(path, variable: variable)
+        }
         drawingRate = try environment.integer("DRAWING_RATE", default: 20, range: 0...100_000)
         // nginx takes connection limits below 65536.
         drawingConnections = try environment.integer("DRAWING_CONNECTIONS", default: 100, range: 0...65535)
@@ -88,6 +91,14 @@ public struct SiteConfiguration: Sendable {
     }
 
     /// `path` made absolute against the working directory (nginx needs absolute paths).
+    /// nginx's configuration quotes paths (so that one may hold spaces): a quote, a backslash,
+    /// `$` (nginx would read a variable there) or a control character cannot be in one.
+    static func checkQuotable(_ path: String, variable: String) throws {
+        guard !path.unicodeScalars.contains(where: { $0 == "\"" || $0 == "\\" || $0 == "$" || $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw ConfigurationError(variable: variable, problem: "\"\(path)\" holds a character nginx's configuration cannot quote (\", \\, $ or a control character)")
+        }
+    }
+
     static func absolute(_ path: String) -> String {
         let url = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true))
         return url.standardizedFileURL.path
