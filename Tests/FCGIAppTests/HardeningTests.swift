@@ -364,4 +364,30 @@ struct DrawingLimitTests {
             #expect(neighbour.status != 429, "another /64 is another client")
         }
     }
+
+    /// Callers without a key take turns for a backend by client too: a /64's addresses are one
+    /// caller, so four of them do not all go before a neighbour's one job.
+    @Test func theAddressesOfOneIPv6NetworkTakeOneTurnForTheBackend() async throws {
+        try await withGateway(
+            "hard-turns-v6", emulatorArguments: ["--node-delay-ms", "60"], environment: ["REAL_IP_FROM": "127.0.0.1", "BACKEND_CAPACITY": "1"]
+        ) { gateway, _ in
+            func submit(_ text: String, from address: String) async throws -> String {
+                let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: text)), headers: [("X-Forwarded-For", address)])
+                return try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.status) \(answer.bodyText)")
+            }
+            var network: [String] = []
+            for index in 1...4 { network.append(try await submit("network \(index)", from: "2001:db8:0:1::\(index)")) }
+            let neighbour = try await submit("neighbour", from: "2001:db8:0:2::1")
+            var finished: [String: String] = [:]
+            for id in network + [neighbour] {
+                try await waitUntil(timeout: .seconds(60)) { try await gateway.job(id)["status"] == "completed" }
+                finished[id] = try await gateway.job(id)["finished_at"]?.stringValue
+            }
+            let order = (network + [neighbour]).sorted { finished[$0] ?? "" < finished[$1] ?? "" }
+            let place = try #require(order.firstIndex(of: neighbour))
+            // Turns go to the caller with the fewest running: the network's first job runs, its
+            // second may go first on a tie, then the neighbour's. (By address it ran last.)
+            #expect(place <= 2, "the neighbour's job ran \(place + 1)th of 5: \(order)")
+        }
+    }
 }

@@ -22,6 +22,9 @@ public struct JobRecord: Sendable, Equatable {
     public var outputNodeID: String?
     /// Whose job it is (the caller's address): owners take turns on the backends.
     public var owner: String
+    /// Whose turn it takes on the backends, and whose share of the limits per caller: the
+    /// owner, with an IPv6 address counted as its /64 (one subscriber has them all).
+    public var turnOwner: String { AddressShare.name(of: owner) }
     /// The API key that submitted it; `nil` when keys are off. Other keys do not see it.
     public var keyName: String?
     public var webhookURL: String?

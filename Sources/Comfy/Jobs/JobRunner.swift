@@ -180,7 +180,7 @@ public actor JobRunner {
                 ownerCaps[record.owner] = caps[key] ?? nil
             }
             if record.status == .running, let promptID = record.promptID, let backend = record.backend {
-                if record.kind == .async { startedByOwner[record.owner, default: 0] += 1 }
+                if record.kind == .async { startedByOwner[record.turnOwner, default: 0] += 1 }
                 starts.yield(.reattach(record, promptID: promptID, backend: backend))
             } else if record.kind == .async {
                 waiting.append(record)
@@ -301,13 +301,13 @@ public actor JobRunner {
             }
             var next: Int?
             for index in waiting.indices {
-                guard let candidate = load(waiting[index].owner) else { continue }
-                if let best = next, let bestLoad = load(waiting[best].owner), bestLoad <= candidate { continue }
+                guard let candidate = load(waiting[index].turnOwner) else { continue }
+                if let best = next, let bestLoad = load(waiting[best].turnOwner), bestLoad <= candidate { continue }
                 next = index
             }
             guard let next else { return }
             let record = waiting.remove(at: next)
-            startedByOwner[record.owner, default: 0] += 1
+            startedByOwner[record.turnOwner, default: 0] += 1
             starts.yield(.fresh(record))
         }
     }
@@ -335,7 +335,7 @@ public actor JobRunner {
         ownerCaps[record.owner] = ownerMaxRunning
         live[record.id] = Live()
         if record.kind == .sync {
-            syncOwners[record.id] = record.owner
+            syncOwners[record.id] = record.turnOwner
             starts.yield(.fresh(record))
         } else {
             waiting.append(record)
@@ -488,8 +488,8 @@ public actor JobRunner {
             // Nothing more is written for it here: its lease (or the fence of one lost) goes.
             shared?.forget(id)
             if record.kind == .async {
-                startedByOwner[record.owner, default: 1] -= 1
-                if startedByOwner[record.owner] == 0 { startedByOwner[record.owner] = nil }
+                startedByOwner[record.turnOwner, default: 1] -= 1
+                if startedByOwner[record.turnOwner] == 0 { startedByOwner[record.turnOwner] = nil }
                 startWaiting()
             }
         }
@@ -583,6 +583,7 @@ public actor JobRunner {
         let prepared = job
         let inputs = self.inputs
         let ownerMaxRunning = ownerCaps[record.owner]
+        let turnOwner = record.turnOwner
         let shared = self.shared
         return await withTaskGroup(of: Outcome?.self) { group in
             group.addTask {
@@ -610,11 +611,11 @@ public actor JobRunner {
                     case .fresh:
                         // Stored before any drain began (`submit` refuses while stopping): it is in flight.
                         return .ran(.success(try await pool.run(
-                            prepared, priority: .batch, owner: record.owner, ownerMaxRunning: ownerMaxRunning, acceptedBeforeDrain: true
+                            prepared, priority: .batch, owner: turnOwner, ownerMaxRunning: ownerMaxRunning, acceptedBeforeDrain: true
                         )))
                     case .reattach(_, let promptID, let backend):
                         await self.submitted(id, promptID: promptID, backend: backend)
-                        return .ran(.success(try await pool.resume(prepared, promptID: promptID, backend: backend, owner: record.owner, ownerMaxRunning: ownerMaxRunning)))
+                        return .ran(.success(try await pool.resume(prepared, promptID: promptID, backend: backend, owner: turnOwner, ownerMaxRunning: ownerMaxRunning)))
                     }
                 } catch {
                     return .ran(.failure(error))

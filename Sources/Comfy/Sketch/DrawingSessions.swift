@@ -285,8 +285,10 @@ public actor DrawingSessions {
                 uploads: [upload],
                 events: continuation
             )
-            // Painters take turns by API key where sessions belong to keys, else by address.
-            let owner = session.owner.map { "key:\($0)" } ?? (update.clientAddress.isEmpty ? "session:\(id)" : "address:\(update.clientAddress)")
+            // Painters take turns by API key where sessions belong to keys, else by address: an
+            // IPv6 address's /64, as for the other limits per client (one painter has them all).
+            let owner = session.owner.map { "key:\($0)" }
+                ?? (update.clientAddress.isEmpty ? "session:\(id)" : "address:\(AddressShare.name(of: update.clientAddress))")
             async let result = pool.run(job, priority: .interactive, owner: owner)
             // Ends when the job does: the pool finishes the stream.
             for await event in events {
