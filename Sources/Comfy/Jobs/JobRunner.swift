@@ -227,7 +227,11 @@ public actor JobRunner {
             case .ended(let id):
                 if live[id] != nil { await stopElsewhere([id]) } else { await remoteEnded([id]) }
             case .progress(let id, let value):
-                for watcher in remoteWatchers[id]?.values ?? [:].values { watcher.yield(.progress(value)) }
+                // A watcher whose stream was dropped (its client left) goes here, not at the end.
+                if let watchers = remoteWatchers[id] {
+                    let listening = watchers.filter { if case .terminated = $0.value.yield(.progress(value)) { false } else { true } }
+                    remoteWatchers[id] = listening.isEmpty ? nil : listening
+                }
             case .resync:
                 await remoteEnded(Array(remoteWatchers.keys))
             case .running, .slotFreed, .backendReported:
