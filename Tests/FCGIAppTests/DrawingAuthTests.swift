@@ -156,7 +156,8 @@ struct DrawingAuthTests {
     }
 
     @Test func aSocketThatOnlyListensIsPingedAndClosedAtItsNextPingOnceItsKeyIsRevoked() async throws {
-        try await withKeyedDrawing("drawing-revoke-listener", keys: [["leaving"], ["staying"]], environment: ["WS_PING_INTERVAL": "300ms"]) { gateway, secrets in
+        // Slow enough pings that one socket's are answered while the test reads the other's.
+        try await withKeyedDrawing("drawing-revoke-listener", keys: [["leaving"], ["staying"]], environment: ["WS_PING_INTERVAL": "1500ms"]) { gateway, secrets in
             func listen(by secret: String, _ session: String) async throws -> RawConnection {
                 let created = try await sketch(gateway, session, by: secret, seed: 1)
                 let socketPath = try #require(try JSONValue.parse(created.body)["websocket_url"]?.stringValue)
@@ -165,17 +166,25 @@ struct DrawingAuthTests {
                 #expect(try listener.receiveHead().status == 101)
                 return listener
             }
-            /// Frames up to and with the close frame, or the next `count` pings.
+            /// Frames up to and with the close frame, or the next `count` pings, each answered as a
+            /// browser does (an unanswered ping ends the connection).
             func frames(of listener: RawConnection, pings count: Int = .max) throws -> [(opcode: UInt8, payload: [UInt8])] {
                 var frames: [(opcode: UInt8, payload: [UInt8])] = []
-                while frames.count < 100, frames.last?.opcode != 0x8, frames.filter({ $0.opcode == 0x9 }).count < count { frames.append(try listener.nextFrame()) }
+                while frames.count < 100, frames.last?.opcode != 0x8, frames.filter({ $0.opcode == 0x9 }).count < count {
+                    let frame = try listener.nextFrame()
+                    if frame.opcode == 0x9 { try listener.send(webSocketFrame(opcode: 0xA, payload: frame.payload)) }
+                    frames.append(frame)
+                }
                 return frames
             }
             let leaving = try await listen(by: secrets[0], "listened")
             let staying = try await listen(by: secrets[1], "stays")
             // Silent, each is pinged (nginx would drop it otherwise), between its sketch's messages.
-            for listener in [leaving, staying] {
-                let opcodes = try frames(of: listener, pings: 3).map(\.opcode)
+            var seen: [[UInt8]] = [[], []]
+            for _ in 0..<3 {
+                for (index, listener) in [leaving, staying].enumerated() { seen[index] += try frames(of: listener, pings: 1).map(\.opcode) }
+            }
+            for opcodes in seen {
                 #expect(opcodes.filter { $0 == 0x9 }.count == 3 && opcodes.allSatisfy { $0 == 0x9 || $0 == 0x1 }, "\(opcodes)")
             }
 

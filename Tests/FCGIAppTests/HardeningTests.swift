@@ -234,6 +234,24 @@ struct HardeningTests {
         #expect(redirected.headers["location"] == "https://gw.example:\(gateway.port)/api/jobs?x=1")
     }
 
+    /// A painter gone off the network answers no ping: its socket (one of its address's
+    /// `DRAWING_CONNECTIONS`, and its session's hold on the idle sweep) ends after two
+    /// unanswered pings, not when TCP gives up many minutes later.
+    @Test func aDrawingSocketThatAnswersNoPingIsClosed() async throws {
+        try await withGateway("hard-ws-unanswered", environment: ["WS_PING_INTERVAL": "300ms"]) { gateway, _ in
+            let listener = try RawConnection(port: gateway.port)
+            try listener.send(
+                "GET /api/ws/unanswered HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            #expect(try listener.receiveHead().status == 101)
+            var pings = 0
+            while pings <= 10, let frame = try? listener.nextFrame() {
+                if frame.opcode == 0x9 { pings += 1 }
+            }
+            #expect(pings == 2, "\(pings) pings before the connection ended")
+        }
+    }
+
     @Test func theDrawingSocketClosesOnFramesThatBreakRFC6455() async throws {
         try await withGateway("hard-ws") { gateway, _ in
             let valid = Array(#"{"type":"new_seed"}"#.utf8)

@@ -131,6 +131,8 @@ final class DrawingSocketServer: Service {
                                 // Before the frame decoder, which keeps a partial frame (also the bytes the upgrade replays).
                                 let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
                                 try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(account: receiving, messageTimeout: messageTimeout), position: .before(decoder))
+                                let peer = PeerActivity()
+                                try channel.pipeline.syncOperations.addHandler(PeerActivityMark(peer), position: .before(decoder))
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
                                 try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
                                     minNonFinalFragmentSize: 0,
@@ -142,7 +144,8 @@ final class DrawingSocketServer: Service {
                                 try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(
                                     interval: pingInterval,
                                     keyRevoked: Self.revocationCheck(keyName, gate: gate),
-                                    revokedMessage: Self.revokedMessage
+                                    revokedMessage: Self.revokedMessage,
+                                    peer: peer
                                 ))
                                 // Whole messages wait for the reader at most two deep: reading stops past that.
                                 let buffering = NIOAsyncChannel<WebSocketFrame, WebSocketFrame>.Configuration(
