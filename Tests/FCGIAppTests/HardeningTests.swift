@@ -243,8 +243,8 @@ struct HardeningTests {
     }
 
     /// A painter gone off the network answers no ping: its socket (one of its address's
-    /// `DRAWING_CONNECTIONS`, and its session's hold on the idle sweep) ends after two
-    /// unanswered pings, not when TCP gives up many minutes later.
+    /// `DRAWING_CONNECTIONS`, and its session's hold on the idle sweep) ends after two silent
+    /// intervals, not when TCP gives up many minutes later.
     @Test func aDrawingSocketThatAnswersNoPingIsClosed() async throws {
         try await withGateway("hard-ws-unanswered", environment: ["WS_PING_INTERVAL": "300ms"]) { gateway, _ in
             let listener = try RawConnection(port: gateway.port)
@@ -256,7 +256,8 @@ struct HardeningTests {
             while pings <= 10, let frame = try? listener.nextFrame() {
                 if frame.opcode == 0x9 { pings += 1 }
             }
-            #expect(pings == 2, "\(pings) pings before the connection ended")
+            // The keep-alive's and the silence check's: two or three, never the eleven it got before.
+            #expect((2...3).contains(pings), "\(pings) pings before the connection ended")
         }
     }
 

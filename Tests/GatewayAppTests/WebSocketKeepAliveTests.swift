@@ -22,9 +22,7 @@ struct WebSocketKeepAliveTests {
                 return revocation.revoked.load(ordering: .relaxed)
             }
         }
-        let peer = PeerActivity()
-        try channel.pipeline.syncOperations.addHandler(PeerActivityMark(peer))
-        try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(interval: .seconds(20), keyRevoked: check, revokedMessage: #"{"status":"error"}"#, peer: peer))
+        try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(interval: .seconds(20), keyRevoked: check, revokedMessage: #"{"status":"error"}"#))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8000)).wait()
         return channel
     }
@@ -35,40 +33,15 @@ struct WebSocketKeepAliveTests {
         return opcodes
     }
 
-    /// Bytes from the painter, as they arrive before the frame decoder (a pong, or part of a sketch).
-    func peerSends(_ channel: EmbeddedChannel) throws {
-        try channel.writeInbound(ByteBuffer(bytes: [0x8A, 0x80, 1, 2, 3, 4]))
-        _ = try channel.readInbound(as: ByteBuffer.self)
-    }
-
-    @Test func aSocketIsPingedEveryIntervalAndNotBeforeWhileItsPeerAnswers() throws {
+    @Test func aSocketIsPingedEveryIntervalAndNotBefore() throws {
         let channel = try socket()
         channel.embeddedEventLoop.advanceTime(by: .seconds(19))
         #expect(try written(channel) == [])
         channel.embeddedEventLoop.advanceTime(by: .seconds(1))
         #expect(try written(channel) == [.ping])
-        for _ in 0..<2 {
-            try peerSends(channel)
-            channel.embeddedEventLoop.advanceTime(by: .seconds(20))
-        }
-        #expect(try written(channel) == [.ping, .ping])
-        #expect(channel.isActive)
-    }
-
-    /// A phone gone off the network answers nothing; TCP would take many minutes to tell.
-    @Test func twoPingsInARowThatNothingFollowsEndTheConnection() throws {
-        let channel = try socket()
         channel.embeddedEventLoop.advanceTime(by: .seconds(40))
         #expect(try written(channel) == [.ping, .ping])
-        // One answer resets the count.
-        try peerSends(channel)
-        channel.embeddedEventLoop.advanceTime(by: .seconds(40))
-        #expect(try written(channel) == [.ping, .ping])
-        channel.embeddedEventLoop.advanceTime(by: .seconds(19))
         #expect(channel.isActive)
-        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
-        #expect(!channel.isActive)
-        #expect(try written(channel) == [], "no third ping")
     }
 
     @Test func aRevokedKeysSocketHearsWhyAtTheNextTickAndIsClosedWith1008() throws {

@@ -4,7 +4,8 @@ import NIOEmbedded
 import NIOWebSocket
 import Testing
 
-/// The ComfyUI socket's silence check, on an event loop whose clock the test moves.
+/// The ComfyUI socket's silence check (and the drawing sockets'), on an event loop whose clock
+/// the test moves.
 struct WebSocketSilenceCheckTests {
     func socket() throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
@@ -60,6 +61,18 @@ struct WebSocketSilenceCheckTests {
         }
         #expect(channel.isActive)
         #expect(try written(channel) == [])
+    }
+
+    /// On the drawing sockets the gateway is the server: its pings go unmasked.
+    @Test func aServerSidePingIsUnmaskedAndASilentPainterIsClosedAsAServerIs() throws {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(WebSocketSilenceCheck(interval: .seconds(20), masksPings: false))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 8000)).wait()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+        let ping = try #require(try channel.readOutbound(as: WebSocketFrame.self))
+        #expect(ping.opcode == .ping && ping.maskKey == nil)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+        #expect(!channel.isActive)
     }
 
     @Test func aServerSilentThroughAPingIsClosedAtTheNextTick() throws {

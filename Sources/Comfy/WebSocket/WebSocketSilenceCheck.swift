@@ -8,37 +8,41 @@ import NIOWebSocket
 ///
 /// It sits before the frame decoder and counts bytes, not frames: a 60 MB image arriving
 /// slowly is one frame, whose pong can only come after it, and it is no silence.
-/// A timer on the socket's event loop.
-final class WebSocketSilenceCheck: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
+/// A timer on the socket's event loop. The drawing sockets use it too: a painter's phone gone
+/// off the network answers nothing, and TCP would take many minutes to tell.
+public final class WebSocketSilenceCheck: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
 
     private let interval: TimeAmount
+    /// A client's frames are masked (RFC 6455 §5.3), a server's are not.
+    private let masksPings: Bool
     /// Bytes read since the last tick.
     private var heard = false
     /// A ping went out at the last tick, and nothing was read since.
     private var pinged = false
     private var tick: Scheduled<Void>?
 
-    init(interval: TimeAmount) {
+    public init(interval: TimeAmount, masksPings: Bool = true) {
         self.interval = interval
+        self.masksPings = masksPings
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    public func handlerAdded(context: ChannelHandlerContext) {
         scheduleTick(context)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    public func handlerRemoved(context: ChannelHandlerContext) {
         tick?.cancel()
         tick = nil
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         heard = true
         context.fireChannelRead(data)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         tick?.cancel()
         tick = nil
         context.fireChannelInactive()
@@ -56,8 +60,8 @@ final class WebSocketSilenceCheck: ChannelInboundHandler, RemovableChannelHandle
                 return
             } else {
                 pinged = true
-                // From the pipeline's end, through the frame encoder; a client's frames are masked (RFC 6455 §5.3).
-                context.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, maskKey: .random(), data: ByteBuffer()), promise: nil)
+                // From the pipeline's end, through the frame encoder.
+                context.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, maskKey: masksPings ? .random() : nil, data: ByteBuffer()), promise: nil)
             }
             scheduleTick(context)
         }

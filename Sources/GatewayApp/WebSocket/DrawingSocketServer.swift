@@ -131,8 +131,8 @@ final class DrawingSocketServer: Service {
                                 // Before the frame decoder, which keeps a partial frame (also the bytes the upgrade replays).
                                 let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
                                 try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(account: receiving, messageTimeout: messageTimeout), position: .before(decoder))
-                                let peer = PeerActivity()
-                                try channel.pipeline.syncOperations.addHandler(PeerActivityMark(peer), position: .before(decoder))
+                                // A painter that answers neither the keep-alive's ping nor its own is gone.
+                                try channel.pipeline.syncOperations.addHandler(WebSocketSilenceCheck(interval: pingInterval, masksPings: false), position: .before(decoder))
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
                                 try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
                                     minNonFinalFragmentSize: 0,
@@ -144,8 +144,7 @@ final class DrawingSocketServer: Service {
                                 try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(
                                     interval: pingInterval,
                                     keyRevoked: Self.revocationCheck(keyName, gate: gate),
-                                    revokedMessage: Self.revokedMessage,
-                                    peer: peer
+                                    revokedMessage: Self.revokedMessage
                                 ))
                                 // Whole messages wait for the reader at most two deep: reading stops past that.
                                 let buffering = NIOAsyncChannel<WebSocketFrame, WebSocketFrame>.Configuration(

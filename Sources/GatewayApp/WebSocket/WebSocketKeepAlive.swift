@@ -2,8 +2,7 @@ import NIOCore
 import NIOWebSocket
 
 /// Pings a drawing socket every `interval` from its event loop: nginx drops a proxied WebSocket
-/// that stays silent for `proxy_read_timeout`. Two pings in a row that nothing at all follows
-/// within an interval (`PeerActivity`) end the connection: its painter is gone. A socket whose session token's API key has been
+/// that stays silent for `proxy_read_timeout`. A socket whose session token's API key has been
 /// revoked since is told so at its next tick and closed (1008), also one that only listens.
 /// Once a close frame has gone out (ours or the reader's answer to the painter's), it ticks no
 /// more and lets no frame after it pass: RFC 6455 allows none.
@@ -19,13 +18,8 @@ final class WebSocketKeepAlive: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether the socket's key is revoked, as the gate last read the keys; `nil` without a key.
     private let keyRevoked: (@Sendable () -> Bool)?
     private let revokedMessage: String
-    private let peer: PeerActivity
     private var tick: Scheduled<Void>?
     private var closing = false
-    /// A ping went out at the last tick.
-    private var awaitingReply = false
-    /// Pings in a row that nothing followed.
-    private var unanswered = 0
 
     /// Sent down the pipeline by the socket's reader when it finds the key revoked at a message:
     /// the painter hears it the same way as at a tick.
@@ -34,11 +28,10 @@ final class WebSocketKeepAlive: ChannelDuplexHandler, RemovableChannelHandler {
     /// How long a revoked key's painter has to read the close before the connection is cut.
     static let closeGrace: TimeAmount = .seconds(2)
 
-    init(interval: TimeAmount, keyRevoked: (@Sendable () -> Bool)?, revokedMessage: String, peer: PeerActivity) {
+    init(interval: TimeAmount, keyRevoked: (@Sendable () -> Bool)?, revokedMessage: String) {
         self.interval = interval
         self.keyRevoked = keyRevoked
         self.revokedMessage = revokedMessage
-        self.peer = peer
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -75,15 +68,8 @@ final class WebSocketKeepAlive: ChannelDuplexHandler, RemovableChannelHandler {
         tick = context.eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
             guard !closing else { return }
             if keyRevoked?() == true { return closeAsRevoked(context) }
-            if awaitingReply { unanswered = peer.heard ? 0 : unanswered + 1 }
-            if unanswered >= 2 {
-                stopTicking()
-                return context.close(promise: nil)
-            }
-            peer.heard = false
-            // A painter that reads nothing gets no more pings queued for it (nor is it timed).
-            awaitingReply = context.channel.isWritable
-            if awaitingReply {
+            // A painter that reads nothing gets no more pings queued for it.
+            if context.channel.isWritable {
                 context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
             }
             scheduleTick(context)
