@@ -170,7 +170,7 @@ public actor DrawingSessions {
     /// session without one becomes that key's (it may be new, or made again after a restart),
     /// and another key's session is refused.
     public func subscribe(_ id: String, client: String = "", owner: String? = nil) async throws(DrawingError) -> (
-        token: UInt64, messages: AsyncStream<SessionMessage>
+        token: UInt64, messages: SessionMessages
     ) {
         try DrawingError.checkSessionID(id)
         try await open(id, client: client)

@@ -3,8 +3,14 @@ import Synchronization
 /// A session's open WebSockets. Messages are delivered synchronously, from whatever context
 /// produces them, so progress and results reach every socket in the order they happened.
 final class SessionBroadcaster: Sendable {
+    /// Previews a socket may have waiting before newer ones are skipped for it. A preview is
+    /// an image of tens of KiB; without this a painter that asked for previews and stopped
+    /// reading held up to the whole buffer of them.
+    static let maxWaitingPreviews = 2
+
     private struct Subscriber {
         var continuation: AsyncStream<SessionMessage>.Continuation
+        var waitingPreviews: WaitingPreviews
         var wantsPreviews: Bool
     }
 
@@ -13,13 +19,16 @@ final class SessionBroadcaster: Sendable {
 
     var count: Int { subscribers.withLock { $0.count } }
 
-    /// A new subscription; the stream ends when `remove` is called.
-    func add() -> (token: UInt64, messages: AsyncStream<SessionMessage>) {
+    /// A new subscription; the messages end when `remove` is called.
+    func add() -> (token: UInt64, messages: SessionMessages) {
         // A slow socket keeps the newest messages, not an unbounded backlog.
         let (stream, continuation) = AsyncStream.makeStream(of: SessionMessage.self, bufferingPolicy: .bufferingNewest(64))
+        let waitingPreviews = WaitingPreviews()
         let token = nextToken.wrappingAdd(1, ordering: .relaxed).oldValue
-        subscribers.withLock { $0[token] = Subscriber(continuation: continuation, wantsPreviews: false) }
-        return (token, stream)
+        subscribers.withLock {
+            $0[token] = Subscriber(continuation: continuation, waitingPreviews: waitingPreviews, wantsPreviews: false)
+        }
+        return (token, SessionMessages(stream: stream, waitingPreviews: waitingPreviews))
     }
 
     func remove(_ token: UInt64) {
@@ -32,8 +41,15 @@ final class SessionBroadcaster: Sendable {
 
     func send(_ message: SessionMessage) {
         subscribers.withLock { subscribers in
-            for subscriber in subscribers.values where !message.isPreview || subscriber.wantsPreviews {
-                subscriber.continuation.yield(message)
+            for subscriber in subscribers.values {
+                if message.isPreview {
+                    // A socket that is behind skips previews until it has read what it has.
+                    guard subscriber.wantsPreviews, subscriber.waitingPreviews.reserve() else { continue }
+                }
+                // The buffer's oldest message made room: a preview there is one fewer waiting.
+                if case .dropped(let oldest) = subscriber.continuation.yield(message), oldest.isPreview {
+                    subscriber.waitingPreviews.release()
+                }
             }
         }
     }
@@ -43,5 +59,53 @@ final class SessionBroadcaster: Sendable {
             for subscriber in subscribers.values { subscriber.continuation.finish() }
             subscribers.removeAll()
         }
+    }
+}
+
+/// How many previews a subscription holds that its socket has not taken yet.
+final class WaitingPreviews: Sendable {
+    private let count = Atomic<Int>(0)
+
+    /// Counts one more, unless `SessionBroadcaster.maxWaitingPreviews` are waiting.
+    func reserve() -> Bool {
+        var current = count.load(ordering: .relaxed)
+        while current < SessionBroadcaster.maxWaitingPreviews {
+            let (exchanged, original) = count.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    func release() {
+        count.subtract(1, ordering: .relaxed)
+    }
+}
+
+/// One socket's messages, in order; a preview stops counting as waiting once taken.
+public struct SessionMessages: AsyncSequence, Sendable {
+    public typealias Element = SessionMessage
+    let stream: AsyncStream<SessionMessage>
+    let waitingPreviews: WaitingPreviews
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncStream<SessionMessage>.AsyncIterator
+        let waitingPreviews: WaitingPreviews
+
+        public mutating func next() async -> SessionMessage? {
+            let message = await base.next()
+            if message?.isPreview == true { waitingPreviews.release() }
+            return message
+        }
+
+        public mutating func next(isolation actor: isolated (any Actor)?) async -> SessionMessage? {
+            let message = await base.next(isolation: actor)
+            if message?.isPreview == true { waitingPreviews.release() }
+            return message
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), waitingPreviews: waitingPreviews)
     }
 }

@@ -26,7 +26,7 @@ struct DrawingSocketConnection: Sendable {
             return
         }
         let token: UInt64
-        let messages: AsyncStream<SessionMessage>
+        let messages: SessionMessages
         do throws(DrawingError) {
             (token, messages) = try await sessions.subscribe(sessionID, client: clientAddress, owner: keyName)
         } catch {
