@@ -182,7 +182,7 @@ struct GenerateErrorTests {
         }
     }
 
-    @Test func sigtermLetsTheAppExitCleanly() async throws {
+    @Test func sigtermLetsTheAppExitCleanlyAndTellsPaintersItIsGoingAway() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("sigterm")
         let emulator = try Emulator(directory: directory, http: testHTTP)
         defer { emulator.stop() }
@@ -190,9 +190,14 @@ struct GenerateErrorTests {
         defer { gateway.stop() }
         try await gateway.waitUntilHealthy()
         try await emulator.configure(["node_delay_ms": 150])
+        let painter = try RawConnection(port: gateway.port)
+        try painter.send("GET /api/ws/going-away HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        #expect(try painter.receiveHead().status == 101)
         let inFlight = Task { try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "in flight"))) }
         try await Task.sleep(for: .milliseconds(300))
         #expect(gateway.app.stop(SIGTERM) == 0)
+        // A close frame saying why (1001), not a cut connection: the painter knows to connect again.
+        #expect(try painter.closeCode() == 1001)
         // The request that was running when SIGTERM came still got its image.
         #expect(try await inFlight.value.status == 200)
         // The file made ahead for a next image goes with the store on the way out: the image alone stays.
