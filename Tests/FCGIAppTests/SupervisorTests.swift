@@ -97,4 +97,31 @@ struct SupervisorTests {
         #expect(gateway.app.log.contains("GENERATE_TIMEOUT"), "\(gateway.app.log)")
         try await waitUntil(timeout: .seconds(15)) { kill(nginx, 0) != 0 }
     }
+
+    @Test func anAppThatKeepsCrashingIsStartedAgainAfterLongerPausesWhileNginxAnswers503() async throws {
+        try await withGateway("supervisor-backoff") { gateway, _ in
+            var pids: Set<Int32> = []
+            for _ in 0..<3 {
+                let pid = try gateway.appPID()
+                pids.insert(pid)
+                kill(pid, SIGKILL)
+                try await waitUntil(timeout: .seconds(30)) { (try? gateway.appPID()).map { !pids.contains($0) } ?? false }
+                try await gateway.waitUntilHealthy()
+            }
+            let pauses = gateway.app.log.split(separator: "\n").filter { $0.contains("starting it again") }.map { line in
+                line.firstRange(of: "app.restart_in=").map { String(line[$0.upperBound...].prefix { $0 != " " }) } ?? String(line)
+            }
+            // The first crash is restarted at once; each quick one after it waits twice as long.
+            #expect(pauses == ["0.0", "1.0", "2.0"], "\(gateway.app.log)")
+
+            // In a pause the API answers that the app is away, and images are still served.
+            kill(try gateway.appPID(), SIGKILL)
+            try await waitUntil(timeout: .seconds(10)) { gateway.app.log.contains("app.restart_in=4.0") }
+            let away = try await gateway.get("/api/styles")
+            #expect(away.status == 503)
+            #expect(try JSONValue.parse(away.body)["error"]?["code"] == "app_unavailable")
+            try await gateway.waitUntilHealthy()
+            #expect(gateway.app.isRunning)
+        }
+    }
 }

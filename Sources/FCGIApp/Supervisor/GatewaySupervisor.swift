@@ -6,17 +6,14 @@ import Logging
 ///
 /// It renders nginx from the app's own parsed configuration, starts the app (`FCGIApp serve`)
 /// and waits for its sockets, then starts nginx. When the app dies it logs why and starts it
-/// again while nginx goes on serving images; SIGTERM or SIGINT lets both drain, and the
-/// supervisor exits with the app's status.
+/// again (`RestartBackoff`) while nginx goes on serving images; SIGTERM or SIGINT lets both
+/// drain, and the supervisor exits with the app's status.
 struct GatewaySupervisor {
     let configuration: GatewayConfiguration
     /// The variables the children get: the process environment over `.env`.
     let environment: [String: String]
     let logger: Logger
 
-    /// Restarts allowed within `restartWindow` before the supervisor gives up.
-    static let maxRestarts = 5
-    static let restartWindow: Duration = .seconds(60)
     /// The app's exit status when its configuration or state forbids it to run (EX_CONFIG): not restarted.
     static let refusedToStart: Int32 = 78
 
@@ -33,24 +30,33 @@ struct GatewaySupervisor {
             // sockets and configuration, and leave it answering 503.
             try lockRunDirectory()
             try site.render()
-            var app = try startApp(signals: &signals)
+            let firstApp = try startApp(signals: &signals)
             let nginx: SupervisedProcess
             do {
                 nginx = try SupervisedProcess.spawn(
                     "nginx", path: NginxSite.nginxPath, arguments: ["-e", site.errorLog, "-p", site.prefix, "-c", site.configPath], environment: environment
                 )
             } catch {
-                stop(app)
+                stop(firstApp)
                 throw error
             }
             let scheme = configuration.site.tls == nil ? "http" : "https"
             let banner = "Comfy Gateway on \(scheme)://127.0.0.1:\(configuration.site.port) (ComfyUI: \(configuration.comfyServers.map(\.description).joined(separator: ", ")))\n"
             FileHandle.standardOutput.write(Data(banner.utf8))
-            var restarts: [ContinuousClock.Instant] = []
+            var app: SupervisedProcess? = firstApp
+            var started = ContinuousClock.now
+            var backoff = RestartBackoff()
+            var lastExit: Int32 = 1
+            // While the app is down: when to start it again.
+            var restartAt: ContinuousClock.Instant?
             while true {
-                var timeout = timespec(tv_sec: 1, tv_nsec: 0)
+                var timeout = timespec(seconds: min(.seconds(1), restartAt.map { max($0 - .now, .zero) } ?? .seconds(1)))
                 let signal = sigtimedwait(&signals, nil, &timeout)
                 if signal == SIGTERM || signal == SIGINT || signal == SIGHUP {
+                    guard let app else {
+                        stopNginx(nginx)
+                        return lastExit
+                    }
                     return shutDown(app: app, nginx: nginx)
                 }
                 if let status = nginx.poll() {
@@ -58,32 +64,40 @@ struct GatewaySupervisor {
                     if let log = try? String(contentsOfFile: site.errorLog, encoding: .utf8), log.contains("Address already in use") {
                         FileHandle.standardError.write(Data("port \(configuration.site.port) is taken by another program: stop it, or set PORT to a free port\n".utf8))
                     }
-                    app.signal(SIGTERM)
-                    _ = app.wait(within: configuration.drainTimeout + .seconds(10))
+                    app?.signal(SIGTERM)
+                    _ = app?.wait(within: configuration.drainTimeout + .seconds(10))
                     return 1
                 }
-                guard let status = app.poll() else { continue }
-                let now = ContinuousClock.now
-                restarts = restarts.filter { now - $0 < Self.restartWindow } + [now]
-                guard status.shellStatus != Self.refusedToStart else {
-                    logger.critical("the app refused to start; see the line above", metadata: ["app.exit": "\(status)"])
-                    nginx.signal(SIGQUIT)
-                    _ = nginx.wait(within: .seconds(10))
-                    return Self.refusedToStart
+                if let running = app {
+                    guard let status = running.poll() else { continue }
+                    guard status.shellStatus != Self.refusedToStart else {
+                        logger.critical("the app refused to start; see the line above", metadata: ["app.exit": "\(status)"])
+                        stopNginx(nginx)
+                        return Self.refusedToStart
+                    }
+                    app = nil
+                    lastExit = status.shellStatus == 0 ? 1 : status.shellStatus
+                    let pause = backoff.pause(afterRunning: .now - started)
+                    logger.error("the app stopped; starting it again", metadata: ["app.exit": "\(status)", "app.restart_in": "\(pause)"])
+                    restartAt = .now + pause
                 }
-                guard restarts.count <= Self.maxRestarts else {
-                    logger.critical("the app keeps stopping; giving up", metadata: ["app.exit": "\(status)", "app.restarts": "\(restarts.count)"])
-                    nginx.signal(SIGQUIT)
-                    _ = nginx.wait(within: .seconds(10))
-                    return status.shellStatus == 0 ? 1 : status.shellStatus
-                }
-                logger.error("the app stopped; starting it again", metadata: ["app.exit": "\(status)"])
+                guard let due = restartAt, due <= .now else { continue }
                 do {
                     app = try startApp(signals: &signals)
+                    started = .now
+                    restartAt = nil
+                } catch is AppRefusedToStart {
+                    stopNginx(nginx)
+                    return Self.refusedToStart
+                } catch let failure as AppStartFailed {
+                    // It stopped again before it listened: a quick stop like any other.
+                    let pause = backoff.pause(afterRunning: .zero)
+                    logger.error("the app did not start; trying again", metadata: ["app.error": "\(failure)", "app.restart_in": "\(pause)"])
+                    restartAt = .now + pause
                 } catch {
-                    // nginx must not outlive the supervisor, answering 503 on the port.
-                    nginx.signal(SIGQUIT)
-                    if nginx.wait(within: .seconds(10)) == nil { nginx.signal(SIGKILL) }
+                    // A stop asked meanwhile, or no app to start: nginx must not outlive the
+                    // supervisor, answering 503 on the port.
+                    stopNginx(nginx)
                     throw error
                 }
             }
@@ -114,6 +128,12 @@ struct GatewaySupervisor {
         // Kept open, and so locked, until the process exits.
     }
 
+    /// nginx finishes what it serves, within ten seconds.
+    private func stopNginx(_ nginx: SupervisedProcess) {
+        nginx.signal(SIGQUIT)
+        if nginx.wait(within: .seconds(10)) == nil { nginx.signal(SIGKILL) }
+    }
+
     private func stop(_ app: SupervisedProcess) {
         app.signal(SIGTERM)
         if app.wait(within: configuration.drainTimeout + .seconds(10)) == nil { app.signal(SIGKILL) }
@@ -131,11 +151,12 @@ struct GatewaySupervisor {
         while !listeners.allSatisfy(\.isListening) {
             if let status = app.poll() {
                 if status.shellStatus == Self.refusedToStart { throw AppRefusedToStart() }
-                throw SupervisorError(description: "the app \(status) before it listened")
+                throw AppStartFailed(description: "the app \(status) before it listened")
             }
             guard ContinuousClock.now < deadline else {
                 app.signal(SIGKILL)
-                throw SupervisorError(description: "the app did not open \(configuration.socketPath) within 60 s")
+                _ = app.wait(within: .seconds(5))
+                throw AppStartFailed(description: "the app did not open \(configuration.socketPath) within 60 s")
             }
             var pause = timespec(tv_sec: 0, tv_nsec: 10_000_000)
             let signal = sigtimedwait(&signals, nil, &pause)

@@ -83,3 +83,17 @@ struct SupervisorError: Error, CustomStringConvertible {
 /// The app exited with `GatewaySupervisor.refusedToStart`: its configuration or state forbids
 /// it to run, and it said why.
 struct AppRefusedToStart: Error {}
+
+/// The app stopped before it listened, or did not listen in time: started again after a pause
+/// when it had been running, reported when it is the first start.
+struct AppStartFailed: Error, CustomStringConvertible {
+    var description: String
+}
+
+extension timespec {
+    /// A wait of `duration` for `sigtimedwait`.
+    init(seconds duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self.init(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+    }
+}
