@@ -92,7 +92,7 @@ struct GatewayParts: Sendable {
             configuration: .init(
                 jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout, maxSessions: configuration.maxSessions,
                 maxSessionsPerClient: configuration.maxSessionsPerClient,
-                sketchFilePrefix: SketchFilePrefix.claim(in: configuration.jobs.stateDirectory)
+                sketchFilePrefix: SketchFilePrefix.claim(in: configuration.jobs.stateDirectory), blankGrace: configuration.sessionBlankGrace
             ),
             persistence: jobStore as? any DrawingSessionStore,
             logger: logger

@@ -253,6 +253,44 @@ struct DrawingTests {
         }
     }
 
+    @Test func sessionsHeldOnlyBySocketsMakeWayOldestFirstOnceTheirGraceIsOverWhenMaxSessionsAreOpen() async throws {
+        try await withGateway("draw-make-way", environment: ["MAX_SESSIONS": "3", "SESSION_BLANK_GRACE": "1s"]) { gateway, _ in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            func open(_ session: String) throws -> RawConnection {
+                let connection = try RawConnection(port: gateway.port)
+                try connection.send("GET /api/ws/\(session) HTTP/1.1\r\nHost: 127.0.0.1:\(gateway.port)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                #expect(try connection.receiveHead().status == 101)
+                return connection
+            }
+            // A painter's session with a sketch, and two sockets that send nothing.
+            let form = sketchForm(file: Sketches.png(seed: 1), fields: ["session_id": "painter"])
+            #expect(try await gateway.post("/api/sketch", body: form.body, contentType: form.contentType).status == 200)
+            let oldest = try open("idle-1")
+            try await Task.sleep(for: .milliseconds(100))
+            let older = try open("idle-2")
+            try await waitUntil { try await drawingSessions(gateway) == 3 }
+            // Within their grace they keep their places.
+            let early = try open("early")
+            #expect(try early.nextText().contains("busy"))
+            #expect(try early.closeCode() == 1013)
+            try await Task.sleep(for: .milliseconds(1200))
+            // Past it, a newcomer takes the oldest one's place; its socket hears why.
+            let newcomer = try open("newcomer")
+            #expect(try oldest.nextText().contains("make room"))
+            #expect(try oldest.closeCode() == 1001)
+            let next = try open("next")
+            #expect(try older.nextText().contains("make room"))
+            #expect(try older.closeCode() == 1001)
+            // The newcomers are within their own grace, and the painter's session holds a sketch.
+            let late = try open("late")
+            #expect(try late.nextText().contains("busy"))
+            try await waitUntil { try await latestResult(gateway, "painter") != nil }
+            try newcomer.send(webSocketFrame(opcode: 0x1, payload: Array(#"{"type":"sketch_update","sketch_data":"\#(Data(Sketches.png(seed: 2)).base64EncodedString())"}"#.utf8)))
+            #expect(try newcomer.nextText().contains("processing"))
+            _ = next
+        }
+    }
+
     @Test func sessionsUnderEverNewIdsReuseOneSketchFileInComfyUIsInputFolder() async throws {
         // ComfyUI has no delete for uploads: a file per session id a client picks would fill its disk.
         try await withGateway("draw-slots", environment: ["SESSION_IDLE_TIMEOUT": "1s"]) { gateway, emulator in

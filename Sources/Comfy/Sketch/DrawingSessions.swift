@@ -36,11 +36,15 @@ public actor DrawingSessions {
         public var maxSessionsPerClient: Int
         /// Sets this instance's sketch file names apart (`SketchFilePrefix`).
         public var sketchFilePrefix: String
+        /// A session whose sockets sent nothing for this long since it opened makes way for a
+        /// new one when `maxSessions` are open: sockets alone would hold every place.
+        public var blankGrace: Duration
 
         public init(
             jobTimeout: Duration = .seconds(120), idleTimeout: Duration = .seconds(1800), uploadSubfolder: String = "gateway", maxSessions: Int = 10_000,
-            maxSessionsPerClient: Int = 100, sketchFilePrefix: String = SketchFilePrefix.fresh()
+            maxSessionsPerClient: Int = 100, sketchFilePrefix: String = SketchFilePrefix.fresh(), blankGrace: Duration = .seconds(60)
         ) {
+            self.blankGrace = blankGrace
             self.sketchFilePrefix = sketchFilePrefix
             self.maxSessions = maxSessions
             self.maxSessionsPerClient = maxSessionsPerClient
@@ -87,12 +91,26 @@ public actor DrawingSessions {
         func clientIsFull() -> Bool { perClient > 0 && !client.isEmpty && openedBy[client, default: 0] >= perClient }
         guard sessions.count >= configuration.maxSessions || clientIsFull() else { return }
         sweepIdle()
-        if sessions.count >= configuration.maxSessions {
+        if sessions.count >= configuration.maxSessions, !makeWayForNewSession() {
             throw DrawingError(.busy, "the service is busy: \(configuration.maxSessions) drawing sessions are open; try again shortly")
         }
         if clientIsFull() {
             throw DrawingError(.busy, "\(perClient) drawing sessions are open from your address; close one or let it go idle")
         }
+    }
+
+    /// Drops the oldest session that holds nothing although it opened `blankGrace` ago: one
+    /// kept by sockets alone (a socket may open a session, as the original API lets clients
+    /// choose their ids). Its painters hear why. Returns whether one was dropped.
+    private func makeWayForNewSession(now: ContinuousClock.Instant = .now) -> Bool {
+        let grace = configuration.blankGrace
+        guard let oldest = sessions.values.filter({ $0.holdsNothing && now - $0.opened >= grace }).min(by: { $0.opened < $1.opened }) else {
+            return false
+        }
+        oldest.broadcaster.send(.error(message: "this drawing session was closed to make room: it took no sketch since it opened; connect again to draw"))
+        drop(oldest.id)
+        logger.info("a blank drawing session made way for a new one", metadata: ["sessions.open": "\(sessions.count)"])
+        return true
     }
 
     /// Makes sure the session exists: as it was, as another instance saved it, or new while

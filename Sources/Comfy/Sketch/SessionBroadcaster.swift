@@ -15,7 +15,9 @@ final class SessionBroadcaster: Sendable {
     }
 
     private let subscribers = Mutex<[UInt64: Subscriber]>([:])
-    private let nextToken = Atomic<UInt64>(1)
+    /// One count for all sessions: a socket of a dropped session that unsubscribes late must not
+    /// remove a subscriber of a new session under the same id.
+    private static let nextToken = Atomic<UInt64>(1)
 
     var count: Int { subscribers.withLock { $0.count } }
 
@@ -24,7 +26,7 @@ final class SessionBroadcaster: Sendable {
         // A slow socket keeps the newest messages, not an unbounded backlog.
         let (stream, continuation) = AsyncStream.makeStream(of: SessionMessage.self, bufferingPolicy: .bufferingNewest(64))
         let waitingPreviews = WaitingPreviews()
-        let token = nextToken.wrappingAdd(1, ordering: .relaxed).oldValue
+        let token = Self.nextToken.wrappingAdd(1, ordering: .relaxed).oldValue
         subscribers.withLock {
             $0[token] = Subscriber(continuation: continuation, waitingPreviews: waitingPreviews, wantsPreviews: false)
         }

@@ -24,6 +24,7 @@ struct SketchSession: Sendable {
     /// The API key the session belongs to (`SketchUpdate.owner`); `nil`: nobody's yet.
     var owner: String?
     var lastActivity: ContinuousClock.Instant
+    let opened: ContinuousClock.Instant
     let broadcaster = SessionBroadcaster()
     /// Names the file its sketches go to in ComfyUI's input folder (`SketchSlots`).
     let sketchSlot: Int
@@ -34,6 +35,7 @@ struct SketchSession: Sendable {
         self.client = client
         self.seed = seed
         self.lastActivity = now
+        opened = now
     }
 
     /// A sketch arrived: run it now, or keep it as the one waiting (replacing an older one).
@@ -60,7 +62,9 @@ struct SketchSession: Sendable {
 
     var isIdle: Bool { !isRunning && waiting == nil && broadcaster.count == 0 }
 
-    /// Idle, and nothing a painter coming back would find: no sketch taken, no result, no
-    /// settings. Kept, it would only hold memory and a place under `MAX_SESSIONS`.
-    var isBlank: Bool { isIdle && !tookSketch && latestResult == nil && style == nil && prompt == nil }
+    /// Nothing a painter coming back would find: no sketch taken, no result, no settings.
+    var holdsNothing: Bool { !isRunning && waiting == nil && !tookSketch && latestResult == nil && style == nil && prompt == nil }
+
+    /// Idle and holding nothing: kept, it would only hold memory and a place under `MAX_SESSIONS`.
+    var isBlank: Bool { isIdle && holdsNothing }
 }

@@ -10,7 +10,7 @@ import Logging
 /// (default 256), `WORKFLOW_DIR` (`./workflow`), `OUTPUT_DIR` (`./output_images`),
 /// `SERVER_BASE_URL` (absolute image URLs), `METRICS_TOKEN` (operators' Bearer token), `GENERATE_TIMEOUT` (600 s), `MAX_ABANDONED_JOBS_PER_CALLER` (64), `MAX_BODY_BYTES`
 /// (`MAX_BODY`), `LOG_LEVEL` (info); for drawing sessions `WS_SOCKET` (`RUN_DIR/ws.sock`),
-/// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `MAX_SKETCH_BYTES` (10 MiB),
+/// `SKETCH_TIMEOUT` (120 s), `SESSION_IDLE_TIMEOUT` (30 min), `SESSION_BLANK_GRACE` (60 s), `MAX_SKETCH_BYTES` (10 MiB),
 /// `MAX_SKETCH_PIXELS` (16 Mpx), `WS_PING_INTERVAL` (20 s), `WS_RECEIVE_BUDGET` (256 MiB, or four
 /// of the largest messages: bytes of messages received and not yet handled, all sockets together),
 /// `WS_MESSAGE_TIMEOUT` (60 s for a message to arrive whole), `MAX_SESSIONS` (10,000),
@@ -50,6 +50,7 @@ public struct GatewayConfiguration: Sendable {
     public var listenerPeers: Set<String>?
     var sketchTimeout: Duration
     var sessionIdleTimeout: Duration
+    var sessionBlankGrace: Duration
     var maxSketchBytes: Int
     var maxSketchPixels: Int
     var pingInterval: Duration
@@ -149,6 +150,7 @@ public struct GatewayConfiguration: Sendable {
         }
         sketchTimeout = try environment.duration("SKETCH_TIMEOUT", default: .seconds(120))
         sessionIdleTimeout = try environment.duration("SESSION_IDLE_TIMEOUT", default: .seconds(1800))
+        sessionBlankGrace = try environment.duration("SESSION_BLANK_GRACE", default: .seconds(60))
         maxSketchBytes = try environment.integer("MAX_SKETCH_BYTES", default: 10 << 20, range: 1024...(256 << 20))
         maxSketchPixels = try environment.integer("MAX_SKETCH_PIXELS", default: 4096 * 4096, range: 64...(1 << 28))
         inputLimits = InputImages.Limits(
