@@ -291,6 +291,36 @@ struct DrawingTests {
         }
     }
 
+    @Test func aCrashedAppsQueuedDrawingPromptIsRemovedFromComfyUIAtItsRestartWhileItsJobRunsOn() async throws {
+        try await withGateway("draw-leftovers") { gateway, emulator in
+            try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
+            try await emulator.configure(["hang": true])
+            let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "durable")))
+            #expect(submitted.status == 202)
+            let job = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
+            let painter = try await DrawingClient.connect(port: gateway.port, sessionID: "left-behind")
+            await painter.sendSketch(Sketches.png(seed: 1))
+            try await waitUntil { try await emulator.stats()["queue_pending"] == 2 }
+            // Which of the two queued prompts loads the painter's sketch.
+            let queue = try JSONValue.parse(try await testHTTP.execute(CurlRequest(url: "\(emulator.url)/queue")).body)
+            let pending = (queue["queue_pending"]?.arrayValue ?? []).compactMap(\.arrayValue).filter { $0.count >= 3 }
+            func id(_ loadsSketch: Bool) -> String? {
+                pending.first { String(decoding: $0[2].encoded(), as: UTF8.self).contains("/sketch-") == loadsSketch }?[1].stringValue
+            }
+            let drawing = try #require(id(true))
+            let durable = try #require(id(false))
+
+            kill(try gateway.appPID(), SIGKILL)
+            await painter.close()
+            try await waitUntil(timeout: .seconds(30)) { try await emulator.stats()["queue_deletes"]?.arrayValue?.contains(.string(drawing)) == true }
+            #expect(try await emulator.stats()["queue_pending"] == 1)
+            // The job's prompt is not taken for a leftover: the job is taken up again, and completes.
+            #expect(try await emulator.stats()["queue_deletes"]?.arrayValue?.contains(.string(durable)) == false)
+            try await emulator.configure(["hang": false])
+            try await waitUntil(timeout: .seconds(30)) { try await gateway.job(job)["status"] == "completed" }
+        }
+    }
+
     @Test func sessionsUnderEverNewIdsReuseOneSketchFileInComfyUIsInputFolder() async throws {
         // ComfyUI has no delete for uploads: a file per session id a client picks would fill its disk.
         try await withGateway("draw-slots", environment: ["SESSION_IDLE_TIMEOUT": "1s"]) { gateway, emulator in

@@ -35,6 +35,9 @@ public actor ComfyBackend {
     /// wait begins (off it): a connection in between is kept for them, not missed.
     private let connectionWaiters = WaiterTable<UUID, Void>()
     private var awaitingConnection: Set<UUID> = []
+    /// Prompts of an earlier life of this gateway that nobody waits for any more: matched by
+    /// their workflow, removed from ComfyUI's queue at each connection (`clearLeftovers`).
+    private var leftovers: (@Sendable (ComfyQueueEntry) -> Bool)?
     /// Clean-ups on ComfyUI that must outlive the job that asks for them (a cancelled caller).
     private let chores: AsyncStream<Chore>.Continuation
     private let choreStream: AsyncStream<Chore>
@@ -74,6 +77,8 @@ public actor ComfyBackend {
         case reconcile([String])
         /// Read the model lists again.
         case refreshModels
+        /// Remove the prompts `leftovers` matches that this process does not track.
+        case clearLeftovers
     }
 
     public init(url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), inputFolder: ComfyInputFolder? = nil, logger: Logger) {
@@ -141,7 +146,25 @@ public actor ComfyBackend {
             while case let promptIDs = takeGatheredHistory(), !promptIDs.isEmpty { await rest.deleteHistory(promptIDs) }
         case .reconcile(let promptIDs): await reconcile(promptIDs)
         case .refreshModels: await refreshModels()
+        case .clearLeftovers: await clearLeftoverPrompts()
         }
+    }
+
+    /// Has ComfyUI's queue cleared of the prompts `matching` accepts that this process does not
+    /// track, now and at every connection: a crashed gateway's drawing prompts would otherwise
+    /// run for nobody, ahead of every painter's next one.
+    func clearLeftovers(matching: @escaping @Sendable (ComfyQueueEntry) -> Bool) {
+        leftovers = matching
+        if isConnected { schedule(.clearLeftovers) }
+    }
+
+    private func clearLeftoverPrompts() async {
+        guard let leftovers, let entries = try? await rest.queueEntries() else { return }
+        // Tracked before they are posted: a prompt of this process is never taken for a leftover.
+        let stale = entries.filter { tracker.slot($0.promptID) == nil && leftovers($0) }
+        guard !stale.isEmpty else { return }
+        for entry in stale { await rest.cancel(entry.promptID) }
+        logger.info("prompts left by an earlier run removed from ComfyUI's queue", metadata: ["comfy.prompts": "\(stale.count)"])
     }
 
     /// Waits until the socket is up, at most `timeout`. Returns whether it is.
@@ -167,6 +190,7 @@ public actor ComfyBackend {
             publishHealth()
             execute(tracker.connected(clientID))
             schedule(.refreshModels)
+            if leftovers != nil { schedule(.clearLeftovers) }
             for key in awaitingConnection { connectionWaiters.resume(key, with: .success(())) }
             awaitingConnection.removeAll()
         case .disconnected(let reason):

@@ -83,14 +83,17 @@ struct ComfyRESTClient: Sendable {
 
     /// The prompt ids in ComfyUI's queue: running, and waiting.
     func queue(timeout: Duration = .seconds(30)) async throws -> (running: [String], pending: [String]) {
+        let entries = try await queueEntries(timeout: timeout)
+        return (entries.filter(\.isRunning).map(\.promptID), entries.filter { !$0.isRunning }.map(\.promptID))
+    }
+
+    /// ComfyUI's queue, each prompt with its workflow.
+    func queueEntries(timeout: Duration = .seconds(30)) async throws -> [ComfyQueueEntry] {
         let response = try await call("GET", "/queue", timeout: timeout)
         guard response.status == 200, let queue = try? JSONValue.parse(response.body) else {
             throw ComfyError.badResponse(url, "GET /queue returned HTTP \(response.status)")
         }
-        func ids(_ key: String) -> [String] {
-            (queue[key]?.arrayValue ?? []).compactMap { $0.arrayValue?.dropFirst().first?.stringValue }
-        }
-        return (ids("queue_running"), ids("queue_pending"))
+        return ComfyQueueEntry.decode(queue)
     }
 
     /// Whether the prompt is running or waiting in ComfyUI's queue.

@@ -218,7 +218,7 @@ public struct NodePolicy: Sendable {
             if components.count > 1, !(components.count == 2 && Array(components[0]) == folder) {
                 return "only files in the input folder or its \(uploadFolder)/ folder may be named"
             }
-            // The folder also holds every drawing session's sketch (`session-<id>.png`): only the
+            // The folder also holds every drawing session's sketch (`sketch-<instance>-<slot>.png`): only the
             // names the gateway hands out for a caller's own input images may be named there.
             if components.count == 2, !InputImages.isHandedOutName(String(String.UnicodeScalarView(components[1]))) {
                 return "in the \(uploadFolder)/ folder only the names the gateway gave your input images may be named"

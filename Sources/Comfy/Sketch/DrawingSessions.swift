@@ -70,6 +70,14 @@ public actor DrawingSessions {
 
     /// Runs the sessions' generations until cancelled; each in a child task of this one.
     public func run() async {
+        // Prompts of this prefix that a crashed run of the gateway left queued on ComfyUI: their
+        // painters' sockets are gone, and their file names are handed to new sessions now.
+        let (prefix, subfolder) = (sketchSlots.prefix, configuration.uploadSubfolder)
+        for backend in pool.backends {
+            await backend.clearLeftovers { entry in
+                entry.hasInput { SketchSlots.isSketchFile($0, prefix: prefix, subfolder: subfolder) }
+            }
+        }
         await withDiscardingTaskGroup { group in
             for await next in generationStream {
                 group.addTask { await self.generate(next.update, in: next.session) }

@@ -38,4 +38,18 @@ struct SketchSlots: Sendable {
     func filename(_ slot: Int, mimeType: String) -> String {
         "sketch-\(prefix)-\(slot).\(fileExtension(forMimeType: mimeType))"
     }
+
+    /// Whether a name, as LoadImage is given it (`subfolder/file`), is one of this prefix's sketch files.
+    static func isSketchFile(_ name: String, prefix: String, subfolder: String) -> Bool {
+        var rest = Substring(name)
+        let folder = subfolder.isEmpty ? "" : subfolder + "/"
+        guard rest.hasPrefix(folder + "sketch-\(prefix)-") else { return false }
+        rest = rest.dropFirst(folder.count + "sketch-\(prefix)-".count)
+        guard let dot = rest.firstIndex(of: "."), dot > rest.startIndex, rest[..<dot].allSatisfy(\.isASCIIDigit) else { return false }
+        return ["png", "jpg", "webp", "gif", "bin"].contains(rest[rest.index(after: dot)...])
+    }
+}
+
+extension Character {
+    fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
 }

@@ -1,0 +1,26 @@
+/// One prompt in ComfyUI's queue as `GET /queue` lists it: the tuple
+/// `[number, prompt_id, prompt, extra_data, outputs_to_execute]`.
+struct ComfyQueueEntry: Sendable {
+    let promptID: String
+    /// The workflow it runs: `{node id: {"class_type", "inputs"}}`.
+    let prompt: JSONValue
+    let isRunning: Bool
+
+    /// The entries of a `GET /queue` answer, running ones first; malformed entries left out.
+    static func decode(_ queue: JSONValue) -> [ComfyQueueEntry] {
+        [("queue_running", true), ("queue_pending", false)].flatMap { key, running in
+            (queue[key]?.arrayValue ?? []).compactMap { item -> ComfyQueueEntry? in
+                guard let tuple = item.arrayValue, tuple.count >= 3, let id = tuple[1].stringValue else { return nil }
+                return ComfyQueueEntry(promptID: id, prompt: tuple[2], isRunning: running)
+            }
+        }
+    }
+
+    /// Whether any node's input is a string `matches` accepts.
+    func hasInput(where matches: (String) -> Bool) -> Bool {
+        guard let nodes = prompt.objectValue else { return false }
+        return nodes.values.contains { node in
+            node["inputs"]?.objectValue?.values.contains { $0.stringValue.map(matches) ?? false } ?? false
+        }
+    }
+}
