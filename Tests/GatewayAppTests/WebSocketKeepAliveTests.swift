@@ -94,18 +94,4 @@ struct WebSocketKeepAliveTests {
         #expect(try written(channel) == [.connectionClose])
         #expect(revocation.checks.load(ordering: .relaxed) == 0)
     }
-
-    @Test func aSocketTheGatewayClosesHearsGoingAwayOnceAndNoneAfterItsOwnClose() throws {
-        let channel = try socket()
-        try channel.close().wait()
-        var close = try #require(try channel.readOutbound(as: WebSocketFrame.self)).data
-        #expect(close.readWebSocketErrorCode() == .goingAway)
-        #expect(try written(channel) == [])
-
-        // The reader already answered the painter's close: that stays the only close frame.
-        let answered = try socket()
-        try answered.writeOutbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer()))
-        try answered.close().wait()
-        #expect(try written(answered) == [.connectionClose])
-    }
 }

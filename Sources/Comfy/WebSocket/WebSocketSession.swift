@@ -55,7 +55,7 @@ public struct WebSocketSession: Sendable {
 
             public mutating func next() async throws -> WebSocketMessage? {
                 // On the drawing socket, frames that break RFC 6455 never get here: `WebSocketFrameValidator` closed with 1002.
-                while !closed, let frame = try await frames.next() {
+                while !closed, let frame = try await nextFrame() {
                     let data = frame.unmaskedData
                     switch frame.opcode {
                     case .text:
@@ -88,6 +88,20 @@ public struct WebSocketSession: Sendable {
                     }
                 }
                 return nil
+            }
+
+            /// The next whole frame. Fragments that cannot be joined (the aggregator's errors) close
+            /// the socket with the code saying why before the error ends the messages.
+            private mutating func nextFrame() async throws -> WebSocketFrame? {
+                do {
+                    return try await frames.next()
+                } catch let error as NIOWebSocketFrameAggregator.Error {
+                    switch error {
+                    case .accumulatedFrameSizeIsTooLarge, .tooManyFragments: try await fail(.messageTooLarge)
+                    default: try await fail(.protocolError)
+                    }
+                    throw error
+                }
             }
 
             private mutating func fail(_ code: WebSocketErrorCode) async throws {

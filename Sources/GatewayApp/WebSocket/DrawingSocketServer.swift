@@ -133,6 +133,9 @@ final class DrawingSocketServer: Service {
                                 try channel.pipeline.syncOperations.addHandler(ReceiveBudgetHandler(account: receiving, messageTimeout: messageTimeout), position: .before(decoder))
                                 // A painter that answers neither the keep-alive's ping nor its own is gone.
                                 try channel.pipeline.syncOperations.addHandler(WebSocketSilenceCheck(interval: pingInterval, masksPings: false), position: .before(decoder))
+                                // Where every frame goes out, whoever writes it: one close frame, 1001 when we close first.
+                                let encoder = try channel.pipeline.syncOperations.handler(type: WebSocketFrameEncoder.self)
+                                try channel.pipeline.syncOperations.addHandler(WebSocketCloseOnce(), position: .after(encoder))
                                 try channel.pipeline.syncOperations.addHandler(WebSocketFrameValidator(peerMasks: true))
                                 try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
                                     minNonFinalFragmentSize: 0,

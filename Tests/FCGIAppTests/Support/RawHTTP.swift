@@ -173,6 +173,19 @@ extension RawConnection {
         }
     }
 
+    /// The codes of every close frame until the connection ends (`nil` for one without a code).
+    func closeCodesUntilTheEnd() throws -> [UInt16?] {
+        var codes: [UInt16?] = []
+        while let header = receiveExactly(2) {
+            var length = Int(header[1] & 0x7F)
+            if length == 126, let extended = receiveExactly(2) { length = Int(extended[0]) << 8 | Int(extended[1]) }
+            if length == 127, let extended = receiveExactly(8) { length = extended.reduce(0) { $0 << 8 | Int($1) } }
+            guard let payload = receiveExactly(length) else { break }
+            if header[0] & 0x0F == 0x8 { codes.append(payload.count >= 2 ? UInt16(payload[0]) << 8 | UInt16(payload[1]) : nil) }
+        }
+        return codes
+    }
+
     /// The next text frame's text, skipping pings; throws at a close frame or the end.
     func nextText() throws -> String {
         while true {
