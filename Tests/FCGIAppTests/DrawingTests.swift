@@ -254,7 +254,7 @@ struct DrawingTests {
     }
 
     @Test func sessionsHeldOnlyBySocketsMakeWayOldestFirstOnceTheirGraceIsOverWhenMaxSessionsAreOpen() async throws {
-        try await withGateway("draw-make-way", environment: ["MAX_SESSIONS": "3", "SESSION_BLANK_GRACE": "1s"]) { gateway, _ in
+        try await withGateway("draw-make-way", environment: ["MAX_SESSIONS": "3", "SESSION_BLANK_GRACE": "4s"]) { gateway, _ in
             try Sketches.install(Sketches.style(), as: "realistic", in: gateway)
             func open(_ session: String) throws -> RawConnection {
                 let connection = try RawConnection(port: gateway.port)
@@ -273,7 +273,8 @@ struct DrawingTests {
             let early = try open("early")
             #expect(try early.nextText().contains("busy"))
             #expect(try early.closeCode() == 1013)
-            try await Task.sleep(for: .milliseconds(1200))
+            // Room enough on a slow machine for the steps within a grace, before and after.
+            try await Task.sleep(for: .milliseconds(4200))
             // Past it, a newcomer takes the oldest one's place; its socket hears why.
             let newcomer = try open("newcomer")
             #expect(try oldest.nextText().contains("make room"))

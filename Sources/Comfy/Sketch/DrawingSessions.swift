@@ -99,11 +99,12 @@ public actor DrawingSessions {
         func clientIsFull() -> Bool { perClient > 0 && !client.isEmpty && openedBy[client, default: 0] >= perClient }
         guard sessions.count >= configuration.maxSessions || clientIsFull() else { return }
         sweepIdle()
-        if sessions.count >= configuration.maxSessions, !makeWayForNewSession() {
-            throw DrawingError(.busy, "the service is busy: \(configuration.maxSessions) drawing sessions are open; try again shortly")
-        }
+        // First: a client refused for its own count must not make another painter's session go.
         if clientIsFull() {
             throw DrawingError(.busy, "\(perClient) drawing sessions are open from your address; close one or let it go idle")
+        }
+        if sessions.count >= configuration.maxSessions, !makeWayForNewSession() {
+            throw DrawingError(.busy, "the service is busy: \(configuration.maxSessions) drawing sessions are open; try again shortly")
         }
     }
 
@@ -210,8 +211,8 @@ public actor DrawingSessions {
     /// fresh ids would otherwise fill `MAX_SESSIONS` for the idle timeout (30 minutes), and
     /// refuse every new painter meanwhile.
     public func unsubscribe(_ id: String, token: UInt64) {
-        guard let session = sessions[id] else { return }
-        session.broadcaster.remove(token)
+        // A socket of a dropped session: another session may have this id by now.
+        guard let session = sessions[id], session.broadcaster.remove(token) else { return }
         if session.isBlank {
             drop(id)
         } else {

@@ -33,8 +33,12 @@ final class SessionBroadcaster: Sendable {
         return (token, SessionMessages(stream: stream, waitingPreviews: waitingPreviews))
     }
 
-    func remove(_ token: UInt64) {
-        subscribers.withLock { $0.removeValue(forKey: token) }?.continuation.finish()
+    /// Ends the subscription; returns whether it was one of this session's.
+    @discardableResult
+    func remove(_ token: UInt64) -> Bool {
+        guard let removed = subscribers.withLock({ $0.removeValue(forKey: token) }) else { return false }
+        removed.continuation.finish()
+        return true
     }
 
     func setPreviews(_ token: UInt64, enabled: Bool) {
