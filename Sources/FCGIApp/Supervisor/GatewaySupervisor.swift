@@ -46,7 +46,6 @@ struct GatewaySupervisor {
             var app: SupervisedProcess? = firstApp
             var started = ContinuousClock.now
             var backoff = RestartBackoff()
-            var lastExit: Int32 = 1
             // While the app is down: when to start it again.
             var restartAt: ContinuousClock.Instant?
             while true {
@@ -54,8 +53,9 @@ struct GatewaySupervisor {
                 let signal = sigtimedwait(&signals, nil, &timeout)
                 if signal == SIGTERM || signal == SIGINT || signal == SIGHUP {
                     guard let app else {
+                        // Asked to stop while the app is down: a stop, not a failure.
                         stopNginx(nginx)
-                        return lastExit
+                        return 0
                     }
                     return shutDown(app: app, nginx: nginx)
                 }
@@ -64,8 +64,7 @@ struct GatewaySupervisor {
                     if let log = try? String(contentsOfFile: site.errorLog, encoding: .utf8), log.contains("Address already in use") {
                         FileHandle.standardError.write(Data("port \(configuration.site.port) is taken by another program: stop it, or set PORT to a free port\n".utf8))
                     }
-                    app?.signal(SIGTERM)
-                    _ = app?.wait(within: configuration.drainTimeout + .seconds(10))
+                    if let app { stop(app) }
                     return 1
                 }
                 if let running = app {
@@ -76,7 +75,6 @@ struct GatewaySupervisor {
                         return Self.refusedToStart
                     }
                     app = nil
-                    lastExit = status.shellStatus == 0 ? 1 : status.shellStatus
                     let pause = backoff.pause(afterRunning: .now - started)
                     logger.error("the app stopped; starting it again", metadata: ["app.exit": "\(status)", "app.restart_in": "\(pause)"])
                     restartAt = .now + pause
@@ -95,14 +93,15 @@ struct GatewaySupervisor {
                     logger.error("the app did not start; trying again", metadata: ["app.error": "\(failure)", "app.restart_in": "\(pause)"])
                     restartAt = .now + pause
                 } catch {
-                    // A stop asked meanwhile, or no app to start: nginx must not outlive the
-                    // supervisor, answering 503 on the port.
+                    // A stop asked meanwhile: nginx must not outlive the supervisor, answering 503 on the port.
                     stopNginx(nginx)
                     throw error
                 }
             }
         } catch is AppRefusedToStart {
             return Self.refusedToStart
+        } catch is StopRequested {
+            return 0
         } catch {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             return 2
@@ -145,7 +144,13 @@ struct GatewaySupervisor {
         // A socket file left by a killed app would look like a listening one.
         let listeners = [ListenAddress(configuration.socketPath), ListenAddress(configuration.webSocketPath)]
         for case .unix(let path) in listeners { unlink(path) }
-        let app = try SupervisedProcess.spawn("app", path: Self.executablePath, arguments: ["serve"], environment: environment)
+        let app: SupervisedProcess
+        do {
+            app = try SupervisedProcess.spawn("app", path: Self.executablePath, arguments: ["serve"], environment: environment)
+        } catch {
+            // No memory or processes to spare, or the binary being replaced: tried again like a crash.
+            throw AppStartFailed(description: "\(error)")
+        }
         try? "\(app.pid)\n".write(toFile: "\(configuration.site.runDirectory)/app.pid", atomically: true, encoding: .utf8)
         let deadline = ContinuousClock.now + .seconds(60)
         while !listeners.allSatisfy(\.isListening) {
@@ -163,7 +168,7 @@ struct GatewaySupervisor {
             if signal == SIGTERM || signal == SIGINT || signal == SIGHUP {
                 app.signal(SIGTERM)
                 if app.wait(within: .seconds(10)) == nil { app.signal(SIGKILL) }
-                throw SupervisorError(description: "stopped before the app listened")
+                throw StopRequested()
             }
         }
         return app

@@ -90,6 +90,9 @@ struct AppStartFailed: Error, CustomStringConvertible {
     var description: String
 }
 
+/// SIGTERM, SIGINT or SIGHUP came while the app was starting: it was stopped, and so is the supervisor.
+struct StopRequested: Error {}
+
 extension timespec {
     /// A wait of `duration` for `sigtimedwait`.
     init(seconds duration: Duration) {
