@@ -3,6 +3,9 @@ import Foundation
 /// ComfyUI's REST calls (`server.py` routes) to one server, each a plain request: no state.
 struct ComfyRESTClient: Sendable {
     let url: ComfyServerURL
+    /// The values a `/queue` answer may hold: a hundred and more workflows of the most a caller
+    /// may send, where a single answer would otherwise hold the parser's limit for one body.
+    static let maxQueueValues = 8_000_000
     let http: CurlHTTPClient
 
     /// `POST /prompt` with a prompt id of our own, so events can be matched before the answer arrives.
@@ -90,7 +93,8 @@ struct ComfyRESTClient: Sendable {
     /// ComfyUI's queue, each prompt with its workflow.
     func queueEntries(timeout: Duration = .seconds(30)) async throws -> [ComfyQueueEntry] {
         let response = try await call("GET", "/queue", timeout: timeout)
-        guard response.status == 200, let queue = try? JSONValue.parse(response.body) else {
+        // Every queued workflow quoted, ours (at most `GenerateRequest.maxWorkflowValues` each) and other clients'.
+        guard response.status == 200, let queue = try? JSONValue.parse(response.body, maxValues: Self.maxQueueValues) else {
             throw ComfyError.badResponse(url, "GET /queue returned HTTP \(response.status)")
         }
         return ComfyQueueEntry.decode(queue)

@@ -56,6 +56,15 @@ extension JSONValue {
         }
     }
 
+    /// How many values this one is made of, itself included.
+    public var valueCount: Int {
+        switch self {
+        case .array(let elements): 1 + elements.reduce(0) { $0 + $1.valueCount }
+        case .object(let members): 1 + members.values.reduce(0) { $0 + $1.valueCount }
+        default: 1
+        }
+    }
+
     public var doubleValue: Double? {
         switch self {
         case .number(let value): value

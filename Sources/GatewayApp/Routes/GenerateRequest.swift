@@ -71,6 +71,13 @@ struct GenerateRequest: Sendable {
         }
     }
 
+    /// The most values (strings, numbers, lists, ...) a workflow may hold: ComfyUI's `/queue`
+    /// answer quotes every queued one, and the gateway must read that answer (a large workflow
+    /// holds a few thousand).
+    static let maxWorkflowValues = 50_000
+    /// The longest node title (`_meta.title`) passed on.
+    static let maxTitleLength = 256
+
     /// The text fields of a multipart body; any other part is an image for the node it names.
     static let formFields: Set<String> = ["workflow_data", "output_node_id", "response_type", "webhook_url", "input_images", "output_format", "quality"]
 
@@ -83,16 +90,31 @@ struct GenerateRequest: Sendable {
             throw APIError(.invalidRequest, "workflow_data is in ComfyUI's UI format; export it with \"Export (API)\" in ComfyUI and send that")
         }
         guard !workflow.isEmpty else { throw APIError(.invalidRequest, "workflow_data has no nodes") }
+        var forwarded: [String: JSONValue] = [:]
+        var values = 0
         for (id, node) in workflow {
-            guard node.objectValue != nil else { throw APIError(.invalidRequest, "workflow_data node \"\(id)\" must be an object") }
-            guard node["class_type"]?.stringValue != nil else {
+            guard let members = node.objectValue else { throw APIError(.invalidRequest, "workflow_data node \"\(id)\" must be an object") }
+            guard let classType = members["class_type"], classType.stringValue != nil else {
                 throw APIError(.invalidRequest, "workflow_data node \"\(id)\" has no class_type", details: ["node_id": .string(id)])
             }
-            if let inputs = node["inputs"], inputs.objectValue == nil {
+            if let inputs = members["inputs"], inputs.objectValue == nil {
                 throw APIError(.invalidRequest, "workflow_data node \"\(id)\" has inputs that are not an object", details: ["node_id": .string(id)])
             }
+            // What ComfyUI runs: the class and the inputs, and the title it shows in errors.
+            // Anything else goes nowhere: ComfyUI quotes it back in /queue and /history, where
+            // nested or huge it made those answers unreadable, and `is_changed` is its cache key.
+            var node: [String: JSONValue] = ["class_type": classType]
+            if let inputs = members["inputs"] { node["inputs"] = inputs }
+            if let title = members["_meta"]?["title"]?.stringValue, title.unicodeScalars.count <= Self.maxTitleLength {
+                node["_meta"] = .object(["title": .string(title)])
+            }
+            values += JSONValue.object(node).valueCount
+            forwarded[id] = .object(node)
         }
-        self.workflow = workflow
+        guard values <= Self.maxWorkflowValues else {
+            throw APIError(.invalidRequest, "workflow_data holds more than \(Self.maxWorkflowValues) values")
+        }
+        self.workflow = forwarded
 
         switch object["output_node_id"] {
         case nil, .null:
