@@ -35,7 +35,7 @@ struct NodePolicyTests {
         Case(classType: "LoadImage", input: "image", value: "../../etc/passwd", refusal: ".."),
         Case(classType: "LoadImage", input: "image", value: "gateway/../../x.png", refusal: ".."),
         Case(classType: "LoadImage", input: "image", value: "..\\..\\x.png", refusal: ".."),
-        Case(classType: "LoadImage", input: "image", value: "C:\\Windows\\win.ini", refusal: "absolute"),
+        Case(classType: "LoadImage", input: "image", value: "C:\\Windows\\win.ini", refusal: "':'"),
         Case(classType: "LoadImage", input: "image", value: "~/x.png", refusal: "absolute"),
         Case(classType: "LoadImage", input: "image", value: "clipspace/x.png", refusal: "folder"),
         Case(classType: "LoadImage", input: "image", value: "gateway/a/b.png", refusal: "folder"),
@@ -83,6 +83,20 @@ struct NodePolicyTests {
         Case(classType: "SomeLoader", input: "file_path", value: "CUSTOM~1/pack/secret.py", refusal: "own folders"),
         Case(classType: "SomeLoader", input: "file_path", value: ".../x.png", refusal: "own folders"),
         Case(classType: "CheckpointLoaderSimple", input: "ckpt_name", value: "outputs~2/x.safetensors", refusal: nil),
+        // URLs without `//`, ffmpeg's protocols, NTFS streams, quoted paths, other folders by annotation.
+        Case(classType: "SomeLoader", input: "image_url", value: "file:/etc/passwd", refusal: "URL"),
+        Case(classType: "SomeLoader", input: "video_path", value: "http:evil.example/a.mp4", refusal: "':'"),
+        Case(classType: "SomeLoader", input: "video_path", value: "concat:a.mp4|b.mp4", refusal: "':'"),
+        Case(classType: "SomeLoader", input: "file_path", value: "output::$INDEX_ALLOCATION/x.png", refusal: "':'"),
+        Case(classType: "LoadImage", input: "image", value: "x.png:stream", refusal: "':'"),
+        Case(classType: "SomeLoader", input: "file_path", value: "\"/etc/passwd\"", refusal: "quote"),
+        Case(classType: "SomeLoader", input: "file_path", value: " /etc/passwd", refusal: "quote or a space"),
+        Case(classType: "SomeLoader", input: "file_path", value: "ComfyUI_00001_.png [output]", refusal: "annotated"),
+        // As NTFS and APFS fold `ſ` and `ı`.
+        Case(classType: "SomeLoader", input: "file_path", value: "u\u{17F}er/default/comfy.settings.json", refusal: "own folders"),
+        Case(classType: "SomeLoader", input: "file_path", value: "\u{131}nput/x.png", refusal: "own folders"),
+        // A choice named `*_name` may hold a colon.
+        Case(classType: "SomeStyler", input: "style_name", value: "Photographic: cinematic", refusal: nil),
     ]
 
     @Test(arguments: cases)
@@ -112,6 +126,20 @@ struct NodePolicyTests {
         ] {
             let computed: [String: JSONValue] = ["2": .object(["class_type": .string(classType), "inputs": .object([input: .array(["1", 0])])])]
             #expect(throws: WorkflowRejection.self, "\(classType).\(input)") { try NodePolicy(classes: .deny([])).check(computed) }
+        }
+    }
+
+    @Test func listsOfValuesAreCheckedNameByNameAndOnlyANodeOutputPairIsALink() throws {
+        for list: JSONValue in [.array(["x.wav [output]"]), .object(["__value__": .array(["ok.png", "/etc/passwd"])]), .array([.array(["/etc/passwd"])])] {
+            let workflow: [String: JSONValue] = ["1": .object(["class_type": "SomeRecorder", "inputs": .object(["audio": list])])]
+            #expect(throws: WorkflowRejection.self, "\(list)") { try NodePolicy().check(workflow) }
+        }
+        let names: [String: JSONValue] = ["1": .object(["class_type": "SomeRecorder", "inputs": .object(["audio": .array(["a.wav", "b.wav"])])])]
+        try NodePolicy().check(names)
+        // Core nodes whose upload input is a file name: no computed one.
+        for classType in ["RecordAudio", "Load3D"] {
+            let linked: [String: JSONValue] = ["2": .object(["class_type": .string(classType), "inputs": .object(["image": .array(["1", 0])])])]
+            #expect(throws: WorkflowRejection.self, "\(classType)") { try NodePolicy().check(linked) }
         }
     }
 

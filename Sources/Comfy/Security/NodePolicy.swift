@@ -67,7 +67,7 @@ public struct NodePolicy: Sendable {
     /// computed by another node) is refused, since it cannot be checked.
     public static let loaderClasses: Set<String> = [
         "LoadImage", "LoadImageMask", "LoadImageOutput", "LoadAudio", "LoadVideo", "VHS_LoadVideo", "VHS_LoadAudioUpload",
-        "VHS_LoadVideoFFmpeg", "VHS_LoadImages", "VHS_LoadImagePath", "WebcamCapture",
+        "VHS_LoadVideoFFmpeg", "VHS_LoadImages", "VHS_LoadImagePath", "WebcamCapture", "RecordAudio", "Load3D", "Load3DAnimation",
     ]
 
     /// Loaders of other files of the input folder by name (no input image goes to them): their
@@ -108,6 +108,11 @@ public struct NodePolicy: Sendable {
         guard kind != .other else { return nil }
         switch value {
         case .string(let name):
+            // `file:/x` (urllib), ffmpeg's `concat:`, NTFS streams (`output::$INDEX_ALLOCATION`),
+            // drive letters. A `*_name` input often holds a choice that is no file (a style's name).
+            if kind != .url, name.contains(":"), !name.contains("://"), !input.lowercased().hasSuffix("_name") {
+                return "a file name may not contain ':'"
+            }
             return problem(with: name, kind: kind)
         case .object(let members):
             // execution.py unwraps `{"__value__": v}` before validating and running the node.
@@ -115,7 +120,12 @@ public struct NodePolicy: Sendable {
                 return "a file name must be a string"
             }
             return problem(with: wrapped, in: input, of: classType)
-        case .array:
+        case .array(let elements):
+            // Anything but `[node id, output index]` is a list of values (ComfyUI passes it to
+            // the node as it is): each of them is checked as a name.
+            guard elements.count == 2, elements[0].stringValue != nil, elements[1].intValue != nil else {
+                return elements.lazy.compactMap { self.problem(with: $0, in: input, of: classType) }.first
+            }
             // A link: another node's output. For a loader or a path input it is a computed name.
             let computed = kind == .path || kind == .prefix || kind == .folder || kind == .url || Self.loaderClasses.contains(classType)
                 || Self.otherFileLoaderClasses.contains(classType)
@@ -132,7 +142,8 @@ public struct NodePolicy: Sendable {
     /// Whether a path's first component opens one of `comfyFolders`, also as Windows reads it:
     /// trailing dots and spaces dropped, case ignored, or an 8.3 short name (`CUSTOM~1`).
     static func namesComfyFolder(_ component: String) -> Bool {
-        var name = component.lowercased()
+        // Upper- then lower-cased: `ſ` and `ı` fold onto `s` and `i`, as NTFS and APFS compare them.
+        var name = component.uppercased().lowercased()
         guard !name.isEmpty else { return false }
         while name.hasSuffix(".") || name.hasSuffix(" ") { name.removeLast() }
         // ".", "..." or " ": the working directory itself.
@@ -173,8 +184,9 @@ public struct NodePolicy: Sendable {
         }
         switch kind {
         case .url:
-            // The GPU server would fetch it itself (server-side request forgery).
-            return name.contains("://") || name.hasPrefix("//") ? "the GPU server may not fetch URLs; send images through the gateway" : nil
+            // The GPU server would fetch it itself (server-side request forgery); `http:host/x`
+            // and `file:/x` are URLs to urllib and ffmpeg too.
+            return name.contains(":") || name.hasPrefix("//") ? "the GPU server may not fetch URLs; send images through the gateway" : nil
         case .folder:
             // Relative folders resolve against ComfyUI's working directory (`output`: every caller's images).
             return name.isEmpty ? nil : "folder inputs are not allowed"
@@ -184,8 +196,12 @@ public struct NodePolicy: Sendable {
         case .upload, .other:
             break
         }
+        if kind != .other, let first = scalars.first, first == "\"" || first == "'" || first.properties.isWhitespace {
+            // Nodes written for Windows strip quotes and spaces around a path (`strip_path`).
+            return "a file name may not start with a quote or a space"
+        }
         var path = scalars[...]
-        if kind == .upload, path.last == "]" {
+        if kind == .upload || kind == .path, path.last == "]" {
             // folder_paths.annotated_filepath: a name ending in `[output]` or `[temp]` (whatever
             // comes before the bracket) reads ComfyUI's other folders; `[input]` is the default.
             let suffix = Array("[input]".unicodeScalars)
