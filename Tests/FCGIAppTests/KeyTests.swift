@@ -152,6 +152,41 @@ struct KeyTests {
         }
     }
 
+    @Test func aRetryUnderItsIdempotencyKeyIsItsStoredJobWithoutSpendingTheRateOrFetchingItsImagesAgain() async throws {
+        try await withGateway("keys-replay", environment: ["INPUT_URL_ALLOW_PRIVATE": "true"]) { gateway, _ in
+            let images = try ImageServer(directory: gateway.runDirectory, http: gateway.http)
+            defer { images.stop() }
+            let key = try Self.createKey(gateway, ["dify", "--rate", "2/min"])
+            var workflow = Workflows.txt2img(text: "replayed")
+            workflow["101"] = Workflows.node("LoadImage", ["image": "example.png"])
+            var fields = Workflows.body(workflow).objectValue!
+            // A presigned URL, say, that has expired by the time the caller retries.
+            fields["input_images"] = .object(["101": .string(try images.serve(Sketches.png(seed: 5), as: "once.png"))])
+            let body = JSONValue.object(fields)
+            let generated = try await gateway.post("/api/generate", json: body, headers: Self.bearer(key) + [("Idempotency-Key", "gen-1")])
+            #expect(generated.status == 200, "\(generated.bodyText)")
+            let queued = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(key) + [("Idempotency-Key", "job-1")])
+            #expect(queued.status == 202, "\(queued.bodyText)")
+            try FileManager.default.removeItem(atPath: "\(images.directory)/once.png")
+
+            let generatedAgain = try await gateway.post("/api/generate", json: body, headers: Self.bearer(key) + [("Idempotency-Key", "gen-1")])
+            #expect(generatedAgain.status == 200, "\(generatedAgain.bodyText)")
+            #expect(generatedAgain.header("Idempotent-Replayed") == "true")
+            #expect(generatedAgain.header("X-Job-Id") == generated.header("X-Job-Id"))
+            #expect(try JSONValue.parse(generatedAgain.body)["url"] == JSONValue.parse(generated.body)["url"])
+            let queuedAgain = try await gateway.post("/api/jobs", json: body, headers: Self.bearer(key) + [("Idempotency-Key", "job-1")])
+            #expect(queuedAgain.status == 202, "\(queuedAgain.bodyText)")
+            #expect(queuedAgain.header("Idempotent-Replayed") == "true")
+            #expect(try JSONValue.parse(queuedAgain.body)["id"] == JSONValue.parse(queued.body)["id"])
+            #expect(try await images.requests().filter { $0.hasSuffix("once.png") }.count == 2, "each image fetched once, by its first call")
+            // Another request under a used key is still refused, and a new job still pays its way.
+            let other = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "other")), headers: Self.bearer(key) + [("Idempotency-Key", "job-1")])
+            #expect(other.status == 422)
+            let fresh = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "fresh")), headers: Self.bearer(key))
+            #expect(try JSONValue.parse(fresh.body)["error"]?["code"] == "rate_limited", "the two first calls spent the key's rate")
+        }
+    }
+
     @Test func maxRunningCapsAKeysPromptsAndOtherKeysTakeTurns() async throws {
         try await withGateway("keys-turns", emulatorArguments: ["--node-delay-ms", "80"], environment: ["BACKEND_CAPACITY": "2"]) { gateway, emulator in
             let big = try Self.createKey(gateway, ["big", "--max-running", "1"])

@@ -29,8 +29,9 @@ public protocol JobStore: Sendable {
     /// The idempotency key no longer names this job (it never started: a retry makes a new one).
     func releaseIdempotencyKey(of id: String) async throws
 
-    /// Whether a job made within `window` before `now` holds this (scoped) idempotency key.
-    func holdsIdempotencyKey(_ key: String, within window: Duration, at now: Date) async throws -> Bool
+    /// The job made within `window` before `now` that holds this (scoped) idempotency key, and
+    /// the hash of the request that made it.
+    func idempotentJob(_ key: String, within window: Duration, at now: Date) async throws -> (job: JobRecord, requestHash: String?)?
 
     /// Jobs not final yet, oldest first: what a start-up resumes.
     func unfinished() async throws -> [JobRecord]
@@ -99,6 +100,11 @@ extension JobStore {
     }
 
     /// Due webhooks with no share per owner.
+    /// Whether a job made within `window` before `now` holds this (scoped) idempotency key.
+    public func holdsIdempotencyKey(_ key: String, within window: Duration, at now: Date) async throws -> Bool {
+        try await idempotentJob(key, within: window, at: now) != nil
+    }
+
     public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
         try await dueWebhooks(at: now, limit: limit, connections: .max, excluding: [])
     }

@@ -185,12 +185,12 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func holdsIdempotencyKey(_ key: String, within window: Duration, at now: Date) async throws -> Bool {
+    public func idempotentJob(_ key: String, within window: Duration, at now: Date) async throws -> (job: JobRecord, requestHash: String?)? {
         try await guarded {
             let since = now.addingTimeInterval(-window.seconds)
-            return try await !connection.query(
-                "SELECT 1 FROM jobs WHERE idempotency_key = ? AND created_at >= ? LIMIT 1", [.text(key), .integer(since.milliseconds)]
-            ).isEmpty
+            return try await connection.query(
+                "SELECT * FROM jobs WHERE idempotency_key = ? AND created_at >= ? LIMIT 1", [.text(key), .integer(since.milliseconds)]
+            ).first.map { (Self.record($0), $0.column("request_hash")?.string) }
         }
     }
 

@@ -23,15 +23,20 @@ struct GenerateRoute: Sendable {
 
     private func run(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String, urlBase: String?) async throws -> GatewayResponse {
         let index = try Self.index(request)
-        let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: endpoint)
-        let insertion = try await runner.submit(
-            record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning, maxUnfinished: request.apiKey?.maxQueued
-        )
+        let insertion: JobInsertion
+        if let stored = try await admission.storedReplay(request, endpoint: endpoint) {
+            insertion = .existing(stored)
+        } else {
+            let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: endpoint)
+            insertion = try await runner.submit(
+                record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning, maxUnfinished: request.apiKey?.maxQueued
+            )
+        }
         let id = insertion.record.id
         var response: GatewayResponse
         do {
             // Without a key nobody can ask for the job again: it ends with its caller.
-            switch try await runner.result(of: id, cancelIfAbandoned: record.idempotencyKey == nil) {
+            switch try await runner.result(of: id, cancelIfAbandoned: insertion.record.idempotencyKey == nil) {
             case .finished(let job, let images):
                 response = try await answer(job, images: images, file: forceFile || body.responseType == .file, index: index, urlBase: urlBase)
             case .unstored(let error):

@@ -17,16 +17,33 @@ struct JobAdmission: Sendable {
     /// How long an idempotency key names its job.
     let idempotencyWindow: Duration
 
+    /// The stored job a retry names: its Idempotency-Key within the window, for the same
+    /// request. It is answered as it is, before anything a new job goes through (the rate, the
+    /// limits, the models, the webhook's host, the input images: a presigned URL may have
+    /// expired by the retry); 422 for another request under the key.
+    func storedReplay(_ request: GatewayRequest, endpoint: String) async throws -> JobRecord? {
+        guard let key = try IdempotencyKey.of(request) else { return nil }
+        guard let (job, hash) = try await store.idempotentJob(Self.scoped(key, request), within: idempotencyWindow, at: Date()) else { return nil }
+        guard hash == key.requestHash(endpoint: endpoint, body: request.body, contentType: request.header("content-type")) else {
+            throw JobStoreError(.idempotencyKeyReused, "this Idempotency-Key was used for another request within 24 h; use a new key for a new request")
+        }
+        return job
+    }
+
+    /// A space is in no key name and no Idempotency-Key (printable ASCII without it), so the
+    /// scoped keys of two API keys, or of a key and a caller without one, never meet.
+    /// (PostgreSQL refuses text with a NUL byte, the separator once used.)
+    static func scoped(_ key: IdempotencyKey, _ request: GatewayRequest) -> String {
+        request.apiKey.map { "\($0.name) \(key.value)" } ?? key.value
+    }
+
     /// The new job's record and its request hash; throws the request's refusal. Input images
     /// are fetched only for a caller whose key, rate and workflow passed.
     func admit(_ body: GenerateRequest, _ request: GatewayRequest, kind: JobKind, endpoint: String, webhookURL: String? = nil) async throws -> (JobRecord, String?) {
         try policy.check(body.workflow)
         if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw pool.modelNotFound(missing) }
         let idempotency = try IdempotencyKey.of(request)
-        // A space is in no key name and no Idempotency-Key (printable ASCII without it), so the
-        // scoped keys of two API keys, or of a key and a caller without one, never meet.
-        // (PostgreSQL refuses text with a NUL byte, the separator once used.)
-        let scopedKey = idempotency.map { key in request.apiKey.map { "\($0.name) \(key.value)" } ?? key.value }
+        let scopedKey = idempotency.map { Self.scoped($0, request) }
         // The limits below refuse early, before any input image is fetched, unless the
         // Idempotency-Key names a stored job: a replay is that job, not a new one.
         func replaysStoredJob() async throws -> Bool {

@@ -22,6 +22,9 @@ struct JobsRoute: Sendable {
     }
 
     private func queue(_ body: GenerateRequest, _ request: GatewayRequest, endpoint: String) async throws -> GatewayResponse {
+        if let stored = try await admission.storedReplay(request, endpoint: endpoint) {
+            return .json(try await json(stored), status: 202, headers: [("Location", "/api/jobs/\(stored.id)"), ("Idempotent-Replayed", "true")])
+        }
         var webhookURL: String?
         if let url = body.webhookURL {
             guard webhooks.webhookSigner != nil else {

@@ -235,10 +235,12 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
-    public func holdsIdempotencyKey(_ key: String, within window: Duration, at now: Date) async throws -> Bool {
+    public func idempotentJob(_ key: String, within window: Duration, at now: Date) async throws -> (job: JobRecord, requestHash: String?)? {
         let since = now.addingTimeInterval(-window.seconds).milliseconds
         return try await guarded {
-            try await !rows("SELECT 1 FROM jobs WHERE idempotency_key = \(key) AND created_at >= \(since) LIMIT 1").isEmpty
+            try await rows("SELECT * FROM jobs WHERE idempotency_key = \(key) AND created_at >= \(since) LIMIT 1").first.map {
+                (JobRecord(row: $0), $0.text("request_hash"))
+            }
         }
     }
 
