@@ -34,6 +34,7 @@ public struct GatewayApplication: Sendable {
         // Webhooks go to callers' servers: one that never answers, or answers without end, holds
         // at most these threads for WEBHOOK_TIMEOUT (none ComfyUI calls need) and 64 KiB each.
         let webhookHTTP = CurlHTTPClient(threads: WebhookSender.connections, maxResponseBytes: 64 << 10)
+        if case .sqlite = configuration.jobs.store { try Self.lockJobDatabase(configuration.jobs) }
         let jobStore = try await Self.openJobStore(configuration.jobs, logger: logger)
         let parts = try GatewayParts(
             configuration: configuration, http: http, outbound: outbound, webhookHTTP: webhookHTTP, jobStore: jobStore, metrics: metricsRegistry,
@@ -96,6 +97,24 @@ public struct GatewayApplication: Sendable {
         )
         try await group.run()
         await jobStore.close()
+    }
+
+    /// Holds `STATE_DIR/jobs.lock` while this process serves: two that ran the jobs of one
+    /// SQLite file would both take up its unfinished jobs and both send its webhooks, and each
+    /// count its keys' rates alone. `make keys` opens the store without it.
+    static func lockJobDatabase(_ configuration: JobConfiguration) throws {
+        let path = "\(configuration.stateDirectory)/jobs.lock"
+        try? FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw ConfigurationError(variable: "STATE_DIR", problem: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        // Held until the process ends: the descriptor is never closed.
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw ConfigurationError(
+                variable: "STATE_DIR",
+                problem: "another gateway serves the jobs in \(configuration.databasePath); give each gateway its own STATE_DIR, or let several share jobs through JOB_STORE=postgres://..."
+            )
+        }
     }
 
     /// Opens the job store: `STATE_DIR/jobs.sqlite` (creating the folder), or the shared

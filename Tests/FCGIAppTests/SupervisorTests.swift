@@ -22,6 +22,22 @@ struct SupervisorTests {
         #expect(first.app.isRunning)
     }
 
+    @Test func aSecondGatewayOnTheSameSQLiteJobsIsRefusedAndTheFirstServesOn() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("supervisor-state")
+        let emulator = try Emulator(directory: directory, http: testHTTP)
+        defer { emulator.stop() }
+        let first = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP)
+        defer { first.stop() }
+        try await first.waitUntilHealthy()
+        // Its own RUN_DIR and port, the first one's jobs: it would take up and run them too.
+        let other = try TestPaths.makeTemporaryDirectory("supervisor-state-2")
+        let second = try Gateway(directory: other, backends: [emulator.url], http: testHTTP, environment: ["STATE_DIR": "\(directory)/state"])
+        defer { second.stop() }
+        #expect(second.app.waitForExit(within: .seconds(60)) == 78)
+        #expect(second.app.log.contains("another gateway serves the jobs in \(directory)/state/jobs.sqlite"), "\(second.app.log)")
+        #expect(try await first.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "still mine"))).status == 200)
+    }
+
     @Test func aPortTakenByAnotherProgramStopsTheStartWithAHintAtPORT() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("supervisor-port")
         let emulator = try Emulator(directory: directory, http: testHTTP)
