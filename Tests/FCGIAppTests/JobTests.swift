@@ -220,6 +220,27 @@ struct JobTests {
         }
     }
 
+    @Test func aQueuedJobsEventStreamFirstSaysItIsQueued() async throws {
+        try await withGateway("jobs-sse-queued", environment: ["BACKEND_CAPACITY": "1"]) { gateway, emulator in
+            try await emulator.configure(["hang": true])
+            var ids: [String] = []
+            for text in ["first", "second"] {
+                let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: text)))
+                ids.append(try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue))
+            }
+            try await waitUntil { try await gateway.job(ids[0])["status"] == "running" }
+            #expect(try await gateway.job(ids[1])["status"] == "queued")
+            // The stream stays open while the job waits: what arrived within two seconds.
+            let arrived = try streamedArrivals(port: gateway.port, path: "/api/jobs/\(ids[1])/events", timeout: 2).map(\.text).joined()
+            // Past the head, in its chunks: the first event's line.
+            let event = try #require(arrived.firstRange(of: "event: "), "\(arrived)")
+            let lines = arrived[event.lowerBound...].split(separator: "\n", maxSplits: 2)
+            #expect(lines.first == "event: progress")
+            let data = try JSONValue.parse(Array(lines[1].dropFirst("data: ".count).utf8))
+            #expect(data["status"] == "queued", "\(arrived)")
+        }
+    }
+
     @Test func idempotencyKeysMakeRetriesTheSameJobOnAllThreeEndpoints() async throws {
         try await withGateway("jobs-idem") { gateway, emulator in
             let body = Workflows.body(Workflows.txt2img(text: "once only"))

@@ -44,7 +44,8 @@ struct JobEventStream: Sendable {
             try await outbound.write(.end(nil))
             return
         }
-        try await write(event: "progress", progress(id, record.progress), to: outbound)
+        // A job still waiting for its turn says so; progress after it comes from a running one.
+        try await write(event: "progress", progress(id, record.progress, status: record.status == .queued ? .queued : .running), to: outbound)
         let heartbeat = self.heartbeat
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -74,8 +75,8 @@ struct JobEventStream: Sendable {
         try await outbound.write(.end(nil))
     }
 
-    private func progress(_ id: String, _ value: Double) -> JSONValue {
-        .object(["id": .string(id), "status": "running", "progress": .number((value * 1000).rounded() / 1000)])
+    private func progress(_ id: String, _ value: Double, status: JobStatus = .running) -> JSONValue {
+        .object(["id": .string(id), "status": .string(status.rawValue), "progress": .number((value * 1000).rounded() / 1000)])
     }
 
     private func write(event: String, _ data: JSONValue, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
