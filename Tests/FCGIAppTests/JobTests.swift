@@ -241,6 +241,30 @@ struct JobTests {
         }
     }
 
+    @Test func aJobsEndTheStoreRefusedIsWrittenAgainOnceItTakesItWithoutARestart() async throws {
+        try await withGateway("jobs-unsettled", emulatorArguments: ["--node-delay-ms", "100"]) { gateway, emulator in
+            let database = "\((gateway.runDirectory as NSString).deletingLastPathComponent)/state/jobs.sqlite"
+            func sql(_ statement: String) throws {
+                let python = try ChildProcess(
+                    "/usr/bin/env", ["python3", "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()", database, statement],
+                    logPath: "\(database).sql.log"
+                )
+                python.process.waitUntilExit()
+            }
+            // The end of a job cannot be written, as on a full disk; running it still can.
+            try sql("CREATE TRIGGER no_room BEFORE UPDATE OF status ON jobs WHEN NEW.status NOT IN ('queued', 'running') BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+            let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "kept")))
+            let id = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
+            try await waitUntil(timeout: .seconds(30)) { gateway.app.log.contains("a job's end could not be stored") }
+            #expect(try await gateway.job(id)["status"] == "running")
+            try sql("DROP TRIGGER no_room")
+            try await waitUntil(timeout: .seconds(30)) { try await gateway.job(id)["status"] == "completed" }
+            let url = try #require(try await gateway.job(id)["result"]?["url"]?.stringValue)
+            #expect(try await gateway.get(url).status == 200)
+            #expect(try await emulator.stats()["prompts_received"] == 1, "not run again")
+        }
+    }
+
     @Test func idempotencyKeysMakeRetriesTheSameJobOnAllThreeEndpoints() async throws {
         try await withGateway("jobs-idem") { gateway, emulator in
             let body = Workflows.body(Workflows.txt2img(text: "once only"))

@@ -101,6 +101,20 @@ public actor JobRunner {
     /// Live jobs that ended or were taken over elsewhere: their run stops without a word to the store.
     private var endedElsewhere: Set<String> = []
     private let cancels = WaiterTable<String, Void>()
+    /// Ends the store refused to write (a full disk), written again until it takes them. Alone
+    /// on a store nobody else would settle them before the next start (shared, an instance
+    /// taking the job over does).
+    private var unsettled: [String: Ending] = [:]
+
+    private struct Ending {
+        var status: JobStatus
+        var result: JobResult?
+        var failure: JobFailure?
+        var usage: (gpuMilliseconds: Int?, imageBytes: Int)?
+    }
+
+    /// How often ends the store refused are written again.
+    static let settleRetryInterval: Duration = .seconds(5)
     private let starts: AsyncStream<Start>.Continuation
     private let startStream: AsyncStream<Start>
 
@@ -135,6 +149,8 @@ public actor JobRunner {
             if let shared {
                 group.addTask { await self.keepLeases(shared) }
                 group.addTask { await self.followChanges(shared) }
+            } else {
+                group.addTask { await self.keepSettling() }
             }
             for await start in startStream {
                 group.addTask { await self.execute(start) }
@@ -142,6 +158,26 @@ public actor JobRunner {
         }
         // Stopping: what this instance leaves, another one takes over at once.
         try? await shared?.releaseLeases()
+    }
+
+    /// Writes the ends the store refused again, every `settleRetryInterval`, until it takes them.
+    private func keepSettling() async {
+        while (try? await Task.sleep(for: Self.settleRetryInterval)) != nil {
+            for (id, ending) in unsettled {
+                do {
+                    let final = try await store.finish(
+                        id, status: ending.status, result: ending.result, failure: ending.failure,
+                        gpuMilliseconds: ending.usage?.gpuMilliseconds, imageBytes: ending.usage?.imageBytes, at: Date()
+                    )
+                    unsettled[id] = nil
+                    logger.notice("a job's end is stored at last", metadata: ["job.id": "\(id)", "job.status": "\(ending.status.rawValue)"])
+                    if final?.webhookURL != nil { webhookDue() }
+                } catch {
+                    // Still refused: the next round tries again.
+                    break
+                }
+            }
+        }
     }
 
     /// No new jobs start (draining); those unfinished are left for the next start.
@@ -693,9 +729,14 @@ public actor JobRunner {
             }
             return final
         } catch let error as JobStoreError {
-            logger.error("a job's end could not be stored; the next start settles it", metadata: ["job.id": "\(id)", "error": "\(error)"])
-            // Shared, the next start is whichever instance takes it over when its lease runs out.
-            shared?.forget(id)
+            if let shared {
+                logger.error("a job's end could not be stored; the instance that takes it over settles it", metadata: ["job.id": "\(id)", "error": "\(error)"])
+                shared.forget(id)
+            } else {
+                logger.error("a job's end could not be stored; written again until the store takes it", metadata: ["job.id": "\(id)", "error": "\(error)"])
+                // The first end stays: a cancel that came after it is no end of its own.
+                if unsettled[id] == nil { unsettled[id] = Ending(status: status, result: result, failure: failure, usage: usage) }
+            }
             endWatchers(of: id, with: .unstored(error))
             throw error
         }
