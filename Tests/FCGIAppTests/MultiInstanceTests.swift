@@ -208,6 +208,30 @@ struct MultiInstanceTests {
         }
     }
 
+    @Test func aCancelOnTheInstanceThatLostAWaitingJobsLeaseStillCancelsIt() async throws {
+        try await withCluster("multi-cancel-lost") { cluster in
+            let (a, b) = (cluster.gateways[0], cluster.gateways[1])
+            for emulator in cluster.emulators { try await emulator.configure(["hang": true]) }
+            // Four take the two backends' slots; the fifth waits in a's memory.
+            var ids: [String] = []
+            for index in 0..<5 {
+                let submitted = try await a.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "lost \(index)", seed: index)))
+                ids.append(try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue))
+            }
+            let waiting = try #require(ids.last)
+            try await waitUntil { try await a.job(waiting)["status"] == "queued" }
+            let paused = try a.appPID()
+            kill(paused, SIGSTOP)
+            try await waitUntil(timeout: .seconds(30)) { b.app.log.contains("took over jobs whose gateway instance stopped renewing their lease") }
+            kill(paused, SIGCONT)
+            try await waitUntil(timeout: .seconds(30)) { a.app.log.contains("another gateway instance took over jobs this one ran") }
+            // Asked where it was submitted, the caller's cancel is a cancel, whoever holds the job now.
+            let cancelled = try await a.get("/api/jobs/\(waiting)", method: "DELETE")
+            #expect(cancelled.status == 200, "\(cancelled.bodyText)")
+            #expect(try await b.job(waiting)["status"] == "cancelled")
+        }
+    }
+
     @Test func statusEventsAndCancelWorkFromTheOtherInstance() async throws {
         try await withCluster("multi-status", emulatorArguments: ["--node-delay-ms", "300"]) { cluster in
             let (a, b) = (cluster.gateways[0], cluster.gateways[1])

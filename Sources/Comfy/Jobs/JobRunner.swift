@@ -484,6 +484,9 @@ public actor JobRunner {
     public func cancel(_ id: String) async throws -> JobRecord? {
         if let index = waiting.firstIndex(where: { $0.id == id }) {
             waiting.remove(at: index)
+            // A caller's cancel is not fenced by this instance's lease: lost meanwhile (another
+            // instance took the job over), it still ends the job, and that instance's run stops.
+            shared?.forget(id)
             return try await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
         }
         // Not waiting here but live: it runs.
@@ -502,6 +505,8 @@ public actor JobRunner {
         }
         // Not running in this process (left by a stopping one, or run by another instance): it
         // ends in the store, and its prompt, if one was submitted, is removed from its backend.
+        // Whoever holds its lease (this instance may have lost it): a caller's cancel is not fenced.
+        shared?.forget(id)
         let final = try await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
         if let final, let promptID = final.promptID, let backend = final.backend { await pool.cancelPrompt(promptID, backend: backend) }
         await remoteEnded([id])
