@@ -187,6 +187,8 @@ struct PostgresJobStoreTests {
             let (mine, theirs) = try await (a.map(\.id), b.map(\.id))
             #expect((mine + theirs).sorted() == ids.sorted(), "every webhook is claimed, each by one instance")
             #expect(try await sending.dueWebhooks(at: Date(), limit: 50).isEmpty)
+            let claimedUntil = try #require(sending.webhookClaimHeld(mine[0]))
+            #expect(sending.webhookClaimHeld(theirs[0]) == nil)
 
             // One instance goes on sending (its claims are renewed), the other dies: past the
             // lease, only the dead one's webhooks come due again.
@@ -194,7 +196,13 @@ struct PostgresJobStoreTests {
                 try await Task.sleep(for: .milliseconds(300))
                 _ = try await sending.renewLeases()
             }
+            // A sender whose lookups took long may still send what its renewals kept; a silent one may not.
+            #expect(try #require(sending.webhookClaimHeld(mine[0])) >= claimedUntil + .milliseconds(1200))
+            #expect(try #require(dead.webhookClaimHeld(theirs[0])) < .now)
             #expect(try await sending.dueWebhooks(at: Date(), limit: 50).map(\.id).sorted() == theirs.sorted())
+            // Claimed by the other meanwhile: the dead one, awake, holds no claim on it.
+            _ = try await dead.renewLeases()
+            #expect(dead.webhookClaimHeld(theirs[0]) == nil)
 
             // The dead one wakes: what it records for a webhook it lost is refused.
             let lost = try #require(theirs.first)

@@ -25,6 +25,11 @@ public protocol SharedJobStore: JobStore, BackendSlotLedger {
     /// will not send: it runs out, and an instance claims it again.
     func letWebhookGo(_ id: String)
 
+    /// Until when this instance may still send the job's webhook: half a lease after its claim
+    /// was last made or renewed (`renewLeases` renews it while the instance runs); `nil` when it
+    /// holds no claim on it.
+    func webhookClaimHeld(_ id: String) -> ContinuousClock.Instant?
+
     /// Lets the leases of this instance's jobs run out now (it stops): another instance takes
     /// them over at once instead of after `leaseTimeout`.
     func releaseLeases() async throws

@@ -70,9 +70,6 @@ public final class WebhookSender: Sendable {
             while !Task.isCancelled {
                 do {
                     let now = Date()
-                    // On a shared store a claim lasts a lease: sent later, another instance may
-                    // have claimed and sent it meanwhile (this one was held up).
-                    let sendBy = shared.map { ContinuousClock.now + $0.leaseTimeout / 2 }
                     // Read before the store: a delivery that ends after it was read as due is
                     // not started again (SQLite's due webhooks are not claimed).
                     let busy = inFlight.withLockedValue { $0 }
@@ -87,7 +84,7 @@ public final class WebhookSender: Sendable {
                     for record in due where !busy.contains(record.id) && inFlight.withLockedValue({ $0.insert(record.id).inserted }) {
                         started += 1
                         group.addTask {
-                            await self.deliver(record, sendBy: sendBy)
+                            await self.deliver(record)
                             self.inFlight.withLockedValue { _ = $0.remove(record.id) }
                             self.nudge()
                         }
@@ -114,7 +111,7 @@ public final class WebhookSender: Sendable {
 
     private var shared: (any SharedJobStore)? { store as? any SharedJobStore }
 
-    private func deliver(_ record: JobRecord, sendBy: ContinuousClock.Instant?) async {
+    private func deliver(_ record: JobRecord) async {
         guard let url = record.webhookURL else { return }
         let attempt = record.webhook.attempts + 1
         let body = record.json().encoded()
@@ -130,9 +127,11 @@ public final class WebhookSender: Sendable {
                 body: body, timeout: configuration.timeout
             )
             target.pin(&request)
-            // Checked by the thread that sends it, after the wait for one of the connections:
-            // an instance held up in that wait does not send what another may have claimed since.
-            request.sendBy = sendBy
+            // On a shared store a claim lasts a lease from its last renewal: sent later, another
+            // instance may have claimed and sent it meanwhile (this one was held up). Read after
+            // the URL's check, whose lookups may take seconds while the claim is renewed; checked
+            // by the thread that sends it, after the wait for one of the connections.
+            if let shared { request.sendBy = shared.webhookClaimHeld(record.id) ?? .now }
             let response = try await http.execute(request)
             status = response.status
             if !(200..<300).contains(response.status) { problem = "HTTP \(response.status)" }

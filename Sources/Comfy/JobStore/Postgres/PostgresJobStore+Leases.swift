@@ -19,8 +19,9 @@ extension PostgresJobStore {
             let waiting = waiters.withLockedValue { Array($0) }
             try await execute("UPDATE slot_waiters SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE ticket = ANY(\(waiting))")
             try await execute("UPDATE backend_reports SET lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds) WHERE instance = \(instanceID)")
-            let sending = webhookClaims.withLockedValue { Array($0) }
+            let sending = webhookClaims.withLockedValue { Array($0.keys) }
             if !sending.isEmpty {
+                let asked = ContinuousClock.now
                 let kept = try await rows(
                     """
                     UPDATE jobs SET webhook_next_at = gateway_now_ms() + \(leaseTimeout.milliseconds)
@@ -29,7 +30,10 @@ extension PostgresJobStore {
                 ).compactMap { $0.text("id") }
                 // Claimed by another instance meanwhile (this one was held up), or recorded.
                 let lost = Set(sending).subtracting(kept)
-                webhookClaims.withLockedValue { $0.subtract(lost) }
+                webhookClaims.withLockedValue { claims in
+                    for id in lost { claims[id] = nil }
+                    for id in kept where claims[id] != nil { claims[id] = asked }
+                }
             }
             let still = Dictionary(renewed.compactMap { row in row.text("id").map { ($0, row.integer("lease_generation") ?? 0) } }) { first, _ in first }
             let asked = Set(holding)

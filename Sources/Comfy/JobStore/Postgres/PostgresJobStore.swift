@@ -24,8 +24,10 @@ public final class PostgresJobStore: SharedJobStore {
     /// these are renewed, so a row written by a call it gave up on (past its deadline) runs out.
     let waiters = NIOLockedValueBox<Set<String>>([])
     let slotTickets = NIOLockedValueBox<Set<String>>([])
-    /// The jobs whose webhooks this instance claimed and is sending: their claims are renewed.
-    let webhookClaims = NIOLockedValueBox<Set<String>>([])
+    /// The jobs whose webhooks this instance claimed and is sending (their claims are renewed),
+    /// and when each claim was last made or renewed, as this process's clock read before the
+    /// statement: the claim holds until at least a lease after that.
+    let webhookClaims = NIOLockedValueBox<[String: ContinuousClock.Instant]>([:])
     /// `gateway_secrets`, as read at open.
     let secrets = NIOLockedValueBox<[String: [UInt8]]>([:])
     private let lastSize = NIOLockedValueBox<Int>(0)
@@ -280,6 +282,7 @@ public final class PostgresJobStore: SharedJobStore {
     /// share of its connections.
     public func dueWebhooks(at now: Date, limit: Int, connections: Int, excluding excluded: Set<String>) async throws -> [JobRecord] {
         let excludedIDs = excluded.sorted()
+        let asked = ContinuousClock.now
         return try await guarded {
             let claimed = try await rows(
                 """
@@ -303,7 +306,9 @@ public final class PostgresJobStore: SharedJobStore {
                 RETURNING *
                 """
             ).map(JobRecord.init(row:))
-            webhookClaims.withLockedValue { $0.formUnion(claimed.map(\.id)) }
+            webhookClaims.withLockedValue { claims in
+                for record in claimed { claims[record.id] = asked }
+            }
             return claimed
         }
     }
@@ -339,7 +344,11 @@ public final class PostgresJobStore: SharedJobStore {
     }
 
     public func letWebhookGo(_ id: String) {
-        _ = webhookClaims.withLockedValue { $0.remove(id) }
+        _ = webhookClaims.withLockedValue { $0.removeValue(forKey: id) }
+    }
+
+    public func webhookClaimHeld(_ id: String) -> ContinuousClock.Instant? {
+        webhookClaims.withLockedValue { $0[id] }.map { $0 + leaseTimeout / 2 }
     }
 
     /// Drawing sessions untouched as long go with them.
