@@ -545,6 +545,26 @@ struct PostgresJobStoreTests {
         }
     }
 
+    @Test func aJobInsertTheCallerIsToldFailedIsRolledBackNotLeftToLandLater() async throws {
+        try await withInstances(2) { stores, _ in
+            // Another session holds the table: the insert waits past the call's 5 s.
+            let (locked, lockHeld) = AsyncStream.makeStream(of: Void.self)
+            let holder = Task {
+                try await stores[1].client.withTransaction(logger: Logger(label: "test")) { connection in
+                    _ = try await connection.query("LOCK TABLE jobs IN EXCLUSIVE MODE", logger: Logger(label: "test")).collect()
+                    lockHeld.yield()
+                    try await Task.sleep(for: .seconds(7))
+                }
+            }
+            for await _ in locked { break }
+            let record = job()
+            await #expect(throws: JobStoreError.self) { _ = try await stores[0].insert(record, requestHash: nil, keyWindow: .seconds(60)) }
+            _ = try? await holder.value
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await stores[1].job(record.id) == nil, "told it failed, it was not stored")
+        }
+    }
+
     @Test func aTransactionLeftOpenByAnInstanceThatWentSilentEndsWithinALeaseAndHoldsUpNoTakeOver() async throws {
         try await withInstances(2) { stores, _ in
             let (silent, taker) = (stores[0], stores[1])

@@ -171,7 +171,8 @@ public final class PostgresJobStore: SharedJobStore {
                 RETURNING lease_generation
                 """
             // A limited key's inserts take turns: each counts the jobs the one before stored.
-            let inserted = try await rows(insert, serializedBy: limit.map { _ in "unfinished \(job.keyName ?? "")" })
+            // Bounded: a caller told "nothing was stored" must not find the job run anyway.
+            let inserted = try await rows(insert, serializedBy: limit.map { _ in "unfinished \(job.keyName ?? "")" }, bounded: true)
             if let generation = inserted.first?.integer("lease_generation") {
                 held.withLockedValue { $0[job.id] = generation }
                 return .created(job)
@@ -449,17 +450,28 @@ public final class PostgresJobStore: SharedJobStore {
     /// With `lock`, in a transaction that takes the advisory lock of that name first: queries
     /// that read before they write (an owner's count of slots, then a take) then see each
     /// other's commits instead of one snapshot each, so two instances cannot both take the last.
-    func rows(_ query: PostgresQuery, serializedBy lock: String? = nil) async throws -> [PostgresRandomAccessRow] {
+    ///
+    /// With `bounded`, the server ends the statement itself before the call gives up: a write the
+    /// caller is told was not stored is rolled back, not left to land later.
+    func rows(_ query: PostgresQuery, serializedBy lock: String? = nil, bounded: Bool = false) async throws -> [PostgresRandomAccessRow] {
         let (client, logger) = (self.client, self.logger)
         let rows = try await withAbandonableDeadline(.now + Self.callTimeout, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
-            guard let lock else { return try await client.query(query, logger: logger).collect() }
+            guard lock != nil || bounded else { return try await client.query(query, logger: logger).collect() }
             return try await client.withTransaction(logger: logger) { connection in
-                try await self.startTransaction(on: connection, serializedBy: lock)
+                // First: the wait for the advisory lock is one of the statements it bounds.
+                if bounded {
+                    _ = try await connection.query("SELECT set_config('statement_timeout', \(Self.statementLimit), true)", logger: logger).collect()
+                }
+                if let lock { try await self.startTransaction(on: connection, serializedBy: lock) }
                 return try await connection.query(query, logger: logger).collect()
             }
         }
         return rows.map { $0.makeRandomAccess() }
     }
+
+    /// `statement_timeout` of each statement of a bounded write, in milliseconds: the lock's wait
+    /// and the write together stay under `callTimeout`.
+    static let statementLimit = "2000"
 
     /// The first statement of a serialized transaction: takes the advisory lock, and lets the
     /// server end the transaction, with its locks, once it sits between statements for longer
