@@ -265,6 +265,28 @@ struct JobTests {
         }
     }
 
+    @Test func aStoredJobWaitsForRoomWhenGenerateCallsFillTheBackendsLineInsteadOfFailing() async throws {
+        try await withGateway("jobs-line-full", environment: ["BACKEND_CAPACITY": "1", "MAX_QUEUED_JOBS": "1"]) { gateway, emulator in
+            try await emulator.configure(["hang": true])
+            // One call runs, one waits in the line, which is then full: a third is refused.
+            let calls = (0..<2).map { index in
+                Task { try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "call \(index)", seed: index)), timeout: .seconds(60)) }
+            }
+            try await waitUntil { try await emulator.stats()["prompts_received"] == 1 }
+            try await waitUntil { try await gateway.get("/metrics").bodyText.contains("comfy_gateway_queue_depth 1") }
+            let third = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "third", seed: 9)), timeout: .seconds(5))
+            #expect(third.status == 429, "\(third.bodyText)")
+            let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "stored", seed: 7)))
+            #expect(submitted.status == 202)
+            let id = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
+            try await Task.sleep(for: .milliseconds(2500))
+            #expect(try await gateway.job(id)["status"] == "queued", "it waits, told it is stored")
+            try await emulator.configure(["hang": false])
+            for call in calls { #expect(try await call.value.status == 200) }
+            try await waitUntil(timeout: .seconds(30)) { try await gateway.job(id)["status"] == "completed" }
+        }
+    }
+
     @Test func idempotencyKeysMakeRetriesTheSameJobOnAllThreeEndpoints() async throws {
         try await withGateway("jobs-idem") { gateway, emulator in
             let body = Workflows.body(Workflows.txt2img(text: "once only"))

@@ -522,6 +522,8 @@ public actor JobRunner {
         case .reattach(let old, _, _): record = old
         }
         let id = record.id
+        // Back among the waiting jobs (no room in the backends' line yet): still this instance's.
+        var waitsAgain = false
         defer {
             syncOwners[id] = nil
             abandoned.remove(id)
@@ -531,7 +533,7 @@ public actor JobRunner {
             // Marked by a take-over that the run's own end (a closed submit window) got ahead of.
             endedElsewhere.remove(id)
             // Nothing more is written for it here: its lease (or the fence of one lost) goes.
-            shared?.forget(id)
+            if !waitsAgain { shared?.forget(id) }
             if record.kind == .async {
                 startedByOwner[record.turnOwner, default: 1] -= 1
                 if startedByOwner[record.turnOwner] == 0 { startedByOwner[record.turnOwner] = nil }
@@ -589,6 +591,19 @@ public actor JobRunner {
                 logger.notice("a job failed on a backend", metadata: ["job.id": "\(id)", "comfy.backend": "\(backend)", "error": "\(error.message)"])
             } else if let error = error as? JobStoreError {
                 logger.warning("a job failed: the job store did not answer", metadata: ["job.id": "\(id)", "error": "\(error)"])
+            }
+            if (error as? ComfyError)?.code == .busy, record.kind == .async {
+                // The backends' line is full (of generate calls): a job its caller was told is
+                // stored waits for room, a second at a time, instead of failing.
+                try? await Task.sleep(for: .seconds(1))
+                if cancels.takeKept(id) != nil {
+                    _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
+                } else if !stopping {
+                    waitsAgain = true
+                    waiting.insert(record, at: 0)
+                }
+                // Stopping: it stays stored as queued, for the next start.
+                return
             }
             if (error as? ComfyError)?.code == .busy {
                 // It never started: a retry with the same key makes a new job.
