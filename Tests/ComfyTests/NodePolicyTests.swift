@@ -95,8 +95,10 @@ struct NodePolicyTests {
         // As NTFS and APFS fold `ſ` and `ı`.
         Case(classType: "SomeLoader", input: "file_path", value: "u\u{17F}er/default/comfy.settings.json", refusal: "own folders"),
         Case(classType: "SomeLoader", input: "file_path", value: "\u{131}nput/x.png", refusal: "own folders"),
-        // A choice named `*_name` may hold a colon.
+        // A choice named `*_name` may hold a colon or end in a bracket; a prefix a date token.
         Case(classType: "SomeStyler", input: "style_name", value: "Photographic: cinematic", refusal: nil),
+        Case(classType: "SomeStyler", input: "style_name", value: "Cinematic [v2]", refusal: nil),
+        Case(classType: "SaveImage", input: "filename_prefix", value: "run/%date:yyyy-MM-dd%", refusal: nil),
     ]
 
     @Test(arguments: cases)

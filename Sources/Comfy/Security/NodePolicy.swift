@@ -67,8 +67,12 @@ public struct NodePolicy: Sendable {
     /// computed by another node) is refused, since it cannot be checked.
     public static let loaderClasses: Set<String> = [
         "LoadImage", "LoadImageMask", "LoadImageOutput", "LoadAudio", "LoadVideo", "VHS_LoadVideo", "VHS_LoadAudioUpload",
-        "VHS_LoadVideoFFmpeg", "VHS_LoadImages", "VHS_LoadImagePath", "WebcamCapture", "RecordAudio", "Load3D", "Load3DAnimation",
+        "VHS_LoadVideoFFmpeg", "VHS_LoadImages", "VHS_LoadImagePath", "WebcamCapture",
     ]
+
+    /// Other nodes whose upload input holds a file name, never an image from another node: no
+    /// link into it either. (Not loaders of input images: their input is no image's place.)
+    static let fileNameClasses: Set<String> = ["RecordAudio", "Load3D", "Load3DAnimation"]
 
     /// Loaders of other files of the input folder by name (no input image goes to them): their
     /// name inputs are checked as uploads' are, and a link into them is refused as well.
@@ -110,7 +114,8 @@ public struct NodePolicy: Sendable {
         case .string(let name):
             // `file:/x` (urllib), ffmpeg's `concat:`, NTFS streams (`output::$INDEX_ALLOCATION`),
             // drive letters. A `*_name` input often holds a choice that is no file (a style's name).
-            if kind != .url, name.contains(":"), !name.contains("://"), !input.lowercased().hasSuffix("_name") {
+            // `filename_prefix` stays in the savers' output folder (and may hold `%date:...%`).
+            if kind != .url, kind != .prefix, name.contains(":"), !name.contains("://"), !input.lowercased().hasSuffix("_name") {
                 return "a file name may not contain ':'"
             }
             return problem(with: name, kind: kind)
@@ -128,7 +133,7 @@ public struct NodePolicy: Sendable {
             }
             // A link: another node's output. For a loader or a path input it is a computed name.
             let computed = kind == .path || kind == .prefix || kind == .folder || kind == .url || Self.loaderClasses.contains(classType)
-                || Self.otherFileLoaderClasses.contains(classType)
+                || Self.otherFileLoaderClasses.contains(classType) || (kind == .upload && Self.fileNameClasses.contains(classType))
             return computed ? "a file name must be given as it is, not computed by another node" : nil
         case .null, .bool, .number, .largeInteger:
             return nil
@@ -201,7 +206,11 @@ public struct NodePolicy: Sendable {
             return "a file name may not start with a quote or a space"
         }
         var path = scalars[...]
-        if kind == .upload || kind == .path, path.last == "]" {
+        // A path input's choice may end in another bracket: only the folders' own are refused.
+        if kind == .path, path.last == "]", name.hasSuffix("[output]") || name.hasSuffix("[temp]") {
+            return "names in ComfyUI's annotated folders ([output], [temp]) are not allowed; only uploaded images may be named"
+        }
+        if kind == .upload, path.last == "]" {
             // folder_paths.annotated_filepath: a name ending in `[output]` or `[temp]` (whatever
             // comes before the bracket) reads ComfyUI's other folders; `[input]` is the default.
             let suffix = Array("[input]".unicodeScalars)
