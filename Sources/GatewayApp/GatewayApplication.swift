@@ -107,8 +107,15 @@ public struct GatewayApplication: Sendable {
         try? FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw ConfigurationError(variable: "STATE_DIR", problem: "cannot open \(path): \(String(cString: strerror(errno)))") }
-        // Held until the process ends: the descriptor is never closed.
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        // Held until the process ends: the descriptor is never closed. A few seconds' grace: the
+        // process it replaces (killed, restarted) may still be on its way out.
+        var tries = 0
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            tries += 1
+            guard tries < 100 else { break }
+            usleep(100_000)
+        }
+        guard tries < 100 else {
             close(fd)
             throw ConfigurationError(
                 variable: "STATE_DIR",
