@@ -258,6 +258,9 @@ struct JobTests {
             try await waitUntil(timeout: .seconds(30)) { gateway.app.log.contains("a job's end could not be stored") }
             #expect(try await gateway.job(id)["status"] == "running")
             try sql("DROP TRIGGER no_room")
+            // Its end came before this cancel: the cancel writes that end, not its own.
+            let cancel = try await gateway.get("/api/jobs/\(id)", method: "DELETE")
+            #expect(cancel.status == 409, "\(cancel.bodyText)")
             try await waitUntil(timeout: .seconds(30)) { try await gateway.job(id)["status"] == "completed" }
             let url = try #require(try await gateway.job(id)["result"]?["url"]?.stringValue)
             #expect(try await gateway.get(url).status == 200)
@@ -279,8 +282,14 @@ struct JobTests {
             let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "stored", seed: 7)))
             #expect(submitted.status == 202)
             let id = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
+            let dropped = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "dropped", seed: 8)))
+            let droppedID = try #require(try JSONValue.parse(dropped.body)["id"]?.stringValue)
             try await Task.sleep(for: .milliseconds(2500))
             #expect(try await gateway.job(id)["status"] == "queued", "it waits, told it is stored")
+            // Cancelled while it waits for room, whichever moment of its wait: it ends so.
+            let cancelled = try await gateway.get("/api/jobs/\(droppedID)", method: "DELETE")
+            #expect(cancelled.status == 200, "\(cancelled.bodyText)")
+            #expect(try await gateway.job(droppedID)["status"] == "cancelled")
             try await emulator.configure(["hang": false])
             for call in calls { #expect(try await call.value.status == 200) }
             try await waitUntil(timeout: .seconds(30)) { try await gateway.job(id)["status"] == "completed" }

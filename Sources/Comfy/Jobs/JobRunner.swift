@@ -105,12 +105,17 @@ public actor JobRunner {
     /// on a store nobody else would settle them before the next start (shared, an instance
     /// taking the job over does).
     private var unsettled: [String: Ending] = [:]
+    /// Live jobs a caller asked to cancel while they ran: one put back to wait for room
+    /// (`waitsAgain`) is cancelled instead, whenever the cancel came.
+    private var cancelAsked: Set<String> = []
 
     private struct Ending {
         var status: JobStatus
         var result: JobResult?
         var failure: JobFailure?
         var usage: (gpuMilliseconds: Int?, imageBytes: Int)?
+        /// Its prompt, whose history entry goes once the end is stored.
+        var prompt: (id: String, backend: String)?
     }
 
     /// How often ends the store refused are written again.
@@ -163,21 +168,26 @@ public actor JobRunner {
     /// Writes the ends the store refused again, every `settleRetryInterval`, until it takes them.
     private func keepSettling() async {
         while (try? await Task.sleep(for: Self.settleRetryInterval)) != nil {
-            for (id, ending) in unsettled {
-                do {
-                    let final = try await store.finish(
-                        id, status: ending.status, result: ending.result, failure: ending.failure,
-                        gpuMilliseconds: ending.usage?.gpuMilliseconds, imageBytes: ending.usage?.imageBytes, at: Date()
-                    )
-                    unsettled[id] = nil
-                    logger.notice("a job's end is stored at last", metadata: ["job.id": "\(id)", "job.status": "\(ending.status.rawValue)"])
-                    if final?.webhookURL != nil { webhookDue() }
-                } catch {
-                    // Still refused: the next round tries again.
-                    break
-                }
+            for id in unsettled.keys {
+                // Still refused: the next round tries again.
+                _ = try? await settleUnsettled(id)
             }
         }
+    }
+
+    /// Writes an end the store refused before; returns the final record once written.
+    private func settleUnsettled(_ id: String) async throws -> JobRecord? {
+        guard let ending = unsettled[id] else { return nil }
+        let final = try await store.finish(
+            id, status: ending.status, result: ending.result, failure: ending.failure,
+            gpuMilliseconds: ending.usage?.gpuMilliseconds, imageBytes: ending.usage?.imageBytes, at: Date()
+        )
+        unsettled[id] = nil
+        guard let final else { return nil }
+        logger.notice("a job's end is stored at last", metadata: ["job.id": "\(id)", "job.status": "\(ending.status.rawValue)"])
+        if let prompt = ending.prompt { await pool.deleteHistory(prompt.id, backend: prompt.backend) }
+        if final.webhookURL != nil { webhookDue() }
+        return final
     }
 
     /// No new jobs start (draining); those unfinished are left for the next start.
@@ -482,6 +492,8 @@ public actor JobRunner {
 
     /// Cancels a queued or running job and returns it; `nil` when it is final already.
     public func cancel(_ id: String) async throws -> JobRecord? {
+        // Its end came before the cancel; only the store refused it so far.
+        if unsettled[id] != nil { return try await settleUnsettled(id) }
         if let index = waiting.firstIndex(where: { $0.id == id }) {
             waiting.remove(at: index)
             // A caller's cancel is not fenced by this instance's lease: lost meanwhile (another
@@ -492,6 +504,7 @@ public actor JobRunner {
         // Not waiting here but live: it runs.
         if live[id] != nil, let updates = addWatcher(id)?.updates {
             // Signalled before any suspension: a caller that went away (a cancelled task) still cancels.
+            cancelAsked.insert(id)
             cancels.resume(id, with: .success(()))
             for await update in updates {
                 switch update {
@@ -526,6 +539,7 @@ public actor JobRunner {
         var waitsAgain = false
         defer {
             syncOwners[id] = nil
+            cancelAsked.remove(id)
             abandoned.remove(id)
             // A cancel that came once the run was over (while its image was stored) is kept by
             // `cancels` for a wait that never comes.
@@ -596,13 +610,18 @@ public actor JobRunner {
                 // The backends' line is full (of generate calls): a job its caller was told is
                 // stored waits for room, a second at a time, instead of failing.
                 try? await Task.sleep(for: .seconds(1))
-                if cancels.takeKept(id) != nil {
+                if endedElsewhere.contains(id) {
+                    // Taken over (or ended) by another instance meanwhile.
+                    await endElsewhere(id)
+                } else if cancelAsked.contains(id) || cancels.takeKept(id) != nil {
                     _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
-                } else if !stopping {
+                } else if stopping {
+                    // It stays stored as queued, for the next start.
+                    endWatchers(of: id, with: .stopped(ComfyError(code: .backendUnavailable, message: "the gateway is shutting down; it goes on after the restart (ask for it again later)")))
+                } else {
                     waitsAgain = true
                     waiting.insert(record, at: 0)
                 }
-                // Stopping: it stays stored as queued, for the next start.
                 return
             }
             if (error as? ComfyError)?.code == .busy {
@@ -755,7 +774,7 @@ public actor JobRunner {
             } else {
                 logger.error("a job's end could not be stored; written again until the store takes it", metadata: ["job.id": "\(id)", "error": "\(error)"])
                 // The first end stays: a cancel that came after it is no end of its own.
-                if unsettled[id] == nil { unsettled[id] = Ending(status: status, result: result, failure: failure, usage: usage) }
+                if unsettled[id] == nil { unsettled[id] = Ending(status: status, result: result, failure: failure, usage: usage, prompt: prompt) }
             }
             endWatchers(of: id, with: .unstored(error))
             throw error
