@@ -455,23 +455,30 @@ public final class PostgresJobStore: SharedJobStore {
     /// caller is told was not stored is rolled back, not left to land later.
     func rows(_ query: PostgresQuery, serializedBy lock: String? = nil, bounded: Bool = false) async throws -> [PostgresRandomAccessRow] {
         let (client, logger) = (self.client, self.logger)
-        let rows = try await withAbandonableDeadline(.now + Self.callTimeout, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
+        let deadline = ContinuousClock.now + Self.callTimeout
+        let rows = try await withAbandonableDeadline(deadline, timeout: { JobStoreError(.unavailable, "the job database did not answer within 5 s") }) {
             guard lock != nil || bounded else { return try await client.query(query, logger: logger).collect() }
             return try await client.withTransaction(logger: logger) { connection in
-                // First: the wait for the advisory lock is one of the statements it bounds.
+                // First: the wait for the advisory lock is one of the statements it bounds, and
+                // each gets what is left of the call (the wait for a connection took some).
                 if bounded {
-                    _ = try await connection.query("SELECT set_config('statement_timeout', \(Self.statementLimit), true)", logger: logger).collect()
+                    let left = max(100, (deadline - .now - Self.commitMargin).milliseconds / 2)
+                    _ = try await connection.query("SELECT set_config('statement_timeout', \(String(left)), true)", logger: logger).collect()
                 }
                 if let lock { try await self.startTransaction(on: connection, serializedBy: lock) }
-                return try await connection.query(query, logger: logger).collect()
+                let rows = try await connection.query(query, logger: logger).collect()
+                // The caller has been told it failed: rolled back, not committed after all.
+                if bounded, ContinuousClock.now > deadline - Self.commitMargin {
+                    throw JobStoreError(.unavailable, "the job database did not answer within 5 s")
+                }
+                return rows
             }
         }
         return rows.map { $0.makeRandomAccess() }
     }
 
-    /// `statement_timeout` of each statement of a bounded write, in milliseconds: the lock's wait
-    /// and the write together stay under `callTimeout`.
-    static let statementLimit = "2000"
+    /// What a bounded write keeps of `callTimeout` for its commit.
+    static let commitMargin = Duration.milliseconds(300)
 
     /// The first statement of a serialized transaction: takes the advisory lock, and lets the
     /// server end the transaction, with its locks, once it sits between statements for longer
