@@ -163,7 +163,10 @@ public actor ComfyBackend {
         // Tracked before they are posted: a prompt of this process is never taken for a leftover.
         let stale = entries.filter { tracker.slot($0.promptID) == nil && leftovers($0) }
         guard !stale.isEmpty else { return }
-        for entry in stale { await rest.cancel(entry.promptID) }
+        // Waiting ones only leave the queue: an interrupt (on a ComfyUI without targeted ones,
+        // any) is sent only for one that runs itself.
+        await rest.removeFromQueue(stale.filter { !$0.isRunning }.map(\.promptID))
+        for entry in stale where entry.isRunning { await rest.cancel(entry.promptID) }
         logger.info("prompts left by an earlier run removed from ComfyUI's queue", metadata: ["comfy.prompts": "\(stale.count)"])
     }
 

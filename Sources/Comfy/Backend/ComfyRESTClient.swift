@@ -153,6 +153,11 @@ struct ComfyRESTClient: Sendable {
         _ = try? await call("POST", "/interrupt", json: .object(["prompt_id": .string(promptID)]))
     }
 
+    /// Removes waiting prompts from the queue; whatever runs is left alone.
+    func removeFromQueue(_ promptIDs: [String]) async {
+        _ = try? await call("POST", "/queue", json: .object(["delete": .array(promptIDs.map(JSONValue.string))]))
+    }
+
     /// Forgets finished prompts' history entries so ComfyUI's memory does not grow with our traffic.
     func deleteHistory(_ promptIDs: [String]) async {
         _ = try? await call("POST", "/history", json: .object(["delete": .array(promptIDs.map(JSONValue.string))]))

@@ -99,12 +99,12 @@ extension JobStore {
         try await finish(id, status: status, result: result, failure: failure, gpuMilliseconds: nil, imageBytes: nil, at: date)
     }
 
-    /// Due webhooks with no share per owner.
     /// Whether a job made within `window` before `now` holds this (scoped) idempotency key.
     public func holdsIdempotencyKey(_ key: String, within window: Duration, at now: Date) async throws -> Bool {
         try await idempotentJob(key, within: window, at: now) != nil
     }
 
+    /// Due webhooks with no share per owner.
     public func dueWebhooks(at now: Date, limit: Int) async throws -> [JobRecord] {
         try await dueWebhooks(at: now, limit: limit, connections: .max, excluding: [])
     }
