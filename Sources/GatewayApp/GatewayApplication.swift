@@ -105,22 +105,16 @@ public struct GatewayApplication: Sendable {
     static func lockJobDatabase(_ configuration: JobConfiguration) throws {
         let path = "\(configuration.stateDirectory)/jobs.lock"
         try? FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw ConfigurationError(variable: "STATE_DIR", problem: "cannot open \(path): \(String(cString: strerror(errno)))") }
-        // Held until the process ends: the descriptor is never closed. A few seconds' grace: the
-        // process it replaces (killed, restarted) may still be on its way out.
-        var tries = 0
-        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            tries += 1
-            guard tries < 100 else { break }
-            usleep(100_000)
-        }
-        guard tries < 100 else {
-            close(fd)
+        do {
+            // A few seconds' grace: the process it replaces (killed, restarted) may still be on its way out.
+            try ProcessLock.take(path, waitingUpTo: .seconds(10))
+        } catch .held {
             throw ConfigurationError(
                 variable: "STATE_DIR",
                 problem: "another gateway serves the jobs in \(configuration.databasePath); give each gateway its own STATE_DIR, or let several share jobs through JOB_STORE=postgres://..."
             )
+        } catch .unusable(let reason) {
+            throw ConfigurationError(variable: "STATE_DIR", problem: "cannot open \(path): \(reason)")
         }
     }
 

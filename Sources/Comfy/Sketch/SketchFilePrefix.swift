@@ -13,13 +13,7 @@ public enum SketchFilePrefix {
     /// holds the file, or it cannot be used.
     public static func claim(in directory: String) -> String {
         let fresh = self.fresh()
-        let fd = open("\(directory)/sketch-files", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { return fresh }
-        // Held until the process ends: the descriptor is never closed.
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
-            return fresh
-        }
+        guard let fd = try? ProcessLock.take("\(directory)/sketch-files") else { return fresh }
         var buffer = [UInt8](repeating: 0, count: 512)
         let count = read(fd, &buffer, buffer.count)
         let stored = (count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : "").split(separator: " ", maxSplits: 1).map(String.init)

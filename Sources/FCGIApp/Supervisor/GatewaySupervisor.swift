@@ -1,4 +1,5 @@
 import Foundation
+import Comfy
 import GatewayApp
 import Logging
 
@@ -113,18 +114,18 @@ struct GatewaySupervisor {
     private func lockRunDirectory() throws {
         let path = "\(configuration.site.runDirectory)/supervisor.lock"
         try FileManager.default.createDirectory(atPath: configuration.site.runDirectory, withIntermediateDirectories: true)
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SupervisorError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
+        do {
+            try ProcessLock.take(path)
+        } catch .held {
             let pids = ["app.pid", "nginx.pid"].compactMap { name in
                 (try? String(contentsOfFile: "\(configuration.site.runDirectory)/\(name)", encoding: .utf8)).map { "\(name.dropLast(4)) \($0.trimmingCharacters(in: .whitespacesAndNewlines))" }
             }
             throw SupervisorError(
                 description: "another gateway runs in \(configuration.site.runDirectory) (\(pids.joined(separator: ", "))); stop it first, or give this one its own RUN_DIR and PORT"
             )
+        } catch .unusable(let reason) {
+            throw SupervisorError(description: "cannot open \(path): \(reason)")
         }
-        // Kept open, and so locked, until the process exits.
     }
 
     /// nginx finishes what it serves, within ten seconds.
