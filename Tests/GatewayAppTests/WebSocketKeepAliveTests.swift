@@ -13,8 +13,9 @@ struct WebSocketKeepAliveTests {
         let checks = Atomic(0)
     }
 
+    /// As on a drawing socket: the keep-alive behind the handler that lets one close frame out.
     func socket(_ revocation: Revocation? = nil) throws -> EmbeddedChannel {
-        let channel = EmbeddedChannel()
+        let channel = EmbeddedChannel(handler: WebSocketCloseOnce())
         var check: (@Sendable () -> Bool)?
         if let revocation {
             check = {

@@ -5,7 +5,7 @@ import NIOWebSocket
 /// that stays silent for `proxy_read_timeout`. A socket whose session token's API key has been
 /// revoked since is told so at its next tick and closed (1008), also one that only listens.
 /// Once a close frame has gone out (ours or the reader's answer to the painter's), it ticks no
-/// more and lets no frame after it pass: RFC 6455 allows none.
+/// more; `WebSocketCloseOnce`, nearer the socket, lets no frame after it pass.
 ///
 /// A timer on the event loop, where a sleeping task per socket held about 2.2 KiB more
 /// (10,000 idle sockets: 279.6 MiB of app memory with the task, 257.8 MiB without).
@@ -43,11 +43,6 @@ final class WebSocketKeepAlive: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        // After a close frame nothing more goes out (the sender's messages, a second close).
-        guard !closing else {
-            promise?.fail(ChannelError.outputClosed)
-            return
-        }
         if unwrapOutboundIn(data).opcode == .connectionClose { stopTicking() }
         context.write(data, promise: promise)
     }
