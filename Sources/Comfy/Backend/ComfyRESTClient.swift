@@ -149,7 +149,7 @@ struct ComfyRESTClient: Sendable {
     /// Removes the prompt from ComfyUI's queue and interrupts it if it runs: only this prompt,
     /// never a global interrupt that would kill someone else's job.
     func cancel(_ promptID: String) async {
-        _ = try? await call("POST", "/queue", json: .object(["delete": .array([.string(promptID)])]))
+        await removeFromQueue([promptID])
         _ = try? await call("POST", "/interrupt", json: .object(["prompt_id": .string(promptID)]))
     }
 

@@ -613,7 +613,7 @@ public actor JobRunner {
                 if endedElsewhere.contains(id) {
                     // Taken over (or ended) by another instance meanwhile.
                     await endElsewhere(id)
-                } else if cancelAsked.contains(id) || cancels.takeKept(id) != nil {
+                } else if cancelAsked.contains(id) {
                     _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
                 } else if stopping {
                     // It stays stored as queued, for the next start.
