@@ -145,6 +145,8 @@ struct JobRunnerService: Service {
         await cancelWhenGracefulShutdown {
             await runner.run()
         }
+        // Outside the cancelled task: the store refuses calls from one.
+        await runner.handBack()
     }
 }
 

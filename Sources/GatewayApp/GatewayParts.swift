@@ -77,7 +77,8 @@ struct GatewayParts: Sendable {
                 // Enough to keep every backend busy with a short queue behind; the rest wait in the store.
                 maxRunningAsync: max(1, min(scheduler.capacityPerBackend * configuration.comfyServers.count * 2, max(1, scheduler.maxQueuedJobs / 2))),
                 maxAbandonedPerOwner: configuration.maxAbandonedJobsPerCaller,
-                maxWaiting: configuration.jobs.maxWaiting
+                maxWaiting: configuration.jobs.maxWaiting,
+                crashLimit: configuration.jobs.crashLimit
             ),
             describe: { apiError(for: $0).jobFailure },
             webhookDue: { webhooks?.nudge() },

@@ -172,6 +172,31 @@ struct PostgresJobStoreTests {
         }
     }
 
+    /// A running job's `processRuns` counts its first submission and each take-over; a stop that
+    /// hands the job back does not count, nor does a queued job's take-over.
+    @Test func aTakeOverCountsARunningJobsProcessRunsAndAStopThatHandsItBackDoesNot() async throws {
+        try await withInstances(3) { stores, _ in
+            let (stopping, taker, last) = (stores[0], stores[1], stores[2])
+            let (running, queued) = (job("running"), job("queued"))
+            for record in [running, queued] { _ = try await stopping.insert(record, requestHash: nil, keyWindow: .seconds(60)) }
+            #expect(try await stopping.markRunning(running.id, promptID: "p-1", backend: "http://b1", at: Date()))
+            #expect(try await stopping.markRunning(running.id, promptID: "p-2", backend: "http://b2", at: Date()), "a retry on another backend")
+            #expect(try await stopping.job(running.id)?.processRuns == 1)
+            // A stop: its leases run out at once, and the jobs are taken over with nothing counted.
+            try await stopping.handBack()
+            let handedOver = try await taker.takeOverExpired(limit: 10)
+            #expect(handedOver.map(\.id) == [running.id, queued.id])
+            #expect(handedOver.map(\.processRuns) == [1, 0])
+            // The taker goes silent: the next take-over counts it.
+            try await Task.sleep(for: .milliseconds(1300))
+            let taken = try await last.takeOverExpired(limit: 10)
+            #expect(taken.map(\.processRuns) == [2, 0])
+            #expect(try await taker.renewLeases() == [running.id, queued.id])
+            try await taker.handBack()
+            #expect(try await last.job(running.id)?.processRuns == 2, "a stop hands back only what the instance still holds")
+        }
+    }
+
     @Test func aDueWebhookIsClaimedByOneInstanceForALeaseThatItsSendingRenews() async throws {
         try await withInstances(2) { stores, _ in
             let (sending, dead) = (stores[0], stores[1])

@@ -40,6 +40,34 @@ struct SQLiteJobStoreTests {
         }
     }
 
+    /// `processRuns` counts the processes that began running a job and died with it: its first
+    /// submission and each take-up of it running, less each stop that handed it back; a retry
+    /// within one process and a queued job's take-up are not counted.
+    @Test func processRunsCountTheProcessesThatDiedRunningAJobNotItsRetriesOrAStop() async throws {
+        try await withStore { store, _ in
+            let (running, queued) = (job("running"), job("queued"))
+            for record in [running, queued] { _ = try await store.insert(record, requestHash: nil, keyWindow: .seconds(60)) }
+            func runs() async throws -> [Int] {
+                [try await store.job(running.id)?.processRuns ?? -1, try await store.job(queued.id)?.processRuns ?? -1]
+            }
+            #expect(try await runs() == [0, 0])
+            #expect(try await store.markRunning(running.id, promptID: "p-1", backend: "http://gpu:8188", at: Date()))
+            #expect(try await store.markRunning(running.id, promptID: "p-2", backend: "http://gpu:8189", at: Date()), "a retry on another backend")
+            #expect(try await runs() == [1, 0])
+            // The process died: the next start takes both up, and counts the running one.
+            let taken = try await store.takeUpUnfinished()
+            #expect(taken.map(\.id) == [running.id, queued.id])
+            #expect(taken.map(\.processRuns) == [2, 0])
+            // That process stops: a stop is no crash.
+            try await store.handBack()
+            #expect(try await runs() == [1, 0])
+            #expect(try await store.takeUpUnfinished().map(\.processRuns) == [2, 0])
+            _ = try await store.finish(running.id, status: .completed, result: nil, failure: nil, at: Date())
+            try await store.handBack()
+            #expect(try await runs() == [2, 0], "a job that ended is handed back by nobody")
+        }
+    }
+
     @Test func theOldestUnfinishedJobIsTheOldestQueuedOrRunningOne() async throws {
         try await withStore { store, _ in
             #expect(try await store.oldestUnfinished() == nil)

@@ -547,6 +547,61 @@ struct JobDurabilityTests {
         #expect(deliveries.allSatisfy { $0["verified"] == true && $0["body"]?["status"] == "completed" })
     }
 
+    /// A job that was running each time `JOB_CRASH_LIMIT` gateway processes died (as one that
+    /// kills the gateway would be) is failed by the next start, not taken up again; a stop that
+    /// hands it back does not count. Its webhook tells the caller and its prompt leaves ComfyUI.
+    @Test func aJobRunningEachTimeTheGatewayDiedCrashLimitTimesFailsAndAStopDoesNotCount() async throws {
+        let directory = try TestPaths.makeTemporaryDirectory("jobs-crash-limit")
+        let receiver = try WebhookReceiver(directory: directory, http: testHTTP)
+        defer { receiver.stop() }
+        // A ComfyUI that runs nothing: the prompt waits in its queue through every restart.
+        let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--hang"])
+        defer { emulator.stop() }
+        let environment = JobTests.webhookSettings.merging(["JOB_CRASH_LIMIT": "2"]) { $1 }
+        func start() async throws -> Gateway {
+            let gateway = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP, environment: environment)
+            try await gateway.waitUntilHealthy()
+            return gateway
+        }
+        func takenUp(_ gateway: Gateway) async throws {
+            try await waitUntil(timeout: .seconds(20)) { gateway.app.log.contains("took up the jobs the last gateway process left") }
+        }
+
+        let first = try await start()
+        defer { first.stop() }
+        let body = JSONValue.object([
+            "workflow_data": .object(Workflows.txt2img(text: "poison", seed: 1, output: "SaveImage")), "output_node_id": "9",
+            "webhook_url": .string(receiver.url("/ok")),
+        ])
+        let answer = try await first.post("/api/jobs", json: body)
+        let id = try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.status) \(answer.bodyText)")
+        try await waitUntil(timeout: .seconds(20)) { try await first.job(id)["status"] == "running" }
+        #expect(first.stop() == 0)
+
+        // Two deaths with the job running; the stop before them is not counted, or the third
+        // start would fail it.
+        for _ in 0..<2 {
+            let next = try await start()
+            defer { next.killEverything() }
+            try await takenUp(next)
+            #expect(try await next.job(id)["status"] == "running")
+        }
+
+        let last = try await start()
+        defer { last.stop() }
+        try await waitUntil(timeout: .seconds(20)) { try await last.job(id)["status"] == "failed" }
+        let job = try await last.job(id)
+        #expect(job["error"]?["code"] == "internal")
+        #expect(job["error"]?["message"]?.stringValue?.contains("ended 2 times while this job ran") == true, "\(job)")
+        #expect(last.app.log.contains("it is failed instead of being taken up again"))
+        try await waitUntil(timeout: .seconds(20)) { !(try await receiver.deliveries().isEmpty) }
+        let delivery = try #require(try await receiver.deliveries().first)
+        #expect(delivery["body"]?["status"] == "failed" && delivery["verified"] == true, "\(delivery)")
+        let stats = try await emulator.stats()
+        #expect(stats["prompts_received"] == 1, "never submitted again")
+        #expect(stats["queue_pending"] == 0, "its prompt left ComfyUI's queue: \(stats)")
+    }
+
     /// The restarted gateway asks for the queue while the prompt runs, and the answer comes late,
     /// once the prompt has left the queue for the history. That prompt ran: it is read from the
     /// history, not called lost and submitted again.

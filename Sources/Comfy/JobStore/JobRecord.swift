@@ -41,12 +41,15 @@ public struct JobRecord: Sendable, Equatable {
     public var result: JobResult?
     public var failure: JobFailure?
     public var webhook: WebhookDelivery
+    /// Gateway processes that began running it (submitted or took up its prompt) and ended
+    /// without ending it or handing it back: crashed, killed, or cut off from the store.
+    public var processRuns: Int
 
     public init(
         id: String, kind: JobKind, status: JobStatus = .queued, workflow: [String: JSONValue], outputNodeID: String?, owner: String,
         keyName: String? = nil, webhookURL: String? = nil, idempotencyKey: String? = nil, createdAt: Date = Date(), startedAt: Date? = nil,
         finishedAt: Date? = nil, promptID: String? = nil, backend: String? = nil, progress: Double = 0, outputFormat: OutputFormat = .png, result: JobResult? = nil,
-        failure: JobFailure? = nil, webhook: WebhookDelivery = WebhookDelivery()
+        failure: JobFailure? = nil, webhook: WebhookDelivery = WebhookDelivery(), processRuns: Int = 0
     ) {
         self.id = id
         self.kind = kind
@@ -67,6 +70,7 @@ public struct JobRecord: Sendable, Equatable {
         self.result = result
         self.failure = failure
         self.webhook = webhook
+        self.processRuns = processRuns
     }
 
     /// A sync job without an idempotency key: nobody can ask for it again once its caller is

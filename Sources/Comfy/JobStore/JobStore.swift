@@ -17,7 +17,8 @@ public protocol JobStore: Sendable {
     func job(_ id: String) async throws -> JobRecord?
 
     /// The job's prompt is about to be submitted: it is `running` with this prompt on this
-    /// backend. Returns `false` when the job is final already (cancelled meanwhile).
+    /// backend (a queued job's first counts one more of its `processRuns`). Returns `false`
+    /// when the job is final already (cancelled meanwhile).
     func markRunning(_ id: String, promptID: String, backend: String, at: Date) async throws -> Bool
 
     /// Ends a queued or running job, with what it used; its webhook, if it has one, becomes
@@ -33,8 +34,17 @@ public protocol JobStore: Sendable {
     /// the hash of the request that made it.
     func idempotentJob(_ key: String, within window: Duration, at now: Date) async throws -> (job: JobRecord, requestHash: String?)?
 
-    /// Jobs not final yet, oldest first: what a start-up resumes.
+    /// Jobs not final yet, oldest first.
     func unfinished() async throws -> [JobRecord]
+
+    /// What a start-up resumes: the jobs not final yet (shared, those whose lease ran out),
+    /// oldest first. Each one running counts one more of its `processRuns`: this process runs
+    /// it now, and the one before ended without ending it or handing it back.
+    func takeUpUnfinished() async throws -> [JobRecord]
+
+    /// This process stops and leaves its running jobs to the next (shared, to another instance
+    /// at once): their `processRuns` count one less, as a stop is no crash.
+    func handBack() async throws
 
     /// When the oldest queued or running job came in; `nil` when there is none.
     func oldestUnfinished() async throws -> Date?

@@ -41,14 +41,16 @@ extension JobRecord {
             outputFormat: row.text("output_format").flatMap(OutputFormat.init(stored:)) ?? .png,
             result: row.text("result").flatMap(JobResult.init(storedText:)),
             failure: row.text("error").flatMap(JobFailure.init(storedText:)),
-            webhook: webhook
+            webhook: webhook,
+            processRuns: row.integer("process_runs") ?? 0
         )
     }
 
     /// Every column but the workflow: a job's end does not need the graph read back.
     static let columnsWithoutWorkflow = """
         id, kind, status, output_node_id, owner, key_name, webhook_url, idempotency_key, created_at, started_at, finished_at, prompt_id,
-        backend, progress, output_format, result, error, webhook_state, webhook_attempts, webhook_last_status, webhook_delivered_at, webhook_next_at
+        backend, progress, output_format, result, error, webhook_state, webhook_attempts, webhook_last_status, webhook_delivered_at, webhook_next_at,
+        process_runs
         """
 
     /// The `output_format` column: `NULL` is PNG as made.

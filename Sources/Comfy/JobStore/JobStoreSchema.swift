@@ -60,6 +60,11 @@ enum JobStoreSchema {
         [
             "ALTER TABLE jobs ADD COLUMN output_format TEXT",
         ],
+        // 4: how many gateway processes began running each job and ended without ending it or
+        // handing it back (a crash, a kill): a job that keeps killing the gateway is not run again.
+        [
+            "ALTER TABLE jobs ADD COLUMN process_runs INTEGER NOT NULL DEFAULT 0",
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }

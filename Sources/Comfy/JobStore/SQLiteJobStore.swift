@@ -154,7 +154,8 @@ public final class SQLiteJobStore: JobStore {
         try await guarded {
             let rows = try await connection.query(
                 """
-                UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?), prompt_id = ?, backend = ?, attempts = attempts + 1
+                UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?), prompt_id = ?, backend = ?, attempts = attempts + 1,
+                    process_runs = process_runs + CASE WHEN status = 'queued' THEN 1 ELSE 0 END
                 WHERE id = ? AND status IN ('queued', 'running') RETURNING id
                 """,
                 [.integer(date.milliseconds), .text(promptID), .text(backend), .text(id)]
@@ -203,6 +204,21 @@ public final class SQLiteJobStore: JobStore {
     public func unfinished() async throws -> [JobRecord] {
         try await guarded {
             try await connection.query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq", []).map(Self.record)
+        }
+    }
+
+    /// Alone on the database (`STATE_DIR/jobs.lock`), every unfinished job is the last process's.
+    public func takeUpUnfinished() async throws -> [JobRecord] {
+        try await guarded {
+            _ = try await connection.query("UPDATE jobs SET process_runs = process_runs + 1 WHERE status = 'running'", [])
+            return try await connection.query("SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq", []).map(Self.record)
+        }
+    }
+
+    /// Alone on the database, every running job is this process's.
+    public func handBack() async throws {
+        try await guarded {
+            _ = try await connection.query("UPDATE jobs SET process_runs = process_runs - 1 WHERE status = 'running' AND process_runs > 0", [])
         }
     }
 

@@ -14,7 +14,8 @@ public protocol SharedJobStore: JobStore, BackendSlotLedger {
     func renewLeases() async throws -> [String]
 
     /// Takes over at most `limit` unfinished jobs whose lease ran out, oldest first, with the
-    /// backend slots their prompts hold: this instance holds them now.
+    /// backend slots their prompts hold: this instance holds them now. Each one running counts
+    /// one more of its `processRuns` (`takeUpUnfinished`). `handBack` lets leases run out at once.
     func takeOverExpired(limit: Int) async throws -> [JobRecord]
 
     /// Stops renewing the job's lease: its end could not be stored, so it runs out and an
@@ -29,10 +30,6 @@ public protocol SharedJobStore: JobStore, BackendSlotLedger {
     /// was last made or renewed (`renewLeases` renews it while the instance runs); `nil` when it
     /// holds no claim on it.
     func webhookClaimHeld(_ id: String) -> ContinuousClock.Instant?
-
-    /// Lets the leases of this instance's jobs run out now (it stops): another instance takes
-    /// them over at once instead of after `leaseTimeout`.
-    func releaseLeases() async throws
 
     /// Tells the other instances how far a job is.
     func announceProgress(of id: String, _ progress: Double) async

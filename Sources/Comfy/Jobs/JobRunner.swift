@@ -24,16 +24,20 @@ public actor JobRunner {
         /// Async jobs that may wait here to start (0: no limit); past it a new submission is
         /// refused (`waitingAtLimit`). Each holds its workflow in memory while it waits.
         public var maxWaiting: Int
+        /// How many processes may end while running one job (crashed, killed) before it is
+        /// failed instead of taken up again (`JobCrashLimitReached`).
+        public var crashLimit: Int
 
         public init(
             timeout: Duration, maxRunningAsync: Int, idempotencyWindow: Duration = .seconds(24 * 3600), maxAbandonedPerOwner: Int = 0,
-            maxWaiting: Int = 0
+            maxWaiting: Int = 0, crashLimit: Int = 3
         ) {
             self.timeout = timeout
             self.maxRunningAsync = maxRunningAsync
             self.idempotencyWindow = idempotencyWindow
             self.maxAbandonedPerOwner = maxAbandonedPerOwner
             self.maxWaiting = maxWaiting
+            self.crashLimit = max(1, crashLimit)
         }
     }
 
@@ -144,7 +148,7 @@ public actor JobRunner {
 
     /// Takes up what the store holds unfinished, then runs jobs as they come, until cancelled.
     /// Cancelled (the gateway stops), unfinished jobs stay in the store as they are and their
-    /// prompts stay on ComfyUI: the next start takes them up.
+    /// prompts stay on ComfyUI: the next start takes them up (`handBack` follows).
     public func run() async {
         // Alone on its store it takes up what the last process left; sharing one, it takes over
         // whatever a silent instance leaves, as the leases run out.
@@ -161,8 +165,17 @@ public actor JobRunner {
                 group.addTask { await self.execute(start) }
             }
         }
-        // Stopping: what this instance leaves, another one takes over at once.
-        try? await shared?.releaseLeases()
+    }
+
+    /// Once `run` returned (in a task not cancelled: the store refuses calls from one): what this
+    /// process leaves, the next (or another instance, at once) takes up, and this stop does not
+    /// count as a crash of the jobs it ran.
+    public func handBack() async {
+        do {
+            try await store.handBack()
+        } catch {
+            logger.warning("cannot hand the running jobs back to the job store; the next start counts this stop as a crash of theirs", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Writes the ends the store refused again, every `settleRetryInterval`, until it takes them.
@@ -197,7 +210,7 @@ public actor JobRunner {
 
     private func recover() async {
         do {
-            let unfinished = try await store.unfinished()
+            let unfinished = try await store.takeUpUnfinished()
             await adopt(unfinished)
             if !unfinished.isEmpty { logger.notice("took up the jobs the last gateway process left", metadata: ["jobs": "\(unfinished.count)"]) }
         } catch {
@@ -207,7 +220,8 @@ public actor JobRunner {
 
     /// Takes up unfinished jobs another process left (the last one, or a dead instance): queued
     /// ones run, running ones are reattached by their prompt id, and those whose caller went
-    /// with that process are cancelled.
+    /// with that process are cancelled, as are those running each time `crashLimit` processes
+    /// died.
     private func adopt(_ records: [JobRecord]) async {
         var caps: [String: Int?] = [:]
         for record in records {
@@ -220,6 +234,20 @@ public actor JobRunner {
             }
             // Those who watched it from here while another instance ran it go on watching.
             live[record.id] = Live(watchers: remoteWatchers.removeValue(forKey: record.id) ?? [:])
+            // Counted with this process's take-up: the ones before that died running it.
+            let crashes = record.processRuns - 1
+            if record.status == .running, crashes >= configuration.crashLimit {
+                logger.error(
+                    "a job was running each time the gateway process died; it is failed instead of being taken up again",
+                    metadata: ["job.id": "\(record.id)", "crashes": "\(crashes)"]
+                )
+                if let promptID = record.promptID, let backend = record.backend {
+                    submitted(record.id, promptID: promptID, backend: backend)
+                    await pool.cancelPrompt(promptID, backend: backend)
+                }
+                _ = try? await settle(record.id, status: .failed, result: nil, failure: describe(JobCrashLimitReached(crashes: crashes)), image: nil)
+                continue
+            }
             if let key = record.keyName {
                 // One look-up per key, not per job: a start-up may take up thousands.
                 if caps[key] == nil { caps[key] = .some(await maxRunning(key)) }

@@ -12,6 +12,8 @@ import Comfy
 /// names it on one queue. `LEASE_TIMEOUT` (15 s): how long a shared store waits for a silent
 /// instance before another takes its jobs over. `MAX_WAITING_JOBS` (10,000): async jobs that may
 /// wait to start on an instance; beyond, `POST /api/jobs` is 429 `busy` and stores nothing (0: no limit).
+/// `JOB_CRASH_LIMIT` (3): a job that was running each time that many gateway processes died is
+/// failed instead of taken up again.
 struct JobConfiguration: Sendable {
     enum Store: Sendable, Equatable {
         case sqlite
@@ -28,6 +30,7 @@ struct JobConfiguration: Sendable {
     var webhookTimeout: Duration
     var webhookAllowPrivate: Bool
     var maxWaiting: Int
+    var crashLimit: Int
 
     var databasePath: String { "\(stateDirectory)/jobs.sqlite" }
 
@@ -61,6 +64,7 @@ struct JobConfiguration: Sendable {
         webhookTimeout = try environment.duration("WEBHOOK_TIMEOUT", default: .seconds(10))
         webhookAllowPrivate = try environment.boolean("WEBHOOK_ALLOW_PRIVATE", default: false)
         maxWaiting = try environment.integer("MAX_WAITING_JOBS", default: 10_000, range: 0...10_000_000)
+        crashLimit = try environment.integer("JOB_CRASH_LIMIT", default: 3, range: 1...100)
     }
 }
 

@@ -41,6 +41,10 @@ extension InputImageError: APIErrorConvertible {
     }
 }
 
+extension JobCrashLimitReached: APIErrorConvertible {
+    var apiError: APIError { APIError(.internalError, description) }
+}
+
 extension ImageTranscoder.Failure: APIErrorConvertible {
     var apiError: APIError { APIError(.internalError, description) }
 }

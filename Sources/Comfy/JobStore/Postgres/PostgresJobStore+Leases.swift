@@ -50,13 +50,25 @@ extension PostgresJobStore {
     /// The generation of a job this instance lost: no job has it.
     static var fencedOut: Int { -1 }
 
-    public func releaseLeases() async throws {
+    /// Its leases run out now: another instance takes its jobs over at once instead of after
+    /// `leaseTimeout`.
+    public func handBack() async throws {
         try await guarded {
-            try await execute("UPDATE jobs SET lease_until = 0 WHERE lease_owner = \(instanceID) AND status IN ('queued', 'running')")
+            try await execute(
+                """
+                UPDATE jobs SET lease_until = 0, process_runs = CASE WHEN status = 'running' AND process_runs > 0 THEN process_runs - 1 ELSE process_runs END
+                WHERE lease_owner = \(instanceID) AND status IN ('queued', 'running')
+                """
+            )
             try await execute("UPDATE backend_slots SET lease_until = 0 WHERE holder = \(instanceID)")
             try await execute("DELETE FROM backend_reports WHERE instance = \(instanceID)")
             held.withLockedValue { $0 = [:] }
         }
+    }
+
+    /// Alone on the database: what nobody holds, as another instance would take it over.
+    public func takeUpUnfinished() async throws -> [JobRecord] {
+        try await takeOverExpired(limit: Int(Int32.max))
     }
 
     public func takeOverExpired(limit: Int) async throws -> [JobRecord] {
@@ -73,7 +85,7 @@ extension PostgresJobStore {
                 """
                 WITH taken AS (
                     UPDATE jobs SET lease_owner = \(instanceID), lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds),
-                        lease_generation = lease_generation + 1
+                        lease_generation = lease_generation + 1, process_runs = process_runs + CASE WHEN status = 'running' THEN 1 ELSE 0 END
                     WHERE seq IN (
                         SELECT seq FROM jobs WHERE status IN ('queued', 'running') AND lease_until < gateway_now_ms()
                         ORDER BY seq LIMIT \(limit) FOR UPDATE SKIP LOCKED

@@ -203,7 +203,8 @@ public final class PostgresJobStore: SharedJobStore {
             let updated = try await rows(
                 """
                 UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, \(date.milliseconds)), prompt_id = \(promptID),
-                    backend = \(backend), attempts = attempts + 1, lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds)
+                    backend = \(backend), attempts = attempts + 1, lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds),
+                    process_runs = process_runs + CASE WHEN status = 'queued' THEN 1 ELSE 0 END
                 WHERE id = \(id) AND status IN ('queued', 'running') AND lease_owner = \(instanceID) AND lease_generation = \(generation)
                 RETURNING id, pg_notify(\(Self.channel), \("running \(instanceID) \(id)"))::text AS notified
                 """

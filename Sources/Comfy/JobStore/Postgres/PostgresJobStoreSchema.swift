@@ -156,6 +156,11 @@ enum PostgresJobStoreSchema {
             "CREATE TABLE backend_turns (backend TEXT PRIMARY KEY, interactive_run BIGINT NOT NULL DEFAULT 0)",
             "ALTER TABLE slot_waiters ADD COLUMN burst BIGINT",
         ],
+        // 7: how many gateway processes began running each job and ended without ending it or
+        // handing it back (JobStoreSchema's version 4).
+        [
+            "ALTER TABLE jobs ADD COLUMN process_runs INTEGER NOT NULL DEFAULT 0",
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }
