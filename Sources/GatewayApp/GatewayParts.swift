@@ -31,7 +31,7 @@ struct GatewayParts: Sendable {
         pool = BackendPool(
             urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming,
             ledger: jobStore as? any SharedJobStore, board: jobStore as? any BackendHealthBoard, inputFolder: configuration.comfyInputFolder,
-            logger: logger
+            maxMessageBytes: configuration.comfyMaxMessageBytes, logger: logger
         )
         do {
             try FileManager.default.createDirectory(atPath: configuration.outputDirectory, withIntermediateDirectories: true)

@@ -63,6 +63,13 @@ struct PromptTrackerTests {
             (.frame(.imageWithMetadata(promptID: "p", nodeID: "3", mimeType: "image/jpeg", bytes: jpeg)),
              [.activity, .preview(promptID: "p", bytes: jpeg, mimeType: "image/jpeg")]),
         ], tracked: ["p": false]),
+        Scenario(name: "a message too large to read fails the prompt running then, none before one runs", steps: [
+            (.connected("c1"), []),
+            (.track("p", client: "c1"), []),
+            (.event(.messageTooLarge(bytes: 70_000, binary: false)), []),
+            (.event(.executing(promptID: "p", node: "9")), [.activity]),
+            (.event(.messageTooLarge(bytes: 120_000, binary: true)), [.activity, .messageTooLarge(promptID: "p", bytes: 120_000)]),
+        ], tracked: ["p": false]),
         Scenario(name: "a drop marks prompts; the next socket reconciles them and those of older sockets", steps: [
             (.connected("c1"), []),
             (.track("b", client: "c1"), []),

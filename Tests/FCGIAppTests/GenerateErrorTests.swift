@@ -150,6 +150,27 @@ struct GenerateErrorTests {
         }
     }
 
+    /// A result frame larger than `COMFYUI_MAX_MESSAGE_BYTES` fails its prompt with the reason,
+    /// and the socket every prompt on the backend shares stays open for the next one.
+    @Test func aMessageLargerThanTheGatewayReadsFailsItsPromptAndLeavesTheSocketOpen() async throws {
+        try await withGateway("err-huge-message", environment: ["COMFYUI_MAX_MESSAGE_BYTES": "65536"]) { gateway, emulator in
+            // Incompressible pixels: a 200×200 PNG is about 120 KB.
+            try await emulator.configure(["image_size": 200])
+            let response = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "too large")))
+            #expect(response.status == 502, "\(response.bodyText)")
+            let error = try error(of: response)
+            #expect(error["code"] == "execution_failed")
+            #expect(error["message"]?.stringValue?.contains("more than the gateway reads (65536 bytes") == true, "\(error)")
+            try await emulator.configure(["image_size": 16])
+            let next = try await gateway.post("/api/generate_file", json: Workflows.body(Workflows.txt2img(text: "fits")))
+            #expect(next.status == 200, "\(next.bodyText)")
+            #expect(emulatorMetadata(ofPNG: next.body)?["texts"]?.arrayValue?.first == "fits")
+            #expect(!gateway.app.log.contains("ComfyUI WebSocket lost"), "the socket stayed open")
+            #expect(gateway.app.log.contains("ComfyUI sent a WebSocket message larger than the gateway reads"))
+            #expect(try await emulator.stats()["prompts_received"] == 2, "the failed prompt was not run again")
+        }
+    }
+
     @Test func webSocketDropMidJobStillEndsWithTheRightImage() async throws {
         try await withGateway("err-wsdrop") { gateway, emulator in
             // Two WebSocket outputs: the socket drops right after the first frame, so the

@@ -23,12 +23,12 @@ public final class BackendPool: Sendable {
     public init(
         urls: [ComfyServerURL], http: CurlHTTPClient, configuration: SchedulerConfiguration = SchedulerConfiguration(),
         timing: BackendTiming = BackendTiming(), ledger: (any BackendSlotLedger)? = nil, board: (any BackendHealthBoard)? = nil,
-        inputFolder: ComfyInputFolder? = nil, logger: Logger
+        inputFolder: ComfyInputFolder? = nil, maxMessageBytes: Int = ComfyConnection.defaultMaxMessageBytes, logger: Logger
     ) {
         self.ledger = ledger
         self.board = board
         healthViews = NIOLockedValueBox((own: urls.map { _ in .down }, reported: [:]))
-        backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, inputFolder: inputFolder, logger: logger) }
+        backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, inputFolder: inputFolder, maxMessageBytes: maxMessageBytes, logger: logger) }
         self.configuration = configuration
         dispatcher = JobDispatcher(backendCount: urls.count, configuration: configuration)
         self.logger = logger

@@ -81,11 +81,14 @@ public actor ComfyBackend {
         case clearLeftovers
     }
 
-    public init(url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), inputFolder: ComfyInputFolder? = nil, logger: Logger) {
+    public init(
+        url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), inputFolder: ComfyInputFolder? = nil,
+        maxMessageBytes: Int = ComfyConnection.defaultMaxMessageBytes, logger: Logger
+    ) {
         self.url = url
         self.inputFolder = inputFolder
         rest = ComfyRESTClient(url: url, http: http)
-        connection = ComfyConnection(url: url, silenceLimit: timing.pingInterval)
+        connection = ComfyConnection(url: url, silenceLimit: timing.pingInterval, maxMessageBytes: maxMessageBytes)
         self.timing = timing
         monitor = BackendHealthMonitor(timing: timing, now: .now)
         (healthChanges, healthContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -233,6 +236,17 @@ public actor ComfyBackend {
                 }
             case .reconcile(let promptIDs):
                 schedule(.reconcile(promptIDs))
+            case .messageTooLarge(let promptID, let bytes):
+                logger.warning(
+                    "ComfyUI sent a WebSocket message larger than the gateway reads; its prompt is stopped",
+                    metadata: ["comfy.prompt_id": "\(promptID)", "bytes": "\(bytes)"]
+                )
+                schedule(.cancel(promptID))
+                fail(promptID, with: ComfyError(
+                    code: .executionFailed,
+                    message: "ComfyUI sent a message of \(bytes) bytes for this prompt (an image or a node's output), more than the gateway reads (\(connection.maxMessageBytes) bytes, COMFYUI_MAX_MESSAGE_BYTES); the prompt was stopped",
+                    backend: url.description
+                ))
             }
         }
         reportInFlight()

@@ -6,7 +6,10 @@ import NIOCore
 ///
 /// Each (re)connection gets a fresh `clientId`: ComfyUI keeps one socket per id, and an old
 /// socket's cleanup would silently orphan a new one with the same id (server.py's `websocket_handler` drops the id's socket when its old connection closes).
-struct ComfyConnection: Sendable {
+public struct ComfyConnection: Sendable {
+    /// The largest message read from ComfyUI unless configured (a larger one fails its prompt).
+    public static let defaultMaxMessageBytes = 64 << 20
+
     enum Event: Sendable {
         /// Upgraded: prompts may be submitted under this client id.
         case connected(clientID: String)
@@ -18,13 +21,16 @@ struct ComfyConnection: Sendable {
     let url: ComfyServerURL
     /// Silent this long, ComfyUI is pinged; silent as long again, the socket is opened anew.
     let silenceLimit: Duration
+    /// A larger message is dropped as it arrives, and fails the prompt running then.
+    let maxMessageBytes: Int
     let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
     private let clientIDPrefix = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
 
-    init(url: ComfyServerURL, silenceLimit: Duration) {
+    init(url: ComfyServerURL, silenceLimit: Duration, maxMessageBytes: Int = defaultMaxMessageBytes) {
         self.url = url
         self.silenceLimit = silenceLimit
+        self.maxMessageBytes = maxMessageBytes
         (events, continuation) = AsyncStream.makeStream()
     }
 
@@ -39,7 +45,8 @@ struct ComfyConnection: Sendable {
             let reason: String
             do {
                 try await WebSocketClient.connect(
-                    host: url.host, port: url.port, path: "\(url.basePath)/ws?clientId=\(id)", silenceLimit: TimeAmount(silenceLimit)
+                    host: url.host, port: url.port, path: "\(url.basePath)/ws?clientId=\(id)", maxMessageSize: maxMessageBytes,
+                    silenceLimit: TimeAmount(silenceLimit)
                 ) { session in
                     // Connected once upgraded: ComfyUI's first `status` frame can arrive in the same read as
                     // the 101 answer and is not guaranteed to reach us, so nothing may wait for it.

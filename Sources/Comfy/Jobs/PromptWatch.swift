@@ -66,7 +66,7 @@ struct PromptWatch: Sendable {
             ending = .failed(failure)
         case .executionInterrupted:
             ending = .interrupted
-        case .executionStart, .other:
+        case .executionStart, .messageTooLarge, .other:
             break
         }
         let total = Double(Swift.max(job.workflow.count, 1))

@@ -18,8 +18,10 @@ public enum WebSocketClient {
 
     /// Connects to `ws://host:port/path`, runs `body` with the open session, then closes it.
     ///
-    /// - Parameter maxMessageSize: a larger message closes the connection; ComfyUI's PNG frames and
-    ///   base64 sketches are far above NIO's 16 KiB default.
+    /// - Parameter maxMessageSize: ComfyUI's PNG frames and base64 sketches are far above NIO's
+    ///   16 KiB default. A larger fragmented message closes the connection; a larger whole one is
+    ///   dropped as it arrives and a `gateway_message_too_large` text message comes in its place
+    ///   (`WebSocketOversizedMessageSkipper`).
     /// - Parameter silenceLimit: a server silent this long is pinged, and the connection is
     ///   closed when it stays silent as long again (`WebSocketSilenceCheck`); `nil`: never.
     public static func connect<Result: Sendable>(
@@ -48,6 +50,11 @@ public enum WebSocketClient {
                                     maxAccumulatedFrameCount: 4096,
                                     maxAccumulatedFrameSize: maxMessageSize
                                 ))
+                                // Right before the frame decoder: bytes that came with the 101 pass it too.
+                                let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+                                try channel.pipeline.syncOperations.addHandler(
+                                    WebSocketOversizedMessageSkipper(limit: maxMessageSize), position: .before(decoder)
+                                )
                                 // First, before the frame decoder: it counts bytes as they come.
                                 if let silenceLimit {
                                     try channel.pipeline.syncOperations.addHandler(WebSocketSilenceCheck(interval: silenceLimit), position: .first)

@@ -34,6 +34,8 @@ public struct GatewayConfiguration: Sendable {
     public var comfyServers: [ComfyServerURL]
     /// `COMFYUI_INPUT_DIR`: an existing folder, checked here; each backend checks it reads it.
     var comfyInputFolder: ComfyInputFolder?
+    /// `COMFYUI_MAX_MESSAGE_BYTES`: the largest WebSocket message read from ComfyUI.
+    var comfyMaxMessageBytes: Int
     public var socketPath: String
     public var threads: Int
     var workflowDirectory: String
@@ -106,6 +108,9 @@ public struct GatewayConfiguration: Sendable {
             }
             comfyInputFolder = ComfyInputFolder(path: path)
         }
+        comfyMaxMessageBytes = try environment.integer(
+            "COMFYUI_MAX_MESSAGE_BYTES", default: ComfyConnection.defaultMaxMessageBytes, range: (64 << 10)...Int(UInt32.max)
+        )
         site = try SiteConfiguration(environment)
         socketPath = environment["FCGI_SOCKET"] ?? "\(site.runDirectory)/fcgi.sock"
         threads = try environment.integer("FCGI_THREADS", default: 256, range: 4...4096)
