@@ -28,10 +28,12 @@ struct GatewayParts: Sendable {
         configuration: GatewayConfiguration, http: CurlHTTPClient, outbound: CurlHTTPClient? = nil, webhookHTTP: CurlHTTPClient? = nil, jobStore: any JobStore,
         metrics: PrometheusCollectorRegistry, logger: Logger
     ) throws {
+        // This STATE_DIR's own: its sketch file names, and the mark on prompts that end with the process.
+        let processMark = SketchFilePrefix.claim(in: configuration.jobs.stateDirectory)
         pool = BackendPool(
             urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming,
             ledger: jobStore as? any SharedJobStore, board: jobStore as? any BackendHealthBoard, inputFolder: configuration.comfyInputFolder,
-            maxMessageBytes: configuration.comfyMaxMessageBytes, logger: logger
+            maxMessageBytes: configuration.comfyMaxMessageBytes, leftoverMark: processMark, logger: logger
         )
         do {
             try FileManager.default.createDirectory(atPath: configuration.outputDirectory, withIntermediateDirectories: true)
@@ -93,7 +95,7 @@ struct GatewayParts: Sendable {
             configuration: .init(
                 jobTimeout: configuration.sketchTimeout, idleTimeout: configuration.sessionIdleTimeout, maxSessions: configuration.maxSessions,
                 maxSessionsPerClient: configuration.maxSessionsPerClient,
-                sketchFilePrefix: SketchFilePrefix.claim(in: configuration.jobs.stateDirectory), blankGrace: configuration.sessionBlankGrace
+                sketchFilePrefix: processMark, blankGrace: configuration.sessionBlankGrace
             ),
             persistence: jobStore as? any DrawingSessionStore,
             logger: logger

@@ -602,6 +602,45 @@ struct JobDurabilityTests {
         #expect(stats["queue_pending"] == 0, "its prompt left ComfyUI's queue: \(stats)")
     }
 
+    /// A generate call without an `Idempotency-Key` ends with its caller, also in a crash: its
+    /// prompt carries this `STATE_DIR`'s mark, and the restarted app removes it from ComfyUI's
+    /// queue. A job's and a keyed call's prompts are taken up again, not removed.
+    @Test func aCrashedAppsQueuedPromptOfACallWithoutAKeyIsRemovedFromComfyUIAtItsRestart() async throws {
+        // Room on ComfyUI for all three prompts at once; images saved as files, which a prompt
+        // taken up after the crash still finds (a WebSocket image went to the dead process).
+        try await withGateway("jobs-leftover-call", emulatorArguments: ["--hang"], environment: ["BACKEND_CAPACITY": "3"]) { gateway, emulator in
+            let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "durable", output: "SaveImage")))
+            let job = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue, "\(submitted.status) \(submitted.bodyText)")
+            let calls = [
+                Task { try? await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "unkeyed", output: "SaveImage")), timeout: .seconds(10)) },
+                Task {
+                    try? await gateway.post(
+                        "/api/generate", json: Workflows.body(Workflows.txt2img(text: "keyed", output: "SaveImage")), headers: [("Idempotency-Key", "kept")], timeout: .seconds(10)
+                    )
+                },
+            ]
+            defer { calls.forEach { $0.cancel() } }
+            try await waitUntil { try await emulator.stats()["queue_pending"] == 3 }
+            let queue = try JSONValue.parse(try await testHTTP.execute(CurlRequest(url: "\(emulator.url)/queue")).body)
+            let pending = (queue["queue_pending"]?.arrayValue ?? []).compactMap(\.arrayValue).filter { $0.count >= 4 }
+            let marked = pending.filter { $0[3]["comfy_gateway_leftover"]?.stringValue != nil }
+            #expect(marked.count == 1, "only the call without a key is marked: \(pending.map { $0[3] })")
+            let unkeyed = try #require(marked.first?[1].stringValue)
+            #expect(String(decoding: try #require(marked.first?[2]).encoded(), as: UTF8.self).contains("unkeyed"))
+
+            kill(try gateway.appPID(), SIGKILL)
+            try await waitUntil(timeout: .seconds(30)) { try await emulator.stats()["queue_deletes"]?.arrayValue?.contains(.string(unkeyed)) == true }
+            #expect(try await emulator.stats()["queue_pending"] == 2)
+            #expect(try await emulator.stats()["queue_deletes"]?.arrayValue?.count == 1, "the job's and the keyed call's prompts stay")
+            try await emulator.configure(["hang": false])
+            try await waitUntil(timeout: .seconds(30)) { try await gateway.job(job)["status"] == "completed" }
+            let retried = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "keyed", output: "SaveImage")), headers: [("Idempotency-Key", "kept")])
+            #expect(retried.status == 200, "\(retried.bodyText)")
+            let stats = try await emulator.stats()
+            #expect(stats["prompts_received"] == 3, "nothing ran twice: \(stats)")
+        }
+    }
+
     /// The restarted gateway asks for the queue while the prompt runs, and the answer comes late,
     /// once the prompt has left the queue for the history. That prompt ran: it is read from the
     /// history, not called lost and submitted again.

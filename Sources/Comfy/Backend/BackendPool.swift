@@ -23,12 +23,13 @@ public final class BackendPool: Sendable {
     public init(
         urls: [ComfyServerURL], http: CurlHTTPClient, configuration: SchedulerConfiguration = SchedulerConfiguration(),
         timing: BackendTiming = BackendTiming(), ledger: (any BackendSlotLedger)? = nil, board: (any BackendHealthBoard)? = nil,
-        inputFolder: ComfyInputFolder? = nil, maxMessageBytes: Int = ComfyConnection.defaultMaxMessageBytes, logger: Logger
+        inputFolder: ComfyInputFolder? = nil, maxMessageBytes: Int = ComfyConnection.defaultMaxMessageBytes, leftoverMark: String? = nil,
+        logger: Logger
     ) {
         self.ledger = ledger
         self.board = board
         healthViews = NIOLockedValueBox((own: urls.map { _ in .down }, reported: [:]))
-        backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, inputFolder: inputFolder, maxMessageBytes: maxMessageBytes, logger: logger) }
+        backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, inputFolder: inputFolder, maxMessageBytes: maxMessageBytes, leftoverMark: leftoverMark, logger: logger) }
         self.configuration = configuration
         dispatcher = JobDispatcher(backendCount: urls.count, configuration: configuration)
         self.logger = logger

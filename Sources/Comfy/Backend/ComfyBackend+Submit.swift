@@ -29,7 +29,9 @@ extension ComfyBackend {
         track(PromptWatch(promptID: promptID, job: job), clientID: clientID)
         let receipt: ComfyPromptReceipt
         do {
-            receipt = try await rest.postPrompt(job, promptID: promptID, clientID: clientID, sendBy: sendBy)
+            receipt = try await rest.postPrompt(
+                job, promptID: promptID, clientID: clientID, leftoverMark: job.endsWithProcess ? leftoverMark : nil, sendBy: sendBy
+            )
         } catch {
             abandon(promptID)
             // The prompt may have been queued before the answer was lost: it must not run for nobody.

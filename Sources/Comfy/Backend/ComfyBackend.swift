@@ -35,9 +35,13 @@ public actor ComfyBackend {
     /// wait begins (off it): a connection in between is kept for them, not missed.
     private let connectionWaiters = WaiterTable<UUID, Void>()
     private var awaitingConnection: Set<UUID> = []
-    /// Prompts of an earlier life of this gateway that nobody waits for any more: matched by
-    /// their workflow, removed from ComfyUI's queue at each connection (`clearLeftovers`).
+    /// Prompts of an earlier life of this gateway that nobody waits for any more: those that
+    /// carry `leftoverMark`, or that this matches by their workflow, are removed from ComfyUI's
+    /// queue at each connection (`clearLeftovers`).
     private var leftovers: (@Sendable (ComfyQueueEntry) -> Bool)?
+    /// What this process (and the next one on its `STATE_DIR`) marks its prompts that end with
+    /// it; `nil`: none are marked.
+    let leftoverMark: String?
     /// Clean-ups on ComfyUI that must outlive the job that asks for them (a cancelled caller).
     private let chores: AsyncStream<Chore>.Continuation
     private let choreStream: AsyncStream<Chore>
@@ -83,9 +87,10 @@ public actor ComfyBackend {
 
     public init(
         url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), inputFolder: ComfyInputFolder? = nil,
-        maxMessageBytes: Int = ComfyConnection.defaultMaxMessageBytes, logger: Logger
+        maxMessageBytes: Int = ComfyConnection.defaultMaxMessageBytes, leftoverMark: String? = nil, logger: Logger
     ) {
         self.url = url
+        self.leftoverMark = leftoverMark
         self.inputFolder = inputFolder
         rest = ComfyRESTClient(url: url, http: http)
         connection = ComfyConnection(url: url, silenceLimit: timing.pingInterval, maxMessageBytes: maxMessageBytes)
@@ -162,9 +167,11 @@ public actor ComfyBackend {
     }
 
     private func clearLeftoverPrompts() async {
-        guard let leftovers, let entries = try? await rest.queueEntries() else { return }
+        guard leftoverMark != nil || leftovers != nil, let entries = try? await rest.queueEntries() else { return }
         // Tracked before they are posted: a prompt of this process is never taken for a leftover.
-        let stale = entries.filter { tracker.slot($0.promptID) == nil && leftovers($0) }
+        let stale = entries.filter { entry in
+            tracker.slot(entry.promptID) == nil && ((leftoverMark != nil && entry.leftoverMark == leftoverMark) || leftovers?(entry) == true)
+        }
         guard !stale.isEmpty else { return }
         // Waiting ones only leave the queue: an interrupt (on a ComfyUI without targeted ones,
         // any) is sent only for one that runs itself.
@@ -196,7 +203,7 @@ public actor ComfyBackend {
             publishHealth()
             execute(tracker.connected(clientID))
             schedule(.refreshModels)
-            if leftovers != nil { schedule(.clearLeftovers) }
+            if leftoverMark != nil || leftovers != nil { schedule(.clearLeftovers) }
             for key in awaitingConnection { connectionWaiters.resume(key, with: .success(())) }
             awaitingConnection.removeAll()
         case .disconnected(let reason):

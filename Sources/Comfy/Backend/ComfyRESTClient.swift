@@ -10,13 +10,17 @@ struct ComfyRESTClient: Sendable {
 
     /// `POST /prompt` with a prompt id of our own, so events can be matched before the answer arrives.
     /// - Parameter sendBy: past this instant the prompt is not sent (`SubmitWindowClosed`).
-    func postPrompt(_ job: PromptJob, promptID: String, clientID: String, sendBy: ContinuousClock.Instant? = nil) async throws -> ComfyPromptReceipt {
-        let body = JSONValue.object([
+    /// - Parameter leftoverMark: kept by ComfyUI in the prompt's `extra_data` (`ComfyQueueEntry.leftoverMark`).
+    func postPrompt(
+        _ job: PromptJob, promptID: String, clientID: String, leftoverMark: String? = nil, sendBy: ContinuousClock.Instant? = nil
+    ) async throws -> ComfyPromptReceipt {
+        var fields: [String: JSONValue] = [
             "prompt": .object(job.workflow),
             "client_id": .string(clientID),
             "prompt_id": .string(promptID),
-        ])
-        let encoded = body.encoded()
+        ]
+        if let leftoverMark { fields["extra_data"] = .object([ComfyQueueEntry.leftoverMarkKey: .string(leftoverMark)]) }
+        let encoded = JSONValue.object(fields).encoded()
         // Past `sendBy` it is not sent (checked on the thread that sends it, after any wait for one).
         let response = try await call("POST", "/prompt", body: encoded, sendBy: sendBy)
         switch response.status {

@@ -668,6 +668,7 @@ public actor JobRunner {
         var job = PromptJob(workflow: record.workflow, outputNodeID: record.outputNodeID, timeout: configuration.timeout, events: continuation)
         job.keepsPromptWhenCancelled = true
         job.jobID = id
+        job.endsWithProcess = record.endsWithItsCaller
         // A sync job without an idempotency key ends with its caller, also in a crash (the next
         // start cancels it): its prompt needs no write before it is submitted, which keeps one
         // database round trip off the sync path. Its running state lives in memory (`job(_:)`).

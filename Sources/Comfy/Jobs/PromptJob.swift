@@ -23,6 +23,10 @@ public struct PromptJob: Sendable {
     public var keepsHistory = false
     /// The stored job this runs, if any: a shared store's backend slot is taken in its name.
     public var jobID: String?
+    /// Nobody waits for the prompt once this process is gone (a painter's; a generate call's
+    /// without an `Idempotency-Key`, cancelled at the next start): it carries the backend's
+    /// `leftoverMark`, and the next process with that mark removes it from ComfyUI's queue.
+    public var endsWithProcess = false
 
     public init(
         workflow: [String: JSONValue],

@@ -5,13 +5,20 @@ struct ComfyQueueEntry: Sendable {
     /// The workflow it runs: `{node id: {"class_type", "inputs"}}`.
     let prompt: JSONValue
     let isRunning: Bool
+    /// The mark the gateway put in its `extra_data` on a prompt nobody waits for once the
+    /// process that posted it is gone (`PromptJob.endsWithProcess`).
+    let leftoverMark: String?
+
+    /// The `extra_data` member that holds the mark.
+    static let leftoverMarkKey = "comfy_gateway_leftover"
 
     /// The entries of a `GET /queue` answer, running ones first; malformed entries left out.
     static func decode(_ queue: JSONValue) -> [ComfyQueueEntry] {
         [("queue_running", true), ("queue_pending", false)].flatMap { key, running in
             (queue[key]?.arrayValue ?? []).compactMap { item -> ComfyQueueEntry? in
                 guard let tuple = item.arrayValue, tuple.count >= 3, let id = tuple[1].stringValue else { return nil }
-                return ComfyQueueEntry(promptID: id, prompt: tuple[2], isRunning: running)
+                let mark = tuple.count > 3 ? tuple[3][leftoverMarkKey]?.stringValue : nil
+                return ComfyQueueEntry(promptID: id, prompt: tuple[2], isRunning: running, leftoverMark: mark)
             }
         }
     }

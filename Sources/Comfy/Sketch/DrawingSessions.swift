@@ -305,13 +305,14 @@ public actor DrawingSessions {
                 mimeType: update.mimeType
             )
             let (events, continuation) = AsyncStream.makeStream(of: JobEvent.self)
-            let job = PromptJob(
+            var job = PromptJob(
                 workflow: style.patched(sketchImage: upload.loadImageName, seed: session.seed, prompt: session.prompt),
                 outputNodeID: nil,
                 timeout: configuration.jobTimeout,
                 uploads: [upload],
                 events: continuation
             )
+            job.endsWithProcess = true
             // Painters take turns by API key where sessions belong to keys, else by address: an
             // IPv6 address's /64, as for the other limits per client (one painter has them all).
             let owner = session.owner.map { "key:\($0)" }
