@@ -191,9 +191,17 @@ struct PostgresJobStoreTests {
             try await Task.sleep(for: .milliseconds(1300))
             let taken = try await last.takeOverExpired(limit: 10)
             #expect(taken.map(\.processRuns) == [2, 0])
-            #expect(try await taker.renewLeases() == [running.id, queued.id])
+            #expect(Set(try await taker.renewLeases()) == [running.id, queued.id])
             try await taker.handBack()
             #expect(try await last.job(running.id)?.processRuns == 2, "a stop hands back only what the instance still holds")
+            // The taker lives on, so its loss is no death: it acquits the jobs.
+            try await taker.acquit([running.id, queued.id])
+            #expect(try await last.job(running.id)?.processRuns == 1)
+            #expect(try await last.job(queued.id)?.processRuns == 0, "never below nothing")
+            // An instance that let a job go (its end could not be stored) and takes it up again lived.
+            last.forget(running.id)
+            try await Task.sleep(for: .milliseconds(1300))
+            #expect(try await last.takeOverExpired(limit: 10).map(\.processRuns) == [1, 0])
         }
     }
 

@@ -63,10 +63,10 @@ struct PromptTrackerTests {
             (.frame(.imageWithMetadata(promptID: "p", nodeID: "3", mimeType: "image/jpeg", bytes: jpeg)),
              [.activity, .preview(promptID: "p", bytes: jpeg, mimeType: "image/jpeg")]),
         ], tracked: ["p": false]),
-        Scenario(name: "a message too large to read fails the prompt running then, none before one runs", steps: [
+        Scenario(name: "a message too large to read fails the prompt running then; with none of ours running, it is only told", steps: [
             (.connected("c1"), []),
             (.track("p", client: "c1"), []),
-            (.event(.messageTooLarge(bytes: 70_000, binary: false)), []),
+            (.event(.messageTooLarge(bytes: 70_000, binary: false)), [.messageTooLarge(promptID: nil, bytes: 70_000)]),
             (.event(.executing(promptID: "p", node: "9")), [.activity]),
             (.event(.messageTooLarge(bytes: 120_000, binary: true)), [.activity, .messageTooLarge(promptID: "p", bytes: 120_000)]),
         ], tracked: ["p": false]),

@@ -547,15 +547,18 @@ struct JobDurabilityTests {
         #expect(deliveries.allSatisfy { $0["verified"] == true && $0["body"]?["status"] == "completed" })
     }
 
-    /// A job that was running each time `JOB_CRASH_LIMIT` gateway processes died (as one that
-    /// kills the gateway would be) is failed by the next start, not taken up again; a stop that
-    /// hands it back does not count. Its webhook tells the caller and its prompt leaves ComfyUI.
+    /// A job whose prompt was running each time `JOB_CRASH_LIMIT` gateway processes died (as
+    /// one that kills the gateway would be) is failed by the next start, not taken up again; a
+    /// stop that hands it back does not count, nor does a death while a job's prompt still
+    /// waited in ComfyUI's queue. The failed job's webhook tells its caller, and its prompt is
+    /// interrupted; the one that waited behind it then runs and completes.
     @Test func aJobRunningEachTimeTheGatewayDiedCrashLimitTimesFailsAndAStopDoesNotCount() async throws {
         let directory = try TestPaths.makeTemporaryDirectory("jobs-crash-limit")
         let receiver = try WebhookReceiver(directory: directory, http: testHTTP)
         defer { receiver.stop() }
-        // A ComfyUI that runs nothing: the prompt waits in its queue through every restart.
-        let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--hang"])
+        // 100 ms a sampler step: the first prompt (1000 steps) runs through every restart, and
+        // the second waits behind it (ComfyUI runs one at a time).
+        let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--sampler-step-ms", "100"])
         defer { emulator.stop() }
         let environment = JobTests.webhookSettings.merging(["JOB_CRASH_LIMIT": "2"]) { $1 }
         func start() async throws -> Gateway {
@@ -569,13 +572,22 @@ struct JobDurabilityTests {
 
         let first = try await start()
         defer { first.stop() }
-        let body = JSONValue.object([
-            "workflow_data": .object(Workflows.txt2img(text: "poison", seed: 1, output: "SaveImage")), "output_node_id": "9",
-            "webhook_url": .string(receiver.url("/ok")),
-        ])
-        let answer = try await first.post("/api/jobs", json: body)
-        let id = try #require(try JSONValue.parse(answer.body)["id"]?.stringValue, "\(answer.status) \(answer.bodyText)")
-        try await waitUntil(timeout: .seconds(20)) { try await first.job(id)["status"] == "running" }
+        var long = Workflows.txt2img(text: "poison", seed: 1, output: "SaveImage")
+        if case .object(var sampler) = long["3"], case .object(var inputs) = sampler["inputs"] {
+            inputs["steps"] = 1000
+            sampler["inputs"] = .object(inputs)
+            long["3"] = .object(sampler)
+        }
+        let poison = try await first.post("/api/jobs", json: .object([
+            "workflow_data": .object(long), "output_node_id": "9", "webhook_url": .string(receiver.url("/ok")),
+        ]))
+        let id = try #require(try JSONValue.parse(poison.body)["id"]?.stringValue, "\(poison.status) \(poison.bodyText)")
+        let behind = try await first.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "innocent", seed: 2, output: "SaveImage")))
+        let innocent = try #require(try JSONValue.parse(behind.body)["id"]?.stringValue, "\(behind.status) \(behind.bodyText)")
+        try await waitUntil(timeout: .seconds(20)) {
+            let stats = try await emulator.stats()
+            return stats["queue_pending"] == 1 && stats["running"]?.stringValue != nil
+        }
         #expect(first.stop() == 0)
 
         // Two deaths with the job running; the stop before them is not counted, or the third
@@ -597,9 +609,11 @@ struct JobDurabilityTests {
         try await waitUntil(timeout: .seconds(20)) { !(try await receiver.deliveries().isEmpty) }
         let delivery = try #require(try await receiver.deliveries().first)
         #expect(delivery["body"]?["status"] == "failed" && delivery["verified"] == true, "\(delivery)")
+        // Its prompt was interrupted; the one that waited behind it was not counted, and runs.
+        try await waitUntil(timeout: .seconds(30)) { try await last.job(innocent)["status"] == "completed" }
         let stats = try await emulator.stats()
-        #expect(stats["prompts_received"] == 1, "never submitted again")
-        #expect(stats["queue_pending"] == 0, "its prompt left ComfyUI's queue: \(stats)")
+        #expect(stats["prompts_received"] == 2, "never submitted again")
+        #expect(stats["interrupts"]?.arrayValue?.count == 1, "\(stats)")
     }
 
     /// A generate call without an `Idempotency-Key` ends with its caller, also in a crash: its

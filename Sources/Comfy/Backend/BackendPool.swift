@@ -29,7 +29,12 @@ public final class BackendPool: Sendable {
         self.ledger = ledger
         self.board = board
         healthViews = NIOLockedValueBox((own: urls.map { _ in .down }, reported: [:]))
-        backends = urls.map { ComfyBackend(url: $0, http: http, timing: timing, inputFolder: inputFolder, maxMessageBytes: maxMessageBytes, leftoverMark: leftoverMark, logger: logger) }
+        backends = urls.map {
+            ComfyBackend(
+                url: $0, http: http, timing: timing, inputFolder: inputFolder, maxMessageBytes: maxMessageBytes, leftoverMark: leftoverMark,
+                logger: logger
+            )
+        }
         self.configuration = configuration
         dispatcher = JobDispatcher(backendCount: urls.count, configuration: configuration)
         self.logger = logger
@@ -162,6 +167,21 @@ public final class BackendPool: Sendable {
     /// Removes a prompt nobody waits for from the backend it was submitted to.
     public func cancelPrompt(_ promptID: String, backend url: String) async {
         await backends.first(where: { $0.url.description == url })?.cancelPrompt(promptID)
+    }
+
+    /// The prompts waiting (not running) in each of these backends' queues; a backend that
+    /// does not answer within a few seconds is left out.
+    public func waitingPrompts(on urls: Set<String>) async -> [String: Set<String>] {
+        var waiting: [String: Set<String>] = [:]
+        for backend in backends where urls.contains(backend.url.description) {
+            waiting[backend.url.description] = await backend.waitingPrompts()
+        }
+        return waiting
+    }
+
+    /// Removes a prompt that may have ended long ago: interrupted only if it is seen running.
+    public func stopPrompt(_ promptID: String, backend url: String) async {
+        await backends.first(where: { $0.url.description == url })?.stopPrompt(promptID)
     }
 
     /// Removes an ended prompt's history entry from the backend it ran on.

@@ -91,6 +91,17 @@ extension ComfyBackend {
         schedule(.cancel(promptID))
     }
 
+    /// The prompts waiting (not running) in ComfyUI's queue; `nil` when it does not answer.
+    func waitingPrompts() async -> Set<String>? {
+        guard let entries = try? await rest.queueEntries(timeout: .seconds(5)) else { return nil }
+        return Set(entries.filter { !$0.isRunning }.map(\.promptID))
+    }
+
+    /// Removes a prompt that may have ended long ago: interrupted only if it is seen running.
+    public func stopPrompt(_ promptID: String) {
+        schedule(.stop(promptID))
+    }
+
     /// Waits for the prompt's end; on timeout or cancellation removes it from ComfyUI.
     private func waitForEnding(_ promptID: String, deadline: ContinuousClock.Instant, timeout: Duration, keepsPrompt: Bool) async throws -> PromptWatch {
         let endings = self.endings

@@ -75,6 +75,10 @@ public actor ComfyBackend {
     enum Chore: Sendable {
         /// Remove the prompt from the queue, interrupt it if it runs.
         case cancel(String)
+        /// The same, but the interrupt only once `/queue` shows the prompt running: one that
+        /// may have ended already must not get it (a ComfyUI without targeted interrupts stops
+        /// whatever runs).
+        case stop(String)
         /// Forget the history entries of the ended prompts gathered in `historyToDelete`.
         case deleteGatheredHistory
         /// Settle prompts from `/history` after missed events.
@@ -149,6 +153,9 @@ public actor ComfyBackend {
     private func perform(_ chore: Chore) async {
         switch chore {
         case .cancel(let promptID): await rest.cancel(promptID)
+        case .stop(let promptID):
+            guard let entry = try? await rest.queueEntries().first(where: { $0.promptID == promptID }) else { return }
+            if entry.isRunning { await rest.cancel(promptID) } else { await rest.removeFromQueue([promptID]) }
         case .deleteGatheredHistory:
             // What ends while one request runs goes in the next: a busy backend gets one for many prompts.
             while case let promptIDs = takeGatheredHistory(), !promptIDs.isEmpty { await rest.deleteHistory(promptIDs) }
@@ -243,12 +250,14 @@ public actor ComfyBackend {
                 }
             case .reconcile(let promptIDs):
                 schedule(.reconcile(promptIDs))
-            case .messageTooLarge(let promptID, let bytes):
+            case .messageTooLarge(nil, let bytes):
+                logger.warning("ComfyUI sent a WebSocket message larger than the gateway reads, for no prompt of ours", metadata: ["bytes": "\(bytes)"])
+            case .messageTooLarge(let promptID?, let bytes):
                 logger.warning(
                     "ComfyUI sent a WebSocket message larger than the gateway reads; its prompt is stopped",
                     metadata: ["comfy.prompt_id": "\(promptID)", "bytes": "\(bytes)"]
                 )
-                schedule(.cancel(promptID))
+                schedule(.stop(promptID))
                 fail(promptID, with: ComfyError(
                     code: .executionFailed,
                     message: "ComfyUI sent a message of \(bytes) bytes for this prompt (an image or a node's output), more than the gateway reads (\(connection.maxMessageBytes) bytes, COMFYUI_MAX_MESSAGE_BYTES); the prompt was stopped",

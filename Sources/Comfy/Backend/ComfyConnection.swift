@@ -41,12 +41,14 @@ public struct ComfyConnection: Sendable {
         while !Task.isCancelled {
             generation += 1
             let id = "\(clientIDPrefix)-\(generation)"
+            // Unguessable, so that no node's own message passes for the skipper's.
+            let oversized = "gateway_message_too_large_\(UUID().uuidString.lowercased())"
             var wasConnected = false
             let reason: String
             do {
                 try await WebSocketClient.connect(
                     host: url.host, port: url.port, path: "\(url.basePath)/ws?clientId=\(id)", maxMessageSize: maxMessageBytes,
-                    silenceLimit: TimeAmount(silenceLimit)
+                    oversizedMessageType: oversized, silenceLimit: TimeAmount(silenceLimit)
                 ) { session in
                     // Connected once upgraded: ComfyUI's first `status` frame can arrive in the same read as
                     // the 101 answer and is not guaranteed to reach us, so nothing may wait for it.
@@ -57,8 +59,10 @@ public struct ComfyConnection: Sendable {
                     for try await message in session.messages {
                         switch message {
                         case .text(let text):
+                            let bytes = Array(text.utf8)
                             // Only what the prompt tracker acts on crosses to the backend's actor.
-                            if let event = ComfyEvent.decode(Array(text.utf8)), event.concernsAPrompt { continuation.yield(.message(event)) }
+                            let event = ComfyEvent.leadingType(bytes) == oversized ? Self.messageTooLarge(bytes) : ComfyEvent.decode(bytes)
+                            if let event, event.concernsAPrompt { continuation.yield(.message(event)) }
                         case .binary(let bytes):
                             if let frame = ComfyBinaryFrame.decode(bytes) { continuation.yield(.frame(frame)) }
                         }
@@ -74,5 +78,11 @@ public struct ComfyConnection: Sendable {
             backoff = min(backoff * 2, .seconds(2))
         }
         continuation.finish()
+    }
+
+    /// The skipper's note of a message it dropped.
+    private static func messageTooLarge(_ note: [UInt8]) -> ComfyEvent {
+        let data = (try? JSONValue.parse(note))?["data"]
+        return .messageTooLarge(bytes: data?["bytes"]?.intValue ?? 0, binary: data?["binary"]?.boolValue ?? false)
     }
 }

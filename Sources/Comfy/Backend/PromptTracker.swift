@@ -22,9 +22,9 @@ struct PromptTracker: Sendable {
         case ended(promptID: String)
         /// Events may have been missed: settle these prompts from `/history`.
         case reconcile([String])
-        /// ComfyUI sent a message for the prompt too large to read (its image, a node's
-        /// output): it cannot end well, so it is stopped and fails.
-        case messageTooLarge(promptID: String, bytes: Int)
+        /// ComfyUI sent a message too large to read (an image, a node's output): the prompt
+        /// running then, if it is ours, cannot end well, so it is stopped and fails.
+        case messageTooLarge(promptID: String?, bytes: Int)
     }
 
     private(set) var slots: [String: Slot] = [:]
@@ -73,7 +73,7 @@ struct PromptTracker: Sendable {
         case .progress(let id, _, _, _):
             promptID = id ?? runningPromptID
         case .messageTooLarge(let bytes, _):
-            guard let running = runningPromptID, slots[running] != nil else { return [] }
+            guard let running = runningPromptID, slots[running] != nil else { return [.messageTooLarge(promptID: nil, bytes: bytes)] }
             return [.activity, .messageTooLarge(promptID: running, bytes: bytes)]
         case .other:
             promptID = nil

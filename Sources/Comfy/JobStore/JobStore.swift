@@ -46,6 +46,10 @@ public protocol JobStore: Sendable {
     /// at once): their `processRuns` count one less, as a stop is no crash.
     func handBack() async throws
 
+    /// The process that left these jobs did not die of them (their prompts still waited in
+    /// ComfyUI's queue; shared, it lives on and lost them): their `processRuns` count one less.
+    func acquit(_ ids: [String]) async throws
+
     /// When the oldest queued or running job came in; `nil` when there is none.
     func oldestUnfinished() async throws -> Date?
 

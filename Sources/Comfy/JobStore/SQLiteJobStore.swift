@@ -222,6 +222,16 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    public func acquit(_ ids: [String]) async throws {
+        guard !ids.isEmpty else { return }
+        try await guarded {
+            let list = JSONValue.array(ids.map(JSONValue.string)).encodedText
+            _ = try await connection.query(
+                "UPDATE jobs SET process_runs = process_runs - 1 WHERE id IN (SELECT value FROM json_each(?)) AND process_runs > 0", [.text(list)]
+            )
+        }
+    }
+
     public func oldestUnfinished() async throws -> Date? {
         try await guarded {
             try await connection.query("SELECT MIN(created_at) AS oldest FROM jobs WHERE status IN ('queued', 'running')", [])

@@ -224,6 +224,9 @@ public actor JobRunner {
     /// died.
     private func adopt(_ records: [JobRecord]) async {
         var caps: [String: Int?] = [:]
+        // A prompt still waiting in ComfyUI's queue was not what the last process died of.
+        let waitingPrompts = await pool.waitingPrompts(on: Set(records.filter { $0.status == .running && !$0.endsWithItsCaller }.compactMap(\.backend)))
+        var acquitted: [String] = []
         for record in records {
             if record.endsWithItsCaller {
                 // Its caller's connection died with that process, and nobody can ask again.
@@ -236,14 +239,16 @@ public actor JobRunner {
             live[record.id] = Live(watchers: remoteWatchers.removeValue(forKey: record.id) ?? [:])
             // Counted with this process's take-up: the ones before that died running it.
             let crashes = record.processRuns - 1
-            if record.status == .running, crashes >= configuration.crashLimit {
+            if record.status == .running, let promptID = record.promptID, let backend = record.backend, waitingPrompts[backend]?.contains(promptID) == true {
+                acquitted.append(record.id)
+            } else if record.status == .running, crashes >= configuration.crashLimit {
                 logger.error(
                     "a job was running each time the gateway process died; it is failed instead of being taken up again",
                     metadata: ["job.id": "\(record.id)", "crashes": "\(crashes)"]
                 )
                 if let promptID = record.promptID, let backend = record.backend {
                     submitted(record.id, promptID: promptID, backend: backend)
-                    await pool.cancelPrompt(promptID, backend: backend)
+                    await pool.stopPrompt(promptID, backend: backend)
                 }
                 _ = try? await settle(record.id, status: .failed, result: nil, failure: describe(JobCrashLimitReached(crashes: crashes)), image: nil)
                 continue
@@ -262,6 +267,11 @@ public actor JobRunner {
                 starts.yield(.fresh(record))
             }
         }
+        do {
+            try await store.acquit(acquitted)
+        } catch {
+            logger.warning("cannot tell the job store that jobs taken up were waiting on ComfyUI; a crash stays counted against them", metadata: ["error": "\(error)"])
+        }
         startWaiting()
     }
 
@@ -278,6 +288,8 @@ public actor JobRunner {
                     if !lost.isEmpty {
                         logger.warning("another gateway instance took over jobs this one ran (this one was paused or cut off)", metadata: ["jobs": "\(lost.count)"])
                         await stopElsewhere(lost)
+                        // That instance counted this one dead; it is not (nor would a crash be these jobs' doing).
+                        try? await shared.acquit(lost)
                     }
                     guard !stopping else { break }
                     let taken = try await shared.takeOverExpired(limit: 64)

@@ -13,7 +13,7 @@ public enum ComfyEvent: Sendable, Equatable {
     case executionError(ComfyExecutionFailure)
     case executionInterrupted(promptID: String, node: String?, nodeType: String?)
     /// Not ComfyUI's: it sent a message larger than the gateway reads, dropped as it came
-    /// (`WebSocketOversizedMessageSkipper`); it belongs to the prompt running then.
+    /// (`WebSocketOversizedMessageSkipper`, `ComfyConnection`); it belongs to the prompt running then.
     case messageTooLarge(bytes: Int, binary: Bool)
     /// Anything else (`status`, `progress_state`, `feature_flags`, custom nodes' messages).
     case other(type: String)
@@ -105,8 +105,6 @@ extension ComfyEvent {
                 node: data["node_id"]?.stringValue,
                 nodeType: data["node_type"]?.stringValue
             )
-        case WebSocketOversizedMessageSkipper.messageType:
-            return .messageTooLarge(bytes: data["bytes"]?.intValue ?? 0, binary: data["binary"]?.boolValue ?? false)
         default:
             return .other(type: type)
         }
@@ -115,7 +113,7 @@ extension ComfyEvent {
     /// The message types decoded in full; every other one is `.other`.
     static let actedOnTypes: Set<String> = [
         "execution_start", "execution_cached", "executing", "progress", "executed", "execution_success", "execution_error",
-        "execution_interrupted", WebSocketOversizedMessageSkipper.messageType,
+        "execution_interrupted",
     ]
 
     /// The type of a message laid out as ComfyUI's `send_json` writes it (`json.dumps` of

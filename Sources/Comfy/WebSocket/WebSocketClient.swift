@@ -20,8 +20,8 @@ public enum WebSocketClient {
     ///
     /// - Parameter maxMessageSize: ComfyUI's PNG frames and base64 sketches are far above NIO's
     ///   16 KiB default. A larger fragmented message closes the connection; a larger whole one is
-    ///   dropped as it arrives and a `gateway_message_too_large` text message comes in its place
-    ///   (`WebSocketOversizedMessageSkipper`).
+    ///   dropped as it arrives and a text message of type `oversizedMessageType` comes in its
+    ///   place (`WebSocketOversizedMessageSkipper`).
     /// - Parameter silenceLimit: a server silent this long is pinged, and the connection is
     ///   closed when it stays silent as long again (`WebSocketSilenceCheck`); `nil`: never.
     public static func connect<Result: Sendable>(
@@ -30,6 +30,7 @@ public enum WebSocketClient {
         port: Int,
         path: String,
         maxMessageSize: Int = 64 << 20,
+        oversizedMessageType: String = "gateway_message_too_large",
         connectTimeout: TimeAmount = .seconds(5),
         silenceLimit: TimeAmount? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -53,7 +54,7 @@ public enum WebSocketClient {
                                 // Right before the frame decoder: bytes that came with the 101 pass it too.
                                 let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
                                 try channel.pipeline.syncOperations.addHandler(
-                                    WebSocketOversizedMessageSkipper(limit: maxMessageSize), position: .before(decoder)
+                                    WebSocketOversizedMessageSkipper(limit: maxMessageSize, placeholderType: oversizedMessageType), position: .before(decoder)
                                 )
                                 // First, before the frame decoder: it counts bytes as they come.
                                 if let silenceLimit {

@@ -66,6 +66,13 @@ extension PostgresJobStore {
         }
     }
 
+    public func acquit(_ ids: [String]) async throws {
+        guard !ids.isEmpty else { return }
+        try await guarded {
+            try await execute("UPDATE jobs SET process_runs = process_runs - 1 WHERE id = ANY(\(ids)) AND process_runs > 0")
+        }
+    }
+
     /// Alone on the database: what nobody holds, as another instance would take it over.
     public func takeUpUnfinished() async throws -> [JobRecord] {
         try await takeOverExpired(limit: Int(Int32.max))
@@ -85,7 +92,9 @@ extension PostgresJobStore {
                 """
                 WITH taken AS (
                     UPDATE jobs SET lease_owner = \(instanceID), lease_until = gateway_now_ms() + \(leaseTimeout.milliseconds),
-                        lease_generation = lease_generation + 1, process_runs = process_runs + CASE WHEN status = 'running' THEN 1 ELSE 0 END
+                        lease_generation = lease_generation + 1,
+                        -- Its own job (let go when its end could not be stored) it took up alive.
+                        process_runs = process_runs + CASE WHEN status = 'running' AND lease_owner IS DISTINCT FROM \(instanceID) THEN 1 ELSE 0 END
                     WHERE seq IN (
                         SELECT seq FROM jobs WHERE status IN ('queued', 'running') AND lease_until < gateway_now_ms()
                         ORDER BY seq LIMIT \(limit) FOR UPDATE SKIP LOCKED
