@@ -33,7 +33,8 @@ struct GatewayParts: Sendable {
         pool = BackendPool(
             urls: configuration.comfyServers, http: http, configuration: configuration.scheduler, timing: configuration.backendTiming,
             ledger: jobStore as? any SharedJobStore, board: jobStore as? any BackendHealthBoard, inputFolder: configuration.comfyInputFolder,
-            maxMessageBytes: configuration.comfyMaxMessageBytes, leftoverMark: processMark, logger: logger
+            maxMessageBytes: configuration.comfyMaxMessageBytes, leftoverMark: processMark,
+            keepsWorkflowMetadata: configuration.keepsWorkflowMetadata, logger: logger
         )
         do {
             try FileManager.default.createDirectory(atPath: configuration.outputDirectory, withIntermediateDirectories: true)

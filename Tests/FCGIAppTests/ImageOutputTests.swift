@@ -32,6 +32,22 @@ struct ImageOutputTests {
         }
     }
 
+    /// ComfyUI writes the graph it ran into a saved PNG (`prompt`): a style's or a tool's is the
+    /// operator's, and file names on its server are in it. The gateway's image has it taken out,
+    /// the rest of the file as ComfyUI made it; `PNG_WORKFLOW_METADATA=keep` leaves it in.
+    @Test(arguments: [("strip", ["comfy-emulator"]), ("keep", ["comfy-emulator", "prompt"])])
+    func aSavedPNGLosesTheGraphComfyUIWroteIntoItUnlessKept(_ setting: String, _ keywords: [String]) async throws {
+        try await withGateway("out-metadata-\(setting)", environment: ["PNG_WORKFLOW_METADATA": setting]) { gateway, _ in
+            let response = try await gateway.post("/api/generate_file", json: Workflows.body(Workflows.txt2img(text: "secret style", output: "SaveImage")))
+            #expect(response.status == 200, "\(response.bodyText)")
+            #expect(pngTextKeywords(response.body) == keywords)
+            #expect(emulatorMetadata(ofPNG: response.body)?["texts"]?.arrayValue?.first == "secret style")
+            #expect(String(decoding: response.body, as: UTF8.self).contains("CLIPTextEncode") == (setting == "keep"))
+            let stored = try await gateway.get(try #require(response.header("X-Image-URL")))
+            #expect(stored.body == response.body, "the stored file is the answer's")
+        }
+    }
+
     @Test func generateFileAnswersOneImageOfABatchChosenByIndex() async throws {
         try await withGateway("out-index") { gateway, _ in
             let body = Workflows.body(Self.batch(3, output: "SaveImage"))

@@ -24,7 +24,7 @@ public final class BackendPool: Sendable {
         urls: [ComfyServerURL], http: CurlHTTPClient, configuration: SchedulerConfiguration = SchedulerConfiguration(),
         timing: BackendTiming = BackendTiming(), ledger: (any BackendSlotLedger)? = nil, board: (any BackendHealthBoard)? = nil,
         inputFolder: ComfyInputFolder? = nil, maxMessageBytes: Int = ComfyConnection.defaultMaxMessageBytes, leftoverMark: String? = nil,
-        logger: Logger
+        keepsWorkflowMetadata: Bool = false, logger: Logger
     ) {
         self.ledger = ledger
         self.board = board
@@ -32,7 +32,7 @@ public final class BackendPool: Sendable {
         backends = urls.map {
             ComfyBackend(
                 url: $0, http: http, timing: timing, inputFolder: inputFolder, maxMessageBytes: maxMessageBytes, leftoverMark: leftoverMark,
-                logger: logger
+                keepsWorkflowMetadata: keepsWorkflowMetadata, logger: logger
             )
         }
         self.configuration = configuration

@@ -134,7 +134,7 @@ extension ComfyBackend {
         var images: [ImageData] = []
         var total = 0
         for product in watch.wantedProducts {
-            let image: ImageData
+            var image: ImageData
             switch product {
             case .frame(_, let bytes, let mimeType):
                 image = ImageData(bytes: bytes, mimeType: mimeType)
@@ -142,6 +142,7 @@ extension ComfyBackend {
                 let (bytes, mimeType) = try await rest.view(reference)
                 image = ImageData(bytes: bytes, mimeType: mimeType)
             }
+            if !keepsWorkflowMetadata { image = WorkflowMetadata.removed(from: image) }
             // A batch of huge images must not hold gigabytes per job: the first always, then what fits.
             total += image.bytes.count
             guard images.isEmpty || total <= Self.maxOutputBytes else {

@@ -42,6 +42,8 @@ public actor ComfyBackend {
     /// What this process (and the next one on its `STATE_DIR`) marks its prompts that end with
     /// it; `nil`: none are marked.
     let leftoverMark: String?
+    /// Whether result PNGs keep ComfyUI's graph chunks (`WorkflowMetadata`).
+    let keepsWorkflowMetadata: Bool
     /// Clean-ups on ComfyUI that must outlive the job that asks for them (a cancelled caller).
     private let chores: AsyncStream<Chore>.Continuation
     private let choreStream: AsyncStream<Chore>
@@ -91,10 +93,12 @@ public actor ComfyBackend {
 
     public init(
         url: ComfyServerURL, http: CurlHTTPClient, timing: BackendTiming = BackendTiming(), inputFolder: ComfyInputFolder? = nil,
-        maxMessageBytes: Int = ComfyConnection.defaultMaxMessageBytes, leftoverMark: String? = nil, logger: Logger
+        maxMessageBytes: Int = ComfyConnection.defaultMaxMessageBytes, leftoverMark: String? = nil, keepsWorkflowMetadata: Bool = false,
+        logger: Logger
     ) {
         self.url = url
         self.leftoverMark = leftoverMark
+        self.keepsWorkflowMetadata = keepsWorkflowMetadata
         self.inputFolder = inputFolder
         rest = ComfyRESTClient(url: url, http: http)
         connection = ComfyConnection(url: url, silenceLimit: timing.pingInterval, maxMessageBytes: maxMessageBytes)

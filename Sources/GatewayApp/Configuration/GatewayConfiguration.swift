@@ -36,6 +36,8 @@ public struct GatewayConfiguration: Sendable {
     var comfyInputFolder: ComfyInputFolder?
     /// `COMFYUI_MAX_MESSAGE_BYTES`: the largest WebSocket message read from ComfyUI.
     var comfyMaxMessageBytes: Int
+    /// `PNG_WORKFLOW_METADATA=keep`: result PNGs keep the graph ComfyUI wrote into them.
+    var keepsWorkflowMetadata: Bool
     public var socketPath: String
     public var threads: Int
     var workflowDirectory: String
@@ -111,6 +113,11 @@ public struct GatewayConfiguration: Sendable {
         comfyMaxMessageBytes = try environment.integer(
             "COMFYUI_MAX_MESSAGE_BYTES", default: ComfyConnection.defaultMaxMessageBytes, range: (64 << 10)...Int(UInt32.max)
         )
+        switch environment["PNG_WORKFLOW_METADATA"] ?? "strip" {
+        case "strip": keepsWorkflowMetadata = false
+        case "keep": keepsWorkflowMetadata = true
+        case let other: throw ConfigurationError(variable: "PNG_WORKFLOW_METADATA", problem: "expected strip or keep, got \"\(other.prefix(40))\"")
+        }
         site = try SiteConfiguration(environment)
         socketPath = environment["FCGI_SOCKET"] ?? "\(site.runDirectory)/fcgi.sock"
         threads = try environment.integer("FCGI_THREADS", default: 256, range: 4...4096)

@@ -38,6 +38,21 @@ enum Workflows {
 }
 
 
+/// The keywords of a PNG's text chunks (tEXt, zTXt, iTXt), in order.
+func pngTextKeywords(_ bytes: [UInt8]) -> [String] {
+    var keywords: [String] = []
+    var offset = 8
+    while offset + 12 <= bytes.count {
+        let length = bytes[offset..<offset + 4].reduce(0) { ($0 << 8) | Int($1) }
+        let type = String(decoding: bytes[offset + 4..<offset + 8], as: UTF8.self)
+        guard offset + 12 + length <= bytes.count else { break }
+        let data = bytes[(offset + 8)..<(offset + 8 + length)]
+        if ["tEXt", "zTXt", "iTXt"].contains(type), let zero = data.firstIndex(of: 0) { keywords.append(String(decoding: data[..<zero], as: UTF8.self)) }
+        offset += 12 + length
+    }
+    return keywords
+}
+
 /// Reads the emulator's `comfy-emulator` tEXt chunk: what the image was made from.
 func emulatorMetadata(ofPNG bytes: [UInt8]) -> JSONValue? {
     guard bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) else { return nil }
