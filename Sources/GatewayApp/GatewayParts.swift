@@ -115,7 +115,7 @@ struct GatewayParts: Sendable {
         // holds a thread for INPUT_URL_TIMEOUT).
         let generateLimit = ConcurrencyLimit(max(1, configuration.threads - max(8, configuration.threads / 8)))
         let admission = JobAdmission(
-            gate: gate, store: jobs.store, runner: jobs, policy: configuration.nodePolicy, inputs: inputs, pool: pool,
+            gate: gate, store: jobs.store, runner: jobs, policy: configuration.nodePolicy, limits: configuration.workflowLimits, inputs: inputs, pool: pool,
             idempotencyWindow: jobs.configuration.idempotencyWindow
         )
         let generate = GenerateRoute(runner: jobs, local: local, limit: generateLimit, admission: admission)

@@ -73,6 +73,23 @@ struct GenerateErrorTests {
         }
     }
 
+    /// A caller's graph that asks a GPU for more than the workflow limits is refused before
+    /// anything runs, naming the node and the input; a workflow tool's own graph is not held to them.
+    @Test func aWorkflowOverTheLimitsIsRefusedBeforeItReachesComfyUI() async throws {
+        try await withGateway("err-limits", environment: ["WORKFLOW_MAX_BATCH": "4"]) { gateway, emulator in
+            var workflow = Workflows.txt2img(text: "many")
+            workflow["5"] = Workflows.node("EmptyLatentImage", ["width": 64, "height": 64, "batch_size": 64])
+            let response = try await gateway.post("/api/generate", json: Workflows.body(workflow))
+            #expect(response.status == 400, "\(response.bodyText)")
+            let error = try error(of: response)
+            #expect(error["code"] == "workflow_refused")
+            #expect(error["node_id"] == "5")
+            #expect(error["input"] == "batch_size")
+            #expect(error["message"]?.stringValue?.contains("WORKFLOW_MAX_BATCH") == true)
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+        }
+    }
+
     @Test func unknownNodeClassIsAValidationError() async throws {
         try await withGateway("err-class") { gateway, _ in
             var workflow = Workflows.txt2img(text: "x")

@@ -20,7 +20,8 @@ import Logging
 /// besides IP addresses, `localhost` and `SERVER_BASE_URL`'s host; `.example.com` for a domain,
 /// `*` for any), `NODE_POLICY` (`deny`, the default, or
 /// `allow`), `NODE_DENY` (classes denied besides the built-in list), `NODE_ALLOW` (the classes
-/// `NODE_POLICY=allow` lets run); the backend pool
+/// `NODE_POLICY=allow` lets run), `WORKFLOW_MAX_PIXELS` (4096×4096), `WORKFLOW_MAX_BATCH` (16),
+/// `WORKFLOW_MAX_STEPS` (150: what a caller's own graph may ask, `WorkflowLimits`); the backend pool
 /// `BACKEND_CAPACITY` (2 prompts each), `MAX_QUEUED_JOBS` (500; beyond: 429),
 /// `INTERACTIVE_FIRST` (true), `INTERACTIVE_BURST` (4), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
 /// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `BACKEND_PING_INTERVAL` (15 s), `SHUTDOWN_DRAIN_TIMEOUT`
@@ -79,6 +80,8 @@ public struct GatewayConfiguration: Sendable {
     /// What operators send besides coming from `METRICS_ALLOW` (`METRICS_TOKEN`), if anything.
     var operatorToken: OperatorToken?
     var nodePolicy: NodePolicy
+    /// `WORKFLOW_MAX_PIXELS`, `WORKFLOW_MAX_BATCH`, `WORKFLOW_MAX_STEPS` (0: no limit).
+    var workflowLimits: WorkflowLimits
     var scheduler: SchedulerConfiguration
     var backendTiming: BackendTiming
     public var drainTimeout: Duration
@@ -197,6 +200,12 @@ public struct GatewayConfiguration: Sendable {
             operatorToken = OperatorToken(token)
         }
         nodePolicy = try environment.nodePolicy()
+        let limits = WorkflowLimits()
+        workflowLimits = WorkflowLimits(
+            maxPixels: try environment.integer("WORKFLOW_MAX_PIXELS", default: limits.maxPixels, range: 0...(1 << 40)),
+            maxBatch: try environment.integer("WORKFLOW_MAX_BATCH", default: limits.maxBatch, range: 0...100_000),
+            maxSteps: try environment.integer("WORKFLOW_MAX_STEPS", default: limits.maxSteps, range: 0...1_000_000)
+        )
         storage = try StorageConfiguration(environment)
         scheduler = SchedulerConfiguration(
             capacityPerBackend: try environment.integer("BACKEND_CAPACITY", default: 2, range: 1...64),

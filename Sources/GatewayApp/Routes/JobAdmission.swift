@@ -10,6 +10,8 @@ struct JobAdmission: Sendable {
     /// Whose async jobs wait in memory to start (`MAX_WAITING_JOBS`).
     let runner: JobRunner
     let policy: NodePolicy
+    /// What a caller's own graph may ask of a GPU.
+    let limits: WorkflowLimits
     /// Where input images are fetched, checked and kept.
     let inputs: InputImages
     /// Whose model lists say whether a workflow can run anywhere.
@@ -41,6 +43,7 @@ struct JobAdmission: Sendable {
     /// are fetched only for a caller whose key, rate and workflow passed.
     func admit(_ body: GenerateRequest, _ request: GatewayRequest, kind: JobKind, endpoint: String, webhookURL: String? = nil) async throws -> (JobRecord, String?) {
         try policy.check(body.workflow)
+        if body.isCallersGraph { try limits.check(body.workflow) }
         if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw pool.modelNotFound(missing) }
         let idempotency = try IdempotencyKey.of(request)
         let scopedKey = idempotency.map { Self.scoped($0, request) }
