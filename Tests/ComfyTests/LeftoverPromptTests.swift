@@ -25,12 +25,16 @@ struct LeftoverPromptTests {
     @Test func queueEntriesAreReadWithTheirWorkflowsRunningFirst() throws {
         let queue = try JSONValue.parse(Array("""
             {"queue_running": [[3, "run", {"1": {"class_type": "LoadImage", "inputs": {"image": "gateway/sketch-p-0.png"}}}, {"client_id": "c"}, ["9"]]],
-             "queue_pending": [[4, "wait", {"1": {"class_type": "EmptyImage", "inputs": {"width": 8}}}, {"comfy_gateway_leftover": "p"}, ["9"]], ["broken"]]}
+             "queue_pending": [[4, "wait", {"1": {"class_type": "EmptyImage", "inputs": {"width": 8}}}, {"comfy_gateway_leftover": "p", "comfy_gateway_process": "earlier"}, ["9"]], ["broken"]]}
             """.utf8))
         let entries = ComfyQueueEntry.decode(queue)
         #expect(entries.map(\.promptID) == ["run", "wait"])
         #expect(entries.map(\.isRunning) == [true, false])
         #expect(entries.map(\.leftoverMark) == [nil, "p"], "the mark a prompt that ends with its process carries in extra_data")
+        #expect(entries.map { $0.isLeftover(of: "p") } == [false, true])
+        #expect(entries.map { $0.isLeftover(of: "q") } == [false, false], "another STATE_DIR's")
+        let ours = ComfyQueueEntry(promptID: "x", prompt: .null, isRunning: false, leftoverMark: "p", process: ComfyQueueEntry.thisProcess)
+        #expect(!ours.isLeftover(of: "p"), "this process's own, whichever backend URL it went through")
         let loadsSketch = { (entry: ComfyQueueEntry) in entry.hasInput { SketchSlots.isSketchFile($0, prefix: "p", subfolder: "gateway") } }
         #expect(entries.map(loadsSketch) == [true, false])
     }

@@ -33,3 +33,35 @@ struct WorkflowMetadataTests {
         #expect(WorkflowMetadata.removed(from: ImageData(bytes: truncated, mimeType: "image/png")).bytes == truncated)
     }
 }
+
+/// An animated WEBP's EXIF, where ComfyUI puts the graph, goes; the rest stays.
+struct WebPWorkflowMetadataTests {
+    static func chunk(_ fourCC: String, _ data: [UInt8]) -> [UInt8] {
+        let size = UInt32(data.count)
+        return Array(fourCC.utf8) + [UInt8(size & 0xFF), UInt8(size >> 8 & 0xFF), UInt8(size >> 16 & 0xFF), UInt8(size >> 24)] + data + (data.count % 2 == 1 ? [0] : [])
+    }
+
+    static func riff(_ chunks: [UInt8]) -> [UInt8] {
+        let size = UInt32(chunks.count + 4)
+        return Array("RIFF".utf8) + [UInt8(size & 0xFF), UInt8(size >> 8 & 0xFF), UInt8(size >> 16 & 0xFF), UInt8(size >> 24)] + Array("WEBP".utf8) + chunks
+    }
+
+    @Test func theEXIFChunkGoesItsFlagIsClearedAndTheSizesAgree() {
+        // VP8X flags: animation (0x02) and EXIF (0x08).
+        let header = Self.chunk("VP8X", [0x0A, 0, 0, 0, 15, 0, 0, 15, 0, 0])
+        let animation = Self.chunk("ANIM", [0, 0, 0, 0, 0, 0])
+        let frame = Self.chunk("ANMF", Array(repeating: 5, count: 17))
+        let exif = Self.chunk("EXIF", Array("II*\0 prompt:{\"1\": {}}".utf8))
+        let webp = Self.riff(header + animation + frame + exif)
+        let image = WorkflowMetadata.removed(from: ImageData(bytes: webp, mimeType: "image/webp"))
+        let expected = Self.riff(Self.chunk("VP8X", [0x02, 0, 0, 0, 15, 0, 0, 15, 0, 0]) + animation + frame)
+        #expect(image.bytes == expected)
+    }
+
+    @Test func aWEBPWithoutEXIFOrATruncatedOneIsLeftAsItIs() {
+        let plain = Self.riff(Self.chunk("VP8L", [1, 2, 3]))
+        #expect(WorkflowMetadata.removed(from: ImageData(bytes: plain, mimeType: "image/webp")).bytes == plain)
+        let truncated = Array(Self.riff(Self.chunk("VP8L", [1, 2, 3, 4]) + Self.chunk("EXIF", [1, 2, 3, 4])).dropLast(3))
+        #expect(WorkflowMetadata.removed(from: ImageData(bytes: truncated, mimeType: "image/webp")).bytes == truncated)
+    }
+}

@@ -141,6 +141,25 @@ struct WorkflowToolTests {
         }
     }
 
+    /// A tool's parameters reach ComfyUI's own bounds (10000 steps), but what its caller sets is
+    /// held to the workflow limits too; the operator's own values in its graph are not.
+    @Test func aToolCallsArgumentsAreHeldToTheWorkflowLimitsAndItsOwnDefaultsAreNot() async throws {
+        try await withGateway("tool-limits", environment: ["WORKFLOW_MAX_STEPS": "2"]) { gateway, emulator in
+            try Sketches.install(Sketches.style(), as: "paint", in: gateway)
+            let image = JSONValue.string(Data(Sketches.png(seed: 1)).base64EncodedString())
+            let refused = try await gateway.post("/api/workflows/paint/run", json: .object(["image": image, "steps": 5]))
+            #expect(refused.status == 400, "\(refused.bodyText)")
+            let error = try JSONValue.parse(refused.body)["error"]
+            #expect(error?["code"] == "workflow_refused")
+            #expect(error?["input"] == "steps")
+            #expect(error?["message"]?.stringValue?.contains("WORKFLOW_MAX_STEPS") == true)
+            #expect(try await emulator.stats()["prompts_received"] == 0)
+            // The style's own 3 steps, over the limit of 2, are the operator's.
+            let run = try await gateway.post("/api/workflows/paint/run", json: .object(["image": image, "response_type": "file"]))
+            #expect(run.status == 200, "\(run.bodyText)")
+        }
+    }
+
     @Test func inputImagesOnGenerateTakeBase64AndDataURLs() async throws {
         try await withGateway("input-base64") { gateway, emulator in
             let encodings: [@Sendable ([UInt8]) -> String] = [{ Data($0).base64EncodedString() }, { "data:image/png;base64," + Data($0).base64EncodedString() }]

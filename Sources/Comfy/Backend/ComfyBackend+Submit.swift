@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 
 /// Running one job on this backend, start to image: one attempt.
 extension ComfyBackend {
@@ -91,6 +92,13 @@ extension ComfyBackend {
         schedule(.cancel(promptID))
     }
 
+    /// A small image's chunks are walked here; a large one's walk and copy run off the actor,
+    /// whose socket events would wait meanwhile.
+    static func withoutWorkflowMetadata(_ image: ImageData) async -> ImageData {
+        guard image.bytes.count > 4 << 20 else { return WorkflowMetadata.removed(from: image) }
+        return (try? await NIOThreadPool.singleton.runIfActive { WorkflowMetadata.removed(from: image) }) ?? image
+    }
+
     /// The prompts waiting (not running) in ComfyUI's queue; `nil` when it does not answer.
     func waitingPrompts() async -> Set<String>? {
         guard let entries = try? await rest.queueEntries(timeout: .seconds(5)) else { return nil }
@@ -142,7 +150,7 @@ extension ComfyBackend {
                 let (bytes, mimeType) = try await rest.view(reference)
                 image = ImageData(bytes: bytes, mimeType: mimeType)
             }
-            if !keepsWorkflowMetadata { image = WorkflowMetadata.removed(from: image) }
+            if !keepsWorkflowMetadata { image = await Self.withoutWorkflowMetadata(image) }
             // A batch of huge images must not hold gigabytes per job: the first always, then what fits.
             total += image.bytes.count
             guard images.isEmpty || total <= Self.maxOutputBytes else {

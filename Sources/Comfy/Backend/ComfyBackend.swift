@@ -181,7 +181,8 @@ public actor ComfyBackend {
         guard leftoverMark != nil || leftovers != nil, let entries = try? await rest.queueEntries() else { return }
         // Tracked before they are posted: a prompt of this process is never taken for a leftover.
         let stale = entries.filter { entry in
-            tracker.slot(entry.promptID) == nil && ((leftoverMark != nil && entry.leftoverMark == leftoverMark) || leftovers?(entry) == true)
+            tracker.slot(entry.promptID) == nil
+                && (leftoverMark.map(entry.isLeftover(of:)) == true || (entry.process != ComfyQueueEntry.thisProcess && leftovers?(entry) == true))
         }
         guard !stale.isEmpty else { return }
         // Waiting ones only leave the queue: an interrupt (on a ComfyUI without targeted ones,

@@ -19,7 +19,11 @@ struct ComfyRESTClient: Sendable {
             "client_id": .string(clientID),
             "prompt_id": .string(promptID),
         ]
-        if let leftoverMark { fields["extra_data"] = .object([ComfyQueueEntry.leftoverMarkKey: .string(leftoverMark)]) }
+        if let leftoverMark {
+            fields["extra_data"] = .object([
+                ComfyQueueEntry.leftoverMarkKey: .string(leftoverMark), ComfyQueueEntry.processKey: .string(ComfyQueueEntry.thisProcess),
+            ])
+        }
         let encoded = JSONValue.object(fields).encoded()
         // Past `sendBy` it is not sent (checked on the thread that sends it, after any wait for one).
         let response = try await call("POST", "/prompt", body: encoded, sendBy: sendBy)

@@ -678,7 +678,8 @@ public actor JobRunner {
         let (store, pool) = (self.store, self.pool)
         let (events, continuation) = AsyncStream.makeStream(of: JobEvent.self, bufferingPolicy: .bufferingNewest(8))
         var job = PromptJob(workflow: record.workflow, outputNodeID: record.outputNodeID, timeout: configuration.timeout, events: continuation)
-        job.keepsPromptWhenCancelled = true
+        // Nobody takes an unkeyed sync job up again (`endsWithItsCaller`): a stop takes its prompt off ComfyUI.
+        job.keepsPromptWhenCancelled = !record.endsWithItsCaller
         job.jobID = id
         job.endsWithProcess = record.endsWithItsCaller
         // A sync job without an idempotency key ends with its caller, also in a crash (the next

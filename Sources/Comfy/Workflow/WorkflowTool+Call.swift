@@ -12,6 +12,8 @@ extension WorkflowTool {
     public struct Call: Sendable {
         public var workflow: [String: JSONValue]
         public var images: [(parameter: String, value: String, targets: [Target])]
+        /// The inputs the caller's arguments set; the rest hold the operator's values.
+        public var given: [Target]
     }
 
     /// Checks every argument against its parameter and writes it into the graph. Names that are
@@ -23,6 +25,7 @@ extension WorkflowTool {
         }
         var graph = workflow
         var images: [(String, String, [Target])] = []
+        var given: [Target] = []
         for parameter in parameters {
             var argument = arguments[parameter.name]
             if argument == .null { argument = nil }
@@ -40,8 +43,9 @@ extension WorkflowTool {
             for target in parameter.targets {
                 graph[target.nodeID] = graph[target.nodeID]?.settingInput(target.input, checked)
             }
+            if argument != nil { given += parameter.targets }
         }
-        return Call(workflow: graph, images: images)
+        return Call(workflow: graph, images: images, given: given)
     }
 
     private func check(_ value: JSONValue, for parameter: Parameter) throws(CallError) -> JSONValue {

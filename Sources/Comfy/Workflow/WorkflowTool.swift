@@ -13,7 +13,7 @@ public struct WorkflowTool: Sendable, Equatable {
     }
 
     /// One node input a parameter writes.
-    public struct Target: Sendable, Equatable {
+    public struct Target: Sendable, Hashable {
         public var nodeID: String
         public var input: String
 

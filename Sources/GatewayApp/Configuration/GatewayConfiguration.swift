@@ -20,8 +20,8 @@ import Logging
 /// besides IP addresses, `localhost` and `SERVER_BASE_URL`'s host; `.example.com` for a domain,
 /// `*` for any), `NODE_POLICY` (`deny`, the default, or
 /// `allow`), `NODE_DENY` (classes denied besides the built-in list), `NODE_ALLOW` (the classes
-/// `NODE_POLICY=allow` lets run), `WORKFLOW_MAX_PIXELS` (4096×4096), `WORKFLOW_MAX_BATCH` (16),
-/// `WORKFLOW_MAX_STEPS` (150: what a caller's own graph may ask, `WorkflowLimits`); the backend pool
+/// `NODE_POLICY=allow` lets run), `WORKFLOW_MAX_PIXELS` (4096×4096), `WORKFLOW_MAX_BATCH` (64),
+/// `WORKFLOW_MAX_STEPS` (150), `WORKFLOW_MAX_FRAMES` (257: what a caller may ask, `WorkflowLimits`); the backend pool
 /// `BACKEND_CAPACITY` (2 prompts each), `MAX_QUEUED_JOBS` (500; beyond: 429),
 /// `INTERACTIVE_FIRST` (true), `INTERACTIVE_BURST` (4), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
 /// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `BACKEND_PING_INTERVAL` (15 s), `SHUTDOWN_DRAIN_TIMEOUT`
@@ -80,7 +80,7 @@ public struct GatewayConfiguration: Sendable {
     /// What operators send besides coming from `METRICS_ALLOW` (`METRICS_TOKEN`), if anything.
     var operatorToken: OperatorToken?
     var nodePolicy: NodePolicy
-    /// `WORKFLOW_MAX_PIXELS`, `WORKFLOW_MAX_BATCH`, `WORKFLOW_MAX_STEPS` (0: no limit).
+    /// `WORKFLOW_MAX_PIXELS`, `WORKFLOW_MAX_BATCH`, `WORKFLOW_MAX_STEPS`, `WORKFLOW_MAX_FRAMES` (0: no limit).
     var workflowLimits: WorkflowLimits
     var scheduler: SchedulerConfiguration
     var backendTiming: BackendTiming
@@ -106,6 +106,11 @@ public struct GatewayConfiguration: Sendable {
             return url
         }
         guard !comfyServers.isEmpty else { throw ConfigurationError(variable: "COMFYUI_SERVER", problem: "no server given") }
+        // Two backends on one server would each take the other's prompts for strangers.
+        var listed = Set<String>()
+        for url in comfyServers where !listed.insert(url.description).inserted {
+            throw ConfigurationError(variable: "COMFYUI_SERVER", problem: "\(url) is listed twice")
+        }
         if let path = environment["COMFYUI_INPUT_DIR"], !path.isEmpty {
             var isFolder: ObjCBool = false
             guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), isFolder.boolValue else {
@@ -204,7 +209,8 @@ public struct GatewayConfiguration: Sendable {
         workflowLimits = WorkflowLimits(
             maxPixels: try environment.integer("WORKFLOW_MAX_PIXELS", default: limits.maxPixels, range: 0...(1 << 40)),
             maxBatch: try environment.integer("WORKFLOW_MAX_BATCH", default: limits.maxBatch, range: 0...100_000),
-            maxSteps: try environment.integer("WORKFLOW_MAX_STEPS", default: limits.maxSteps, range: 0...1_000_000)
+            maxSteps: try environment.integer("WORKFLOW_MAX_STEPS", default: limits.maxSteps, range: 0...1_000_000),
+            maxFrames: try environment.integer("WORKFLOW_MAX_FRAMES", default: limits.maxFrames, range: 0...1_000_000)
         )
         storage = try StorageConfiguration(environment)
         scheduler = SchedulerConfiguration(

@@ -29,15 +29,15 @@ struct GenerateRequest: Sendable {
 
     /// Input images for loader nodes (`input_images` by node id, or a tool's image parameters).
     var inputImages: [InputImage] = []
-    /// The caller sent the graph, so `WorkflowLimits` apply; a workflow tool's is the operator's,
-    /// its parameters bounded by their own declarations.
-    var isCallersGraph = true
+    /// The inputs the caller set, which `WorkflowLimits` hold to: `nil` when the caller sent
+    /// the whole graph; a workflow tool's parameters given in the call (the rest of its graph
+    /// holds the operator's values).
+    var callerInputs: [WorkflowTool.Target]?
 
     /// A request built by a route (a workflow tool) rather than read from a body.
     init(workflow: [String: JSONValue], outputNodeID: String?, options: [String: JSONValue]) throws(APIError) {
         self.workflow = workflow
         self.outputNodeID = outputNodeID
-        isCallersGraph = false
         webhookURL = try Self.webhookURL(options)
         responseType = try Self.responseType(options)
         outputFormat = try Self.outputFormat(options)

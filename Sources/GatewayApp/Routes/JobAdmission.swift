@@ -43,7 +43,8 @@ struct JobAdmission: Sendable {
     /// are fetched only for a caller whose key, rate and workflow passed.
     func admit(_ body: GenerateRequest, _ request: GatewayRequest, kind: JobKind, endpoint: String, webhookURL: String? = nil) async throws -> (JobRecord, String?) {
         try policy.check(body.workflow)
-        if body.isCallersGraph { try limits.check(body.workflow) }
+        let given = body.callerInputs.map(Set.init)
+        try limits.check(body.workflow) { node, input in given?.contains(WorkflowTool.Target(nodeID: node, input: input)) ?? true }
         if let missing = pool.missingModels(ModelReference.models(in: body.workflow)).first { throw pool.modelNotFound(missing) }
         let idempotency = try IdempotencyKey.of(request)
         let scopedKey = idempotency.map { Self.scoped($0, request) }

@@ -24,6 +24,7 @@ struct WorkflowsRoute: Sendable {
         let call = try tool.call(arguments)
         var body = try GenerateRequest(workflow: call.workflow, outputNodeID: tool.outputNodeID, options: arguments)
         body.inputImages = call.images.map { GenerateRequest.InputImage(field: $0.parameter, given: .text($0.value), targets: $0.targets) }
+        body.callerInputs = call.given
         let endpoint = "workflows/\(tool.name)"
         switch arguments["async"] {
         case nil, .null, .bool(false):
