@@ -4,7 +4,7 @@ import Testing
 /// The health rules over an injected clock: timed events in, health and actions out.
 struct BackendHealthMonitorTests {
     enum Event {
-        case connect, disconnect, probeOK, probeFailed, progress, confirmedRunning
+        case connect, disconnect, probeOK, probeFailed, progress, confirmedRunning, restOK, restFailed
         case prompts(Int)
         /// Ticks at this moment and expects the action and the health after it.
         case tick(BackendHealthMonitor.Action, BackendHealth)
@@ -47,6 +47,15 @@ struct BackendHealthMonitorTests {
             (0, .connect), (0, .prompts(1)), (60, .tick(.stalled, .down)), (61, .confirmedRunning), (61, .tick(.none, .up)),
             (120, .tick(.none, .up)), (121, .tick(.stalled, .down)),
         ]),
+        Scenario(name: "three failed REST calls in a row take it out for restCooloff; then one more failure takes it out again", events: [
+            (0, .connect), (1, .restFailed), (1, .restFailed), (1, .tick(.none, .up)),
+            (2, .restFailed), (2, .tick(.none, .down)), (31.9, .tick(.none, .down)), (32, .tick(.none, .up)),
+            (33, .restFailed), (33, .tick(.none, .down)), (63, .tick(.none, .up)),
+            (64, .restOK), (65, .restFailed), (65, .restFailed), (65, .tick(.none, .up)),
+        ]),
+        Scenario(name: "an answer between REST failures starts the count again", events: [
+            (0, .connect), (1, .restFailed), (2, .restFailed), (3, .restOK), (4, .restFailed), (5, .restFailed), (5, .tick(.none, .up)),
+        ]),
         Scenario(name: "an idle backend never stalls", events: [
             (0, .connect), (500, .tick(.none, .up)),
         ]),
@@ -68,6 +77,8 @@ struct BackendHealthMonitorTests {
             case .probeFailed: monitor.probed(ok: false)
             case .progress: monitor.progressed(at: now)
             case .confirmedRunning: monitor.confirmedRunning(at: now)
+            case .restOK: _ = monitor.restCall(ok: true, at: now)
+            case .restFailed: _ = monitor.restCall(ok: false, at: now)
             case .prompts(let count): monitor.promptsInFlight(count, at: now)
             case .tick(let action, let health):
                 #expect(monitor.tick(at: now) == action, "event \(index) at \(seconds) s")
@@ -93,5 +104,7 @@ struct BackendHealthMonitorDeadlineTests {
         #expect(monitor.nextDeadline == start + .seconds(50))
         monitor.promptsInFlight(0, at: start + .seconds(41))
         #expect(monitor.nextDeadline == nil)
+        for _ in 0..<3 { _ = monitor.restCall(ok: false, at: start + .seconds(42)) }
+        #expect(monitor.nextDeadline == start + .seconds(72), "out until restCooloff has passed")
     }
 }

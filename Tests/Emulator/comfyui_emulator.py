@@ -122,6 +122,9 @@ POST /emulator/config  JSON object merged into the config; answers the full
                          with a text/plain body (500: aiohttp's "500 Internal
                          Server Error\\n\\nServer got itself in trouble" plus
                          Connection: close; others "<code>: <reason>")   [null]
+    http_status_paths    list of paths http_status is limited to, e.g.
+                         ["/prompt"] (a handler that raises while
+                         /system_stats and /ws are fine); null: all  [null]
     refuse_ws            true: /ws answers 503 "503: Service Unavailable" [false]
     checkpoints          list of checkpoint names (CheckpointLoaderSimple's
                          combo, GET /models/checkpoints) [["emulator.safetensors"]]
@@ -149,6 +152,8 @@ GET  /emulator/stats   {"prompts_received": POST /prompt requests (any outcome),
                         "queue_clears": n, "history_deletes": [ids],
                         "history_delete_requests": POST /history with "delete",
                         "history_clears": n,
+                        "http_status_answers": requests answered with
+                                               http_status (not counted above),
                         "sockets": [clientIds registered (would receive)],
                         "open_sockets": [clientIds of all open sockets, incl.
                                          replaced/orphaned ones],
@@ -225,6 +230,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "hang": False,
     "drop_ws_after_binary": None,
     "http_status": None,
+    "http_status_paths": None,
     "refuse_ws": False,
     "checkpoints": list(CHECKPOINTS),
     "image_size": IMAGE_SIZE,
@@ -1237,7 +1243,7 @@ class Connection:
 
 
 def new_stats() -> dict:
-    return {"prompts_received": 0, "prompts_accepted": 0, "prompts_executed": 0, "interrupts": [],
+    return {"prompts_received": 0, "prompts_accepted": 0, "prompts_executed": 0, "interrupts": [], "http_status_answers": 0,
             "queue_deletes": [], "queue_clears": 0, "history_deletes": [], "history_clears": 0,
             "history_delete_requests": 0, "uploads": 0, "binary_frames": 0, "last_prompt_at": None, "max_in_flight": 0}
 
@@ -1538,7 +1544,9 @@ class Handlers:
         if request.path.startswith("/emulator/"):
             return await handler(request)
         status = self.emu.config.get("http_status")
-        if status:
+        paths = self.emu.config.get("http_status_paths")
+        if status and (paths is None or request.path in paths):
+            self.emu.stats["http_status_answers"] += 1
             return text_error(int(status))
         if origin_rejected(request):
             log.warning("request with non matching host and origin, returning 403")

@@ -137,6 +137,33 @@ struct GenerateErrorTests {
         }
     }
 
+    /// ComfyUI's `/prompt` answers 500 for every prompt (a handler that raises) while its socket
+    /// and `/system_stats` are fine: three failures in a row (here one call's three attempts)
+    /// take the backend out, so callers get 503 instead of more failed submissions; after
+    /// `BACKEND_REST_COOLOFF` one call tries it again, and a mended ComfyUI serves it.
+    @Test func aComfyUIWhosePromptCallsKeepFailingIsTakenOutForACooloff() async throws {
+        try await withGateway("err-rest-failing", environment: ["BACKEND_REST_COOLOFF": "8s"]) { gateway, emulator in
+            try await emulator.configure(["http_status": 500, "http_status_paths": .array(["/prompt"])])
+            let refused = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "refused")))
+            #expect(refused.status == 502, "\(refused.bodyText)")
+            #expect(try await emulator.stats()["http_status_answers"] == 3, "one call, three attempts")
+            try await gateway.waitUntilHealthy(503)
+            let health = try await gateway.get("/healthz")
+            #expect(health.bodyText.contains("REST calls failed 3 times in a row"), "\(health.bodyText)")
+            #expect(gateway.app.log.contains("ComfyUI's REST calls keep failing; taking it out"))
+            let out = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "while out")))
+            #expect(out.status == 503, "\(out.bodyText)")
+            #expect(try error(of: out)["code"] == "backend_unavailable")
+            #expect(try await emulator.stats()["http_status_answers"] == 3, "nothing more reached the failing ComfyUI")
+
+            try await emulator.configure(["http_status": .null, "http_status_paths": .null])
+            try await gateway.waitUntilHealthy(200)
+            let mended = try await gateway.post("/api/generate_file", json: Workflows.body(Workflows.txt2img(text: "mended")))
+            #expect(mended.status == 200, "\(mended.bodyText)")
+            #expect(emulatorMetadata(ofPNG: mended.body)?["texts"]?.arrayValue?.first == "mended")
+        }
+    }
+
     @Test func noResultInTimeIsGatewayTimeoutAndThePromptIsRemoved() async throws {
         try await withGateway("err-timeout", environment: ["GENERATE_TIMEOUT": "2s"]) { gateway, emulator in
             try await emulator.configure(["hang": true])

@@ -12,11 +12,15 @@ public struct BackendTiming: Sendable {
     /// ComfyUI's WebSocket silent this long is pinged; silent as long again, it is taken for
     /// dropped (a GPU server that lost power leaves no close behind) and opened anew.
     public var pingInterval: Duration
+    /// A job's REST calls (`/upload/image`, `/prompt`, `/view`) failing three times in a row
+    /// take the backend out for this long, while its socket and `/system_stats` look fine.
+    public var restCooloff: Duration
 
     public init(
         failoverAfter: Duration = .seconds(10), probeInterval: Duration = .seconds(5), stallTimeout: Duration = .seconds(180),
-        unavailableAfter: Duration = .seconds(3), pingInterval: Duration = .seconds(15)
+        unavailableAfter: Duration = .seconds(3), pingInterval: Duration = .seconds(15), restCooloff: Duration = .seconds(30)
     ) {
+        self.restCooloff = restCooloff
         self.failoverAfter = failoverAfter
         self.pingInterval = pingInterval
         self.unavailableAfter = unavailableAfter

@@ -21,6 +21,28 @@ extension ComfyBackend {
         }
     }
 
+    /// A job's REST call ended. No answer or an error status of ComfyUI's counts toward taking
+    /// the backend out (`BackendHealthMonitor.restCall`); an answer of its own, even a refusal,
+    /// resets that; a cancel says nothing of ComfyUI.
+    func restCallEnded(_ error: (any Error)?) {
+        let ok: Bool
+        if let error {
+            switch (error as? ComfyError)?.code {
+            case .backendUnavailable?, .badResponse?: ok = false
+            case .workflowInvalid?, .noImage?: ok = true
+            default: return
+            }
+        } else {
+            ok = true
+        }
+        guard monitor.restCall(ok: ok, at: .now), let error else { return }
+        let reason = "its REST calls failed \(BackendHealthMonitor.restFailureLimit) times in a row (\(error)); out for \(timing.restCooloff.components.seconds) s"
+        record(error: reason)
+        logger.warning("ComfyUI's REST calls keep failing; taking it out", metadata: ["error": "\(error)"])
+        nudgeHealth()
+        publishHealth()
+    }
+
     /// Something the health rules time changed: `watchHealth` looks again now.
     func nudgeHealth() {
         healthNudges.resume(0, with: .success(()))

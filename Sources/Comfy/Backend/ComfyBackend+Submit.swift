@@ -16,8 +16,13 @@ extension ComfyBackend {
             throw ComfyError.unavailable(url, lastError ?? "no WebSocket connection")
         }
         var placedInFolder = false
-        for upload in job.uploads {
-            placedInFolder = try await place(upload) || placedInFolder
+        do {
+            for upload in job.uploads {
+                placedInFolder = try await place(upload) || placedInFolder
+            }
+        } catch {
+            restCallEnded(error)
+            throw error
         }
         let promptID = UUID().uuidString.lowercased()
         // Not stored as sent when it cannot be sent now.
@@ -33,7 +38,9 @@ extension ComfyBackend {
             receipt = try await rest.postPrompt(
                 job, promptID: promptID, clientID: clientID, leftoverMark: job.endsWithProcess ? leftoverMark : nil, sendBy: sendBy
             )
+            restCallEnded(nil)
         } catch {
+            restCallEnded(error)
             abandon(promptID)
             // The prompt may have been queued before the answer was lost: it must not run for nobody.
             if (error as? ComfyError)?.code != .workflowInvalid, !(error is SubmitWindowClosed) { schedule(.cancel(promptID)) }
@@ -147,8 +154,13 @@ extension ComfyBackend {
             case .frame(_, let bytes, let mimeType):
                 image = ImageData(bytes: bytes, mimeType: mimeType)
             case .file(_, let reference):
-                let (bytes, mimeType) = try await rest.view(reference)
-                image = ImageData(bytes: bytes, mimeType: mimeType)
+                do {
+                    let (bytes, mimeType) = try await rest.view(reference)
+                    image = ImageData(bytes: bytes, mimeType: mimeType)
+                } catch {
+                    restCallEnded(error)
+                    throw error
+                }
             }
             if !keepsWorkflowMetadata { image = await Self.withoutWorkflowMetadata(image) }
             // A batch of huge images must not hold gigabytes per job: the first always, then what fits.

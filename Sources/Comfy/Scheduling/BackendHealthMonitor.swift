@@ -7,6 +7,9 @@
 /// backend is stalled for as long again and its prompts move. A socket down for
 /// `failoverAfter` with prompts in flight: they move. A stall is only a suspicion until the
 /// backend's queue is asked: if one of our prompts is running there, a node is just slow.
+/// A job's REST calls failing `restFailureLimit` times in a row (no answer, an error status)
+/// take it out for `restCooloff`; then one call may try it again, and one more failure takes
+/// it out again (a circuit breaker's half-open state).
 struct BackendHealthMonitor: Sendable {
     /// What the backend must do with its prompts in flight.
     enum Action: Sendable, Equatable {
@@ -21,6 +24,10 @@ struct BackendHealthMonitor: Sendable {
     private(set) var isConnected = false
     private(set) var probeFailures = 0
     private(set) var stalledUntil: ContinuousClock.Instant?
+    private(set) var restFailures = 0
+    /// Out until then: its REST calls kept failing.
+    private(set) var restOutUntil: ContinuousClock.Instant?
+    static let restFailureLimit = 3
     private var inFlight = 0
     private var busySince: ContinuousClock.Instant?
     private var lastProgress: ContinuousClock.Instant
@@ -33,7 +40,7 @@ struct BackendHealthMonitor: Sendable {
     }
 
     var health: BackendHealth {
-        isConnected && probeFailures < 2 && stalledUntil == nil ? .up : .down
+        isConnected && probeFailures < 2 && stalledUntil == nil && restOutUntil == nil ? .up : .down
     }
 
     mutating func connected(at now: ContinuousClock.Instant) {
@@ -50,6 +57,19 @@ struct BackendHealthMonitor: Sendable {
 
     mutating func probed(ok: Bool) {
         probeFailures = ok ? 0 : probeFailures + 1
+    }
+
+    /// A job's REST call got an answer of ComfyUI's own (`ok`), or none, or an error status.
+    /// Returns whether this failure took the backend out.
+    mutating func restCall(ok: Bool, at now: ContinuousClock.Instant) -> Bool {
+        guard !ok else {
+            restFailures = 0
+            return false
+        }
+        restFailures += 1
+        guard restFailures >= Self.restFailureLimit, restOutUntil == nil else { return false }
+        restOutUntil = now + timing.restCooloff
+        return true
     }
 
     /// ComfyUI says one of our prompts is running: a long silent node, not a stall.
@@ -74,6 +94,7 @@ struct BackendHealthMonitor: Sendable {
     var nextDeadline: ContinuousClock.Instant? {
         var deadlines: [ContinuousClock.Instant] = []
         if let stalledUntil { deadlines.append(stalledUntil) }
+        if let restOutUntil { deadlines.append(restOutUntil) }
         if inFlight > 0 {
             if !isConnected, let disconnectedAt { deadlines.append(disconnectedAt + timing.failoverAfter) }
             if isConnected, stalledUntil == nil, let busySince { deadlines.append(max(busySince, lastProgress) + timing.stallTimeout) }
@@ -84,6 +105,11 @@ struct BackendHealthMonitor: Sendable {
     /// Re-evaluates the timers; returns what to do with the prompts in flight.
     mutating func tick(at now: ContinuousClock.Instant) -> Action {
         if let until = stalledUntil, now >= until { stalledUntil = nil }
+        if let until = restOutUntil, now >= until {
+            restOutUntil = nil
+            // Half-open: the next call tries it; failing, it takes the backend out again.
+            restFailures = Self.restFailureLimit - 1
+        }
         guard inFlight > 0 else { return .none }
         if !isConnected, let since = disconnectedAt, now - since >= timing.failoverAfter {
             // Once per drop: the moved prompts are gone, later ones start a new wait.

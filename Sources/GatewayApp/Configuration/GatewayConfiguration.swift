@@ -24,7 +24,7 @@ import Logging
 /// `WORKFLOW_MAX_STEPS` (150), `WORKFLOW_MAX_FRAMES` (257: what a caller may ask, `WorkflowLimits`); the backend pool
 /// `BACKEND_CAPACITY` (2 prompts each), `MAX_QUEUED_JOBS` (500; beyond: 429),
 /// `INTERACTIVE_FIRST` (true), `INTERACTIVE_BURST` (4), `JOB_MAX_ATTEMPTS` (3 backends), `BACKEND_FAILOVER_AFTER` (10 s),
-/// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `BACKEND_PING_INTERVAL` (15 s), `SHUTDOWN_DRAIN_TIMEOUT`
+/// `BACKEND_PROBE_INTERVAL` (5 s), `BACKEND_STALL_TIMEOUT` (180 s), `BACKEND_REST_COOLOFF` (30 s), `BACKEND_PING_INTERVAL` (15 s), `SHUTDOWN_DRAIN_TIMEOUT`
 /// (120 s for in-flight requests after SIGTERM); image storage as
 /// `StorageConfiguration` documents; input images of tool calls and `input_images`
 /// `INPUT_MAX_BYTES` (`MAX_SKETCH_BYTES`), `INPUT_MAX_PIXELS` (`MAX_SKETCH_PIXELS`),
@@ -236,7 +236,8 @@ public struct GatewayConfiguration: Sendable {
             failoverAfter: try environment.duration("BACKEND_FAILOVER_AFTER", default: .seconds(10)),
             probeInterval: try environment.duration("BACKEND_PROBE_INTERVAL", default: .seconds(5)),
             stallTimeout: try environment.duration("BACKEND_STALL_TIMEOUT", default: .seconds(180)),
-            pingInterval: try environment.duration("BACKEND_PING_INTERVAL", default: .seconds(15))
+            pingInterval: try environment.duration("BACKEND_PING_INTERVAL", default: .seconds(15)),
+            restCooloff: try environment.duration("BACKEND_REST_COOLOFF", default: .seconds(30))
         )
         let largest = Self.maxSocketMessageBytes(sketchBytes: maxSketchBytes)
         webSocketReceiveBudget = try environment.integer("WS_RECEIVE_BUDGET", default: max(256 << 20, 4 * largest), range: largest...(1 << 40))
