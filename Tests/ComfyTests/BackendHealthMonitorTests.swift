@@ -53,6 +53,10 @@ struct BackendHealthMonitorTests {
             (33, .restFailed), (33, .tick(.none, .down)), (63, .tick(.none, .up)),
             (64, .restOK), (65, .restFailed), (65, .restFailed), (65, .tick(.none, .up)),
         ]),
+        Scenario(name: "a socket opened anew ends the REST cooloff, half-open", events: [
+            (0, .connect), (1, .restFailed), (1, .restFailed), (1, .restFailed), (1, .tick(.none, .down)),
+            (2, .disconnect), (3, .connect), (3, .tick(.none, .up)), (4, .restFailed), (4, .tick(.none, .down)),
+        ]),
         Scenario(name: "an answer between REST failures starts the count again", events: [
             (0, .connect), (1, .restFailed), (2, .restFailed), (3, .restOK), (4, .restFailed), (5, .restFailed), (5, .tick(.none, .up)),
         ]),

@@ -164,6 +164,26 @@ struct GenerateErrorTests {
         }
     }
 
+    /// What one caller brings on does not count against a shared backend: ComfyUI refusing
+    /// its input image (413) is that call's 400, any number of times, and the backend stays up.
+    @Test func refusedUploadsOfOneCallerDoNotTakeTheBackendOut() async throws {
+        try await withGateway("err-rest-caller", environment: ["BACKEND_REST_COOLOFF": "60s"]) { gateway, emulator in
+            try await emulator.configure(["http_status": 413, "http_status_paths": .array(["/upload/image"])])
+            for index in 0..<4 {
+                var body = Workflows.body(Sketches.style(text: "too big \(index)"), output: "8").objectValue!
+                body["input_images"] = .object(["4": .string(Data(Sketches.png(seed: index)).base64EncodedString())])
+                let response = try await gateway.post("/api/generate", json: .object(body))
+                #expect(response.status == 400, "\(response.bodyText)")
+                #expect(try error(of: response)["code"] == "workflow_invalid")
+                #expect(try error(of: response)["message"]?.stringValue?.contains("refused the input image") == true)
+            }
+            #expect(try await emulator.stats()["http_status_answers"] == 4, "each tried once, not moved to another attempt")
+            #expect(try await gateway.get("/healthz").status == 200)
+            let next = try await gateway.post("/api/generate_file", json: Workflows.body(Workflows.txt2img(text: "others go on")))
+            #expect(next.status == 200, "\(next.bodyText)")
+        }
+    }
+
     @Test func noResultInTimeIsGatewayTimeoutAndThePromptIsRemoved() async throws {
         try await withGateway("err-timeout", environment: ["GENERATE_TIMEOUT": "2s"]) { gateway, emulator in
             try await emulator.configure(["hang": true])

@@ -560,7 +560,7 @@ struct JobDurabilityTests {
         // the second waits behind it (ComfyUI runs one at a time).
         let emulator = try Emulator(directory: directory, http: testHTTP, arguments: ["--sampler-step-ms", "100"])
         defer { emulator.stop() }
-        let environment = JobTests.webhookSettings.merging(["JOB_CRASH_LIMIT": "2"]) { $1 }
+        let environment = JobTests.webhookSettings.merging(["JOB_CRASH_LIMIT": "2", "WORKFLOW_MAX_STEPS": "1000"]) { $1 }
         func start() async throws -> Gateway {
             let gateway = try Gateway(directory: directory, backends: [emulator.url], http: testHTTP, environment: environment)
             try await gateway.waitUntilHealthy()

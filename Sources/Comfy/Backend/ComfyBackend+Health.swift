@@ -14,23 +14,29 @@ extension ComfyBackend {
                 await probe()
                 nextProbe = .now + (monitor.probeFailures > 0 ? min(.seconds(1), timing.probeInterval) : timing.probeInterval)
             }
+            let wasOut = monitor.restOutUntil != nil
             await act(on: monitor.tick(at: .now))
+            // The cooloff is over: its reason no longer stands in `/healthz`.
+            if wasOut, monitor.restOutUntil == nil { record(error: nil) }
             publishHealth()
             let wake = min(nextProbe, monitor.nextDeadline ?? nextProbe)
             _ = await healthNudges.wait(for: 0, until: wake)
         }
     }
 
-    /// A job's REST call ended. No answer or an error status of ComfyUI's counts toward taking
-    /// the backend out (`BackendHealthMonitor.restCall`); an answer of its own, even a refusal,
-    /// resets that; a cancel says nothing of ComfyUI.
+    /// A job's REST call ended. ComfyUI's own fault (`ComfyError.isServerFault`) counts toward
+    /// taking the backend out (`BackendHealthMonitor.restCall`); an answer, even a refusal,
+    /// resets that; anything else (a cancel, what the job brought on) says nothing of ComfyUI.
     func restCallEnded(_ error: (any Error)?) {
         let ok: Bool
         if let error {
-            switch (error as? ComfyError)?.code {
-            case .backendUnavailable?, .badResponse?: ok = false
-            case .workflowInvalid?, .noImage?: ok = true
-            default: return
+            guard let error = error as? ComfyError else { return }
+            if error.isServerFault {
+                ok = false
+            } else if error.code == .workflowInvalid || error.code == .noImage {
+                ok = true
+            } else {
+                return
             }
         } else {
             ok = true

@@ -20,6 +20,7 @@ extension ComfyBackend {
             for upload in job.uploads {
                 placedInFolder = try await place(upload) || placedInFolder
             }
+            if !job.uploads.isEmpty { restCallEnded(nil) }
         } catch {
             restCallEnded(error)
             throw error
@@ -157,6 +158,7 @@ extension ComfyBackend {
                 do {
                     let (bytes, mimeType) = try await rest.view(reference)
                     image = ImageData(bytes: bytes, mimeType: mimeType)
+                    restCallEnded(nil)
                 } catch {
                     restCallEnded(error)
                     throw error

@@ -33,6 +33,10 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
     /// The model no backend has (`modelNotFound`), and those of its folder that they have.
     public var model: ModelReference?
     public var availableModels: [String] = []
+    /// ComfyUI itself failed a call (no connection, no answer in time, an error status of its
+    /// own): it counts against the backend's health (`BackendHealthMonitor.restCall`). Not
+    /// what one job brings on (an answer too large, a refused upload, a slow large file).
+    public var isServerFault = false
 
     public init(code: Code, message: String, backend: String? = nil) {
         self.code = code
@@ -76,8 +80,10 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
         ComfyError(code: .promptLost, message: "ComfyUI at \(backend) lost the prompt: \(reason)", backend: backend.description)
     }
 
-    static func badResponse(_ backend: ComfyServerURL, _ reason: String) -> ComfyError {
-        ComfyError(code: .badResponse, message: "ComfyUI at \(backend) answered unexpectedly: \(reason)", backend: backend.description)
+    static func badResponse(_ backend: ComfyServerURL, _ reason: String, serverFault: Bool = false) -> ComfyError {
+        var error = ComfyError(code: .badResponse, message: "ComfyUI at \(backend) answered unexpectedly: \(reason)", backend: backend.description)
+        error.isServerFault = serverFault
+        return error
     }
 
     static func executionFailed(_ backend: ComfyServerURL, _ failure: ComfyExecutionFailure) -> ComfyError {

@@ -46,7 +46,7 @@ struct ComfyRESTClient: Sendable {
             error.nodeErrors = ServerPathRedaction.redact(answer?["node_errors"] ?? .object([:]))
             throw error
         default:
-            throw ComfyError.badResponse(url, "POST /prompt returned HTTP \(response.status)")
+            throw ComfyError.badResponse(url, "POST /prompt returned HTTP \(response.status)", serverFault: true)
         }
     }
 
@@ -74,10 +74,14 @@ struct ComfyRESTClient: Sendable {
         do {
             response = try await http.execute(request)
         } catch let error as CurlError {
-            throw error.kind == .cancelled ? ComfyError.cancelled : ComfyError.unavailable(url, error.message)
+            throw error.kind == .cancelled ? ComfyError.cancelled : serverFault(error)
+        }
+        if (400..<500).contains(response.status) {
+            // This image's problem (too large for ComfyUI, not one it reads): no other backend's answer differs.
+            throw ComfyError(code: .workflowInvalid, message: "ComfyUI refused the input image (POST /upload/image returned HTTP \(response.status))", backend: url.description)
         }
         guard response.status == 200, let answer = try? JSONValue.parse(response.body) else {
-            throw ComfyError.badResponse(url, "POST /upload/image returned HTTP \(response.status)")
+            throw ComfyError.badResponse(url, "POST /upload/image returned HTTP \(response.status)", serverFault: true)
         }
         // With overwrite ComfyUI keeps the name; anything else would feed LoadImage the wrong file.
         guard answer["name"]?.stringValue == upload.filename, answer["subfolder"]?.stringValue == upload.subfolder else {
@@ -143,13 +147,14 @@ struct ComfyRESTClient: Sendable {
         ]
         // aiohttp reads `+` in a query as a space: a file name with `+` needs it encoded.
         let query = (components.percentEncodedQuery ?? "").replacingOccurrences(of: "+", with: "%2B")
-        let response = try await call("GET", "/view?" + query)
+        // A large file may take long on a slow link: its timeout is this job's, not the backend's fault.
+        let response = try await call("GET", "/view?" + query, body: nil, timeoutIsServerFault: false)
         guard response.status == 200 else {
             // A missing file is this job's problem, not the backend's: no reason to run it elsewhere.
             if (400..<500).contains(response.status) {
                 throw ComfyError(code: .noImage, message: "ComfyUI has no file \(image.filename) (GET /view returned HTTP \(response.status))", backend: url.description)
             }
-            throw ComfyError.badResponse(url, "GET /view of \(image.filename) returned HTTP \(response.status)")
+            throw ComfyError.badResponse(url, "GET /view of \(image.filename) returned HTTP \(response.status)", serverFault: true)
         }
         return (response.body, response.header("Content-Type").map { String($0.prefix { $0 != ";" }) } ?? sniffMimeType(response.body))
     }
@@ -176,7 +181,11 @@ struct ComfyRESTClient: Sendable {
     }
 
     /// - Parameter body: encoded JSON.
-    func call(_ method: String, _ path: String, body: [UInt8]?, timeout: Duration = .seconds(30), sendBy: ContinuousClock.Instant? = nil) async throws -> CurlResponse {
+    /// - Parameter timeoutIsServerFault: whether no answer in time counts against the backend.
+    func call(
+        _ method: String, _ path: String, body: [UInt8]?, timeout: Duration = .seconds(30), sendBy: ContinuousClock.Instant? = nil,
+        timeoutIsServerFault: Bool = true
+    ) async throws -> CurlResponse {
         var request = CurlRequest(
             method: method,
             url: url.http(path),
@@ -191,8 +200,20 @@ struct ComfyRESTClient: Sendable {
             throw ComfyError.cancelled
         } catch let error as CurlError where error.kind == .tooLate {
             throw SubmitWindowClosed()
+        } catch let error as CurlError where error.kind == .responseTooLarge {
+            // What this job made (a file, a history entry) is too large: no other backend's answer differs.
+            throw ComfyError(code: .noImage, message: "ComfyUI at \(url) answered \(method) \(path.prefix { $0 != "?" }) with more than the gateway reads", backend: url.description)
         } catch let error as CurlError {
-            throw ComfyError.unavailable(url, error.message)
+            var failure = serverFault(error)
+            failure.isServerFault = error.kind != .timedOut || timeoutIsServerFault
+            throw failure
         }
+    }
+
+    /// A call that got no answer: ComfyUI's fault, as far as the gateway can tell.
+    private func serverFault(_ error: CurlError) -> ComfyError {
+        var failure = ComfyError.unavailable(url, error.message)
+        failure.isServerFault = true
+        return failure
     }
 }

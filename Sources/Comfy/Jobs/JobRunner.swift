@@ -599,7 +599,8 @@ public actor JobRunner {
         case .cancelled where endedElsewhere.contains(id):
             await endElsewhere(id, submittedHere: live[id].flatMap(\.prompt))
         case .cancelled:
-            if let state = live[id], let promptID = state.promptID, let backend = state.backend {
+            // One that ends with its caller keeps no prompt when its run is cancelled: the backend took it off.
+            if !record.endsWithItsCaller, let state = live[id], let promptID = state.promptID, let backend = state.backend {
                 await pool.cancelPrompt(promptID, backend: backend)
             }
             _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)

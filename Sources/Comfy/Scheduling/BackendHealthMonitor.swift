@@ -8,8 +8,8 @@
 /// `failoverAfter` with prompts in flight: they move. A stall is only a suspicion until the
 /// backend's queue is asked: if one of our prompts is running there, a node is just slow.
 /// A job's REST calls failing `restFailureLimit` times in a row (no answer, an error status)
-/// take it out for `restCooloff`; then one call may try it again, and one more failure takes
-/// it out again (a circuit breaker's half-open state).
+/// take it out for `restCooloff` (or until its socket is opened anew); then it takes jobs
+/// again, and one more failure takes it out again (a circuit breaker's half-open state).
 struct BackendHealthMonitor: Sendable {
     /// What the backend must do with its prompts in flight.
     enum Action: Sendable, Equatable {
@@ -46,6 +46,8 @@ struct BackendHealthMonitor: Sendable {
     mutating func connected(at now: ContinuousClock.Instant) {
         isConnected = true
         disconnectedAt = nil
+        // A socket opened anew (ComfyUI restarted, perhaps mended): it may be tried at once.
+        if restOutUntil != nil { endRestCooloff() }
         // The socket is back: the prompts are reconciled, which counts as news of them.
         lastProgress = now
     }
@@ -70,6 +72,12 @@ struct BackendHealthMonitor: Sendable {
         guard restFailures >= Self.restFailureLimit, restOutUntil == nil else { return false }
         restOutUntil = now + timing.restCooloff
         return true
+    }
+
+    /// Half-open: it takes jobs again, and the next failure takes it out again.
+    private mutating func endRestCooloff() {
+        restOutUntil = nil
+        restFailures = Self.restFailureLimit - 1
     }
 
     /// ComfyUI says one of our prompts is running: a long silent node, not a stall.
@@ -105,11 +113,7 @@ struct BackendHealthMonitor: Sendable {
     /// Re-evaluates the timers; returns what to do with the prompts in flight.
     mutating func tick(at now: ContinuousClock.Instant) -> Action {
         if let until = stalledUntil, now >= until { stalledUntil = nil }
-        if let until = restOutUntil, now >= until {
-            restOutUntil = nil
-            // Half-open: the next call tries it; failing, it takes the backend out again.
-            restFailures = Self.restFailureLimit - 1
-        }
+        if let until = restOutUntil, now >= until { endRestCooloff() }
         guard inFlight > 0 else { return .none }
         if !isConnected, let since = disconnectedAt, now - since >= timing.failoverAfter {
             // Once per drop: the moved prompts are gone, later ones start a new wait.

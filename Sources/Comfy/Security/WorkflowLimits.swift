@@ -39,7 +39,7 @@ public struct WorkflowLimits: Sendable, Equatable {
                 WorkflowRejection(nodeID: id, classType: classType, input: input, message: "node \"\(id)\" (\(classType)) input \(input): \(problem)")
             }
             func value(_ input: String) -> Double? {
-                guard given(id, input), let raw = inputs[input] else { return nil }
+                guard let raw = inputs[input], given(id, input) || Self.primitive(linkedBy: raw, in: workflow).map({ given($0, "value") }) == true else { return nil }
                 return Self.number(raw, in: workflow)
             }
             if maxPixels > 0 {
@@ -86,6 +86,14 @@ public struct WorkflowLimits: Sendable, Equatable {
         default:
             return nil
         }
+    }
+
+    /// The `Primitive*` node a link comes from (a tool's parameter may be declared on one).
+    static func primitive(linkedBy value: JSONValue, in workflow: [String: JSONValue]) -> String? {
+        guard case .array(let link) = value, link.count == 2, let source = link[0].stringValue,
+            let classType = workflow[source]?["class_type"]?.stringValue, primitives.contains(classType)
+        else { return nil }
+        return source
     }
 
     /// What Python's `int()` (or, for a plain decimal, `float()`) makes of a string; `nil` for
