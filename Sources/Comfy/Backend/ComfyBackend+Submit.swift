@@ -100,11 +100,9 @@ extension ComfyBackend {
         schedule(.cancel(promptID))
     }
 
-    /// A small image's chunks are walked here; a large one's walk and copy run off the actor,
-    /// whose socket events would wait meanwhile.
+    /// The image without ComfyUI's graph, walked and copied on the thread pool.
     static func withoutWorkflowMetadata(_ image: ImageData) async -> ImageData {
-        guard image.bytes.count > 4 << 20 else { return WorkflowMetadata.removed(from: image) }
-        return (try? await NIOThreadPool.singleton.runIfActive { WorkflowMetadata.removed(from: image) }) ?? image
+        (try? await NIOThreadPool.singleton.runIfActive { WorkflowMetadata.removed(from: image) }) ?? image
     }
 
     /// The prompts waiting (not running) in ComfyUI's queue; `nil` when it does not answer.
@@ -164,7 +162,11 @@ extension ComfyBackend {
                     throw error
                 }
             }
-            if !keepsWorkflowMetadata { image = await Self.withoutWorkflowMetadata(image) }
+            if !keepsWorkflowMetadata {
+                // A small image's chunks are walked here, with no hop off the actor; a large one's
+                // walk and copy run on the thread pool, as the socket's events would wait meanwhile.
+                image = image.bytes.count <= 4 << 20 ? WorkflowMetadata.removed(from: image) : await Self.withoutWorkflowMetadata(image)
+            }
             // A batch of huge images must not hold gigabytes per job: the first always, then what fits.
             total += image.bytes.count
             guard images.isEmpty || total <= Self.maxOutputBytes else {
