@@ -29,17 +29,11 @@ extension ComfyBackend {
     /// resets that; anything else (a cancel, what the job brought on) says nothing of ComfyUI.
     func restCallEnded(_ error: (any Error)?) {
         let ok: Bool
-        if let error {
-            guard let error = error as? ComfyError else { return }
-            if error.isServerFault {
-                ok = false
-            } else if error.code == .workflowInvalid || error.code == .noImage {
-                ok = true
-            } else {
-                return
-            }
-        } else {
-            ok = true
+        switch error {
+        case nil: ok = true
+        case let error as ComfyError where error.isServerFault: ok = false
+        case let error as ComfyError where error.code == .workflowInvalid || error.code == .noImage: ok = true
+        default: return
         }
         guard monitor.restCall(ok: ok, at: .now), let error else { return }
         let reason = "its REST calls failed \(BackendHealthMonitor.restFailureLimit) times in a row (\(error)); out for \(timing.restCooloff.components.seconds) s"

@@ -159,7 +159,7 @@ public actor ComfyBackend {
         case .cancel(let promptID): await rest.cancel(promptID)
         case .stop(let promptID):
             guard let entry = try? await rest.queueEntries().first(where: { $0.promptID == promptID }) else { return }
-            if entry.isRunning { await rest.cancel(promptID) } else { await rest.removeFromQueue([promptID]) }
+            await remove([entry])
         case .deleteGatheredHistory:
             // What ends while one request runs goes in the next: a busy backend gets one for many prompts.
             while case let promptIDs = takeGatheredHistory(), !promptIDs.isEmpty { await rest.deleteHistory(promptIDs) }
@@ -177,6 +177,13 @@ public actor ComfyBackend {
         if isConnected { schedule(.clearLeftovers) }
     }
 
+    /// Takes these queue entries off ComfyUI. Waiting ones only leave the queue: an interrupt
+    /// (on a ComfyUI without targeted ones, any prompt) is sent only for one seen running.
+    private func remove(_ entries: [ComfyQueueEntry]) async {
+        await rest.removeFromQueue(entries.filter { !$0.isRunning }.map(\.promptID))
+        for entry in entries where entry.isRunning { await rest.cancel(entry.promptID) }
+    }
+
     private func clearLeftoverPrompts() async {
         guard leftoverMark != nil || leftovers != nil, let entries = try? await rest.queueEntries() else { return }
         // Tracked before they are posted: a prompt of this process is never taken for a leftover.
@@ -185,10 +192,7 @@ public actor ComfyBackend {
                 && (leftoverMark.map(entry.isLeftover(of:)) == true || (entry.process != ComfyQueueEntry.thisProcess && leftovers?(entry) == true))
         }
         guard !stale.isEmpty else { return }
-        // Waiting ones only leave the queue: an interrupt (on a ComfyUI without targeted ones,
-        // any) is sent only for one that runs itself.
-        await rest.removeFromQueue(stale.filter { !$0.isRunning }.map(\.promptID))
-        for entry in stale where entry.isRunning { await rest.cancel(entry.promptID) }
+        await remove(stale)
         logger.info("prompts left by an earlier run removed from ComfyUI's queue", metadata: ["comfy.prompts": "\(stale.count)"])
     }
 

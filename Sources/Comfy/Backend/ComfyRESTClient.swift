@@ -168,6 +168,7 @@ struct ComfyRESTClient: Sendable {
 
     /// Removes waiting prompts from the queue; whatever runs is left alone.
     func removeFromQueue(_ promptIDs: [String]) async {
+        guard !promptIDs.isEmpty else { return }
         _ = try? await call("POST", "/queue", json: .object(["delete": .array(promptIDs.map(JSONValue.string))]))
     }
 
