@@ -81,7 +81,8 @@ struct GatewayParts: Sendable {
                 maxRunningAsync: max(1, min(scheduler.capacityPerBackend * configuration.comfyServers.count * 2, max(1, scheduler.maxQueuedJobs / 2))),
                 maxAbandonedPerOwner: configuration.maxAbandonedJobsPerCaller,
                 maxWaiting: configuration.jobs.maxWaiting,
-                crashLimit: configuration.jobs.crashLimit
+                crashLimit: configuration.jobs.crashLimit,
+                queueTimeout: configuration.jobs.queueTimeout
             ),
             describe: { apiError(for: $0).jobFailure },
             webhookDue: { webhooks?.nudge() },

@@ -59,6 +59,26 @@ struct JobDispatcherDrainTests {
         #expect(dispatcher.published.withLockedValue(\.queued) == 0)
     }
 
+    @Test func aStoredJobWaitsOutAnOutageUntilItsQueueDeadlineAndGetsTheBackendThatComesBack() async throws {
+        let dispatcher = JobDispatcher(backendCount: 1, configuration: SchedulerConfiguration(capacityPerBackend: 1))
+        let stored = try await dispatcher.submit(owner: "a", priority: .batch, waitsOutOutagesUntil: .now + .seconds(60))
+        let expired = try await dispatcher.submit(owner: "b", priority: .batch, waitsOutOutagesUntil: .now - .seconds(1))
+        let caller = try await dispatcher.submit(owner: "c", priority: .batch)
+        await dispatcher.failStranded(grace: .zero) { _ in ComfyError(code: .backendUnavailable, message: "stranded") }
+        // The caller on the line and the stored job past its queue deadline are told; the other waits.
+        for id in [expired, caller] {
+            let answer = await #expect(throws: ComfyError.self) {
+                try await dispatcher.waitForSlot(id, deadline: .now + .seconds(5), timeout: .seconds(5))
+            }
+            #expect(answer?.message == "stranded")
+        }
+        #expect(dispatcher.published.withLockedValue(\.queued) == 1)
+        let waiting = Task { try await dispatcher.waitForSlot(stored, deadline: .now + .seconds(30), timeout: .seconds(30)) }
+        await dispatcher.setHealth(0, .up)
+        #expect(try await waiting.value == 0)
+        #expect(dispatcher.published.withLockedValue(\.running) == [1])
+    }
+
     @Test func onceTheDrainTimeIsUpNothingStartsAnyMore() async throws {
         let dispatcher = await upDispatcher()
         await dispatcher.stopAccepting()

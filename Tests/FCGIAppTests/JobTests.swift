@@ -296,6 +296,55 @@ struct JobTests {
         }
     }
 
+    @Test func storedJobsWaitOutAComfyUIRestartAndRunWhenItIsBackWhileACallerOnTheLineIsTold503() async throws {
+        try await withGateway("jobs-outage", emulatorArguments: ["--node-delay-ms", "300"], environment: ["BACKEND_FAILOVER_AFTER": "1s"]) { gateway, emulator in
+            func submit(_ text: String, seed: Int) async throws -> String {
+                let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: text, seed: seed)))
+                #expect(submitted.status == 202, "\(submitted.bodyText)")
+                return try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
+            }
+            // One job's prompt is running when ComfyUI dies; three more come while it is down.
+            let running = try await submit("running", seed: 0)
+            try await waitUntil { try await emulator.stats()["prompts_accepted"] == 1 }
+            _ = emulator.process.stop(SIGKILL)
+            var queued: [String] = []
+            for index in 1...3 { queued.append(try await submit("queued \(index)", seed: index)) }
+            // A generate call is answered at once once no backend has been up for the grace (3 s).
+            let call = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "call", seed: 9)), timeout: .seconds(30))
+            #expect(call.status == 503, "\(call.bodyText)")
+            #expect(try JSONValue.parse(call.body)["error"]?["code"] == "backend_unavailable")
+            try await Task.sleep(for: .seconds(1))
+            // Past the grace, the stored jobs are not failed: they wait for a backend.
+            #expect(try await gateway.job(running)["status"] == "running")
+            for id in queued { #expect(try await gateway.job(id)["status"] == "queued") }
+            let back = try Emulator(directory: emulator.directory, http: testHTTP, port: emulator.port)
+            defer { back.stop() }
+            for (id, text) in zip([running] + queued, ["running", "queued 1", "queued 2", "queued 3"]) {
+                try await waitUntil(timeout: .seconds(30)) { try await gateway.job(id)["status"]?.stringValue.flatMap(JobStatus.init)?.isFinal == true }
+                let job = try await gateway.job(id)
+                #expect(job["status"] == "completed", "\(job)")
+                let image = try await gateway.get(try #require(job["result"]?["url"]?.stringValue))
+                #expect(emulatorMetadata(ofPNG: image.body)?["texts"]?.arrayValue?.first?.stringValue == text)
+            }
+            #expect(try await back.stats()["prompts_accepted"] == 4, "each ran once on the ComfyUI that came back")
+        }
+    }
+
+    @Test func aStoredJobNoBackendCameBackForWithinJobQueueTimeoutFailsBackendUnavailable() async throws {
+        try await withGateway("jobs-outage-long", environment: ["JOB_QUEUE_TIMEOUT": "6s"]) { gateway, emulator in
+            _ = emulator.process.stop(SIGKILL)
+            let submitted = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "nobody", seed: 1)))
+            let id = try #require(try JSONValue.parse(submitted.body)["id"]?.stringValue)
+            // Past the 3 s after which a caller on the line is told, it still waits.
+            try await Task.sleep(for: .seconds(4))
+            #expect(try await gateway.job(id)["status"] == "queued")
+            try await waitUntil(timeout: .seconds(30)) { try await gateway.job(id)["status"] == "failed" }
+            let job = try await gateway.job(id)
+            #expect(job["error"]?["code"] == "backend_unavailable", "\(job)")
+            #expect(job["error"]?["message"] == "no ComfyUI backend that can run this job is reachable")
+        }
+    }
+
     @Test func idempotencyKeysMakeRetriesTheSameJobOnAllThreeEndpoints() async throws {
         try await withGateway("jobs-idem") { gateway, emulator in
             let body = Workflows.body(Workflows.txt2img(text: "once only"))

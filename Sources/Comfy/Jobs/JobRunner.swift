@@ -10,8 +10,11 @@ import Metrics
 /// runner's queue, owners in turn, so that at most `maxRunningAsync` of them wait in the pool.
 public actor JobRunner {
     public struct Configuration: Sendable {
-        /// One job's whole run, queue included.
+        /// One job's whole run, queue included (an async job's: from when a backend takes it).
         public var timeout: Duration
+        /// How long after its submission an async job may still wait for a backend to come
+        /// up (none being up fails it only then); `timeout` bounds its wait for a busy one.
+        public var queueTimeout: Duration
         /// Async jobs handed to the pool at once; the rest wait here (in the store).
         public var maxRunningAsync: Int
         /// How long an idempotency key names its job.
@@ -30,9 +33,10 @@ public actor JobRunner {
 
         public init(
             timeout: Duration, maxRunningAsync: Int, idempotencyWindow: Duration = .seconds(24 * 3600), maxAbandonedPerOwner: Int = 0,
-            maxWaiting: Int = 0, crashLimit: Int = 3
+            maxWaiting: Int = 0, crashLimit: Int = 3, queueTimeout: Duration = .seconds(3600)
         ) {
             self.timeout = timeout
+            self.queueTimeout = queueTimeout
             self.maxRunningAsync = maxRunningAsync
             self.idempotencyWindow = idempotencyWindow
             self.maxAbandonedPerOwner = maxAbandonedPerOwner
@@ -683,6 +687,11 @@ public actor JobRunner {
         job.keepsPromptWhenCancelled = !record.endsWithItsCaller
         job.jobID = id
         job.endsWithProcess = record.endsWithItsCaller
+        if record.kind == .async {
+            // Nobody waits on a connection: a backend that is down is waited for, within its queue time.
+            let left = record.createdAt.addingTimeInterval(configuration.queueTimeout.seconds).timeIntervalSinceNow
+            job.queueDeadline = .now + .seconds(left)
+        }
         // A sync job without an idempotency key ends with its caller, also in a crash (the next
         // start cancels it): its prompt needs no write before it is submitted, which keeps one
         // database round trip off the sync path. Its running state lives in memory (`job(_:)`).

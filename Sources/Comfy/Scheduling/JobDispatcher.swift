@@ -17,6 +17,9 @@ actor JobDispatcher {
     private var downSince: [ContinuousClock.Instant?]
     /// Wakes `waitForHealthChange` callers.
     private let healthChanges = WaiterTable<Int, Void>()
+    /// Stored jobs' `queueDeadline`s, by job id: until then one whose backends are all down
+    /// waits for them instead of being failed as stranded.
+    private var outageDeadlines: [UInt64: ContinuousClock.Instant] = [:]
     init(backendCount: Int, configuration: SchedulerConfiguration) {
         scheduler = JobScheduler(backendCount: backendCount, configuration: configuration)
         downSince = Array(repeating: .now, count: backendCount)
@@ -36,9 +39,10 @@ actor JobDispatcher {
 
     /// Queues a job; throws `busy` when the queue is full, and refuses it once the gateway is
     /// shutting down unless it was `acceptedBeforeDrain` (a stored job already in flight).
+    /// - Parameter waitsOutOutagesUntil: a stored job's `queueDeadline` (`failStranded`).
     func submit(
         owner: String, priority: JobPriority, ownerMaxRunning: Int? = nil, eligible: Set<Int>? = nil, checkpoint: String? = nil,
-        acceptedBeforeDrain: Bool = false
+        acceptedBeforeDrain: Bool = false, waitsOutOutagesUntil: ContinuousClock.Instant? = nil
     ) throws -> UInt64 {
         guard !isShutDown, !isDraining || acceptedBeforeDrain else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down")
@@ -47,6 +51,7 @@ actor JobDispatcher {
         if case .busy(let queued) = scheduler.submit(nextID, owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligible, checkpoint: checkpoint) {
             throw ComfyError(code: .busy, message: "the service is busy: \(queued) jobs are waiting; try again shortly")
         }
+        outageDeadlines[nextID] = waitsOutOutagesUntil
         pump()
         return nextID
     }
@@ -62,19 +67,24 @@ actor JobDispatcher {
 
     /// Waits for the job's backend slot until `deadline`; a timeout or cancellation removes it.
     func waitForSlot(_ id: UInt64, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Int {
+        try await waitForSlot(id, deadline: deadline) {
+            ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \(timeout.components.seconds) s")
+        }
+    }
+
+    /// Waits for the job's backend slot until `deadline`, past which `timeoutError()` is thrown;
+    /// a timeout or cancellation removes it.
+    func waitForSlot(_ id: UInt64, deadline: ContinuousClock.Instant, timeoutError: @escaping @Sendable () -> any Error) async throws -> Int {
         let slots = self.slots
         do {
             // Given at once (a backend was free): no wait, and no deadline task and timer for it.
             if let given = slots.takeKept(id) { return try given.get() }
-            return try await withDeadline(deadline, timeout: {
-                ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \(timeout.components.seconds) s")
-            }) {
+            return try await withDeadline(deadline, timeout: timeoutError) {
                 try await slots.wait(for: id)
             }
         } catch {
             // Gone from the queue, or from the backend it was just given.
-            slots.discard(id)
-            scheduler.finish(id)
+            end(id)
             pump()
             throw error is CancellationError ? ComfyError.cancelled : error
         }
@@ -82,17 +92,23 @@ actor JobDispatcher {
 
     /// The job ended: its slot goes to the next one.
     func finish(_ id: UInt64) {
-        scheduler.finish(id)
-        slots.discard(id)
+        end(id)
         pump()
     }
 
     /// The job's backend failed it; returns whether it may run again elsewhere.
     func retry(_ id: UInt64) -> Bool {
         let again = scheduler.retry(id)
-        if again, isShuttingDown { scheduler.finish(id) }
+        if again, isShuttingDown { end(id) }
         pump()
         return again && !isShuttingDown
+    }
+
+    /// Takes the job out of the scheduler (waiting or running) and forgets what was kept for it.
+    private func end(_ id: UInt64) {
+        scheduler.finish(id)
+        slots.discard(id)
+        outageDeadlines[id] = nil
     }
 
     func setHealth(_ backend: Int, _ health: BackendHealth) {
@@ -124,10 +140,11 @@ actor JobDispatcher {
 
 
     /// Answers each waiting job whose backends have all not been up for `grace` with the
-    /// error for those backends (none it may run on is coming back soon).
+    /// error for those backends (none it may run on is coming back soon); a stored job, once
+    /// its wait for them (`outageDeadlines`) is over too.
     func failStranded(grace: Duration, with error: @Sendable (Set<Int>?) -> any Error) {
         let now = ContinuousClock.now
-        for id in scheduler.waitingJobs {
+        for id in scheduler.waitingJobs where outageDeadlines[id].map({ now >= $0 }) ?? true {
             let eligible = scheduler.eligibleBackends(of: id)
             if isStranded(eligible, grace: grace, now: now) { abandon(id, with: error(eligible)) }
         }
@@ -153,6 +170,7 @@ actor JobDispatcher {
     /// begun yet (its caller is between `submit` or a retry and `waitForSlot`).
     private func abandon(_ id: UInt64, with error: Error) {
         scheduler.finish(id)
+        outageDeadlines[id] = nil
         slots.resume(id, with: .failure(error))
     }
 

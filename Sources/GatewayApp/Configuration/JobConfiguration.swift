@@ -13,7 +13,8 @@ import Comfy
 /// instance before another takes its jobs over. `MAX_WAITING_JOBS` (10,000): async jobs that may
 /// wait to start on an instance; beyond, `POST /api/jobs` is 429 `busy` and stores nothing (0: no limit).
 /// `JOB_CRASH_LIMIT` (3): a job that was running each time that many gateway processes died is
-/// failed instead of taken up again.
+/// failed instead of taken up again. `JOB_QUEUE_TIMEOUT` (1 h): how long after its submission
+/// an async job waits for a backend to come back while none that can run it is up.
 struct JobConfiguration: Sendable {
     enum Store: Sendable, Equatable {
         case sqlite
@@ -31,6 +32,7 @@ struct JobConfiguration: Sendable {
     var webhookAllowPrivate: Bool
     var maxWaiting: Int
     var crashLimit: Int
+    var queueTimeout: Duration
 
     var databasePath: String { "\(stateDirectory)/jobs.sqlite" }
 
@@ -65,6 +67,7 @@ struct JobConfiguration: Sendable {
         webhookAllowPrivate = try environment.boolean("WEBHOOK_ALLOW_PRIVATE", default: false)
         maxWaiting = try environment.integer("MAX_WAITING_JOBS", default: 10_000, range: 0...10_000_000)
         crashLimit = try environment.integer("JOB_CRASH_LIMIT", default: 3, range: 1...100)
+        queueTimeout = try environment.duration("JOB_QUEUE_TIMEOUT", default: .seconds(3600))
     }
 }
 
