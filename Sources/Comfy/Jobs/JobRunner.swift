@@ -116,6 +116,9 @@ public actor JobRunner {
     /// Live jobs a caller asked to cancel while they ran: one put back to wait for room
     /// (`waitsAgain`) is cancelled instead, whenever the cancel came.
     private var cancelAsked: Set<String> = []
+    /// Of those, keyed sync jobs the gateway cancels because their caller went: their key is let
+    /// go as the run ends (by the run's task: the caller's is cancelled, and the store refuses it).
+    private var keyLetGo: Set<String> = []
 
     private struct Ending {
         var status: JobStatus
@@ -528,7 +531,14 @@ public actor JobRunner {
         guard Task.isCancelled else {
             throw ComfyError(code: .backendUnavailable, message: "the gateway is shutting down")
         }
-        if cancelIfAbandoned || !keepsRunningAbandoned(id) { _ = try? await cancel(id) }
+        if cancelIfAbandoned {
+            _ = try? await cancel(id)
+        } else if !keepsRunningAbandoned(id) {
+            // Its key was given for a retry to find the job; cancelled by the gateway, not by its
+            // caller, it would answer every retry `job_cancelled` for a day: a retry starts anew.
+            keyLetGo.insert(id)
+            _ = try? await cancel(id)
+        }
         throw ComfyError.cancelled
     }
 
@@ -584,6 +594,7 @@ public actor JobRunner {
         defer {
             syncOwners[id] = nil
             cancelAsked.remove(id)
+            keyLetGo.remove(id)
             abandoned.remove(id)
             // A cancel that came once the run was over (while its image was stored) is kept by
             // `cancels` for a wait that never comes.
@@ -607,6 +618,8 @@ public actor JobRunner {
             if !record.endsWithItsCaller, let state = live[id], let promptID = state.promptID, let backend = state.backend {
                 await pool.cancelPrompt(promptID, backend: backend)
             }
+            // Before the end is stored: a retry that finds the job cancelled finds its key gone too.
+            if keyLetGo.contains(id) { try? await store.releaseIdempotencyKey(of: id) }
             _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
         case .ran(.success(let image)):
             // GPU time ends with the image's arrival: converting and storing it are the gateway's.
