@@ -79,6 +79,22 @@ struct JobDispatcherDrainTests {
         #expect(dispatcher.published.withLockedValue(\.running) == [1])
     }
 
+    @Test func aStoredJobThatOnlyADownBackendCanRunIsStrandedWhileAnotherIsUp() async throws {
+        let dispatcher = JobDispatcher(backendCount: 2, configuration: SchedulerConfiguration(capacityPerBackend: 1))
+        await dispatcher.setHealth(0, .up)
+        // It would hold one of the runner's places for async jobs while backend 0 could run others.
+        #expect(await dispatcher.isStranded([1], grace: .zero, outageDeadline: .now + .seconds(60)))
+        let stored = try await dispatcher.submit(owner: "a", priority: .batch, eligible: [1], waitsOutOutagesUntil: .now + .seconds(60))
+        await dispatcher.failStranded(grace: .zero) { _ in ComfyError(code: .backendUnavailable, message: "stranded") }
+        let answer = await #expect(throws: ComfyError.self) {
+            try await dispatcher.waitForSlot(stored, deadline: .now + .seconds(5), timeout: .seconds(5))
+        }
+        #expect(answer?.message == "stranded")
+        // With both down, it waits.
+        await dispatcher.setHealth(0, .down)
+        #expect(!(await dispatcher.isStranded([1], grace: .zero, outageDeadline: .now + .seconds(60))))
+    }
+
     @Test func onceTheDrainTimeIsUpNothingStartsAnyMore() async throws {
         let dispatcher = await upDispatcher()
         await dispatcher.stopAccepting()

@@ -201,9 +201,8 @@ public final class BackendPool: Sendable {
                 message: "no ComfyUI backend has all the models this workflow names (each is on some backend, none has them together); /healthz lists each backend's models"
             )
         }
-        // A stored job waits out an outage until its queue deadline; a caller on the line is told.
-        let waitsOutOutage = job.queueDeadline.map { ContinuousClock.now < $0 } ?? false
-        if !waitsOutOutage, await dispatcher.isStranded(eligible, grace: unavailableAfter) { throw unavailableError(eligible) }
+        // A stored job waits out an outage of every backend until its queue deadline; a caller on the line is told.
+        if await dispatcher.isStranded(eligible, grace: unavailableAfter, outageDeadline: job.queueDeadline) { throw unavailableError(eligible) }
         let id = try await dispatcher.submit(
             owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligible,
             checkpoint: ModelReference.checkpoint(of: job.workflow), acceptedBeforeDrain: acceptedBeforeDrain,
@@ -213,11 +212,12 @@ public final class BackendPool: Sendable {
         // at its queue deadline, or as a caller's would, whichever is later.
         var deadline = deadline
         var hasStarted = job.queueDeadline == nil
+        let waitStarted = ContinuousClock.now
         let timeoutError: @Sendable () -> any Error = { [self] in
             let health = dispatcher.published.withLockedValue(\.health)
             let reachable = health.indices.contains { (eligible?.contains($0) ?? true) && health[$0] == .up }
             return reachable
-                ? ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \(job.timeout.components.seconds) s")
+                ? ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \((ContinuousClock.now - waitStarted).components.seconds) s")
                 : unavailableError(eligible)
         }
         while true {

@@ -12,8 +12,9 @@ public actor JobRunner {
     public struct Configuration: Sendable {
         /// One job's whole run, queue included (an async job's: from when a backend takes it).
         public var timeout: Duration
-        /// How long after its submission an async job may still wait for a backend to come
-        /// up (none being up fails it only then); `timeout` bounds its wait for a busy one.
+        /// How long after its submission an async job may wait for a backend: a busy one (but
+        /// at least `timeout` once handed to the pool), and while none is up at all, one to
+        /// come back (`PromptJob.queueDeadline`).
         public var queueTimeout: Duration
         /// Async jobs handed to the pool at once; the rest wait here (in the store).
         public var maxRunningAsync: Int

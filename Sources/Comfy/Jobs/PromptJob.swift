@@ -7,10 +7,10 @@ public struct PromptJob: Sendable {
     /// The whole job, including retries after a lost backend (and, but for a stored job with
     /// a `queueDeadline`, its wait for a backend).
     public var timeout: Duration
-    /// A stored job's: no backend up to run it is no error before this instant; it waits for
-    /// one to come back (a ComfyUI restarting, a backend's REST cooloff), and its `timeout`
-    /// counts from when a backend takes it. `nil`: a caller waits on the connection, and is
-    /// told at once that no backend is reachable.
+    /// A stored job's: until this instant it waits for a backend, also while none is up at all
+    /// (a ComfyUI restarting, the only one out for its REST cooloff), and its `timeout` counts
+    /// from when a backend takes it. `nil`: a caller waits on the connection, and is told after
+    /// `BackendTiming.unavailableAfter` that no backend is reachable.
     public var queueDeadline: ContinuousClock.Instant?
     /// Input images uploaded to the chosen backend before the prompt is submitted.
     public var uploads: [PromptUpload]

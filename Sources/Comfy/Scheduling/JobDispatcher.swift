@@ -17,8 +17,8 @@ actor JobDispatcher {
     private var downSince: [ContinuousClock.Instant?]
     /// Wakes `waitForHealthChange` callers.
     private let healthChanges = WaiterTable<Int, Void>()
-    /// Stored jobs' `queueDeadline`s, by job id: until then one whose backends are all down
-    /// waits for them instead of being failed as stranded.
+    /// Stored jobs' `queueDeadline`s, by job id: until then one waits out an outage of every
+    /// backend instead of being failed as stranded (`isStranded`).
     private var outageDeadlines: [UInt64: ContinuousClock.Instant] = [:]
     init(backendCount: Int, configuration: SchedulerConfiguration) {
         scheduler = JobScheduler(backendCount: backendCount, configuration: configuration)
@@ -99,7 +99,8 @@ actor JobDispatcher {
     /// The job's backend failed it; returns whether it may run again elsewhere.
     func retry(_ id: UInt64) -> Bool {
         let again = scheduler.retry(id)
-        if again, isShuttingDown { end(id) }
+        // Out of attempts, the scheduler forgot it already; what was kept for it goes too.
+        if !again || isShuttingDown { end(id) }
         pump()
         return again && !isShuttingDown
     }
@@ -124,8 +125,15 @@ actor JobDispatcher {
     }
 
     /// Whether every backend of `eligible` (`nil`: any backend) has not been up for `grace`:
-    /// a job that may run only there would wait for nothing.
-    func isStranded(_ eligible: Set<Int>?, grace: Duration, now: ContinuousClock.Instant = .now) -> Bool {
+    /// a job that may run only there would wait for nothing. A stored job before its
+    /// `outageDeadline` is not, while no backend at all is up (a ComfyUI restarting): nothing
+    /// else runs meanwhile either. While another backend is up it is, as a caller's job is:
+    /// jobs waiting for one backend of several (or for a model none has) would otherwise hold
+    /// the runner's places for async jobs (`maxRunningAsync`) from every other job.
+    func isStranded(
+        _ eligible: Set<Int>?, grace: Duration, outageDeadline: ContinuousClock.Instant? = nil, now: ContinuousClock.Instant = .now
+    ) -> Bool {
+        if let outageDeadline, now < outageDeadline, downSince.allSatisfy({ $0 != nil }) { return false }
         let backends = eligible.map { Array($0) } ?? Array(downSince.indices)
         return backends.allSatisfy { index in downSince[index].map { now - $0 >= grace } ?? false }
     }
@@ -139,14 +147,13 @@ actor JobDispatcher {
     }
 
 
-    /// Answers each waiting job whose backends have all not been up for `grace` with the
-    /// error for those backends (none it may run on is coming back soon); a stored job, once
-    /// its wait for them (`outageDeadlines`) is over too.
+    /// Answers each waiting job that `isStranded` with the error for its backends (none it may
+    /// run on is coming back soon).
     func failStranded(grace: Duration, with error: @Sendable (Set<Int>?) -> any Error) {
         let now = ContinuousClock.now
-        for id in scheduler.waitingJobs where outageDeadlines[id].map({ now >= $0 }) ?? true {
+        for id in scheduler.waitingJobs {
             let eligible = scheduler.eligibleBackends(of: id)
-            if isStranded(eligible, grace: grace, now: now) { abandon(id, with: error(eligible)) }
+            if isStranded(eligible, grace: grace, outageDeadline: outageDeadlines[id], now: now) { abandon(id, with: error(eligible)) }
         }
         pump()
     }

@@ -14,7 +14,7 @@ import Comfy
 /// wait to start on an instance; beyond, `POST /api/jobs` is 429 `busy` and stores nothing (0: no limit).
 /// `JOB_CRASH_LIMIT` (3): a job that was running each time that many gateway processes died is
 /// failed instead of taken up again. `JOB_QUEUE_TIMEOUT` (1 h): how long after its submission
-/// an async job waits for a backend to come back while none that can run it is up.
+/// an async job may wait for a backend: a busy one, or while none is up, one to come back.
 struct JobConfiguration: Sendable {
     enum Store: Sendable, Equatable {
         case sqlite
@@ -68,6 +68,9 @@ struct JobConfiguration: Sendable {
         maxWaiting = try environment.integer("MAX_WAITING_JOBS", default: 10_000, range: 0...10_000_000)
         crashLimit = try environment.integer("JOB_CRASH_LIMIT", default: 3, range: 1...100)
         queueTimeout = try environment.duration("JOB_QUEUE_TIMEOUT", default: .seconds(3600))
+        guard queueTimeout >= .seconds(1), queueTimeout <= .seconds(7 * 24 * 3600) else {
+            throw ConfigurationError(variable: "JOB_QUEUE_TIMEOUT", problem: "expected 1 s to 7 days")
+        }
     }
 }
 
