@@ -134,6 +134,10 @@ struct PostgresJobStoreTests {
         try await withInstances(2) { stores, _ in try await expectUnfinishedLimitHoldsUnderRacingInserts(stores) }
     }
 
+    @Test func anEndReleasingItsKeyLetsANewJobTakeItOnEveryInstance() async throws {
+        try await withInstances(2) { stores, _ in try await expectAnEndReleasingItsKeyLetsANewJobTakeIt(stores) }
+    }
+
     @Test func noJobOfARevokedKeyIsStoredByAnyInstance() async throws {
         try await withInstances(2) { stores, _ in try await expectNoJobOfARevokedKeyIsStored(stores) }
     }
@@ -572,7 +576,7 @@ struct PostgresJobStoreTests {
             await #expect(throws: ComfyError.self) {
                 try await alive.acquireSlot(backend: "http://b1", capacity: 1, job: nil, deadline: .now + .milliseconds(300))
             }
-            _ = try await alive.finish(record.id, status: .failed, result: nil, failure: nil, gpuMilliseconds: nil, imageBytes: nil, at: Date())
+            _ = try await alive.finish(record.id, status: .failed, result: nil, failure: nil, gpuMilliseconds: nil, imageBytes: nil, releasingKey: false, at: Date())
             let free = try await alive.acquireSlot(backend: "http://b1", capacity: 1, job: nil, deadline: .now + .seconds(1))
             await alive.releaseSlot(free)
         }

@@ -224,6 +224,10 @@ struct SQLiteJobStoreTests {
         }
     }
 
+    @Test func anEndReleasingItsKeyLetsANewJobTakeIt() async throws {
+        try await withStore { store, _ in try await expectAnEndReleasingItsKeyLetsANewJobTakeIt([store]) }
+    }
+
     @Test func queuePositionsCountTheQueuedJobsAhead() async throws {
         try await withStore { store, _ in
             let jobs = (0..<3).map { job("\($0)") }

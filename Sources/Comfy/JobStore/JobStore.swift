@@ -23,8 +23,10 @@ public protocol JobStore: Sendable {
 
     /// Ends a queued or running job, with what it used; its webhook, if it has one, becomes
     /// due. Returns the final record, or `nil` when the job had ended already (a job ends once).
+    /// `releasingKey`: its idempotency key names it no more, in the same write (a retry under
+    /// the key makes a new job).
     func finish(
-        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, gpuMilliseconds: Int?, imageBytes: Int?, at: Date
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, gpuMilliseconds: Int?, imageBytes: Int?, releasingKey: Bool, at: Date
     ) async throws -> JobRecord?
 
     /// The idempotency key no longer names this job (it never started: a retry makes a new one).
@@ -105,12 +107,13 @@ public protocol JobStore: Sendable {
 
     /// What the key's jobs used.
     func usage(key name: String) async throws -> KeyUsage
+
 }
 
 extension JobStore {
     /// Ends a job that used nothing worth counting (it failed or was cancelled).
     public func finish(_ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, at date: Date) async throws -> JobRecord? {
-        try await finish(id, status: status, result: result, failure: failure, gpuMilliseconds: nil, imageBytes: nil, at: date)
+        try await finish(id, status: status, result: result, failure: failure, gpuMilliseconds: nil, imageBytes: nil, releasingKey: false, at: date)
     }
 
     /// Whether a job made within `window` before `now` holds this (scoped) idempotency key.

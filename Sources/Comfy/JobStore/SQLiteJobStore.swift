@@ -165,13 +165,15 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func finish(
-        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, gpuMilliseconds: Int?, imageBytes: Int?, at date: Date
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, gpuMilliseconds: Int?, imageBytes: Int?, releasingKey: Bool,
+        at date: Date
     ) async throws -> JobRecord? {
         try await guarded {
             try await connection.query(
                 """
                 UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?, gpu_ms = ?, image_bytes = ?,
                     progress = CASE WHEN ? = 'completed' THEN 1 ELSE progress END,
+                    idempotency_key = CASE WHEN ? THEN NULL ELSE idempotency_key END,
                     webhook_state = CASE WHEN webhook_url IS NULL THEN 'none' ELSE 'pending' END,
                     webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ? END
                 WHERE id = ? AND status IN ('queued', 'running')
@@ -180,7 +182,7 @@ public final class SQLiteJobStore: JobStore {
                 [
                     .text(status.rawValue), .integer(date.milliseconds), .optionalText(result?.storedText),
                     .optionalText(failure?.storedText), .optionalInteger(gpuMilliseconds), .optionalInteger(imageBytes),
-                    .text(status.rawValue), .integer(date.milliseconds), .text(id),
+                    .text(status.rawValue), .integer(releasingKey ? 1 : 0), .integer(date.milliseconds), .text(id),
                 ]
             ).first.map(Self.record)
         }

@@ -117,8 +117,9 @@ public actor JobRunner {
     /// Live jobs a caller asked to cancel while they ran: one put back to wait for room
     /// (`waitsAgain`) is cancelled instead, whenever the cancel came.
     private var cancelAsked: Set<String> = []
-    /// Of those, keyed sync jobs the gateway cancels because their caller went: their key is let
-    /// go as the run ends (by the run's task: the caller's is cancelled, and the store refuses it).
+    /// Keyed sync jobs the gateway cancels because their caller went: their key is let go with
+    /// the end (`finish(releasingKey:)`), written by the run's task (the caller's is cancelled,
+    /// and the store refuses it).
     private var keyLetGo: Set<String> = []
 
     private struct Ending {
@@ -126,6 +127,7 @@ public actor JobRunner {
         var result: JobResult?
         var failure: JobFailure?
         var usage: (gpuMilliseconds: Int?, imageBytes: Int)?
+        var releasingKey = false
         /// Its prompt, whose history entry goes once the end is stored.
         var prompt: (id: String, backend: String)?
     }
@@ -201,7 +203,7 @@ public actor JobRunner {
         guard let ending = unsettled[id] else { return nil }
         let final = try await store.finish(
             id, status: ending.status, result: ending.result, failure: ending.failure,
-            gpuMilliseconds: ending.usage?.gpuMilliseconds, imageBytes: ending.usage?.imageBytes, at: Date()
+            gpuMilliseconds: ending.usage?.gpuMilliseconds, imageBytes: ending.usage?.imageBytes, releasingKey: ending.releasingKey, at: Date()
         )
         unsettled[id] = nil
         guard let final else { return nil }
@@ -536,8 +538,9 @@ public actor JobRunner {
             _ = try? await cancel(id)
         } else if !keepsRunningAbandoned(id) {
             // Its key was given for a retry to find the job; cancelled by the gateway, not by its
-            // caller, it would answer every retry `job_cancelled` for a day: a retry starts anew.
-            keyLetGo.insert(id)
+            // caller (who may have asked for it, too), it would answer every retry
+            // `job_cancelled` for a day: a retry starts anew.
+            if !cancelAsked.contains(id) { keyLetGo.insert(id) }
             _ = try? await cancel(id)
         }
         throw ComfyError.cancelled
@@ -619,9 +622,8 @@ public actor JobRunner {
             if !record.endsWithItsCaller, let state = live[id], let promptID = state.promptID, let backend = state.backend {
                 await pool.cancelPrompt(promptID, backend: backend)
             }
-            // Before the end is stored: a retry that finds the job cancelled finds its key gone too.
-            if keyLetGo.contains(id) { try? await store.releaseIdempotencyKey(of: id) }
-            _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil)
+            // With the end, in its (fenced) write: a retry that finds the job cancelled finds its key gone too.
+            _ = try? await settle(id, status: .cancelled, result: nil, failure: nil, image: nil, releasingKey: keyLetGo.contains(id))
         case .ran(.success(let image)):
             // GPU time ends with the image's arrival: converting and storing it are the gateway's.
             // A prompt taken up after a restart is timed by ComfyUI's history.
@@ -808,13 +810,15 @@ public actor JobRunner {
 
     /// Records the job's end and tells its watchers; returns the final record.
     private func settle(
-        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [[UInt8]]?, usage: (gpuMilliseconds: Int?, imageBytes: Int)? = nil
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, image: [[UInt8]]?, usage: (gpuMilliseconds: Int?, imageBytes: Int)? = nil,
+        releasingKey: Bool = false
     ) async throws -> JobRecord? {
         endedElsewhere.remove(id)
         let prompt = live[id]?.prompt
         do {
             let final = try await store.finish(
-                id, status: status, result: result, failure: failure, gpuMilliseconds: usage?.gpuMilliseconds, imageBytes: usage?.imageBytes, at: Date()
+                id, status: status, result: result, failure: failure, gpuMilliseconds: usage?.gpuMilliseconds, imageBytes: usage?.imageBytes,
+                releasingKey: releasingKey, at: Date()
             )
             // Watchers are taken after the write: one that joined while it ran is told too, and
             // one that comes later finds no live job and reads the final record.
@@ -840,7 +844,9 @@ public actor JobRunner {
             } else {
                 logger.error("a job's end could not be stored; written again until the store takes it", metadata: ["job.id": "\(id)", "error": "\(error)"])
                 // The first end stays: a cancel that came after it is no end of its own.
-                if unsettled[id] == nil { unsettled[id] = Ending(status: status, result: result, failure: failure, usage: usage, prompt: prompt) }
+                if unsettled[id] == nil {
+                    unsettled[id] = Ending(status: status, result: result, failure: failure, usage: usage, releasingKey: releasingKey, prompt: prompt)
+                }
             }
             endWatchers(of: id, with: .unstored(error))
             throw error

@@ -23,20 +23,18 @@ struct GenerateRoute: Sendable {
 
     private func run(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String, urlBase: String?) async throws -> GatewayResponse {
         let index = try Self.index(request)
-        let insertion: JobInsertion
-        if let stored = try await admission.storedReplay(request, endpoint: endpoint) {
-            insertion = .existing(stored)
-        } else {
-            let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: endpoint)
-            insertion = try await runner.submit(
-                record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning, maxUnfinished: request.apiKey?.maxQueued
-            )
-        }
-        let id = insertion.record.id
+        var insertion = try await insert(body, request, endpoint: endpoint)
         var response: GatewayResponse
         do {
             // Without a key nobody can ask for the job again: it ends with its caller.
-            switch try await runner.result(of: id, cancelIfAbandoned: insertion.record.idempotencyKey == nil) {
+            var update = try await runner.result(of: insertion.record.id, cancelIfAbandoned: insertion.record.idempotencyKey == nil)
+            if case .existing = insertion, case .finished(let job, _) = update, job.status == .cancelled, job.idempotencyKey == nil {
+                // The job this retry found was cancelled by the gateway as its caller had gone, and
+                // its key let go (`MAX_ABANDONED_JOBS_PER_CALLER`) while the retry waited: it runs anew.
+                insertion = try await insert(body, request, endpoint: endpoint)
+                update = try await runner.result(of: insertion.record.id, cancelIfAbandoned: insertion.record.idempotencyKey == nil)
+            }
+            switch update {
             case .finished(let job, let images):
                 response = try await answer(job, images: images, file: forceFile || body.responseType == .file, index: index, urlBase: urlBase)
             case .unstored(let error):
@@ -44,14 +42,21 @@ struct GenerateRoute: Sendable {
             case .stopped(let error):
                 throw error
             case .progress:
-                throw APIError(.internalError, "job \(id) has not ended")
+                throw APIError(.internalError, "job \(insertion.record.id) has not ended")
             }
         } catch {
             response = apiError(for: error).response
         }
-        response.headers.append(("X-Job-Id", id))
+        response.headers.append(("X-Job-Id", insertion.record.id))
         if case .existing = insertion { response.headers.append(("Idempotent-Replayed", "true")) }
         return response
+    }
+
+    /// The stored job a retry under its idempotency key finds, or a new one.
+    private func insert(_ body: GenerateRequest, _ request: GatewayRequest, endpoint: String) async throws -> JobInsertion {
+        if let stored = try await admission.storedReplay(request, endpoint: endpoint) { return .existing(stored) }
+        let (record, requestHash) = try await admission.admit(body, request, kind: .sync, endpoint: endpoint)
+        return try await runner.submit(record, requestHash: requestHash, ownerMaxRunning: request.apiKey?.maxRunning, maxUnfinished: request.apiKey?.maxQueued)
     }
 
     /// `?index=N`: which image of a batch a file answer carries (0, the first, by default).

@@ -216,7 +216,8 @@ public final class PostgresJobStore: SharedJobStore {
     /// A job this instance holds ends only at its generation; one it does not hold (cancelled
     /// through another instance, or one it took over to cancel) ends whoever ran it.
     public func finish(
-        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, gpuMilliseconds: Int?, imageBytes: Int?, at date: Date
+        _ id: String, status: JobStatus, result: JobResult?, failure: JobFailure?, gpuMilliseconds: Int?, imageBytes: Int?, releasingKey: Bool,
+        at date: Date
     ) async throws -> JobRecord? {
         let generation = held.withLockedValue { $0.removeValue(forKey: id) }
         return try await guarded {
@@ -226,6 +227,7 @@ public final class PostgresJobStore: SharedJobStore {
                     UPDATE jobs SET status = \(status.rawValue), finished_at = \(date.milliseconds), result = \(result?.storedText),
                         error = \(failure?.storedText), gpu_ms = \(gpuMilliseconds), image_bytes = \(imageBytes),
                         progress = CASE WHEN \(status.rawValue) = 'completed' THEN 1 ELSE progress END,
+                        idempotency_key = CASE WHEN \(releasingKey) THEN NULL ELSE idempotency_key END,
                         webhook_state = CASE WHEN webhook_url IS NULL THEN 'none' ELSE 'pending' END,
                         webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE gateway_now_ms() END,
                         lease_owner = NULL, lease_until = NULL
