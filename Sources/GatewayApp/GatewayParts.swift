@@ -126,6 +126,7 @@ struct GatewayParts: Sendable {
             runner: jobs, admission: admission, webhooks: configuration.jobs, protected: configuration.protectedEndpoints, limit: generateLimit
         )
         router.add("POST", "/api/jobs", body: .jsonOrMultipart, keyed: true) { try await jobsRoute.submit($0) }
+        router.add("GET", "/api/jobs", keyed: true) { try await jobsRoute.list($0) }
         router.add("GET", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.show($0) }
         router.add("DELETE", prefix: "/api/jobs/", keyed: true) { try await jobsRoute.cancel($0) }
         let workflows = WorkflowsRoute(library: styles, generate: generate, jobs: jobsRoute)

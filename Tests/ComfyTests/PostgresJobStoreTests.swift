@@ -134,6 +134,10 @@ struct PostgresJobStoreTests {
         try await withInstances(2) { stores, _ in try await expectUnfinishedLimitHoldsUnderRacingInserts(stores) }
     }
 
+    @Test func aKeysJobsAreListedNewestFirstPageByPageOnEveryInstance() async throws {
+        try await withInstances(2) { stores, _ in try await expectAKeysJobsAreListedNewestFirstPageByPage(stores) }
+    }
+
     @Test func anEndReleasingItsKeyLetsANewJobTakeItOnEveryInstance() async throws {
         try await withInstances(2) { stores, _ in try await expectAnEndReleasingItsKeyLetsANewJobTakeIt(stores) }
     }

@@ -224,6 +224,10 @@ struct SQLiteJobStoreTests {
         }
     }
 
+    @Test func aKeysJobsAreListedNewestFirstPageByPage() async throws {
+        try await withStore { store, _ in try await expectAKeysJobsAreListedNewestFirstPageByPage([store]) }
+    }
+
     @Test func anEndReleasingItsKeyLetsANewJobTakeIt() async throws {
         try await withStore { store, _ in try await expectAnEndReleasingItsKeyLetsANewJobTakeIt([store]) }
     }

@@ -115,6 +115,62 @@ struct KeyTests {
         }
     }
 
+    @Test func aKeyListsItsOwnJobsNewestFirstPageByPageAndByStatus() async throws {
+        try await withGateway("keys-list", emulatorArguments: ["--node-delay-ms", "50"]) { gateway, emulator in
+            // No keys yet: a job is found by its id alone, and there is no list to give.
+            let keyless = try await gateway.get("/api/jobs")
+            #expect(keyless.status == 404)
+            #expect(try JSONValue.parse(keyless.body)["error"]?["code"] == "not_found")
+            let alice = try Self.createKey(gateway, ["alice"])
+            let bob = try Self.createKey(gateway, ["bob"])
+            try await waitUntil { try await gateway.get("/api/jobs").status == 401 }
+            var ids: [String] = []
+            for index in 0..<3 {
+                let answer = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "alice \(index)", seed: index)), headers: Self.bearer(alice))
+                ids.append(try #require(try JSONValue.parse(answer.body)["id"]?.stringValue))
+            }
+            let call = try await gateway.post("/api/generate", json: Workflows.body(Workflows.txt2img(text: "alice call", seed: 7)), headers: Self.bearer(alice))
+            #expect(call.status == 200)
+            ids.append(try #require(call.header("X-Job-Id")))
+            let bobs = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "bob")), headers: Self.bearer(bob))
+            let bobsID = try #require(try JSONValue.parse(bobs.body)["id"]?.stringValue)
+            for id in ids { try await waitUntil { try await gateway.job(id, headers: Self.bearer(alice))["status"] == "completed" } }
+
+            let first = try JSONValue.parse(try await gateway.get("/api/jobs?limit=3", headers: Self.bearer(alice)).body)
+            let cursor = try #require(first["next_cursor"]?.stringValue)
+            let second = try JSONValue.parse(try await gateway.get("/api/jobs?limit=3&cursor=\(cursor)", headers: Self.bearer(alice)).body)
+            #expect(second["next_cursor"] == .null)
+            let listed = (first["jobs"]?.arrayValue ?? []) + (second["jobs"]?.arrayValue ?? [])
+            #expect(listed.compactMap { $0["id"]?.stringValue } == ids.reversed(), "alice's four, newest first, bob's not among them")
+            let generated = try #require(listed.first)
+            #expect(generated["status"] == "completed")
+            #expect(generated["result"]?["url"]?.stringValue != nil)
+            #expect(generated["workflow_data"] == nil, "a job is listed as GET /api/jobs/{id} answers it")
+
+            // Cancelled ones by status; two statuses at once.
+            let cancelled = try await gateway.post("/api/jobs", json: Workflows.body(Workflows.txt2img(text: "cancelled")), headers: Self.bearer(alice))
+            try await emulator.configure(["hang": true])
+            let cancelledID = try #require(try JSONValue.parse(cancelled.body)["id"]?.stringValue)
+            _ = try await gateway.http.execute(CurlRequest(method: "DELETE", url: gateway.baseURL + "/api/jobs/\(cancelledID)", headers: Self.bearer(alice)))
+            try await waitUntil { try await gateway.job(cancelledID, headers: Self.bearer(alice))["status"] == "cancelled" }
+            let byStatus = try JSONValue.parse(try await gateway.get("/api/jobs?status=cancelled,queued", headers: Self.bearer(alice)).body)
+            #expect(byStatus["jobs"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [cancelledID])
+            let bobsList = try JSONValue.parse(try await gateway.get("/api/jobs", headers: Self.bearer(bob)).body)
+            #expect(bobsList["jobs"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [bobsID])
+
+            for (query, parameter) in [
+                ("limit=0", "limit"), ("limit=101", "limit"), ("limit=ten", "limit"), ("status=done", "status"), ("status=queued,", "status"),
+                ("cursor=\(bobsID)", "cursor"), ("cursor=../x", "cursor"),
+            ] {
+                let refused = try await gateway.get("/api/jobs?\(query)", headers: Self.bearer(alice))
+                #expect(refused.status == 400, "\(query)")
+                let error = try JSONValue.parse(refused.body)["error"]
+                #expect(error?["code"] == "invalid_parameter", "\(query)")
+                #expect(error?["parameter"]?.stringValue == parameter, "\(query)")
+            }
+        }
+    }
+
     @Test func perKeyQueueLimitsAndRatesAnswer429WithRetryAfter() async throws {
         try await withGateway("keys-limits", environment: ["INPUT_URL_ALLOW_PRIVATE": "true"]) { gateway, emulator in
             try await emulator.configure(["hang": true])

@@ -108,6 +108,10 @@ public protocol JobStore: Sendable {
     /// What the key's jobs used.
     func usage(key name: String) async throws -> KeyUsage
 
+    /// The key's jobs, newest first: at most `limit`, of `statuses` (any when empty), older
+    /// than the job `before` (the last one of the page before). `nil` when `before` names no
+    /// job of the key (another key's, or one removed since).
+    func jobs(ofKey name: String, statuses: [JobStatus], before: String?, limit: Int) async throws -> [JobRecord]?
 }
 
 extension JobStore {

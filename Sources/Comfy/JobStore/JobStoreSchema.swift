@@ -65,6 +65,10 @@ enum JobStoreSchema {
         [
             "ALTER TABLE jobs ADD COLUMN process_runs INTEGER NOT NULL DEFAULT 0",
         ],
+        // 5: a key's jobs newest first, page by page (`GET /api/jobs`).
+        [
+            "CREATE INDEX jobs_by_key_seq ON jobs (key_name, seq)",
+        ],
     ]
 
     static var latestVersion: Int { migrations.count }

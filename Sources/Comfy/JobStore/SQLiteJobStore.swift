@@ -400,6 +400,25 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
+    public func jobs(ofKey name: String, statuses: [JobStatus], before: String?, limit: Int) async throws -> [JobRecord]? {
+        try await guarded { () async throws -> [JobRecord]? in
+            var sql = "SELECT * FROM jobs WHERE key_name = ?"
+            var binds: [SQLiteValue] = [.text(name)]
+            if !statuses.isEmpty {
+                sql += " AND status IN (\(statuses.map { _ in "?" }.joined(separator: ", ")))"
+                binds += statuses.map { .text($0.rawValue) }
+            }
+            if let before {
+                let rows = try await connection.query("SELECT seq FROM jobs WHERE id = ? AND key_name = ?", [.text(before), .text(name)])
+                guard let seq = rows.first?.column("seq")?.integer else { return nil }
+                sql += " AND seq < ?"
+                binds.append(.integer(seq))
+            }
+            binds.append(.integer(limit))
+            return try await connection.query(sql + " ORDER BY seq DESC LIMIT ?", binds).map(Self.record)
+        }
+    }
+
     // MARK: Rows
 
     /// Runs a database call; SQLite's errors become `unavailable` (disk full, read-only, I/O).

@@ -460,8 +460,19 @@ public actor JobRunner {
 
     /// The stored job, with the progress this process knows; `nil` for an unknown id.
     public func job(_ id: String) async throws -> JobRecord? {
-        guard var record = try await store.job(id) else { return nil }
-        if let state = live[id], !record.status.isFinal {
+        try await store.job(id).map(withLiveState)
+    }
+
+    /// Stored jobs as `job(_:)` answers them.
+    public func withLiveState(_ records: [JobRecord]) -> [JobRecord] {
+        records.map(withLiveState)
+    }
+
+    /// A stored job with what this process knows of it and has not written: its progress, and
+    /// the prompt of a job whose running state is kept in memory (`endsWithItsCaller`).
+    private func withLiveState(_ stored: JobRecord) -> JobRecord {
+        var record = stored
+        if let state = live[record.id], !record.status.isFinal {
             record.progress = max(record.progress, state.progress)
             if record.status == .queued, let promptID = state.promptID {
                 record.status = .running

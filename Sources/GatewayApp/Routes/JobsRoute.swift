@@ -1,7 +1,7 @@
 import Comfy
 
-/// The async job API: `POST /api/jobs` (202 and the job), `GET /api/jobs/{id}`,
-/// `DELETE /api/jobs/{id}`. Progress as Server-Sent Events is `JobEventStream`'s, behind
+/// The async job API: `POST /api/jobs` (202 and the job), `GET /api/jobs` (the key's jobs),
+/// `GET /api/jobs/{id}`, `DELETE /api/jobs/{id}`. Progress as Server-Sent Events is `JobEventStream`'s, behind
 /// nginx's streaming location.
 struct JobsRoute: Sendable {
     let runner: JobRunner
@@ -45,6 +45,45 @@ struct JobsRoute: Sendable {
     func show(_ request: GatewayRequest) async throws -> GatewayResponse {
         let job = try await find(request)
         return .json(try await json(job))
+    }
+
+    /// The calling key's jobs, newest first, `limit` (20, at most 100) a page: `?status=`
+    /// (one or several, comma-separated) and `?cursor=` (the `next_cursor` of the page before).
+    /// Jobs are listed per key: without keys a job is found by its id alone.
+    func list(_ request: GatewayRequest) async throws -> GatewayResponse {
+        guard let key = request.apiKey else { throw APIError(.notFound, "jobs are listed per API key, and this gateway has none") }
+        var limit = 20
+        if let text = request.queryValue("limit") {
+            guard let value = Int(text), (1...100).contains(value) else {
+                throw APIError(.invalidParameter, "limit must be a whole number from 1 to 100", details: ["parameter": "limit"])
+            }
+            limit = value
+        }
+        var statuses: [JobStatus] = []
+        if let text = request.queryValue("status") {
+            for name in text.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let status = JobStatus(rawValue: String(name)) else {
+                    throw APIError(
+                        .invalidParameter, "status must be queued, running, completed, failed or cancelled, or several of them comma-separated",
+                        details: ["parameter": "status"]
+                    )
+                }
+                if !statuses.contains(status) { statuses.append(status) }
+            }
+        }
+        let cursor = request.queryValue("cursor")
+        let invalidCursor = APIError(
+            .invalidParameter, "cursor names no job of this key: it is a next_cursor of this list (its job may have been removed since)",
+            details: ["parameter": "cursor"]
+        )
+        if let cursor, !JobRecord.isValidID(cursor) { throw invalidCursor }
+        // One more than the page: whether another page follows is known without asking again.
+        guard let found = try await runner.store.jobs(ofKey: key.name, statuses: statuses, before: cursor, limit: limit + 1) else { throw invalidCursor }
+        let page = await runner.withLiveState(Array(found.prefix(limit)))
+        return .json(.object([
+            "jobs": .array(page.map { $0.json() }),
+            "next_cursor": found.count > limit ? page.last.map { .string($0.id) } ?? .null : .null,
+        ]))
     }
 
     func cancel(_ request: GatewayRequest) async throws -> GatewayResponse {

@@ -442,6 +442,21 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
+    public func jobs(ofKey name: String, statuses: [JobStatus], before: String?, limit: Int) async throws -> [JobRecord]? {
+        try await guarded { () async throws -> [JobRecord]? in
+            // Every status when none is asked for: the filter is one query either way.
+            let wanted = (statuses.isEmpty ? JobStatus.allCases : statuses).map(\.rawValue)
+            var start = Int64.max
+            if let before {
+                guard let seq = try await rows("SELECT seq FROM jobs WHERE id = \(before) AND key_name = \(name)").first?.integer("seq") else { return nil }
+                start = Int64(seq)
+            }
+            return try await rows(
+                "SELECT * FROM jobs WHERE key_name = \(name) AND status = ANY(\(wanted)) AND seq < \(start) ORDER BY seq DESC LIMIT \(Int64(limit))"
+            ).map(JobRecord.init(row:))
+        }
+    }
+
     // MARK: Rows
 
     func generation(of id: String) -> Int? { held.withLockedValue { $0[id] } }
