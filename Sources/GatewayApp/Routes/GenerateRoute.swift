@@ -23,16 +23,20 @@ struct GenerateRoute: Sendable {
 
     private func run(_ body: GenerateRequest, _ request: GatewayRequest, forceFile: Bool, endpoint: String, urlBase: String?) async throws -> GatewayResponse {
         let index = try Self.index(request)
-        var insertion = try await insert(body, request, endpoint: endpoint)
+        let first = try await insert(body, request, endpoint: endpoint)
+        // The job the answer is about (`nil`: none, its admission was refused).
+        var insertion: JobInsertion? = first
         var response: GatewayResponse
         do {
             // Without a key nobody can ask for the job again: it ends with its caller.
-            var update = try await runner.result(of: insertion.record.id, cancelIfAbandoned: insertion.record.idempotencyKey == nil)
-            if case .existing = insertion, case .finished(let job, _) = update, job.status == .cancelled, job.idempotencyKey == nil {
+            var update = try await runner.result(of: first.record.id, cancelIfAbandoned: first.record.idempotencyKey == nil)
+            if case .existing = first, case .finished(let job, _) = update, job.status == .cancelled, job.idempotencyKey == nil {
                 // The job this retry found was cancelled by the gateway as its caller had gone, and
                 // its key let go (`MAX_ABANDONED_JOBS_PER_CALLER`) while the retry waited: it runs anew.
-                insertion = try await insert(body, request, endpoint: endpoint)
-                update = try await runner.result(of: insertion.record.id, cancelIfAbandoned: insertion.record.idempotencyKey == nil)
+                insertion = nil
+                let fresh = try await insert(body, request, endpoint: endpoint)
+                insertion = fresh
+                update = try await runner.result(of: fresh.record.id, cancelIfAbandoned: fresh.record.idempotencyKey == nil)
             }
             switch update {
             case .finished(let job, let images):
@@ -42,13 +46,15 @@ struct GenerateRoute: Sendable {
             case .stopped(let error):
                 throw error
             case .progress:
-                throw APIError(.internalError, "job \(insertion.record.id) has not ended")
+                throw APIError(.internalError, "job \(insertion?.record.id ?? "") has not ended")
             }
         } catch {
             response = apiError(for: error).response
         }
-        response.headers.append(("X-Job-Id", insertion.record.id))
-        if case .existing = insertion { response.headers.append(("Idempotent-Replayed", "true")) }
+        if let insertion {
+            response.headers.append(("X-Job-Id", insertion.record.id))
+            if case .existing = insertion { response.headers.append(("Idempotent-Replayed", "true")) }
+        }
         return response
     }
 
