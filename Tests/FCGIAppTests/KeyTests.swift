@@ -160,7 +160,8 @@ struct KeyTests {
 
             for (query, parameter) in [
                 ("limit=0", "limit"), ("limit=101", "limit"), ("limit=ten", "limit"), ("status=done", "status"), ("status=queued,", "status"),
-                ("cursor=\(bobsID)", "cursor"), ("cursor=../x", "cursor"),
+                ("cursor=\(bobsID)", "cursor"), ("cursor=../x", "cursor"), ("cursor=%zz", "cursor"), ("status=%zz", "status"),
+                ("status=queued&status=running", "status"), ("limit=5&limit=6", "limit"),
             ] {
                 let refused = try await gateway.get("/api/jobs?\(query)", headers: Self.bearer(alice))
                 #expect(refused.status == 400, "\(query)")

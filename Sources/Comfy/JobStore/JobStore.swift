@@ -110,7 +110,7 @@ public protocol JobStore: Sendable {
 
     /// The key's jobs, newest first: at most `limit`, of `statuses` (any when empty), older
     /// than the job `before` (the last one of the page before). `nil` when `before` names no
-    /// job of the key (another key's, or one removed since).
+    /// job of the key (another key's, or one removed since). Their workflows are not read.
     func jobs(ofKey name: String, statuses: [JobStatus], before: String?, limit: Int) async throws -> [JobRecord]?
 }
 

@@ -402,20 +402,25 @@ public final class SQLiteJobStore: JobStore {
 
     public func jobs(ofKey name: String, statuses: [JobStatus], before: String?, limit: Int) async throws -> [JobRecord]? {
         try await guarded { () async throws -> [JobRecord]? in
-            var sql = "SELECT * FROM jobs WHERE key_name = ?"
-            var binds: [SQLiteValue] = [.text(name)]
-            if !statuses.isEmpty {
-                sql += " AND status IN (\(statuses.map { _ in "?" }.joined(separator: ", ")))"
-                binds += statuses.map { .text($0.rawValue) }
-            }
+            var start = Int.max
             if let before {
                 let rows = try await connection.query("SELECT seq FROM jobs WHERE id = ? AND key_name = ?", [.text(before), .text(name)])
                 guard let seq = rows.first?.column("seq")?.integer else { return nil }
-                sql += " AND seq < ?"
-                binds.append(.integer(seq))
+                start = seq
             }
-            binds.append(.integer(limit))
-            return try await connection.query(sql + " ORDER BY seq DESC LIMIT ?", binds).map(Self.record)
+            // Without the graphs: a page of a hundred would read a hundred of them, for nothing.
+            // One status reads `jobs_by_key` (key, status, seq) in order, none `jobs_by_key_seq`;
+            // several, each its own part of the first, merged (`status IN` read every job of the key).
+            let one = "SELECT seq, \(JobRecord.columnsWithoutWorkflow) FROM jobs WHERE key_name = ?"
+            guard !statuses.isEmpty else {
+                return try await connection.query(
+                    one + " AND seq < ? ORDER BY seq DESC LIMIT ?", [.text(name), .integer(start), .integer(limit)]
+                ).map(Self.record)
+            }
+            let part = "SELECT * FROM (\(one) AND status = ? AND seq < ? ORDER BY seq DESC LIMIT ?)"
+            let sql = statuses.map { _ in part }.joined(separator: " UNION ALL ") + " ORDER BY seq DESC LIMIT ?"
+            let binds = statuses.flatMap { [SQLiteValue.text(name), .text($0.rawValue), .integer(start), .integer(limit)] } + [.integer(limit)]
+            return try await connection.query(sql, binds).map(Self.record)
         }
     }
 

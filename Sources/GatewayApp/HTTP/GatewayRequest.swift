@@ -52,6 +52,11 @@ public struct GatewayRequest: Sendable {
 
     static func value(of name: String, inQuery query: String) -> String? { value(of: name, inQuery: Substring(query)) }
 
+    /// Every value of a query parameter, percent-decoded; `nil` for one whose escapes are broken.
+    func queryValues(_ name: String) -> [String?] {
+        query.split(separator: "&").filter { $0.hasPrefix("\(name)=") }.map { String($0.dropFirst(name.count + 1)).removingPercentEncoding }
+    }
+
     /// Whose turn it is in the scheduler: the key for keyed work, else the client's address.
     var owner: String { apiKey.map { "key:\($0.name)" } ?? remoteAddress }
 }

@@ -52,15 +52,25 @@ struct JobsRoute: Sendable {
     /// Jobs are listed per key: without keys a job is found by its id alone.
     func list(_ request: GatewayRequest) async throws -> GatewayResponse {
         guard let key = request.apiKey else { throw APIError(.notFound, "jobs are listed per API key, and this gateway has none") }
+        // Given once, and decodable: a parameter read otherwise would widen the list unasked.
+        func parameter(_ name: String) throws(APIError) -> String? {
+            let values = request.queryValues(name)
+            guard values.count <= 1 else {
+                throw APIError(.invalidParameter, "\(name) is given \(values.count) times; give it once (several statuses go comma-separated)", details: ["parameter": .string(name)])
+            }
+            guard let given = values.first else { return nil }
+            guard let value = given else { throw APIError(.invalidParameter, "\(name) has a broken percent escape", details: ["parameter": .string(name)]) }
+            return value
+        }
         var limit = 20
-        if let text = request.queryValue("limit") {
+        if let text = try parameter("limit") {
             guard let value = Int(text), (1...100).contains(value) else {
                 throw APIError(.invalidParameter, "limit must be a whole number from 1 to 100", details: ["parameter": "limit"])
             }
             limit = value
         }
         var statuses: [JobStatus] = []
-        if let text = request.queryValue("status") {
+        if let text = try parameter("status") {
             for name in text.split(separator: ",", omittingEmptySubsequences: false) {
                 guard let status = JobStatus(rawValue: String(name)) else {
                     throw APIError(
@@ -71,7 +81,7 @@ struct JobsRoute: Sendable {
                 if !statuses.contains(status) { statuses.append(status) }
             }
         }
-        let cursor = request.queryValue("cursor")
+        let cursor = try parameter("cursor")
         let invalidCursor = APIError(
             .invalidParameter, "cursor names no job of this key: it is a next_cursor of this list (its job may have been removed since)",
             details: ["parameter": "cursor"]

@@ -33,6 +33,8 @@ public final class PostgresJobStore: SharedJobStore {
     private let lastSize = NIOLockedValueBox<Int>(0)
     /// The client's connections and the listening connection, until `close()`.
     private let background = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    /// The build of the indexes made after the start (`buildConcurrentIndexes`), until `close()`.
+    private let indexing = NIOLockedValueBox<Task<Void, Never>?>(nil)
 
     static let channel = "comfy_gateway"
 
@@ -95,10 +97,17 @@ public final class PostgresJobStore: SharedJobStore {
             if let error = error as? JobStoreError { throw error }
             throw JobStoreError(.unavailable, "cannot open the job database \(url): \(Self.reason(error))")
         }
+        if version == PostgresJobStoreSchema.latestVersion {
+            store.indexing.withLockedValue { $0 = Task { await store.buildConcurrentIndexes() } }
+        }
         return store
     }
 
     public func close() async {
+        if let task = indexing.withLockedValue({ $0 }) {
+            task.cancel()
+            await task.value
+        }
         if let task = background.withLockedValue({ $0 }) {
             task.cancel()
             await task.value
@@ -452,7 +461,11 @@ public final class PostgresJobStore: SharedJobStore {
                 start = Int64(seq)
             }
             return try await rows(
-                "SELECT * FROM jobs WHERE key_name = \(name) AND status = ANY(\(wanted)) AND seq < \(start) ORDER BY seq DESC LIMIT \(Int64(limit))"
+                // Without the graphs: a page of a hundred would read a hundred of them, for nothing.
+                """
+                SELECT \(unescaped: JobRecord.columnsWithoutWorkflow) FROM jobs
+                WHERE key_name = \(name) AND status = ANY(\(wanted)) AND seq < \(start) ORDER BY seq DESC LIMIT \(Int64(limit))
+                """
             ).map(JobRecord.init(row:))
         }
     }

@@ -161,10 +161,6 @@ enum PostgresJobStoreSchema {
         [
             "ALTER TABLE jobs ADD COLUMN process_runs INTEGER NOT NULL DEFAULT 0",
         ],
-        // 8: a key's jobs newest first, page by page (JobStoreSchema's version 5).
-        [
-            "CREATE INDEX jobs_by_key_seq ON jobs (key_name, seq)",
-        ],
     ]
 
     static var latestVersion: Int { migrations.count }
