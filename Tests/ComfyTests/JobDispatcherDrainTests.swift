@@ -51,7 +51,7 @@ struct JobDispatcherDrainTests {
     @Test func aStrandedJobWhoseWaitHasNotBegunGetsTheStrandedError() async throws {
         let dispatcher = JobDispatcher(backendCount: 1, configuration: SchedulerConfiguration(capacityPerBackend: 1))
         let queued = try await dispatcher.submit(owner: "a", priority: .batch)
-        await dispatcher.failStranded(grace: .zero) { _ in ComfyError(code: .backendUnavailable, message: "stranded") }
+        await dispatcher.failStranded(grace: .zero) { _, _ in ComfyError(code: .backendUnavailable, message: "stranded") }
         let answer = await #expect(throws: ComfyError.self) {
             try await dispatcher.waitForSlot(queued, deadline: .now + .seconds(5), timeout: .seconds(5))
         }
@@ -64,7 +64,7 @@ struct JobDispatcherDrainTests {
         let stored = try await dispatcher.submit(owner: "a", priority: .batch, waitsOutOutagesUntil: .now + .seconds(60))
         let expired = try await dispatcher.submit(owner: "b", priority: .batch, waitsOutOutagesUntil: .now - .seconds(1))
         let caller = try await dispatcher.submit(owner: "c", priority: .batch)
-        await dispatcher.failStranded(grace: .zero) { _ in ComfyError(code: .backendUnavailable, message: "stranded") }
+        await dispatcher.failStranded(grace: .zero) { _, _ in ComfyError(code: .backendUnavailable, message: "stranded") }
         // The caller on the line and the stored job past its queue deadline are told; the other waits.
         for id in [expired, caller] {
             let answer = await #expect(throws: ComfyError.self) {
@@ -79,17 +79,20 @@ struct JobDispatcherDrainTests {
         #expect(dispatcher.published.withLockedValue(\.running) == [1])
     }
 
-    @Test func aStoredJobThatOnlyADownBackendCanRunIsStrandedWhileAnotherIsUp() async throws {
+    @Test func aStoredJobThatOnlyADownBackendCanRunLeavesTheLineWhileAnotherIsUp() async throws {
         let dispatcher = JobDispatcher(backendCount: 2, configuration: SchedulerConfiguration(capacityPerBackend: 1))
         await dispatcher.setHealth(0, .up)
-        // It would hold one of the runner's places for async jobs while backend 0 could run others.
+        // In the backends' line it would hold one of the runner's places for async jobs while
+        // backend 0 could run others: it leaves it, told it is within its queue time (to wait in the runner).
         #expect(await dispatcher.isStranded([1], grace: .zero, outageDeadline: .now + .seconds(60)))
         let stored = try await dispatcher.submit(owner: "a", priority: .batch, eligible: [1], waitsOutOutagesUntil: .now + .seconds(60))
-        await dispatcher.failStranded(grace: .zero) { _ in ComfyError(code: .backendUnavailable, message: "stranded") }
+        await dispatcher.failStranded(grace: .zero) { _, withinQueueTime in
+            ComfyError(code: .backendUnavailable, message: withinQueueTime ? "wait elsewhere" : "stranded")
+        }
         let answer = await #expect(throws: ComfyError.self) {
             try await dispatcher.waitForSlot(stored, deadline: .now + .seconds(5), timeout: .seconds(5))
         }
-        #expect(answer?.message == "stranded")
+        #expect(answer?.message == "wait elsewhere")
         // With both down, it waits.
         await dispatcher.setHealth(0, .down)
         #expect(!(await dispatcher.isStranded([1], grace: .zero, outageDeadline: .now + .seconds(60))))

@@ -232,6 +232,54 @@ struct BackendPoolTests {
         #expect(try await cluster.emulators[0].stats()["prompts_received"] == 0)
     }
 
+    @Test func storedJobsOnlyADownBackendCanRunWaitOutsideTheLineWhileTheOtherRunsJobsAndRunWhenItIsBack() async throws {
+        let cluster = try await startCluster(
+            "pool-parked", backends: 2, environment: ["BACKEND_CAPACITY": "1", "JOB_QUEUE_TIMEOUT": "15s"],
+            emulatorArguments: [["--checkpoints", "anime.safetensors"], ["--checkpoints", "photo.safetensors"]]
+        )
+        defer { cluster.stop() }
+        let (gateway, anime) = (cluster.gateway, cluster.emulators[0])
+        try await waitUntil {
+            let health = try JSONValue.parse(try await gateway.get("/healthz").body)
+            return health["backends"]?.arrayValue?.allSatisfy { $0["models"]?["checkpoints"]?.arrayValue?.count == 1 } == true
+        }
+        func submit(_ checkpoint: String, _ index: Int) async throws -> String {
+            var graph = Workflows.txt2img(text: "\(checkpoint) \(index)", seed: index)
+            graph["4"] = Workflows.node("CheckpointLoaderSimple", ["ckpt_name": .string(checkpoint)])
+            let answer = try await gateway.post("/api/jobs", json: Workflows.body(graph))
+            #expect(answer.status == 202, "\(answer.bodyText)")
+            return try #require(try JSONValue.parse(answer.body)["id"]?.stringValue)
+        }
+        func setDown(_ down: Bool) async throws {
+            try await anime.configure(["http_status": down ? 500 : .null, "refuse_ws": .bool(down)])
+            if down { _ = try await anime.http.execute(CurlRequest(method: "POST", url: "\(anime.url)/emulator/restart")) }
+            try await waitUntil(timeout: .seconds(20)) {
+                try JSONValue.parse(try await gateway.get("/healthz").body)["backends"]?.arrayValue?.first?["state"] == (down ? "down" : "up")
+            }
+        }
+        try await setDown(true)
+        // More of them than the runner hands the backends' line at once (1 slot × 2 backends × 2).
+        var waiting: [String] = []
+        for index in 0..<6 { waiting.append(try await submit("anime.safetensors", index)) }
+        try await Task.sleep(for: .seconds(4))
+        for id in waiting { #expect(try await gateway.job(id)["status"] == "queued", "past the 3 s after which a call is told 503") }
+        // They hold none of the places: the other backend's jobs run meanwhile.
+        var others: [String] = []
+        for index in 0..<3 { others.append(try await submit("photo.safetensors", index)) }
+        for id in others { try await waitUntil(timeout: .seconds(30)) { try await gateway.job(id)["status"] == "completed" } }
+        try await setDown(false)
+        for id in waiting { try await waitUntil(timeout: .seconds(30)) { try await gateway.job(id)["status"] == "completed" } }
+        #expect(try await executed(anime) == 6)
+
+        // One whose backend stays away fails once its queue time is over.
+        try await setDown(true)
+        let late = try await submit("anime.safetensors", 9)
+        try await waitUntil(timeout: .seconds(40)) { try await gateway.job(late)["status"] == "failed" }
+        let error = try await gateway.job(late)["error"]
+        #expect(error?["code"] == "backend_unavailable")
+        #expect(error?["message"] == "no ComfyUI backend that can run this job came back within its queue time")
+    }
+
     /// A GPU server frozen mid-job (it lost power, a NAT forgot the flow): its socket stays open
     /// and silent, and answers no ping. Its jobs move to the other backend once the ping goes
     /// unanswered, long before the stall timeout (180 s here).

@@ -75,7 +75,7 @@ public final class BackendPool: Sendable {
                 // Waiting is pointless when no backend a job may run on is coming back soon (all
                 // are down, or the only ones with its models): say so once the grace is up.
                 while !Task.isCancelled {
-                    await self.dispatcher.failStranded(grace: self.unavailableAfter, with: self.unavailableError)
+                    await self.dispatcher.failStranded(grace: self.unavailableAfter, with: self.strandedError)
                     let wake: ContinuousClock.Instant = await self.dispatcher.anyDown ? .now + self.unavailableAfter : .now + .seconds(3600)
                     await self.dispatcher.waitForHealthChange(until: wake)
                 }
@@ -202,7 +202,11 @@ public final class BackendPool: Sendable {
             )
         }
         // A stored job waits out an outage of every backend until its queue deadline; a caller on the line is told.
-        if await dispatcher.isStranded(eligible, grace: unavailableAfter, outageDeadline: job.queueDeadline) { throw unavailableError(eligible) }
+        // Read before the judgment: a change during it makes the job try again rather than wait.
+        let judgedAt = healthChanges()
+        if await dispatcher.isStranded(eligible, grace: unavailableAfter, outageDeadline: job.queueDeadline) {
+            throw strandedError(eligible, withinQueueTime: job.queueDeadline.map { ContinuousClock.now < $0 } ?? false, judgedAt: judgedAt)
+        }
         let id = try await dispatcher.submit(
             owner: owner, priority: priority, ownerMaxRunning: ownerMaxRunning, eligible: eligible,
             checkpoint: ModelReference.checkpoint(of: job.workflow), acceptedBeforeDrain: acceptedBeforeDrain,
@@ -297,6 +301,35 @@ public final class BackendPool: Sendable {
 
     /// Why no backend can take a job that may run on `eligible` (`nil`: any), naming each of
     /// those with its last error.
+    /// Why a job cannot run now; a stored job within its queue time is told to wait for one
+    /// of its backends to come back (`ComfyError.waitsForBackend`).
+    @Sendable private func strandedError(_ eligible: Set<Int>?, withinQueueTime: Bool) -> ComfyError {
+        // Called by the dispatcher, whose state the published count is.
+        strandedError(eligible, withinQueueTime: withinQueueTime, judgedAt: healthChanges())
+    }
+
+    private func strandedError(_ eligible: Set<Int>?, withinQueueTime: Bool, judgedAt: UInt64) -> ComfyError {
+        var error = unavailableError(eligible)
+        if withinQueueTime { error.waitsForBackend = judgedAt }
+        return error
+    }
+
+    /// How many times a backend's health changed, as the scheduler saw it.
+    public func healthChanges() -> UInt64 {
+        dispatcher.published.withLockedValue(\.healthChanges)
+    }
+
+    /// Returns at `deadline`, or earlier when a backend's health changes or `wakeParkedJobs`
+    /// is called: the one waiter for the runner's parked jobs.
+    public func waitForBackendChange(until deadline: ContinuousClock.Instant) async {
+        await dispatcher.waitForHealthChange(until: deadline, waiter: JobDispatcher.parkedJobs)
+    }
+
+    /// Ends the runner's `waitForBackendChange` early.
+    public func wakeParkedJobs() {
+        dispatcher.wakeHealthWaiter(JobDispatcher.parkedJobs)
+    }
+
     @Sendable private func unavailableError(_ eligible: Set<Int>?) -> ComfyError {
         let named = backends.indices.filter { eligible?.contains($0) ?? true }.map { backends[$0] }
         let reasons = named.map { "\($0.url): \($0.lastError ?? "not connected")" }

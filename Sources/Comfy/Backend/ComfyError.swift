@@ -37,6 +37,11 @@ public struct ComfyError: Error, Sendable, CustomStringConvertible {
     /// own): it counts against the backend's health (`BackendHealthMonitor.restCall`). Not
     /// what one job brings on (an answer too large, a refused upload, a slow large file).
     public var isServerFault = false
+    /// No backend that can run a stored job is up, while another is, and its queue time is not
+    /// over: it leaves the backends' line to wait in the runner for one to come back
+    /// (`JobRunner`), holding none of the places the async jobs that can run share. The count
+    /// of health changes it was judged at (`BackendPool.healthChanges`): after another, it may run.
+    public var waitsForBackend: UInt64?
 
     public init(code: Code, message: String, backend: String? = nil) {
         self.code = code

@@ -13,8 +13,8 @@ public actor JobRunner {
         /// One job's whole run, queue included (an async job's: from when a backend takes it).
         public var timeout: Duration
         /// How long after its submission an async job may wait for a backend: a busy one (but
-        /// at least `timeout` once handed to the pool), and while none is up at all, one to
-        /// come back (`PromptJob.queueDeadline`).
+        /// at least `timeout` once handed to the pool), and one to come back while none that
+        /// can run it is up (`PromptJob.queueDeadline`, `parked`).
         public var queueTimeout: Duration
         /// Async jobs handed to the pool at once; the rest wait here (in the store).
         public var maxRunningAsync: Int
@@ -93,6 +93,12 @@ public actor JobRunner {
     private var live: [String: Live] = [:]
     /// Async jobs not handed to the pool yet, oldest first.
     private var waiting: [JobRecord] = []
+    /// Of those, the ones back because no backend that can run them is up while another is
+    /// (`ComfyError.waitsForBackend`), with the end of their queue time: not handed to the pool
+    /// again until a backend's health changes, failed once that time is over (`watchParked`).
+    private var parked: [String: ContinuousClock.Instant] = [:]
+    /// When `watchParked` wakes next, while it waits.
+    private var parkedWake: ContinuousClock.Instant?
     /// Async jobs handed to the pool and not ended, by owner.
     private var startedByOwner: [String: Int] = [:]
     private var runningAsync: Int { startedByOwner.values.reduce(0, +) }
@@ -165,6 +171,7 @@ public actor JobRunner {
         let shared = self.shared
         if shared == nil { await recover() }
         await withDiscardingTaskGroup { group in
+            group.addTask { await self.watchParked() }
             if let shared {
                 group.addTask { await self.keepLeases(shared) }
                 group.addTask { await self.followChanges(shared) }
@@ -400,7 +407,7 @@ public actor JobRunner {
                 return started
             }
             var next: Int?
-            for index in waiting.indices {
+            for index in waiting.indices where parked[waiting[index].id] == nil {
                 guard let candidate = load(waiting[index].turnOwner) else { continue }
                 if let best = next, let bestLoad = load(waiting[best].turnOwner), bestLoad <= candidate { continue }
                 next = index
@@ -678,10 +685,11 @@ public actor JobRunner {
             } else if let error = error as? JobStoreError {
                 logger.warning("a job failed: the job store did not answer", metadata: ["job.id": "\(id)", "error": "\(error)"])
             }
-            if (error as? ComfyError)?.code == .busy, record.kind == .async {
-                // The backends' line is full (of generate calls): a job its caller was told is
-                // stored waits for room, a second at a time, instead of failing.
-                try? await Task.sleep(for: .seconds(1))
+            if let error = error as? ComfyError, error.code == .busy || error.waitsForBackend != nil, record.kind == .async {
+                // The backends' line is full (of generate calls), or no backend that can run it is
+                // up while another is: a job its caller was told is stored waits instead of
+                // failing, for room a second at a time, or parked until a backend comes back.
+                if error.code == .busy { try? await Task.sleep(for: .seconds(1)) }
                 if endedElsewhere.contains(id) {
                     // Taken over (or ended) by another instance meanwhile.
                     await endElsewhere(id)
@@ -693,6 +701,7 @@ public actor JobRunner {
                 } else {
                     waitsAgain = true
                     waiting.insert(record, at: 0)
+                    if let judgedAt = error.waitsForBackend { park(record, judgedAt: judgedAt) }
                 }
                 return
             }
@@ -716,8 +725,7 @@ public actor JobRunner {
         job.endsWithProcess = record.endsWithItsCaller
         if record.kind == .async {
             // Nobody waits on a connection: a backend that is down is waited for, within its queue time.
-            let left = record.createdAt.addingTimeInterval(configuration.queueTimeout.seconds).timeIntervalSinceNow
-            job.queueDeadline = .now + .seconds(left)
+            job.queueDeadline = queueDeadline(of: record)
         }
         // A sync job without an idempotency key ends with its caller, also in a crash (the next
         // start cancels it): its prompt needs no write before it is submitted, which keeps one
@@ -790,6 +798,48 @@ public actor JobRunner {
             }
             cancels.discard(id)
             return outcome ?? .ran(.failure(ComfyError.cancelled))
+        }
+    }
+
+    /// When an async job's time to wait for a backend is over (`Configuration.queueTimeout`).
+    private func queueDeadline(of record: JobRecord) -> ContinuousClock.Instant {
+        .now + .seconds(record.createdAt.addingTimeInterval(configuration.queueTimeout.seconds).timeIntervalSinceNow)
+    }
+
+    /// Keeps a job back in `waiting` from the pool until a backend's health changes; one judged
+    /// before the last change is not kept (its backend may be back: it is handed over again).
+    private func park(_ record: JobRecord, judgedAt: UInt64) {
+        guard pool.healthChanges() == judgedAt else { return }
+        let deadline = queueDeadline(of: record)
+        parked[record.id] = deadline
+        // `watchParked` sleeps until the earliest end it knew of: this one may come sooner.
+        if let wake = parkedWake, deadline < wake { pool.wakeParkedJobs() }
+    }
+
+    /// Hands the parked jobs to the pool again whenever a backend's health changes, and fails
+    /// those whose queue time is over.
+    private func watchParked() async {
+        while !Task.isCancelled {
+            let changes = pool.healthChanges()
+            let wake = parked.values.min() ?? .now + .seconds(3600)
+            parkedWake = wake
+            await pool.waitForBackendChange(until: wake)
+            parkedWake = nil
+            guard !Task.isCancelled else { return }
+            if pool.healthChanges() != changes {
+                parked.removeAll()
+                startWaiting()
+                continue
+            }
+            let now = ContinuousClock.now
+            for (id, deadline) in parked where deadline <= now {
+                parked[id] = nil
+                guard let index = waiting.firstIndex(where: { $0.id == id }) else { continue }
+                waiting.remove(at: index)
+                shared?.forget(id)
+                let error = ComfyError(code: .backendUnavailable, message: "no ComfyUI backend that can run this job came back within its queue time")
+                _ = try? await settle(id, status: .failed, result: nil, failure: describe(error), image: nil)
+            }
         }
     }
 

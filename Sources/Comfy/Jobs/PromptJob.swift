@@ -7,10 +7,11 @@ public struct PromptJob: Sendable {
     /// The whole job, including retries after a lost backend (and, but for a stored job with
     /// a `queueDeadline`, its wait for a backend).
     public var timeout: Duration
-    /// A stored job's: until this instant it waits for a backend, also while none is up at all
-    /// (a ComfyUI restarting, the only one out for its REST cooloff), and its `timeout` counts
-    /// from when a backend takes it. `nil`: a caller waits on the connection, and is told after
-    /// `BackendTiming.unavailableAfter` that no backend is reachable.
+    /// A stored job's: until this instant it waits for a backend, also while none that can run
+    /// it is up (in the backends' line while none at all is; else told `waitsForBackend`, to
+    /// wait in the runner), and its `timeout` counts from when a backend takes it. `nil`: a
+    /// caller waits on the connection, and is told after `BackendTiming.unavailableAfter` that
+    /// no backend is reachable.
     public var queueDeadline: ContinuousClock.Instant?
     /// Input images uploaded to the chosen backend before the prompt is submitted.
     public var uploads: [PromptUpload]

@@ -17,13 +17,17 @@ actor JobDispatcher {
     private var downSince: [ContinuousClock.Instant?]
     /// Wakes `waitForHealthChange` callers.
     private let healthChanges = WaiterTable<Int, Void>()
+    /// How many times a backend's health changed (`Snapshot.healthChanges`).
+    private var healthChangeCount: UInt64 = 0
     /// Stored jobs' `queueDeadline`s, by job id: until then one waits out an outage of every
     /// backend instead of being failed as stranded (`isStranded`).
     private var outageDeadlines: [UInt64: ContinuousClock.Instant] = [:]
     init(backendCount: Int, configuration: SchedulerConfiguration) {
         scheduler = JobScheduler(backendCount: backendCount, configuration: configuration)
         downSince = Array(repeating: .now, count: backendCount)
-        published = NIOLockedValueBox(Snapshot(health: scheduler.backends.map(\.health), running: scheduler.backends.map(\.running.count), queued: 0))
+        published = NIOLockedValueBox(
+            Snapshot(health: scheduler.backends.map(\.health), running: scheduler.backends.map(\.running.count), queued: 0, healthChanges: 0)
+        )
     }
 
     /// The scheduler's counts as of its last change, for `/healthz` and `/metrics`: read
@@ -32,6 +36,9 @@ actor JobDispatcher {
         var health: [BackendHealth]
         var running: [Int]
         var queued: Int
+        /// How many times a backend's health changed: a job judged stranded at one count may
+        /// run at a later one.
+        var healthChanges: UInt64
     }
 
     // A pthread mutex, not `Mutex`: many FastCGI threads read it at once, and `Mutex` spins under contention (perf).
@@ -120,8 +127,11 @@ actor JobDispatcher {
         } else if downSince[backend] == nil {
             downSince[backend] = .now
         }
-        healthChanges.resume(0, with: .success(()))
+        healthChangeCount += 1
+        // Published first: a waiter woken reads the change.
         pump()
+        // The pool's stranded-job check, and the runner's parked jobs.
+        for waiter in [Self.strandedCheck, Self.parkedJobs] { healthChanges.resume(waiter, with: .success(())) }
     }
 
     /// Whether every backend of `eligible` (`nil`: any backend) has not been up for `grace`:
@@ -142,18 +152,29 @@ actor JobDispatcher {
     var anyDown: Bool { downSince.contains { $0 != nil } }
 
     /// Returns at `deadline`, or earlier when a backend's health changes.
-    nonisolated func waitForHealthChange(until deadline: ContinuousClock.Instant) async {
-        _ = await healthChanges.wait(for: 0, until: deadline)
+    nonisolated func waitForHealthChange(until deadline: ContinuousClock.Instant, waiter: Int = strandedCheck) async {
+        _ = await healthChanges.wait(for: waiter, until: deadline)
     }
+
+    /// Wakes a `waitForHealthChange` caller early (its deadline changed).
+    nonisolated func wakeHealthWaiter(_ waiter: Int) {
+        healthChanges.resume(waiter, with: .success(()))
+    }
+
+    /// The two callers of `waitForHealthChange`, one each.
+    static let strandedCheck = 0
+    static let parkedJobs = 1
 
 
     /// Answers each waiting job that `isStranded` with the error for its backends (none it may
-    /// run on is coming back soon).
-    func failStranded(grace: Duration, with error: @Sendable (Set<Int>?) -> any Error) {
+    /// run on is coming back soon), told whether it is a stored job within its queue time.
+    func failStranded(grace: Duration, with error: @Sendable (Set<Int>?, _ withinQueueTime: Bool) -> any Error) {
         let now = ContinuousClock.now
         for id in scheduler.waitingJobs {
             let eligible = scheduler.eligibleBackends(of: id)
-            if isStranded(eligible, grace: grace, outageDeadline: outageDeadlines[id], now: now) { abandon(id, with: error(eligible)) }
+            if isStranded(eligible, grace: grace, outageDeadline: outageDeadlines[id], now: now) {
+                abandon(id, with: error(eligible, outageDeadlines[id].map { now < $0 } ?? false))
+            }
         }
         pump()
     }
@@ -185,7 +206,9 @@ actor JobDispatcher {
         for assignment in scheduler.dispatch() {
             slots.resume(assignment.job, with: .success(assignment.backend))
         }
-        let snapshot = Snapshot(health: scheduler.backends.map(\.health), running: scheduler.backends.map(\.running.count), queued: scheduler.queued)
+        let snapshot = Snapshot(
+            health: scheduler.backends.map(\.health), running: scheduler.backends.map(\.running.count), queued: scheduler.queued, healthChanges: healthChangeCount
+        )
         published.withLockedValue { $0 = snapshot }
     }
 }

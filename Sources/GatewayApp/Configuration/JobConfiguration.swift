@@ -14,7 +14,7 @@ import Comfy
 /// wait to start on an instance; beyond, `POST /api/jobs` is 429 `busy` and stores nothing (0: no limit).
 /// `JOB_CRASH_LIMIT` (3): a job that was running each time that many gateway processes died is
 /// failed instead of taken up again. `JOB_QUEUE_TIMEOUT` (1 h): how long after its submission
-/// an async job may wait for a backend: a busy one, or while none is up, one to come back.
+/// an async job may wait for a backend: a busy one, or one to come back while none that can run it is up.
 struct JobConfiguration: Sendable {
     enum Store: Sendable, Equatable {
         case sqlite
