@@ -98,6 +98,21 @@ struct JobDispatcherDrainTests {
         #expect(!(await dispatcher.isStranded([1], grace: .zero, outageDeadline: .now + .seconds(60))))
     }
 
+    @Test func eachChangeOfABackendsHealthOrModelsIsCountedAndWakesTheParkedJobsWaiter() async throws {
+        let dispatcher = JobDispatcher(backendCount: 2, configuration: SchedulerConfiguration(capacityPerBackend: 1))
+        func count() -> UInt64 { dispatcher.published.withLockedValue(\.healthChanges) }
+        let start = count()
+        await dispatcher.setHealth(0, .up)
+        await dispatcher.setHealth(0, .up)  // no change
+        #expect(count() == start + 1)
+        // Woken by a change that came before the wait (kept for it), with the count published first.
+        await dispatcher.modelsChanged()
+        #expect(count() == start + 2)
+        let woken = ContinuousClock.now
+        await dispatcher.waitForHealthChange(until: .now + .seconds(30), waiter: JobDispatcher.parkedJobs)
+        #expect(ContinuousClock.now - woken < .seconds(10))
+    }
+
     @Test func onceTheDrainTimeIsUpNothingStartsAnyMore() async throws {
         let dispatcher = await upDispatcher()
         await dispatcher.stopAccepting()

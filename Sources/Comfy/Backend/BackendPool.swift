@@ -50,6 +50,10 @@ public final class BackendPool: Sendable {
                 group.addTask { await backend.watchHealth() }
                 group.addTask { await backend.watchModels() }
                 group.addTask {
+                    // Which backends a job may run on changed: parked jobs are judged again.
+                    for await _ in backend.modelChanges { await self.dispatcher.modelsChanged() }
+                }
+                group.addTask {
                     for await health in backend.healthChanges {
                         let was = self.healthViews.withLockedValue { views in
                             defer { views.own[index] = health }
@@ -121,7 +125,10 @@ public final class BackendPool: Sendable {
             metrics.jobEnded(priority, outcome: "success", after: .now - started)
             return image
         } catch {
-            metrics.jobEnded(priority, outcome: (error as? ComfyError).map { "\($0.code)" } ?? "error", after: .now - started)
+            // A stored job sent back to wait for its backend has not ended.
+            if (error as? ComfyError)?.waitsForBackend == nil {
+                metrics.jobEnded(priority, outcome: (error as? ComfyError).map { "\($0.code)" } ?? "error", after: .now - started)
+            }
             throw error
         }
     }

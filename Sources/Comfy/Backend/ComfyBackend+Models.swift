@@ -11,6 +11,7 @@ extension ComfyBackend {
             }
             if catalogue != before {
                 logger.info("ComfyUI models read", metadata: ["comfy.checkpoints": "\(catalogue?.folders["checkpoints"]?.count ?? 0)"])
+                modelsContinuation.yield()
             }
         } catch {
             // Kept as last read: a failed refresh says nothing about the files.

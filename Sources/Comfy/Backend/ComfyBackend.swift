@@ -72,6 +72,9 @@ public actor ComfyBackend {
     let healthContinuation: AsyncStream<BackendHealth>.Continuation
     /// Every change of `health`, for the scheduler.
     public nonisolated let healthChanges: AsyncStream<BackendHealth>
+    let modelsContinuation: AsyncStream<Void>.Continuation
+    /// Each change of the models read (`models`): jobs waiting for a backend with theirs may run.
+    public nonisolated let modelChanges: AsyncStream<Void>
 
     /// Work on ComfyUI that no caller waits for.
     enum Chore: Sendable {
@@ -105,6 +108,7 @@ public actor ComfyBackend {
         self.timing = timing
         monitor = BackendHealthMonitor(timing: timing, now: .now)
         (healthChanges, healthContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (modelChanges, modelsContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (choreStream, chores) = AsyncStream.makeStream()
         var logger = logger
         logger[metadataKey: "comfy.backend"] = "\(url)"

@@ -279,6 +279,8 @@ public actor JobRunner {
                 if record.kind == .async { startedByOwner[record.turnOwner, default: 0] += 1 }
                 starts.yield(.reattach(record, promptID: promptID, backend: backend))
             } else if record.kind == .async {
+                // Taken up anew (it may have been parked here before another instance had it).
+                parked[record.id] = nil
                 waiting.append(record)
             } else {
                 starts.yield(.fresh(record))
@@ -350,6 +352,7 @@ public actor JobRunner {
             endedElsewhere.insert(id)
             if let index = waiting.firstIndex(where: { $0.id == id }) {
                 waiting.remove(at: index)
+                parked[id] = nil
                 await endElsewhere(id)
             } else {
                 cancels.resume(id, with: .success(()))
@@ -572,6 +575,7 @@ public actor JobRunner {
         if unsettled[id] != nil { return try await settleUnsettled(id) }
         if let index = waiting.firstIndex(where: { $0.id == id }) {
             waiting.remove(at: index)
+            parked[id] = nil
             // A caller's cancel is not fenced by this instance's lease: lost meanwhile (another
             // instance took the job over), it still ends the job, and that instance's run stops.
             shared?.forget(id)
@@ -678,13 +682,6 @@ public actor JobRunner {
                 endWatchers(of: id, with: .stopped(reason))
                 return
             }
-            let failure = describe(error)
-            if let error = error as? ComfyError, let backend = error.backend {
-                // The caller's answer does not name the backend; the operator's log does.
-                logger.notice("a job failed on a backend", metadata: ["job.id": "\(id)", "comfy.backend": "\(backend)", "error": "\(error.message)"])
-            } else if let error = error as? JobStoreError {
-                logger.warning("a job failed: the job store did not answer", metadata: ["job.id": "\(id)", "error": "\(error)"])
-            }
             if let error = error as? ComfyError, error.code == .busy || error.waitsForBackend != nil, record.kind == .async {
                 // The backends' line is full (of generate calls), or no backend that can run it is
                 // up while another is: a job its caller was told is stored waits instead of
@@ -704,6 +701,13 @@ public actor JobRunner {
                     if let judgedAt = error.waitsForBackend { park(record, judgedAt: judgedAt) }
                 }
                 return
+            }
+            let failure = describe(error)
+            if let error = error as? ComfyError, let backend = error.backend {
+                // The caller's answer does not name the backend; the operator's log does.
+                logger.notice("a job failed on a backend", metadata: ["job.id": "\(id)", "comfy.backend": "\(backend)", "error": "\(error.message)"])
+            } else if let error = error as? JobStoreError {
+                logger.warning("a job failed: the job store did not answer", metadata: ["job.id": "\(id)", "error": "\(error)"])
             }
             if (error as? ComfyError)?.code == .busy {
                 // It never started: a retry with the same key makes a new job.
@@ -819,14 +823,18 @@ public actor JobRunner {
     /// Hands the parked jobs to the pool again whenever a backend's health changes, and fails
     /// those whose queue time is over.
     private func watchParked() async {
+        // The changes handled so far, across turns: one that comes while expired jobs are
+        // written (its wake-up kept for the next wait) is handled in the next turn.
+        var handled = pool.healthChanges()
         while !Task.isCancelled {
-            let changes = pool.healthChanges()
             let wake = parked.values.min() ?? .now + .seconds(3600)
             parkedWake = wake
             await pool.waitForBackendChange(until: wake)
             parkedWake = nil
             guard !Task.isCancelled else { return }
-            if pool.healthChanges() != changes {
+            let changes = pool.healthChanges()
+            if changes != handled {
+                handled = changes
                 parked.removeAll()
                 startWaiting()
                 continue
@@ -834,9 +842,9 @@ public actor JobRunner {
             let now = ContinuousClock.now
             for (id, deadline) in parked where deadline <= now {
                 parked[id] = nil
-                guard let index = waiting.firstIndex(where: { $0.id == id }) else { continue }
-                waiting.remove(at: index)
-                shared?.forget(id)
+                guard waiting.contains(where: { $0.id == id }) else { continue }
+                waiting.removeAll { $0.id == id }
+                // Fenced by this instance's lease (`finish`): one that lost the job writes nothing.
                 let error = ComfyError(code: .backendUnavailable, message: "no ComfyUI backend that can run this job came back within its queue time")
                 _ = try? await settle(id, status: .failed, result: nil, failure: describe(error), image: nil)
             }

@@ -127,10 +127,19 @@ actor JobDispatcher {
         } else if downSince[backend] == nil {
             downSince[backend] = .now
         }
+        healthChanged()
+    }
+
+    /// A backend's models changed: a job stranded for want of them may run now.
+    func modelsChanged() {
+        healthChanged()
+    }
+
+    /// Counts a change of what jobs can run where, publishes it, then wakes its waiters (they
+    /// read it): the pool's stranded-job check and the runner's parked jobs.
+    private func healthChanged() {
         healthChangeCount += 1
-        // Published first: a waiter woken reads the change.
         pump()
-        // The pool's stranded-job check, and the runner's parked jobs.
         for waiter in [Self.strandedCheck, Self.parkedJobs] { healthChanges.resume(waiter, with: .success(())) }
     }
 
