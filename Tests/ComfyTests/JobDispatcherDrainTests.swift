@@ -1,6 +1,15 @@
 @testable import Comfy
 import Testing
 
+extension JobDispatcher {
+    /// Waits for the slot as a caller does, told "no backend was free" past `deadline`.
+    func waitForSlot(_ id: UInt64, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Int {
+        try await waitForSlot(id, deadline: deadline) {
+            ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \(timeout.components.seconds) s")
+        }
+    }
+}
+
 /// What the dispatcher takes while the gateway stops: SIGTERM may land between a job's store
 /// write and its arrival here, and that job is in flight (its caller waits for it).
 struct JobDispatcherDrainTests {

@@ -72,13 +72,6 @@ actor JobDispatcher {
         return nextID
     }
 
-    /// Waits for the job's backend slot until `deadline`; a timeout or cancellation removes it.
-    func waitForSlot(_ id: UInt64, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> Int {
-        try await waitForSlot(id, deadline: deadline) {
-            ComfyError(code: .timedOut, message: "no ComfyUI backend was free within \(timeout.components.seconds) s")
-        }
-    }
-
     /// Waits for the job's backend slot until `deadline`, past which `timeoutError()` is thrown;
     /// a timeout or cancellation removes it.
     func waitForSlot(_ id: UInt64, deadline: ContinuousClock.Instant, timeoutError: @escaping @Sendable () -> any Error) async throws -> Int {
@@ -206,8 +199,7 @@ actor JobDispatcher {
     /// Takes a job off the queue and answers it with `error`, kept for it if its wait has not
     /// begun yet (its caller is between `submit` or a retry and `waitForSlot`).
     private func abandon(_ id: UInt64, with error: Error) {
-        scheduler.finish(id)
-        outageDeadlines[id] = nil
+        end(id)
         slots.resume(id, with: .failure(error))
     }
 
